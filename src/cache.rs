@@ -1,0 +1,248 @@
+//! The content-addressed step cache under `cache/`.
+//!
+//! Layout: `cache/<kind>/<key[..2]>/<key>/` holds a step's output files and
+//! `manifest.json`. An entry is built in `cache/tmp/` and renamed into place only
+//! when complete, so a crash, a failed step or Ctrl-C never leaves a half entry.
+//! A hit checks that every listed file is there with its recorded size, and rehashes
+//! a file whose modification time changed. One `pipeline run` at a time holds
+//! `cache/.lock`; a second gets a clear error instead of corrupting entries.
+//!
+//! `cache/runs/<experiment>.json` remembers the preimage of every step of the last run
+//! of each experiment, so `plan` can say *why* a step must run again.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{Digest, StepKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("another `pipeline run` is using the cache `{}`", .0.display())]
+    Locked(PathBuf),
+    #[error("failed to access the cache at `{}`", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+    pub mtime_ns: u128,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub key: String,
+    pub step: String,
+    pub kind: String,
+    pub files: Vec<FileEntry>,
+    /// blake3 over the sorted (path, file digest) list: what downstream keys use.
+    pub output_digest: String,
+    pub preimage: StepKey,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Manifest),
+    Missing,
+    /// The entry is there but an output is gone or altered.
+    Damaged(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Cache {
+    pub root: PathBuf,
+}
+
+/// Held while a run may write to the cache.
+#[derive(Debug)]
+pub struct CacheLock {
+    _file: File,
+}
+
+impl Cache {
+    pub fn new(root: impl Into<PathBuf>) -> Cache {
+        Cache { root: root.into() }
+    }
+
+    pub fn lock(&self) -> Result<CacheLock, CacheError> {
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let path = self.root.join(".lock");
+        let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(CacheLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(CacheError::Locked(self.root.clone())),
+            Err(fs::TryLockError::Error(e)) => Err(CacheError::Io { path, source: e }),
+        }
+    }
+
+    pub fn entry_dir(&self, kind: &str, key: &Digest) -> PathBuf {
+        let hex = key.hex();
+        self.root.join(kind).join(&hex[..2]).join(hex)
+    }
+
+    pub fn lookup(&self, kind: &str, key: &Digest) -> Lookup {
+        let dir = self.entry_dir(kind, key);
+        let Ok(bytes) = fs::read(dir.join("manifest.json")) else { return Lookup::Missing };
+        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+            return Lookup::Damaged("manifest.json is unreadable".into());
+        };
+        for f in &manifest.files {
+            let path = dir.join(&f.path);
+            let Ok(meta) = fs::metadata(&path) else {
+                return Lookup::Damaged(format!("output `{}` is missing", f.path));
+            };
+            if meta.len() != f.size {
+                return Lookup::Damaged(format!("output `{}` changed size", f.path));
+            }
+            if mtime_ns(&meta) != f.mtime_ns && hash_file(&path).ok().as_deref() != Some(f.blake3.as_str()) {
+                return Lookup::Damaged(format!("output `{}` was modified", f.path));
+            }
+        }
+        Lookup::Hit(manifest)
+    }
+
+    /// A fresh staging folder for a step's outputs, removed on drop unless published.
+    pub fn stage(&self) -> Result<tempfile::TempDir, CacheError> {
+        let tmp = self.root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        tempfile::Builder::new().prefix("stage-").tempdir_in(&tmp).map_err(io_err(&tmp))
+    }
+
+    /// Hash the staged outputs, write the manifest, and rename the entry into place.
+    pub fn publish(&self, staged: tempfile::TempDir, step: &str, preimage: StepKey) -> Result<Manifest, CacheError> {
+        let key = preimage.digest();
+        let mut files = Vec::new();
+        collect_files(staged.path(), staged.path(), &mut files).map_err(io_err(staged.path()))?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        let mut h = blake3::Hasher::new_derive_key("pipeline step outputs");
+        for f in &files {
+            h.update(f.path.as_bytes()).update(&[0]).update(f.blake3.as_bytes()).update(&[0]);
+        }
+        let manifest = Manifest {
+            key: key.hex(),
+            step: step.to_string(),
+            kind: preimage.kind.clone(),
+            files,
+            output_digest: h.finalize().to_hex().to_string(),
+            preimage,
+        };
+        let manifest_path = staged.path().join("manifest.json");
+        let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        fs::write(&manifest_path, json).map_err(io_err(&manifest_path))?;
+        let dest = self.entry_dir(&manifest.kind, &key);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        if dest.exists() {
+            // A damaged entry of the same key: replace it.
+            fs::remove_dir_all(&dest).map_err(io_err(&dest))?;
+        }
+        let staged_path = staged.keep();
+        fs::rename(&staged_path, &dest).map_err(io_err(&dest))?;
+        Ok(manifest)
+    }
+
+    fn runs_path(&self, experiment: &str) -> PathBuf {
+        self.root.join("runs").join(format!("{experiment}.json"))
+    }
+
+    /// The preimages of the steps of the last run of `experiment`, by step id.
+    pub fn last_run(&self, experiment: &str) -> BTreeMap<String, StepRecord> {
+        fs::read(self.runs_path(experiment)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    pub fn save_run(&self, experiment: &str, records: &BTreeMap<String, StepRecord>) -> Result<(), CacheError> {
+        let path = self.runs_path(experiment);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec(records).unwrap_or_default()).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))
+    }
+
+    /// Every experiment's last-run records (for `cache gc`).
+    pub fn all_runs(&self) -> Vec<(String, BTreeMap<String, StepRecord>)> {
+        let Ok(dir) = fs::read_dir(self.root.join("runs")) else { return Vec::new() };
+        dir.filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.path().file_stem()?.to_string_lossy().into_owned();
+                Some((name.clone(), self.last_run(&name)))
+            })
+            .collect()
+    }
+
+    /// Remove entries no record references; returns (entries removed, bytes freed).
+    pub fn gc(&self, keep: &std::collections::HashSet<String>) -> Result<(usize, u64), CacheError> {
+        let mut removed = (0, 0);
+        let Ok(kinds) = fs::read_dir(&self.root) else { return Ok(removed) };
+        for kind in kinds.filter_map(|e| e.ok()) {
+            let name = kind.file_name().to_string_lossy().into_owned();
+            if matches!(name.as_str(), "runs" | "tmp" | "logs") || !kind.path().is_dir() {
+                continue;
+            }
+            for shard in fs::read_dir(kind.path()).map_err(io_err(&kind.path()))?.filter_map(|e| e.ok()) {
+                for entry in fs::read_dir(shard.path()).map_err(io_err(&shard.path()))?.filter_map(|e| e.ok()) {
+                    let key = entry.file_name().to_string_lossy().into_owned();
+                    if !keep.contains(&key) {
+                        let mut files = Vec::new();
+                        let _ = collect_files(&entry.path(), &entry.path(), &mut files);
+                        removed.1 += files.iter().map(|f| f.size).sum::<u64>();
+                        fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+                        removed.0 += 1;
+                    }
+                }
+            }
+        }
+        let _ = fs::remove_dir_all(self.root.join("tmp"));
+        Ok(removed)
+    }
+}
+
+/// What `cache/runs/` remembers of one step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub key: String,
+    pub coords: Vec<(String, String)>,
+    pub preimage: StepKey,
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> u128 {
+    meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())
+}
+
+pub fn hash_file(path: &Path) -> io::Result<String> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(File::open(path)?)?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if path.file_name().is_some_and(|n| n != "manifest.json") {
+            let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            out.push(FileEntry { path: rel, size: meta.len(), blake3: hash_file(&path)?, mtime_ns: mtime_ns(&meta) });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Command-line interface: what each command does and how to use it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A declarative experiment pipeline engine for benchmarking vision-language-model
+/// inference.
+///
+/// An experiment file (TOML, or YAML for .yaml/.yml) names models, a matrix of axes
+/// (model, variant, seed, batch size, frames, and your own), and a workload. `pipeline`
+/// expands it into a DAG of content-hashed steps (datagen, measure, aggregate, report),
+/// starts servers as needed, runs only what changed, and writes a report to reports/.
+///
+/// Without FILE, commands use the embedded demo experiment (experiments/demo.toml),
+/// which measures the built-in simulator and needs no GPU.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version, max_term_width = 100)]
+#[command(
+    after_help = "Examples:\n  pipeline run                               run the embedded demo\n  pipeline plan experiments/qwen_sweep.toml  what would run, and why\n  pipeline run experiments/qwen_sweep.toml --only model=qwen-7b -j 4\n  pipeline dag experiments/demo.toml --format mermaid"
+)]
+pub struct Cli {
+    /// Cache folder for step outputs.
+    #[arg(long, global = true, env = "PIPELINE_CACHE", default_value = "cache")]
+    pub cache: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every step that is not up to date, then publish the report.
+    ///
+    /// Each step that runs is printed with the reason it runs. Completed steps are kept
+    /// in the cache even when a later step fails or the run is interrupted (Ctrl-C);
+    /// the next run resumes where this one stopped.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Steps that need no GPU run up to N at a time.
+        #[arg(short = 'j', long = "jobs", default_value_t = 2)]
+        jobs: usize,
+        /// Keep running independent steps after a step fails.
+        #[arg(short = 'k', long)]
+        keep_going: bool,
+    },
+    /// Dry run: every step with its state and why it would run.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON object per line: id, kind, coords, key, state, reasons.
+        #[arg(long)]
+        json: bool,
+    },
+    /// How many steps of each kind are up to date, and where the report is.
+    Status {
+        /// Experiment file (default: the embedded demo).
+        file: Option<PathBuf>,
+    },
+    /// Print the step graph, servers included.
+    Dag {
+        /// Experiment file (default: the embedded demo).
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = DagFormat::Dot)]
+        format: DagFormat,
+    },
+    /// Manage the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Serve the built-in simulator: vLLM's OpenAI-compatible API with a modelled latency.
+    SimServer(SimArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// Experiment file (default: the embedded demo).
+    pub file: Option<PathBuf>,
+    /// Only cells whose AXIS has VALUE (repeatable; all must match), e.g. --only seed=66.
+    #[arg(long, value_name = "AXIS=VALUE", value_parser = parse_only)]
+    pub only: Vec<(String, String)>,
+    /// Run the selected steps even if they are cached.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_only(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(a, v)| (a.trim().to_string(), v.trim().to_string())).ok_or_else(|| format!("expected AXIS=VALUE, found `{s}`"))
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DagFormat {
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove entries that no experiment's last run refers to.
+    Gc,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port (printed on start-up).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    #[arg(long, default_value = "sim")]
+    pub served_model_name: String,
+    #[arg(long, default_value_t = 15.0)]
+    pub ttft_base_ms: f64,
+    #[arg(long, default_value_t = 2.0)]
+    pub prefill_us_per_token: f64,
+    #[arg(long, default_value_t = 5.0)]
+    pub itl_base_ms: f64,
+    #[arg(long, default_value_t = 50.0)]
+    pub itl_us_per_inflight: f64,
+    /// Relative jitter: each duration is scaled by 1 ± this.
+    #[arg(long, default_value_t = 0.05)]
+    pub jitter: f64,
+    /// Tokens per answer (capped by the request's max_tokens).
+    #[arg(long, default_value_t = 24)]
+    pub answer_tokens: u32,
+    #[arg(long)]
+    pub prefix_caching: bool,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}

@@ -1,0 +1,296 @@
+//! The commands behind the CLI: load, plan, execute, print. Errors are classified here
+//! into the exit codes of [`crate::exit`].
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::anyhow;
+
+use crate::cache::{Cache, CacheError};
+use crate::cli::{CacheCommand, Cli, Command, DagFormat, SimArgs, Target};
+use crate::config::{self, Source};
+use crate::exec::{self, RunOptions};
+use crate::plan::{Plan, Selection, State, StepStatus};
+use crate::{exit, matrix, sim, steps};
+
+/// An error with the exit code it earns.
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub code: i32,
+}
+
+fn fail(code: i32) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { error, code }
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure { error: e.into(), code: exit::USER }
+    }
+}
+
+impl From<CacheError> for Failure {
+    fn from(e: CacheError) -> Self {
+        let hint = matches!(e, CacheError::Locked(_));
+        let error = anyhow::Error::from(e);
+        let error = if hint {
+            error.context("cannot lock the cache\nhint: wait for the other run to finish, or point one of them at another --cache")
+        } else {
+            error
+        };
+        Failure { error, code: exit::ENVIRONMENT }
+    }
+}
+
+pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
+    let cache = Cache::new(&cli.cache);
+    match cli.command {
+        Command::Run { target, jobs, keep_going } => run(&cache, &target, jobs, keep_going),
+        Command::Plan { target, json } => plan_cmd(&cache, &target, json),
+        Command::Status { file } => status(&cache, file.as_deref()),
+        Command::Dag { file, format } => dag(file.as_deref(), format),
+        Command::Cache { command: CacheCommand::Gc } => gc(&cache),
+        Command::SimServer(args) => sim_server(args),
+    }
+}
+
+fn load(file: Option<&Path>) -> Result<(Source, Plan), Failure> {
+    let source = match file {
+        Some(f) => Source::read(f)?,
+        None => Source::demo(),
+    };
+    let experiment = config::load(&source)?;
+    let cells = matrix::expand(&experiment, &source)?;
+    let plan = Plan::build(experiment, cells, steps::telemetry::hardware_identity()).map_err(|e| fail(exit::USER)(e.into()))?;
+    Ok((source, plan))
+}
+
+fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
+    let axes: Vec<String> =
+        config::BUILTIN_AXES.iter().map(|s| s.to_string()).chain(plan.experiment.matrix.custom.iter().map(|c| c.name.clone())).collect();
+    for (axis, _) in &target.only {
+        if !axes.contains(axis) {
+            let hint = config::closest(axis, axes.iter().map(String::as_str))
+                .map(|c| format!("did you mean `{c}`?"))
+                .unwrap_or_else(|| format!("axes: {}", axes.join(", ")));
+            return Err(Failure { error: anyhow!("--only: `{axis}` is not an axis\nhint: {hint}"), code: exit::USER });
+        }
+    }
+    Ok(Selection { only: target.only.clone(), force: target.force })
+}
+
+/// Write to stdout; a closed pipe (`pipeline plan | head`) ends quietly.
+fn out(text: &str) -> Result<(), Failure> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(exit::OK),
+        r => r.map_err(|e| fail(exit::ENVIRONMENT)(e.into())),
+    }
+}
+
+fn state_name(s: State) -> &'static str {
+    match s {
+        State::Fresh => "fresh",
+        State::Run => "run",
+        State::Wait => "wait",
+        State::Skip => "skip",
+    }
+}
+
+fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> {
+    let (source, plan) = load(target.file.as_deref())?;
+    let sel = selection(target, &plan)?;
+    let statuses = plan.status(cache, &sel);
+    let mut text = String::new();
+    if json {
+        for &i in &plan.order {
+            let (step, st) = (&plan.steps[i], &statuses[i]);
+            let coords: serde_json::Map<String, serde_json::Value> =
+                step.coords.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+            let obj = serde_json::json!({"id": step.id, "kind": step.kind.name(), "coords": coords, "key": st.key.map(|k| k.hex()), "state": state_name(st.state), "reasons": st.reasons, "server": step.server.map(|s| plan.servers[s].id.clone())});
+            text.push_str(&obj.to_string());
+            text.push('\n');
+        }
+        return out(&text).map(|_| exit::OK);
+    }
+    text.push_str(&format!(
+        "plan for {}: {} cells, {} steps, {} servers\n",
+        source.display,
+        plan.cells.len(),
+        plan.steps.len(),
+        plan.servers.len()
+    ));
+    for &i in &plan.order {
+        let (step, st) = (&plan.steps[i], &statuses[i]);
+        let why = if st.reasons.is_empty() { String::new() } else { format!("  ({})", st.reasons.join("; ")) };
+        text.push_str(&format!("  {:<6} {}{why}\n", state_name(st.state), step.id));
+    }
+    let needed = server_needs(&plan, &statuses);
+    for (s, spec) in plan.servers.iter().enumerate() {
+        let note = if needed[s] == 0 { "not needed".to_string() } else { format!("starts for {} measure step(s)", needed[s]) };
+        text.push_str(&format!("  {:<6} {}  ({note})\n", "svc", spec.id));
+    }
+    text.push_str(&counts_line(&statuses));
+    text.push('\n');
+    out(&text).map(|_| exit::OK)
+}
+
+fn server_needs(plan: &Plan, statuses: &[StepStatus]) -> Vec<usize> {
+    let mut n = vec![0; plan.servers.len()];
+    for (step, st) in plan.steps.iter().zip(statuses) {
+        if let Some(s) = step.server
+            && matches!(st.state, State::Run | State::Wait)
+        {
+            n[s] += 1;
+        }
+    }
+    n
+}
+
+fn counts_line(statuses: &[StepStatus]) -> String {
+    let count = |s: State| statuses.iter().filter(|x| x.state == s).count();
+    format!(
+        "{} fresh, {} to run, {} waiting on inputs, {} not selected",
+        count(State::Fresh),
+        count(State::Run),
+        count(State::Wait),
+        count(State::Skip)
+    )
+}
+
+fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<i32, Failure> {
+    let (source, plan) = load(target.file.as_deref())?;
+    let sel = selection(target, &plan)?;
+    let _lock = cache.lock()?;
+    let statuses = plan.status(cache, &sel);
+    eprintln!("pipeline: {} ({} cells, {} steps): {}", source.display, plan.cells.len(), plan.steps.len(), counts_line(&statuses));
+    let report_dest = plan.experiment.base_dir.join(&plan.experiment.report.dir);
+    let plan = Arc::new(plan);
+    let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    let opts = RunOptions { jobs, keep_going, sim_bin };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = exec::execute(plan.clone(), cache.clone(), statuses, opts) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Dropping the runtime drops every task: staging folders are removed and servers'
+    // process groups are killed before we return.
+    rt.shutdown_timeout(std::time::Duration::from_secs(15));
+    let Some(summary) = outcome else {
+        eprintln!("interrupted: completed steps are kept in the cache; run the same command again to resume");
+        return Ok(exit::INTERRUPTED);
+    };
+    let summary = summary.map_err(fail(exit::ENVIRONMENT))?;
+    if let Some(dir) = &summary.report_dir {
+        let written = exec::publish_report(dir, &report_dest).map_err(fail(exit::ENVIRONMENT))?;
+        eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
+    }
+    eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
+    if summary.failed.is_empty() {
+        Ok(exit::OK)
+    } else {
+        for (id, e) in &summary.failed {
+            eprintln!("failed: {id}: {}", e.lines().next().unwrap_or_default());
+        }
+        if !keep_going {
+            eprintln!("hint: --keep-going runs the independent steps too");
+        }
+        Ok(exit::STEP_FAILED)
+    }
+}
+
+fn status(cache: &Cache, file: Option<&Path>) -> Result<i32, Failure> {
+    let (source, plan) = load(file)?;
+    let statuses = plan.status(cache, &Selection::default());
+    let mut text = format!("{}:\n", source.display);
+    for kind in ["datagen", "measure", "aggregate", "report"] {
+        let of_kind: Vec<&StepStatus> = plan.steps.iter().zip(&statuses).filter(|(s, _)| s.kind.name() == kind).map(|(_, st)| st).collect();
+        let fresh = of_kind.iter().filter(|s| s.state == State::Fresh).count();
+        text.push_str(&format!("  {kind:<10} {fresh}/{} up to date\n", of_kind.len()));
+    }
+    let report = plan.experiment.base_dir.join(&plan.experiment.report.dir).join("README.md");
+    text.push_str(&format!("  report     {}\n", if report.exists() { report.display().to_string() } else { "not written yet".into() }));
+    out(&text).map(|_| exit::OK)
+}
+
+fn dag(file: Option<&Path>, format: DagFormat) -> Result<i32, Failure> {
+    let (_, plan) = load(file)?;
+    let mut text = String::new();
+    let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    match format {
+        DagFormat::Dot => {
+            text.push_str("digraph pipeline {\n  rankdir=LR;\n  node [shape=box, fontname=\"sans-serif\"];\n");
+            for s in &plan.servers {
+                text.push_str(&format!("  {} [style=dashed];\n", quote(&s.id)));
+            }
+            for step in &plan.steps {
+                text.push_str(&format!("  {};\n", quote(&step.id)));
+                for &d in &step.deps {
+                    text.push_str(&format!("  {} -> {};\n", quote(&plan.steps[d].id), quote(&step.id)));
+                }
+                if let Some(s) = step.server {
+                    text.push_str(&format!("  {} -> {} [style=dashed];\n", quote(&plan.servers[s].id), quote(&step.id)));
+                }
+            }
+            text.push_str("}\n");
+        }
+        DagFormat::Mermaid => {
+            text.push_str("flowchart LR\n");
+            for (i, s) in plan.servers.iter().enumerate() {
+                text.push_str(&format!("  s{i}([{}])\n", quote(&s.id)));
+            }
+            for (i, step) in plan.steps.iter().enumerate() {
+                text.push_str(&format!("  n{i}[{}]\n", quote(&step.id)));
+                for &d in &step.deps {
+                    text.push_str(&format!("  n{d} --> n{i}\n"));
+                }
+                if let Some(s) = step.server {
+                    text.push_str(&format!("  s{s} -.-> n{i}\n"));
+                }
+            }
+        }
+    }
+    out(&text).map(|_| exit::OK)
+}
+
+fn gc(cache: &Cache) -> Result<i32, Failure> {
+    let _lock = cache.lock()?;
+    let keep: HashSet<String> = cache.all_runs().into_iter().flat_map(|(_, records)| records.into_values().map(|r| r.key)).collect();
+    let (n, bytes) = cache.gc(&keep)?;
+    eprintln!(
+        "removed {n} cache entries ({:.1} MB); kept {} referenced by the last run of each experiment",
+        bytes as f64 / 1e6,
+        keep.len()
+    );
+    Ok(exit::OK)
+}
+
+fn sim_server(a: SimArgs) -> Result<i32, Failure> {
+    let params = config::SimParams {
+        ttft_base_ms: a.ttft_base_ms,
+        prefill_us_per_token: a.prefill_us_per_token,
+        itl_base_ms: a.itl_base_ms,
+        itl_us_per_inflight: a.itl_us_per_inflight,
+        jitter: a.jitter,
+        prefix_caching: a.prefix_caching,
+        answer_tokens: a.answer_tokens,
+    };
+    let addr: std::net::SocketAddr =
+        format!("{}:{}", a.host, a.port).parse().map_err(|e: std::net::AddrParseError| fail(exit::USER)(e.into()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    let opts = sim::SimOptions { served_name: a.served_model_name, params, seed: a.seed };
+    rt.block_on(async {
+        tokio::select! {
+            r = sim::serve(addr, opts) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+    .map_err(fail(exit::ENVIRONMENT))?;
+    Ok(exit::OK)
+}
+
+#[allow(dead_code)]
+fn _unused(_: PathBuf) {}

@@ -1,0 +1,334 @@
+//! Servers as services: started when the first measure that needs one runs, shared by
+//! every measure using it, health-checked before use, and stopped (the whole process
+//! group: SIGTERM, then SIGKILL after a grace period) when the last of them is done,
+//! when a run fails, and on Ctrl-C. A server is never a cached output.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use rustix::process::{Pid, Signal, kill_process_group};
+use tokio::sync::Mutex;
+
+use crate::config::{Backend, Experiment};
+use crate::plan::ServerSpec;
+use crate::steps::measure::Endpoint;
+
+/// How long a server gets to exit after SIGTERM before SIGKILL.
+const GRACE: Duration = Duration::from_secs(10);
+
+pub struct Services {
+    specs: Vec<ServerSpec>,
+    experiment: Arc<Experiment>,
+    logs: PathBuf,
+    sim_bin: PathBuf,
+    slots: Vec<Mutex<Slot>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Measures that may still need this server.
+    remaining: usize,
+    running: Option<Running>,
+    failed: Option<String>,
+}
+
+struct Running {
+    child: tokio::process::Child,
+    endpoint: Arc<Endpoint>,
+}
+
+impl Services {
+    pub fn new(specs: Vec<ServerSpec>, experiment: Arc<Experiment>, remaining: Vec<usize>, logs: PathBuf, sim_bin: PathBuf) -> Services {
+        let slots = remaining.into_iter().map(|n| Mutex::new(Slot { remaining: n, ..Default::default() })).collect();
+        Services { specs, experiment, logs, sim_bin, slots }
+    }
+
+    pub fn spec(&self, i: usize) -> &ServerSpec {
+        &self.specs[i]
+    }
+
+    /// The server's endpoint, starting it if it is not running.
+    pub async fn endpoint(&self, i: usize) -> Result<Arc<Endpoint>> {
+        let mut slot = self.slots[i].lock().await;
+        if let Some(r) = &slot.running {
+            return Ok(r.endpoint.clone());
+        }
+        if let Some(e) = &slot.failed {
+            bail!("{e}");
+        }
+        match self.start(i).await {
+            Ok((child, endpoint)) => {
+                let endpoint = Arc::new(endpoint);
+                if let Some(child) = child {
+                    slot.running = Some(Running { child, endpoint: endpoint.clone() });
+                }
+                Ok(endpoint)
+            }
+            Err(e) => {
+                slot.failed = Some(format!("{e:#}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// A measure that needed server `i` is finished (ran, failed or was cached).
+    pub async fn done(&self, i: usize) {
+        let mut slot = self.slots[i].lock().await;
+        slot.remaining = slot.remaining.saturating_sub(1);
+        if slot.remaining == 0
+            && let Some(r) = slot.running.take()
+        {
+            stop(r.child).await;
+        }
+    }
+
+    pub async fn stop_all(&self) {
+        for slot in &self.slots {
+            if let Some(r) = slot.lock().await.running.take() {
+                stop(r.child).await;
+            }
+        }
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        let name: String =
+            self.specs[i].id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '=' { c } else { '_' }).collect();
+        self.logs.join(format!("{name}.log"))
+    }
+
+    async fn start(&self, i: usize) -> Result<(Option<tokio::process::Child>, Endpoint)> {
+        let spec = &self.specs[i];
+        let model = &self.experiment.models[&spec.model];
+        let variant = &model.variants[&spec.variant];
+        let server = &self.experiment.server;
+        let api_key = match &model.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                anyhow!("environment variable `{var}` is not set\nhint: export {var}=... with the API key of model `{}`", spec.model)
+            })?),
+            None => None,
+        };
+        let remote = |url: &str| Endpoint {
+            base_url: url.trim_end_matches('/').to_string(),
+            api_key: api_key.clone(),
+            server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url}),
+        };
+        match spec.backend {
+            Backend::Endpoint => {
+                let url = model.url.clone().unwrap_or_default();
+                let client = http_client()?;
+                check_models(&client, &url, &model.served_name).await?;
+                let mut ep = remote(&url);
+                ep.server_meta["version"] = server_version(&client, &url).await.into();
+                return Ok((None, ep));
+            }
+            Backend::Openai => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.openai.com")))),
+            Backend::Anthropic => bail!(
+                "backend `anthropic` (the Messages API) is not implemented yet; measure Claude through an OpenAI-compatible endpoint for now"
+            ),
+            Backend::Sim | Backend::Vllm | Backend::Command => {}
+        }
+        let port = match model.port {
+            Some(p) => {
+                std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
+                    anyhow!(
+                        "port {p} is in use ({e})\nhint: stop whatever listens there, or remove `port` from [models.{}] to pick a free one",
+                        spec.model
+                    )
+                })?;
+                p
+            }
+            None => free_port()?,
+        };
+        let limit_mm = spec.config.get("limit-mm-per-prompt").and_then(|v| v.as_u64()).unwrap_or(1);
+        let argv: Vec<String> = match spec.backend {
+            Backend::Sim => {
+                let s = &variant.sim;
+                let mut a = vec![
+                    self.sim_bin.display().to_string(),
+                    "sim-server".into(),
+                    "--host".into(),
+                    "127.0.0.1".into(),
+                    "--port".into(),
+                    port.to_string(),
+                    "--served-model-name".into(),
+                    model.served_name.clone(),
+                ];
+                for (flag, v) in [
+                    ("--ttft-base-ms", s.ttft_base_ms),
+                    ("--prefill-us-per-token", s.prefill_us_per_token),
+                    ("--itl-base-ms", s.itl_base_ms),
+                    ("--itl-us-per-inflight", s.itl_us_per_inflight),
+                    ("--jitter", s.jitter),
+                ] {
+                    a.extend([flag.to_string(), v.to_string()]);
+                }
+                a.extend(["--answer-tokens".into(), s.answer_tokens.to_string()]);
+                if s.prefix_caching {
+                    a.push("--prefix-caching".into());
+                }
+                a
+            }
+            Backend::Vllm => {
+                let mut a: Vec<String> = [
+                    "vllm",
+                    "serve",
+                    &variant.model,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--served-model-name",
+                    &model.served_name,
+                ]
+                .map(String::from)
+                .to_vec();
+                a.extend(["--tensor-parallel-size".into(), server.tensor_parallel_size.to_string()]);
+                a.extend(["--dtype".into(), variant.dtype.clone().unwrap_or_else(|| server.dtype.clone())]);
+                if let Some(q) = variant.quantization.as_deref().filter(|q| *q != "none") {
+                    a.extend(["--quantization".into(), q.to_string()]);
+                }
+                a.extend(["--limit-mm-per-prompt".into(), serde_json::json!({"image": limit_mm}).to_string()]);
+                a.extend(spec.extra_args.iter().cloned());
+                a
+            }
+            _ => {
+                let fill = |s: &String| {
+                    s.replace("{port}", &port.to_string())
+                        .replace("{host}", "127.0.0.1")
+                        .replace("{model}", &variant.model)
+                        .replace("{served_name}", &model.served_name)
+                        .replace("{tp}", &server.tensor_parallel_size.to_string())
+                };
+                let mut a: Vec<String> = model.command.iter().flatten().map(fill).collect();
+                a.extend(spec.extra_args.iter().cloned());
+                a
+            }
+        };
+        std::fs::create_dir_all(&self.logs)?;
+        let log_path = self.log_path(i);
+        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).kill_on_drop(true);
+        if spec.gpus_needed > 0
+            && let Some(gpus) = &server.gpus
+        {
+            let ids: Vec<String> = gpus.iter().take(spec.gpus_needed as usize).map(|g| g.to_string()).collect();
+            cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                anyhow!(
+                    "server command `{}` not found\nhint: install it (for vLLM: pip install vllm) or fix `command` in [models.{}]",
+                    argv[0],
+                    spec.model
+                )
+            } else {
+                anyhow!("cannot start `{}`: {e}", argv[0])
+            }
+        })?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let client = http_client()?;
+        let deadline = Instant::now() + server.startup_timeout;
+        let ready = async {
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    bail!("server `{}` exited ({status}) before it became healthy\n{}", spec.id, explain_log(&log_path));
+                }
+                if Instant::now() > deadline {
+                    bail!("server `{}` did not become healthy within {:?}\n{}", spec.id, server.startup_timeout, explain_log(&log_path));
+                }
+                if client.get(format!("{base_url}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        if let Err(e) = ready.await {
+            stop(child).await;
+            return Err(e);
+        }
+        if let Err(e) = check_models(&client, &base_url, &model.served_name).await {
+            stop(child).await;
+            return Err(e);
+        }
+        let version = server_version(&client, &base_url).await;
+        let meta =
+            serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});
+        Ok((Some(child), Endpoint { base_url, api_key, server_meta: meta }))
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        // Last line of defence (a panic, an early return): no orphaned server groups.
+        for slot in &self.slots {
+            if let Ok(mut s) = slot.try_lock()
+                && let Some(r) = s.running.take()
+                && let Some(pid) = r.child.id().and_then(|p| Pid::from_raw(p as i32))
+            {
+                let _ = kill_process_group(pid, Signal::KILL);
+            }
+        }
+    }
+}
+
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) -> Result<()> {
+    let url = format!("{}/v1/models", base_url.trim_end_matches('/'));
+    let resp =
+        client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {e}\nhint: is the server running and the URL right?"))?;
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let ids: Vec<&str> = body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
+    if !ids.contains(&served) {
+        bail!(
+            "the server at `{base_url}` does not serve model `{served}` (it lists: {})\nhint: set `served-name` to one of those",
+            ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn server_version(client: &reqwest::Client, base_url: &str) -> Option<String> {
+    let v: serde_json::Value = client.get(format!("{base_url}/version")).send().await.ok()?.json().await.ok()?;
+    v["version"].as_str().map(String::from)
+}
+
+/// SIGTERM the group, wait, SIGKILL if needed, and reap the child.
+async fn stop(mut child: tokio::process::Child) {
+    let Some(pid) = child.id().and_then(|p| Pid::from_raw(p as i32)) else { return };
+    let _ = kill_process_group(pid, Signal::TERM);
+    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+        let _ = kill_process_group(pid, Signal::KILL);
+        let _ = child.wait().await;
+    }
+    // Grandchildren (vLLM's workers) may outlive the leader briefly.
+    let _ = kill_process_group(pid, Signal::KILL);
+}
+
+/// The tail of a server log, with what it probably means.
+fn explain_log(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
+    let lower = text.to_lowercase();
+    let hint = if lower.contains("out of memory") {
+        "the GPU ran out of memory: lower --max-model-len or --gpu-memory-utilization, or use more GPUs"
+    } else if lower.contains("address already in use") {
+        "the port is in use: another server is running there"
+    } else if lower.contains("does not exist") || lower.contains("not found") || lower.contains("repository not found") {
+        "the model was not found: check the model path or name"
+    } else {
+        "read the full log for the cause"
+    };
+    format!("log `{}` ends with:\n    {tail}\nhint: {hint}", path.display())
+}

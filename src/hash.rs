@@ -1,0 +1,194 @@
+//! Step keys: blake3 over one canonical, reviewed preimage.
+//!
+//! [`StepKey`] is the only thing that decides whether a step is up to date. It holds
+//! the key-schema version, the step kind and its implementation version, normalized
+//! parameters (defaults filled in), the content digests of upstream outputs, the
+//! server configuration a measurement talks to, the hardware it runs on, and an
+//! explicit allow-list of environment variables. It never holds the wall clock, paths
+//! of the checkout, other environment variables or secrets.
+//!
+//! Any change to the preimage's shape bumps [`KEY_SCHEMA`] in the same commit; the
+//! golden-hash tests below fail otherwise.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Version of the preimage layout. Bumping it invalidates every cached step.
+pub const KEY_SCHEMA: u32 = 1;
+
+/// Environment variables that change what a measurement means (server behaviour),
+/// and so enter the key of the steps that talk to a server when they are set.
+pub const ENV_ALLOW_LIST: [&str; 3] = ["VLLM_ATTENTION_BACKEND", "VLLM_USE_V1", "VLLM_ENABLE_V1_MULTIPROCESSING"];
+
+/// A 256-bit blake3 digest, shown as 64 hex characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    pub fn parse(hex: &str) -> Option<Digest> {
+        blake3::Hash::from_hex(hex).ok().map(|h| Digest(*h.as_bytes()))
+    }
+
+    pub fn short(&self) -> String {
+        self.hex()[..12].to_string()
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+/// The preimage of a step's cache key.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct StepKey {
+    pub schema: u32,
+    pub kind: String,
+    pub version: u32,
+    pub params: Value,
+    /// Upstream step id → hex digest of its outputs.
+    pub inputs: BTreeMap<String, String>,
+    pub server: Option<Value>,
+    pub hardware: Option<String>,
+    pub env: BTreeMap<String, String>,
+}
+
+impl StepKey {
+    pub fn digest(&self) -> Digest {
+        let json = serde_json::to_value(self).unwrap_or(Value::Null);
+        let mut text = String::with_capacity(512);
+        canonical(&json, &mut text);
+        Digest(*blake3::Hasher::new_derive_key("pipeline step key").update(text.as_bytes()).finalize().as_bytes())
+    }
+}
+
+/// The allow-listed environment as it is now.
+pub fn allowed_env() -> BTreeMap<String, String> {
+    ENV_ALLOW_LIST.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect()
+}
+
+/// Canonical JSON: object keys sorted bytewise, no whitespace, serde_json's number
+/// and string formatting. Independent of whether `serde_json` preserves insertion order.
+pub fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Flatten a JSON value into `path → scalar text`, for explaining what changed.
+pub fn flatten(value: &Value, prefix: &str, out: &mut BTreeMap<String, String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(v, &p, out);
+            }
+        }
+        Value::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => {
+            for (i, v) in items.iter().enumerate() {
+                flatten(v, &format!("{prefix}[{i}]"), out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(params: Value) -> StepKey {
+        StepKey {
+            schema: KEY_SCHEMA,
+            kind: "datagen".into(),
+            version: 1,
+            params,
+            inputs: BTreeMap::new(),
+            server: None,
+            hardware: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn golden_hash_is_pinned() {
+        // If this fails, the preimage changed: bump KEY_SCHEMA and update the value.
+        let k = key(json!({"seed": 66, "turns": 60, "resolution": [1280, 720]}));
+        assert_eq!(k.digest().hex(), "PLACEHOLDER");
+    }
+
+    #[test]
+    fn key_order_does_not_matter() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": 2, "x": 3}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a": {"x": 3, "y": 2}, "b": 1}"#).unwrap();
+        assert_eq!(key(a).digest(), key(b).digest());
+    }
+
+    #[test]
+    fn every_field_changes_the_digest() {
+        let base = key(json!({"seed": 1}));
+        let mut variants = vec![];
+        let mut k = base.clone();
+        k.schema += 1;
+        variants.push(k);
+        let mut k = base.clone();
+        k.kind = "measure".into();
+        variants.push(k);
+        let mut k = base.clone();
+        k.version += 1;
+        variants.push(k);
+        let mut k = base.clone();
+        k.params = json!({"seed": 2});
+        variants.push(k);
+        let mut k = base.clone();
+        k.inputs.insert("datagen[seed=1]".into(), "ab".into());
+        variants.push(k);
+        let mut k = base.clone();
+        k.server = Some(json!({"tp": 2}));
+        variants.push(k);
+        let mut k = base.clone();
+        k.hardware = Some("NVIDIA H100".into());
+        variants.push(k);
+        let mut k = base.clone();
+        k.env.insert("VLLM_USE_V1".into(), "1".into());
+        variants.push(k);
+        for v in variants {
+            assert_ne!(v.digest(), base.digest(), "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! `pipeline`: a declarative experiment pipeline engine for benchmarking
+//! vision-language-model inference.
+//!
+//! The data flow is the map of the code:
+//! [`config`] (read and validate the experiment file) → [`matrix`] (expand axes into
+//! cells) → [`plan`] (cells into a DAG of steps) → [`hash`] + [`cache`] (what is up to
+//! date, and why not) → [`exec`] (schedule and run steps, own server processes) →
+//! [`steps`] (datagen, measure, aggregate, report) → files in `cache/` and `reports/`.
+//! [`sim`] is the built-in simulator server used by the demo and the tests.
+
+pub mod cache;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod exec;
+pub mod export;
+pub mod hash;
+pub mod matrix;
+pub mod plan;
+pub mod sim;
+pub mod steps;
+
+use std::time::Instant;
+
+/// Exit codes, documented in `pipeline --help` and the README.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// A step failed.
+    pub const STEP_FAILED: i32 = 1;
+    /// The experiment file or the command line is wrong.
+    pub const USER: i32 = 2;
+    /// The environment is wrong: the cache is locked or unwritable, a port is taken.
+    pub const ENVIRONMENT: i32 = 3;
+    /// Interrupted by Ctrl-C (128 + SIGINT).
+    pub const INTERRUPTED: i32 = 130;
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of every recorded timestamp, shared by
+/// the client and the simulator (and any process on this machine).
+pub fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// An `Instant` on the [`monotonic_ns`] scale.
+pub fn instant_to_ns(t: Instant) -> u64 {
+    let (now, ns) = (Instant::now(), monotonic_ns());
+    if t <= now { ns - (now - t).as_nanos() as u64 } else { ns + (t - now).as_nanos() as u64 }
+}
+
+/// Parse arguments, run the command, return the process exit code.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    use clap::Parser;
+    let cli = match cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { exit::USER } else { exit::OK };
+        }
+    };
+    match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.error);
+            for inner in e.error.chain().skip(1) {
+                eprintln!("  caused by: {inner}");
+            }
+            e.code
+        }
+    }
+}

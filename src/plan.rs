@@ -1,0 +1,496 @@
+//! Turn cells into a DAG of steps, and decide which steps are up to date and why.
+//!
+//! Each cell becomes one **measure** step. Measures share a **datagen** step per
+//! distinct data configuration and a **server** per distinct server configuration;
+//! one **aggregate** and one **report** step close the experiment. Identical steps are
+//! merged by their parameters. A server is a service, not a cached output: it has no
+//! key of its own, but its configuration enters the key of every measure using it.
+//!
+//! [`Plan::status`] walks the DAG in topological order: a step whose inputs are all up
+//! to date gets its key and a cache lookup; a step below one that must run waits for
+//! it, because its key depends on the *content* of that upstream output.
+
+use std::collections::{BTreeMap, HashMap};
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::cache::{Cache, Lookup, StepRecord};
+use crate::config::{Backend, Experiment, Feeds};
+use crate::hash::{self, Digest, KEY_SCHEMA, StepKey};
+use crate::matrix::Cell;
+use crate::steps;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    Datagen,
+    Measure,
+    Aggregate,
+    Report,
+}
+
+impl StepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Datagen => "datagen",
+            StepKind::Measure => "measure",
+            StepKind::Aggregate => "aggregate",
+            StepKind::Report => "report",
+        }
+    }
+
+    /// Implementation version: bump it when the step's *outputs* would change.
+    pub fn version(self) -> u32 {
+        match self {
+            StepKind::Datagen => steps::datagen::VERSION,
+            StepKind::Measure => steps::measure::VERSION,
+            StepKind::Aggregate => steps::aggregate::VERSION,
+            StepKind::Report => steps::report::VERSION,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub kind: StepKind,
+    pub coords: Vec<(String, String)>,
+    pub params: Value,
+    pub deps: Vec<usize>,
+    /// The server a measure talks to (index into [`Plan::servers`]).
+    pub server: Option<usize>,
+    /// The cell a measure measures.
+    pub cell: Option<usize>,
+}
+
+/// One distinct server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub id: String,
+    pub model: String,
+    pub variant: String,
+    pub backend: Backend,
+    /// What enters the key of every measure using this server.
+    pub config: Value,
+    pub extra_args: Vec<String>,
+    pub gpus_needed: u32,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub experiment: Experiment,
+    pub cells: Vec<Cell>,
+    pub steps: Vec<Step>,
+    pub servers: Vec<ServerSpec>,
+    /// Step indices in an order where every step comes after its inputs.
+    pub order: Vec<usize>,
+    pub hardware: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the step graph has a cycle through `{0}`")]
+    Cycle(String),
+    #[error("step `{step}` depends on `{missing}`, which is not a step")]
+    Dangling { step: String, missing: String },
+}
+
+impl Plan {
+    pub fn build(experiment: Experiment, cells: Vec<Cell>, hardware: String) -> Result<Plan, PlanError> {
+        let mut b = Builder {
+            steps: Vec::new(),
+            by_params: HashMap::new(),
+            servers: Vec::new(),
+            server_by_config: HashMap::new(),
+            dep_ids: Vec::new(),
+        };
+        let mut measures = Vec::new();
+        for (ci, cell) in cells.iter().enumerate() {
+            let server = b.server(&experiment, cell);
+            let datagen = b.datagen(&experiment, cell);
+            let params = measure_params(&experiment, cell);
+            let m = b.add(StepKind::Measure, format!("measure[{cell}]"), cell.coords(), params, vec![datagen], Some(server), Some(ci));
+            measures.push(m);
+        }
+        let measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
+        let aggregate = b.add(
+            StepKind::Aggregate,
+            "aggregate".into(),
+            vec![],
+            json!({"percentile-method": "linear-interpolation"}),
+            measure_ids,
+            None,
+            None,
+        );
+        let templates = steps::report::template_digests(&experiment);
+        let report_params = json!({"title": experiment.report.title, "templates": templates});
+        let agg_id = b.steps[aggregate].id.clone();
+        b.add(StepKind::Report, "report".into(), vec![], report_params, vec![agg_id], None, None);
+        let (steps, order) = b.finish()?;
+        Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware })
+    }
+
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+
+    /// The preimage of `step`'s key, given the output digests of its inputs.
+    pub fn key_for(&self, step: &Step, inputs: BTreeMap<String, String>) -> StepKey {
+        let (server, hardware, env) = match step.server {
+            Some(s) => (Some(self.servers[s].config.clone()), Some(self.hardware.clone()), hash::allowed_env()),
+            None => (None, None, BTreeMap::new()),
+        };
+        StepKey {
+            schema: KEY_SCHEMA,
+            kind: step.kind.name().into(),
+            version: step.kind.version(),
+            params: step.params.clone(),
+            inputs,
+            server,
+            hardware,
+            env,
+        }
+    }
+
+    /// Decide, for every step, whether it is up to date and why not.
+    pub fn status(&self, cache: &Cache, opts: &Selection) -> Vec<StepStatus> {
+        let previous = cache.last_run(&self.experiment.name);
+        let near = NearIndex::new(&previous);
+        let mut out: Vec<StepStatus> = (0..self.steps.len()).map(|_| StepStatus::default()).collect();
+        let selected = self.selected(opts);
+        for &i in &self.order {
+            let step = &self.steps[i];
+            if !selected[i] {
+                out[i] = StepStatus { state: State::Skip, reasons: vec!["not selected by --only".into()], ..Default::default() };
+                continue;
+            }
+            let waiting: Vec<&str> =
+                step.deps.iter().filter(|&&d| out[d].state != State::Fresh).map(|&d| self.steps[d].id.as_str()).collect();
+            if !waiting.is_empty() {
+                let reasons = waiting
+                    .iter()
+                    .take(3)
+                    .map(|d| format!("input changed: {d} runs first"))
+                    .chain((waiting.len() > 3).then(|| format!("and {} more inputs", waiting.len() - 3)))
+                    .collect();
+                let state = if step.deps.iter().any(|&d| out[d].state == State::Skip) { State::Skip } else { State::Wait };
+                out[i] = StepStatus { state, reasons, ..Default::default() };
+                continue;
+            }
+            let inputs = step.deps.iter().map(|&d| (self.steps[d].id.clone(), out[d].output.clone().unwrap_or_default())).collect();
+            let key = self.key_for(step, inputs);
+            let digest = key.digest();
+            let lookup = cache.lookup(step.kind.name(), &digest);
+            let mut status = StepStatus { key: Some(digest), ..Default::default() };
+            match lookup {
+                Lookup::Hit(m) if !opts.force => {
+                    status.state = State::Fresh;
+                    status.output = Some(m.output_digest);
+                }
+                lookup => {
+                    status.state = State::Run;
+                    status.reasons = if opts.force { vec!["forced".into()] } else { explain(step, &key, &previous, &near, &lookup) };
+                }
+            }
+            status.preimage = Some(key);
+            out[i] = status;
+        }
+        out
+    }
+
+    fn selected(&self, opts: &Selection) -> Vec<bool> {
+        if opts.only.is_empty() {
+            return vec![true; self.steps.len()];
+        }
+        let mut sel = vec![false; self.steps.len()];
+        for &i in self.order.iter().rev() {
+            let step = &self.steps[i];
+            let mine = match step.cell {
+                Some(c) => opts
+                    .only
+                    .iter()
+                    .all(|(axis, value)| self.cells[c].value(axis).is_some_and(|v| v.to_string().trim_matches('"') == value)),
+                None => false,
+            };
+            if mine || sel[i] {
+                sel[i] = true;
+                for &d in &step.deps {
+                    sel[d] = true;
+                }
+            }
+        }
+        sel
+    }
+}
+
+/// Which steps a command applies to.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `--only axis=value` filters (all must match).
+    pub only: Vec<(String, String)>,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Cached and intact.
+    Fresh,
+    /// Must run; its key is known.
+    Run,
+    /// Runs after its inputs; its key depends on what they produce.
+    #[default]
+    Wait,
+    /// Not selected.
+    Skip,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StepStatus {
+    pub state: State,
+    pub key: Option<Digest>,
+    pub preimage: Option<StepKey>,
+    /// Output digest of a fresh step.
+    pub output: Option<String>,
+    pub reasons: Vec<String>,
+}
+
+impl StepStatus {
+    pub fn record(&self, step: &Step) -> Option<StepRecord> {
+        Some(StepRecord { key: self.key?.hex(), coords: step.coords.clone(), preimage: self.preimage.clone()? })
+    }
+}
+
+/// Previous steps by (kind, coordinates with one axis left out), so a step whose
+/// coordinates changed in one axis can still be compared with its predecessor.
+struct NearIndex<'a> {
+    by_partial: HashMap<(String, String), &'a StepRecord>,
+}
+
+impl<'a> NearIndex<'a> {
+    fn new(previous: &'a BTreeMap<String, StepRecord>) -> Self {
+        let mut by_partial = HashMap::new();
+        for rec in previous.values() {
+            for skip in 0..rec.coords.len() {
+                by_partial.entry((rec.preimage.kind.clone(), partial(&rec.coords, skip))).or_insert(rec);
+            }
+        }
+        NearIndex { by_partial }
+    }
+
+    fn find(&self, kind: &str, coords: &[(String, String)]) -> Option<&'a StepRecord> {
+        (0..coords.len()).find_map(|skip| self.by_partial.get(&(kind.to_string(), partial(coords, skip))).copied())
+    }
+}
+
+fn partial(coords: &[(String, String)], skip: usize) -> String {
+    coords.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, (k, v))| format!("{k}={v};")).collect()
+}
+
+/// Why a step whose key is not in the cache must run.
+fn explain(step: &Step, key: &StepKey, previous: &BTreeMap<String, StepRecord>, near: &NearIndex, lookup: &Lookup) -> Vec<String> {
+    let prev = previous.get(&step.id).or_else(|| near.find(step.kind.name(), &step.coords));
+    let Some(prev) = prev else { return vec!["new".into()] };
+    let mut reasons = diff(&prev.preimage, key);
+    if reasons.is_empty() {
+        reasons.push(match lookup {
+            Lookup::Damaged(why) => why.clone(),
+            _ => "output missing".into(),
+        });
+    }
+    reasons
+}
+
+fn diff(old: &StepKey, new: &StepKey) -> Vec<String> {
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    hash::flatten(&serde_json::to_value(old).unwrap_or_default(), "", &mut a);
+    hash::flatten(&serde_json::to_value(new).unwrap_or_default(), "", &mut b);
+    let mut reasons = Vec::new();
+    let mut changed_inputs = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for k in keys {
+        let (x, y) = (a.get(k), b.get(k));
+        if x == y {
+            continue;
+        }
+        if let Some(input) = k.strip_prefix("inputs.") {
+            changed_inputs.push(input.to_string());
+            continue;
+        }
+        let name = k.strip_prefix("params.").unwrap_or(k);
+        let show = |v: Option<&String>| v.map_or("(unset)".to_string(), |s| s.trim_matches('"').to_string());
+        reasons.push(match (x, y) {
+            (Some(_), Some(_)) => format!("{name} changed {} → {}", show(x), show(y)),
+            (None, Some(_)) => format!("{name} added: {}", show(y)),
+            _ => format!("{name} removed (was {})", show(x)),
+        });
+    }
+    match changed_inputs.len() {
+        0 => {}
+        1..=3 => reasons.extend(changed_inputs.into_iter().map(|i| format!("input changed: {i} reran"))),
+        n => reasons.push(format!("input changed: {n} upstream steps reran")),
+    }
+    reasons
+}
+
+struct Builder {
+    steps: Vec<Step>,
+    by_params: HashMap<(StepKind, String), usize>,
+    servers: Vec<ServerSpec>,
+    server_by_config: HashMap<String, usize>,
+    dep_ids: Vec<Vec<String>>,
+}
+
+impl Builder {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        kind: StepKind,
+        id: String,
+        coords: Vec<(String, String)>,
+        params: Value,
+        deps: Vec<String>,
+        server: Option<usize>,
+        cell: Option<usize>,
+    ) -> usize {
+        let mut canon = String::new();
+        hash::canonical(&params, &mut canon);
+        canon.push_str(&deps.join("\n"));
+        if let Some(&i) = self.by_params.get(&(kind, canon.clone())) {
+            return i;
+        }
+        self.steps.push(Step { id, kind, coords, params, deps: Vec::new(), server, cell });
+        self.dep_ids.push(deps);
+        self.by_params.insert((kind, canon), self.steps.len() - 1);
+        self.steps.len() - 1
+    }
+
+    fn datagen(&mut self, exp: &Experiment, cell: &Cell) -> String {
+        let w = &exp.workload;
+        let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).map_or(w.turns, |t| t as u32);
+        let params = json!({
+            "seed": cell.seed,
+            "conversations": cell.batch_size,
+            "turns": turns,
+            "frames": cell.frames,
+            "width": w.width,
+            "height": w.height,
+            "questions": w.questions,
+            "images-dir": w.images_dir.as_ref().map(|d| d.digest.clone()),
+            "jpeg-quality": steps::datagen::JPEG_QUALITY,
+        });
+        let mut coords = vec![
+            ("seed".to_string(), cell.seed.to_string()),
+            ("batch-size".into(), cell.batch_size.to_string()),
+            ("frames".into(), cell.frames.to_string()),
+        ];
+        if turns != w.turns {
+            coords.push(("turns".into(), turns.to_string()));
+        }
+        let id = format!("datagen[{}]", coords.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+        let i = self.add(StepKind::Datagen, id, coords, params, vec![], None, None);
+        self.steps[i].id.clone()
+    }
+
+    fn server(&mut self, exp: &Experiment, cell: &Cell) -> usize {
+        let model = &exp.models[&cell.model];
+        let variant = &model.variants[&cell.variant];
+        let s = &exp.server;
+        let mut extra_args = s.extra_args.clone();
+        extra_args.extend(variant.extra_args.iter().cloned());
+        for axis in &exp.matrix.custom {
+            if let Feeds::ServerFlag(flag) = &axis.feeds
+                && let Some(v) = cell.value(&axis.name)
+            {
+                extra_args.push(flag.clone());
+                extra_args.push(v.as_str().map_or_else(|| v.to_string(), String::from));
+            }
+        }
+        let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).unwrap_or(exp.workload.turns as u64);
+        let mut config = json!({
+            "backend": model.backend.name(),
+            "model": variant.model,
+            "served-name": model.served_name,
+        });
+        let obj = config.as_object_mut().expect("json! object");
+        match model.backend {
+            Backend::Sim => {
+                obj.insert("sim".into(), serde_json::to_value(&variant.sim).unwrap_or_default());
+            }
+            Backend::Vllm | Backend::Command => {
+                obj.insert("tensor-parallel-size".into(), s.tensor_parallel_size.into());
+                obj.insert("dtype".into(), variant.dtype.clone().unwrap_or_else(|| s.dtype.clone()).into());
+                obj.insert("quantization".into(), variant.quantization.clone().into());
+                obj.insert("extra-args".into(), extra_args.clone().into());
+                // Every image of the resent history is in one request.
+                obj.insert("limit-mm-per-prompt".into(), (turns * cell.frames as u64).into());
+                if let Some(cmd) = &model.command {
+                    obj.insert("command".into(), cmd.clone().into());
+                }
+            }
+            Backend::Endpoint | Backend::Openai | Backend::Anthropic => {
+                obj.insert("url".into(), model.url.clone().into());
+            }
+        }
+        let mut canon = String::new();
+        hash::canonical(&config, &mut canon);
+        if let Some(&i) = self.server_by_config.get(&canon) {
+            return i;
+        }
+        let n = self.servers.iter().filter(|sv| sv.model == cell.model && sv.variant == cell.variant).count();
+        let suffix = if n == 0 { String::new() } else { format!(",#{}", n + 1) };
+        self.servers.push(ServerSpec {
+            id: format!("server[model={},variant={}{suffix}]", cell.model, cell.variant),
+            model: cell.model.clone(),
+            variant: cell.variant.clone(),
+            backend: model.backend,
+            config,
+            extra_args,
+            gpus_needed: if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 },
+        });
+        self.server_by_config.insert(canon, self.servers.len() - 1);
+        self.servers.len() - 1
+    }
+
+    fn finish(&mut self) -> Result<(Vec<Step>, Vec<usize>), PlanError> {
+        let index: HashMap<String, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        let mut graph: StableDiGraph<usize, ()> = StableDiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..self.steps.len()).map(|i| graph.add_node(i)).collect();
+        for (i, deps) in self.dep_ids.iter().enumerate() {
+            for d in deps {
+                let &j = index.get(d).ok_or_else(|| PlanError::Dangling { step: self.steps[i].id.clone(), missing: d.clone() })?;
+                graph.add_edge(nodes[j], nodes[i], ());
+                self.steps[i].deps.push(j);
+            }
+        }
+        let order = petgraph::algo::toposort(&graph, None).map_err(|c| PlanError::Cycle(self.steps[graph[c.node_id()]].id.clone()))?;
+        Ok((std::mem::take(&mut self.steps), order.into_iter().map(|n| graph[n]).collect()))
+    }
+}
+
+fn workload_override(exp: &Experiment, cell: &Cell, key: &str) -> Option<Value> {
+    exp.matrix.custom.iter().find(|a| a.feeds == Feeds::Workload(key.into())).and_then(|a| cell.value(&a.name))
+}
+
+fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
+    let w = &exp.workload;
+    let get_u = |key: &str, default: u32| workload_override(exp, cell, key).and_then(|v| v.as_u64()).map_or(default, |v| v as u32);
+    let temperature = workload_override(exp, cell, "temperature").and_then(|v| v.as_f64()).unwrap_or(w.temperature);
+    let model = &exp.models[&cell.model];
+    json!({
+        // Pairs, not an object, so the axes keep their canonical order in result tables.
+        "cell": cell.coords(),
+        "backend": model.backend.name(),
+        "served-name": model.served_name,
+        "batch-size": cell.batch_size,
+        "frames": cell.frames,
+        "turns": get_u("turns", w.turns),
+        "max-tokens": get_u("max-tokens", w.max_tokens),
+        "temperature": temperature,
+        "warmup-requests": get_u("warmup-requests", w.warmup_requests),
+        "request-timeout-s": w.request_timeout.as_secs_f64(),
+        "max-error-share": w.max_error_share,
+    })
+}

@@ -1,0 +1,440 @@
+//! `pipeline sim-server`: a real HTTP server that speaks vLLM's OpenAI-compatible API.
+//!
+//! Endpoints: `GET /health`, `GET /version`, `GET /v1/models`,
+//! `POST /v1/chat/completions` (streaming SSE with `stream_options.include_usage`, and
+//! non-streaming), and `GET /sim/truth`, which returns, per finished request, when the
+//! server handed each chunk to the connection. Latencies follow the documented model in
+//! [`model`]. Chunks are emitted by one timer thread on absolute deadlines (deadline
+//! n+1 = deadline n + inter-token time, never "now + delay"), so a late wake-up does not
+//! shift later tokens; tokio's millisecond timer wheel is not used for emission.
+//!
+//! The stream looks like vLLM's: a first chunk with only the role and empty content,
+//! one chunk per token, `finish_reason` on the last token, then a usage chunk with
+//! `choices: []`, then `data: [DONE]`.
+
+pub mod model;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::config::SimParams;
+use crate::monotonic_ns;
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub served_name: String,
+    pub params: SimParams,
+    pub seed: u64,
+}
+
+struct Shared {
+    opts: SimOptions,
+    in_flight: AtomicUsize,
+    seq: AtomicU64,
+    timer: std::sync::mpsc::Sender<Emission>,
+    truth: Mutex<Vec<Truth>>,
+    prefixes: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// What really happened to one request, on the machine's monotonic clock (ns).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Truth {
+    pub request_id: String,
+    pub received_ns: u64,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+    pub completion_tokens: u64,
+    pub in_flight_at_start: usize,
+    /// Planned deadline of each token.
+    pub planned_ns: Vec<u64>,
+    /// When each token's chunk was handed to the connection.
+    pub sent_ns: Vec<u64>,
+}
+
+/// Run the server until the process is stopped.
+pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let shared = Arc::new(Shared {
+        opts,
+        in_flight: AtomicUsize::new(0),
+        seq: AtomicU64::new(0),
+        timer: tx,
+        truth: Mutex::new(Vec::new()),
+        prefixes: Mutex::new(HashSet::new()),
+    });
+    let timer_shared = shared.clone();
+    std::thread::Builder::new().name("sim-timer".into()).spawn(move || timer_loop(rx, timer_shared))?;
+    println!("pipeline sim-server listening on http://{local}");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+type SimBody = http_body_util::Either<Full<Bytes>, TimedBody>;
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<SimBody> {
+    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(value.to_string()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+    r
+}
+
+fn error(status: StatusCode, message: String) -> Response<SimBody> {
+    json_response(status, json!({"object": "error", "message": message, "type": "BadRequestError", "code": status.as_u16()}))
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<SimBody>, Infallible> {
+    let received_ns = monotonic_ns();
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/health") => json_response(StatusCode::OK, json!({})),
+        (&Method::GET, "/version") => {
+            json_response(StatusCode::OK, json!({"version": format!("pipeline-sim {}", env!("CARGO_PKG_VERSION"))}))
+        }
+        (&Method::GET, "/v1/models") => json_response(
+            StatusCode::OK,
+            json!({"object": "list", "data": [{"id": shared.opts.served_name, "object": "model", "owned_by": "pipeline-sim"}]}),
+        ),
+        (&Method::GET, "/sim/truth") => {
+            let truth = shared.truth.lock().map(|t| t.clone()).unwrap_or_default();
+            json_response(StatusCode::OK, serde_json::to_value(truth).unwrap_or_default())
+        }
+        (&Method::POST, "/v1/chat/completions") => {
+            let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+            match req.into_body().collect().await {
+                Ok(body) => chat(&body.to_bytes(), request_id, received_ns, &shared),
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+            }
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found".into()),
+    })
+}
+
+#[derive(Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<Message>,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    role: String,
+    content: Content,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)] // the wire format itself is untagged: a string or a list of parts
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Part {
+    Text { text: String },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Deserialize)]
+struct ImageUrl {
+    url: String,
+}
+
+/// Prompt tokens of each message, and a digest of each message for prefix caching.
+fn count_prompt(messages: &[Message]) -> Result<Vec<(u64, [u8; 32])>, String> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut h = blake3::Hasher::new();
+    for m in messages {
+        let mut tokens = model::TOKENS_PER_MESSAGE + model::text_tokens(&m.role);
+        h.update(m.role.as_bytes());
+        match &m.content {
+            Content::Text(t) => {
+                tokens += model::text_tokens(t);
+                h.update(t.as_bytes());
+            }
+            Content::Parts(parts) => {
+                for p in parts {
+                    match p {
+                        Part::Text { text } => {
+                            tokens += model::text_tokens(text);
+                            h.update(text.as_bytes());
+                        }
+                        Part::ImageUrl { image_url } => {
+                            let (w, hgt) = image_size(&image_url.url)?;
+                            tokens += model::image_tokens(w, hgt);
+                            h.update(image_url.url.as_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        out.push((tokens, *h.clone().finalize().as_bytes()));
+    }
+    Ok(out)
+}
+
+/// Width and height of a base64 data-URL image, reading only its header when possible.
+fn image_size(url: &str) -> Result<(u32, u32), String> {
+    let data = url
+        .strip_prefix("data:")
+        .and_then(|r| r.split_once(";base64,"))
+        .map(|(_, d)| d)
+        .ok_or_else(|| "only base64 data URLs are supported by the simulator".to_string())?;
+    let probe = |bytes: &[u8]| image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok();
+    let head = &data[..data.len().min(8192) / 4 * 4];
+    let engine = base64::engine::general_purpose::STANDARD;
+    if let Some(dim) = engine.decode(head).ok().as_deref().and_then(probe) {
+        return Ok(dim);
+    }
+    let full = engine.decode(data).map_err(|e| format!("invalid base64 image: {e}"))?;
+    probe(&full).ok_or_else(|| "cannot read image dimensions".to_string())
+}
+
+fn chat(body: &[u8], request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
+    let req: ChatRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+    };
+    if req.model != shared.opts.served_name {
+        return error(StatusCode::NOT_FOUND, format!("The model `{}` does not exist.", req.model));
+    }
+    let per_message = match count_prompt(&req.messages) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let prompt_tokens: u64 = per_message.iter().map(|(t, _)| t).sum();
+    let cached_tokens = if shared.opts.params.prefix_caching {
+        let mut seen = shared.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cached = 0;
+        let mut hit = true;
+        for (tokens, digest) in &per_message {
+            hit = hit && seen.contains(digest);
+            if hit {
+                cached += tokens;
+            }
+            seen.insert(*digest);
+        }
+        cached
+    } else {
+        0
+    };
+    let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
+    let request_id = request_id.unwrap_or_else(|| format!("sim-{seq}"));
+    let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(16);
+    let completion = max_tokens.min(shared.opts.params.answer_tokens).max(1) as usize;
+    let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut timing = model::Timing {
+        params: shared.opts.params.clone(),
+        rng: rand_chacha::ChaCha8Rng::seed_from_u64(shared.opts.seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+    };
+    let ttft = timing.ttft(prompt_tokens - cached_tokens);
+    let truth = Truth {
+        request_id: request_id.clone(),
+        received_ns,
+        prompt_tokens,
+        cached_tokens,
+        completion_tokens: completion as u64,
+        in_flight_at_start: in_flight,
+        ..Default::default()
+    };
+    let words = answer(seq, completion);
+    let id = format!("chatcmpl-{request_id}");
+    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion as u64, "prompt_tokens_details": {"cached_tokens": cached_tokens}});
+    let start = Instant::now();
+    if !req.stream {
+        let mut total = ttft;
+        for _ in 1..completion {
+            total += timing.itl(in_flight);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let body = json!({"id": id, "object": "chat.completion", "created": 0, "model": req.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "finish_reason": finish(completion, max_tokens)}], "usage": usage});
+        let _ = shared.timer.send(Emission {
+            deadline: start + Duration::from_secs_f64(total),
+            chunks: vec![Bytes::from(body.to_string())],
+            timing: None,
+            tx,
+        });
+        return stream_response(rx, truth, shared.clone(), "application/json");
+    }
+    let chunk = |delta: serde_json::Value, finish_reason: serde_json::Value| -> Bytes {
+        let c = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": req.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]});
+        Bytes::from(format!("data: {c}\n\n"))
+    };
+    let mut chunks = Vec::with_capacity(completion + 3);
+    // The role chunk and the first token leave together, at the first-token deadline.
+    let first = [
+        chunk(json!({"role": "assistant", "content": ""}), serde_json::Value::Null),
+        chunk(json!({"content": words[0]}), finish_value(1, completion, max_tokens)),
+    ]
+    .concat();
+    chunks.push(Bytes::from(first));
+    for (i, w) in words.iter().enumerate().skip(1) {
+        chunks.push(chunk(json!({"content": w}), finish_value(i + 1, completion, max_tokens)));
+    }
+    let tail = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": req.model, "choices": [], "usage": usage});
+    // Usage and [DONE] go with the last token, as vLLM sends them right after it.
+    if let Some(last) = chunks.last_mut() {
+        *last = Bytes::from([last.as_ref(), format!("data: {tail}\n\ndata: [DONE]\n\n").as_bytes()].concat());
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = shared.timer.send(Emission { deadline: start + Duration::from_secs_f64(ttft), chunks, timing: Some(timing), tx });
+    stream_response(rx, truth, shared.clone(), "text/event-stream")
+}
+
+fn finish(completion: usize, max_tokens: u32) -> &'static str {
+    if completion as u32 >= max_tokens { "length" } else { "stop" }
+}
+
+fn finish_value(i: usize, completion: usize, max_tokens: u32) -> serde_json::Value {
+    if i == completion { finish(completion, max_tokens).into() } else { serde_json::Value::Null }
+}
+
+/// A deterministic answer of `n` tokens (one word each).
+fn answer(seq: u64, n: usize) -> Vec<String> {
+    const WORDS: [&str; 12] = ["the", "image", "shows", "a", "red", "square", "near", "blue", "circle", "on", "gradient", "background"];
+    (0..n).map(|i| format!("{} ", WORDS[(seq as usize + i) % WORDS.len()])).collect()
+}
+
+fn stream_response(rx: mpsc::UnboundedReceiver<(Bytes, u64)>, truth: Truth, shared: Arc<Shared>, content_type: &str) -> Response<SimBody> {
+    let body = TimedBody { rx, truth: Some(truth), shared };
+    let mut r = Response::new(http_body_util::Either::Right(body));
+    r.headers_mut().insert("content-type", content_type.parse().expect("static header"));
+    r
+}
+
+/// A response whose chunks are due at deadlines; owned by the timer thread.
+struct Emission {
+    deadline: Instant,
+    /// Chunks still to send, in reverse order of sending.
+    chunks: Vec<Bytes>,
+    timing: Option<model::Timing>,
+    tx: mpsc::UnboundedSender<(Bytes, u64)>,
+}
+
+fn timer_loop(rx: std::sync::mpsc::Receiver<Emission>, shared: Arc<Shared>) {
+    let mut heap: BinaryHeap<(Reverse<Instant>, Reverse<u64>)> = BinaryHeap::new();
+    let mut slots: std::collections::HashMap<u64, Emission> = std::collections::HashMap::new();
+    let mut next_id = 0u64;
+    let mut add = |mut e: Emission, heap: &mut BinaryHeap<_>, slots: &mut std::collections::HashMap<u64, Emission>| {
+        e.chunks.reverse();
+        heap.push((Reverse(e.deadline), Reverse(next_id)));
+        slots.insert(next_id, e);
+        next_id += 1;
+    };
+    loop {
+        // Take new work; sleep until the earliest deadline otherwise.
+        let wait = heap.peek().map(|(Reverse(d), _)| d.saturating_duration_since(Instant::now()));
+        let incoming = match wait {
+            None => rx.recv().map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
+            Some(w) if w.is_zero() => rx.try_recv().map_err(|e| match e {
+                std::sync::mpsc::TryRecvError::Empty => std::sync::mpsc::RecvTimeoutError::Timeout,
+                std::sync::mpsc::TryRecvError::Disconnected => std::sync::mpsc::RecvTimeoutError::Disconnected,
+            }),
+            Some(w) => rx.recv_timeout(w),
+        };
+        match incoming {
+            Ok(e) => {
+                add(e, &mut heap, &mut slots);
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) if heap.is_empty() => return,
+            Err(_) => {}
+        }
+        let now = Instant::now();
+        while let Some(&(Reverse(deadline), Reverse(id))) = heap.peek() {
+            if deadline > now {
+                break;
+            }
+            heap.pop();
+            let Some(mut e) = slots.remove(&id) else { continue };
+            let Some(chunk) = e.chunks.pop() else { continue };
+            let planned = crate::instant_to_ns(deadline);
+            let done = e.chunks.is_empty();
+            if e.tx.send((chunk, planned)).is_err() || done {
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let in_flight = shared.in_flight.load(Ordering::SeqCst);
+            let itl = e.timing.as_mut().map_or(0.0, |t| t.itl(in_flight));
+            // Absolute schedule: the next deadline follows this one, not `now`.
+            e.deadline = deadline + Duration::from_secs_f64(itl);
+            heap.push((Reverse(e.deadline), Reverse(id)));
+            slots.insert(id, e);
+        }
+    }
+}
+
+/// The response body: hands each chunk to hyper when it arrives, and records when.
+struct TimedBody {
+    rx: mpsc::UnboundedReceiver<(Bytes, u64)>,
+    truth: Option<Truth>,
+    shared: Arc<Shared>,
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some((bytes, planned))) => {
+                let now = monotonic_ns();
+                if let Some(t) = self.truth.as_mut() {
+                    t.planned_ns.push(planned);
+                    t.sent_ns.push(now);
+                }
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(None) => {
+                if let Some(t) = self.truth.take()
+                    && let Ok(mut all) = self.shared.truth.lock()
+                {
+                    all.push(t);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for TimedBody {
+    fn drop(&mut self) {
+        // A client that hung up early: the request still happened.
+        if let Some(t) = self.truth.take()
+            && let Ok(mut all) = self.shared.truth.lock()
+        {
+            all.push(t);
+        }
+    }
+}

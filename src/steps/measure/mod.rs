@@ -1,0 +1,243 @@
+//! The measure step: B multi-turn conversations in flight against one server.
+//!
+//! Each conversation resends its whole history every turn (all earlier images and
+//! the server's real answers), as chat clients do. Request bodies are assembled from
+//! pre-encoded image parts before the request's clock starts, so JSON and base64 work
+//! never lands inside a measured interval. Warm-up requests run first, use their own
+//! images, and are kept but flagged. Failed requests are data; the step fails only when
+//! their share passes `max-error-share`.
+
+pub mod client;
+pub mod sse;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use polars::prelude::*;
+use serde::Deserialize;
+
+use self::client::{ErrorClass, Exchange, Target};
+use crate::steps::datagen::Dataset;
+use crate::{export, monotonic_ns};
+
+/// Bump when recorded files would change.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Params {
+    pub cell: Vec<(String, String)>,
+    pub served_name: String,
+    pub batch_size: u32,
+    pub turns: u32,
+    pub max_tokens: u32,
+    pub temperature: f64,
+    pub warmup_requests: u32,
+    pub request_timeout_s: f64,
+    pub max_error_share: f64,
+}
+
+/// Where to send requests, and what to write down about the server.
+pub struct Endpoint {
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub server_meta: serde_json::Value,
+}
+
+/// One request as recorded.
+struct Record {
+    conversation: u32,
+    turn: u32,
+    warmup: bool,
+    scheduled_ns: u64,
+    ex: Exchange,
+}
+
+pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endpoint, hardware: &str, out: &Path) -> Result<()> {
+    let p: Params = serde_json::from_value(params.clone()).context("measure parameters")?;
+    let dir = dataset_dir.to_path_buf();
+    let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir)).await??;
+    let parts = Arc::new(parts);
+    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(p.batch_size as usize + 1).build()?;
+    let target = Arc::new(Target {
+        url: format!("{}/v1/chat/completions", endpoint.base_url.trim_end_matches('/')),
+        api_key: endpoint.api_key.clone(),
+        timeout: Duration::from_secs_f64(p.request_timeout_s),
+    });
+    let header = format!(
+        r#"{{"model":{},"stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{},"temperature":{},"messages":["#,
+        serde_json::Value::String(p.served_name.clone()),
+        p.max_tokens,
+        p.temperature
+    );
+    let header = Arc::new(header);
+    let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
+
+    let mut records = Vec::new();
+    for i in 0..p.warmup_requests {
+        let message = user_message(&dataset.warmup.question, &dataset.warmup.images, &parts);
+        let body = format!("{header}{message}]}}");
+        let scheduled_ns = monotonic_ns();
+        let ex = client::exchange(&client, &target, &format!("{run_id}-warmup-{i}"), body).await;
+        records.push(Record { conversation: 0, turn: i, warmup: true, scheduled_ns, ex });
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (c, conv) in dataset.conversations.into_iter().enumerate().take(p.batch_size as usize) {
+        let (client, target, header, parts, run_id) = (client.clone(), target.clone(), header.clone(), parts.clone(), run_id.clone());
+        let turns = p.turns as usize;
+        tasks.spawn(async move {
+            let mut history: Vec<String> = Vec::new();
+            let mut out = Vec::new();
+            for (t, turn) in conv.turns.iter().enumerate().take(turns) {
+                history.push(user_message(&turn.question, &turn.images, &parts));
+                let body = format!("{header}{}]}}", history.join(","));
+                let scheduled_ns = monotonic_ns();
+                let ex = client::exchange(&client, &target, &format!("{run_id}-c{c}-t{t}"), body).await;
+                history.push(format!(r#"{{"role":"assistant","content":{}}}"#, serde_json::Value::String(ex.answer.clone())));
+                out.push(Record { conversation: c as u32, turn: t as u32, warmup: false, scheduled_ns, ex });
+            }
+            out
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        records.extend(done.context("a conversation task panicked")?);
+    }
+    records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn));
+
+    let measured: Vec<&Record> = records.iter().filter(|r| !r.warmup).collect();
+    let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
+    write_records(&p, &records, out)?;
+    let meta = serde_json::json!({
+        "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+        "cell": p.cell,
+        "server": endpoint.server_meta,
+        "hardware": hardware,
+        "telemetry": crate::steps::telemetry::availability(),
+        "requests": measured.len(),
+        "errors": failed.len(),
+    });
+    std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
+    let share = failed.len() as f64 / measured.len().max(1) as f64;
+    if share > p.max_error_share {
+        let first = failed.first().map(|r| format!("{}: {}", r.ex.error.name(), r.ex.error_detail)).unwrap_or_default();
+        bail!(
+            "{} of {} requests failed ({:.0}% > max-error-share {:.0}%); first: {first}",
+            failed.len(),
+            measured.len(),
+            share * 100.0,
+            p.max_error_share * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// The dataset, and every image as a ready-made JSON content part.
+fn load_dataset(dir: &Path) -> Result<(Dataset, BTreeMap<String, String>)> {
+    let dataset: Dataset = serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?)?;
+    let mut parts = BTreeMap::new();
+    let all = dataset.conversations.iter().flat_map(|c| c.turns.iter()).chain([&dataset.warmup]);
+    for turn in all {
+        for img in &turn.images {
+            if parts.contains_key(img) {
+                continue;
+            }
+            let bytes = std::fs::read(dir.join(img)).with_context(|| format!("reading {img}"))?;
+            let mime = match image::guess_format(&bytes) {
+                Ok(image::ImageFormat::Png) => "image/png",
+                _ => "image/jpeg",
+            };
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            parts.insert(img.clone(), format!(r#"{{"type":"image_url","image_url":{{"url":"data:{mime};base64,{b64}"}}}}"#));
+        }
+    }
+    Ok((dataset, parts))
+}
+
+fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, String>) -> String {
+    let mut content: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(String::as_str)).collect();
+    let text = format!(r#"{{"type":"text","text":{}}}"#, serde_json::Value::String(question.to_string()));
+    content.push(&text);
+    format!(r#"{{"role":"user","content":[{}]}}"#, content.join(","))
+}
+
+fn ms(from: u64, to: Option<u64>) -> Option<f64> {
+    to.filter(|&t| t >= from).map(|t| (t - from) as f64 / 1e6)
+}
+
+fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
+    let n = records.len();
+    let mut cols: Vec<Column> = Vec::new();
+    for (k, v) in &p.cell {
+        let name = k.replace('-', "_");
+        cols.push(match k.as_str() {
+            "seed" | "batch-size" | "frames" => Column::new(name.into(), vec![v.parse::<u64>().unwrap_or_default(); n]),
+            _ => Column::new(name.into(), vec![v.clone(); n]),
+        });
+    }
+    let u32s = |f: &dyn Fn(&Record) -> u32| records.iter().map(f).collect::<Vec<u32>>();
+    let u64s = |f: &dyn Fn(&Record) -> u64| records.iter().map(f).collect::<Vec<u64>>();
+    let opt = |f: &dyn Fn(&Record) -> Option<u64>| records.iter().map(f).collect::<Vec<Option<u64>>>();
+    let optf = |f: &dyn Fn(&Record) -> Option<f64>| records.iter().map(f).collect::<Vec<Option<f64>>>();
+    cols.extend([
+        Column::new("conversation".into(), u32s(&|r| r.conversation)),
+        Column::new("turn".into(), u32s(&|r| r.turn)),
+        Column::new("warmup".into(), records.iter().map(|r| r.warmup).collect::<Vec<bool>>()),
+        Column::new("scheduled_ns".into(), u64s(&|r| r.scheduled_ns)),
+        Column::new("sent_ns".into(), u64s(&|r| r.ex.sent_ns)),
+        Column::new("headers_ns".into(), opt(&|r| r.ex.headers_ns)),
+        Column::new("first_byte_ns".into(), opt(&|r| r.ex.first_byte_ns)),
+        Column::new("first_token_ns".into(), opt(&|r| r.ex.first_token_ns)),
+        Column::new("end_ns".into(), u64s(&|r| r.ex.end_ns)),
+        Column::new("ttft_ms".into(), optf(&|r| ms(r.ex.sent_ns, r.ex.first_token_ns))),
+        Column::new("e2e_ms".into(), optf(&|r| (r.ex.error == ErrorClass::None).then(|| (r.ex.end_ns - r.ex.sent_ns) as f64 / 1e6))),
+        Column::new(
+            "tpot_ms".into(),
+            optf(&|r| {
+                let (first, n) = (r.ex.first_token_ns?, r.ex.completion_tokens?);
+                (n > 1 && r.ex.error == ErrorClass::None).then(|| (r.ex.end_ns - first) as f64 / 1e6 / (n - 1) as f64)
+            }),
+        ),
+        Column::new("prompt_tokens".into(), opt(&|r| r.ex.prompt_tokens)),
+        Column::new("completion_tokens".into(), opt(&|r| r.ex.completion_tokens)),
+        Column::new("cached_tokens".into(), opt(&|r| r.ex.cached_tokens)),
+        Column::new("chunks".into(), u32s(&|r| r.ex.chunks.len() as u32)),
+        Column::new("status".into(), records.iter().map(|r| r.ex.status as u32).collect::<Vec<u32>>()),
+        Column::new("error".into(), records.iter().map(|r| r.ex.error.name()).collect::<Vec<&str>>()),
+        Column::new("error_detail".into(), records.iter().map(|r| r.ex.error_detail.as_str()).collect::<Vec<&str>>()),
+    ]);
+    let mut requests = DataFrame::new(n, cols)?;
+    export::write_table(&mut requests, out, "requests")?;
+
+    let (mut conv, mut turn, mut idx, mut t, mut gap, mut bytes) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for r in records.iter().filter(|r| !r.warmup) {
+        let mut prev = r.ex.sent_ns;
+        for (i, &(at, len)) in r.ex.chunks.iter().enumerate() {
+            conv.push(r.conversation);
+            turn.push(r.turn);
+            idx.push(i as u32);
+            t.push(at);
+            gap.push((i > 0).then(|| (at - prev) as f64 / 1e6));
+            bytes.push(len);
+            prev = at;
+        }
+    }
+    let m = conv.len();
+    let mut chunks = DataFrame::new(
+        m,
+        vec![
+            Column::new("conversation".into(), conv),
+            Column::new("turn".into(), turn),
+            Column::new("chunk".into(), idx),
+            Column::new("arrival_ns".into(), t),
+            Column::new("gap_ms".into(), gap),
+            Column::new("content_bytes".into(), bytes),
+        ],
+    )?;
+    export::write_table(&mut chunks, out, "chunks")?;
+    Ok(())
+}
