@@ -217,9 +217,16 @@ impl Cache {
 /// What `cache/runs/` remembers of one step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
+    pub id: String,
     pub key: String,
     pub coords: Vec<(String, String)>,
     pub preimage: StepKey,
+}
+
+impl StepRecord {
+    pub fn step_id(&self) -> &str {
+        &self.id
+    }
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> u128 {

@@ -157,7 +157,9 @@ impl Plan {
     /// Decide, for every step, whether it is up to date and why not.
     pub fn status(&self, cache: &Cache, opts: &Selection) -> Vec<StepStatus> {
         let previous = cache.last_run(&self.experiment.name);
-        let near = NearIndex::new(&previous);
+        // Only steps that left the plan can have been *replaced* by a new one.
+        let ids: std::collections::HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
+        let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.step_id())));
         let mut out: Vec<StepStatus> = (0..self.steps.len()).map(|_| StepStatus::default()).collect();
         let selected = self.selected(opts);
         for &i in &self.order {
@@ -169,10 +171,10 @@ impl Plan {
             let waiting: Vec<&str> =
                 step.deps.iter().filter(|&&d| out[d].state != State::Fresh).map(|&d| self.steps[d].id.as_str()).collect();
             if !waiting.is_empty() {
-                let reasons = waiting
-                    .iter()
-                    .take(3)
-                    .map(|d| format!("input changed: {d} runs first"))
+                let forced = opts.force.then(|| "forced".to_string());
+                let reasons = forced
+                    .into_iter()
+                    .chain(waiting.iter().take(3).map(|d| format!("input changed: {d} runs first")))
                     .chain((waiting.len() > 3).then(|| format!("and {} more inputs", waiting.len() - 3)))
                     .collect();
                 let state = if step.deps.iter().any(|&d| out[d].state == State::Skip) { State::Skip } else { State::Wait };
@@ -259,7 +261,7 @@ pub struct StepStatus {
 
 impl StepStatus {
     pub fn record(&self, step: &Step) -> Option<StepRecord> {
-        Some(StepRecord { key: self.key?.hex(), coords: step.coords.clone(), preimage: self.preimage.clone()? })
+        Some(StepRecord { id: step.id.clone(), key: self.key?.hex(), coords: step.coords.clone(), preimage: self.preimage.clone()? })
     }
 }
 
@@ -270,9 +272,9 @@ struct NearIndex<'a> {
 }
 
 impl<'a> NearIndex<'a> {
-    fn new(previous: &'a BTreeMap<String, StepRecord>) -> Self {
+    fn new(previous: impl Iterator<Item = &'a StepRecord>) -> Self {
         let mut by_partial = HashMap::new();
-        for rec in previous.values() {
+        for rec in previous {
             for skip in 0..rec.coords.len() {
                 by_partial.entry((rec.preimage.kind.clone(), partial(&rec.coords, skip))).or_insert(rec);
             }
@@ -313,6 +315,10 @@ fn diff(old: &StepKey, new: &StepKey) -> Vec<String> {
     for k in keys {
         let (x, y) = (a.get(k), b.get(k));
         if x == y {
+            continue;
+        }
+        // The cell's coordinates repeat what the other parameters say, less readably.
+        if k.starts_with("params.cell") {
             continue;
         }
         if let Some(input) = k.strip_prefix("inputs.") {

@@ -89,7 +89,8 @@ fn locate_toml(text: &str, path: &KeyPath) -> Option<LineCol> {
             _ => None,
         };
         let Some((key, v)) = next else { break };
-        best = Some(key.span().start);
+        // Point at a leaf's value (what is wrong), at a table's key otherwise.
+        best = Some(if matches!(v.get_ref(), DeValue::Table(_)) { key.span().start } else { v.span().start });
         if let DeValue::Table(t) = v.get_ref() {
             table = t;
         }
@@ -194,7 +195,7 @@ mod tests {
         let at = locate(text, false, &KeyPath::parse("matrix.batch-size[1]")).unwrap();
         assert_eq!(at, LineCol { line: 4, column: 18 });
         let at = locate(text, false, &KeyPath::parse("matrix.model")).unwrap();
-        assert_eq!(at, LineCol { line: 3, column: 1 });
+        assert_eq!(at, LineCol { line: 3, column: 9 });
     }
 
     #[test]

@@ -172,7 +172,7 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     }
     let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.clone())).collect());
     let digest = key.digest();
-    let record = StepRecord { key: digest.hex(), coords: step.coords.clone(), preimage: key.clone() };
+    let record = StepRecord { id: step.id.clone(), key: digest.hex(), coords: step.coords.clone(), preimage: key.clone() };
     let forced = reasons.iter().any(|r| r == "forced");
     if !forced && let Lookup::Hit(m) = ctx.cache.lookup(step.kind.name(), &digest) {
         // An input reran but produced the same bytes, so this step is still valid.

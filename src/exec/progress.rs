@@ -2,10 +2,15 @@
 //! plain log lines otherwise (CI logs, pipes). Every step that runs is announced with
 //! the reasons it runs, exactly as `pipeline plan` states them.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+/// Print a line to stderr; a closed stderr must not stop a run (no `eprintln!` panic).
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -29,8 +34,8 @@ impl Progress {
     pub fn line(&self, text: &str) {
         match &self.bar {
             // `println` on a hidden bar prints nothing, so only use it when visible.
-            Some(bar) => bar.suspend(|| eprintln!("{text}")),
-            None => eprintln!("{text}"),
+            Some(bar) => bar.suspend(|| say(text)),
+            None => say(text),
         }
     }
 

@@ -95,6 +95,7 @@ pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
         charts => JValue::from(minijinja::value::Serde(&charts)),
     };
     let mut env = Environment::new();
+    env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build()?);
     for (name, source) in template_sources(exp) {
         env.add_template_owned(name.clone(), source).with_context(|| format!("template `{name}`"))?;
     }

@@ -1,0 +1,501 @@
+//! End-to-end tests: the `pipeline` binary against real simulator servers on 127.0.0.1.
+//!
+//! One integration binary (builds are expensive). `Project` is a throw-away project
+//! folder with an experiment file and its own cache; tests write files, run commands
+//! and read what the binary printed and wrote.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use serde_json::Value;
+
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+/// A tiny experiment: 2 sim models × 2 seeds, 2 turns of one 64×48 image.
+/// `{tag}` makes the served names unique, so a test can find its own servers.
+const BASE: &str = r#"
+name = "t"
+title = "Test"
+
+[models.a]
+backend = "sim"
+served-name = "a-{tag}"
+sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.0, itl-base-ms = 0.5, itl-us-per-inflight = 0.0, jitter = 0.0, answer-tokens = 4 }
+
+[models.b]
+backend = "sim"
+served-name = "b-{tag}"
+sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.0, itl-base-ms = 0.5, itl-us-per-inflight = 0.0, jitter = 0.0, answer-tokens = 4 }
+
+[workload]
+turns = 2
+resolution = "64x48"
+max-tokens = 4
+warmup-requests = 0
+questions = ["What is this?", "And now?"]
+
+[matrix]
+model = ["a", "b"]
+seed = [1, 2]
+
+[report]
+dir = "reports/t"
+"#;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    /// Ids of the steps the run executed (its `run    <id>` lines).
+    fn ran(&self) -> BTreeSet<String> {
+        self.stderr.lines().filter_map(|l| l.strip_prefix("run    ")).map(|l| l.split(" (").next().unwrap_or(l).to_string()).collect()
+    }
+}
+
+impl Project {
+    fn new() -> Project {
+        let p = Project { dir: tempfile::tempdir().unwrap() };
+        std::fs::create_dir_all(p.path().join("experiments")).unwrap();
+        p
+    }
+
+    fn with_base(tag: &str) -> Project {
+        let p = Project::new();
+        p.write("experiments/t.toml", &BASE.replace("{tag}", tag));
+        p
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path().join(rel)).unwrap()
+    }
+
+    /// Replace text in the experiment file; the text must be there.
+    fn edit(&self, from: &str, to: &str) {
+        let text = self.read("experiments/t.toml");
+        assert!(text.contains(from), "`{from}` not in the experiment");
+        self.write("experiments/t.toml", &text.replacen(from, to, 1));
+    }
+
+    fn pipeline(&self, args: &[&str]) -> Output {
+        let out = cargo_bin_cmd!("pipeline").current_dir(self.path()).env_remove("PIPELINE_CACHE").args(args).output().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    fn run_ok(&self) -> Output {
+        let out = self.pipeline(&["run", "experiments/t.toml"]);
+        assert_eq!(out.code, 0, "run failed:\n{}", out.stderr);
+        out
+    }
+
+    fn plan_json(&self) -> Vec<Value> {
+        let out = self.pipeline(&["plan", "experiments/t.toml", "--json"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+}
+
+fn set(ids: &[&str]) -> BTreeSet<String> {
+    ids.iter().map(|s| s.to_string()).collect()
+}
+
+fn m(model: &str, seed: u32) -> String {
+    format!("measure[model={model},variant=base,seed={seed},batch-size=1,frames=1]")
+}
+
+fn d(seed: u32) -> String {
+    format!("datagen[seed={seed},batch-size=1,frames=1]")
+}
+
+fn ids(list: &[String]) -> BTreeSet<String> {
+    list.iter().cloned().collect()
+}
+
+#[test]
+fn run_then_rerun_is_a_no_op_and_the_report_is_written() {
+    let p = Project::with_base("noop");
+    let first = p.run_ok();
+    assert_eq!(first.ran().len(), 8, "{}", first.stderr);
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("# Test"));
+    assert!(readme.contains("| a | sim | base |"), "{readme}");
+    let report_before: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(p.path().join("reports/t"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    let second = p.run_ok();
+    assert!(second.ran().is_empty(), "{}", second.stderr);
+    assert!(second.stderr.contains("0 ran, 8 cached"), "{}", second.stderr);
+    // Byte-identical report: committing it shows no noise.
+    for (f, bytes) in report_before {
+        assert_eq!(std::fs::read(&f).unwrap(), bytes, "{} changed", f.display());
+    }
+    // The per-request table has one row per turn and model and seed, with real timings.
+    let csv = p.read("reports/t/summary.csv");
+    assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+}
+
+/// One test per key ingredient: changing it reruns exactly what depends on it.
+#[test]
+fn invalidation_matrix() {
+    let p = Project::with_base("inval");
+    p.run_ok();
+    let agg_report = ["aggregate".to_string(), "report".to_string()];
+    let all_measures = [m("a", 1), m("a", 2), m("b", 1), m("b", 2)];
+    let case = |what: &str, from: &str, to: &str, expect: Vec<String>| {
+        p.edit(from, to);
+        let out = p.run_ok();
+        assert_eq!(out.ran(), ids(&expect), "changing {what}:\n{}", out.stderr);
+    };
+    case("a seed", "seed = [1, 2]", "seed = [1, 3]", vec![d(3), m("a", 3), m("b", 3), agg_report[0].clone(), agg_report[1].clone()]);
+    case(
+        "max-tokens",
+        "max-tokens = 4",
+        "max-tokens = 3",
+        [vec![m("a", 1), m("a", 3), m("b", 1), m("b", 3)], agg_report.to_vec()].concat(),
+    );
+    case(
+        "one model's server",
+        "served-name = \"a-inval\"\nsim = { ttft-base-ms = 1.0",
+        "served-name = \"a-inval\"\nsim = { ttft-base-ms = 2.0",
+        [vec![m("a", 1), m("a", 3)], agg_report.to_vec()].concat(),
+    );
+    case("the report title", "title = \"Test\"", "title = \"Test 2\"", vec!["report".into()]);
+    case(
+        "the questions",
+        "\"And now?\"",
+        "\"And then?\"",
+        [vec![d(1), d(3)], vec![m("a", 1), m("a", 3), m("b", 1), m("b", 3)], agg_report.to_vec()].concat(),
+    );
+    case(
+        "the resolution",
+        "64x48",
+        "56x56",
+        [vec![d(1), d(3)], vec![m("a", 1), m("a", 3), m("b", 1), m("b", 3)], agg_report.to_vec()].concat(),
+    );
+    // Writing a default explicitly changes no key.
+    case("an explicit default", "[workload]", "[workload]\ntemperature = 0.0\nrequest-timeout-s = 120", vec![]);
+    let _ = all_measures;
+
+    // A template enters the report's key by content: editing it re-renders only the report.
+    p.edit("[report]", "[report]\ntemplates = \"my-templates\"");
+    p.write("my-templates/README.md.j2", "# {{ title }} (custom)\n");
+    let out = p.run_ok();
+    assert_eq!(out.ran(), set(&["report"]), "{}", out.stderr);
+    assert_eq!(p.read("reports/t/README.md"), "# Test 2 (custom)\n");
+    p.write("my-templates/README.md.j2", "# {{ title }} (edited)\n");
+    assert_eq!(p.run_ok().ran(), set(&["report"]));
+
+    // An allow-listed environment variable changes what a server does: measures rerun.
+    let out =
+        cargo_bin_cmd!("pipeline").current_dir(p.path()).env("VLLM_USE_V1", "0").args(["run", "experiments/t.toml"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("run    {}", m("a", 1))), "{stderr}");
+    assert!(!stderr.contains("run    datagen"), "{stderr}");
+}
+
+#[test]
+fn plan_explains_why() {
+    let p = Project::with_base("why");
+    let plan = p.plan_json();
+    assert_eq!(plan.len(), 8);
+    let by_id = |plan: &[Value], id: &str| plan.iter().find(|s| s["id"] == id).cloned().unwrap_or_else(|| panic!("no step {id}"));
+    assert_eq!(by_id(&plan, &d(1))["state"], "run");
+    assert_eq!(by_id(&plan, &d(1))["reasons"][0], "new");
+    assert_eq!(by_id(&plan, &m("a", 1))["state"], "wait");
+    assert_eq!(by_id(&plan, &m("a", 1))["coords"]["seed"], "1");
+    p.run_ok();
+    assert!(p.plan_json().iter().all(|s| s["state"] == "fresh"));
+
+    p.edit("seed = [1, 2]", "seed = [1, 2]\nbatch-size = [2]");
+    let plan = p.plan_json();
+    let dg = by_id(&plan, "datagen[seed=1,batch-size=2,frames=1]");
+    assert_eq!(dg["reasons"][0], "conversations changed 1 → 2", "{dg}");
+    p.edit("seed = [1, 2]\nbatch-size = [2]", "seed = [1, 2]");
+
+    // A damaged output is noticed and only that step (and what reads it) reruns.
+    let entry = by_id(&p.plan_json(), &m("b", 2))["key"].as_str().unwrap().to_string();
+    let file = p.path().join("cache/measure").join(&entry[..2]).join(&entry).join("requests.csv");
+    std::fs::remove_file(&file).unwrap();
+    let plan = p.plan_json();
+    assert_eq!(by_id(&plan, &m("b", 2))["reasons"][0], "output `requests.csv` is missing");
+    let text = p.pipeline(&["plan", "experiments/t.toml"]);
+    assert!(
+        text.stdout.contains("run    measure[model=b,variant=base,seed=2,batch-size=1,frames=1]  (output `requests.csv` is missing)"),
+        "{}",
+        text.stdout
+    );
+    assert_eq!(p.run_ok().ran(), set(&[&m("b", 2), "aggregate", "report"]));
+}
+
+#[test]
+fn force_and_only_select_cells() {
+    let p = Project::with_base("only");
+    let out = p.pipeline(&["run", "experiments/t.toml", "--only", "model=a", "--only", "seed=2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.ran(), set(&[&d(2), &m("a", 2)]));
+    let out = p.pipeline(&["run", "experiments/t.toml", "--only", "model=a", "--only", "seed=2", "--force"]);
+    assert_eq!(out.ran(), set(&[&d(2), &m("a", 2)]), "{}", out.stderr);
+    assert!(out.stderr.contains("(forced)"));
+    let out = p.pipeline(&["run", "experiments/t.toml", "--only", "modle=a"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("did you mean `model`?"), "{}", out.stderr);
+}
+
+#[test]
+fn yaml_and_toml_plan_the_same_keys() {
+    let p = Project::with_base("yaml");
+    p.write(
+        "experiments/t.yaml",
+        r#"
+name: t
+title: Test
+models:
+  a:
+    backend: sim
+    served-name: a-yaml
+    sim: { ttft-base-ms: 1.0, prefill-us-per-token: 0.0, itl-base-ms: 0.5, itl-us-per-inflight: 0.0, jitter: 0.0, answer-tokens: 4 }
+  b:
+    backend: sim
+    served-name: b-yaml
+    sim: { ttft-base-ms: 1.0, prefill-us-per-token: 0.0, itl-base-ms: 0.5, itl-us-per-inflight: 0.0, jitter: 0.0, answer-tokens: 4 }
+workload:
+  turns: 2
+  resolution: 64x48
+  max-tokens: 4
+  warmup-requests: 0
+  questions: ["What is this?", "And now?"]
+matrix:
+  model: [a, b]
+  seed: [1, 2]
+report:
+  dir: reports/t
+"#,
+    );
+    let toml = p.plan_json();
+    let out = p.pipeline(&["plan", "experiments/t.yaml", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let yaml: Vec<Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let keys = |v: &[Value]| v.iter().map(|s| (s["id"].clone(), s["key"].clone())).collect::<Vec<_>>();
+    assert_eq!(keys(&toml), keys(&yaml));
+}
+
+/// Each bad input: a clear message with file:line:column (or the step), a non-zero exit.
+#[test]
+fn bad_experiment_files_are_explained() {
+    let p = Project::with_base("bad");
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        ("malformed TOML", "[matrix]", "[matrix", &["t.toml:22:8", "unclosed table"]),
+        ("unknown key", "turns = 2", "turns = 2\nturn = 3", &["t.toml:17:1", "unknown field `turn`", "did you mean `turns`?"]),
+        ("wrong type", "turns = 2", "turns = \"two\"", &["t.toml:16:9", "invalid type"]),
+        ("empty axis", "seed = [1, 2]", "seed = []", &["t.toml:24:8", "matrix.seed: axis is empty"]),
+        (
+            "undefined model",
+            "model = [\"a\", \"b\"]",
+            "model = [\"a\", \"c\"]",
+            &["t.toml:23:15", "matrix.model[1]: model `c` is not defined"],
+        ),
+        (
+            "zero batch size",
+            "seed = [1, 2]",
+            "seed = [1, 2]\nbatch-size = [2, 0]",
+            &["t.toml:25:18", "matrix.batch-size[1]: must be a positive integer, found `0`"],
+        ),
+        (
+            "exclude matching nothing",
+            "seed = [1, 2]",
+            "seed = [1, 2]\nexclude = [{ model = \"a\", seed = 9 }]",
+            &["t.toml:25:", "exclude rule matches no cell"],
+        ),
+        ("unknown backend", "backend = \"sim\"", "backend = \"vlm\"", &["t.toml:6:11", "unknown backend `vlm`", "did you mean `vllm`?"]),
+    ];
+    let original = p.read("experiments/t.toml");
+    std::fs::create_dir_all(p.path().join("cache")).unwrap();
+    std::fs::write(p.path().join("cache/keep-me"), "x").unwrap();
+    for (what, from, to, expected) in cases {
+        p.write("experiments/t.toml", &original);
+        p.edit(from, to);
+        for cmd in ["plan", "run"] {
+            let out = p.pipeline(&[cmd, "experiments/t.toml"]);
+            assert_eq!(out.code, 2, "{what} ({cmd}): {}", out.stderr);
+            for e in *expected {
+                assert!(out.stderr.contains(e), "{what} ({cmd}): expected `{e}` in:\n{}", out.stderr);
+            }
+        }
+    }
+    assert!(p.path().join("cache/keep-me").exists(), "nothing cached is lost");
+}
+
+#[test]
+fn the_cache_lock_stops_a_second_run() {
+    let p = Project::with_base("lock");
+    std::fs::create_dir_all(p.path().join("cache")).unwrap();
+    let f = std::fs::File::options().create(true).truncate(false).write(true).open(p.path().join("cache/.lock")).unwrap();
+    f.try_lock().unwrap();
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("another `pipeline run` is using the cache"), "{}", out.stderr);
+    drop(f);
+    p.run_ok();
+}
+
+/// Servers that cannot start fail their measure steps with the reason, and `-k` keeps
+/// the independent steps going.
+#[test]
+fn broken_servers_are_explained() {
+    let p = Project::with_base("broken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "command not found",
+            r#"command = ["definitely-not-a-server-xyz", "--port", "{port}"]"#.into(),
+            "server command `definitely-not-a-server-xyz` not found",
+        ),
+        (
+            "port in use",
+            format!(
+                r#"command = ["sleep", "30"]
+port = {port}"#
+            ),
+            &format!("port {port} is in use"),
+        ),
+        ("exits", r#"command = ["sh", "-c", "echo boom-from-server; exit 3"]"#.into(), "boom-from-server"),
+        ("never healthy", r#"command = ["sleep", "30"]"#.into(), "did not become healthy within"),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a, b, c.to_string()))
+    .map(|(a, b, c)| (a, b, Box::leak(c.into_boxed_str()) as &str))
+    .collect();
+    let original = p.read("experiments/t.toml");
+    for (what, command, expected) in cases {
+        p.write("experiments/t.toml", &original);
+        p.edit("[models.b]\nbackend = \"sim\"", &format!("[models.b]\nbackend = \"command\"\n{command}"));
+        p.edit("[workload]", "[server]\nstartup-timeout-s = 1.5\n\n[workload]");
+        let out = p.pipeline(&["run", "experiments/t.toml", "--keep-going"]);
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        assert!(out.stderr.contains(expected), "{what}: expected `{expected}` in:\n{}", out.stderr);
+        // Model a's measures are independent and ran (or were cached from before).
+        assert!(!out.stderr.contains(&format!("failed: {}", m("a", 1))), "{what}: {}", out.stderr);
+    }
+    drop(taken);
+}
+
+/// Processes whose command line mentions `needle` and that are still alive.
+fn live_processes(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+            .unwrap_or(true);
+        if cmdline.contains(needle) && cmdline.contains("sim-server") && !zombie {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_keeps_completed_steps_and_leaves_no_server() {
+    let p = Project::with_base("sigint-7f3a");
+    // Slow answers, so the run is still going when it is interrupted.
+    p.edit("turns = 2", "turns = 3");
+    let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
+    p.write("experiments/t.toml", &text);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
+        .current_dir(p.path())
+        .env_remove("PIPELINE_CACHE")
+        .args(["run", "experiments/t.toml"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("done   measure") {
+            break;
+        }
+    }
+    // Keep reading, so the child's stderr stays open until it exits.
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+    assert!(!live_processes("sigint-7f3a").is_empty(), "a server should be running mid-run");
+    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    seen.extend(rest.join().unwrap());
+    assert_eq!(status.code(), Some(130), "{seen:?}");
+    assert!(seen.iter().any(|l| l.starts_with("interrupted: completed steps are kept")), "{seen:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !live_processes("sigint-7f3a").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(live_processes("sigint-7f3a"), Vec::<String>::new(), "orphaned servers");
+    let staging: Vec<_> = std::fs::read_dir(p.path().join("cache/tmp")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(staging.is_empty(), "half-written entries left: {staging:?}");
+    let finished: Vec<String> =
+        seen.iter().filter_map(|l| l.strip_prefix("done   ")).map(|l| l.split(" in ").next().unwrap().to_string()).collect();
+    assert!(finished.iter().any(|f| f.starts_with("measure")));
+    let resumed = p.run_ok();
+    for id in &finished {
+        assert!(!resumed.ran().contains(id), "{id} ran again:\n{}", resumed.stderr);
+    }
+    assert!(!resumed.ran().is_empty());
+}
+
+#[test]
+fn the_embedded_demo_runs_end_to_end() {
+    let p = Project::new();
+    let out = p.pipeline(&["run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let readme = p.read("reports/demo/README.md");
+    assert!(readme.contains("![End-to-end latency per turn"), "{readme}");
+    let summary = p.read("reports/demo/summary.csv");
+    // 2 models × 2 variants × 3 seeds × 2 batch sizes × 2 frame counts, minus the 6 excluded.
+    assert_eq!(summary.lines().count(), 1 + 42);
+    let html = p.read("reports/demo/index.html");
+    assert!(html.contains("<svg"), "charts are inline");
+    let again = p.pipeline(&["run"]);
+    assert!(again.ran().is_empty(), "{}", again.stderr);
+}
+
+#[test]
+fn dag_and_status_describe_the_plan() {
+    let p = Project::with_base("dag");
+    let dot = p.pipeline(&["dag", "experiments/t.toml"]);
+    assert!(dot.stdout.starts_with("digraph pipeline {"));
+    assert!(dot.stdout.contains(&format!("\"{}\" -> \"{}\"", d(1), m("a", 1))));
+    assert!(dot.stdout.contains("\"server[model=a,variant=base]\" -> "));
+    let mermaid = p.pipeline(&["dag", "experiments/t.toml", "--format", "mermaid"]);
+    assert!(mermaid.stdout.starts_with("flowchart LR"));
+    let status = p.pipeline(&["status", "experiments/t.toml"]);
+    assert!(status.stdout.contains("measure    0/4 up to date"), "{}", status.stdout);
+    let help = p.pipeline(&["--help"]);
+    assert!(help.stdout.contains("Examples:"));
+}
