@@ -57,7 +57,10 @@ pub struct Manifest {
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Lookup {
-    Hit(Manifest),
+    /// Present and intact; downstream keys use its output digest.
+    Hit {
+        output_digest: String,
+    },
     Missing,
     /// The entry is there but an output is gone or altered.
     Damaged(String),
@@ -98,7 +101,13 @@ impl Cache {
     pub fn lookup(&self, kind: &str, key: &Digest) -> Lookup {
         let dir = self.entry_dir(kind, key);
         let Ok(bytes) = fs::read(dir.join("manifest.json")) else { return Lookup::Missing };
-        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+        // Only what a lookup needs; serde skips the (possibly large) preimage.
+        #[derive(Deserialize)]
+        struct Head {
+            files: Vec<FileEntry>,
+            output_digest: String,
+        }
+        let Ok(manifest) = serde_json::from_slice::<Head>(&bytes) else {
             return Lookup::Damaged("manifest.json is unreadable".into());
         };
         for f in &manifest.files {
@@ -113,7 +122,7 @@ impl Cache {
                 return Lookup::Damaged(format!("output `{}` was modified", f.path));
             }
         }
-        Lookup::Hit(manifest)
+        Lookup::Hit { output_digest: manifest.output_digest }
     }
 
     /// A fresh staging folder for a step's outputs, removed on drop unless published.

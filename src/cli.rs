@@ -80,6 +80,9 @@ pub struct Target {
     /// Only cells whose AXIS has VALUE (repeatable; all must match), e.g. --only seed=66.
     #[arg(long, value_name = "AXIS=VALUE", value_parser = parse_only)]
     pub only: Vec<(String, String)>,
+    /// Only steps of this kind, and the steps they read (repeatable), e.g. --kind datagen.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kind: Vec<crate::plan::StepKind>,
     /// Run the selected steps even if they are cached.
     #[arg(long)]
     pub force: bool,

@@ -78,7 +78,7 @@ fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
             return Err(Failure { error: anyhow!("--only: `{axis}` is not an axis\nhint: {hint}"), code: exit::USER });
         }
     }
-    Ok(Selection { only: target.only.clone(), force: target.force })
+    Ok(Selection { only: target.only.clone(), kinds: target.kind.clone(), force: target.force })
 }
 
 /// Write to stdout; a closed pipe (`pipeline plan | head`) ends quietly.

@@ -22,7 +22,7 @@ use crate::hash::{self, Digest, KEY_SCHEMA, StepKey};
 use crate::matrix::Cell;
 use crate::steps;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepKind {
     Datagen,
@@ -132,10 +132,6 @@ impl Plan {
         Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware })
     }
 
-    pub fn step_index(&self, id: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.id == id)
-    }
-
     /// The preimage of `step`'s key, given the output digests of its inputs.
     pub fn key_for(&self, step: &Step, inputs: BTreeMap<String, String>) -> StepKey {
         let (server, hardware, env) = match step.server {
@@ -156,16 +152,23 @@ impl Plan {
 
     /// Decide, for every step, whether it is up to date and why not.
     pub fn status(&self, cache: &Cache, opts: &Selection) -> Vec<StepStatus> {
-        let previous = cache.last_run(&self.experiment.name);
-        // Only steps that left the plan can have been *replaced* by a new one.
-        let ids: std::collections::HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
-        let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.step_id())));
+        // The last run is read only if some step needs explaining (not on a no-op).
+        let history = std::cell::OnceCell::new();
+        let history = || {
+            history.get_or_init(|| {
+                let previous = cache.last_run(&self.experiment.name);
+                // Only steps that left the plan can have been *replaced* by a new one.
+                let ids: std::collections::HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
+                let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.step_id())));
+                (previous, near)
+            })
+        };
         let mut out: Vec<StepStatus> = (0..self.steps.len()).map(|_| StepStatus::default()).collect();
         let selected = self.selected(opts);
         for &i in &self.order {
             let step = &self.steps[i];
             if !selected[i] {
-                out[i] = StepStatus { state: State::Skip, reasons: vec!["not selected by --only".into()], ..Default::default() };
+                out[i] = StepStatus { state: State::Skip, reasons: vec!["not selected (--only/--kind)".into()], ..Default::default() };
                 continue;
             }
             let waiting: Vec<&str> =
@@ -187,13 +190,20 @@ impl Plan {
             let lookup = cache.lookup(step.kind.name(), &digest);
             let mut status = StepStatus { key: Some(digest), ..Default::default() };
             match lookup {
-                Lookup::Hit(m) if !opts.force => {
+                Lookup::Hit { output_digest } if !opts.force => {
                     status.state = State::Fresh;
-                    status.output = Some(m.output_digest);
+                    status.output = Some(output_digest);
                 }
                 lookup => {
                     status.state = State::Run;
-                    status.reasons = if opts.force { vec!["forced".into()] } else { explain(step, &key, &previous, &near, &lookup) };
+                    status.reasons = if opts.force {
+                        vec!["forced".into()]
+                    } else {
+                        {
+                            let (previous, near) = history();
+                            explain(step, &key, previous, near, &lookup)
+                        }
+                    };
                 }
             }
             status.preimage = Some(key);
@@ -203,20 +213,19 @@ impl Plan {
     }
 
     fn selected(&self, opts: &Selection) -> Vec<bool> {
-        if opts.only.is_empty() {
-            return vec![true; self.steps.len()];
-        }
+        // A step is chosen by its own coordinates (an axis it does not have does not
+        // exclude it) and kind; everything a chosen step reads is chosen too.
+        let chosen = |step: &Step| {
+            let kind_ok = opts.kinds.is_empty() || opts.kinds.contains(&step.kind);
+            let only_ok = opts.only.is_empty()
+                || (!step.coords.is_empty()
+                    && opts.only.iter().all(|(axis, value)| step.coords.iter().find(|(k, _)| k == axis).is_none_or(|(_, v)| v == value)));
+            kind_ok && only_ok
+        };
         let mut sel = vec![false; self.steps.len()];
         for &i in self.order.iter().rev() {
             let step = &self.steps[i];
-            let mine = match step.cell {
-                Some(c) => opts
-                    .only
-                    .iter()
-                    .all(|(axis, value)| self.cells[c].value(axis).is_some_and(|v| v.to_string().trim_matches('"') == value)),
-                None => false,
-            };
-            if mine || sel[i] {
+            if sel[i] || chosen(step) {
                 sel[i] = true;
                 for &d in &step.deps {
                     sel[d] = true;
@@ -232,6 +241,8 @@ impl Plan {
 pub struct Selection {
     /// `--only axis=value` filters (all must match).
     pub only: Vec<(String, String)>,
+    /// `--kind` filters: only steps of these kinds (and what they read).
+    pub kinds: Vec<StepKind>,
     pub force: bool,
 }
 
@@ -267,23 +278,23 @@ impl StepStatus {
 
 /// Previous steps by (kind, coordinates with one axis left out), so a step whose
 /// coordinates changed in one axis can still be compared with its predecessor.
-struct NearIndex<'a> {
-    by_partial: HashMap<(String, String), &'a StepRecord>,
+struct NearIndex {
+    by_partial: HashMap<(String, String), StepRecord>,
 }
 
-impl<'a> NearIndex<'a> {
-    fn new(previous: impl Iterator<Item = &'a StepRecord>) -> Self {
+impl NearIndex {
+    fn new<'a>(previous: impl Iterator<Item = &'a StepRecord>) -> Self {
         let mut by_partial = HashMap::new();
         for rec in previous {
             for skip in 0..rec.coords.len() {
-                by_partial.entry((rec.preimage.kind.clone(), partial(&rec.coords, skip))).or_insert(rec);
+                by_partial.entry((rec.preimage.kind.clone(), partial(&rec.coords, skip))).or_insert_with(|| rec.clone());
             }
         }
         NearIndex { by_partial }
     }
 
-    fn find(&self, kind: &str, coords: &[(String, String)]) -> Option<&'a StepRecord> {
-        (0..coords.len()).find_map(|skip| self.by_partial.get(&(kind.to_string(), partial(coords, skip))).copied())
+    fn find(&self, kind: &str, coords: &[(String, String)]) -> Option<&StepRecord> {
+        (0..coords.len()).find_map(|skip| self.by_partial.get(&(kind.to_string(), partial(coords, skip))))
     }
 }
 
@@ -445,10 +456,19 @@ impl Builder {
         if let Some(&i) = self.server_by_config.get(&canon) {
             return i;
         }
-        let n = self.servers.iter().filter(|sv| sv.model == cell.model && sv.variant == cell.variant).count();
-        let suffix = if n == 0 { String::new() } else { format!(",#{}", n + 1) };
+        // Name a server by what sets it apart: the image limit and server-flag axes.
+        let mut id = format!("server[model={},variant={}", cell.model, cell.variant);
+        if let Some(k) = config.get("limit-mm-per-prompt") {
+            id.push_str(&format!(",max-images={k}"));
+        }
+        for axis in exp.matrix.custom.iter().filter(|a| matches!(a.feeds, Feeds::ServerFlag(_))) {
+            if let Some(v) = cell.value(&axis.name) {
+                id.push_str(&format!(",{}={}", axis.name, v.as_str().map_or_else(|| v.to_string(), String::from)));
+            }
+        }
+        id.push(']');
         self.servers.push(ServerSpec {
-            id: format!("server[model={},variant={}{suffix}]", cell.model, cell.variant),
+            id,
             model: cell.model.clone(),
             variant: cell.variant.clone(),
             backend: model.backend,

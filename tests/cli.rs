@@ -260,6 +260,8 @@ fn force_and_only_select_cells() {
     let out = p.pipeline(&["run", "experiments/t.toml", "--only", "model=a", "--only", "seed=2", "--force"]);
     assert_eq!(out.ran(), set(&[&d(2), &m("a", 2)]), "{}", out.stderr);
     assert!(out.stderr.contains("(forced)"));
+    let out = p.pipeline(&["run", "experiments/t.toml", "--kind", "datagen"]);
+    assert_eq!(out.ran(), set(&[&d(1)]), "{}", out.stderr);
     let out = p.pipeline(&["run", "experiments/t.toml", "--only", "modle=a"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("did you mean `model`?"), "{}", out.stderr);
@@ -498,4 +500,25 @@ fn dag_and_status_describe_the_plan() {
     assert!(status.stdout.contains("measure    0/4 up to date"), "{}", status.stdout);
     let help = p.pipeline(&["--help"]);
     assert!(help.stdout.contains("Examples:"));
+}
+
+#[test]
+fn shipped_experiments_are_valid() {
+    let cache = tempfile::tempdir().unwrap();
+    for file in ["experiments/demo.toml", "experiments/qwen_sweep.toml"] {
+        let out = cargo_bin_cmd!("pipeline")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["plan", file, "--cache"])
+            .arg(cache.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("measure[model="), "{stdout}");
+    }
+    // The embedded demo is the shipped file.
+    assert_eq!(
+        pipeline::config::DEMO_TOML,
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.toml")).unwrap()
+    );
 }

@@ -20,7 +20,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tokio::sync::{Semaphore, watch};
 
-use crate::cache::{Cache, Lookup, Manifest, StepRecord};
+use crate::cache::{Cache, Lookup, StepRecord};
 use crate::plan::{Plan, State, StepKind, StepStatus};
 use crate::steps;
 use progress::Progress;
@@ -68,7 +68,8 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut other = Vec::new();
     let mut records = cache.last_run(&plan.experiment.name);
-    records.retain(|id, _| plan.step_index(id).is_some());
+    let ids: std::collections::HashSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    records.retain(|id, _| ids.contains(id.as_str()));
     let to_do = statuses.iter().filter(|s| matches!(s.state, State::Run | State::Wait)).count() as u64;
     let mut outcomes = Vec::new();
     for (i, (step, st)) in plan.steps.iter().zip(&statuses).enumerate() {
@@ -174,10 +175,10 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     let digest = key.digest();
     let record = StepRecord { id: step.id.clone(), key: digest.hex(), coords: step.coords.clone(), preimage: key.clone() };
     let forced = reasons.iter().any(|r| r == "forced");
-    if !forced && let Lookup::Hit(m) = ctx.cache.lookup(step.kind.name(), &digest) {
+    if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
         // An input reran but produced the same bytes, so this step is still valid.
         ctx.progress.cached(&step.id, "inputs reran with identical output");
-        finish(ctx, i, Ok(m), record);
+        finish(ctx, i, Ok(output_digest), record);
         return;
     }
     let _permit = match step.kind {
@@ -189,7 +190,7 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     let dirs: Vec<(String, PathBuf)> = inputs.iter().map(|(d, _, dir)| (ctx.plan.steps[*d].id.clone(), dir.clone())).collect();
     let result = run_step(ctx, i, &dirs).await;
     let result = match result {
-        Ok(staged) => ctx.cache.publish(staged, &step.id, key).map_err(anyhow::Error::from),
+        Ok(staged) => ctx.cache.publish(staged, &step.id, key).map(|m| m.output_digest).map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };
     let label = if result.is_ok() { "done" } else { "FAILED" };
@@ -197,17 +198,16 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     finish(ctx, i, result, record);
 }
 
-fn finish(ctx: &Ctx, i: usize, result: Result<Manifest>, record: StepRecord) {
+/// Record a step's end; `result` holds its output digest.
+fn finish(ctx: &Ctx, i: usize, result: Result<String>, record: StepRecord) {
     let step = &ctx.plan.steps[i];
     let mut summary = ctx.summary.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match result {
-        Ok(m) => {
+        Ok(output) => {
             summary.ran += 1;
+            let dir = ctx.cache.entry_dir(step.kind.name(), &record.preimage.digest());
             ctx.records.lock().unwrap_or_else(|e| e.into_inner()).insert(step.id.clone(), record);
-            Outcome::Done {
-                dir: ctx.cache.entry_dir(step.kind.name(), &crate::hash::Digest::parse(&m.key).unwrap_or(crate::hash::Digest([0; 32]))),
-                output: m.output_digest,
-            }
+            Outcome::Done { dir, output }
         }
         Err(e) => {
             let message = format!("{e:#}");
