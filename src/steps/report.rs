@@ -178,7 +178,16 @@ fn draw_curves(title: &str, series: &BTreeMap<String, Vec<(f64, f64, f64, f64)>>
             .y_label_area_size(64)
             .build_cartesian_2d(1.0..max_t.max(2.0), 0.0..max_y)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        chart.configure_mesh().x_desc("turn").y_desc("end-to-end latency (ms)").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("turn")
+            .y_desc("end-to-end latency (ms)")
+            .x_labels(max_t as usize)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .light_line_style(RGBColor(236, 236, 236))
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         for (i, (name, points)) in series.iter().enumerate() {
             let colour = Palette99::pick(i).to_rgba();
             let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.0, p.2)).collect();

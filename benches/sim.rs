@@ -1,0 +1,134 @@
+//! How exact is the simulator, and how exact is our client reading it?
+//!
+//! Starts `pipeline sim-server` (a real process) with a scripted truth — TTFT 50 ms,
+//! then one token every 10 ms, 64 tokens, no jitter, no load effect — and keeps B
+//! streams in flight (closed loop) for a few seconds, for B in 1, 16, 64, 256. Reports:
+//! * server lag: when the simulator handed each chunk to the connection, minus its
+//!   planned deadline (the simulator's own accuracy);
+//! * first-token delivery: when our client saw the first token, minus when the server
+//!   sent it; TTFT error: measured TTFT minus the scripted 50 ms;
+//! * inter-token gap error: measured gap minus the scripted 10 ms (per gap);
+//! * reached concurrency and the served rate against the ideal.
+//!
+//! Run: `cargo bench --bench sim` (release build).
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pipeline::sim::Truth;
+use pipeline::steps::measure::client::{self, ErrorClass, Target};
+
+const TTFT_MS: f64 = 50.0;
+const ITL_MS: f64 = 10.0;
+const TOKENS: u32 = 64;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let seconds: f64 = std::env::var("SIM_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    println!(
+        "| streams | server lag p50 / p99 / max (ms) | TTFT error p50 / p99 (ms) | gap error p50 / p99 (ms) | in flight at server, mean (max) | served / ideal rate |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for streams in [1usize, 16, 64, 256] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args(["sim-server", "--port", &port.to_string(), "--served-model-name", "bench"])
+            .args([
+                "--ttft-base-ms",
+                "50",
+                "--prefill-us-per-token",
+                "0",
+                "--itl-base-ms",
+                "10",
+                "--itl-us-per-inflight",
+                "0",
+                "--jitter",
+                "0",
+            ])
+            .args(["--answer-tokens", &TOKENS.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let row = rt.block_on(async {
+            let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(streams + 4).build().unwrap();
+            while http.get(format!("{base}/health")).send().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let target = Arc::new(Target { url: format!("{base}/v1/chat/completions"), api_key: None, timeout: Duration::from_secs(30) });
+            let body = format!(r#"{{"model":"bench","stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{TOKENS},"messages":[{{"role":"user","content":"hi"}}]}}"#);
+            let end = Instant::now() + Duration::from_secs_f64(seconds);
+            let mut tasks = tokio::task::JoinSet::new();
+            for s in 0..streams {
+                let (http, target, body) = (http.clone(), target.clone(), body.clone());
+                tasks.spawn(async move {
+                    let mut out = Vec::new();
+                    let mut n = 0;
+                    while Instant::now() < end {
+                        let id = format!("s{s}-r{n}");
+                        out.push((id.clone(), client::exchange(&http, &target, &id, body.clone()).await));
+                        n += 1;
+                    }
+                    out
+                });
+            }
+            let mut exchanges = HashMap::new();
+            while let Some(r) = tasks.join_next().await {
+                exchanges.extend(r.unwrap());
+            }
+            let truth: Vec<Truth> = http.get(format!("{base}/sim/truth")).send().await.unwrap().json().await.unwrap();
+            (exchanges, truth)
+        });
+        let _ = server.kill();
+        let _ = server.wait();
+        let (exchanges, truth) = row;
+        let mut lag: Vec<f64> =
+            truth.iter().flat_map(|t| t.sent_ns.iter().zip(&t.planned_ns).map(|(s, p)| (*s as f64 - *p as f64) / 1e6)).collect();
+        let mut ttft_err = Vec::new();
+        let mut gap_err = Vec::new();
+        let mut tokens = 0u64;
+        let mut errors = 0;
+        for ex in exchanges.values() {
+            if ex.error != ErrorClass::None {
+                errors += 1;
+                continue;
+            }
+            if let Some(first) = ex.first_token_ns {
+                ttft_err.push((first - ex.sent_ns) as f64 / 1e6 - TTFT_MS);
+            }
+            for w in ex.chunks.windows(2) {
+                gap_err.push((w[1].0 - w[0].0) as f64 / 1e6 - ITL_MS);
+            }
+            tokens += ex.completion_tokens.unwrap_or(0);
+        }
+        let in_flight = truth.iter().map(|t| t.in_flight_at_start as f64).sum::<f64>() / truth.len().max(1) as f64;
+        let max_in_flight = truth.iter().map(|t| t.in_flight_at_start).max().unwrap_or(0);
+        // One stream serves TOKENS tokens per (TTFT + (TOKENS-1) × ITL), over the wall
+        // span from the first send to the last end.
+        let first = exchanges.values().map(|e| e.sent_ns).min().unwrap_or(0);
+        let last = exchanges.values().map(|e| e.end_ns).max().unwrap_or(0);
+        let span_s = (last - first) as f64 / 1e9;
+        let ideal = streams as f64 * span_s * TOKENS as f64 / ((TTFT_MS + (TOKENS - 1) as f64 * ITL_MS) / 1000.0);
+        println!(
+            "| {streams} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | {:+.3} / {:+.3} | {in_flight:.1} (max {max_in_flight}) | {:.1}% ({tokens} tokens, {errors} errors) |",
+            pct(&mut lag, 0.5),
+            pct(&mut lag, 0.99),
+            lag.iter().cloned().fold(f64::NAN, f64::max),
+            pct(&mut ttft_err, 0.5),
+            pct(&mut ttft_err, 0.99),
+            pct(&mut gap_err, 0.5),
+            pct(&mut gap_err, 0.99),
+            100.0 * tokens as f64 / ideal,
+        );
+    }
+}
