@@ -522,3 +522,92 @@ fn shipped_experiments_are_valid() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.toml")).unwrap()
     );
 }
+
+#[test]
+fn cache_gc_drops_only_unreferenced_entries() {
+    let p = Project::with_base("gc");
+    p.run_ok();
+    p.edit("seed = [1, 2]", "seed = [1]");
+    p.run_ok();
+    let out = p.pipeline(&["cache", "gc"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // seed 2's datagen and two measures, and the first aggregate and report.
+    assert!(out.stderr.contains("removed 5 cache entries"), "{}", out.stderr);
+    assert!(p.plan_json().iter().all(|s| s["state"] == "fresh"));
+}
+
+#[test]
+fn include_rules_add_cells_and_must_add_something() {
+    let p = Project::with_base("incl");
+    p.edit("seed = [1, 2]", "seed = [1, 2]\ninclude = [{ model = \"a\", seed = 3 }]");
+    let plan = p.plan_json();
+    assert!(plan.iter().any(|s| s["id"] == m("a", 3)));
+    assert!(!plan.iter().any(|s| s["id"] == m("b", 3)));
+    p.edit("seed = 3 }", "seed = 2 }");
+    let out = p.pipeline(&["plan", "experiments/t.toml"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("matrix.include[0]: include rule adds no cell"), "{}", out.stderr);
+}
+
+/// The simulator speaks vLLM's wire format, as a client sees it on the socket.
+#[test]
+fn sim_server_speaks_the_vllm_stream_format() {
+    let mut server = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
+        .args([
+            "sim-server",
+            "--port",
+            "0",
+            "--served-model-name",
+            "m",
+            "--answer-tokens",
+            "3",
+            "--itl-base-ms",
+            "1",
+            "--ttft-base-ms",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (stream, plain, missing, models) = rt.block_on(async {
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("i.jpg");
+        image::RgbImage::from_pixel(1280, 720, image::Rgb([90, 120, 200])).save(&img).unwrap();
+        use base64::Engine;
+        let url = format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(std::fs::read(&img).unwrap()));
+        let body = |stream: bool, model: &str| {
+            serde_json::json!({"model": model, "stream": stream, "stream_options": {"include_usage": true}, "max_tokens": 8,
+                "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What?"}]}]})
+        };
+        let url = format!("{base}/v1/chat/completions");
+        let stream = http.post(&url).json(&body(true, "m")).send().await.unwrap().text().await.unwrap();
+        let plain: Value = http.post(&url).json(&body(false, "m")).send().await.unwrap().json().await.unwrap();
+        let missing = http.post(&url).json(&body(true, "other")).send().await.unwrap().status().as_u16();
+        let models: Value = http.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+        (stream, plain, missing, models)
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let events: Vec<&str> = stream.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap()).collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"], serde_json::json!({"role": "assistant", "content": ""}), "role-only first chunk");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], serde_json::json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+    // 1,198 image tokens for 1280×720, plus the text and chat-template tokens.
+    let prompt = usage["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!((1198..1198 + 12).contains(&prompt), "{prompt}");
+    let content: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(content.split_whitespace().count(), 3);
+    assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(plain["usage"]["prompt_tokens"].as_u64(), Some(prompt));
+    assert_eq!(plain["choices"][0]["message"]["content"].as_str().unwrap().split_whitespace().count(), 3);
+    assert_eq!(missing, 404);
+    assert_eq!(models["data"][0]["id"], "m");
+}
