@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::anyhow;
@@ -291,6 +291,3 @@ fn sim_server(a: SimArgs) -> Result<i32, Failure> {
     .map_err(fail(exit::ENVIRONMENT))?;
     Ok(exit::OK)
 }
-
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}

@@ -102,8 +102,6 @@ impl Services {
     async fn start(&self, i: usize) -> Result<(Option<tokio::process::Child>, Endpoint)> {
         let spec = &self.specs[i];
         let model = &self.experiment.models[&spec.model];
-        let variant = &model.variants[&spec.variant];
-        let server = &self.experiment.server;
         let api_key = match &model.api_key_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 anyhow!("environment variable `{var}` is not set\nhint: export {var}=... with the API key of model `{}`", spec.model)
@@ -142,20 +140,39 @@ impl Services {
             }
             None => free_port()?,
         };
-        let limit_mm = spec.config.get("limit-mm-per-prompt").and_then(|v| v.as_u64()).unwrap_or(1);
-        let argv: Vec<String> = match spec.backend {
+        let argv = self.command_line(i, port);
+        let log_path = self.log_path(i);
+        let mut child = self.spawn(i, &argv, &log_path)?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let client = http_client()?;
+        let ready = async {
+            wait_healthy(&mut child, &client, &base_url, &spec.id, self.experiment.server.startup_timeout, &log_path).await?;
+            check_models(&client, &base_url, &model.served_name).await
+        };
+        if let Err(e) = ready.await {
+            stop(child).await;
+            return Err(e);
+        }
+        let version = server_version(&client, &base_url).await;
+        let meta =
+            serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});
+        Ok((Some(child), Endpoint { base_url, api_key, server_meta: meta }))
+    }
+
+    /// The argv that launches server `i` on `port`.
+    fn command_line(&self, i: usize, port: u16) -> Vec<String> {
+        let spec = &self.specs[i];
+        let model = &self.experiment.models[&spec.model];
+        let variant = &model.variants[&spec.variant];
+        let server = &self.experiment.server;
+        let port = port.to_string();
+        let mut argv: Vec<String> = match spec.backend {
             Backend::Sim => {
                 let s = &variant.sim;
-                let mut a = vec![
-                    self.sim_bin.display().to_string(),
-                    "sim-server".into(),
-                    "--host".into(),
-                    "127.0.0.1".into(),
-                    "--port".into(),
-                    port.to_string(),
-                    "--served-model-name".into(),
-                    model.served_name.clone(),
-                ];
+                let mut a: Vec<String> = [self.sim_bin.display().to_string()].into_iter().collect();
+                a.extend(
+                    ["sim-server", "--host", "127.0.0.1", "--port", &port, "--served-model-name", &model.served_name].map(String::from),
+                );
                 for (flag, v) in [
                     ("--ttft-base-ms", s.ttft_base_ms),
                     ("--prefill-us-per-token", s.prefill_us_per_token),
@@ -169,56 +186,51 @@ impl Services {
                 if s.prefix_caching {
                     a.push("--prefix-caching".into());
                 }
-                a
+                return a;
             }
             Backend::Vllm => {
-                let mut a: Vec<String> = [
-                    "vllm",
-                    "serve",
-                    &variant.model,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--served-model-name",
-                    &model.served_name,
-                ]
-                .map(String::from)
-                .to_vec();
+                let limit_mm = spec.config.get("limit-mm-per-prompt").and_then(|v| v.as_u64()).unwrap_or(1);
+                let mut a: Vec<String> =
+                    ["vllm", "serve", &variant.model, "--host", "127.0.0.1", "--port", &port, "--served-model-name", &model.served_name]
+                        .map(String::from)
+                        .to_vec();
                 a.extend(["--tensor-parallel-size".into(), server.tensor_parallel_size.to_string()]);
                 a.extend(["--dtype".into(), variant.dtype.clone().unwrap_or_else(|| server.dtype.clone())]);
                 if let Some(q) = variant.quantization.as_deref().filter(|q| *q != "none") {
                     a.extend(["--quantization".into(), q.to_string()]);
                 }
                 a.extend(["--limit-mm-per-prompt".into(), serde_json::json!({"image": limit_mm}).to_string()]);
-                a.extend(spec.extra_args.iter().cloned());
                 a
             }
             _ => {
                 let fill = |s: &String| {
-                    s.replace("{port}", &port.to_string())
+                    s.replace("{port}", &port)
                         .replace("{host}", "127.0.0.1")
                         .replace("{model}", &variant.model)
                         .replace("{served_name}", &model.served_name)
                         .replace("{tp}", &server.tensor_parallel_size.to_string())
                 };
-                let mut a: Vec<String> = model.command.iter().flatten().map(fill).collect();
-                a.extend(spec.extra_args.iter().cloned());
-                a
+                model.command.iter().flatten().map(fill).collect()
             }
         };
+        argv.extend(spec.extra_args.iter().cloned());
+        argv
+    }
+
+    /// Start `argv` in its own process group, output to `log_path`, on its GPUs.
+    fn spawn(&self, i: usize, argv: &[String], log_path: &Path) -> Result<tokio::process::Child> {
+        let spec = &self.specs[i];
         std::fs::create_dir_all(&self.logs)?;
-        let log_path = self.log_path(i);
-        let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).kill_on_drop(true);
         if spec.gpus_needed > 0
-            && let Some(gpus) = &server.gpus
+            && let Some(gpus) = &self.experiment.server.gpus
         {
             let ids: Vec<String> = gpus.iter().take(spec.gpus_needed as usize).map(|g| g.to_string()).collect();
             cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
         }
-        let mut child = cmd.spawn().map_err(|e| {
+        cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 anyhow!(
                     "server command `{}` not found\nhint: install it (for vLLM: pip install vllm) or fix `command` in [models.{}]",
@@ -228,36 +240,31 @@ impl Services {
             } else {
                 anyhow!("cannot start `{}`: {e}", argv[0])
             }
-        })?;
-        let base_url = format!("http://127.0.0.1:{port}");
-        let client = http_client()?;
-        let deadline = Instant::now() + server.startup_timeout;
-        let ready = async {
-            loop {
-                if let Some(status) = child.try_wait()? {
-                    bail!("server `{}` exited ({status}) before it became healthy\n{}", spec.id, explain_log(&log_path));
-                }
-                if Instant::now() > deadline {
-                    bail!("server `{}` did not become healthy within {:?}\n{}", spec.id, server.startup_timeout, explain_log(&log_path));
-                }
-                if client.get(format!("{base_url}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        if let Err(e) = ready.await {
-            stop(child).await;
-            return Err(e);
+        })
+    }
+}
+
+/// Poll `/health` until it answers 200, the process exits, or `timeout` passes.
+async fn wait_healthy(
+    child: &mut tokio::process::Child,
+    client: &reqwest::Client,
+    base_url: &str,
+    id: &str,
+    timeout: Duration,
+    log_path: &Path,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("server `{id}` exited ({status}) before it became healthy\n{}", explain_log(log_path));
         }
-        if let Err(e) = check_models(&client, &base_url, &model.served_name).await {
-            stop(child).await;
-            return Err(e);
+        if Instant::now() > deadline {
+            bail!("server `{id}` did not become healthy within {timeout:?}\n{}", explain_log(log_path));
         }
-        let version = server_version(&client, &base_url).await;
-        let meta =
-            serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});
-        Ok((Some(child), Endpoint { base_url, api_key, server_meta: meta }))
+        if client.get(format!("{base_url}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
