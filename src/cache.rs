@@ -7,7 +7,7 @@
 //! a file whose modification time changed. One `pipeline run` at a time holds
 //! `cache/.lock`; a second gets a clear error instead of corrupting entries.
 //!
-//! `cache/runs/<experiment>.json` remembers the preimage of every step of the last run
+//! `cache/runs/<experiment>.json` remembers the key of every step of the last run
 //! of each experiment, so `plan` can say *why* a step must run again.
 
 use std::collections::BTreeMap;
@@ -170,7 +170,7 @@ impl Cache {
         self.root.join("runs").join(format!("{experiment}.json"))
     }
 
-    /// The preimages of the steps of the last run of `experiment`, by step id.
+    /// The steps of the last run of `experiment`, by step id.
     pub fn last_run(&self, experiment: &str) -> BTreeMap<String, StepRecord> {
         fs::read(self.runs_path(experiment)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
@@ -227,14 +227,25 @@ impl Cache {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
     pub id: String,
+    pub kind: String,
     pub key: String,
     pub coords: Vec<(String, String)>,
-    pub preimage: StepKey,
 }
 
 impl StepRecord {
     pub fn step_id(&self) -> &str {
         &self.id
+    }
+
+    /// The preimage this step had, read back from its cache entry's manifest.
+    pub fn preimage(&self, cache: &Cache) -> Option<StepKey> {
+        #[derive(Deserialize)]
+        struct Pre {
+            preimage: StepKey,
+        }
+        let key = Digest::parse(&self.key)?;
+        let bytes = fs::read(cache.entry_dir(&self.kind, &key).join("manifest.json")).ok()?;
+        serde_json::from_slice::<Pre>(&bytes).ok().map(|p| p.preimage)
     }
 }
 

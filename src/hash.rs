@@ -64,7 +64,7 @@ pub struct StepKey {
 impl StepKey {
     pub fn digest(&self) -> Digest {
         let json = serde_json::to_value(self).unwrap_or(Value::Null);
-        let mut text = String::with_capacity(512);
+        let mut text = String::with_capacity(1024);
         canonical(&json, &mut text);
         Digest(*blake3::Hasher::new_derive_key("pipeline step key").update(text.as_bytes()).finalize().as_bytes())
     }
@@ -76,35 +76,14 @@ pub fn allowed_env() -> BTreeMap<String, String> {
 }
 
 /// Canonical JSON: object keys sorted bytewise, no whitespace, serde_json's number
-/// and string formatting. Independent of whether `serde_json` preserves insertion order.
+/// and string formatting. serde_json's `Map` is a `BTreeMap` (the `preserve_order`
+/// feature is off in this build; `key_order_does_not_matter` fails if that changes),
+/// so its compact output is already canonical.
 pub fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(v, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
+    let mut buf = std::mem::take(out).into_bytes();
+    // Writing a `Value` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut buf, value);
+    *out = String::from_utf8(buf).unwrap_or_default();
 }
 
 /// Flatten a JSON value into `path → scalar text`, for explaining what changed.
@@ -164,6 +143,9 @@ mod tests {
     fn key_order_does_not_matter() {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": 2, "x": 3}}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{"a": {"x": 3, "y": 2}, "b": 1}"#).unwrap();
+        let mut text = String::new();
+        canonical(&a, &mut text);
+        assert_eq!(text, r#"{"a":{"x":3,"y":2},"b":1}"#);
         assert_eq!(key(a).digest(), key(b).digest());
     }
 

@@ -201,7 +201,7 @@ impl Plan {
                     } else {
                         {
                             let (previous, near) = history();
-                            explain(step, &key, previous, near, &lookup)
+                            explain(cache, step, &key, previous, near, &lookup)
                         }
                     };
                 }
@@ -272,7 +272,7 @@ pub struct StepStatus {
 
 impl StepStatus {
     pub fn record(&self, step: &Step) -> Option<StepRecord> {
-        Some(StepRecord { id: step.id.clone(), key: self.key?.hex(), coords: step.coords.clone(), preimage: self.preimage.clone()? })
+        Some(StepRecord { id: step.id.clone(), kind: step.kind.name().into(), key: self.key?.hex(), coords: step.coords.clone() })
     }
 }
 
@@ -287,7 +287,7 @@ impl NearIndex {
         let mut by_partial = HashMap::new();
         for rec in previous {
             for skip in 0..rec.coords.len() {
-                by_partial.entry((rec.preimage.kind.clone(), partial(&rec.coords, skip))).or_insert_with(|| rec.clone());
+                by_partial.entry((rec.kind.clone(), partial(&rec.coords, skip))).or_insert_with(|| rec.clone());
             }
         }
         NearIndex { by_partial }
@@ -303,10 +303,18 @@ fn partial(coords: &[(String, String)], skip: usize) -> String {
 }
 
 /// Why a step whose key is not in the cache must run.
-fn explain(step: &Step, key: &StepKey, previous: &BTreeMap<String, StepRecord>, near: &NearIndex, lookup: &Lookup) -> Vec<String> {
+fn explain(
+    cache: &Cache,
+    step: &Step,
+    key: &StepKey,
+    previous: &BTreeMap<String, StepRecord>,
+    near: &NearIndex,
+    lookup: &Lookup,
+) -> Vec<String> {
     let prev = previous.get(&step.id).or_else(|| near.find(step.kind.name(), &step.coords));
     let Some(prev) = prev else { return vec!["new".into()] };
-    let mut reasons = diff(&prev.preimage, key);
+    let Some(old) = prev.preimage(cache) else { return vec!["new (the previous version's entry is gone)".into()] };
+    let mut reasons = diff(&old, key);
     if reasons.is_empty() {
         reasons.push(match lookup {
             Lookup::Damaged(why) => why.clone(),

@@ -67,7 +67,8 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     let mut remaining = vec![0usize; plan.servers.len()];
     let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut other = Vec::new();
-    let mut records = cache.last_run(&plan.experiment.name);
+    let saved = cache.last_run(&plan.experiment.name);
+    let mut records = saved.clone();
     let ids: std::collections::HashSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
     records.retain(|id, _| ids.contains(id.as_str()));
     let to_do = statuses.iter().filter(|s| matches!(s.state, State::Run | State::Wait)).count() as u64;
@@ -141,7 +142,9 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     ctx.services.stop_all().await;
     ctx.progress.done();
     let records = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|e| e.into_inner()));
-    ctx.cache.save_run(&plan.experiment.name, &records)?;
+    if records != saved {
+        ctx.cache.save_run(&plan.experiment.name, &records)?;
+    }
     let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
     let report = plan.steps.iter().position(|s| s.kind == StepKind::Report);
     if let Some(Some(Outcome::Done { dir, .. })) = report.map(|r| ctx.outcomes[r].borrow().clone()) {
@@ -173,7 +176,7 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     }
     let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.clone())).collect());
     let digest = key.digest();
-    let record = StepRecord { id: step.id.clone(), key: digest.hex(), coords: step.coords.clone(), preimage: key.clone() };
+    let record = StepRecord { id: step.id.clone(), kind: step.kind.name().into(), key: digest.hex(), coords: step.coords.clone() };
     let forced = reasons.iter().any(|r| r == "forced");
     if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
         // An input reran but produced the same bytes, so this step is still valid.
@@ -205,7 +208,8 @@ fn finish(ctx: &Ctx, i: usize, result: Result<String>, record: StepRecord) {
     let outcome = match result {
         Ok(output) => {
             summary.ran += 1;
-            let dir = ctx.cache.entry_dir(step.kind.name(), &record.preimage.digest());
+            let key = crate::hash::Digest::parse(&record.key).unwrap_or(crate::hash::Digest([0; 32]));
+            let dir = ctx.cache.entry_dir(step.kind.name(), &key);
             ctx.records.lock().unwrap_or_else(|e| e.into_inner()).insert(step.id.clone(), record);
             Outcome::Done { dir, output }
         }

@@ -113,6 +113,13 @@ impl Services {
             api_key: api_key.clone(),
             server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url}),
         };
+        if let Some(url) = model.url.as_deref().or((spec.backend == Backend::Openai).then_some("https://api.openai.com"))
+            && url.starts_with("https://")
+        {
+            bail!(
+                "`{url}` needs TLS, which this build does not include yet\nhint: measure through a plain-HTTP endpoint (e.g. a local proxy) for now"
+            );
+        }
         match spec.backend {
             Backend::Endpoint => {
                 let url = model.url.clone().unwrap_or_default();
