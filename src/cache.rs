@@ -1,7 +1,7 @@
 //! The content-addressed step cache under `cache/`.
 //!
 //! Layout: `cache/<kind>/<key[..2]>/<key>/` holds a step's output files and
-//! `manifest.json`. An entry is built in `cache/tmp/` and renamed into place only
+//! `manifest.json` (files, sizes, digests) and `preimage.json` (the key's preimage). An entry is built in `cache/tmp/` and renamed into place only
 //! when complete, so a crash, a failed step or Ctrl-C never leaves a half entry.
 //! A hit checks that every listed file is there with its recorded size, and rehashes
 //! a file whose modification time changed. One `pipeline run` at a time holds
@@ -51,8 +51,12 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
     /// blake3 over the sorted (path, file digest) list: what downstream keys use.
     pub output_digest: String,
-    pub preimage: StepKey,
 }
+
+/// Bookkeeping files of an entry, beside the step's outputs.
+pub const MANIFEST: &str = "manifest.json";
+/// The key's preimage, kept to explain later changes; read only when explaining.
+pub const PREIMAGE: &str = "preimage.json";
 
 /// What a lookup found.
 #[derive(Debug)]
@@ -100,14 +104,8 @@ impl Cache {
 
     pub fn lookup(&self, kind: &str, key: &Digest) -> Lookup {
         let dir = self.entry_dir(kind, key);
-        let Ok(bytes) = fs::read(dir.join("manifest.json")) else { return Lookup::Missing };
-        // Only what a lookup needs; serde skips the (possibly large) preimage.
-        #[derive(Deserialize)]
-        struct Head {
-            files: Vec<FileEntry>,
-            output_digest: String,
-        }
-        let Ok(manifest) = serde_json::from_slice::<Head>(&bytes) else {
+        let Ok(bytes) = fs::read(dir.join(MANIFEST)) else { return Lookup::Missing };
+        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
             return Lookup::Damaged("manifest.json is unreadable".into());
         };
         for f in &manifest.files {
@@ -148,11 +146,12 @@ impl Cache {
             kind: preimage.kind.clone(),
             files,
             output_digest: h.finalize().to_hex().to_string(),
-            preimage,
         };
-        let manifest_path = staged.path().join("manifest.json");
-        let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        fs::write(&manifest_path, json).map_err(io_err(&manifest_path))?;
+        let preimage_path = staged.path().join(PREIMAGE);
+        fs::write(&preimage_path, serde_json::to_vec_pretty(&preimage).unwrap_or_default()).map_err(io_err(&preimage_path))?;
+        // The manifest is written last; the rename below publishes the whole entry.
+        let manifest_path = staged.path().join(MANIFEST);
+        fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap_or_default()).map_err(io_err(&manifest_path))?;
         let dest = self.entry_dir(&manifest.kind, &key);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -237,15 +236,11 @@ impl StepRecord {
         &self.id
     }
 
-    /// The preimage this step had, read back from its cache entry's manifest.
+    /// The preimage this step had, read back from its cache entry.
     pub fn preimage(&self, cache: &Cache) -> Option<StepKey> {
-        #[derive(Deserialize)]
-        struct Pre {
-            preimage: StepKey,
-        }
         let key = Digest::parse(&self.key)?;
-        let bytes = fs::read(cache.entry_dir(&self.kind, &key).join("manifest.json")).ok()?;
-        serde_json::from_slice::<Pre>(&bytes).ok().map(|p| p.preimage)
+        let bytes = fs::read(cache.entry_dir(&self.kind, &key).join(PREIMAGE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 }
 
@@ -266,7 +261,7 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> io::Resul
         let meta = entry.metadata()?;
         if meta.is_dir() {
             collect_files(root, &path, out)?;
-        } else if path.file_name().is_some_and(|n| n != "manifest.json") {
+        } else if path.file_name().is_some_and(|n| n != MANIFEST && n != PREIMAGE) {
             let rel = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
             out.push(FileEntry { path: rel, size: meta.len(), blake3: hash_file(&path)?, mtime_ns: mtime_ns(&meta) });
         }

@@ -99,13 +99,8 @@ pub enum PlanError {
 
 impl Plan {
     pub fn build(experiment: Experiment, cells: Vec<Cell>, hardware: String) -> Result<Plan, PlanError> {
-        let mut b = Builder {
-            steps: Vec::new(),
-            by_params: HashMap::new(),
-            servers: Vec::new(),
-            server_by_config: HashMap::new(),
-            dep_ids: Vec::new(),
-        };
+        let mut b =
+            Builder { steps: Vec::new(), by_id: HashMap::new(), servers: Vec::new(), server_by_id: HashMap::new(), dep_ids: Vec::new() };
         let mut measures = Vec::new();
         for (ci, cell) in cells.iter().enumerate() {
             let server = b.server(&experiment, cell);
@@ -362,9 +357,11 @@ fn diff(old: &StepKey, new: &StepKey) -> Vec<String> {
 
 struct Builder {
     steps: Vec<Step>,
-    by_params: HashMap<(StepKind, String), usize>,
+    /// Step ids are built from exactly the coordinates that make steps differ, so
+    /// steps with equal ids are identical and merged.
+    by_id: HashMap<String, usize>,
     servers: Vec<ServerSpec>,
-    server_by_config: HashMap<String, usize>,
+    server_by_id: HashMap<String, usize>,
     dep_ids: Vec<Vec<String>>,
 }
 
@@ -380,21 +377,30 @@ impl Builder {
         server: Option<usize>,
         cell: Option<usize>,
     ) -> usize {
-        let mut canon = String::new();
-        hash::canonical(&params, &mut canon);
-        canon.push_str(&deps.join("\n"));
-        if let Some(&i) = self.by_params.get(&(kind, canon.clone())) {
+        if let Some(&i) = self.by_id.get(&id) {
             return i;
         }
+        self.by_id.insert(id.clone(), self.steps.len());
         self.steps.push(Step { id, kind, coords, params, deps: Vec::new(), server, cell });
         self.dep_ids.push(deps);
-        self.by_params.insert((kind, canon), self.steps.len() - 1);
         self.steps.len() - 1
     }
 
     fn datagen(&mut self, exp: &Experiment, cell: &Cell) -> String {
         let w = &exp.workload;
         let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).map_or(w.turns, |t| t as u32);
+        let mut coords = vec![
+            ("seed".to_string(), cell.seed.to_string()),
+            ("batch-size".into(), cell.batch_size.to_string()),
+            ("frames".into(), cell.frames.to_string()),
+        ];
+        if turns != w.turns {
+            coords.push(("turns".into(), turns.to_string()));
+        }
+        let id = format!("datagen[{}]", coords.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+        if self.by_id.contains_key(&id) {
+            return id;
+        }
         let params = json!({
             "seed": cell.seed,
             "conversations": cell.batch_size,
@@ -406,15 +412,6 @@ impl Builder {
             "images-dir": w.images_dir.as_ref().map(|d| d.digest.clone()),
             "jpeg-quality": steps::datagen::JPEG_QUALITY,
         });
-        let mut coords = vec![
-            ("seed".to_string(), cell.seed.to_string()),
-            ("batch-size".into(), cell.batch_size.to_string()),
-            ("frames".into(), cell.frames.to_string()),
-        ];
-        if turns != w.turns {
-            coords.push(("turns".into(), turns.to_string()));
-        }
-        let id = format!("datagen[{}]", coords.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
         let i = self.add(StepKind::Datagen, id, coords, params, vec![], None, None);
         self.steps[i].id.clone()
     }
@@ -423,17 +420,32 @@ impl Builder {
         let model = &exp.models[&cell.model];
         let variant = &model.variants[&cell.variant];
         let s = &exp.server;
-        let mut extra_args = s.extra_args.clone();
-        extra_args.extend(variant.extra_args.iter().cloned());
+        let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).unwrap_or(exp.workload.turns as u64);
+        // Every image of the resent history is in one request.
+        let limit_mm = model.backend.uses_gpus().then_some(turns * cell.frames as u64);
+        let mut flags = Vec::new();
         for axis in &exp.matrix.custom {
             if let Feeds::ServerFlag(flag) = &axis.feeds
                 && let Some(v) = cell.value(&axis.name)
             {
-                extra_args.push(flag.clone());
-                extra_args.push(v.as_str().map_or_else(|| v.to_string(), String::from));
+                flags.push((axis.name.as_str(), flag.clone(), v.as_str().map_or_else(|| v.to_string(), String::from)));
             }
         }
-        let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).unwrap_or(exp.workload.turns as u64);
+        // The id names exactly what sets servers of one model variant apart.
+        let mut id = format!("server[model={},variant={}", cell.model, cell.variant);
+        if let Some(k) = limit_mm {
+            id.push_str(&format!(",max-images={k}"));
+        }
+        for (name, _, value) in &flags {
+            id.push_str(&format!(",{name}={value}"));
+        }
+        id.push(']');
+        if let Some(&i) = self.server_by_id.get(&id) {
+            return i;
+        }
+        let mut extra_args = s.extra_args.clone();
+        extra_args.extend(variant.extra_args.iter().cloned());
+        extra_args.extend(flags.into_iter().flat_map(|(_, flag, value)| [flag, value]));
         let mut config = json!({
             "backend": model.backend.name(),
             "model": variant.model,
@@ -449,8 +461,7 @@ impl Builder {
                 obj.insert("dtype".into(), variant.dtype.clone().unwrap_or_else(|| s.dtype.clone()).into());
                 obj.insert("quantization".into(), variant.quantization.clone().into());
                 obj.insert("extra-args".into(), extra_args.clone().into());
-                // Every image of the resent history is in one request.
-                obj.insert("limit-mm-per-prompt".into(), (turns * cell.frames as u64).into());
+                obj.insert("limit-mm-per-prompt".into(), limit_mm.into());
                 if let Some(cmd) = &model.command {
                     obj.insert("command".into(), cmd.clone().into());
                 }
@@ -459,24 +470,8 @@ impl Builder {
                 obj.insert("url".into(), model.url.clone().into());
             }
         }
-        let mut canon = String::new();
-        hash::canonical(&config, &mut canon);
-        if let Some(&i) = self.server_by_config.get(&canon) {
-            return i;
-        }
-        // Name a server by what sets it apart: the image limit and server-flag axes.
-        let mut id = format!("server[model={},variant={}", cell.model, cell.variant);
-        if let Some(k) = config.get("limit-mm-per-prompt") {
-            id.push_str(&format!(",max-images={k}"));
-        }
-        for axis in exp.matrix.custom.iter().filter(|a| matches!(a.feeds, Feeds::ServerFlag(_))) {
-            if let Some(v) = cell.value(&axis.name) {
-                id.push_str(&format!(",{}={}", axis.name, v.as_str().map_or_else(|| v.to_string(), String::from)));
-            }
-        }
-        id.push(']');
         self.servers.push(ServerSpec {
-            id,
+            id: id.clone(),
             model: cell.model.clone(),
             variant: cell.variant.clone(),
             backend: model.backend,
@@ -484,7 +479,7 @@ impl Builder {
             extra_args,
             gpus_needed: if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 },
         });
-        self.server_by_config.insert(canon, self.servers.len() - 1);
+        self.server_by_id.insert(id, self.servers.len() - 1);
         self.servers.len() - 1
     }
 

@@ -263,7 +263,7 @@ pub fn publish_report(entry: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     for e in std::fs::read_dir(entry)? {
         let e = e?;
         let name = e.file_name();
-        if name == "manifest.json" || !e.path().is_file() {
+        if name == crate::cache::MANIFEST || name == crate::cache::PREIMAGE || !e.path().is_file() {
             continue;
         }
         let bytes = std::fs::read(e.path())?;
