@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -58,18 +59,19 @@ pub struct StepKey {
     /// Upstream step id → hex digest of its outputs.
     pub inputs: BTreeMap<String, String>,
     pub kind: String,
-    pub params: Value,
+    pub params: Arc<Value>,
     pub schema: u32,
-    pub server: Option<Value>,
+    pub server: Option<Arc<Value>>,
     pub version: u32,
 }
 
 impl StepKey {
     pub fn digest(&self) -> Digest {
-        let mut hasher = blake3::Hasher::new_derive_key("pipeline step key");
-        // Serializing into the hasher cannot fail: it only writes bytes.
-        let _ = serde_json::to_writer(&mut hasher, self);
-        Digest(*hasher.finalize().as_bytes())
+        // One buffer, one hash update: many tiny updates cost more than the bytes.
+        let mut text = Vec::with_capacity(2048);
+        // Serializing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut text, self);
+        Digest(*blake3::Hasher::new_derive_key("pipeline step key").update(&text).finalize().as_bytes())
     }
 }
 
@@ -115,6 +117,7 @@ mod tests {
     use serde_json::json;
 
     fn key(params: Value) -> StepKey {
+        let params = Arc::new(params);
         StepKey {
             schema: KEY_SCHEMA,
             kind: "datagen".into(),
@@ -168,13 +171,13 @@ mod tests {
         k.version += 1;
         variants.push(k);
         let mut k = base.clone();
-        k.params = json!({"seed": 2});
+        k.params = Arc::new(json!({"seed": 2}));
         variants.push(k);
         let mut k = base.clone();
         k.inputs.insert("datagen[seed=1]".into(), "ab".into());
         variants.push(k);
         let mut k = base.clone();
-        k.server = Some(json!({"tp": 2}));
+        k.server = Some(Arc::new(json!({"tp": 2})));
         variants.push(k);
         let mut k = base.clone();
         k.hardware = Some("NVIDIA H100".into());

@@ -11,6 +11,7 @@
 //! it, because its key depends on the *content* of that upstream output.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use serde::Serialize;
@@ -57,7 +58,7 @@ pub struct Step {
     pub id: String,
     pub kind: StepKind,
     pub coords: Vec<(String, String)>,
-    pub params: Value,
+    pub params: Arc<Value>,
     pub deps: Vec<usize>,
     /// The server a measure talks to (index into [`Plan::servers`]).
     pub server: Option<usize>,
@@ -73,7 +74,7 @@ pub struct ServerSpec {
     pub variant: String,
     pub backend: Backend,
     /// What enters the key of every measure using this server.
-    pub config: Value,
+    pub config: Arc<Value>,
     pub extra_args: Vec<String>,
     pub gpus_needed: u32,
 }
@@ -381,7 +382,7 @@ impl Builder {
             return i;
         }
         self.by_id.insert(id.clone(), self.steps.len());
-        self.steps.push(Step { id, kind, coords, params, deps: Vec::new(), server, cell });
+        self.steps.push(Step { id, kind, coords, params: Arc::new(params), deps: Vec::new(), server, cell });
         self.dep_ids.push(deps);
         self.steps.len() - 1
     }
@@ -475,7 +476,7 @@ impl Builder {
             model: cell.model.clone(),
             variant: cell.variant.clone(),
             backend: model.backend,
-            config,
+            config: Arc::new(config),
             extra_args,
             gpus_needed: if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 },
         });
