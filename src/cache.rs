@@ -105,22 +105,36 @@ impl Cache {
     pub fn lookup(&self, kind: &str, key: &Digest) -> Lookup {
         let dir = self.entry_dir(kind, key);
         let Ok(bytes) = fs::read(dir.join(MANIFEST)) else { return Lookup::Missing };
-        let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else {
+        // Borrowed fields: a plan looks up every step, so no allocation per field.
+        #[derive(Deserialize)]
+        struct FileRef<'a> {
+            path: &'a str,
+            size: u64,
+            blake3: &'a str,
+            mtime_ns: u128,
+        }
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow)]
+            files: Vec<FileRef<'a>>,
+            output_digest: &'a str,
+        }
+        let Ok(manifest) = serde_json::from_slice::<Head>(&bytes) else {
             return Lookup::Damaged("manifest.json is unreadable".into());
         };
         for f in &manifest.files {
-            let path = dir.join(&f.path);
+            let path = dir.join(f.path);
             let Ok(meta) = fs::metadata(&path) else {
                 return Lookup::Damaged(format!("output `{}` is missing", f.path));
             };
             if meta.len() != f.size {
                 return Lookup::Damaged(format!("output `{}` changed size", f.path));
             }
-            if mtime_ns(&meta) != f.mtime_ns && hash_file(&path).ok().as_deref() != Some(f.blake3.as_str()) {
+            if mtime_ns(&meta) != f.mtime_ns && hash_file(&path).ok().as_deref() != Some(f.blake3) {
                 return Lookup::Damaged(format!("output `{}` was modified", f.path));
             }
         }
-        Lookup::Hit { output_digest: manifest.output_digest }
+        Lookup::Hit { output_digest: manifest.output_digest.to_string() }
     }
 
     /// A fresh staging folder for a step's outputs, removed on drop unless published.

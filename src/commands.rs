@@ -102,6 +102,13 @@ fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> 
     let (source, plan) = load(target.file.as_deref())?;
     let sel = selection(target, &plan)?;
     let statuses = plan.status(cache, &sel);
+    let text = plan_text(&source, &plan, &statuses, json);
+    // The process ends right after this; freeing a 100k-step plan only costs time.
+    std::mem::forget((plan, statuses));
+    out(&text).map(|_| exit::OK)
+}
+
+fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) -> String {
     let mut text = String::new();
     if json {
         for &i in &plan.order {
@@ -112,7 +119,7 @@ fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> 
             text.push_str(&obj.to_string());
             text.push('\n');
         }
-        return out(&text).map(|_| exit::OK);
+        return text;
     }
     text.push_str(&format!(
         "plan for {}: {} cells, {} steps, {} servers\n",
@@ -126,14 +133,14 @@ fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> 
         let why = if st.reasons.is_empty() { String::new() } else { format!("  ({})", st.reasons.join("; ")) };
         text.push_str(&format!("  {:<6} {}{why}\n", state_name(st.state), step.id));
     }
-    let needed = server_needs(&plan, &statuses);
+    let needed = server_needs(plan, statuses);
     for (s, spec) in plan.servers.iter().enumerate() {
         let note = if needed[s] == 0 { "not needed".to_string() } else { format!("starts for {} measure step(s)", needed[s]) };
         text.push_str(&format!("  {:<6} {}  ({note})\n", "svc", spec.id));
     }
-    text.push_str(&counts_line(&statuses));
+    text.push_str(&counts_line(statuses));
     text.push('\n');
-    out(&text).map(|_| exit::OK)
+    text
 }
 
 fn server_needs(plan: &Plan, statuses: &[StepStatus]) -> Vec<usize> {
@@ -189,6 +196,8 @@ fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<
         eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
     }
     eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
+    // The process ends right after this; freeing a 100k-step plan only costs time.
+    std::mem::forget(plan);
     if summary.failed.is_empty() {
         Ok(exit::OK)
     } else {
