@@ -13,6 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -102,13 +104,14 @@ impl Plan {
     pub fn build(experiment: Experiment, cells: Vec<Cell>, hardware: String) -> Result<Plan, PlanError> {
         let mut b =
             Builder { steps: Vec::new(), by_id: HashMap::new(), servers: Vec::new(), server_by_id: HashMap::new(), dep_ids: Vec::new() };
+        // What each measure is does not depend on the others: build those in parallel.
+        let described: Vec<(String, Vec<(String, String)>, Value)> =
+            cells.par_iter().map(|cell| (format!("measure[{cell}]"), cell.coords(), measure_params(&experiment, cell))).collect();
         let mut measures = Vec::new();
-        for (ci, cell) in cells.iter().enumerate() {
+        for (ci, (cell, (id, coords, params))) in cells.iter().zip(described).enumerate() {
             let server = b.server(&experiment, cell);
             let datagen = b.datagen(&experiment, cell);
-            let params = measure_params(&experiment, cell);
-            let m = b.add(StepKind::Measure, format!("measure[{cell}]"), cell.coords(), params, vec![datagen], Some(server), Some(ci));
-            measures.push(m);
+            measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen], Some(server), Some(ci)));
         }
         let measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
         let aggregate = b.add(
@@ -149,63 +152,81 @@ impl Plan {
     /// Decide, for every step, whether it is up to date and why not.
     pub fn status(&self, cache: &Cache, opts: &Selection) -> Vec<StepStatus> {
         // The last run is read only if some step needs explaining (not on a no-op).
-        let history = std::cell::OnceCell::new();
-        let history = || {
-            history.get_or_init(|| {
-                let previous = cache.last_run(&self.experiment.name);
-                // Only steps that left the plan can have been *replaced* by a new one.
-                let ids: std::collections::HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
-                let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.step_id())));
-                (previous, near)
-            })
-        };
-        let mut out: Vec<StepStatus> = (0..self.steps.len()).map(|_| StepStatus::default()).collect();
+        let history = std::sync::OnceLock::new();
         let selected = self.selected(opts);
-        for &i in &self.order {
-            let step = &self.steps[i];
-            if !selected[i] {
-                out[i] = StepStatus { state: State::Skip, reasons: vec!["not selected (--only/--kind)".into()], ..Default::default() };
-                continue;
+        let mut out: Vec<StepStatus> = (0..self.steps.len()).map(|_| StepStatus::default()).collect();
+        // Steps of one depth depend only on shallower ones: each level is decided in
+        // parallel (hashing and cache lookups dominate), levels in order.
+        for level in self.levels() {
+            let decided: Vec<StepStatus> = level
+                .par_iter()
+                .map(|&i| match selected[i] {
+                    false => StepStatus { state: State::Skip, reasons: vec!["not selected (--only/--kind)".into()], ..Default::default() },
+                    true => self.decide(i, &out, cache, opts, &history),
+                })
+                .collect();
+            for (&i, status) in level.iter().zip(decided) {
+                out[i] = status;
             }
-            let waiting: Vec<&str> =
-                step.deps.iter().filter(|&&d| out[d].state != State::Fresh).map(|&d| self.steps[d].id.as_str()).collect();
-            if !waiting.is_empty() {
-                let forced = opts.force.then(|| "forced".to_string());
-                let reasons = forced
-                    .into_iter()
-                    .chain(waiting.iter().take(3).map(|d| format!("input changed: {d} runs first")))
-                    .chain((waiting.len() > 3).then(|| format!("and {} more inputs", waiting.len() - 3)))
-                    .collect();
-                let state = if step.deps.iter().any(|&d| out[d].state == State::Skip) { State::Skip } else { State::Wait };
-                out[i] = StepStatus { state, reasons, ..Default::default() };
-                continue;
-            }
-            let inputs = step.deps.iter().map(|&d| (self.steps[d].id.clone(), out[d].output.clone().unwrap_or_default())).collect();
-            let key = self.key_for(step, inputs);
-            let digest = key.digest();
-            let lookup = cache.lookup(step.kind.name(), &digest);
-            let mut status = StepStatus { key: Some(digest), ..Default::default() };
-            match lookup {
-                Lookup::Hit { output_digest } if !opts.force => {
-                    status.state = State::Fresh;
-                    status.output = Some(output_digest);
-                }
-                lookup => {
-                    status.state = State::Run;
-                    status.reasons = if opts.force {
-                        vec!["forced".into()]
-                    } else {
-                        {
-                            let (previous, near) = history();
-                            explain(cache, step, &key, previous, near, &lookup)
-                        }
-                    };
-                }
-            }
-            status.preimage = Some(key);
-            out[i] = status;
         }
         out
+    }
+
+    /// Steps grouped by depth (longest path from a step without inputs), in order.
+    fn levels(&self) -> Vec<Vec<usize>> {
+        let mut depth = vec![0usize; self.steps.len()];
+        let mut levels: Vec<Vec<usize>> = Vec::new();
+        for &i in &self.order {
+            depth[i] = self.steps[i].deps.iter().map(|&d| depth[d] + 1).max().unwrap_or(0);
+            if levels.len() <= depth[i] {
+                levels.resize_with(depth[i] + 1, Vec::new);
+            }
+            levels[depth[i]].push(i);
+        }
+        levels
+    }
+
+    /// Whether step `i` is up to date, given the decisions about its inputs.
+    fn decide(&self, i: usize, out: &[StepStatus], cache: &Cache, opts: &Selection, history: &std::sync::OnceLock<History>) -> StepStatus {
+        let step = &self.steps[i];
+        let waiting: Vec<&str> = step.deps.iter().filter(|&&d| out[d].state != State::Fresh).map(|&d| self.steps[d].id.as_str()).collect();
+        if !waiting.is_empty() {
+            let forced = opts.force.then(|| "forced".to_string());
+            let reasons = forced
+                .into_iter()
+                .chain(waiting.iter().take(3).map(|d| format!("input changed: {d} runs first")))
+                .chain((waiting.len() > 3).then(|| format!("and {} more inputs", waiting.len() - 3)))
+                .collect();
+            let state = if step.deps.iter().any(|&d| out[d].state == State::Skip) { State::Skip } else { State::Wait };
+            return StepStatus { state, reasons, ..Default::default() };
+        }
+        let inputs = step.deps.iter().map(|&d| (self.steps[d].id.clone(), out[d].output.clone().unwrap_or_default())).collect();
+        let key = self.key_for(step, inputs);
+        let digest = key.digest();
+        let mut status = StepStatus { key: Some(digest), ..Default::default() };
+        match cache.lookup(step.kind.name(), &digest) {
+            Lookup::Hit { output_digest } if !opts.force => {
+                status.state = State::Fresh;
+                status.output = Some(output_digest);
+            }
+            lookup => {
+                status.state = State::Run;
+                status.reasons = if opts.force {
+                    vec!["forced".into()]
+                } else {
+                    let (previous, near) = history.get_or_init(|| {
+                        let previous = cache.last_run(&self.experiment.name);
+                        // Only steps that left the plan can have been *replaced* by a new one.
+                        let ids: std::collections::HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
+                        let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.step_id())));
+                        (previous, near)
+                    });
+                    explain(cache, step, &key, previous, near, &lookup)
+                };
+            }
+        }
+        status.preimage = Some(key);
+        status
     }
 
     fn selected(&self, opts: &Selection) -> Vec<bool> {
@@ -231,6 +252,9 @@ impl Plan {
         sel
     }
 }
+
+/// The last run's records, and an index of them for steps whose coordinates changed.
+type History = (BTreeMap<String, StepRecord>, NearIndex);
 
 /// Which steps a command applies to.
 #[derive(Debug, Clone, Default)]
