@@ -80,17 +80,6 @@ pub fn allowed_env() -> BTreeMap<String, String> {
     ENV_ALLOW_LIST.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect()
 }
 
-/// Canonical JSON: object keys sorted bytewise, no whitespace, serde_json's number
-/// and string formatting. serde_json's `Map` is a `BTreeMap` (the `preserve_order`
-/// feature is off in this build; `key_order_does_not_matter` fails if that changes),
-/// so its compact output is already canonical.
-pub fn canonical(value: &Value, out: &mut String) {
-    let mut buf = std::mem::take(out).into_bytes();
-    // Writing a `Value` into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut buf, value);
-    *out = String::from_utf8(buf).unwrap_or_default();
-}
-
 /// Flatten a JSON value into `path → scalar text`, for explaining what changed.
 pub fn flatten(value: &Value, prefix: &str, out: &mut BTreeMap<String, String>) {
     match value {
@@ -115,6 +104,16 @@ pub fn flatten(value: &Value, prefix: &str, out: &mut BTreeMap<String, String>) 
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The canonical text: serde_json's compact output, whose `Map` is a `BTreeMap`
+    /// while the `preserve_order` feature is off (`key_order_does_not_matter` fails
+    /// if that ever changes).
+    fn canonical(value: &Value, out: &mut String) {
+        let mut buf = std::mem::take(out).into_bytes();
+        // Writing a `Value` into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut buf, value);
+        *out = String::from_utf8(buf).unwrap_or_default();
+    }
 
     fn key(params: Value) -> StepKey {
         let params = Arc::new(params);
