@@ -246,10 +246,6 @@ pub struct StepRecord {
 }
 
 impl StepRecord {
-    pub fn step_id(&self) -> &str {
-        &self.id
-    }
-
     /// The preimage this step had, read back from its cache entry.
     pub fn preimage(&self, cache: &Cache) -> Option<StepKey> {
         let key = Digest::parse(&self.key)?;

@@ -218,7 +218,7 @@ impl Plan {
                         let previous = cache.last_run(&self.experiment.name);
                         // Only steps that left the plan can have been *replaced* by a new one.
                         let ids: std::collections::HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
-                        let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.step_id())));
+                        let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.id.as_str())));
                         (previous, near)
                     });
                     explain(cache, step, &key, previous, near, &lookup)

@@ -181,7 +181,7 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
         // An input reran but produced the same bytes, so this step is still valid.
         ctx.progress.cached(&step.id, "inputs reran with identical output");
-        finish(ctx, i, Ok(output_digest), record);
+        finish(ctx, i, Ok(output_digest), record, &digest, false);
         return;
     }
     let _permit = match step.kind {
@@ -198,18 +198,22 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     };
     let label = if result.is_ok() { "done" } else { "FAILED" };
     ctx.progress.finished(&step.id, label, started.elapsed());
-    finish(ctx, i, result, record);
+    finish(ctx, i, result, record, &digest, true);
 }
 
-/// Record a step's end; `result` holds its output digest.
-fn finish(ctx: &Ctx, i: usize, result: Result<String>, record: StepRecord) {
+/// Record a step's end; `result` holds its output digest, `ran` whether it executed
+/// (rather than being found cached once its inputs were known).
+fn finish(ctx: &Ctx, i: usize, result: Result<String>, record: StepRecord, key: &crate::hash::Digest, ran: bool) {
     let step = &ctx.plan.steps[i];
     let mut summary = ctx.summary.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match result {
         Ok(output) => {
-            summary.ran += 1;
-            let key = crate::hash::Digest::parse(&record.key).unwrap_or(crate::hash::Digest([0; 32]));
-            let dir = ctx.cache.entry_dir(step.kind.name(), &key);
+            if ran {
+                summary.ran += 1;
+            } else {
+                summary.cached += 1;
+            }
+            let dir = ctx.cache.entry_dir(step.kind.name(), key);
             ctx.records.lock().unwrap_or_else(|e| e.into_inner()).insert(step.id.clone(), record);
             Outcome::Done { dir, output }
         }

@@ -46,10 +46,6 @@ impl Services {
         Services { specs, experiment, logs, sim_bin, slots }
     }
 
-    pub fn spec(&self, i: usize) -> &ServerSpec {
-        &self.specs[i]
-    }
-
     /// The server's endpoint, starting it if it is not running.
     pub async fn endpoint(&self, i: usize) -> Result<Arc<Endpoint>> {
         let mut slot = self.slots[i].lock().await;
