@@ -10,7 +10,8 @@
 //! `cache/runs/<experiment>.json` remembers the key of every step of the last run
 //! of each experiment, so `plan` can say *why* a step must run again.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -104,7 +105,17 @@ impl Cache {
 
     pub fn lookup(&self, kind: &str, key: &Digest) -> Lookup {
         let dir = self.entry_dir(kind, key);
-        let Ok(bytes) = fs::read(dir.join(MANIFEST)) else { return Lookup::Missing };
+        // Paths are resolved relative to the entry's folder: a plan looks up every
+        // step, and walking the full path once per file is most of a lookup's cost.
+        use rustix::fs::{AtFlags, Mode, OFlags, openat, statat};
+        let Ok(dir_fd) = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
+            return Lookup::Missing;
+        };
+        let Ok(manifest_fd) = openat(&dir_fd, MANIFEST, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else { return Lookup::Missing };
+        let mut bytes = Vec::with_capacity(4096);
+        if io::Read::read_to_end(&mut File::from(manifest_fd), &mut bytes).is_err() {
+            return Lookup::Damaged("manifest.json is unreadable".into());
+        }
         // Borrowed fields: a plan looks up every step, so no allocation per field.
         #[derive(Deserialize)]
         struct FileRef<'a> {
@@ -123,14 +134,14 @@ impl Cache {
             return Lookup::Damaged("manifest.json is unreadable".into());
         };
         for f in &manifest.files {
-            let path = dir.join(f.path);
-            let Ok(meta) = fs::metadata(&path) else {
+            let Ok(st) = statat(&dir_fd, f.path, AtFlags::empty()) else {
                 return Lookup::Damaged(format!("output `{}` is missing", f.path));
             };
-            if meta.len() != f.size {
+            if st.st_size as u64 != f.size {
                 return Lookup::Damaged(format!("output `{}` changed size", f.path));
             }
-            if mtime_ns(&meta) != f.mtime_ns && hash_file(&path).ok().as_deref() != Some(f.blake3) {
+            let mtime = st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128;
+            if mtime != f.mtime_ns as i128 && hash_file(&dir.join(f.path)).ok().as_deref() != Some(f.blake3) {
                 return Lookup::Damaged(format!("output `{}` was modified", f.path));
             }
         }
@@ -186,6 +197,21 @@ impl Cache {
     /// The steps of the last run of `experiment`, by step id.
     pub fn last_run(&self, experiment: &str) -> BTreeMap<String, StepRecord> {
         fs::read(self.runs_path(experiment)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Whether the last run of `experiment` already records `done`'s keys, and nothing
+    /// outside `ids` (the plan's steps). Borrowed parsing: a no-op run of a large
+    /// matrix must not build a record per step only to find nothing changed.
+    pub fn run_matches<'a>(&self, experiment: &str, ids: &HashSet<&str>, done: impl Iterator<Item = (&'a str, &'a Digest)>) -> bool {
+        #[derive(Deserialize)]
+        struct KeyOnly<'a> {
+            #[serde(borrow)]
+            key: Cow<'a, str>,
+        }
+        let Ok(bytes) = fs::read(self.runs_path(experiment)) else { return false };
+        let Ok(saved) = serde_json::from_slice::<HashMap<Cow<str>, KeyOnly>>(&bytes) else { return false };
+        saved.keys().all(|id| ids.contains(id.as_ref()))
+            && done.into_iter().all(|(id, key)| saved.get(id).is_some_and(|r| r.key == blake3::Hash::from_bytes(key.0).to_hex().as_str()))
     }
 
     pub fn save_run(&self, experiment: &str, records: &BTreeMap<String, StepRecord>) -> Result<(), CacheError> {
@@ -277,4 +303,32 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<FileEntry>) -> io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, key: &Digest) -> StepRecord {
+        StepRecord { id: id.into(), kind: "datagen".into(), key: key.hex(), coords: vec![("seed".into(), "1".into())] }
+    }
+
+    #[test]
+    fn run_matches_only_when_saving_would_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let (a, b, c) = (Digest([1; 32]), Digest([2; 32]), Digest([3; 32]));
+        let ids: HashSet<&str> = ["s1", "s2"].into_iter().collect();
+        assert!(!cache.run_matches("exp", &ids, [("s1", &a)].into_iter()), "no runs file yet");
+        let saved: BTreeMap<String, StepRecord> = [("s1".to_string(), record("s1", &a)), ("s2".to_string(), record("s2", &b))].into();
+        cache.save_run("exp", &saved).unwrap();
+        assert!(cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()));
+        // A step that did not run (not selected) keeps its old record: still no change.
+        assert!(cache.run_matches("exp", &ids, [("s1", &a)].into_iter()));
+        assert!(!cache.run_matches("exp", &ids, [("s1", &a), ("s2", &c)].into_iter()), "a key changed");
+        let fewer: HashSet<&str> = ["s1"].into_iter().collect();
+        assert!(!cache.run_matches("exp", &fewer, [("s1", &a)].into_iter()), "s2 left the plan and must be dropped");
+        let more: HashSet<&str> = ["s1", "s2", "s3"].into_iter().collect();
+        assert!(!cache.run_matches("exp", &more, [("s3", &c)].into_iter()), "a new step has no record yet");
+    }
 }

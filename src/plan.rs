@@ -90,6 +90,8 @@ pub struct Plan {
     /// Step indices in an order where every step comes after its inputs.
     pub order: Vec<usize>,
     pub hardware: String,
+    /// The allow-listed environment ([`hash::ENV_ALLOW_LIST`]), read once.
+    pub env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,13 +130,13 @@ impl Plan {
         let agg_id = b.steps[aggregate].id.clone();
         b.add(StepKind::Report, "report".into(), vec![], report_params, vec![agg_id], None, None);
         let (steps, order) = b.finish()?;
-        Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware })
+        Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware, env: hash::allowed_env() })
     }
 
     /// The preimage of `step`'s key, given the output digests of its inputs.
     pub fn key_for(&self, step: &Step, inputs: BTreeMap<String, String>) -> StepKey {
         let (server, hardware, env) = match step.server {
-            Some(s) => (Some(self.servers[s].config.clone()), Some(self.hardware.clone()), hash::allowed_env()),
+            Some(s) => (Some(self.servers[s].config.clone()), Some(self.hardware.clone()), self.env.clone()),
             None => (None, None, BTreeMap::new()),
         };
         StepKey {
@@ -225,7 +227,6 @@ impl Plan {
                 };
             }
         }
-        status.preimage = Some(key);
         status
     }
 
@@ -284,15 +285,15 @@ pub enum State {
 pub struct StepStatus {
     pub state: State,
     pub key: Option<Digest>,
-    pub preimage: Option<StepKey>,
     /// Output digest of a fresh step.
     pub output: Option<String>,
     pub reasons: Vec<String>,
 }
 
-impl StepStatus {
-    pub fn record(&self, step: &Step) -> Option<StepRecord> {
-        Some(StepRecord { id: step.id.clone(), kind: step.kind.name().into(), key: self.key?.hex(), coords: step.coords.clone() })
+impl Step {
+    /// What the runs file remembers of this step, done under `key`.
+    pub fn record(&self, key: &Digest) -> StepRecord {
+        StepRecord { id: self.id.clone(), kind: self.kind.name().into(), key: key.hex(), coords: self.coords.clone() }
     }
 }
 
@@ -509,7 +510,7 @@ impl Builder {
     }
 
     fn finish(&mut self) -> Result<(Vec<Step>, Vec<usize>), PlanError> {
-        let index: HashMap<String, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+        let index = &self.by_id;
         let mut graph: StableDiGraph<usize, ()> = StableDiGraph::new();
         let nodes: Vec<NodeIndex> = (0..self.steps.len()).map(|i| graph.add_node(i)).collect();
         for (i, deps) in self.dep_ids.iter().enumerate() {

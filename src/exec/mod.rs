@@ -11,7 +11,7 @@
 pub mod progress;
 pub mod service;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tokio::sync::{Semaphore, watch};
 
-use crate::cache::{Cache, Lookup, StepRecord};
+use crate::cache::{Cache, Lookup};
+use crate::hash::Digest;
 use crate::plan::{Plan, State, StepKind, StepStatus};
 use crate::steps;
 use progress::Progress;
@@ -45,7 +46,11 @@ pub struct RunSummary {
 
 #[derive(Debug, Clone)]
 enum Outcome {
-    Done { output: String, dir: PathBuf },
+    /// Published (or found) under `key`, with these output digests.
+    Done {
+        output: String,
+        key: Digest,
+    },
     Failed,
     Skipped,
 }
@@ -59,7 +64,8 @@ struct Ctx {
     stopping: AtomicBool,
     keep_going: bool,
     progress: Progress,
-    records: Mutex<BTreeMap<String, StepRecord>>,
+    /// Steps that ran or were found cached during this run.
+    records: Mutex<Vec<(usize, Digest)>>,
     summary: Mutex<RunSummary>,
 }
 
@@ -67,22 +73,12 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     let mut remaining = vec![0usize; plan.servers.len()];
     let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut other = Vec::new();
-    let saved = cache.last_run(&plan.experiment.name);
-    let mut records = saved.clone();
-    let ids: std::collections::HashSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
-    records.retain(|id, _| ids.contains(id.as_str()));
     let to_do = statuses.iter().filter(|s| matches!(s.state, State::Run | State::Wait)).count() as u64;
     let mut outcomes = Vec::new();
     for (i, (step, st)) in plan.steps.iter().zip(&statuses).enumerate() {
         let initial = match st.state {
             State::Fresh => {
-                if let Some(r) = st.record(step) {
-                    records.insert(step.id.clone(), r);
-                }
-                Some(Outcome::Done {
-                    output: st.output.clone().unwrap_or_default(),
-                    dir: cache.entry_dir(step.kind.name(), &st.key.expect("fresh steps have keys")),
-                })
+                Some(Outcome::Done { output: st.output.clone().unwrap_or_default(), key: st.key.expect("fresh steps have keys") })
             }
             State::Skip => Some(Outcome::Skipped),
             State::Run | State::Wait => {
@@ -111,7 +107,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         stopping: AtomicBool::new(false),
         keep_going: opts.keep_going,
         progress: Progress::new(to_do),
-        records: Mutex::new(records),
+        records: Mutex::new(Vec::new()),
         summary: Mutex::new(RunSummary {
             cached: statuses.iter().filter(|s| s.state == State::Fresh).count(),
             skipped: statuses.iter().filter(|s| s.state == State::Skip).count(),
@@ -141,16 +137,34 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     }
     ctx.services.stop_all().await;
     ctx.progress.done();
-    let records = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|e| e.into_inner()));
-    if records != saved {
-        ctx.cache.save_run(&plan.experiment.name, &records)?;
-    }
+    let ran = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|e| e.into_inner()));
+    save_records(&plan, &ctx.cache, &statuses, &ran)?;
     let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
     let report = plan.steps.iter().position(|s| s.kind == StepKind::Report);
-    if let Some(Some(Outcome::Done { dir, .. })) = report.map(|r| ctx.outcomes[r].borrow().clone()) {
-        summary.report_dir = Some(dir);
+    if let Some(Some(Outcome::Done { key, .. })) = report.map(|r| ctx.outcomes[r].borrow().clone()) {
+        summary.report_dir = Some(ctx.cache.entry_dir(StepKind::Report.name(), &key));
     }
     Ok(summary)
+}
+
+/// Remember each step's key for `plan`, `status` and `cache gc`: the last run's
+/// records, less steps no longer in the plan, updated with what is now done.
+fn save_records(plan: &Plan, cache: &Cache, statuses: &[StepStatus], ran: &[(usize, Digest)]) -> Result<()> {
+    let fresh = statuses.iter().enumerate().filter(|(_, st)| st.state == State::Fresh).filter_map(|(i, st)| Some((i, st.key?)));
+    let done: Vec<(usize, Digest)> = fresh.chain(ran.iter().copied()).collect();
+    let ids: HashSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
+    let name = &plan.experiment.name;
+    if cache.run_matches(name, &ids, done.iter().map(|(i, key)| (plan.steps[*i].id.as_str(), key))) {
+        return Ok(());
+    }
+    let mut records = cache.last_run(name);
+    records.retain(|id, _| ids.contains(id.as_str()));
+    for (i, key) in done {
+        let step = &plan.steps[i];
+        records.insert(step.id.clone(), step.record(&key));
+    }
+    cache.save_run(name, &records)?;
+    Ok(())
 }
 
 /// Wait for inputs, then run step `i` unless its key turns out to be cached.
@@ -165,7 +179,7 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
             Err(_) => None,
         };
         match outcome {
-            Some(Outcome::Done { output, dir }) => inputs.push((d, output, dir)),
+            Some(Outcome::Done { output, key }) => inputs.push((d, output, ctx.cache.entry_dir(ctx.plan.steps[d].kind.name(), &key))),
             _ => blocked = true,
         }
     }
@@ -176,12 +190,11 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     }
     let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.clone())).collect());
     let digest = key.digest();
-    let record = StepRecord { id: step.id.clone(), kind: step.kind.name().into(), key: digest.hex(), coords: step.coords.clone() };
     let forced = reasons.iter().any(|r| r == "forced");
     if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
         // An input reran but produced the same bytes, so this step is still valid.
         ctx.progress.cached(&step.id, "inputs reran with identical output");
-        finish(ctx, i, Ok(output_digest), record, &digest, false);
+        finish(ctx, i, Ok(output_digest), digest, false);
         return;
     }
     let _permit = match step.kind {
@@ -198,12 +211,12 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     };
     let label = if result.is_ok() { "done" } else { "FAILED" };
     ctx.progress.finished(&step.id, label, started.elapsed());
-    finish(ctx, i, result, record, &digest, true);
+    finish(ctx, i, result, digest, true);
 }
 
 /// Record a step's end; `result` holds its output digest, `ran` whether it executed
 /// (rather than being found cached once its inputs were known).
-fn finish(ctx: &Ctx, i: usize, result: Result<String>, record: StepRecord, key: &crate::hash::Digest, ran: bool) {
+fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: bool) {
     let step = &ctx.plan.steps[i];
     let mut summary = ctx.summary.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match result {
@@ -213,9 +226,8 @@ fn finish(ctx: &Ctx, i: usize, result: Result<String>, record: StepRecord, key: 
             } else {
                 summary.cached += 1;
             }
-            let dir = ctx.cache.entry_dir(step.kind.name(), key);
-            ctx.records.lock().unwrap_or_else(|e| e.into_inner()).insert(step.id.clone(), record);
-            Outcome::Done { dir, output }
+            ctx.records.lock().unwrap_or_else(|e| e.into_inner()).push((i, key));
+            Outcome::Done { key, output }
         }
         Err(e) => {
             let message = format!("{e:#}");

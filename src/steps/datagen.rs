@@ -165,7 +165,7 @@ pub fn synthetic_jpeg(width: u32, height: u32, rng: &mut ChaCha8Rng, path: &Path
         let colour = colour(rng);
         let (x, y) = (rng.next_u32() % w, rng.next_u32() % h);
         let (sw, sh) = (rng.next_u32() % (w / 3).max(1) + 2, rng.next_u32() % (h / 3).max(1) + 2);
-        shapes.push((colour, [x as i64, y as i64, sw as i64, sh as i64], rng.next_u32() % 2 == 0));
+        shapes.push((colour, [x as i64, y as i64, sw as i64, sh as i64], rng.next_u32().is_multiple_of(2)));
     }
     let mut noise = rng.next_u64() | 1;
     let mut img = RgbImage::new(w, h);
