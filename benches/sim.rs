@@ -5,10 +5,15 @@
 //! streams in flight (closed loop) for a few seconds, for B in 1, 16, 64, 256. Reports:
 //! * server lag: when the simulator handed each chunk to the connection, minus its
 //!   planned deadline (the simulator's own accuracy);
+//! * request delivery: when the server received a request, minus when our client sent
+//!   it (connection reuse, request write, server accept and parse);
 //! * first-token delivery: when our client saw the first token, minus when the server
-//!   sent it; TTFT error: measured TTFT minus the scripted 50 ms;
+//!   handed it to the connection (the client's own reading delay);
+//! * TTFT error: measured TTFT minus the scripted 50 ms (all of the above together);
 //! * inter-token gap error: measured gap minus the scripted 10 ms (per gap);
 //! * reached concurrency and the served rate against the ideal.
+//!
+//! Each stream's first request (opening its connection) is a warm-up and not counted.
 //!
 //! Run: `cargo bench --bench sim` (release build).
 
@@ -36,9 +41,9 @@ fn main() {
     let seconds: f64 = std::env::var("SIM_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!(
-        "| streams | server lag p50 / p99 / max (ms) | TTFT error p50 / p99 (ms) | gap error p50 / p99 (ms) | in flight at server, mean (max) | served / ideal rate |"
+        "| streams | server lag p50 / p99 / max (ms) | request delivery p50 / p99 (ms) | first-token delivery p50 / p99 (ms) | TTFT error p50 / p99 (ms) | gap error p50 / p99 (ms) | in flight at server, mean (max) | served / ideal rate |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for streams in [1usize, 16, 64, 256] {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut server = Command::new(env!("CARGO_BIN_EXE_pipeline"))
@@ -72,6 +77,8 @@ fn main() {
             for s in 0..streams {
                 let (http, target, body) = (http.clone(), target.clone(), body.clone());
                 tasks.spawn(async move {
+                    // One warm-up request per stream opens its connection; not counted.
+                    let _ = client::exchange(&http, &target, &format!("warmup-s{s}"), body.clone()).await;
                     let mut out = Vec::new();
                     let mut n = 0;
                     while Instant::now() < end {
@@ -91,17 +98,26 @@ fn main() {
         });
         let _ = server.kill();
         let _ = server.wait();
-        let (exchanges, truth) = row;
+        let (exchanges, mut truth) = row;
+        truth.retain(|t| !t.request_id.starts_with("warmup-"));
         let mut lag: Vec<f64> =
             truth.iter().flat_map(|t| t.sent_ns.iter().zip(&t.planned_ns).map(|(s, p)| (*s as f64 - *p as f64) / 1e6)).collect();
+        let truth_by_id: HashMap<&str, &Truth> = truth.iter().map(|t| (t.request_id.as_str(), t)).collect();
+        let (mut request_delivery, mut token_delivery) = (Vec::new(), Vec::new());
         let mut ttft_err = Vec::new();
         let mut gap_err = Vec::new();
         let mut tokens = 0u64;
         let mut errors = 0;
-        for ex in exchanges.values() {
+        for (id, ex) in &exchanges {
             if ex.error != ErrorClass::None {
                 errors += 1;
                 continue;
+            }
+            if let Some(t) = truth_by_id.get(id.as_str()) {
+                request_delivery.push((t.received_ns as f64 - ex.sent_ns as f64) / 1e6);
+                if let (Some(first), Some(sent)) = (ex.first_token_ns, t.sent_ns.first()) {
+                    token_delivery.push((first as f64 - *sent as f64) / 1e6);
+                }
             }
             if let Some(first) = ex.first_token_ns {
                 ttft_err.push((first - ex.sent_ns) as f64 / 1e6 - TTFT_MS);
@@ -120,10 +136,14 @@ fn main() {
         let span_s = (last - first) as f64 / 1e9;
         let ideal = streams as f64 * span_s * TOKENS as f64 / ((TTFT_MS + (TOKENS - 1) as f64 * ITL_MS) / 1000.0);
         println!(
-            "| {streams} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | {:+.3} / {:+.3} | {in_flight:.1} (max {max_in_flight}) | {:.1}% ({tokens} tokens, {errors} errors) |",
+            "| {streams} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:+.3} / {:+.3} | {in_flight:.1} (max {max_in_flight}) | {:.1}% ({tokens} tokens, {errors} errors) |",
             pct(&mut lag, 0.5),
             pct(&mut lag, 0.99),
             lag.iter().cloned().fold(f64::NAN, f64::max),
+            pct(&mut request_delivery, 0.5),
+            pct(&mut request_delivery, 0.99),
+            pct(&mut token_delivery, 0.5),
+            pct(&mut token_delivery, 0.99),
             pct(&mut ttft_err, 0.5),
             pct(&mut ttft_err, 0.99),
             pct(&mut gap_err, 0.5),

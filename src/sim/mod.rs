@@ -342,6 +342,9 @@ struct Emission {
 }
 
 fn timer_loop(rx: std::sync::mpsc::Receiver<Emission>, shared: Arc<Shared>) {
+    // Linux lets a sleeping thread wake up to 50 µs late by default (timer slack), to
+    // merge wake-ups; this thread exists to be on time.
+    let _ = rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1));
     let mut heap: BinaryHeap<(Reverse<Instant>, Reverse<u64>)> = BinaryHeap::new();
     let mut slots: std::collections::HashMap<u64, Emission> = std::collections::HashMap::new();
     let mut next_id = 0u64;
