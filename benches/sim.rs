@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipeline::sim::Truth;
-use pipeline::steps::measure::client::{self, ErrorClass, Target};
+use pipeline::steps::measure::client::{self, Api, ErrorClass, Target};
 
 const TTFT_MS: f64 = 50.0;
 const ITL_MS: f64 = 10.0;
@@ -66,11 +66,11 @@ fn main() {
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let row = rt.block_on(async {
-            let http = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(streams + 4).build().unwrap();
+            let http = client::http_client(streams + 4).unwrap();
             while http.get(format!("{base}/health")).send().await.is_err() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let target = Arc::new(Target { url: format!("{base}/v1/chat/completions"), api_key: None, timeout: Duration::from_secs(30) });
+            let target = Arc::new(Target { url: format!("{base}/v1/chat/completions"), api: Api::OpenAiChat, api_key: None, timeout: Duration::from_secs(30) });
             let body = format!(r#"{{"model":"bench","stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{TOKENS},"messages":[{{"role":"user","content":"hi"}}]}}"#);
             let end = Instant::now() + Duration::from_secs_f64(seconds);
             let mut tasks = tokio::task::JoinSet::new();

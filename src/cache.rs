@@ -155,6 +155,18 @@ impl Cache {
         tempfile::Builder::new().prefix("stage-").tempdir_in(&tmp).map_err(io_err(&tmp))
     }
 
+    /// Keep what a failed step wrote (for a measure: the requests so far) under
+    /// `failed/<kind>/<key>/`, outside the cache proper: it is never a hit. Returns the
+    /// folder, or `None` when the step wrote nothing.
+    pub fn keep_failed(&self, staged: tempfile::TempDir, kind: &str, key: &Digest) -> Option<PathBuf> {
+        fs::read_dir(staged.path()).ok()?.next()?.ok()?;
+        let dest = self.root.join("failed").join(kind).join(key.hex());
+        let _ = fs::remove_dir_all(&dest);
+        fs::create_dir_all(dest.parent()?).ok()?;
+        fs::rename(staged.keep(), &dest).ok()?;
+        Some(dest)
+    }
+
     /// Hash the staged outputs, write the manifest, and rename the entry into place.
     pub fn publish(&self, staged: tempfile::TempDir, step: &str, preimage: StepKey) -> Result<Manifest, CacheError> {
         let key = preimage.digest();
@@ -241,7 +253,7 @@ impl Cache {
         let Ok(kinds) = fs::read_dir(&self.root) else { return Ok(removed) };
         for kind in kinds.filter_map(|e| e.ok()) {
             let name = kind.file_name().to_string_lossy().into_owned();
-            if matches!(name.as_str(), "runs" | "tmp" | "logs") || !kind.path().is_dir() {
+            if matches!(name.as_str(), "runs" | "tmp" | "logs" | "failed") || !kind.path().is_dir() {
                 continue;
             }
             for shard in fs::read_dir(kind.path()).map_err(io_err(&kind.path()))?.filter_map(|e| e.ok()) {

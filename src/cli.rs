@@ -131,4 +131,8 @@ pub struct SimArgs {
     pub prefix_caching: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Answer the first N chat requests with 429 and `Retry-After: 0`, as a rate-limited
+    /// hosted API would (to exercise clients' retries).
+    #[arg(long, default_value_t = 0)]
+    pub reject_first: u64,
 }

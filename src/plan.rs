@@ -107,7 +107,9 @@ impl Plan {
         let mut b =
             Builder { steps: Vec::new(), by_id: HashMap::new(), servers: Vec::new(), server_by_id: HashMap::new(), dep_ids: Vec::new() };
         // What each measure is does not depend on the others: build those in parallel.
-        let described: Vec<(String, Vec<(String, String)>, Value)> =
+        // (id, coordinates, parameters) of each cell's measure.
+        type Described = (String, Vec<(String, String)>, Value);
+        let described: Vec<Described> =
             cells.par_iter().map(|cell| (format!("measure[{cell}]"), cell.coords(), measure_params(&experiment, cell))).collect();
         let mut measures = Vec::new();
         for (ci, (cell, (id, coords, params))) in cells.iter().zip(described).enumerate() {

@@ -104,6 +104,37 @@ impl Project {
         }
     }
 
+    fn pipeline_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = cargo_bin_cmd!("pipeline");
+        cmd.current_dir(self.path()).env_remove("PIPELINE_CACHE").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
+    }
+
+    /// Every file under the project, as (path, bytes).
+    fn all_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push((path.clone(), std::fs::read(&path).unwrap()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.path(), &mut out);
+        out
+    }
+
     fn run_ok(&self) -> Output {
         let out = self.pipeline(&["run", "experiments/t.toml"]);
         assert_eq!(out.code, 0, "run failed:\n{}", out.stderr);
@@ -549,32 +580,128 @@ fn include_rules_add_cells_and_must_add_something() {
     assert!(out.stderr.contains("matrix.include[0]: include rule adds no cell"), "{}", out.stderr);
 }
 
-/// The simulator speaks vLLM's wire format, as a client sees it on the socket.
-#[test]
-fn sim_server_speaks_the_vllm_stream_format() {
-    let mut server = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
-        .args([
-            "sim-server",
-            "--port",
-            "0",
-            "--served-model-name",
-            "m",
-            "--answer-tokens",
-            "3",
-            "--itl-base-ms",
-            "1",
-            "--ttft-base-ms",
-            "1",
-        ])
+/// A simulator on a free port, stopped when dropped (also when a test panics).
+struct Sim {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start a simulator with these extra arguments.
+fn start_sim(args: &[&str]) -> Sim {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
+        .args(["sim-server", "--port", "0", "--itl-base-ms", "1", "--ttft-base-ms", "1"])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    Sim { child, base }
+}
+
+/// Rows of a CSV file as maps from column name to text (our tables quote nothing we read here).
+fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split(',').map(String::from)).collect()).collect()
+}
+
+/// A hosted API through Anthropic's Messages API, end to end: the key comes from the
+/// environment and goes out as `x-api-key` (the simulator refuses requests without it)
+/// but is written nowhere; a 429 is retried after its `Retry-After` and kept as a row;
+/// each turn resends the history.
+#[test]
+fn anthropic_backend_measures_through_the_messages_api() {
+    let sim = start_sim(&["--served-model-name", "claude-test", "--answer-tokens", "4", "--reject-first", "1"]);
+    let base = &sim.base;
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        &format!(
+            r#"
+name = "hosted"
+[models.claude]
+backend = "anthropic"
+url = "{base}"
+served-name = "claude-test"
+api-key-env = "PIPELINE_TEST_ANTHROPIC_KEY"
+[workload]
+turns = 2
+resolution = "64x48"
+max-tokens = 4
+warmup-requests = 0
+[matrix]
+model = ["claude"]
+seed = [1]
+[report]
+dir = "reports/hosted"
+"#
+        ),
+    );
+    let missing = p.pipeline_env(&["run", "experiments/t.toml"], &[]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("environment variable `PIPELINE_TEST_ANTHROPIC_KEY` is not set"), "{}", missing.stderr);
+
+    let secret = "sk-ant-test-0123456789-do-not-leak";
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PIPELINE_TEST_ANTHROPIC_KEY", secret)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let files = p.all_files();
+    let (_, requests) =
+        files.iter().find(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure")).unwrap();
+    let rows = csv_rows(std::str::from_utf8(requests).unwrap());
+    let shape: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r["turn"].as_str(), r["attempt"].as_str(), r["error"].as_str())).collect();
+    assert_eq!(shape, [("0", "0", "http_429"), ("0", "1", "none"), ("1", "0", "none")]);
+    assert_eq!(rows[0]["status"], "429");
+    assert_eq!(rows[1]["completion_tokens"], "4");
+    let prompt = |i: usize| rows[i]["prompt_tokens"].parse::<u64>().unwrap();
+    assert!(prompt(2) > prompt(1) + 4, "turn 1 resends turn 0 and its answer: {} vs {}", prompt(2), prompt(1));
+    for (path, bytes) in &files {
+        let text = String::from_utf8_lossy(bytes);
+        assert!(!text.contains(secret), "the API key leaked into {}", path.display());
+    }
+    assert!(!out.stderr.contains(secret));
+
+    // https goes through TLS: against this plain-HTTP server the handshake fails, and
+    // that is a classified connect error on every request, not a crash.
+    let tls = Project::new();
+    tls.write(
+        "experiments/t.toml",
+        &p.read("experiments/t.toml")
+            .replace("http://", "https://")
+            .replace("anthropic\"", "openai\"")
+            .replace("name = \"hosted\"", "name = \"tls\""),
+    );
+    let out = tls.pipeline_env(&["run", "experiments/t.toml"], &[("PIPELINE_TEST_ANTHROPIC_KEY", secret)]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("2 of 2 requests failed") && out.stderr.contains("connect:"), "{}", out.stderr);
+    // The failed measure's rows are kept, outside the cache proper.
+    assert!(out.stderr.contains("what it recorded is kept in"), "{}", out.stderr);
+    let kept = tls
+        .all_files()
+        .into_iter()
+        .find(|(path, _)| path.ends_with("requests.csv"))
+        .map(|(path, bytes)| (path, csv_rows(std::str::from_utf8(&bytes).unwrap())));
+    let (path, rows) = kept.expect("requests.csv of the failed measure");
+    assert!(path.to_string_lossy().contains("failed"), "{}", path.display());
+    assert!(rows.iter().all(|r| r["error"] == "connect") && rows.len() == 2);
+}
+
+/// The simulator speaks vLLM's wire format, as a client sees it on the socket.
+#[test]
+fn sim_server_speaks_the_vllm_stream_format() {
+    let sim = start_sim(&["--served-model-name", "m", "--answer-tokens", "3"]);
+    let base = &sim.base;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (stream, plain, missing, models) = rt.block_on(async {
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = pipeline::steps::measure::client::http_client(2).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("i.jpg");
         image::RgbImage::from_pixel(1280, 720, image::Rgb([90, 120, 200])).save(&img).unwrap();
@@ -591,8 +718,7 @@ fn sim_server_speaks_the_vllm_stream_format() {
         let models: Value = http.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
         (stream, plain, missing, models)
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(sim);
     let events: Vec<&str> = stream.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap()).collect();
     assert_eq!(*events.last().unwrap(), "[DONE]");
     let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
@@ -610,4 +736,58 @@ fn sim_server_speaks_the_vllm_stream_format() {
     assert_eq!(plain["choices"][0]["message"]["content"].as_str().unwrap().split_whitespace().count(), 3);
     assert_eq!(missing, 404);
     assert_eq!(models["data"][0]["id"], "m");
+}
+
+/// The simulator's Messages API stream has the event sequence Anthropic documents,
+/// and refuses requests without `x-api-key`, as the real API does.
+#[test]
+fn sim_server_speaks_the_messages_api() {
+    let sim = start_sim(&["--served-model-name", "c", "--answer-tokens", "3"]);
+    let base = &sim.base;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (stream, unauthorized) = rt.block_on(async {
+        let http = pipeline::steps::measure::client::http_client(2).unwrap();
+        let body = serde_json::json!({"model": "c", "stream": true, "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi?"}]}]});
+        let url = format!("{base}/v1/messages");
+        let send = |key: bool| {
+            let req = http.post(&url).json(&body).header("anthropic-version", "2023-06-01");
+            if key { req.header("x-api-key", "k") } else { req }
+        };
+        let stream = send(true).send().await.unwrap().text().await.unwrap();
+        let unauthorized = send(false).send().await.unwrap();
+        (stream, (unauthorized.status().as_u16(), unauthorized.json::<Value>().await.unwrap()))
+    });
+    drop(sim);
+    let events: Vec<(String, Value)> = stream
+        .split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap();
+            (name.strip_prefix("event: ").unwrap().to_string(), serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap())
+        })
+        .collect();
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str(), "the event line names the data's type");
+    }
+    let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "ping",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert!(events[0].1["message"]["usage"]["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(events[3].1["delta"]["type"], "text_delta");
+    assert_eq!(events[7].1["usage"]["output_tokens"], 3);
+    assert_eq!(events[7].1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(unauthorized.0, 401);
+    assert_eq!(unauthorized.1["error"]["type"], "authentication_error");
 }

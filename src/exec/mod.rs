@@ -204,10 +204,17 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     ctx.progress.started(&step.id, reasons);
     let started = Instant::now();
     let dirs: Vec<(String, PathBuf)> = inputs.iter().map(|(d, _, dir)| (ctx.plan.steps[*d].id.clone(), dir.clone())).collect();
-    let result = run_step(ctx, i, &dirs).await;
-    let result = match result {
-        Ok(staged) => ctx.cache.publish(staged, &step.id, key).map(|m| m.output_digest).map_err(anyhow::Error::from),
-        Err(e) => Err(e),
+    let result = match ctx.cache.stage() {
+        Ok(staged) => match run_step(ctx, i, &dirs, staged.path()).await {
+            Ok(()) => ctx.cache.publish(staged, &step.id, key).map(|m| m.output_digest).map_err(anyhow::Error::from),
+            // Whatever the step recorded before failing is data too (a measure's
+            // requests up to a server crash); keep it where a user can look.
+            Err(e) => Err(match ctx.cache.keep_failed(staged, step.kind.name(), &digest) {
+                Some(dir) => e.context(format!("what it recorded is kept in {}", dir.display())),
+                None => e,
+            }),
+        },
+        Err(e) => Err(e.into()),
     };
     let label = if result.is_ok() { "done" } else { "FAILED" };
     ctx.progress.finished(&step.id, label, started.elapsed());
@@ -242,11 +249,10 @@ fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: bool) {
     ctx.outcomes[i].send_replace(Some(outcome));
 }
 
-/// Run one step's body into a fresh staging folder.
-async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)]) -> Result<tempfile::TempDir> {
+/// Run one step's body, writing its outputs into `out` (a staging folder).
+async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
     let step = &ctx.plan.steps[i];
-    let staged = ctx.cache.stage()?;
-    let out = staged.path().to_path_buf();
+    let out = out.to_path_buf();
     let plan = ctx.plan.clone();
     let params = step.params.clone();
     match step.kind {
@@ -268,7 +274,7 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)]) -> Result<t
             tokio::task::spawn_blocking(move || steps::report::run(&plan, &input, &out)).await??;
         }
     }
-    Ok(staged)
+    Ok(())
 }
 
 /// Copy the report into the experiment's report folder, rewriting only changed files

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::config::{Backend, Experiment};
 use crate::plan::ServerSpec;
 use crate::steps::measure::Endpoint;
+use crate::steps::measure::client::{self, Api};
 
 /// How long a server gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
@@ -104,18 +105,13 @@ impl Services {
             })?),
             None => None,
         };
+        let api = if spec.backend == Backend::Anthropic { Api::AnthropicMessages } else { Api::OpenAiChat };
         let remote = |url: &str| Endpoint {
             base_url: url.trim_end_matches('/').to_string(),
+            api,
             api_key: api_key.clone(),
-            server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url}),
+            server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url, "api": api.path()}),
         };
-        if let Some(url) = model.url.as_deref().or((spec.backend == Backend::Openai).then_some("https://api.openai.com"))
-            && url.starts_with("https://")
-        {
-            bail!(
-                "`{url}` needs TLS, which this build does not include yet\nhint: measure through a plain-HTTP endpoint (e.g. a local proxy) for now"
-            );
-        }
         match spec.backend {
             Backend::Endpoint => {
                 let url = model.url.clone().unwrap_or_default();
@@ -125,10 +121,10 @@ impl Services {
                 ep.server_meta["version"] = server_version(&client, &url).await.into();
                 return Ok((None, ep));
             }
+            // Hosted APIs: nothing to launch or health-check; a wrong key or model name
+            // shows as the first request's error (with the server's own message).
             Backend::Openai => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.openai.com")))),
-            Backend::Anthropic => bail!(
-                "backend `anthropic` (the Messages API) is not implemented yet; measure Claude through an OpenAI-compatible endpoint for now"
-            ),
+            Backend::Anthropic => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.anthropic.com")))),
             Backend::Sim | Backend::Vllm | Backend::Command => {}
         }
         let port = match model.port {
@@ -159,7 +155,7 @@ impl Services {
         let version = server_version(&client, &base_url).await;
         let meta =
             serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});
-        Ok((Some(child), Endpoint { base_url, api_key, server_meta: meta }))
+        Ok((Some(child), Endpoint { base_url, api, api_key, server_meta: meta }))
     }
 
     /// The argv that launches server `i` on `port`.
@@ -286,7 +282,7 @@ impl Drop for Services {
 }
 
 fn http_client() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build()?)
+    Ok(client::builder().timeout(Duration::from_secs(10)).build()?)
 }
 
 fn free_port() -> Result<u16> {

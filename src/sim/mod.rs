@@ -1,8 +1,10 @@
-//! `pipeline sim-server`: a real HTTP server that speaks vLLM's OpenAI-compatible API.
+//! `pipeline sim-server`: a real HTTP server that speaks vLLM's OpenAI-compatible API
+//! (and, for testing hosted-API measurements, Anthropic's Messages API).
 //!
 //! Endpoints: `GET /health`, `GET /version`, `GET /v1/models`,
 //! `POST /v1/chat/completions` (streaming SSE with `stream_options.include_usage`, and
-//! non-streaming), and `GET /sim/truth`, which returns, per finished request, when the
+//! non-streaming), `POST /v1/messages` (Anthropic's events, `x-api-key` and
+//! `anthropic-version` required), and `GET /sim/truth`, which returns, per finished request, when the
 //! server handed each chunk to the connection. Latencies follow the documented model in
 //! [`model`]. Chunks are emitted by one timer thread on absolute deadlines (deadline
 //! n+1 = deadline n + inter-token time, never "now + delay"), so a late wake-up does not
@@ -42,12 +44,16 @@ pub struct SimOptions {
     pub served_name: String,
     pub params: SimParams,
     pub seed: u64,
+    /// Refuse the first N chat requests with 429 (`Retry-After: 0`).
+    pub reject_first: u64,
 }
 
 struct Shared {
     opts: SimOptions,
     in_flight: AtomicUsize,
     seq: AtomicU64,
+    /// Chat requests received, refused ones included.
+    received: AtomicU64,
     timer: std::sync::mpsc::Sender<Emission>,
     truth: Mutex<Vec<Truth>>,
     prefixes: Mutex<HashSet<[u8; 32]>>,
@@ -77,6 +83,7 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
         opts,
         in_flight: AtomicUsize::new(0),
         seq: AtomicU64::new(0),
+        received: AtomicU64::new(0),
         timer: tx,
         truth: Mutex::new(Vec::new()),
         prefixes: Mutex::new(HashSet::new()),
@@ -123,15 +130,39 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             let truth = shared.truth.lock().map(|t| t.clone()).unwrap_or_default();
             json_response(StatusCode::OK, serde_json::to_value(truth).unwrap_or_default())
         }
-        (&Method::POST, "/v1/chat/completions") => {
-            let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+        (&Method::POST, path @ ("/v1/chat/completions" | "/v1/messages")) => {
+            let wire = if path == "/v1/messages" { Wire::Anthropic } else { Wire::OpenAi };
+            let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
+            let request_id = header("x-request-id");
+            // The Messages API refuses requests without these two headers; so do we.
+            if wire == Wire::Anthropic && header("x-api-key").is_none() {
+                return Ok(wire_error(wire, StatusCode::UNAUTHORIZED, "x-api-key header is required".into()));
+            }
+            if wire == Wire::Anthropic && header("anthropic-version").is_none() {
+                return Ok(wire_error(wire, StatusCode::BAD_REQUEST, "anthropic-version: header is required".into()));
+            }
             match req.into_body().collect().await {
-                Ok(body) => chat(&body.to_bytes(), request_id, received_ns, &shared),
-                Err(e) => error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+                // Read the body first, as a real server does, then refuse.
+                Ok(_) if shared.received.fetch_add(1, Ordering::SeqCst) < shared.opts.reject_first => {
+                    let mut r = wire_error(wire, StatusCode::TOO_MANY_REQUESTS, "rate limited (sim-server --reject-first)".into());
+                    r.headers_mut().insert("retry-after", "0".parse().expect("static header"));
+                    r
+                }
+                Ok(body) => chat(wire, &body.to_bytes(), request_id, received_ns, &shared),
+                Err(e) => wire_error(wire, StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not found".into()),
     })
+}
+
+/// Which API a request came in on; errors and streams take its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// vLLM's OpenAI-compatible `/v1/chat/completions`.
+    OpenAi,
+    /// Anthropic's `/v1/messages`.
+    Anthropic,
 }
 
 #[derive(Deserialize)]
@@ -160,13 +191,27 @@ enum Content {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Part {
-    Text { text: String },
-    ImageUrl { image_url: ImageUrl },
+    Text {
+        text: String,
+    },
+    /// OpenAI: `{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}`.
+    ImageUrl {
+        image_url: ImageUrl,
+    },
+    /// Anthropic: `{"type": "image", "source": {"type": "base64", "media_type": ..., "data": ...}}`.
+    Image {
+        source: ImageSource,
+    },
 }
 
 #[derive(Deserialize)]
 struct ImageUrl {
     url: String,
+}
+
+#[derive(Deserialize)]
+struct ImageSource {
+    data: String,
 }
 
 /// Prompt tokens of each message, and a digest of each message for prefix caching.
@@ -183,17 +228,23 @@ fn count_prompt(messages: &[Message]) -> Result<Vec<(u64, [u8; 32])>, String> {
             }
             Content::Parts(parts) => {
                 for p in parts {
-                    match p {
+                    let image = match p {
                         Part::Text { text } => {
                             tokens += model::text_tokens(text);
                             h.update(text.as_bytes());
+                            continue;
                         }
-                        Part::ImageUrl { image_url } => {
-                            let (w, hgt) = image_size(&image_url.url)?;
-                            tokens += model::image_tokens(w, hgt);
-                            h.update(image_url.url.as_bytes());
-                        }
-                    }
+                        Part::ImageUrl { image_url } => image_url
+                            .url
+                            .strip_prefix("data:")
+                            .and_then(|r| r.split_once(";base64,"))
+                            .map(|(_, d)| d)
+                            .ok_or_else(|| "only base64 data URLs are supported by the simulator".to_string())?,
+                        Part::Image { source } => &source.data,
+                    };
+                    let (w, hgt) = image_size(image)?;
+                    tokens += model::image_tokens(w, hgt);
+                    h.update(image.as_bytes());
                 }
             }
         }
@@ -202,13 +253,8 @@ fn count_prompt(messages: &[Message]) -> Result<Vec<(u64, [u8; 32])>, String> {
     Ok(out)
 }
 
-/// Width and height of a base64 data-URL image, reading only its header when possible.
-fn image_size(url: &str) -> Result<(u32, u32), String> {
-    let data = url
-        .strip_prefix("data:")
-        .and_then(|r| r.split_once(";base64,"))
-        .map(|(_, d)| d)
-        .ok_or_else(|| "only base64 data URLs are supported by the simulator".to_string())?;
+/// Width and height of a base64 image, reading only its header when possible.
+fn image_size(data: &str) -> Result<(u32, u32), String> {
     let probe = |bytes: &[u8]| image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok();
     let head = &data[..data.len().min(8192) / 4 * 4];
     let engine = base64::engine::general_purpose::STANDARD;
@@ -219,37 +265,145 @@ fn image_size(url: &str) -> Result<(u32, u32), String> {
     probe(&full).ok_or_else(|| "cannot read image dimensions".to_string())
 }
 
-fn chat(body: &[u8], request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
+fn wire_error(wire: Wire, status: StatusCode, message: String) -> Response<SimBody> {
+    match wire {
+        Wire::OpenAi => error(status, message),
+        Wire::Anthropic => {
+            let kind = match status {
+                StatusCode::UNAUTHORIZED => "authentication_error",
+                StatusCode::NOT_FOUND => "not_found_error",
+                StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+                _ => "invalid_request_error",
+            };
+            json_response(status, json!({"type": "error", "error": {"type": kind, "message": message}}))
+        }
+    }
+}
+
+/// What one request will produce, whatever the wire format.
+struct Answer {
+    id: String,
+    model: String,
+    words: Vec<String>,
+    max_tokens: u32,
+    prompt_tokens: u64,
+    cached_tokens: u64,
+}
+
+impl Answer {
+    fn finish(&self) -> &'static str {
+        if self.words.len() as u32 >= self.max_tokens { "length" } else { "stop" }
+    }
+
+    fn completion(&self) -> u64 {
+        self.words.len() as u64
+    }
+
+    /// vLLM's stream: the role chunk and the first token leave together; usage and
+    /// `[DONE]` go with the last token, as vLLM sends them right after it.
+    fn openai_chunks(&self) -> Vec<Bytes> {
+        let usage = self.openai_usage();
+        let chunk = |delta: serde_json::Value, finish_reason: serde_json::Value| -> String {
+            let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]});
+            format!("data: {c}\n\n")
+        };
+        let n = self.words.len();
+        let finish_at = |i: usize| if i == n { self.finish().into() } else { serde_json::Value::Null };
+        let mut chunks: Vec<String> = self.words.iter().enumerate().map(|(i, w)| chunk(json!({"content": w}), finish_at(i + 1))).collect();
+        chunks[0].insert_str(0, &chunk(json!({"role": "assistant", "content": ""}), serde_json::Value::Null));
+        let tail =
+            json!({"id": self.id, "object": "chat.completion.chunk", "created": 0, "model": self.model, "choices": [], "usage": usage});
+        chunks[n - 1].push_str(&format!("data: {tail}\n\ndata: [DONE]\n\n"));
+        chunks.into_iter().map(Bytes::from).collect()
+    }
+
+    fn openai_usage(&self) -> serde_json::Value {
+        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion(), "total_tokens": self.prompt_tokens + self.completion(), "prompt_tokens_details": {"cached_tokens": self.cached_tokens}})
+    }
+
+    fn openai_body(&self) -> String {
+        json!({"id": self.id, "object": "chat.completion", "created": 0, "model": self.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": self.words.concat()}, "finish_reason": self.finish()}], "usage": self.openai_usage()})
+        .to_string()
+    }
+
+    /// Anthropic's stream: `message_start`, `content_block_start` and `ping` precede
+    /// the first text delta (all at the first-token deadline here); the block stop,
+    /// `message_delta` with the output tokens and `message_stop` follow the last.
+    fn anthropic_chunks(&self) -> Vec<Bytes> {
+        let event = |data: serde_json::Value| format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap_or_default());
+        let stop_reason = if self.finish() == "length" { "max_tokens" } else { "end_turn" };
+        let mut chunks: Vec<String> = self
+            .words
+            .iter()
+            .map(|w| event(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})))
+            .collect();
+        let start = [
+            event(json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant", "content": [], "model": self.model,
+                "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": self.prompt_tokens - self.cached_tokens, "cache_read_input_tokens": self.cached_tokens, "cache_creation_input_tokens": 0, "output_tokens": 1}}})),
+            event(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+            event(json!({"type": "ping"})),
+        ]
+        .concat();
+        chunks[0].insert_str(0, &start);
+        let end = [
+            event(json!({"type": "content_block_stop", "index": 0})),
+            event(json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": self.completion()}})),
+            event(json!({"type": "message_stop"})),
+        ]
+        .concat();
+        chunks.last_mut().expect("at least one word").push_str(&end);
+        chunks.into_iter().map(Bytes::from).collect()
+    }
+
+    fn anthropic_body(&self) -> String {
+        let stop_reason = if self.finish() == "length" { "max_tokens" } else { "end_turn" };
+        json!({"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [{"type": "text", "text": self.words.concat()}],
+            "stop_reason": stop_reason, "stop_sequence": null,
+            "usage": {"input_tokens": self.prompt_tokens - self.cached_tokens, "cache_read_input_tokens": self.cached_tokens, "output_tokens": self.completion()}})
+        .to_string()
+    }
+}
+
+/// Tokens of the prompt that the prefix cache holds: leading messages seen before.
+fn cached_prefix(shared: &Shared, per_message: &[(u64, [u8; 32])]) -> u64 {
+    if !shared.opts.params.prefix_caching {
+        return 0;
+    }
+    let mut seen = shared.prefixes.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cached = 0;
+    let mut hit = true;
+    for (tokens, digest) in per_message {
+        hit = hit && seen.contains(digest);
+        if hit {
+            cached += tokens;
+        }
+        seen.insert(*digest);
+    }
+    cached
+}
+
+fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
     let req: ChatRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
+        Err(e) => return wire_error(wire, StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
     };
     if req.model != shared.opts.served_name {
-        return error(StatusCode::NOT_FOUND, format!("The model `{}` does not exist.", req.model));
+        return wire_error(wire, StatusCode::NOT_FOUND, format!("The model `{}` does not exist.", req.model));
     }
+    let max_tokens = match (wire, req.max_completion_tokens.or(req.max_tokens)) {
+        (Wire::Anthropic, None) => return wire_error(wire, StatusCode::BAD_REQUEST, "max_tokens: Field required".into()),
+        (_, n) => n.unwrap_or(16),
+    };
     let per_message = match count_prompt(&req.messages) {
         Ok(c) => c,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return wire_error(wire, StatusCode::BAD_REQUEST, e),
     };
     let prompt_tokens: u64 = per_message.iter().map(|(t, _)| t).sum();
-    let cached_tokens = if shared.opts.params.prefix_caching {
-        let mut seen = shared.prefixes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cached = 0;
-        let mut hit = true;
-        for (tokens, digest) in &per_message {
-            hit = hit && seen.contains(digest);
-            if hit {
-                cached += tokens;
-            }
-            seen.insert(*digest);
-        }
-        cached
-    } else {
-        0
-    };
+    let cached_tokens = cached_prefix(shared, &per_message);
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     let request_id = request_id.unwrap_or_else(|| format!("sim-{seq}"));
-    let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(16);
     let completion = max_tokens.min(shared.opts.params.answer_tokens).max(1) as usize;
     let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let mut timing = model::Timing {
@@ -266,57 +420,36 @@ fn chat(body: &[u8], request_id: Option<String>, received_ns: u64, shared: &Arc<
         in_flight_at_start: in_flight,
         ..Default::default()
     };
-    let words = answer(seq, completion);
-    let id = format!("chatcmpl-{request_id}");
-    let usage = json!({"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion as u64, "prompt_tokens_details": {"cached_tokens": cached_tokens}});
+    let id = match wire {
+        Wire::OpenAi => format!("chatcmpl-{request_id}"),
+        Wire::Anthropic => format!("msg_{request_id}"),
+    };
+    let answer = Answer { id, model: req.model, words: answer(seq, completion), max_tokens, prompt_tokens, cached_tokens };
     let start = Instant::now();
+    let (tx, rx) = mpsc::unbounded_channel();
     if !req.stream {
         let mut total = ttft;
         for _ in 1..completion {
             total += timing.itl(in_flight);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let body = json!({"id": id, "object": "chat.completion", "created": 0, "model": req.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": words.concat()}, "finish_reason": finish(completion, max_tokens)}], "usage": usage});
+        let body = match wire {
+            Wire::OpenAi => answer.openai_body(),
+            Wire::Anthropic => answer.anthropic_body(),
+        };
         let _ = shared.timer.send(Emission {
             deadline: start + Duration::from_secs_f64(total),
-            chunks: vec![Bytes::from(body.to_string())],
+            chunks: vec![Bytes::from(body)],
             timing: None,
             tx,
         });
         return stream_response(rx, truth, shared.clone(), "application/json");
     }
-    let chunk = |delta: serde_json::Value, finish_reason: serde_json::Value| -> Bytes {
-        let c = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": req.model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]});
-        Bytes::from(format!("data: {c}\n\n"))
+    let chunks = match wire {
+        Wire::OpenAi => answer.openai_chunks(),
+        Wire::Anthropic => answer.anthropic_chunks(),
     };
-    let mut chunks = Vec::with_capacity(completion + 3);
-    // The role chunk and the first token leave together, at the first-token deadline.
-    let first = [
-        chunk(json!({"role": "assistant", "content": ""}), serde_json::Value::Null),
-        chunk(json!({"content": words[0]}), finish_value(1, completion, max_tokens)),
-    ]
-    .concat();
-    chunks.push(Bytes::from(first));
-    for (i, w) in words.iter().enumerate().skip(1) {
-        chunks.push(chunk(json!({"content": w}), finish_value(i + 1, completion, max_tokens)));
-    }
-    let tail = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": req.model, "choices": [], "usage": usage});
-    // Usage and [DONE] go with the last token, as vLLM sends them right after it.
-    if let Some(last) = chunks.last_mut() {
-        *last = Bytes::from([last.as_ref(), format!("data: {tail}\n\ndata: [DONE]\n\n").as_bytes()].concat());
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
     let _ = shared.timer.send(Emission { deadline: start + Duration::from_secs_f64(ttft), chunks, timing: Some(timing), tx });
     stream_response(rx, truth, shared.clone(), "text/event-stream")
-}
-
-fn finish(completion: usize, max_tokens: u32) -> &'static str {
-    if completion as u32 >= max_tokens { "length" } else { "stop" }
-}
-
-fn finish_value(i: usize, completion: usize, max_tokens: u32) -> serde_json::Value {
-    if i == completion { finish(completion, max_tokens).into() } else { serde_json::Value::Null }
 }
 
 /// A deterministic answer of `n` tokens (one word each).

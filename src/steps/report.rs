@@ -146,7 +146,8 @@ fn per_turn_charts(df: &DataFrame) -> Result<Vec<Chart>> {
     let (med, lo, hi) = (f64s(df, "e2e_median_ms")?, f64s(df, "e2e_min_ms")?, f64s(df, "e2e_max_ms")?);
     let group_vals: Vec<Vec<String>> = group_cols.iter().map(|c| strs(df, c)).collect::<Result<_>>()?;
     // group label → series label → points (turn, median, min, max)
-    let mut groups: BTreeMap<String, BTreeMap<String, Vec<(f64, f64, f64, f64)>>> = BTreeMap::new();
+    type Series = BTreeMap<String, Vec<(f64, f64, f64, f64)>>;
+    let mut groups: BTreeMap<String, Series> = BTreeMap::new();
     for r in 0..df.height() {
         let label =
             group_cols.iter().zip(&group_vals).map(|(c, v)| format!("{}={}", c.replace('_', "-"), v[r])).collect::<Vec<_>>().join(", ");

@@ -1,9 +1,11 @@
-//! One streaming chat request, timed.
+//! One streaming chat request, timed, in either of two wire formats: OpenAI's chat
+//! completions (vLLM, OpenAI, any compatible server) and Anthropic's Messages API.
 //!
 //! Timestamps are raw CLOCK_MONOTONIC nanoseconds (the simulator uses the same clock,
 //! so its truth lines up with ours). The first token is the first chunk with non-empty
-//! content: vLLM's first chunk carries only the role. Token counts come from the final
-//! usage chunk, not from counting chunks, because one chunk can hold several tokens.
+//! content: vLLM's first chunk carries only the role, and Anthropic's stream opens with
+//! `message_start` before any text. Token counts come from the usage the server
+//! reports, not from counting chunks, because one chunk can hold several tokens.
 
 use std::time::Duration;
 
@@ -59,6 +61,8 @@ pub struct Exchange {
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub cached_tokens: Option<u64>,
+    /// What a 429 (or 503/529) asked for in `Retry-After`, in seconds.
+    pub retry_after_s: Option<f64>,
     pub answer: String,
     /// (arrival ns, content bytes) of every chunk with content.
     pub chunks: Vec<(u64, u32)>,
@@ -93,21 +97,110 @@ struct Details {
     cached_tokens: Option<u64>,
 }
 
+/// Which wire format a server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /v1/chat/completions`, `data: [DONE]` at the end, bearer auth.
+    OpenAiChat,
+    /// `POST /v1/messages`, typed events ending with `message_stop`, `x-api-key` auth.
+    AnthropicMessages,
+}
+
+impl Api {
+    pub fn path(self) -> &'static str {
+        match self {
+            Api::OpenAiChat => "/v1/chat/completions",
+            Api::AnthropicMessages => "/v1/messages",
+        }
+    }
+}
+
+/// The Messages API version we speak (sent as `anthropic-version`).
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 pub struct Target {
     pub url: String,
+    pub api: Api,
     pub api_key: Option<String>,
     pub timeout: Duration,
+}
+
+/// A client for measurements: no proxy (a stray `HTTP_PROXY` must not sit between us
+/// and a local server), TLS through rustls with the ring provider for hosted APIs.
+pub fn http_client(pool: usize) -> reqwest::Result<reqwest::Client> {
+    builder().pool_max_idle_per_host(pool).build()
+}
+
+/// The base of every HTTP client here (measurements, health checks).
+pub fn builder() -> reqwest::ClientBuilder {
+    // Installing twice is harmless: the second call reports that one is installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy()
+}
+
+/// One event of Anthropic's Messages stream (the ones that carry what we record).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum AnthropicEvent {
+    MessageStart {
+        message: AnthropicMessage,
+    },
+    ContentBlockDelta {
+        delta: AnthropicDelta,
+    },
+    MessageDelta {
+        usage: Option<AnthropicUsage>,
+    },
+    MessageStop,
+    Error {
+        error: AnthropicError,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessage {
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDelta {
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicError {
+    #[serde(rename = "type")]
+    kind: String,
+    message: String,
 }
 
 /// Send `body` and read the stream to its end.
 pub async fn exchange(client: &reqwest::Client, target: &Target, request_id: &str, body: String) -> Exchange {
     let mut ex = Exchange::default();
     let mut req = client.post(&target.url).header("content-type", "application/json").header("x-request-id", request_id).body(body);
-    if let Some(key) = &target.api_key {
-        req = req.bearer_auth(key);
-    }
+    req = match (target.api, &target.api_key) {
+        (Api::OpenAiChat, Some(key)) => req.bearer_auth(key),
+        (Api::OpenAiChat, None) => req,
+        (Api::AnthropicMessages, key) => {
+            let req = req.header("anthropic-version", ANTHROPIC_VERSION);
+            match key {
+                Some(k) => req.header("x-api-key", k),
+                None => req,
+            }
+        }
+    };
     ex.sent_ns = monotonic_ns();
-    let result = tokio::time::timeout(target.timeout, read(req, &mut ex)).await;
+    let result = tokio::time::timeout(target.timeout, read(req, target.api, &mut ex)).await;
     ex.end_ns = monotonic_ns();
     if result.is_err() {
         ex.error = ErrorClass::Timeout;
@@ -116,7 +209,7 @@ pub async fn exchange(client: &reqwest::Client, target: &Target, request_id: &st
     ex
 }
 
-async fn read(req: reqwest::RequestBuilder, ex: &mut Exchange) {
+async fn read(req: reqwest::RequestBuilder, api: Api, ex: &mut Exchange) {
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
@@ -128,6 +221,7 @@ async fn read(req: reqwest::RequestBuilder, ex: &mut Exchange) {
     ex.headers_ns = Some(monotonic_ns());
     ex.status = resp.status().as_u16();
     if !resp.status().is_success() {
+        ex.retry_after_s = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
         ex.error = match ex.status {
             429 => ErrorClass::Http429,
             400..=499 => ErrorClass::Http4xx,
@@ -150,37 +244,87 @@ async fn read(req: reqwest::RequestBuilder, ex: &mut Exchange) {
             }
         };
         ex.first_byte_ns.get_or_insert(now);
-        parser.push(&bytes, |data| {
-            if data == "[DONE]" {
-                done = true;
-                return;
-            }
-            match serde_json::from_str::<Chunk>(data) {
-                Ok(chunk) => {
-                    for c in &chunk.choices {
-                        if let Some(text) = c.delta.as_ref().and_then(|d| d.content.as_deref()).filter(|t| !t.is_empty()) {
-                            ex.first_token_ns.get_or_insert(now);
-                            ex.chunks.push((now, text.len() as u32));
-                            ex.answer.push_str(text);
-                        }
-                    }
-                    if let Some(u) = chunk.usage {
-                        ex.prompt_tokens = u.prompt_tokens;
-                        ex.completion_tokens = u.completion_tokens;
-                        ex.cached_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
-                    }
-                }
-                Err(e) if ex.error == ErrorClass::None => {
-                    ex.error = ErrorClass::Malformed;
-                    ex.error_detail = format!("{e}: {}", data.chars().take(200).collect::<String>());
-                }
-                Err(_) => {}
-            }
+        parser.push(&bytes, |data| match api {
+            Api::OpenAiChat => openai_event(data, now, ex, &mut done),
+            Api::AnthropicMessages => anthropic_event(data, now, ex, &mut done),
         });
     }
     if !done && ex.error == ErrorClass::None {
         ex.error = ErrorClass::StreamCut;
-        ex.error_detail = "the stream ended before `data: [DONE]`".into();
+        ex.error_detail = match api {
+            Api::OpenAiChat => "the stream ended before `data: [DONE]`",
+            Api::AnthropicMessages => "the stream ended before `message_stop`",
+        }
+        .into();
+    }
+}
+
+fn malformed(ex: &mut Exchange, e: serde_json::Error, data: &str) {
+    if ex.error == ErrorClass::None {
+        ex.error = ErrorClass::Malformed;
+        ex.error_detail = format!("{e}: {}", data.chars().take(200).collect::<String>());
+    }
+}
+
+fn openai_event(data: &str, now: u64, ex: &mut Exchange, done: &mut bool) {
+    if data == "[DONE]" {
+        *done = true;
+        return;
+    }
+    match serde_json::from_str::<Chunk>(data) {
+        Ok(chunk) => {
+            for c in &chunk.choices {
+                if let Some(text) = c.delta.as_ref().and_then(|d| d.content.as_deref()).filter(|t| !t.is_empty()) {
+                    ex.first_token_ns.get_or_insert(now);
+                    ex.chunks.push((now, text.len() as u32));
+                    ex.answer.push_str(text);
+                }
+            }
+            if let Some(u) = chunk.usage {
+                ex.prompt_tokens = u.prompt_tokens;
+                ex.completion_tokens = u.completion_tokens;
+                ex.cached_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens);
+            }
+        }
+        Err(e) => malformed(ex, e, data),
+    }
+}
+
+fn anthropic_event(data: &str, now: u64, ex: &mut Exchange, done: &mut bool) {
+    match serde_json::from_str::<AnthropicEvent>(data) {
+        Ok(AnthropicEvent::MessageStart { message }) => {
+            if let Some(u) = message.usage {
+                // `input_tokens` counts only what was not read from or written to the
+                // prompt cache; the prompt is all three.
+                let (cached, created) = (u.cache_read_input_tokens.unwrap_or(0), u.cache_creation_input_tokens.unwrap_or(0));
+                ex.prompt_tokens = u.input_tokens.map(|n| n + cached + created);
+                ex.cached_tokens = Some(cached);
+            }
+        }
+        Ok(AnthropicEvent::ContentBlockDelta { delta }) => {
+            if let Some(text) = delta.text.filter(|t| !t.is_empty()) {
+                ex.first_token_ns.get_or_insert(now);
+                ex.chunks.push((now, text.len() as u32));
+                ex.answer.push_str(&text);
+            }
+        }
+        Ok(AnthropicEvent::MessageDelta { usage }) => {
+            if let Some(n) = usage.and_then(|u| u.output_tokens) {
+                ex.completion_tokens = Some(n);
+            }
+        }
+        Ok(AnthropicEvent::MessageStop) => *done = true,
+        Ok(AnthropicEvent::Error { error }) => {
+            // An error event mid-stream (e.g. `overloaded_error`): the answer is incomplete.
+            ex.error = if error.kind == "overloaded_error" || error.kind == "rate_limit_error" {
+                ErrorClass::Http429
+            } else {
+                ErrorClass::Http5xx
+            };
+            ex.error_detail = format!("{}: {}", error.kind, error.message);
+        }
+        Ok(AnthropicEvent::Other) => {}
+        Err(e) => malformed(ex, e, data),
     }
 }
 

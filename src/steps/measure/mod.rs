@@ -5,7 +5,13 @@
 //! pre-encoded image parts before the request's clock starts, so JSON and base64 work
 //! never lands inside a measured interval. Warm-up requests run first, use their own
 //! images, and are kept but flagged. Failed requests are data; the step fails only when
-//! their share passes `max-error-share`.
+//! their share passes `max-error-share`. A request refused with 429 (rate limited, as
+//! hosted APIs do) is retried after the `Retry-After` it names, up to [`MAX_ATTEMPTS`];
+//! every attempt is a row.
+//!
+//! Bodies are built for the server's wire format ([`Api`]): OpenAI chat completions
+//! (`image_url` parts with data URLs) or Anthropic's Messages API (`image` blocks with
+//! a base64 `source`).
 
 pub mod client;
 pub mod sse;
@@ -20,17 +26,23 @@ use base64::Engine;
 use polars::prelude::*;
 use serde::Deserialize;
 
-use self::client::{ErrorClass, Exchange, Target};
+use self::client::{Api, ErrorClass, Exchange, Target};
 use crate::steps::datagen::Dataset;
 use crate::{export, monotonic_ns};
 
 /// Bump when recorded files would change.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+/// Attempts per turn when the server answers 429.
+pub const MAX_ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` we honour; a longer one fails the turn.
+const MAX_RETRY_WAIT_S: f64 = 120.0;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Params {
     pub cell: Vec<(String, String)>,
+    pub backend: String,
     pub served_name: String,
     pub batch_size: u32,
     pub turns: u32,
@@ -44,6 +56,7 @@ pub struct Params {
 /// Where to send requests, and what to write down about the server.
 pub struct Endpoint {
     pub base_url: String,
+    pub api: Api,
     pub api_key: Option<String>,
     pub server_meta: serde_json::Value,
 }
@@ -52,6 +65,7 @@ pub struct Endpoint {
 struct Record {
     conversation: u32,
     turn: u32,
+    attempt: u32,
     warmup: bool,
     scheduled_ns: u64,
     ex: Exchange,
@@ -60,20 +74,30 @@ struct Record {
 pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endpoint, hardware: &str, out: &Path) -> Result<()> {
     let p: Params = serde_json::from_value(params.clone()).context("measure parameters")?;
     let dir = dataset_dir.to_path_buf();
-    let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir)).await??;
+    let api = endpoint.api;
+    let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir, api)).await??;
     let parts = Arc::new(parts);
-    let client = reqwest::Client::builder().no_proxy().pool_max_idle_per_host(p.batch_size as usize + 1).build()?;
+    let client = client::http_client(p.batch_size as usize + 1)?;
     let target = Arc::new(Target {
-        url: format!("{}/v1/chat/completions", endpoint.base_url.trim_end_matches('/')),
+        url: format!("{}{}", endpoint.base_url.trim_end_matches('/'), api.path()),
+        api,
         api_key: endpoint.api_key.clone(),
         timeout: Duration::from_secs_f64(p.request_timeout_s),
     });
-    let header = format!(
-        r#"{{"model":{},"stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{},"temperature":{},"messages":["#,
-        serde_json::Value::String(p.served_name.clone()),
-        p.max_tokens,
-        p.temperature
-    );
+    let model = serde_json::Value::String(p.served_name.clone());
+    let header = match api {
+        // OpenAI's own API wants `max_completion_tokens`; vLLM and most compatible
+        // servers take `max_tokens`.
+        Api::OpenAiChat => format!(
+            r#"{{"model":{model},"stream":true,"stream_options":{{"include_usage":true}},"{}":{},"temperature":{},"messages":["#,
+            if p.backend == "openai" { "max_completion_tokens" } else { "max_tokens" },
+            p.max_tokens,
+            p.temperature
+        ),
+        Api::AnthropicMessages => {
+            format!(r#"{{"model":{model},"stream":true,"max_tokens":{},"temperature":{},"messages":["#, p.max_tokens, p.temperature)
+        }
+    };
     let header = Arc::new(header);
     let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
 
@@ -83,7 +107,7 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         let body = format!("{header}{message}]}}");
         let scheduled_ns = monotonic_ns();
         let ex = client::exchange(&client, &target, &format!("{run_id}-warmup-{i}"), body).await;
-        records.push(Record { conversation: 0, turn: i, warmup: true, scheduled_ns, ex });
+        records.push(Record { conversation: 0, turn: i, attempt: 0, warmup: true, scheduled_ns, ex });
     }
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -96,10 +120,20 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
             for (t, turn) in conv.turns.iter().enumerate().take(turns) {
                 history.push(user_message(&turn.question, &turn.images, &parts));
                 let body = format!("{header}{}]}}", history.join(","));
-                let scheduled_ns = monotonic_ns();
-                let ex = client::exchange(&client, &target, &format!("{run_id}-c{c}-t{t}"), body).await;
-                history.push(format!(r#"{{"role":"assistant","content":{}}}"#, serde_json::Value::String(ex.answer.clone())));
-                out.push(Record { conversation: c as u32, turn: t as u32, warmup: false, scheduled_ns, ex });
+                let mut attempt = 0;
+                let answer = loop {
+                    let scheduled_ns = monotonic_ns();
+                    let ex = client::exchange(&client, &target, &format!("{run_id}-c{c}-t{t}-a{attempt}"), body.clone()).await;
+                    let wait = retry_wait(&ex, attempt);
+                    let answer = ex.answer.clone();
+                    out.push(Record { conversation: c as u32, turn: t as u32, attempt, warmup: false, scheduled_ns, ex });
+                    match wait {
+                        Some(w) => tokio::time::sleep(w).await,
+                        None => break answer,
+                    }
+                    attempt += 1;
+                };
+                history.push(format!(r#"{{"role":"assistant","content":{}}}"#, serde_json::Value::String(answer)));
             }
             out
         });
@@ -107,9 +141,14 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     while let Some(done) = tasks.join_next().await {
         records.extend(done.context("a conversation task panicked")?);
     }
-    records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn));
+    records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
 
-    let measured: Vec<&Record> = records.iter().filter(|r| !r.warmup).collect();
+    // A turn counts once, by its last attempt; the retried attempts stay as rows.
+    let mut last: BTreeMap<(u32, u32), &Record> = BTreeMap::new();
+    for r in records.iter().filter(|r| !r.warmup) {
+        last.insert((r.conversation, r.turn), r); // sorted by attempt: the last one stays
+    }
+    let measured: Vec<&Record> = last.into_values().collect();
     let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
     write_records(&p, &records, out)?;
     let meta = serde_json::json!({
@@ -136,8 +175,18 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     Ok(())
 }
 
-/// The dataset, and every image as a ready-made JSON content part.
-fn load_dataset(dir: &Path) -> Result<(Dataset, BTreeMap<String, String>)> {
+/// How long to wait before retrying a turn, or `None` to move on: only a 429 is
+/// retried, after its `Retry-After` (or 1, 2, 4 s without one).
+fn retry_wait(ex: &Exchange, attempt: u32) -> Option<Duration> {
+    if ex.error != ErrorClass::Http429 || attempt + 1 >= MAX_ATTEMPTS {
+        return None;
+    }
+    let wait = ex.retry_after_s.unwrap_or(2f64.powi(attempt as i32));
+    (wait <= MAX_RETRY_WAIT_S).then(|| Duration::from_secs_f64(wait.max(0.0)))
+}
+
+/// The dataset, and every image as a ready-made JSON content part for `api`.
+fn load_dataset(dir: &Path, api: Api) -> Result<(Dataset, BTreeMap<String, String>)> {
     let dataset: Dataset = serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?)?;
     let mut parts = BTreeMap::new();
     let all = dataset.conversations.iter().flat_map(|c| c.turns.iter()).chain([&dataset.warmup]);
@@ -152,7 +201,13 @@ fn load_dataset(dir: &Path) -> Result<(Dataset, BTreeMap<String, String>)> {
                 _ => "image/jpeg",
             };
             let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-            parts.insert(img.clone(), format!(r#"{{"type":"image_url","image_url":{{"url":"data:{mime};base64,{b64}"}}}}"#));
+            let part = match api {
+                Api::OpenAiChat => format!(r#"{{"type":"image_url","image_url":{{"url":"data:{mime};base64,{b64}"}}}}"#),
+                Api::AnthropicMessages => {
+                    format!(r#"{{"type":"image","source":{{"type":"base64","media_type":"{mime}","data":"{b64}"}}}}"#)
+                }
+            };
+            parts.insert(img.clone(), part);
         }
     }
     Ok((dataset, parts))
@@ -186,6 +241,7 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
     cols.extend([
         Column::new("conversation".into(), u32s(&|r| r.conversation)),
         Column::new("turn".into(), u32s(&|r| r.turn)),
+        Column::new("attempt".into(), u32s(&|r| r.attempt)),
         Column::new("warmup".into(), records.iter().map(|r| r.warmup).collect::<Vec<bool>>()),
         Column::new("scheduled_ns".into(), u64s(&|r| r.scheduled_ns)),
         Column::new("sent_ns".into(), u64s(&|r| r.ex.sent_ns)),
@@ -213,12 +269,13 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
     let mut requests = DataFrame::new(n, cols)?;
     export::write_table(&mut requests, out, "requests")?;
 
-    let (mut conv, mut turn, mut idx, mut t, mut gap, mut bytes) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let (mut conv, mut turn, mut attempt, mut idx, mut t, mut gap, mut bytes) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     for r in records.iter().filter(|r| !r.warmup) {
         let mut prev = r.ex.sent_ns;
         for (i, &(at, len)) in r.ex.chunks.iter().enumerate() {
             conv.push(r.conversation);
             turn.push(r.turn);
+            attempt.push(r.attempt);
             idx.push(i as u32);
             t.push(at);
             gap.push((i > 0).then(|| (at - prev) as f64 / 1e6));
@@ -232,6 +289,7 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
         vec![
             Column::new("conversation".into(), conv),
             Column::new("turn".into(), turn),
+            Column::new("attempt".into(), attempt),
             Column::new("chunk".into(), idx),
             Column::new("arrival_ns".into(), t),
             Column::new("gap_ms".into(), gap),
