@@ -791,3 +791,51 @@ fn sim_server_speaks_the_messages_api() {
     assert_eq!(unauthorized.0, 401);
     assert_eq!(unauthorized.1["error"]["type"], "authentication_error");
 }
+
+/// A server launched from a command template on this machine's GPUs gets
+/// `CUDA_VISIBLE_DEVICES` and GPU telemetry during its measurement: samples where NVML
+/// is present, a recorded reason where it is not (this test passes either way, checking
+/// the matching half).
+#[test]
+fn command_servers_on_gpus_get_telemetry_or_a_reason() {
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        &format!(
+            r#"
+name = "gpu"
+[models.g]
+backend = "command"
+served-name = "g-telemetry"
+command = ["{bin}", "sim-server", "--port", "{{port}}", "--served-model-name", "{{served_name}}", "--ttft-base-ms", "1", "--itl-base-ms", "1", "--answer-tokens", "2"]
+[server]
+tensor-parallel-size = 1
+[workload]
+turns = 2
+resolution = "64x48"
+max-tokens = 2
+warmup-requests = 0
+[matrix]
+model = ["g"]
+seed = [1]
+"#
+        ),
+    );
+    p.run_ok();
+    let files = p.all_files();
+    let meta = files.iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("measure")).unwrap();
+    let meta: Value = serde_json::from_slice(&meta.1).unwrap();
+    assert_eq!(meta["server"]["command"][1], "sim-server", "the full command line is recorded: {meta}");
+    assert!(meta["server"]["version"].as_str().unwrap().starts_with("pipeline-sim"), "{meta}");
+    let telemetry = files.iter().find(|(path, _)| path.ends_with("telemetry.csv"));
+    if meta["nvml"]["available"] == true {
+        assert_eq!(meta["telemetry"]["available"], true, "{meta}");
+        let rows = csv_rows(std::str::from_utf8(&telemetry.expect("telemetry.csv").1).unwrap());
+        assert!(rows.len() >= 2 && rows.iter().all(|r| r["gpu"] == "0"), "{rows:?}");
+    } else {
+        assert_eq!(meta["telemetry"]["available"], false);
+        assert_eq!(meta["telemetry"]["reason"], meta["nvml"]["reason"], "{meta}");
+        assert!(telemetry.is_none());
+    }
+}

@@ -111,6 +111,7 @@ impl Services {
             api,
             api_key: api_key.clone(),
             server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url, "api": api.path()}),
+            gpus: Vec::new(),
         };
         match spec.backend {
             Backend::Endpoint => {
@@ -155,7 +156,7 @@ impl Services {
         let version = server_version(&client, &base_url).await;
         let meta =
             serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});
-        Ok((Some(child), Endpoint { base_url, api, api_key, server_meta: meta }))
+        Ok((Some(child), Endpoint { base_url, api, api_key, server_meta: meta, gpus: self.gpus(i) }))
     }
 
     /// The argv that launches server `i` on `port`.
@@ -216,6 +217,15 @@ impl Services {
         argv
     }
 
+    /// The GPUs server `i` runs on: the first of `[server] gpus`, or of all GPUs.
+    fn gpus(&self, i: usize) -> Vec<u32> {
+        let n = self.specs[i].gpus_needed as usize;
+        match &self.experiment.server.gpus {
+            Some(list) => list.iter().take(n).copied().collect(),
+            None => (0..n as u32).collect(),
+        }
+    }
+
     /// Start `argv` in its own process group, output to `log_path`, on its GPUs.
     fn spawn(&self, i: usize, argv: &[String], log_path: &Path) -> Result<tokio::process::Child> {
         let spec = &self.specs[i];
@@ -223,10 +233,8 @@ impl Services {
         let log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).kill_on_drop(true);
-        if spec.gpus_needed > 0
-            && let Some(gpus) = &self.experiment.server.gpus
-        {
-            let ids: Vec<String> = gpus.iter().take(spec.gpus_needed as usize).map(|g| g.to_string()).collect();
+        if spec.gpus_needed > 0 {
+            let ids: Vec<String> = self.gpus(i).iter().map(|g| g.to_string()).collect();
             cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
         }
         cmd.spawn().map_err(|e| {

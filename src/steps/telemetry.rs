@@ -1,5 +1,10 @@
 //! GPU identity and telemetry through NVML, loaded at run time.
 //!
+//! During a measurement, a [`Sampler`] thread reads power, temperature, clocks,
+//! utilization, memory and throttle reasons of the server's GPUs every
+//! [`INTERVAL`] on the same monotonic clock as the requests, so throttling in a long
+//! run lines up with the latencies it caused.
+//!
 //! `nvml-wrapper` dlopens `libnvidia-ml.so.1` in `Nvml::init`; on a machine without a
 //! driver that fails and telemetry is recorded as unavailable, with the reason, while
 //! everything else works. The handle is created once per process.
@@ -7,6 +12,9 @@
 use std::sync::OnceLock;
 
 use nvml_wrapper::Nvml;
+
+/// Time between two telemetry samples.
+pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn nvml() -> &'static Result<Nvml, String> {
     static NVML: OnceLock<Result<Nvml, String>> = OnceLock::new();
@@ -44,4 +52,80 @@ pub fn availability() -> serde_json::Value {
         }),
         Err(reason) => serde_json::json!({"available": false, "reason": reason}),
     }
+}
+
+/// One reading of one GPU. Every field is optional: NVML reports what the GPU supports.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// CLOCK_MONOTONIC, like the request timestamps.
+    pub t_ns: u64,
+    pub gpu: u32,
+    pub power_w: Option<f64>,
+    pub temperature_c: Option<u32>,
+    pub sm_clock_mhz: Option<u32>,
+    pub mem_clock_mhz: Option<u32>,
+    pub gpu_util_pct: Option<u32>,
+    pub mem_used_mib: Option<f64>,
+    /// Why clocks are held down, e.g. `SW_POWER_CAP|HW_THERMAL_SLOWDOWN` (empty: none).
+    pub throttle: Option<String>,
+}
+
+/// Samples GPUs on a thread of its own, on an absolute schedule, until stopped.
+pub struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Sample>>,
+}
+
+impl Sampler {
+    /// Start sampling `gpus` (NVML indices) every `interval`; `Err` says why not
+    /// (no driver, or a GPU NVML does not know).
+    pub fn start(gpus: &[u32], interval: std::time::Duration) -> Result<Sampler, String> {
+        let nvml = nvml().as_ref().map_err(Clone::clone)?;
+        for &i in gpus {
+            nvml.device_by_index(i).map_err(|e| format!("GPU {i}: {e}"))?;
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (gpus, flag) = (gpus.to_vec(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("gpu-telemetry".into())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                let mut next = std::time::Instant::now();
+                while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    samples.extend(gpus.iter().filter_map(|&i| sample(nvml, i)));
+                    next += interval;
+                    // park_timeout may return early (spuriously, or when stopped).
+                    while !flag.load(std::sync::atomic::Ordering::SeqCst) && std::time::Instant::now() < next {
+                        std::thread::park_timeout(next.saturating_duration_since(std::time::Instant::now()));
+                    }
+                }
+                samples.extend(gpus.iter().filter_map(|&i| sample(nvml, i)));
+                samples
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Sampler { stop, thread })
+    }
+
+    /// Stop (taking one last sample) and return every sample.
+    pub fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.thread().unpark();
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn sample(nvml: &Nvml, gpu: u32) -> Option<Sample> {
+    use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+    let d = nvml.device_by_index(gpu).ok()?;
+    Some(Sample {
+        t_ns: crate::monotonic_ns(),
+        gpu,
+        power_w: d.power_usage().ok().map(|mw| mw as f64 / 1000.0),
+        temperature_c: d.temperature(TemperatureSensor::Gpu).ok(),
+        sm_clock_mhz: d.clock_info(Clock::SM).ok(),
+        mem_clock_mhz: d.clock_info(Clock::Memory).ok(),
+        gpu_util_pct: d.utilization_rates().ok().map(|u| u.gpu),
+        mem_used_mib: d.memory_info().ok().map(|m| m.used as f64 / 1048576.0),
+        throttle: d.current_throttle_reasons().ok().map(|r| r.iter_names().map(|(name, _)| name).collect::<Vec<_>>().join("|")),
+    })
 }

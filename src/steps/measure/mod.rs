@@ -28,6 +28,7 @@ use serde::Deserialize;
 
 use self::client::{Api, ErrorClass, Exchange, Target};
 use crate::steps::datagen::Dataset;
+use crate::steps::telemetry;
 use crate::{export, monotonic_ns};
 
 /// Bump when recorded files would change.
@@ -59,6 +60,9 @@ pub struct Endpoint {
     pub api: Api,
     pub api_key: Option<String>,
     pub server_meta: serde_json::Value,
+    /// NVML indices of the GPUs the server runs on (empty: not this machine's GPUs),
+    /// sampled during the measurement.
+    pub gpus: Vec<u32>,
 }
 
 /// One request as recorded.
@@ -101,6 +105,10 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     let header = Arc::new(header);
     let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
 
+    let sampler = match endpoint.gpus.is_empty() {
+        true => Err("the server does not run on this machine's GPUs".to_string()),
+        false => telemetry::Sampler::start(&endpoint.gpus, telemetry::INTERVAL),
+    };
     let mut records = Vec::new();
     for i in 0..p.warmup_requests {
         let message = user_message(&dataset.warmup.question, &dataset.warmup.images, &parts);
@@ -142,6 +150,14 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         records.extend(done.context("a conversation task panicked")?);
     }
     records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
+    let telemetry = match sampler {
+        Ok(s) => {
+            let samples = s.stop();
+            write_telemetry(&samples, out)?;
+            serde_json::json!({"available": true, "gpus": endpoint.gpus, "interval_ms": telemetry::INTERVAL.as_millis(), "samples": samples.len()})
+        }
+        Err(reason) => serde_json::json!({"available": false, "reason": reason}),
+    };
 
     // A turn counts once, by its last attempt; the retried attempts stay as rows.
     let mut last: BTreeMap<(u32, u32), &Record> = BTreeMap::new();
@@ -156,7 +172,8 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         "cell": p.cell,
         "server": endpoint.server_meta,
         "hardware": hardware,
-        "telemetry": crate::steps::telemetry::availability(),
+        "nvml": telemetry::availability(),
+        "telemetry": telemetry,
         "requests": measured.len(),
         "errors": failed.len(),
     });
@@ -298,4 +315,27 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
     )?;
     export::write_table(&mut chunks, out, "chunks")?;
     Ok(())
+}
+
+/// GPU samples taken during the measurement, one row per GPU per sample.
+fn write_telemetry(samples: &[telemetry::Sample], out: &Path) -> Result<()> {
+    let col =
+        |name: &str, f: &dyn Fn(&telemetry::Sample) -> Option<u32>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
+    let colf =
+        |name: &str, f: &dyn Fn(&telemetry::Sample) -> Option<f64>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
+    let mut df = DataFrame::new(
+        samples.len(),
+        vec![
+            Column::new("t_ns".into(), samples.iter().map(|s| s.t_ns).collect::<Vec<u64>>()),
+            Column::new("gpu".into(), samples.iter().map(|s| s.gpu).collect::<Vec<u32>>()),
+            colf("power_w", &|s| s.power_w),
+            col("temperature_c", &|s| s.temperature_c),
+            col("sm_clock_mhz", &|s| s.sm_clock_mhz),
+            col("mem_clock_mhz", &|s| s.mem_clock_mhz),
+            col("gpu_util_pct", &|s| s.gpu_util_pct),
+            colf("mem_used_mib", &|s| s.mem_used_mib),
+            Column::new("throttle".into(), samples.iter().map(|s| s.throttle.clone()).collect::<Vec<Option<String>>>()),
+        ],
+    )?;
+    export::write_table(&mut df, out, "telemetry")
 }
