@@ -11,7 +11,11 @@
 //!   handed it to the connection (the client's own reading delay);
 //! * TTFT error: measured TTFT minus the scripted 50 ms (all of the above together);
 //! * inter-token gap error: measured gap minus the scripted 10 ms (per gap);
-//! * reached concurrency and the served rate against the ideal.
+//! * reached concurrency and the served rate against the ideal;
+//! * the client's CPU time (user + system, this whole process) per streamed token.
+//!
+//! Then it times building the request body of turn 60 of a 720p image conversation
+//! (about 16 MB of JSON), which the measure step does before a request's clock starts.
 //!
 //! Each stream's first request (opening its connection) is a warm-up and not counted.
 //!
@@ -41,9 +45,9 @@ fn main() {
     let seconds: f64 = std::env::var("SIM_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!(
-        "| streams | server lag p50 / p99 / max (ms) | request delivery p50 / p99 (ms) | first-token delivery p50 / p99 (ms) | TTFT error p50 / p99 (ms) | gap error p50 / p99 (ms) | in flight at server, mean (max) | served / ideal rate |"
+        "| streams | server lag p50 / p99 / max (ms) | request delivery p50 / p99 (ms) | first-token delivery p50 / p99 (ms) | TTFT error p50 / p99 (ms) | gap error p50 / p99 (ms) | in flight at server, mean (max) | served / ideal rate | client CPU per token (µs) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for streams in [1usize, 16, 64, 256] {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut server = Command::new(env!("CARGO_BIN_EXE_pipeline"))
@@ -72,6 +76,8 @@ fn main() {
             }
             let target = Arc::new(Target { url: format!("{base}/v1/chat/completions"), api: Api::OpenAiChat, api_key: None, timeout: Duration::from_secs(30) });
             let body = format!(r#"{{"model":"bench","stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{TOKENS},"messages":[{{"role":"user","content":"hi"}}]}}"#);
+            // CPU from here to the last answer: the streaming, not start-up or the truth fetch.
+            let cpu_before = cpu_seconds();
             let end = Instant::now() + Duration::from_secs_f64(seconds);
             let mut tasks = tokio::task::JoinSet::new();
             for s in 0..streams {
@@ -93,12 +99,13 @@ fn main() {
             while let Some(r) = tasks.join_next().await {
                 exchanges.extend(r.unwrap());
             }
+            let cpu = cpu_seconds() - cpu_before;
             let truth: Vec<Truth> = http.get(format!("{base}/sim/truth")).send().await.unwrap().json().await.unwrap();
-            (exchanges, truth)
+            (exchanges, truth, cpu)
         });
         let _ = server.kill();
         let _ = server.wait();
-        let (exchanges, mut truth) = row;
+        let (exchanges, mut truth, cpu) = row;
         truth.retain(|t| !t.request_id.starts_with("warmup-"));
         let mut lag: Vec<f64> =
             truth.iter().flat_map(|t| t.sent_ns.iter().zip(&t.planned_ns).map(|(s, p)| (*s as f64 - *p as f64) / 1e6)).collect();
@@ -136,7 +143,7 @@ fn main() {
         let span_s = (last - first) as f64 / 1e9;
         let ideal = streams as f64 * span_s * TOKENS as f64 / ((TTFT_MS + (TOKENS - 1) as f64 * ITL_MS) / 1000.0);
         println!(
-            "| {streams} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:+.3} / {:+.3} | {in_flight:.1} (max {max_in_flight}) | {:.1}% ({tokens} tokens, {errors} errors) |",
+            "| {streams} | {:.3} / {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | {:+.3} / {:+.3} | {in_flight:.1} (max {max_in_flight}) | {:.1}% ({tokens} tokens, {errors} errors) | {:.1} |",
             pct(&mut lag, 0.5),
             pct(&mut lag, 0.99),
             lag.iter().cloned().fold(f64::NAN, f64::max),
@@ -149,6 +156,53 @@ fn main() {
             pct(&mut gap_err, 0.5),
             pct(&mut gap_err, 0.99),
             100.0 * tokens as f64 / ideal,
+            // The CPU window includes each stream's warm-up request.
+            cpu * 1e6 / (tokens + streams as u64 * TOKENS as u64) as f64,
         );
     }
+    body_build();
+}
+
+/// User + system CPU seconds of this process so far (all threads), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// Time the turn-60 request body: 60 user messages with one 720p JPEG each (200 kB,
+/// so 270 kB of base64) and 59 short answers, as the measure step assembles them.
+fn body_build() {
+    use base64::Engine;
+    let jpeg: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&jpeg);
+    let mut history = Vec::new();
+    for t in 0..60 {
+        history.push(format!(
+            r#"{{"role":"user","content":[{{"type":"image_url","image_url":{{"url":"data:image/jpeg;base64,{b64}"}}}},{{"type":"text","text":"What changed in turn {t}?"}}]}}"#
+        ));
+        if t < 59 {
+            history.push(r#"{"role":"assistant","content":"A red square moved to the left of the blue circle."}"#.to_string());
+        }
+    }
+    let header = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"max_tokens":32,"temperature":0,"messages":["#;
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..21 {
+        let start = Instant::now();
+        let body = pipeline::steps::measure::request_body(header, &history);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        size = body.len();
+        drop(body);
+    }
+    println!();
+    println!(
+        "request body of turn 60 ({:.1} MB): median {:.2} ms, max {:.2} ms over 21 builds",
+        size as f64 / 1e6,
+        pct(&mut times, 0.5),
+        pct(&mut times, 1.0)
+    );
 }

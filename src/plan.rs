@@ -490,6 +490,13 @@ impl Builder {
                 obj.insert("quantization".into(), variant.quantization.clone().into());
                 obj.insert("extra-args".into(), extra_args.clone().into());
                 obj.insert("limit-mm-per-prompt".into(), limit_mm.into());
+                // Only when set, so files that do not use them keep their keys.
+                if let Some(n) = s.max_model_len {
+                    obj.insert("max-model-len".into(), n.into());
+                }
+                if let Some(on) = s.prefix_caching {
+                    obj.insert("prefix-caching".into(), on.into());
+                }
                 if let Some(cmd) = &model.command {
                     obj.insert("command".into(), cmd.clone().into());
                 }

@@ -839,3 +839,89 @@ seed = [1]
         assert!(telemetry.is_none());
     }
 }
+
+/// The vLLM command line, as a `vllm` on PATH receives it: flags from the model, its
+/// variant and `[server]`, the GPUs in `CUDA_VISIBLE_DEVICES`. The stand-in `vllm`
+/// writes down its argv and environment, then serves as the simulator.
+#[test]
+fn vllm_gets_the_documented_command_line() {
+    let p = Project::new();
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let fake = p.path().join("bin/vllm");
+    p.write(
+        "bin/vllm",
+        &format!(
+            r#"#!/bin/sh
+printf '%s\n' "$@" > "$(dirname "$0")/argv.txt"
+echo "$CUDA_VISIBLE_DEVICES" > "$(dirname "$0")/gpus.txt"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --port) port=$2 ;;
+    --served-model-name) name=$2 ;;
+  esac
+  shift
+done
+exec "{bin}" sim-server --port "$port" --served-model-name "$name" --ttft-base-ms 1 --itl-base-ms 1 --answer-tokens 2
+"#
+        ),
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p.write(
+        "experiments/t.toml",
+        r#"
+name = "vllm"
+[models.q]
+backend = "vllm"
+model = "Qwen/Qwen2.5-VL-3B-Instruct"
+served-name = "qwen-fake-vllm"
+variants.awq = { model = "Qwen/Qwen2.5-VL-3B-Instruct-AWQ", quantization = "awq", dtype = "half" }
+[server]
+tensor-parallel-size = 2
+gpus = [3, 1, 0]
+dtype = "bfloat16"
+max-model-len = 32768
+prefix-caching = false
+extra-args = ["--gpu-memory-utilization", "0.9"]
+[workload]
+turns = 3
+resolution = "64x48"
+max-tokens = 2
+warmup-requests = 0
+[matrix]
+model = ["q"]
+variant = ["awq"]
+seed = [1]
+frames = [2]
+"#,
+    );
+    let path = format!("{}:{}", p.path().join("bin").display(), std::env::var("PATH").unwrap_or_default());
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", &path)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let argv: Vec<String> = p.read("bin/argv.txt").lines().map(String::from).collect();
+    let port = argv.iter().position(|a| a == "--port").map(|i| argv[i + 1].clone()).unwrap();
+    let expected = [
+        "serve",
+        "Qwen/Qwen2.5-VL-3B-Instruct-AWQ",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--served-model-name",
+        "qwen-fake-vllm",
+        "--tensor-parallel-size",
+        "2",
+        "--dtype",
+        "half",
+        "--quantization",
+        "awq",
+        "--limit-mm-per-prompt",
+        r#"{"image":6}"#,
+        "--max-model-len",
+        "32768",
+        "--no-enable-prefix-caching",
+        "--gpu-memory-utilization",
+        "0.9",
+    ];
+    assert_eq!(argv, expected);
+    assert_eq!(p.read("bin/gpus.txt").trim(), "3,1", "the first tensor-parallel-size GPUs of [server] gpus");
+}

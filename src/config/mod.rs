@@ -148,6 +148,10 @@ pub struct ServerSettings {
     pub tensor_parallel_size: u32,
     pub dtype: String,
     pub extra_args: Vec<String>,
+    /// vLLM's `--max-model-len`; unset: the model's own.
+    pub max_model_len: Option<u32>,
+    /// `--enable-prefix-caching` / `--no-enable-prefix-caching`; unset: vLLM's default.
+    pub prefix_caching: Option<bool>,
     /// GPUs servers may use; `None` means every GPU NVML reports.
     #[serde(skip)]
     pub gpus: Option<Vec<u32>>,
@@ -464,6 +468,8 @@ impl Validator<'_> {
             tensor_parallel_size: self.positive("server.tensor-parallel-size", s.tensor_parallel_size, 1),
             dtype: s.dtype.unwrap_or_else(|| "auto".into()),
             extra_args: s.extra_args,
+            max_model_len: s.max_model_len.map(|_| self.positive("server.max-model-len", s.max_model_len, 1)),
+            prefix_caching: s.prefix_caching,
             gpus: s.gpus,
             startup_timeout: Duration::from_secs_f64(startup.max(0.001)),
         }

@@ -74,6 +74,8 @@ pub struct RawServer {
     pub extra_args: Vec<String>,
     pub gpus: Option<Vec<u32>>,
     pub startup_timeout_s: Option<f64>,
+    pub max_model_len: Option<i64>,
+    pub prefix_caching: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -200,6 +200,14 @@ impl Services {
                     a.extend(["--quantization".into(), q.to_string()]);
                 }
                 a.extend(["--limit-mm-per-prompt".into(), serde_json::json!({"image": limit_mm}).to_string()]);
+                if let Some(n) = server.max_model_len {
+                    a.extend(["--max-model-len".into(), n.to_string()]);
+                }
+                match server.prefix_caching {
+                    Some(true) => a.push("--enable-prefix-caching".into()),
+                    Some(false) => a.push("--no-enable-prefix-caching".into()),
+                    None => {}
+                }
                 a
             }
             _ => {

@@ -127,7 +127,7 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
             let mut out = Vec::new();
             for (t, turn) in conv.turns.iter().enumerate().take(turns) {
                 history.push(user_message(&turn.question, &turn.images, &parts));
-                let body = format!("{header}{}]}}", history.join(","));
+                let body = request_body(&header, &history);
                 let mut attempt = 0;
                 let answer = loop {
                     let scheduled_ns = monotonic_ns();
@@ -228,6 +228,23 @@ fn load_dataset(dir: &Path, api: Api) -> Result<(Dataset, BTreeMap<String, Strin
         }
     }
     Ok((dataset, parts))
+}
+
+/// The request body: `header` (everything up to `"messages":[`), the messages, and
+/// the closing brackets, in one allocation. At turn 60 of a 720p conversation this is
+/// about 16 MB; it is built before the request's clock starts (`cargo bench --bench sim`
+/// times it).
+pub fn request_body(header: &str, messages: &[String]) -> String {
+    let mut body = String::with_capacity(header.len() + messages.iter().map(|m| m.len() + 1).sum::<usize>() + 2);
+    body.push_str(header);
+    for (i, m) in messages.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(m);
+    }
+    body.push_str("]}");
+    body
 }
 
 fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, String>) -> String {
