@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::cache::{Cache, Lookup, StepRecord};
-use crate::config::{Backend, Experiment, Feeds};
+use crate::config::{Arrival, Backend, Experiment, Feeds};
 use crate::hash::{self, Digest, KEY_SCHEMA, StepKey};
 use crate::matrix::Cell;
 use crate::steps;
@@ -543,7 +543,7 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
     let get_u = |key: &str, default: u32| workload_override(exp, cell, key).and_then(|v| v.as_u64()).map_or(default, |v| v as u32);
     let temperature = workload_override(exp, cell, "temperature").and_then(|v| v.as_f64()).unwrap_or(w.temperature);
     let model = &exp.models[&cell.model];
-    json!({
+    let mut params = json!({
         // Pairs, not an object, so the axes keep their canonical order in result tables.
         "cell": cell.coords(),
         "backend": model.backend.name(),
@@ -556,5 +556,17 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
         "warmup-requests": get_u("warmup-requests", w.warmup_requests),
         "request-timeout-s": w.request_timeout.as_secs_f64(),
         "max-error-share": w.max_error_share,
-    })
+    });
+    // Open loop only: closed-loop keys stay as they were before arrival existed.
+    let rate = |r: f64| workload_override(exp, cell, "request-rate").and_then(|v| v.as_f64()).unwrap_or(r);
+    let arrival = match w.arrival {
+        Arrival::Closed => None,
+        Arrival::Constant { rate: r } => Some(("constant", rate(r))),
+        Arrival::Poisson { rate: r } => Some(("poisson", rate(r))),
+    };
+    if let (Some((kind, rate)), Some(obj)) = (arrival, params.as_object_mut()) {
+        obj.insert("arrival".into(), kind.into());
+        obj.insert("request-rate".into(), rate.into());
+    }
+    params
 }

@@ -364,6 +364,13 @@ fn bad_experiment_files_are_explained() {
             &["t.toml:25:", "exclude rule matches no cell"],
         ),
         ("unknown backend", "backend = \"sim\"", "backend = \"vlm\"", &["t.toml:6:11", "unknown backend `vlm`", "did you mean `vllm`?"]),
+        (
+            "open loop without a rate",
+            "turns = 2",
+            "turns = 2\narrival = \"poisson\"",
+            &["t.toml:17:11", "workload.arrival: open-loop arrival needs `request-rate`", "request-rate = 4.0"],
+        ),
+        ("a rate in closed loop", "turns = 2", "turns = 2\nrequest-rate = 3.0", &["t.toml:17:16", "only applies to open-loop arrival"]),
     ];
     let original = p.read("experiments/t.toml");
     std::fs::create_dir_all(p.path().join("cache")).unwrap();
@@ -924,4 +931,68 @@ frames = [2]
     ];
     assert_eq!(argv, expected);
     assert_eq!(p.read("bin/gpus.txt").trim(), "3,1", "the first tensor-parallel-size GPUs of [server] gpus");
+}
+
+/// Open-loop arrival: send times are drawn in advance (here evenly, 20 per second), a
+/// turn whose previous answer is late goes out late, and both times are recorded, so
+/// queueing shows instead of being hidden (coordinated omission). A `request-rate` axis
+/// sweeps the rate.
+#[test]
+fn open_loop_arrival_records_the_schedule() {
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        r#"
+name = "open"
+[models.s]
+backend = "sim"
+served-name = "s-open-loop"
+sim = { ttft-base-ms = 120.0, prefill-us-per-token = 0.0, itl-base-ms = 1.0, itl-us-per-inflight = 0.0, jitter = 0.0, answer-tokens = 2 }
+[workload]
+turns = 3
+resolution = "64x48"
+max-tokens = 2
+warmup-requests = 0
+arrival = "constant"
+request-rate = 20.0
+[matrix]
+model = ["s"]
+seed = [1]
+batch-size = [2]
+[[axis]]
+name = "rate"
+values = [20.0, 4.0]
+workload = "request-rate"
+"#,
+    );
+    p.run_ok();
+    let files = p.all_files();
+    let mut tables: Vec<Vec<std::collections::BTreeMap<String, String>>> = files
+        .iter()
+        .filter(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure"))
+        .map(|(_, bytes)| csv_rows(std::str::from_utf8(bytes).unwrap()))
+        .collect();
+    let rate_of = |rows: &Vec<std::collections::BTreeMap<String, String>>| rows[0]["rate"].parse::<f64>().unwrap();
+    tables.sort_by(|a, b| rate_of(a).total_cmp(&rate_of(b)));
+    let ns = |r: &std::collections::BTreeMap<String, String>, k: &str| r[k].parse::<i64>().unwrap();
+    for rows in &tables {
+        let rate = rate_of(rows);
+        let mut scheduled: Vec<i64> = rows.iter().map(|r| ns(r, "scheduled_ns")).collect();
+        scheduled.sort();
+        for w in scheduled.windows(2) {
+            let gap_ms = (w[1] - w[0]) as f64 / 1e6;
+            assert!((gap_ms - 1000.0 / rate).abs() < 0.01, "rate {rate}: gap {gap_ms} ms");
+        }
+        for r in rows {
+            assert!(ns(r, "sent_ns") >= ns(r, "scheduled_ns") - 100_000, "never sent early: {r:?}");
+        }
+    }
+    // At 20/s a conversation's turn is due 100 ms after its previous one, which takes
+    // 120 ms to answer: its later turns go out late. At 4/s (500 ms apart) none does.
+    let late = |rows: &Vec<std::collections::BTreeMap<String, String>>| {
+        rows.iter().filter(|r| ns(r, "sent_ns") - ns(r, "scheduled_ns") > 10_000_000).count()
+    };
+    assert_eq!((rate_of(&tables[0]), rate_of(&tables[1])), (4.0, 20.0));
+    assert!(late(&tables[1]) >= 2, "{:?}", tables[1]);
+    assert_eq!(late(&tables[0]), 0, "{:?}", tables[0]);
 }

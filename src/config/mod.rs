@@ -172,6 +172,22 @@ pub struct Workload {
     pub warmup_requests: u32,
     pub request_timeout: Duration,
     pub max_error_share: f64,
+    pub arrival: Arrival,
+}
+
+/// When requests are sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arrival {
+    /// Each conversation sends its next turn as soon as the last is answered.
+    Closed,
+    /// Open loop: send times drawn in advance at `rate` requests per second, either
+    /// evenly spaced or as a Poisson process (exponential gaps, seeded by the cell).
+    Constant {
+        rate: f64,
+    },
+    Poisson {
+        rate: f64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -209,7 +225,7 @@ pub enum Feeds {
 }
 
 /// Workload parameters a custom axis may override.
-pub const WORKLOAD_AXES: [&str; 4] = ["max-tokens", "temperature", "turns", "warmup-requests"];
+pub const WORKLOAD_AXES: [&str; 5] = ["max-tokens", "request-rate", "temperature", "turns", "warmup-requests"];
 
 /// An `include` or `exclude` entry: axis name → accepted values.
 #[derive(Debug, Clone)]
@@ -372,6 +388,15 @@ impl Validator<'_> {
         let server = self.server(raw.server);
         let workload = self.workload(raw.workload);
         let matrix = self.matrix(raw.matrix, raw.axis, &models);
+        if workload.arrival == Arrival::Closed
+            && let Some(i) = matrix.custom.iter().position(|a| a.feeds == Feeds::Workload("request-rate".into()))
+        {
+            self.error(
+                format!("axis[{i}].workload"),
+                "sweeps `request-rate`, but arrival is closed-loop",
+                Some("set arrival = \"poisson\" (or \"constant\") in [workload]".into()),
+            );
+        }
         let title = raw.report.title.clone().or(raw.title).unwrap_or_else(|| raw.name.clone());
         let report = ReportSettings {
             dir: PathBuf::from(raw.report.dir.unwrap_or_else(|| format!("reports/{}", raw.name))),
@@ -475,6 +500,45 @@ impl Validator<'_> {
         }
     }
 
+    fn arrival(&mut self, arrival: Option<&str>, rate: Option<f64>) -> Arrival {
+        let rate_ok = |r: f64| r.is_finite() && r > 0.0;
+        match (arrival.unwrap_or("closed"), rate) {
+            ("closed", None) => Arrival::Closed,
+            ("closed", Some(_)) => {
+                self.error(
+                    "workload.request-rate",
+                    "only applies to open-loop arrival",
+                    Some("add arrival = \"poisson\" (or \"constant\"), or remove request-rate".into()),
+                );
+                Arrival::Closed
+            }
+            (kind @ ("poisson" | "constant"), Some(rate)) if rate_ok(rate) => match kind {
+                "poisson" => Arrival::Poisson { rate },
+                _ => Arrival::Constant { rate },
+            },
+            ("poisson" | "constant", Some(rate)) => {
+                self.error("workload.request-rate", format!("must be a positive number of requests per second, found `{rate}`"), None);
+                Arrival::Closed
+            }
+            ("poisson" | "constant", None) => {
+                self.error(
+                    "workload.arrival",
+                    "open-loop arrival needs `request-rate` (requests per second)",
+                    Some("for example request-rate = 4.0".into()),
+                );
+                Arrival::Closed
+            }
+            (other, _) => {
+                self.error(
+                    "workload.arrival",
+                    format!("unknown arrival `{other}`"),
+                    Some("one of: closed (default), poisson, constant".into()),
+                );
+                Arrival::Closed
+            }
+        }
+    }
+
     fn workload(&mut self, w: raw::RawWorkload) -> Workload {
         let (width, height) = match w.resolution.as_deref().unwrap_or("1280x720").split_once('x') {
             Some((a, b)) => match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
@@ -516,6 +580,7 @@ impl Validator<'_> {
         if !(0.0..=1.0).contains(&share) {
             self.error("workload.max-error-share", format!("must lie in [0, 1], found `{share}`"), None);
         }
+        let arrival = self.arrival(w.arrival.as_deref(), w.request_rate);
         let timeout = w.request_timeout_s.unwrap_or(120.0);
         if timeout.is_nan() || timeout <= 0.0 {
             self.error("workload.request-timeout-s", "must be a positive number of seconds", None);
@@ -537,6 +602,7 @@ impl Validator<'_> {
             },
             request_timeout: Duration::from_secs_f64(timeout.max(0.001)),
             max_error_share: share,
+            arrival,
         }
     }
 

@@ -91,6 +91,8 @@ pub struct RawWorkload {
     pub warmup_requests: Option<i64>,
     pub request_timeout_s: Option<f64>,
     pub max_error_share: Option<f64>,
+    pub arrival: Option<String>,
+    pub request_rate: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,11 @@ pub struct Params {
     pub warmup_requests: u32,
     pub request_timeout_s: f64,
     pub max_error_share: f64,
+    /// `poisson` or `constant` for open-loop arrival; absent: closed loop.
+    #[serde(default)]
+    pub arrival: Option<String>,
+    #[serde(default)]
+    pub request_rate: Option<f64>,
 }
 
 /// Where to send requests, and what to write down about the server.
@@ -118,19 +123,29 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         records.push(Record { conversation: 0, turn: i, attempt: 0, warmup: true, scheduled_ns, ex });
     }
 
+    let schedule = Arc::new(open_loop_schedule(&p));
     let mut tasks = tokio::task::JoinSet::new();
     for (c, conv) in dataset.conversations.into_iter().enumerate().take(p.batch_size as usize) {
         let (client, target, header, parts, run_id) = (client.clone(), target.clone(), header.clone(), parts.clone(), run_id.clone());
-        let turns = p.turns as usize;
+        let (turns, batch, schedule) = (p.turns as usize, p.batch_size as usize, schedule.clone());
         tasks.spawn(async move {
             let mut history: Vec<String> = Vec::new();
             let mut out = Vec::new();
             for (t, turn) in conv.turns.iter().enumerate().take(turns) {
                 history.push(user_message(&turn.question, &turn.images, &parts));
                 let body = request_body(&header, &history);
+                // Open loop: this turn's send time was drawn in advance; if the previous
+                // answer comes later, the request goes out late and `sent_ns` shows it.
+                let slot = schedule.as_ref().as_ref().map(|(start, offsets)| (*start, offsets[t * batch + c]));
+                if let Some((start, offset)) = slot {
+                    tokio::time::sleep_until((start + offset).into()).await;
+                }
                 let mut attempt = 0;
                 let answer = loop {
-                    let scheduled_ns = monotonic_ns();
+                    let scheduled_ns = match slot {
+                        Some((start, offset)) if attempt == 0 => crate::instant_to_ns(start + offset),
+                        _ => monotonic_ns(),
+                    };
                     let ex = client::exchange(&client, &target, &format!("{run_id}-c{c}-t{t}-a{attempt}"), body.clone()).await;
                     let wait = retry_wait(&ex, attempt);
                     let answer = ex.answer.clone();
@@ -190,6 +205,30 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         );
     }
     Ok(())
+}
+
+/// Open-loop send times: a start instant and one offset per (turn, conversation) slot,
+/// slot `turn × batch + conversation`, at `request-rate` per second in total, evenly
+/// spaced or with exponential gaps (a Poisson process) from a ChaCha stream seeded by
+/// the cell's seed. `None` for closed loop.
+fn open_loop_schedule(p: &Params) -> Option<(std::time::Instant, Vec<Duration>)> {
+    use rand_chacha::rand_core::{RngCore, SeedableRng};
+    let (kind, rate) = (p.arrival.as_deref()?, p.request_rate?);
+    let seed = p.cell.iter().find(|(k, _)| k == "seed").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_656e_6c6f_6f70);
+    let mut at = 0.0;
+    let offsets = (0..p.turns as usize * p.batch_size as usize)
+        .map(|_| {
+            let here = Duration::from_secs_f64(at);
+            at += match kind {
+                "constant" => 1.0 / rate,
+                // Inverse transform of a uniform in [0, 1) with 53 random bits.
+                _ => -(1.0 - (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64).ln() / rate,
+            };
+            here
+        })
+        .collect();
+    Some((std::time::Instant::now() + Duration::from_millis(5), offsets))
 }
 
 /// How long to wait before retrying a turn, or `None` to move on: only a 429 is
