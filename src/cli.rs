@@ -135,4 +135,8 @@ pub struct SimArgs {
     /// hosted API would (to exercise clients' retries).
     #[arg(long, default_value_t = 0)]
     pub reject_first: u64,
+    /// Refuse requests with more images than this, with vLLM's 400 for
+    /// `--limit-mm-per-prompt` (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub limit_images: u64,
 }

@@ -290,7 +290,13 @@ fn sim_server(a: SimArgs) -> Result<i32, Failure> {
     let addr: std::net::SocketAddr =
         format!("{}:{}", a.host, a.port).parse().map_err(|e: std::net::AddrParseError| fail(exit::USER)(e.into()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
-    let opts = sim::SimOptions { served_name: a.served_model_name, params, seed: a.seed, reject_first: a.reject_first };
+    let opts = sim::SimOptions {
+        served_name: a.served_model_name,
+        params,
+        seed: a.seed,
+        reject_first: a.reject_first,
+        limit_images: a.limit_images,
+    };
     rt.block_on(async {
         tokio::select! {
             r = sim::serve(addr, opts) => r,

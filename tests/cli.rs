@@ -996,3 +996,42 @@ workload = "request-rate"
     assert!(late(&tables[1]) >= 2, "{:?}", tables[1]);
     assert_eq!(late(&tables[0]), 0, "{:?}", tables[0]);
 }
+
+/// A server that takes fewer images than the resent history holds answers 400 (vLLM's
+/// words); the step fails, keeps its rows, and says which flag fixes it.
+#[test]
+fn too_many_images_for_the_server_is_explained() {
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        &format!(
+            r#"
+name = "limit"
+[models.g]
+backend = "command"
+served-name = "g-limit"
+command = ["{bin}", "sim-server", "--port", "{{port}}", "--served-model-name", "{{served_name}}", "--ttft-base-ms", "1", "--limit-images", "1"]
+[workload]
+turns = 2
+resolution = "64x48"
+max-tokens = 2
+warmup-requests = 0
+[matrix]
+model = ["g"]
+seed = [1]
+"#
+        ),
+    );
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for expected in [
+        "1 of 2 requests failed",
+        "http_4xx",
+        "At most 1 image(s) may be provided in one request.",
+        "hint: the server takes fewer images",
+        "--limit-mm-per-prompt",
+    ] {
+        assert!(out.stderr.contains(expected), "expected `{expected}` in:\n{}", out.stderr);
+    }
+}

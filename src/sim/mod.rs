@@ -46,6 +46,9 @@ pub struct SimOptions {
     pub seed: u64,
     /// Refuse the first N chat requests with 429 (`Retry-After: 0`).
     pub reject_first: u64,
+    /// Refuse requests with more images than this (0: no limit), as vLLM does past
+    /// `--limit-mm-per-prompt`.
+    pub limit_images: u64,
 }
 
 struct Shared {
@@ -400,6 +403,21 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         Ok(c) => c,
         Err(e) => return wire_error(wire, StatusCode::BAD_REQUEST, e),
     };
+    let images = req
+        .messages
+        .iter()
+        .map(|m| {
+            if let Content::Parts(parts) = &m.content { parts.iter().filter(|p| !matches!(p, Part::Text { .. })).count() as u64 } else { 0 }
+        })
+        .sum::<u64>();
+    if shared.opts.limit_images > 0 && images > shared.opts.limit_images {
+        // vLLM's words for a request past `--limit-mm-per-prompt`.
+        return wire_error(
+            wire,
+            StatusCode::BAD_REQUEST,
+            format!("At most {} image(s) may be provided in one request.", shared.opts.limit_images),
+        );
+    }
     let prompt_tokens: u64 = per_message.iter().map(|(t, _)| t).sum();
     let cached_tokens = cached_prefix(shared, &per_message);
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);

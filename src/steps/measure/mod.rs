@@ -196,8 +196,9 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     let share = failed.len() as f64 / measured.len().max(1) as f64;
     if share > p.max_error_share {
         let first = failed.first().map(|r| format!("{}: {}", r.ex.error.name(), r.ex.error_detail)).unwrap_or_default();
+        let hint = failed.first().and_then(|r| hint(&r.ex)).map(|h| format!("\nhint: {h}")).unwrap_or_default();
         bail!(
-            "{} of {} requests failed ({:.0}% > max-error-share {:.0}%); first: {first}",
+            "{} of {} requests failed ({:.0}% > max-error-share {:.0}%); first: {first}{hint}",
             failed.len(),
             measured.len(),
             share * 100.0,
@@ -205,6 +206,26 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         );
     }
     Ok(())
+}
+
+/// What a failed request most likely means, when we can tell.
+fn hint(ex: &Exchange) -> Option<String> {
+    let detail = ex.error_detail.as_str();
+    if detail.contains("image(s) may be provided") || detail.contains("limit-mm-per-prompt") {
+        return Some(
+            "the server takes fewer images per request than the resent history holds (turns × frames); \
+             `vllm` models get --limit-mm-per-prompt from pipeline, a `command` or `endpoint` server must be started with \
+             --limit-mm-per-prompt '{\"image\": K}'"
+                .into(),
+        );
+    }
+    match (ex.error, ex.status) {
+        (ErrorClass::Http4xx, 401 | 403) => Some("the server refused the API key: check the variable named by `api-key-env`".into()),
+        (ErrorClass::Http4xx, 404) => Some("the server does not know this model: check `served-name` (or `model`)".into()),
+        (ErrorClass::Http429, _) => Some("rate limited even after retries: lower batch-size or request-rate".into()),
+        (ErrorClass::Connect, _) => Some("nothing answers at that address: is the server up, and the URL right?".into()),
+        _ => None,
+    }
 }
 
 /// Open-loop send times: a start instant and one offset per (turn, conversation) slot,
