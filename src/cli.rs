@@ -139,4 +139,8 @@ pub struct SimArgs {
     /// `--limit-mm-per-prompt` (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub limit_images: u64,
+    /// Crash (exit with status 1, connections dropped) when the Nth chat request
+    /// arrives (0: never), to exercise a server dying mid-measurement.
+    #[arg(long, default_value_t = 0)]
+    pub crash_at: u64,
 }

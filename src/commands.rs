@@ -296,6 +296,7 @@ fn sim_server(a: SimArgs) -> Result<i32, Failure> {
         seed: a.seed,
         reject_first: a.reject_first,
         limit_images: a.limit_images,
+        crash_at: a.crash_at,
     };
     rt.block_on(async {
         tokio::select! {

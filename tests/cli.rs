@@ -1035,3 +1035,52 @@ seed = [1]
         assert!(out.stderr.contains(expected), "expected `{expected}` in:\n{}", out.stderr);
     }
 }
+
+/// A server that dies mid-measurement: the requests answered before are kept (outside
+/// the cache), the step fails and says so, and with --keep-going the other model's
+/// measure still runs and is cached.
+#[test]
+fn a_server_dying_mid_measure_keeps_its_rows() {
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        &format!(
+            r#"
+name = "dies"
+[models.dies]
+backend = "command"
+served-name = "dies-mid-measure"
+command = ["{bin}", "sim-server", "--port", "{{port}}", "--served-model-name", "{{served_name}}", "--ttft-base-ms", "1", "--crash-at", "3"]
+[models.fine]
+backend = "sim"
+served-name = "fine-mid-measure"
+sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
+[workload]
+turns = 4
+resolution = "64x48"
+max-tokens = 2
+warmup-requests = 0
+[matrix]
+model = ["dies", "fine"]
+seed = [1]
+"#
+        ),
+    );
+    let out = p.pipeline(&["run", "experiments/t.toml", "--keep-going"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("failed: measure[model=dies"), "{}", out.stderr);
+    assert!(out.stderr.contains("what it recorded is kept in"), "{}", out.stderr);
+    assert!(out.stderr.contains("exited (exit status: 1) during the measurement"), "{}", out.stderr);
+    assert!(out.stderr.contains("crashing at chat request 3"), "the server log's tail is shown: {}", out.stderr);
+    assert!(out.stderr.contains("done   measure[model=fine"), "{}", out.stderr);
+    let files = p.all_files();
+    let kept = files.iter().find(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("failed")).unwrap();
+    let rows = csv_rows(std::str::from_utf8(&kept.1).unwrap());
+    let errors: Vec<&str> = rows.iter().map(|r| r["error"].as_str()).collect();
+    assert_eq!(&errors[..2], ["none", "none"], "the two answered turns are kept");
+    assert!(errors[2..].iter().all(|e| *e != "none") && errors.len() == 4, "{errors:?}");
+    // The healthy model's measure is cached: a rerun does not measure it again.
+    let again = p.pipeline(&["plan", "experiments/t.toml"]);
+    assert!(again.stdout.contains("fresh  measure[model=fine"), "{}", again.stdout);
+}

@@ -207,12 +207,23 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     let result = match ctx.cache.stage() {
         Ok(staged) => match run_step(ctx, i, &dirs, staged.path()).await {
             Ok(()) => ctx.cache.publish(staged, &step.id, key).map(|m| m.output_digest).map_err(anyhow::Error::from),
-            // Whatever the step recorded before failing is data too (a measure's
-            // requests up to a server crash); keep it where a user can look.
-            Err(e) => Err(match ctx.cache.keep_failed(staged, step.kind.name(), &digest) {
-                Some(dir) => e.context(format!("what it recorded is kept in {}", dir.display())),
-                None => e,
-            }),
+            Err(e) => {
+                // A launched server that died explains the failure better than its requests.
+                let died = match step.server {
+                    Some(s) => ctx.services.exited(s).await,
+                    None => None,
+                };
+                let e = match died {
+                    Some(why) => anyhow::anyhow!("{e:#}\n{why}"),
+                    None => e,
+                };
+                // Whatever the step recorded before failing is data too (a measure's
+                // requests up to a server crash); keep it where a user can look.
+                Err(match ctx.cache.keep_failed(staged, step.kind.name(), &digest) {
+                    Some(dir) => anyhow::anyhow!("{e:#}\nwhat it recorded is kept in {}", dir.display()),
+                    None => e,
+                })
+            }
         },
         Err(e) => Err(e.into()),
     };

@@ -71,6 +71,15 @@ impl Services {
         }
     }
 
+    /// If server `i` was running and has exited, say so with its log's tail (and
+    /// forget it, so the next measure starts it again).
+    pub async fn exited(&self, i: usize) -> Option<String> {
+        let mut slot = self.slots[i].lock().await;
+        let status = slot.running.as_mut()?.child.try_wait().ok()??;
+        slot.running = None;
+        Some(format!("server `{}` exited ({status}) during the measurement\n{}", self.specs[i].id, explain_log(&self.log_path(i))))
+    }
+
     /// A measure that needed server `i` is finished (ran, failed or was cached).
     pub async fn done(&self, i: usize) {
         let mut slot = self.slots[i].lock().await;

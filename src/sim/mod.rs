@@ -49,6 +49,8 @@ pub struct SimOptions {
     /// Refuse requests with more images than this (0: no limit), as vLLM does past
     /// `--limit-mm-per-prompt`.
     pub limit_images: u64,
+    /// Exit the process when this chat request arrives (0: never).
+    pub crash_at: u64,
 }
 
 struct Shared {
@@ -143,6 +145,11 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             }
             if wire == Wire::Anthropic && header("anthropic-version").is_none() {
                 return Ok(wire_error(wire, StatusCode::BAD_REQUEST, "anthropic-version: header is required".into()));
+            }
+            let n = shared.received.load(Ordering::SeqCst) + 1;
+            if shared.opts.crash_at > 0 && n >= shared.opts.crash_at {
+                eprintln!("pipeline sim-server: crashing at chat request {n} (--crash-at)");
+                std::process::exit(1);
             }
             match req.into_body().collect().await {
                 // Read the body first, as a real server does, then refuse.
