@@ -75,7 +75,9 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let target = Arc::new(Target { url: format!("{base}/v1/chat/completions"), api: Api::OpenAiChat, api_key: None, timeout: Duration::from_secs(30) });
-            let body = format!(r#"{{"model":"bench","stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{TOKENS},"messages":[{{"role":"user","content":"hi"}}]}}"#);
+            let body = bytes::Bytes::from(format!(
+                r#"{{"model":"bench","stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{TOKENS},"messages":[{{"role":"user","content":"hi"}}]}}"#
+            ));
             // CPU from here to the last answer: the streaming, not start-up or the truth fetch.
             let cpu_before = cpu_seconds();
             let end = Instant::now() + Duration::from_secs_f64(seconds);

@@ -568,5 +568,8 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
         obj.insert("arrival".into(), kind.into());
         obj.insert("request-rate".into(), rate.into());
     }
+    if let (true, Some(obj)) = (w.images_by_id, params.as_object_mut()) {
+        obj.insert("image-reuse".into(), "uuid".into());
+    }
     params
 }

@@ -1084,3 +1084,57 @@ seed = [1]
     let again = p.pipeline(&["plan", "experiments/t.toml"]);
     assert!(again.stdout.contains("fresh  measure[model=fine"), "{}", again.stdout);
 }
+
+/// Image reuse by id (vLLM's multimodal UUIDs): each image goes out once with its id,
+/// later turns refer to it with `"image_url": null` (the simulator, like vLLM, refuses a
+/// reference it has not seen), so request bodies stop growing by an image per turn while
+/// the prompt still counts every image.
+#[test]
+fn images_can_be_sent_once_and_referenced_by_id() {
+    let p = Project::new();
+    let file = |reuse: &str| {
+        format!(
+            r#"
+name = "reuse"
+[models.s]
+backend = "sim"
+served-name = "s-image-reuse"
+sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
+[workload]
+turns = 3
+resolution = "320x240"
+max-tokens = 2
+warmup-requests = 0
+image-reuse = "{reuse}"
+[matrix]
+model = ["s"]
+"#
+        )
+    };
+    let rows_of = |p: &Project| {
+        let files = p.all_files();
+        let mut tables: Vec<(std::time::SystemTime, Vec<std::collections::BTreeMap<String, String>>)> = files
+            .iter()
+            .filter(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure"))
+            .map(|(path, bytes)| (std::fs::metadata(path).unwrap().modified().unwrap(), csv_rows(std::str::from_utf8(bytes).unwrap())))
+            .collect();
+        tables.sort_by_key(|(t, _)| *t);
+        tables.pop().unwrap().1
+    };
+    let num = |r: &std::collections::BTreeMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
+    p.write("experiments/t.toml", &file("uuid"));
+    p.run_ok();
+    let by_id = rows_of(&p);
+    assert!(by_id.iter().all(|r| r["error"] == "none"), "{by_id:?}");
+    p.write("experiments/t.toml", &file("resend"));
+    let out = p.run_ok();
+    assert!(out.ran().iter().any(|s| s.starts_with("measure[")), "the reuse mode is part of the measure's key");
+    let resent = rows_of(&p);
+    // The same prompt either way (every image counts), very different bodies.
+    for (a, b) in by_id.iter().zip(&resent) {
+        assert_eq!(a["prompt_tokens"], b["prompt_tokens"]);
+    }
+    let growth = |rows: &[std::collections::BTreeMap<String, String>]| num(&rows[2], "request_bytes") / num(&rows[0], "request_bytes");
+    assert!(growth(&by_id) < 1.5, "by id: turn 3 carries one image: {}", growth(&by_id));
+    assert!(growth(&resent) > 2.5, "resent: turn 3 carries three images: {}", growth(&resent));
+}

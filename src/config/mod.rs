@@ -173,6 +173,9 @@ pub struct Workload {
     pub request_timeout: Duration,
     pub max_error_share: f64,
     pub arrival: Arrival,
+    /// Send each image once with a stable id and refer to it afterwards (vLLM's
+    /// multimodal UUIDs), instead of resending every image every turn.
+    pub images_by_id: bool,
 }
 
 /// When requests are sent.
@@ -581,6 +584,18 @@ impl Validator<'_> {
             self.error("workload.max-error-share", format!("must lie in [0, 1], found `{share}`"), None);
         }
         let arrival = self.arrival(w.arrival.as_deref(), w.request_rate);
+        let images_by_id = match w.image_reuse.as_deref() {
+            None | Some("resend") => false,
+            Some("uuid") => true,
+            Some(other) => {
+                self.error(
+                    "workload.image-reuse",
+                    format!("unknown image reuse `{other}`"),
+                    Some("one of: resend (default: every image every turn), uuid (each image once, then by id)".into()),
+                );
+                false
+            }
+        };
         let timeout = w.request_timeout_s.unwrap_or(120.0);
         if timeout.is_nan() || timeout <= 0.0 {
             self.error("workload.request-timeout-s", "must be a positive number of seconds", None);
@@ -603,6 +618,7 @@ impl Validator<'_> {
             request_timeout: Duration::from_secs_f64(timeout.max(0.001)),
             max_error_share: share,
             arrival,
+            images_by_id,
         }
     }
 

@@ -93,6 +93,7 @@ pub struct RawWorkload {
     pub max_error_share: Option<f64>,
     pub arrival: Option<String>,
     pub request_rate: Option<f64>,
+    pub image_reuse: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

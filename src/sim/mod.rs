@@ -17,7 +17,7 @@
 pub mod model;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -62,6 +62,8 @@ struct Shared {
     timer: std::sync::mpsc::Sender<Emission>,
     truth: Mutex<Vec<Truth>>,
     prefixes: Mutex<HashSet<[u8; 32]>>,
+    /// Images sent with a uuid: their width and height.
+    images_by_uuid: Mutex<HashMap<String, (u32, u32)>>,
 }
 
 /// What really happened to one request, on the machine's monotonic clock (ns).
@@ -92,6 +94,7 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
         timer: tx,
         truth: Mutex::new(Vec::new()),
         prefixes: Mutex::new(HashSet::new()),
+        images_by_uuid: Mutex::new(HashMap::new()),
     });
     let timer_shared = shared.clone();
     std::thread::Builder::new().name("sim-timer".into()).spawn(move || timer_loop(rx, timer_shared))?;
@@ -204,9 +207,12 @@ enum Part {
     Text {
         text: String,
     },
-    /// OpenAI: `{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}`.
+    /// OpenAI: `{"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,..."}}`;
+    /// vLLM also takes a `uuid`, and then `"image_url": null` for an image sent before.
     ImageUrl {
-        image_url: ImageUrl,
+        image_url: Option<ImageUrl>,
+        #[serde(default)]
+        uuid: Option<String>,
     },
     /// Anthropic: `{"type": "image", "source": {"type": "base64", "media_type": ..., "data": ...}}`.
     Image {
@@ -225,7 +231,9 @@ struct ImageSource {
 }
 
 /// Prompt tokens of each message, and a digest of each message for prefix caching.
-fn count_prompt(messages: &[Message]) -> Result<Vec<(u64, [u8; 32])>, String> {
+/// `by_uuid` remembers the size of every image sent with a uuid, as vLLM's cache does,
+/// so a later `"image_url": null` with that uuid counts the same tokens.
+fn count_prompt(messages: &[Message], by_uuid: &Mutex<HashMap<String, (u32, u32)>>) -> Result<Vec<(u64, [u8; 32])>, String> {
     let mut out = Vec::with_capacity(messages.len());
     let mut h = blake3::Hasher::new();
     for m in messages {
@@ -238,29 +246,49 @@ fn count_prompt(messages: &[Message]) -> Result<Vec<(u64, [u8; 32])>, String> {
             }
             Content::Parts(parts) => {
                 for p in parts {
-                    let image = match p {
+                    let (data, uuid) = match p {
                         Part::Text { text } => {
                             tokens += model::text_tokens(text);
                             h.update(text.as_bytes());
                             continue;
                         }
-                        Part::ImageUrl { image_url } => image_url
-                            .url
-                            .strip_prefix("data:")
-                            .and_then(|r| r.split_once(";base64,"))
-                            .map(|(_, d)| d)
-                            .ok_or_else(|| "only base64 data URLs are supported by the simulator".to_string())?,
-                        Part::Image { source } => &source.data,
+                        Part::ImageUrl { image_url: Some(u), uuid } => (data_url(&u.url)?, uuid.as_ref()),
+                        Part::ImageUrl { image_url: None, uuid: Some(id) } => {
+                            let known = by_uuid.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied();
+                            let (w, hgt) = known.ok_or_else(|| format!("image uuid `{id}` was never sent with its data"))?;
+                            tokens += model::image_tokens(w, hgt);
+                            h.update(id.as_bytes());
+                            continue;
+                        }
+                        Part::ImageUrl { image_url: None, uuid: None } => return Err("image_url is null and there is no uuid".into()),
+                        Part::Image { source } => (source.data.as_str(), None),
                     };
-                    let (w, hgt) = image_size(image)?;
+                    let (w, hgt) = image_size(data)?;
                     tokens += model::image_tokens(w, hgt);
-                    h.update(image.as_bytes());
+                    match uuid {
+                        // The id stands for the image in the prefix, sent or referenced.
+                        Some(id) => {
+                            by_uuid.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), (w, hgt));
+                            h.update(id.as_bytes());
+                        }
+                        None => {
+                            h.update(data.as_bytes());
+                        }
+                    }
                 }
             }
         }
         out.push((tokens, *h.clone().finalize().as_bytes()));
     }
     Ok(out)
+}
+
+/// The base64 payload of a data URL.
+fn data_url(url: &str) -> Result<&str, String> {
+    url.strip_prefix("data:")
+        .and_then(|r| r.split_once(";base64,"))
+        .map(|(_, d)| d)
+        .ok_or_else(|| "only base64 data URLs are supported by the simulator".to_string())
 }
 
 /// Width and height of a base64 image, reading only its header when possible.
@@ -406,7 +434,7 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         (Wire::Anthropic, None) => return wire_error(wire, StatusCode::BAD_REQUEST, "max_tokens: Field required".into()),
         (_, n) => n.unwrap_or(16),
     };
-    let per_message = match count_prompt(&req.messages) {
+    let per_message = match count_prompt(&req.messages, &shared.images_by_uuid) {
         Ok(c) => c,
         Err(e) => return wire_error(wire, StatusCode::BAD_REQUEST, e),
     };

@@ -50,6 +50,8 @@ impl ErrorClass {
 /// What happened to one request.
 #[derive(Debug, Clone, Default)]
 pub struct Exchange {
+    /// Size of the request body.
+    pub request_bytes: u64,
     pub sent_ns: u64,
     pub headers_ns: Option<u64>,
     pub first_byte_ns: Option<u64>,
@@ -185,8 +187,8 @@ struct AnthropicError {
 }
 
 /// Send `body` and read the stream to its end.
-pub async fn exchange(client: &reqwest::Client, target: &Target, request_id: &str, body: String) -> Exchange {
-    let mut ex = Exchange::default();
+pub async fn exchange(client: &reqwest::Client, target: &Target, request_id: &str, body: bytes::Bytes) -> Exchange {
+    let mut ex = Exchange { request_bytes: body.len() as u64, ..Default::default() };
     let mut req = client.post(&target.url).header("content-type", "application/json").header("x-request-id", request_id).body(body);
     req = match (target.api, &target.api_key) {
         (Api::OpenAiChat, Some(key)) => req.bearer_auth(key),

@@ -32,7 +32,7 @@ use crate::steps::telemetry;
 use crate::{export, monotonic_ns};
 
 /// Bump when recorded files would change.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Attempts per turn when the server answers 429.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -57,6 +57,9 @@ pub struct Params {
     pub arrival: Option<String>,
     #[serde(default)]
     pub request_rate: Option<f64>,
+    /// `uuid`: send each image once with a stable id, then refer to it by id.
+    #[serde(default)]
+    pub image_reuse: Option<String>,
 }
 
 /// Where to send requests, and what to write down about the server.
@@ -84,7 +87,11 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     let p: Params = serde_json::from_value(params.clone()).context("measure parameters")?;
     let dir = dataset_dir.to_path_buf();
     let api = endpoint.api;
-    let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir, api)).await??;
+    let by_id = p.image_reuse.as_deref() == Some("uuid");
+    if by_id && api != Api::OpenAiChat {
+        bail!("image-reuse = \"uuid\" needs a vLLM-compatible server (multimodal UUIDs); `{}` does not take them", p.backend);
+    }
+    let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir, api, by_id)).await??;
     let parts = Arc::new(parts);
     let client = client::http_client(p.batch_size as usize + 1)?;
     let target = Arc::new(Target {
@@ -116,8 +123,8 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     };
     let mut records = Vec::new();
     for i in 0..p.warmup_requests {
-        let message = user_message(&dataset.warmup.question, &dataset.warmup.images, &parts);
-        let body = format!("{header}{message}]}}");
+        let message = user_message(&dataset.warmup.question, &dataset.warmup.images, &parts, false);
+        let body = request_body(&header, &[message]).into();
         let scheduled_ns = monotonic_ns();
         let ex = client::exchange(&client, &target, &format!("{run_id}-warmup-{i}"), body).await;
         records.push(Record { conversation: 0, turn: i, attempt: 0, warmup: true, scheduled_ns, ex });
@@ -132,8 +139,12 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
             let mut history: Vec<String> = Vec::new();
             let mut out = Vec::new();
             for (t, turn) in conv.turns.iter().enumerate().take(turns) {
-                history.push(user_message(&turn.question, &turn.images, &parts));
-                let body = request_body(&header, &history);
+                history.push(user_message(&turn.question, &turn.images, &parts, false));
+                let body: bytes::Bytes = request_body(&header, &history).into();
+                // Later turns refer to this turn's images by id, when that is the mode.
+                if let Some(last) = history.last_mut() {
+                    *last = user_message(&turn.question, &turn.images, &parts, true);
+                }
                 // Open loop: this turn's send time was drawn in advance; if the previous
                 // answer comes later, the request goes out late and `sent_ns` shows it.
                 let slot = schedule.as_ref().as_ref().map(|(start, offsets)| (*start, offsets[t * batch + c]));
@@ -262,8 +273,16 @@ fn retry_wait(ex: &Exchange, attempt: u32) -> Option<Duration> {
     (wait <= MAX_RETRY_WAIT_S).then(|| Duration::from_secs_f64(wait.max(0.0)))
 }
 
-/// The dataset, and every image as a ready-made JSON content part for `api`.
-fn load_dataset(dir: &Path, api: Api) -> Result<(Dataset, BTreeMap<String, String>)> {
+/// An image as JSON content parts: with its data, and (in `uuid` mode) by id only.
+#[derive(Debug, Clone)]
+struct ImagePart {
+    full: String,
+    by_id: Option<String>,
+}
+
+/// The dataset, and every image as ready-made JSON content parts for `api`; with
+/// `by_id`, parts carry a stable id (vLLM's multimodal UUIDs) derived from the bytes.
+fn load_dataset(dir: &Path, api: Api, by_id: bool) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
     let dataset: Dataset = serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?)?;
     let mut parts = BTreeMap::new();
     let all = dataset.conversations.iter().flat_map(|c| c.turns.iter()).chain([&dataset.warmup]);
@@ -278,13 +297,18 @@ fn load_dataset(dir: &Path, api: Api) -> Result<(Dataset, BTreeMap<String, Strin
                 _ => "image/jpeg",
             };
             let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
-            let part = match api {
-                Api::OpenAiChat => format!(r#"{{"type":"image_url","image_url":{{"url":"data:{mime};base64,{b64}"}}}}"#),
-                Api::AnthropicMessages => {
+            let uuid = format!("img-{}", &blake3::hash(&bytes).to_hex()[..32]);
+            let part = match (api, by_id) {
+                (Api::OpenAiChat, false) => format!(r#"{{"type":"image_url","image_url":{{"url":"data:{mime};base64,{b64}"}}}}"#),
+                (Api::OpenAiChat, true) => {
+                    format!(r#"{{"type":"image_url","image_url":{{"url":"data:{mime};base64,{b64}"}},"uuid":"{uuid}"}}"#)
+                }
+                (Api::AnthropicMessages, _) => {
                     format!(r#"{{"type":"image","source":{{"type":"base64","media_type":"{mime}","data":"{b64}"}}}}"#)
                 }
             };
-            parts.insert(img.clone(), part);
+            let by_id = by_id.then(|| format!(r#"{{"type":"image_url","image_url":null,"uuid":"{uuid}"}}"#));
+            parts.insert(img.clone(), ImagePart { full: part, by_id });
         }
     }
     Ok((dataset, parts))
@@ -307,8 +331,15 @@ pub fn request_body(header: &str, messages: &[String]) -> String {
     body
 }
 
-fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, String>) -> String {
-    let mut content: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(String::as_str)).collect();
+/// A user turn; `referenced`: its images by id where they have one (already sent).
+fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, ImagePart>, referenced: bool) -> String {
+    fn part(p: &ImagePart, referenced: bool) -> &str {
+        match (&p.by_id, referenced) {
+            (Some(id), true) => id,
+            _ => &p.full,
+        }
+    }
+    let mut content: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(|p| part(p, referenced))).collect();
     let text = format!(r#"{{"type":"text","text":{}}}"#, serde_json::Value::String(question.to_string()));
     content.push(&text);
     format!(r#"{{"role":"user","content":[{}]}}"#, content.join(","))
@@ -337,6 +368,7 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
         Column::new("turn".into(), u32s(&|r| r.turn)),
         Column::new("attempt".into(), u32s(&|r| r.attempt)),
         Column::new("warmup".into(), records.iter().map(|r| r.warmup).collect::<Vec<bool>>()),
+        Column::new("request_bytes".into(), u64s(&|r| r.ex.request_bytes)),
         Column::new("scheduled_ns".into(), u64s(&|r| r.scheduled_ns)),
         Column::new("sent_ns".into(), u64s(&|r| r.ex.sent_ns)),
         Column::new("headers_ns".into(), opt(&|r| r.ex.headers_ns)),
