@@ -16,6 +16,7 @@ use crate::config::{Backend, Experiment};
 use crate::plan::ServerSpec;
 use crate::steps::measure::Endpoint;
 use crate::steps::measure::client::{self, Api};
+use crate::steps::telemetry;
 
 /// How long a server gets to exit after SIGTERM before SIGKILL.
 const GRACE: Duration = Duration::from_secs(10);
@@ -39,6 +40,36 @@ struct Slot {
 struct Running {
     child: tokio::process::Child,
     endpoint: Arc<Endpoint>,
+    /// Memory in use on the server's GPUs before it started (empty without NVML).
+    gpu_baseline: Vec<(u32, f64)>,
+}
+
+/// How long a stopped server's GPU memory may take to come back.
+const MEMORY_RELEASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Memory above the pre-start level that still counts as released (MiB).
+const MEMORY_RELEASE_SLACK_MIB: f64 = 512.0;
+
+/// Stop a server, then wait until its GPUs' memory is back near where it was before it
+/// started, so the next server does not start into memory that is still being freed.
+async fn stop_running(r: Running, id: &str) {
+    stop(r.child).await;
+    if r.gpu_baseline.is_empty() {
+        return;
+    }
+    let gpus: Vec<u32> = r.gpu_baseline.iter().map(|(g, _)| *g).collect();
+    let deadline = Instant::now() + MEMORY_RELEASE_TIMEOUT;
+    loop {
+        let now = telemetry::memory_used_mib(&gpus);
+        let released = now.iter().zip(&r.gpu_baseline).all(|((_, used), (_, before))| *used <= before + MEMORY_RELEASE_SLACK_MIB);
+        if released {
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!("warning: GPU memory of `{id}` not released after {MEMORY_RELEASE_TIMEOUT:?} ({now:?} MiB in use); going on");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 impl Services {
@@ -56,11 +87,12 @@ impl Services {
         if let Some(e) = &slot.failed {
             bail!("{e}");
         }
+        let gpu_baseline = telemetry::memory_used_mib(&self.gpus(i));
         match self.start(i).await {
             Ok((child, endpoint)) => {
                 let endpoint = Arc::new(endpoint);
                 if let Some(child) = child {
-                    slot.running = Some(Running { child, endpoint: endpoint.clone() });
+                    slot.running = Some(Running { child, endpoint: endpoint.clone(), gpu_baseline });
                 }
                 Ok(endpoint)
             }
@@ -87,14 +119,14 @@ impl Services {
         if slot.remaining == 0
             && let Some(r) = slot.running.take()
         {
-            stop(r.child).await;
+            stop_running(r, &self.specs[i].id).await;
         }
     }
 
     pub async fn stop_all(&self) {
-        for slot in &self.slots {
+        for (slot, spec) in self.slots.iter().zip(&self.specs) {
             if let Some(r) = slot.lock().await.running.take() {
-                stop(r.child).await;
+                stop_running(r, &spec.id).await;
             }
         }
     }

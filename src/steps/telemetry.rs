@@ -54,6 +54,12 @@ pub fn availability() -> serde_json::Value {
     }
 }
 
+/// Device memory in use on each of `gpus` (MiB), or nothing without NVML.
+pub fn memory_used_mib(gpus: &[u32]) -> Vec<(u32, f64)> {
+    let Ok(nvml) = nvml() else { return Vec::new() };
+    gpus.iter().filter_map(|&i| Some((i, nvml.device_by_index(i).ok()?.memory_info().ok()?.used as f64 / 1048576.0))).collect()
+}
+
 /// One reading of one GPU. Every field is optional: NVML reports what the GPU supports.
 #[derive(Debug, Clone)]
 pub struct Sample {
