@@ -614,6 +614,18 @@ fn start_sim(args: &[&str]) -> Sim {
     Sim { child, base }
 }
 
+/// A `[models.NAME]` table whose server is this build's simulator launched as a
+/// `command` (with `{port}` and `{served_name}` filled in by pipeline), plus `flags`.
+fn sim_command_model(name: &str, flags: &[&str]) -> String {
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let argv: Vec<String> = [bin.as_str(), "sim-server", "--port", "{port}", "--served-model-name", "{served_name}", "--ttft-base-ms", "1"]
+        .iter()
+        .chain(flags)
+        .map(|a| format!("{a:?}"))
+        .collect();
+    format!("[models.{name}]\nbackend = \"command\"\nserved-name = \"{name}-command\"\ncommand = [{}]\n", argv.join(", "))
+}
+
 /// Rows of a CSV file as maps from column name to text (our tables quote nothing we read here).
 fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
     let mut lines = text.lines();
@@ -805,17 +817,13 @@ fn sim_server_speaks_the_messages_api() {
 /// the matching half).
 #[test]
 fn command_servers_on_gpus_get_telemetry_or_a_reason() {
-    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
     let p = Project::new();
     p.write(
         "experiments/t.toml",
         &format!(
             r#"
 name = "gpu"
-[models.g]
-backend = "command"
-served-name = "g-telemetry"
-command = ["{bin}", "sim-server", "--port", "{{port}}", "--served-model-name", "{{served_name}}", "--ttft-base-ms", "1", "--itl-base-ms", "1", "--answer-tokens", "2"]
+{}
 [server]
 tensor-parallel-size = 1
 [workload]
@@ -826,7 +834,8 @@ warmup-requests = 0
 [matrix]
 model = ["g"]
 seed = [1]
-"#
+"#,
+            sim_command_model("g", &["--itl-base-ms", "1", "--answer-tokens", "2"])
         ),
     );
     p.run_ok();
@@ -1001,17 +1010,13 @@ workload = "request-rate"
 /// words); the step fails, keeps its rows, and says which flag fixes it.
 #[test]
 fn too_many_images_for_the_server_is_explained() {
-    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
     let p = Project::new();
     p.write(
         "experiments/t.toml",
         &format!(
             r#"
 name = "limit"
-[models.g]
-backend = "command"
-served-name = "g-limit"
-command = ["{bin}", "sim-server", "--port", "{{port}}", "--served-model-name", "{{served_name}}", "--ttft-base-ms", "1", "--limit-images", "1"]
+{}
 [workload]
 turns = 2
 resolution = "64x48"
@@ -1020,7 +1025,8 @@ warmup-requests = 0
 [matrix]
 model = ["g"]
 seed = [1]
-"#
+"#,
+            sim_command_model("g", &["--limit-images", "1"])
         ),
     );
     let out = p.pipeline(&["run", "experiments/t.toml"]);
@@ -1041,17 +1047,13 @@ seed = [1]
 /// measure still runs and is cached.
 #[test]
 fn a_server_dying_mid_measure_keeps_its_rows() {
-    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
     let p = Project::new();
     p.write(
         "experiments/t.toml",
         &format!(
             r#"
 name = "dies"
-[models.dies]
-backend = "command"
-served-name = "dies-mid-measure"
-command = ["{bin}", "sim-server", "--port", "{{port}}", "--served-model-name", "{{served_name}}", "--ttft-base-ms", "1", "--crash-at", "3"]
+{}
 [models.fine]
 backend = "sim"
 served-name = "fine-mid-measure"
@@ -1064,7 +1066,8 @@ warmup-requests = 0
 [matrix]
 model = ["dies", "fine"]
 seed = [1]
-"#
+"#,
+            sim_command_model("dies", &["--crash-at", "3"])
         ),
     );
     let out = p.pipeline(&["run", "experiments/t.toml", "--keep-going"]);
