@@ -187,6 +187,11 @@ fn run_then_rerun_is_a_no_op_and_the_report_is_written() {
     // The per-request table has one row per turn and model and seed, with real timings.
     let csv = p.read("reports/t/summary.csv");
     assert_eq!(csv.lines().count(), 1 + 4, "{csv}");
+    // One conversation per cell (batch size 1): close to, and never above, one in flight.
+    for row in csv_rows(&csv) {
+        let in_flight: f64 = row["in_flight_mean"].parse().unwrap();
+        assert!((0.5..=1.0).contains(&in_flight), "{row:?}");
+    }
 }
 
 /// One test per key ingredient: changing it reruns exactly what depends on it.

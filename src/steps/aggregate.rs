@@ -4,8 +4,8 @@
 //! default, polars' `QuantileMethod::Linear`), over successful, non-warm-up requests.
 //! Outputs, each as Parquet and CSV:
 //! * `requests`: all request rows of all cells, concatenated (for recomputation);
-//! * `summary`: one row per cell with request and error counts, TTFT, end-to-end and
-//!   TPOT statistics and throughput;
+//! * `summary`: one row per cell with request and error counts, the concurrency reached,
+//!   TTFT, end-to-end and TPOT statistics and throughput;
 //! * `per_turn`: per model/variant/batch/frames and turn, the median end-to-end latency
 //!   and TTFT across seeds with min and max (each seed's value is the median over its
 //!   conversations).
@@ -18,7 +18,7 @@ use polars::prelude::*;
 use crate::export;
 
 /// Bump when the tables would change.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 pub fn run(inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
     let mut frames = Vec::new();
@@ -36,12 +36,16 @@ pub fn run(inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
     let q = |c: &str, p: f64| col(c).filter(ok.clone()).quantile(lit(p), QuantileMethod::Linear);
     let keys = |names: &[String]| names.iter().map(|k| col(k.as_str())).collect::<Vec<Expr>>();
     let span_s = (col("end_ns").max() - col("sent_ns").min()).cast(DataType::Float64) / lit(1e9);
+    // Requests in flight on average over the span (busy time / span), to read next to
+    // the batch size: a client or server that fell behind shows here.
+    let busy_s = (col("end_ns") - col("sent_ns")).cast(DataType::Float64).sum() / lit(1e9);
     let mut summary = measured
         .clone()
         .group_by(keys(&cell))
         .agg([
             len().alias("requests"),
             col("error").neq(lit("none")).sum().cast(DataType::UInt32).alias("errors"),
+            (busy_s / span_s.clone()).alias("in_flight_mean"),
             col("ttft_ms").filter(ok.clone()).mean().alias("ttft_mean_ms"),
             q("ttft_ms", 0.5).alias("ttft_p50_ms"),
             q("ttft_ms", 0.95).alias("ttft_p95_ms"),
