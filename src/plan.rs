@@ -489,7 +489,17 @@ impl Builder {
                 obj.insert("dtype".into(), variant.dtype.clone().unwrap_or_else(|| s.dtype.clone()).into());
                 obj.insert("quantization".into(), variant.quantization.clone().into());
                 obj.insert("extra-args".into(), extra_args.clone().into());
-                obj.insert("limit-mm-per-prompt".into(), limit_mm.into());
+                // Frames as video: one video per turn, every frame kept (vLLM samples
+                // 32 by default); as images: one per frame.
+                match exp.workload.frames_as_video {
+                    true => {
+                        obj.insert("limit-mm-per-prompt".into(), json!({"video": turns}));
+                        obj.insert("media-io-kwargs".into(), json!({"video": {"num_frames": -1}}));
+                    }
+                    false => {
+                        obj.insert("limit-mm-per-prompt".into(), limit_mm.into());
+                    }
+                }
                 // Only when set, so files that do not use them keep their keys.
                 if let Some(n) = s.max_model_len {
                     obj.insert("max-model-len".into(), n.into());
@@ -570,6 +580,9 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
     }
     if let (true, Some(obj)) = (w.images_by_id, params.as_object_mut()) {
         obj.insert("image-reuse".into(), "uuid".into());
+    }
+    if let (true, Some(obj)) = (w.frames_as_video, params.as_object_mut()) {
+        obj.insert("frames-as".into(), "video".into());
     }
     params
 }

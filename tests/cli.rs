@@ -945,6 +945,14 @@ frames = [2]
     ];
     assert_eq!(argv, expected);
     assert_eq!(p.read("bin/gpus.txt").trim(), "3,1", "the first tensor-parallel-size GPUs of [server] gpus");
+
+    // Frames as video: one video per turn is the limit, and vLLM keeps every frame.
+    p.edit("warmup-requests = 0", "warmup-requests = 0\nframes-as = \"video\"");
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", &path)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let argv = p.read("bin/argv.txt");
+    assert!(argv.contains("--limit-mm-per-prompt\n{\"video\":3}\n"), "{argv}");
+    assert!(argv.contains("--media-io-kwargs\n{\"video\":{\"num_frames\":-1}}\n"), "{argv}");
 }
 
 /// Open-loop arrival: send times are drawn in advance (here evenly, 20 per second), a
@@ -1145,4 +1153,51 @@ model = ["s"]
     let growth = |rows: &[std::collections::BTreeMap<String, String>]| num(&rows[2], "request_bytes") / num(&rows[0], "request_bytes");
     assert!(growth(&by_id) < 1.5, "by id: turn 3 carries one image: {}", growth(&by_id));
     assert!(growth(&resent) > 2.5, "resent: turn 3 carries three images: {}", growth(&resent));
+}
+
+/// Frames as one video per turn (`data:video/jpeg`, JPEG frames joined by commas, as
+/// vLLM reads it): the simulator counts the clip as video tokens (frames merged in
+/// pairs), so four 64×48 frames cost 2 × 4 + 2 = 10 prompt tokens instead of 4 × 6.
+#[test]
+fn frames_can_go_as_one_video() {
+    let p = Project::new();
+    let file = |frames_as: &str| {
+        format!(
+            r#"
+name = "video"
+[models.s]
+backend = "sim"
+served-name = "s-video"
+sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
+[workload]
+turns = 1
+resolution = "64x48"
+max-tokens = 2
+warmup-requests = 0
+frames-as = "{frames_as}"
+[matrix]
+model = ["s"]
+frames = [4]
+"#
+        )
+    };
+    let prompt_tokens = |p: &Project| {
+        let files = p.all_files();
+        let mut tables: Vec<(std::time::SystemTime, Vec<std::collections::BTreeMap<String, String>>)> = files
+            .iter()
+            .filter(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure"))
+            .map(|(path, bytes)| (std::fs::metadata(path).unwrap().modified().unwrap(), csv_rows(std::str::from_utf8(bytes).unwrap())))
+            .collect();
+        tables.sort_by_key(|(t, _)| *t);
+        let rows = tables.pop().unwrap().1;
+        assert_eq!(rows[0]["error"], "none", "{rows:?}");
+        rows[0]["prompt_tokens"].parse::<i64>().unwrap()
+    };
+    p.write("experiments/t.toml", &file("video"));
+    p.run_ok();
+    let video = prompt_tokens(&p);
+    p.write("experiments/t.toml", &file("images"));
+    p.run_ok();
+    let images = prompt_tokens(&p);
+    assert_eq!(images - video, 4 * 6 - 10, "images {images}, video {video}");
 }

@@ -176,6 +176,9 @@ pub struct Workload {
     /// Send each image once with a stable id and refer to it afterwards (vLLM's
     /// multimodal UUIDs), instead of resending every image every turn.
     pub images_by_id: bool,
+    /// Send a turn's frames as one `video_url` (vLLM's `data:video/jpeg` frame
+    /// sequence) instead of one image part per frame.
+    pub frames_as_video: bool,
 }
 
 /// When requests are sent.
@@ -584,6 +587,18 @@ impl Validator<'_> {
             self.error("workload.max-error-share", format!("must lie in [0, 1], found `{share}`"), None);
         }
         let arrival = self.arrival(w.arrival.as_deref(), w.request_rate);
+        let frames_as_video = match w.frames_as.as_deref() {
+            None | Some("images") => false,
+            Some("video") => true,
+            Some(other) => {
+                self.error(
+                    "workload.frames-as",
+                    format!("unknown `{other}`"),
+                    Some("one of: images (default: one image part per frame), video (one video_url per turn)".into()),
+                );
+                false
+            }
+        };
         let images_by_id = match w.image_reuse.as_deref() {
             None | Some("resend") => false,
             Some("uuid") => true,
@@ -619,6 +634,7 @@ impl Validator<'_> {
             max_error_share: share,
             arrival,
             images_by_id,
+            frames_as_video,
         }
     }
 

@@ -94,6 +94,7 @@ pub struct RawWorkload {
     pub arrival: Option<String>,
     pub request_rate: Option<f64>,
     pub image_reuse: Option<String>,
+    pub frames_as: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -230,7 +230,11 @@ impl Services {
                 return a;
             }
             Backend::Vllm => {
-                let limit_mm = spec.config.get("limit-mm-per-prompt").and_then(|v| v.as_u64()).unwrap_or(1);
+                let limit_mm = match spec.config.get("limit-mm-per-prompt") {
+                    Some(serde_json::Value::Number(n)) => serde_json::json!({"image": n}),
+                    Some(other) => other.clone(),
+                    None => serde_json::json!({"image": 1}),
+                };
                 let mut a: Vec<String> =
                     ["vllm", "serve", &variant.model, "--host", "127.0.0.1", "--port", &port, "--served-model-name", &model.served_name]
                         .map(String::from)
@@ -240,7 +244,10 @@ impl Services {
                 if let Some(q) = variant.quantization.as_deref().filter(|q| *q != "none") {
                     a.extend(["--quantization".into(), q.to_string()]);
                 }
-                a.extend(["--limit-mm-per-prompt".into(), serde_json::json!({"image": limit_mm}).to_string()]);
+                a.extend(["--limit-mm-per-prompt".into(), limit_mm.to_string()]);
+                if let Some(media) = spec.config.get("media-io-kwargs") {
+                    a.extend(["--media-io-kwargs".into(), media.to_string()]);
+                }
                 if let Some(n) = server.max_model_len {
                     a.extend(["--max-model-len".into(), n.to_string()]);
                 }

@@ -214,6 +214,11 @@ enum Part {
         #[serde(default)]
         uuid: Option<String>,
     },
+    /// vLLM: `{"type": "video_url", "video_url": {"url": "data:video/jpeg;base64,F1,F2,..."}}`,
+    /// JPEG frames joined by commas.
+    VideoUrl {
+        video_url: ImageUrl,
+    },
     /// Anthropic: `{"type": "image", "source": {"type": "base64", "media_type": ..., "data": ...}}`.
     Image {
         source: ImageSource,
@@ -262,6 +267,14 @@ fn count_prompt(messages: &[Message], by_uuid: &Mutex<HashMap<String, (u32, u32)
                         }
                         Part::ImageUrl { image_url: None, uuid: None } => return Err("image_url is null and there is no uuid".into()),
                         Part::Image { source } => (source.data.as_str(), None),
+                        Part::VideoUrl { video_url } => {
+                            let data = data_url(&video_url.url)?;
+                            let frames: Vec<&str> = data.split(',').collect();
+                            let (w, hgt) = image_size(frames[0])?;
+                            tokens += model::video_tokens(w, hgt, frames.len() as u64);
+                            h.update(data.as_bytes());
+                            continue;
+                        }
                     };
                     let (w, hgt) = image_size(data)?;
                     tokens += model::image_tokens(w, hgt);

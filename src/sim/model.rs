@@ -49,6 +49,15 @@ pub fn image_tokens(width: u32, height: u32) -> u64 {
     (h as u64 / 28) * (w as u64 / 28) + 2
 }
 
+/// A video of `frames` frames, as Qwen2.5-VL counts it in this model: frames merged in
+/// pairs (temporal patch size 2), each pair one grid of 28×28 patches at the frame's
+/// resized size, plus 2 markers. (The real processor also caps video pixels; the
+/// simulator does not.)
+pub fn video_tokens(width: u32, height: u32, frames: u64) -> u64 {
+    let (h, w) = smart_resize(height, width);
+    frames.div_ceil(2) * (h as u64 / 28) * (w as u64 / 28) + 2
+}
+
 pub fn text_tokens(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4)
 }

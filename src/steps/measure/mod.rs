@@ -60,6 +60,9 @@ pub struct Params {
     /// `uuid`: send each image once with a stable id, then refer to it by id.
     #[serde(default)]
     pub image_reuse: Option<String>,
+    /// `video`: a turn's frames go as one `video_url`.
+    #[serde(default)]
+    pub frames_as: Option<String>,
 }
 
 /// Where to send requests, and what to write down about the server.
@@ -91,7 +94,14 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     if by_id && api != Api::OpenAiChat {
         bail!("image-reuse = \"uuid\" needs a vLLM-compatible server (multimodal UUIDs); `{}` does not take them", p.backend);
     }
+    let video = p.frames_as.as_deref() == Some("video");
+    if video && (api != Api::OpenAiChat || by_id) {
+        bail!("frames-as = \"video\" needs a vLLM-compatible server and image-reuse = \"resend\"");
+    }
     let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir, api, by_id)).await??;
+    if video && let Some((name, _)) = parts.iter().find(|(_, p)| !p.jpeg) {
+        bail!("frames-as = \"video\" sends frames as `data:video/jpeg`, but `{name}` is not a JPEG");
+    }
     let parts = Arc::new(parts);
     let client = client::http_client(p.batch_size as usize + 1)?;
     let target = Arc::new(Target {
@@ -123,7 +133,7 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     };
     let mut records = Vec::new();
     for i in 0..p.warmup_requests {
-        let message = user_message(&dataset.warmup.question, &dataset.warmup.images, &parts, false);
+        let message = user_message(&dataset.warmup.question, &dataset.warmup.images, &parts, false, video);
         let body = request_body(&header, &[message]).into();
         let scheduled_ns = monotonic_ns();
         let ex = client::exchange(&client, &target, &format!("{run_id}-warmup-{i}"), body).await;
@@ -139,11 +149,11 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
             let mut history: Vec<String> = Vec::new();
             let mut out = Vec::new();
             for (t, turn) in conv.turns.iter().enumerate().take(turns) {
-                history.push(user_message(&turn.question, &turn.images, &parts, false));
+                history.push(user_message(&turn.question, &turn.images, &parts, false, video));
                 let body: bytes::Bytes = request_body(&header, &history).into();
                 // Later turns refer to this turn's images by id, when that is the mode.
                 if let Some(last) = history.last_mut() {
-                    *last = user_message(&turn.question, &turn.images, &parts, true);
+                    *last = user_message(&turn.question, &turn.images, &parts, true, video);
                 }
                 // Open loop: this turn's send time was drawn in advance; if the previous
                 // answer comes later, the request goes out late and `sent_ns` shows it.
@@ -278,6 +288,9 @@ fn retry_wait(ex: &Exchange, attempt: u32) -> Option<Duration> {
 struct ImagePart {
     full: String,
     by_id: Option<String>,
+    /// The bare base64 of a JPEG (for frames sent as one video), else empty.
+    jpeg_b64: String,
+    jpeg: bool,
 }
 
 /// The dataset, and every image as ready-made JSON content parts for `api`; with
@@ -308,7 +321,8 @@ fn load_dataset(dir: &Path, api: Api, by_id: bool) -> Result<(Dataset, BTreeMap<
                 }
             };
             let by_id = by_id.then(|| format!(r#"{{"type":"image_url","image_url":null,"uuid":"{uuid}"}}"#));
-            parts.insert(img.clone(), ImagePart { full: part, by_id });
+            let jpeg = mime == "image/jpeg";
+            parts.insert(img.clone(), ImagePart { full: part, by_id, jpeg_b64: if jpeg { b64 } else { String::new() }, jpeg });
         }
     }
     Ok((dataset, parts))
@@ -331,8 +345,16 @@ pub fn request_body(header: &str, messages: &[String]) -> String {
     body
 }
 
-/// A user turn; `referenced`: its images by id where they have one (already sent).
-fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, ImagePart>, referenced: bool) -> String {
+/// A user turn; `referenced`: its images by id where they have one (already sent);
+/// `video`: its frames as one `video_url` of JPEG frames (vLLM's `data:video/jpeg`:
+/// the frames' base64 joined by commas).
+fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, ImagePart>, referenced: bool, video: bool) -> String {
+    let text = format!(r#"{{"type":"text","text":{}}}"#, serde_json::Value::String(question.to_string()));
+    if video && !images.is_empty() {
+        let frames: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(|p| p.jpeg_b64.as_str())).collect();
+        let clip = format!(r#"{{"type":"video_url","video_url":{{"url":"data:video/jpeg;base64,{}"}}}}"#, frames.join(","));
+        return format!(r#"{{"role":"user","content":[{clip},{text}]}}"#);
+    }
     fn part(p: &ImagePart, referenced: bool) -> &str {
         match (&p.by_id, referenced) {
             (Some(id), true) => id,
@@ -340,7 +362,6 @@ fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, Imag
         }
     }
     let mut content: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(|p| part(p, referenced))).collect();
-    let text = format!(r#"{{"type":"text","text":{}}}"#, serde_json::Value::String(question.to_string()));
     content.push(&text);
     format!(r#"{{"role":"user","content":[{}]}}"#, content.join(","))
 }
