@@ -2,7 +2,7 @@
 //!
 //! Starts `pipeline sim-server` (a real process) with a scripted truth — TTFT 50 ms,
 //! then one token every 10 ms, 64 tokens, no jitter, no load effect — and keeps B
-//! streams in flight (closed loop) for a few seconds, for B in 1, 16, 64, 256. Reports:
+//! streams in flight (closed loop) for a few seconds, for B in 1, 16, 64, 128, 256. Reports:
 //! * server lag: when the simulator handed each chunk to the connection, minus its
 //!   planned deadline (the simulator's own accuracy);
 //! * request delivery: when the server received a request, minus when our client sent
@@ -48,7 +48,7 @@ fn main() {
         "| streams | server lag p50 / p99 / max (ms) | request delivery p50 / p99 (ms) | first-token delivery p50 / p99 (ms) | TTFT error p50 / p99 (ms) | gap error p50 / p99 (ms) | in flight at server, mean (max) | served / ideal rate | client CPU per token (µs) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for streams in [1usize, 16, 64, 256] {
+    for streams in [1usize, 16, 64, 128, 256] {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut server = Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .args(["sim-server", "--port", &port.to_string(), "--served-model-name", "bench"])
