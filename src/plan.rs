@@ -497,7 +497,7 @@ impl Builder {
                         obj.insert("media-io-kwargs".into(), json!({"video": {"num_frames": -1}}));
                     }
                     false => {
-                        obj.insert("limit-mm-per-prompt".into(), limit_mm.into());
+                        obj.insert("limit-mm-per-prompt".into(), json!({"image": limit_mm}));
                     }
                 }
                 // Only when set, so files that do not use them keep their keys.
@@ -567,21 +567,23 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
         "request-timeout-s": w.request_timeout.as_secs_f64(),
         "max-error-share": w.max_error_share,
     });
-    // Open loop only: closed-loop keys stay as they were before arrival existed.
+    // Keys that came later enter only when not at their default, so experiments that
+    // do not use them keep the keys (and cached measurements) they had.
     let rate = |r: f64| workload_override(exp, cell, "request-rate").and_then(|v| v.as_f64()).unwrap_or(r);
     let arrival = match w.arrival {
         Arrival::Closed => None,
         Arrival::Constant { rate: r } => Some(("constant", rate(r))),
         Arrival::Poisson { rate: r } => Some(("poisson", rate(r))),
     };
-    if let (Some((kind, rate)), Some(obj)) = (arrival, params.as_object_mut()) {
+    let obj = params.as_object_mut().expect("json! object");
+    if let Some((kind, rate)) = arrival {
         obj.insert("arrival".into(), kind.into());
         obj.insert("request-rate".into(), rate.into());
     }
-    if let (true, Some(obj)) = (w.images_by_id, params.as_object_mut()) {
+    if w.images_by_id {
         obj.insert("image-reuse".into(), "uuid".into());
     }
-    if let (true, Some(obj)) = (w.frames_as_video, params.as_object_mut()) {
+    if w.frames_as_video {
         obj.insert("frames-as".into(), "video".into());
     }
     params

@@ -135,6 +135,20 @@ impl Project {
         out
     }
 
+    /// Every `requests.csv` under `cache/<under>/` (`measure` or `failed`), parsed,
+    /// oldest first.
+    fn requests_tables(&self, under: &str) -> Vec<Vec<Row>> {
+        let dir = self.path().join("cache").join(under);
+        let mut found: Vec<(std::time::SystemTime, Vec<Row>)> = self
+            .all_files()
+            .into_iter()
+            .filter(|(path, _)| path.starts_with(&dir) && path.ends_with("requests.csv"))
+            .map(|(path, bytes)| (std::fs::metadata(&path).unwrap().modified().unwrap(), csv_rows(std::str::from_utf8(&bytes).unwrap())))
+            .collect();
+        found.sort_by_key(|(t, _)| *t);
+        found.into_iter().map(|(_, rows)| rows).collect()
+    }
+
     fn run_ok(&self) -> Output {
         let out = self.pipeline(&["run", "experiments/t.toml"]);
         assert_eq!(out.code, 0, "run failed:\n{}", out.stderr);
@@ -631,8 +645,11 @@ fn sim_command_model(name: &str, flags: &[&str]) -> String {
     format!("[models.{name}]\nbackend = \"command\"\nserved-name = \"{name}-command\"\ncommand = [{}]\n", argv.join(", "))
 }
 
-/// Rows of a CSV file as maps from column name to text (our tables quote nothing we read here).
-fn csv_rows(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+/// One CSV row: column name → text.
+type Row = std::collections::BTreeMap<String, String>;
+
+/// Rows of a CSV file (our tables quote nothing we read here).
+fn csv_rows(text: &str) -> Vec<Row> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split(',').map(String::from)).collect()).collect()
@@ -677,17 +694,14 @@ dir = "reports/hosted"
     let secret = "sk-ant-test-0123456789-do-not-leak";
     let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PIPELINE_TEST_ANTHROPIC_KEY", secret)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let files = p.all_files();
-    let (_, requests) =
-        files.iter().find(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure")).unwrap();
-    let rows = csv_rows(std::str::from_utf8(requests).unwrap());
+    let rows = p.requests_tables("measure").pop().unwrap();
     let shape: Vec<(&str, &str, &str)> = rows.iter().map(|r| (r["turn"].as_str(), r["attempt"].as_str(), r["error"].as_str())).collect();
     assert_eq!(shape, [("0", "0", "http_429"), ("0", "1", "none"), ("1", "0", "none")]);
     assert_eq!(rows[0]["status"], "429");
     assert_eq!(rows[1]["completion_tokens"], "4");
     let prompt = |i: usize| rows[i]["prompt_tokens"].parse::<u64>().unwrap();
     assert!(prompt(2) > prompt(1) + 4, "turn 1 resends turn 0 and its answer: {} vs {}", prompt(2), prompt(1));
-    for (path, bytes) in &files {
+    for (path, bytes) in &p.all_files() {
         let text = String::from_utf8_lossy(bytes);
         assert!(!text.contains(secret), "the API key leaked into {}", path.display());
     }
@@ -708,13 +722,8 @@ dir = "reports/hosted"
     assert!(out.stderr.contains("2 of 2 requests failed") && out.stderr.contains("connect:"), "{}", out.stderr);
     // The failed measure's rows are kept, outside the cache proper.
     assert!(out.stderr.contains("what it recorded is kept in"), "{}", out.stderr);
-    let kept = tls
-        .all_files()
-        .into_iter()
-        .find(|(path, _)| path.ends_with("requests.csv"))
-        .map(|(path, bytes)| (path, csv_rows(std::str::from_utf8(&bytes).unwrap())));
-    let (path, rows) = kept.expect("requests.csv of the failed measure");
-    assert!(path.to_string_lossy().contains("failed"), "{}", path.display());
+    assert!(tls.requests_tables("measure").is_empty(), "a failed measure is not in the cache");
+    let rows = tls.requests_tables("failed").pop().expect("requests.csv of the failed measure");
     assert!(rows.iter().all(|r| r["error"] == "connect") && rows.len() == 2);
 }
 
@@ -988,15 +997,10 @@ workload = "request-rate"
 "#,
     );
     p.run_ok();
-    let files = p.all_files();
-    let mut tables: Vec<Vec<std::collections::BTreeMap<String, String>>> = files
-        .iter()
-        .filter(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure"))
-        .map(|(_, bytes)| csv_rows(std::str::from_utf8(bytes).unwrap()))
-        .collect();
-    let rate_of = |rows: &Vec<std::collections::BTreeMap<String, String>>| rows[0]["rate"].parse::<f64>().unwrap();
+    let mut tables = p.requests_tables("measure");
+    let rate_of = |rows: &Vec<Row>| rows[0]["rate"].parse::<f64>().unwrap();
     tables.sort_by(|a, b| rate_of(a).total_cmp(&rate_of(b)));
-    let ns = |r: &std::collections::BTreeMap<String, String>, k: &str| r[k].parse::<i64>().unwrap();
+    let ns = |r: &Row, k: &str| r[k].parse::<i64>().unwrap();
     for rows in &tables {
         let rate = rate_of(rows);
         let mut scheduled: Vec<i64> = rows.iter().map(|r| ns(r, "scheduled_ns")).collect();
@@ -1011,9 +1015,7 @@ workload = "request-rate"
     }
     // At 20/s a conversation's turn is due 100 ms after its previous one, which takes
     // 120 ms to answer: its later turns go out late. At 4/s (500 ms apart) none does.
-    let late = |rows: &Vec<std::collections::BTreeMap<String, String>>| {
-        rows.iter().filter(|r| ns(r, "sent_ns") - ns(r, "scheduled_ns") > 10_000_000).count()
-    };
+    let late = |rows: &Vec<Row>| rows.iter().filter(|r| ns(r, "sent_ns") - ns(r, "scheduled_ns") > 10_000_000).count();
     assert_eq!((rate_of(&tables[0]), rate_of(&tables[1])), (4.0, 20.0));
     assert!(late(&tables[1]) >= 2, "{:?}", tables[1]);
     assert_eq!(late(&tables[0]), 0, "{:?}", tables[0]);
@@ -1090,9 +1092,7 @@ seed = [1]
     assert!(out.stderr.contains("exited (exit status: 1) during the measurement"), "{}", out.stderr);
     assert!(out.stderr.contains("crashing at chat request 3"), "the server log's tail is shown: {}", out.stderr);
     assert!(out.stderr.contains("done   measure[model=fine"), "{}", out.stderr);
-    let files = p.all_files();
-    let kept = files.iter().find(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("failed")).unwrap();
-    let rows = csv_rows(std::str::from_utf8(&kept.1).unwrap());
+    let rows = p.requests_tables("failed").pop().unwrap();
     let errors: Vec<&str> = rows.iter().map(|r| r["error"].as_str()).collect();
     assert_eq!(&errors[..2], ["none", "none"], "the two answered turns are kept");
     assert!(errors[2..].iter().all(|e| *e != "none") && errors.len() == 4, "{errors:?}");
@@ -1127,17 +1127,8 @@ model = ["s"]
 "#
         )
     };
-    let rows_of = |p: &Project| {
-        let files = p.all_files();
-        let mut tables: Vec<(std::time::SystemTime, Vec<std::collections::BTreeMap<String, String>>)> = files
-            .iter()
-            .filter(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure"))
-            .map(|(path, bytes)| (std::fs::metadata(path).unwrap().modified().unwrap(), csv_rows(std::str::from_utf8(bytes).unwrap())))
-            .collect();
-        tables.sort_by_key(|(t, _)| *t);
-        tables.pop().unwrap().1
-    };
-    let num = |r: &std::collections::BTreeMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
+    let rows_of = |p: &Project| p.requests_tables("measure").pop().unwrap();
+    let num = |r: &Row, k: &str| r[k].parse::<f64>().unwrap();
     p.write("experiments/t.toml", &file("uuid"));
     p.run_ok();
     let by_id = rows_of(&p);
@@ -1150,7 +1141,7 @@ model = ["s"]
     for (a, b) in by_id.iter().zip(&resent) {
         assert_eq!(a["prompt_tokens"], b["prompt_tokens"]);
     }
-    let growth = |rows: &[std::collections::BTreeMap<String, String>]| num(&rows[2], "request_bytes") / num(&rows[0], "request_bytes");
+    let growth = |rows: &[Row]| num(&rows[2], "request_bytes") / num(&rows[0], "request_bytes");
     assert!(growth(&by_id) < 1.5, "by id: turn 3 carries one image: {}", growth(&by_id));
     assert!(growth(&resent) > 2.5, "resent: turn 3 carries three images: {}", growth(&resent));
 }
@@ -1182,14 +1173,7 @@ frames = [4]
         )
     };
     let prompt_tokens = |p: &Project| {
-        let files = p.all_files();
-        let mut tables: Vec<(std::time::SystemTime, Vec<std::collections::BTreeMap<String, String>>)> = files
-            .iter()
-            .filter(|(path, _)| path.ends_with("requests.csv") && path.to_string_lossy().contains("measure"))
-            .map(|(path, bytes)| (std::fs::metadata(path).unwrap().modified().unwrap(), csv_rows(std::str::from_utf8(bytes).unwrap())))
-            .collect();
-        tables.sort_by_key(|(t, _)| *t);
-        let rows = tables.pop().unwrap().1;
+        let rows = p.requests_tables("measure").pop().unwrap();
         assert_eq!(rows[0]["error"], "none", "{rows:?}");
         rows[0]["prompt_tokens"].parse::<i64>().unwrap()
     };

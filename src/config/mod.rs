@@ -545,6 +545,20 @@ impl Validator<'_> {
         }
     }
 
+    /// A key with two values, `default` (absent too) or `other`: whether it is `other`.
+    fn either(&mut self, path: &str, value: Option<&str>, default: (&str, &str), other: (&str, &str)) -> bool {
+        match value {
+            None => false,
+            Some(v) if v == default.0 => false,
+            Some(v) if v == other.0 => true,
+            Some(v) => {
+                let hint = format!("one of: {} (default: {}), {} ({})", default.0, default.1, other.0, other.1);
+                self.error(path, format!("unknown value `{v}`"), Some(hint));
+                false
+            }
+        }
+    }
+
     fn workload(&mut self, w: raw::RawWorkload) -> Workload {
         let (width, height) = match w.resolution.as_deref().unwrap_or("1280x720").split_once('x') {
             Some((a, b)) => match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
@@ -587,30 +601,18 @@ impl Validator<'_> {
             self.error("workload.max-error-share", format!("must lie in [0, 1], found `{share}`"), None);
         }
         let arrival = self.arrival(w.arrival.as_deref(), w.request_rate);
-        let frames_as_video = match w.frames_as.as_deref() {
-            None | Some("images") => false,
-            Some("video") => true,
-            Some(other) => {
-                self.error(
-                    "workload.frames-as",
-                    format!("unknown `{other}`"),
-                    Some("one of: images (default: one image part per frame), video (one video_url per turn)".into()),
-                );
-                false
-            }
-        };
-        let images_by_id = match w.image_reuse.as_deref() {
-            None | Some("resend") => false,
-            Some("uuid") => true,
-            Some(other) => {
-                self.error(
-                    "workload.image-reuse",
-                    format!("unknown image reuse `{other}`"),
-                    Some("one of: resend (default: every image every turn), uuid (each image once, then by id)".into()),
-                );
-                false
-            }
-        };
+        let frames_as_video = self.either(
+            "workload.frames-as",
+            w.frames_as.as_deref(),
+            ("images", "one image part per frame"),
+            ("video", "one video_url per turn"),
+        );
+        let images_by_id = self.either(
+            "workload.image-reuse",
+            w.image_reuse.as_deref(),
+            ("resend", "every image every turn"),
+            ("uuid", "each image once, then by id"),
+        );
         let timeout = w.request_timeout_s.unwrap_or(120.0);
         if timeout.is_nan() || timeout <= 0.0 {
             self.error("workload.request-timeout-s", "must be a positive number of seconds", None);

@@ -64,8 +64,8 @@ struct Ctx {
     stopping: AtomicBool,
     keep_going: bool,
     progress: Progress,
-    /// Steps that ran or were found cached during this run.
-    records: Mutex<Vec<(usize, Digest)>>,
+    /// Steps that ran or were found cached during this run, with their keys.
+    done: Mutex<Vec<(usize, Digest)>>,
     summary: Mutex<RunSummary>,
 }
 
@@ -107,7 +107,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         stopping: AtomicBool::new(false),
         keep_going: opts.keep_going,
         progress: Progress::new(to_do),
-        records: Mutex::new(Vec::new()),
+        done: Mutex::new(Vec::new()),
         summary: Mutex::new(RunSummary {
             cached: statuses.iter().filter(|s| s.state == State::Fresh).count(),
             skipped: statuses.iter().filter(|s| s.state == State::Skip).count(),
@@ -137,7 +137,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     }
     ctx.services.stop_all().await;
     ctx.progress.done();
-    let ran = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|e| e.into_inner()));
+    let ran = std::mem::take(&mut *ctx.done.lock().unwrap_or_else(|e| e.into_inner()));
     save_records(&plan, &ctx.cache, &statuses, &ran)?;
     let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
     let report = plan.steps.iter().position(|s| s.kind == StepKind::Report);
@@ -244,7 +244,7 @@ fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: bool) {
             } else {
                 summary.cached += 1;
             }
-            ctx.records.lock().unwrap_or_else(|e| e.into_inner()).push((i, key));
+            ctx.done.lock().unwrap_or_else(|e| e.into_inner()).push((i, key));
             Outcome::Done { key, output }
         }
         Err(e) => {

@@ -230,11 +230,8 @@ impl Services {
                 return a;
             }
             Backend::Vllm => {
-                let limit_mm = match spec.config.get("limit-mm-per-prompt") {
-                    Some(serde_json::Value::Number(n)) => serde_json::json!({"image": n}),
-                    Some(other) => other.clone(),
-                    None => serde_json::json!({"image": 1}),
-                };
+                // The plan writes vLLM's own JSON for it.
+                let limit_mm = spec.config.get("limit-mm-per-prompt").cloned().unwrap_or_else(|| serde_json::json!({"image": 1}));
                 let mut a: Vec<String> =
                     ["vllm", "serve", &variant.model, "--host", "127.0.0.1", "--port", &port, "--served-model-name", &model.served_name]
                         .map(String::from)

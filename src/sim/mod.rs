@@ -149,14 +149,15 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             if wire == Wire::Anthropic && header("anthropic-version").is_none() {
                 return Ok(wire_error(wire, StatusCode::BAD_REQUEST, "anthropic-version: header is required".into()));
             }
-            let n = shared.received.load(Ordering::SeqCst) + 1;
+            // This request's number among chat requests (1-based), refused ones included.
+            let n = shared.received.fetch_add(1, Ordering::SeqCst) + 1;
             if shared.opts.crash_at > 0 && n >= shared.opts.crash_at {
                 eprintln!("pipeline sim-server: crashing at chat request {n} (--crash-at)");
                 std::process::exit(1);
             }
             match req.into_body().collect().await {
                 // Read the body first, as a real server does, then refuse.
-                Ok(_) if shared.received.fetch_add(1, Ordering::SeqCst) < shared.opts.reject_first => {
+                Ok(_) if n <= shared.opts.reject_first => {
                     let mut r = wire_error(wire, StatusCode::TOO_MANY_REQUESTS, "rate limited (sim-server --reject-first)".into());
                     r.headers_mut().insert("retry-after", "0".parse().expect("static header"));
                     r
@@ -346,6 +347,11 @@ impl Answer {
         if self.words.len() as u32 >= self.max_tokens { "length" } else { "stop" }
     }
 
+    /// Anthropic's name for why the answer ended.
+    fn anthropic_stop_reason(&self) -> &'static str {
+        if self.finish() == "length" { "max_tokens" } else { "end_turn" }
+    }
+
     fn completion(&self) -> u64 {
         self.words.len() as u64
     }
@@ -383,7 +389,7 @@ impl Answer {
     /// `message_delta` with the output tokens and `message_stop` follow the last.
     fn anthropic_chunks(&self) -> Vec<Bytes> {
         let event = |data: serde_json::Value| format!("event: {}\ndata: {data}\n\n", data["type"].as_str().unwrap_or_default());
-        let stop_reason = if self.finish() == "length" { "max_tokens" } else { "end_turn" };
+        let stop_reason = self.anthropic_stop_reason();
         let mut chunks: Vec<String> = self
             .words
             .iter()
@@ -409,7 +415,7 @@ impl Answer {
     }
 
     fn anthropic_body(&self) -> String {
-        let stop_reason = if self.finish() == "length" { "max_tokens" } else { "end_turn" };
+        let stop_reason = self.anthropic_stop_reason();
         json!({"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [{"type": "text", "text": self.words.concat()}],
             "stop_reason": stop_reason, "stop_sequence": null,
             "usage": {"input_tokens": self.prompt_tokens - self.cached_tokens, "cache_read_input_tokens": self.cached_tokens, "output_tokens": self.completion()}})

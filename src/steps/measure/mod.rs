@@ -152,7 +152,7 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
                 history.push(user_message(&turn.question, &turn.images, &parts, false, video));
                 let body: bytes::Bytes = request_body(&header, &history).into();
                 // Later turns refer to this turn's images by id, when that is the mode.
-                if let Some(last) = history.last_mut() {
+                if by_id && let Some(last) = history.last_mut() {
                     *last = user_message(&turn.question, &turn.images, &parts, true, video);
                 }
                 // Open loop: this turn's send time was drawn in advance; if the previous
