@@ -157,14 +157,14 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
                 }
                 // Open loop: this turn's send time was drawn in advance; if the previous
                 // answer comes later, the request goes out late and `sent_ns` shows it.
-                let slot = schedule.as_ref().as_ref().map(|(start, offsets)| (*start, offsets[t * batch + c]));
-                if let Some((start, offset)) = slot {
-                    tokio::time::sleep_until((start + offset).into()).await;
+                let slot = schedule.as_ref().as_ref().map(|s| s.slot(t * batch + c));
+                if let Some((at, _)) = slot {
+                    tokio::time::sleep_until(at.into()).await;
                 }
                 let mut attempt = 0;
                 let answer = loop {
                     let scheduled_ns = match slot {
-                        Some((start, offset)) if attempt == 0 => crate::instant_to_ns(start + offset),
+                        Some((_, at_ns)) if attempt == 0 => at_ns,
                         _ => monotonic_ns(),
                     };
                     let ex = client::exchange(&client, &target, &format!("{run_id}-c{c}-t{t}-a{attempt}"), body.clone()).await;
@@ -249,11 +249,26 @@ fn hint(ex: &Exchange) -> Option<String> {
     }
 }
 
-/// Open-loop send times: a start instant and one offset per (turn, conversation) slot,
-/// slot `turn × batch + conversation`, at `request-rate` per second in total, evenly
-/// spaced or with exponential gaps (a Poisson process) from a ChaCha stream seeded by
-/// the cell's seed. `None` for closed loop.
-fn open_loop_schedule(p: &Params) -> Option<(std::time::Instant, Vec<Duration>)> {
+/// Open-loop send times: one offset from `start` per (turn, conversation) slot.
+struct Schedule {
+    start: std::time::Instant,
+    /// `start` on the monotonic clock, converted once, so recorded times keep the
+    /// offsets exactly.
+    start_ns: u64,
+    offsets: Vec<Duration>,
+}
+
+impl Schedule {
+    /// When slot `i` is due, as an instant to sleep until and in nanoseconds to record.
+    fn slot(&self, i: usize) -> (std::time::Instant, u64) {
+        (self.start + self.offsets[i], self.start_ns + self.offsets[i].as_nanos() as u64)
+    }
+}
+
+/// The open-loop schedule: slot `turn × batch + conversation`, at `request-rate` per
+/// second in total, evenly spaced or with exponential gaps (a Poisson process) from a
+/// ChaCha stream seeded by the cell's seed. `None` for closed loop.
+fn open_loop_schedule(p: &Params) -> Option<Schedule> {
     use rand_chacha::rand_core::{RngCore, SeedableRng};
     let (kind, rate) = (p.arrival.as_deref()?, p.request_rate?);
     let seed = p.cell.iter().find(|(k, _)| k == "seed").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
@@ -270,7 +285,8 @@ fn open_loop_schedule(p: &Params) -> Option<(std::time::Instant, Vec<Duration>)>
             here
         })
         .collect();
-    Some((std::time::Instant::now() + Duration::from_millis(5), offsets))
+    let start = std::time::Instant::now() + Duration::from_millis(5);
+    Some(Schedule { start, start_ns: crate::instant_to_ns(start), offsets })
 }
 
 /// How long to wait before retrying a turn, or `None` to move on: only a 429 is
