@@ -19,7 +19,11 @@
 //!
 //! Each stream's first request (opening its connection) is a warm-up and not counted.
 //!
-//! Run: `cargo bench --bench sim` (release build).
+//! Last, the floor under the CPU figure: one stream read over a bare TcpStream.
+//!
+//! Run: `cargo bench --bench sim` (release build). `SIM_BENCH_STREAMS=1,16` runs only
+//! those rows, `SIM_BENCH_SECONDS` sets the window, `RT=current` or `RT=<workers>` picks
+//! the tokio runtime (default: multi-thread, one worker per core, as `pipeline run`).
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -43,12 +47,23 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 fn main() {
     let seconds: f64 = std::env::var("SIM_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4.0);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = match std::env::var("RT").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        Ok(n) if n.parse::<usize>().is_ok() => {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(n.parse().unwrap()).enable_all().build().unwrap()
+        }
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap(),
+    };
     println!(
         "| streams | server lag p50 / p99 / max (ms) | request delivery p50 / p99 (ms) | first-token delivery p50 / p99 (ms) | TTFT error p50 / p99 (ms) | gap error p50 / p99 (ms) | in flight at server, mean (max) | served / ideal rate | client CPU per token (µs) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
-    for streams in [1usize, 16, 64, 128, 256] {
+    // SIM_BENCH_STREAMS=1,16 runs only those rows.
+    let rows: Vec<usize> = match std::env::var("SIM_BENCH_STREAMS") {
+        Ok(list) => list.split(',').map(|n| n.trim().parse().expect("SIM_BENCH_STREAMS: numbers, comma-separated")).collect(),
+        Err(_) => vec![1, 16, 64, 128, 256],
+    };
+    for streams in rows {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut server = Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .args(["sim-server", "--port", &port.to_string(), "--served-model-name", "bench"])
@@ -162,17 +177,77 @@ fn main() {
             cpu * 1e6 / (tokens + streams as u64 * TOKENS as u64) as f64,
         );
     }
+    floor(&rt, seconds);
     body_build();
 }
 
-/// User + system CPU seconds of this process so far (all threads), from /proc.
+/// The floor under the client's CPU per token: one stream read with a bare tokio
+/// TcpStream (hand-written HTTP/1.1, keep-alive, no parsing beyond finding `[DONE]`),
+/// the same simulator, the same scripted truth. One chunk is one token, and each costs
+/// at least one wake-up (epoll, read, schedule); at one stream nothing amortises that.
+fn floor(rt: &tokio::runtime::Runtime, seconds: f64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["sim-server", "--port", &port.to_string(), "--served-model-name", "bench"])
+        .args(["--ttft-base-ms", "50", "--prefill-us-per-token", "0", "--itl-base-ms", "10", "--itl-us-per-inflight", "0", "--jitter", "0"])
+        .args(["--answer-tokens", &TOKENS.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (chunks, cpu) = rt.block_on(async {
+        let mut stream = loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        stream.set_nodelay(true).unwrap();
+        let body = format!(
+            r#"{{"model":"bench","stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{TOKENS},"messages":[{{"role":"user","content":"hi"}}]}}"#
+        );
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut buf = vec![0u8; 64 * 1024];
+        let (mut reads, mut cpu_before) = (0u64, 0.0);
+        let end = Instant::now() + Duration::from_secs_f64(seconds);
+        let mut first = true;
+        while Instant::now() < end {
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut tail = Vec::new();
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "simulator closed the connection");
+                reads += 1;
+                tail.extend_from_slice(&buf[..n]);
+                if tail.windows(6).any(|w| w == b"[DONE]") {
+                    break;
+                }
+                let keep = tail.len().saturating_sub(8);
+                tail.drain(..keep);
+            }
+            // The first request opens the connection: a warm-up, not counted.
+            if first {
+                first = false;
+                reads = 0;
+                cpu_before = cpu_seconds();
+            }
+        }
+        (reads, cpu_seconds() - cpu_before)
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    println!();
+    println!("floor, one stream over a bare TcpStream: {:.1} µs of CPU per read ({chunks} reads)", cpu * 1e6 / chunks.max(1) as f64);
+}
+
+/// User + system CPU seconds of this process so far (all threads), to the nanosecond
+/// (/proc's utime and stime count 10 ms ticks, too coarse for a one-stream row).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / rustix::param::clock_ticks_per_second() as f64
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 /// Time the turn-60 request body: 60 user messages with one 720p JPEG each (200 kB,
