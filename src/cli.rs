@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pipeline", version, max_term_width = 100)]
 #[command(
-    after_help = "Examples:\n  pipeline run                               run the embedded demo\n  pipeline plan experiments/qwen_sweep.toml  what would run, and why\n  pipeline run experiments/qwen_sweep.toml --only model=qwen-7b -j 4\n  pipeline dag experiments/demo.toml --format mermaid"
+    after_help = "Examples:\n  pipeline run                               run the embedded demo\n  pipeline plan experiments/qwen_sweep.toml  what would run, and why\n  pipeline run experiments/qwen_sweep.toml --only model=qwen-7b -j 4\n  pipeline dag experiments/demo.toml --format mermaid\n  pipeline report --baseline old-report/      compare with an earlier report"
 )]
 pub struct Cli {
     /// Cache folder for step outputs.
@@ -51,6 +51,29 @@ pub enum Command {
         /// One JSON object per line: id, kind, coords, key, state, reasons.
         #[arg(long)]
         json: bool,
+    },
+    /// Re-render the report from cached results, without measuring anything.
+    ///
+    /// Aggregation and rendering run again where their inputs changed (a template, the
+    /// SLO, a baseline); every measure step must already be cached (`pipeline run`).
+    /// With --baseline, the report adds the change of each across-seeds mean against
+    /// an earlier report, and calls it significant only when its interval lies wholly
+    /// outside the noise band.
+    Report {
+        /// Experiment file (default: the embedded demo).
+        file: Option<PathBuf>,
+        /// An earlier report folder (holding seeds.parquet) to compare against.
+        #[arg(long, value_name = "DIR")]
+        baseline: Option<PathBuf>,
+        /// Changes within ± this many percent are noise [default: 5, or [report] noise-pct].
+        #[arg(long, value_name = "PCT", value_parser = parse_pct)]
+        noise_pct: Option<f64>,
+    },
+    /// Copy the embedded report templates into DIR, to edit; then set
+    /// `templates = "DIR"` under [report] in the experiment file.
+    Templates {
+        /// Folder to write README.md.j2 and index.html.j2 into.
+        dir: PathBuf,
     },
     /// How many steps of each kind are up to date, and where the report is.
     Status {
@@ -86,6 +109,13 @@ pub struct Target {
     /// Run the selected steps even if they are cached.
     #[arg(long)]
     pub force: bool,
+}
+
+fn parse_pct(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..100.0).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a percentage from 0 to 100")),
+    }
 }
 
 fn parse_only(s: &str) -> Result<(String, String), String> {

@@ -50,6 +50,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Run { target, jobs, keep_going } => run(&cache, &target, jobs, keep_going),
         Command::Plan { target, json } => plan_cmd(&cache, &target, json),
         Command::Status { file } => status(&cache, file.as_deref()),
+        Command::Report { file, baseline, noise_pct } => report(&cache, file.as_deref(), baseline.as_deref(), noise_pct),
+        Command::Templates { dir } => templates(&dir),
         Command::Dag { file, format } => dag(file.as_deref(), format),
         Command::Cache { command: CacheCommand::Gc } => gc(&cache),
         Command::SimServer(args) => sim_server(args),
@@ -61,7 +63,8 @@ fn load(file: Option<&Path>) -> Result<(Source, Plan), Failure> {
         Some(f) => Source::read(f)?,
         None => Source::demo(),
     };
-    let experiment = config::load(&source)?;
+    let mut experiment = config::load(&source)?;
+    experiment.report.provenance = steps::report::provenance(file, &source.display);
     let cells = matrix::expand(&experiment, &source)?;
     let plan = Plan::build(experiment, cells, steps::telemetry::hardware_identity()).map_err(|e| fail(exit::USER)(e.into()))?;
     Ok((source, plan))
@@ -171,6 +174,79 @@ fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<
     let sel = selection(target, &plan)?;
     let _lock = cache.lock()?;
     let statuses = plan.status(cache, &sel);
+    execute(cache, source, plan, statuses, jobs, keep_going)
+}
+
+/// Re-render the report from cached measurements: aggregate and report run if they
+/// must, nothing is measured.
+fn report(cache: &Cache, file: Option<&Path>, baseline: Option<&Path>, noise_pct: Option<f64>) -> Result<i32, Failure> {
+    let source = match file {
+        Some(f) => Source::read(f)?,
+        None => Source::demo(),
+    };
+    let mut experiment = config::load(&source)?;
+    experiment.report.provenance = steps::report::provenance(file, &source.display);
+    if let Some(dir) = baseline {
+        if !dir.join("seeds.parquet").is_file() {
+            return Err(Failure {
+                error: anyhow!(
+                    "--baseline {}: no seeds.parquet there\nhint: pass an earlier report folder, e.g. a copy of {}",
+                    dir.display(),
+                    experiment.report.dir.display()
+                ),
+                code: exit::USER,
+            });
+        }
+        experiment.report.baseline = Some(dir.to_path_buf());
+    }
+    if let Some(n) = noise_pct {
+        experiment.report.noise_pct = n;
+    }
+    let cells = matrix::expand(&experiment, &source)?;
+    let plan = Plan::build(experiment, cells, steps::telemetry::hardware_identity()).map_err(|e| fail(exit::USER)(e.into()))?;
+    let _lock = cache.lock()?;
+    let sel = Selection { kinds: vec![crate::plan::StepKind::Report], ..Selection::default() };
+    let statuses = plan.status(cache, &sel);
+    let missing: Vec<&str> = plan
+        .steps
+        .iter()
+        .zip(&statuses)
+        .filter(|(s, st)| matches!(s.kind, crate::plan::StepKind::Measure | crate::plan::StepKind::Datagen) && st.state != State::Fresh)
+        .map(|(s, _)| s.id.as_str())
+        .collect();
+    if let Some(first) = missing.first() {
+        return Err(Failure {
+            error: anyhow!(
+                "{} step(s) have no cached results, e.g. {first}; `pipeline report` renders only what is measured\nhint: run `pipeline run{}` first",
+                missing.len(),
+                file.map(|f| format!(" {}", f.display())).unwrap_or_default()
+            ),
+            code: exit::USER,
+        });
+    }
+    execute(cache, source, plan, statuses, 2, false)
+}
+
+/// `pipeline templates DIR`: the embedded report templates, to edit and point
+/// `[report] templates` at.
+fn templates(dir: &Path) -> Result<i32, Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    for (name, text) in steps::report::TEMPLATES {
+        let path = dir.join(name);
+        if path.exists() {
+            return Err(Failure {
+                error: anyhow!("{} exists; not overwriting it\nhint: pick an empty folder", path.display()),
+                code: exit::USER,
+            });
+        }
+        std::fs::write(&path, text).map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    eprintln!("next: set `templates = \"{}\"` under [report] in your experiment file", dir.display());
+    Ok(exit::OK)
+}
+
+fn execute(cache: &Cache, source: Source, plan: Plan, statuses: Vec<StepStatus>, jobs: usize, keep_going: bool) -> Result<i32, Failure> {
     eprintln!("pipeline: {} ({} cells, {} steps): {}", source.display, plan.cells.len(), plan.steps.len(), counts_line(&statuses));
     let report_dest = plan.experiment.base_dir.join(&plan.experiment.report.dir);
     let plan = Arc::new(plan);

@@ -9,14 +9,19 @@ use anyhow::{Context, Result};
 use polars::prelude::*;
 
 pub fn write_table(df: &mut DataFrame, dir: &Path, name: &str) -> Result<()> {
-    let parquet = dir.join(format!("{name}.parquet"));
-    ParquetWriter::new(File::create(&parquet)?)
-        .finish(df)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("writing {}", parquet.display()))?;
+    write_parquet(df, &dir.join(format!("{name}.parquet")))?;
     let csv = dir.join(format!("{name}.csv"));
     CsvWriter::new(File::create(&csv)?).finish(df).map_err(anyhow::Error::from).with_context(|| format!("writing {}", csv.display()))?;
     Ok(())
+}
+
+/// Parquet only: for tables too big to mirror as CSV (all request rows of a study).
+pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
+    ParquetWriter::new(File::create(path)?)
+        .finish(df)
+        .map(|_| ())
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {

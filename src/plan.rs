@@ -122,13 +122,17 @@ impl Plan {
             StepKind::Aggregate,
             "aggregate".into(),
             vec![],
-            json!({"percentile-method": "linear-interpolation"}),
+            json!({"percentile-method": "linear-interpolation", "slo": experiment.report.slo, "bootstrap-resamples": steps::aggregate::seeds::RESAMPLES}),
             measure_ids,
             None,
             None,
         );
         let templates = steps::report::template_digests(&experiment);
-        let report_params = json!({"title": experiment.report.title, "templates": templates});
+        let r = &experiment.report;
+        let report_params = json!({
+            "title": r.title, "templates": templates, "source": r.provenance, "slo": r.slo,
+            "baseline": steps::report::baseline_digest(&experiment), "noise-pct": r.noise_pct,
+        });
         let agg_id = b.steps[aggregate].id.clone();
         b.add(StepKind::Report, "report".into(), vec![], report_params, vec![agg_id], None, None);
         let (steps, order) = b.finish()?;

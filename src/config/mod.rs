@@ -245,6 +245,42 @@ pub struct ReportSettings {
     pub dir: PathBuf,
     pub title: String,
     pub templates: Option<PathBuf>,
+    pub slo: Slo,
+    /// An earlier report folder to compare against (`--baseline` overrides it).
+    pub baseline: Option<PathBuf>,
+    /// A change smaller than this (percent, either way) is noise.
+    pub noise_pct: f64,
+    /// Where the experiment file came from (git commit), set by the command that loads it.
+    pub provenance: String,
+}
+
+/// A service-level objective: a request is *good* when it meets every threshold set;
+/// a cell meets the SLO when at least `attainment_pct` of its requests are good.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Slo {
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub e2e_ms: Option<f64>,
+    pub attainment_pct: f64,
+}
+
+impl Default for Slo {
+    /// Without `[report.slo]`: TTFT ≤ 500 ms and TPOT ≤ 50 ms for 90% of requests.
+    fn default() -> Self {
+        Slo { ttft_ms: Some(500.0), tpot_ms: Some(50.0), e2e_ms: None, attainment_pct: 90.0 }
+    }
+}
+
+impl Slo {
+    /// "TTFT ≤ 500 ms, TPOT ≤ 50 ms", for reports.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms), ("end-to-end", self.e2e_ms)]
+            .iter()
+            .filter_map(|(n, v)| v.map(|v| format!("{n} ≤ {v} ms")))
+            .collect();
+        if parts.is_empty() { "no thresholds".into() } else { parts.join(", ") }
+    }
 }
 
 /// Where an experiment came from: a file, or the embedded demo.
@@ -383,6 +419,34 @@ impl Validator<'_> {
         }
     }
 
+    fn slo(&mut self, raw: Option<raw::RawSlo>) -> Slo {
+        let Some(raw) = raw else { return Slo::default() };
+        let mut ms = |key: &str, v: Option<f64>| match v {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                self.error(format!("report.slo.{key}"), format!("must be a positive number of milliseconds, found `{v}`"), None);
+                None
+            }
+            v => v,
+        };
+        let slo = Slo {
+            ttft_ms: ms("ttft-ms", raw.ttft_ms),
+            tpot_ms: ms("tpot-ms", raw.tpot_ms),
+            e2e_ms: ms("e2e-ms", raw.e2e_ms),
+            attainment_pct: raw.attainment_pct.unwrap_or(90.0),
+        };
+        if !(slo.attainment_pct > 0.0 && slo.attainment_pct <= 100.0) {
+            self.error(
+                "report.slo.attainment-pct",
+                format!("must be above 0 and at most 100 (percent of requests), found `{}`", slo.attainment_pct),
+                Some("the default is 90".into()),
+            );
+        }
+        if slo.ttft_ms.is_none() && slo.tpot_ms.is_none() && slo.e2e_ms.is_none() {
+            self.error("report.slo", "sets no threshold", Some("set at least one of ttft-ms, tpot-ms, e2e-ms".into()));
+        }
+        slo
+    }
+
     fn experiment(&mut self, raw: raw::RawExperiment) -> Experiment {
         if raw.name.is_empty() || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             self.error("name", format!("`{}` is not a valid experiment name", raw.name), Some("use letters, digits, `-` and `_`".into()));
@@ -404,10 +468,23 @@ impl Validator<'_> {
             );
         }
         let title = raw.report.title.clone().or(raw.title).unwrap_or_else(|| raw.name.clone());
+        let slo = self.slo(raw.report.slo);
+        let noise_pct = match raw.report.noise_pct {
+            None => 5.0,
+            Some(v) if v.is_finite() && (0.0..100.0).contains(&v) => v,
+            Some(v) => {
+                self.error("report.noise-pct", format!("must be from 0 to 100 (percent), found `{v}`"), Some("the default is 5".into()));
+                5.0
+            }
+        };
         let report = ReportSettings {
             dir: PathBuf::from(raw.report.dir.unwrap_or_else(|| format!("reports/{}", raw.name))),
             title,
             templates: raw.report.templates.map(|t| self.source.base_dir.join(t)),
+            slo,
+            baseline: raw.report.baseline.map(|b| self.source.base_dir.join(b)),
+            noise_pct,
+            provenance: String::new(),
         };
         Experiment {
             name: raw.name,

@@ -127,4 +127,16 @@ pub struct RawReport {
     pub dir: Option<String>,
     pub title: Option<String>,
     pub templates: Option<String>,
+    pub slo: Option<RawSlo>,
+    pub baseline: Option<String>,
+    pub noise_pct: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSlo {
+    pub ttft_ms: Option<f64>,
+    pub tpot_ms: Option<f64>,
+    pub e2e_ms: Option<f64>,
+    pub attainment_pct: Option<f64>,
 }

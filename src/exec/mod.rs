@@ -278,7 +278,7 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
         }
         StepKind::Aggregate => {
             let inputs = inputs.to_vec();
-            tokio::task::spawn_blocking(move || steps::aggregate::run(&inputs, &out)).await??;
+            tokio::task::spawn_blocking(move || steps::aggregate::run(&inputs, &plan.experiment.report.slo, &out)).await??;
         }
         StepKind::Report => {
             let input = inputs.first().context("a report step without an aggregate")?.1.clone();

@@ -32,7 +32,7 @@ use crate::steps::telemetry;
 use crate::{export, monotonic_ns};
 
 /// Bump when recorded files would change.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Attempts per turn when the server answers 429.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -428,6 +428,7 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
         Column::new("status".into(), records.iter().map(|r| r.ex.status as u32).collect::<Vec<u32>>()),
         Column::new("error".into(), records.iter().map(|r| r.ex.error.name()).collect::<Vec<&str>>()),
         Column::new("error_detail".into(), records.iter().map(|r| r.ex.error_detail.as_str()).collect::<Vec<&str>>()),
+        Column::new("answer".into(), records.iter().map(|r| r.ex.answer.as_str()).collect::<Vec<&str>>()),
     ]);
     let mut requests = DataFrame::new(n, cols)?;
     export::write_table(&mut requests, out, "requests")?;

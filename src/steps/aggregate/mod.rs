@@ -1,0 +1,259 @@
+//! The aggregate step: raw rows of every measure → the tables a report is made of.
+//!
+//! Percentiles are defined once, here: linear interpolation between closest ranks
+//! (numpy's and pandas' default, polars' `QuantileMethod::Linear`), over successful,
+//! non-warm-up requests. Outputs (Parquet, and CSV for the small ones):
+//! * `requests.parquet`: every request row of every cell, for recomputing anything;
+//! * `summary`: one row per cell: counts, reached concurrency, throughput, goodput
+//!   under the SLO, TTFT / inter-token / TPOT / end-to-end latency (mean, p50, p90, p95,
+//!   p99, max) and, where GPUs were sampled, power, energy and temperature;
+//! * `errors`: failed requests per cell and error class;
+//! * `per_turn`: per curve (cell less seed) and turn, the median across seeds of each
+//!   seed's median latency, with min and max (the reference study's picture);
+//! * `seeds` and `points`: statistics across seeds and operating points ([`seeds`]);
+//! * `telemetry`: GPU samples of every cell on one time axis per cell ([`gpu`]);
+//! * `runs.json`: which servers ran (command line, version) and what NVML said.
+
+mod gpu;
+pub mod seeds;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+
+use crate::config::Slo;
+use crate::export;
+
+/// Bump when the tables would change.
+pub const VERSION: u32 = 3;
+
+/// Latency metrics with full statistics in `summary` (`{metric}_{stat}_ms`).
+pub const LATENCIES: [&str; 4] = ["ttft", "itl", "tpot", "e2e"];
+/// The statistics of each latency metric, with their quantile (None: not a quantile).
+pub const STATS: [(&str, Option<f64>); 6] =
+    [("mean", None), ("p50", Some(0.5)), ("p90", Some(0.9)), ("p95", Some(0.95)), ("p99", Some(0.99)), ("max", None)];
+
+pub fn run(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {
+    let mut frames = Vec::with_capacity(inputs.len());
+    for (i, (id, dir)) in inputs.iter().enumerate() {
+        let df = export::read_parquet(&dir.join("requests.parquet")).with_context(|| format!("results of {id}"))?;
+        frames.push(df.lazy().with_column(lit(i as u32).cast(DataType::UInt32).alias("cell_index")));
+    }
+    let all = concat(&frames, UnionArgs::default())?.collect()?;
+    drop(frames);
+    let names: Vec<String> = all.get_column_names().iter().map(|s| s.to_string()).collect();
+    let cell: Vec<String> = names.iter().take_while(|n| *n != "conversation").cloned().collect();
+
+    let mut summary = summary(all.clone().lazy(), &cell, slo)?;
+    let itl = itl_stats(inputs)?;
+    let telemetry = gpu::per_cell(inputs)?;
+    summary = summary.lazy().join(itl.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Left)).collect()?;
+    summary =
+        summary.lazy().join(telemetry.summary.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Left)).collect()?;
+    let summary = summary.select(summary_order(&cell))?;
+
+    let measured = all.clone().lazy().filter(col("warmup").not());
+    let keys = |names: &[String]| names.iter().map(|k| col(k.as_str())).collect::<Vec<Expr>>();
+    let mut errors = measured
+        .clone()
+        .filter(col("error").neq(lit("none")))
+        .group_by(keys(&[cell.clone(), vec!["error".to_string()]].concat()))
+        .agg([len().cast(DataType::UInt32).alias("count"), col("status").max().alias("last_status")])
+        .sort([cell.clone(), vec!["error".to_string()]].concat(), SortMultipleOptions::default())
+        .collect()?;
+    export::write_table(&mut errors, out, "errors")?;
+
+    let mut per_turn = per_turn(measured.clone(), &cell)?;
+    export::write_table(&mut per_turn, out, "per_turn")?;
+
+    let conversations = measured
+        .filter(col("error").eq(lit("none")))
+        .group_by([col("cell_index"), col("conversation")])
+        .agg(
+            ["ttft_ms", "tpot_ms", "e2e_ms"]
+                .iter()
+                .flat_map(|m| [col(*m).sum().alias(format!("{m}_sum")), col(*m).count().alias(format!("{m}_n"))])
+                .collect::<Vec<_>>(),
+        )
+        .sort(["cell_index", "conversation"], SortMultipleOptions::default())
+        .collect()?;
+    let (mut across, mut points) = seeds::tables(&summary, &conversations, &cell, slo)?;
+    export::write_table(&mut across, out, "seeds")?;
+    export::write_table(&mut points, out, "points")?;
+
+    if let Some(series) = telemetry.series {
+        let cells = summary.select(["cell_index".to_string()].into_iter().chain(cell.iter().cloned()))?;
+        let mut series =
+            cells.lazy().join(series.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner)).collect()?;
+        series = series.drop("cell_index")?;
+        export::write_table(&mut series, out, "telemetry")?;
+    }
+    let mut summary = summary.drop("cell_index")?;
+    export::write_table(&mut summary, out, "summary")?;
+    let mut requests = all.drop("cell_index")?;
+    export::write_parquet(&mut requests, &out.join("requests.parquet"))?;
+    std::fs::write(out.join("runs.json"), serde_json::to_vec_pretty(&runs(inputs)?)?)?;
+    Ok(())
+}
+
+/// Summary columns in reading order: the cell, how much was served at what
+/// concurrency, then each latency metric's statistics, then GPU figures.
+fn summary_order(cell: &[String]) -> Vec<String> {
+    let mut order: Vec<String> = ["cell_index"].iter().map(|s| s.to_string()).chain(cell.iter().cloned()).collect();
+    order.extend(
+        ["requests", "errors", "in_flight_mean", "requests_per_s", "output_tok_per_s", "goodput_req_per_s", "slo_met_pct"]
+            .map(String::from),
+    );
+    for m in LATENCIES {
+        order.extend(STATS.iter().map(|(s, _)| format!("{m}_{s}_ms")));
+    }
+    order.extend(gpu::SUMMARY_COLUMNS.iter().map(|s| s.to_string()));
+    order
+}
+
+fn summary(all: LazyFrame, cell: &[String], slo: &Slo) -> Result<DataFrame> {
+    let measured = all.filter(col("warmup").not());
+    let ok = col("error").eq(lit("none"));
+    let span_s = (col("end_ns").max() - col("sent_ns").min()).cast(DataType::Float64) / lit(1e9);
+    // Requests in flight on average over the span (busy time / span), to read next to
+    // the batch size: a client or server that fell behind shows here.
+    let busy_s = (col("end_ns") - col("sent_ns")).cast(DataType::Float64).sum() / lit(1e9);
+    // A turn counts once however often it was retried; at most one attempt succeeds.
+    let turns = (col("conversation").cast(DataType::UInt64) * lit(1u64 << 32) + col("turn").cast(DataType::UInt64)).n_unique();
+    let within = |c: &str, limit: Option<f64>| limit.map(|l| col(c).lt_eq(lit(l)));
+    let mut good = ok.clone();
+    for cond in [within("ttft_ms", slo.ttft_ms), within("e2e_ms", slo.e2e_ms)].into_iter().flatten() {
+        good = good.and(cond);
+    }
+    if let Some(c) = within("tpot_ms", slo.tpot_ms) {
+        // TPOT is undefined for a one-token answer; such a request does not fail on it.
+        good = good.and(col("tpot_ms").is_null().or(c));
+    }
+    let mut aggs: Vec<Expr> = cell.iter().map(|c| col(c.as_str()).first()).collect();
+    aggs.extend([
+        len().cast(DataType::UInt32).alias("requests"),
+        col("error").neq(lit("none")).sum().cast(DataType::UInt32).alias("errors"),
+        (busy_s / span_s.clone()).alias("in_flight_mean"),
+        (len().cast(DataType::Float64) / span_s.clone()).alias("requests_per_s"),
+        (col("completion_tokens").filter(ok.clone()).sum().cast(DataType::Float64) / span_s.clone()).alias("output_tok_per_s"),
+        (good.clone().sum().cast(DataType::Float64) / span_s).alias("goodput_req_per_s"),
+        (lit(100.0) * good.sum().cast(DataType::Float64) / turns.cast(DataType::Float64)).alias("slo_met_pct"),
+    ]);
+    for m in ["ttft", "tpot", "e2e"] {
+        let c = format!("{m}_ms");
+        for (s, q) in STATS {
+            let v = col(c.as_str()).filter(ok.clone());
+            let e = match (s, q) {
+                ("mean", _) => v.mean(),
+                ("max", _) => v.max(),
+                (_, Some(q)) => v.quantile(lit(q), QuantileMethod::Linear),
+                _ => unreachable!(),
+            };
+            aggs.push(e.alias(format!("{m}_{s}_ms")));
+        }
+    }
+    Ok(measured.group_by([col("cell_index")]).agg(aggs).sort(cell.to_vec(), SortMultipleOptions::default()).collect()?)
+}
+
+/// Inter-token latency per cell: every gap between consecutive content chunks of the
+/// cell's non-warm-up requests (a stream cut midway still timed its gaps), pooled.
+fn itl_stats(inputs: &[(String, PathBuf)]) -> Result<DataFrame> {
+    use rayon::prelude::*;
+    let stats: Vec<Vec<Option<f64>>> = inputs
+        .par_iter()
+        .map(|(id, dir)| -> Result<Vec<Option<f64>>> {
+            let file = std::fs::File::open(dir.join("chunks.parquet")).with_context(|| format!("chunks of {id}"))?;
+            let df = ParquetReader::new(file).with_columns(Some(vec!["gap_ms".into()])).finish()?;
+            let mut gaps: Vec<f64> = df.column("gap_ms")?.f64()?.iter().flatten().collect();
+            gaps.sort_unstable_by(f64::total_cmp);
+            Ok(STATS
+                .iter()
+                .map(|(s, q)| match (s, q) {
+                    _ if gaps.is_empty() => None,
+                    (&"mean", _) => Some(gaps.iter().sum::<f64>() / gaps.len() as f64),
+                    (&"max", _) => gaps.last().copied(),
+                    (_, Some(q)) => Some(quantile_sorted(&gaps, *q)),
+                    _ => unreachable!(),
+                })
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut cols = vec![Column::new("cell_index".into(), (0..inputs.len() as u32).collect::<Vec<u32>>())];
+    for (k, (s, _)) in STATS.iter().enumerate() {
+        cols.push(Column::new(format!("itl_{s}_ms").into(), stats.iter().map(|v| v[k]).collect::<Vec<Option<f64>>>()));
+    }
+    Ok(DataFrame::new(inputs.len(), cols)?)
+}
+
+/// The p-quantile of sorted values, linear between closest ranks (numpy's default).
+pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * p;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+/// Per curve (cell less seed) and turn: each seed's median over its conversations,
+/// then the median, min and max of those across seeds.
+fn per_turn(measured: LazyFrame, cell: &[String]) -> Result<DataFrame> {
+    let keys = |names: &[String]| names.iter().map(|k| col(k.as_str())).collect::<Vec<Expr>>();
+    let curve: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
+    let mut with_seed = curve.clone();
+    with_seed.extend(["seed".to_string(), "turn".to_string()]);
+    let mut with_turn = curve.clone();
+    with_turn.push("turn".into());
+    Ok(measured
+        .filter(col("error").eq(lit("none")))
+        .group_by(keys(&with_seed))
+        .agg([col("e2e_ms").median().alias("e2e_ms"), col("ttft_ms").median().alias("ttft_ms")])
+        .group_by(keys(&with_turn))
+        .agg([
+            len().cast(DataType::UInt32).alias("seeds"),
+            col("e2e_ms").median().alias("e2e_median_ms"),
+            col("e2e_ms").min().alias("e2e_min_ms"),
+            col("e2e_ms").max().alias("e2e_max_ms"),
+            col("ttft_ms").median().alias("ttft_median_ms"),
+            col("ttft_ms").min().alias("ttft_min_ms"),
+            col("ttft_ms").max().alias("ttft_max_ms"),
+        ])
+        .sort(with_turn, SortMultipleOptions::default())
+        .collect()?)
+}
+
+/// The servers behind the measurements, once each: backend, command line (the port
+/// and the binary's folder left out, so that a report does not change with them),
+/// version, and what NVML said on the measuring machine.
+fn runs(inputs: &[(String, PathBuf)]) -> Result<Vec<serde_json::Value>> {
+    let mut seen: BTreeMap<String, (usize, serde_json::Value)> = BTreeMap::new();
+    for (id, dir) in inputs {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).with_context(|| format!("metadata of {id}"))?)?;
+        let server = &meta["server"];
+        let mut command: Vec<String> =
+            server["command"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        if let Some(first) = command.first_mut() {
+            *first = Path::new(first.as_str()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        }
+        if let Some(p) = command.iter().position(|a| a == "--port")
+            && p + 1 < command.len()
+        {
+            command[p + 1] = "PORT".into();
+        }
+        let entry = serde_json::json!({
+            "backend": server["backend"],
+            "command": if command.is_empty() { serde_json::Value::Null } else { command.join(" ").into() },
+            "url": server["url"],
+            "version": server["version"],
+            "nvml": meta["nvml"],
+            "telemetry": meta["telemetry"].get("reason").cloned().map(|r| serde_json::json!({"available": false, "reason": r})).unwrap_or(serde_json::json!({"available": true})),
+        });
+        let n = seen.len();
+        let slot = seen.entry(entry.to_string()).or_insert((n, entry));
+        slot.1["cells"] = (slot.1["cells"].as_u64().unwrap_or(0) + 1).into();
+    }
+    let mut v: Vec<(usize, serde_json::Value)> = seen.into_values().collect();
+    v.sort_by_key(|(i, _)| *i);
+    Ok(v.into_iter().map(|(_, e)| e).collect())
+}

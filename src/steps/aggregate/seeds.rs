@@ -1,0 +1,234 @@
+//! Statistics across seeds, and each curve's operating points.
+//!
+//! `seeds`: one row per curve (a cell less its seed) and metric. A latency metric's
+//! per-seed value is that seed's mean (`e2e_mean_ms`, …); a throughput metric's is the
+//! seed's own figure. Across seeds: `median`, `min`, `max`, `mean` and `std` (sample
+//! standard deviation) of the per-seed values, and `ci_low`/`ci_high`, a 95% percentile
+//! bootstrap interval of the pooled value from [`RESAMPLES`] resamples. For latency the
+//! resampled unit is the conversation, drawn from all seeds' conversations together:
+//! turns of one conversation are not independent (each resends the history), and with
+//! batch size 1 each seed holds a single conversation. Throughput exists once per seed,
+//! so the seeds are resampled; with three seeds that interval lies close to min–max.
+//! The resampling is seeded: the same rows give the same interval.
+//!
+//! `points`: per curve, the medians across seeds of throughput, latency and SLO
+//! attainment (and the latencies' min and max across seeds). Along the batch-size (or request-rate) axis, `pareto` marks the points no
+//! other point of the same model, variant and frame count beats on both output
+//! throughput and end-to-end p50 latency, and `best` the highest throughput whose
+//! attainment meets the SLO.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use polars::prelude::*;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rayon::prelude::*;
+
+use super::quantile_sorted;
+use crate::config::Slo;
+
+pub const RESAMPLES: usize = 1000;
+/// Latency metrics, bootstrapped over conversations.
+pub const LATENCY_METRICS: [&str; 3] = ["ttft_mean_ms", "tpot_mean_ms", "e2e_mean_ms"];
+/// Throughput metrics, bootstrapped over seeds.
+pub const THROUGHPUT_METRICS: [&str; 3] = ["output_tok_per_s", "requests_per_s", "goodput_req_per_s"];
+/// Axes along which a curve's operating points lie.
+const LOAD_AXES: [&str; 2] = ["batch_size", "request_rate"];
+
+/// `(seeds, points)` from the summary (with `cell_index`) and per-conversation sums.
+pub fn tables(summary: &DataFrame, conversations: &DataFrame, cell: &[String], slo: &Slo) -> Result<(DataFrame, DataFrame)> {
+    let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
+    let groups = summary
+        .clone()
+        .lazy()
+        .with_row_index("row", None)
+        .group_by(group.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
+        .agg([col("row")])
+        .sort(group.clone(), SortMultipleOptions::default())
+        .collect()?;
+    let rows_of: Vec<Vec<usize>> = {
+        let list = groups.column("row")?.list()?;
+        (0..groups.height())
+            .map(|g| {
+                Ok(list
+                    .get_as_series(g)
+                    .map(|s| s.idx().map(|c| c.iter().flatten().map(|i| i as usize).collect()))
+                    .transpose()?
+                    .unwrap_or_default())
+            })
+            .collect::<Result<_>>()?
+    };
+    let cell_index: Vec<u32> = summary.column("cell_index")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let value = |name: &str| -> Result<Vec<Option<f64>>> { Ok(summary.column(name)?.cast(&DataType::Float64)?.f64()?.iter().collect()) };
+
+    // Conversation sums per cell, per latency metric: (sum of values, count).
+    let conv_cell: Vec<u32> = conversations.column("cell_index")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let mut sums: Vec<HashMap<u32, Vec<(f64, u32)>>> = Vec::new();
+    for m in LATENCY_METRICS {
+        let base = m.trim_end_matches("_mean_ms");
+        let s: Vec<f64> = conversations.column(&format!("{base}_ms_sum"))?.f64()?.iter().map(|v| v.unwrap_or(0.0)).collect();
+        let n: Vec<u32> =
+            conversations.column(&format!("{base}_ms_n"))?.cast(&DataType::UInt32)?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
+        let mut by_cell: HashMap<u32, Vec<(f64, u32)>> = HashMap::new();
+        for i in 0..conv_cell.len() {
+            if n[i] > 0 {
+                by_cell.entry(conv_cell[i]).or_default().push((s[i], n[i]));
+            }
+        }
+        sums.push(by_cell);
+    }
+
+    let metrics: Vec<&str> = LATENCY_METRICS.iter().chain(THROUGHPUT_METRICS.iter()).copied().collect();
+    let values: Vec<Vec<Option<f64>>> = metrics.iter().map(|m| value(m)).collect::<Result<_>>()?;
+    // (group, metric) → [median, min, max, mean, std, ci_low, ci_high] and seed count.
+    let jobs: Vec<(usize, usize)> = (0..groups.height()).flat_map(|g| (0..metrics.len()).map(move |k| (g, k))).collect();
+    let stats: Vec<(u32, [Option<f64>; 7])> = jobs
+        .par_iter()
+        .map(|&(g, k)| {
+            let rows = &rows_of[g];
+            let per_seed: Vec<f64> = rows.iter().filter_map(|&r| values[k][r]).collect();
+            let mut rng = ChaCha8Rng::seed_from_u64((g * metrics.len() + k) as u64);
+            let ci = if k < LATENCY_METRICS.len() {
+                let pool: Vec<(f64, u32)> = rows.iter().filter_map(|&r| sums[k].get(&cell_index[r])).flatten().copied().collect();
+                bootstrap_conversations(&pool, &mut rng)
+            } else {
+                bootstrap_seeds(&per_seed, &mut rng)
+            };
+            (per_seed.len() as u32, describe(&per_seed, ci))
+        })
+        .collect();
+    let take: Vec<IdxSize> = jobs.iter().map(|&(g, _)| g as IdxSize).collect();
+    let mut across = groups.select(group.clone())?.take(&IdxCa::from_vec("idx".into(), take))?;
+    let mut cols = vec![
+        Column::new("metric".into(), jobs.iter().map(|&(_, k)| metrics[k]).collect::<Vec<&str>>()),
+        Column::new("seeds".into(), stats.iter().map(|s| s.0).collect::<Vec<u32>>()),
+    ];
+    for (j, name) in ["median", "min", "max", "mean", "std", "ci_low", "ci_high"].iter().enumerate() {
+        cols.push(Column::new((*name).into(), stats.iter().map(|s| s.1[j]).collect::<Vec<Option<f64>>>()));
+    }
+    cols.push(Column::new(
+        "ci_resampled".into(),
+        jobs.iter().map(|&(_, k)| if k < LATENCY_METRICS.len() { "conversations" } else { "seeds" }).collect::<Vec<&str>>(),
+    ));
+    across = across.hstack(&cols)?;
+
+    // Operating points: medians across seeds.
+    let point_metrics = ["output_tok_per_s", "requests_per_s", "ttft_p50_ms", "e2e_p50_ms", "slo_met_pct"];
+    let point_values: Vec<Vec<Option<f64>>> = point_metrics.iter().map(|m| value(m)).collect::<Result<_>>()?;
+    let medians: Vec<Vec<Option<f64>>> = point_values
+        .iter()
+        .map(|v| rows_of.iter().map(|rows| median(&rows.iter().filter_map(|&r| v[r]).collect::<Vec<f64>>())).collect())
+        .collect();
+    let (tput, lat, met) = (&medians[0], &medians[3], &medians[4]);
+    let meets: Vec<bool> = met.iter().map(|m| m.is_some_and(|m| m >= slo.attainment_pct)).collect();
+    // The curve's model, variant, frames… : every group column but the load axes.
+    let front_cols: Vec<&String> = group.iter().filter(|c| !LOAD_AXES.contains(&c.as_str())).collect();
+    let front_key: Vec<String> = (0..groups.height())
+        .map(|g| {
+            front_cols
+                .iter()
+                .map(|c| groups.column(c.as_str()).and_then(|s| s.get(g)).map(|v| v.to_string()).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\u{1f}")
+        })
+        .collect();
+    let mut pareto = vec![false; groups.height()];
+    let mut best = vec![false; groups.height()];
+    let mut by_front: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (g, k) in front_key.iter().enumerate() {
+        by_front.entry(k.as_str()).or_default().push(g);
+    }
+    for members in by_front.values() {
+        let point = |g: usize| Some((tput[g]?, lat[g]?));
+        for &i in members {
+            let Some((ti, li)) = point(i) else { continue };
+            pareto[i] = !members.iter().any(|&j| point(j).is_some_and(|(tj, lj)| tj >= ti && lj <= li && (tj > ti || lj < li)));
+        }
+        let top = members.iter().filter(|&&g| meets[g] && point(g).is_some()).max_by(|&&a, &&b| {
+            tput[a]
+                .partial_cmp(&tput[b])
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(lat[b].partial_cmp(&lat[a]).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        if let Some(&g) = top {
+            best[g] = true;
+        }
+    }
+    let mut points = groups.select(group)?;
+    let mut cols = vec![Column::new("seeds".into(), rows_of.iter().map(|r| r.len() as u32).collect::<Vec<u32>>())];
+    for (name, v) in point_metrics.iter().zip(&medians) {
+        cols.push(Column::new((*name).into(), v.clone()));
+    }
+    // The spread across seeds of the two latencies that the sweep charts draw.
+    for k in [2, 3] {
+        for (suffix, pick) in [("min", f64::min as fn(f64, f64) -> f64), ("max", f64::max)] {
+            let v: Vec<Option<f64>> = rows_of.iter().map(|rows| rows.iter().filter_map(|&r| point_values[k][r]).reduce(pick)).collect();
+            cols.push(Column::new(format!("{}_{suffix}", point_metrics[k]).into(), v));
+        }
+    }
+    cols.push(Column::new("meets_slo".into(), meets));
+    cols.push(Column::new("pareto".into(), pareto));
+    cols.push(Column::new("best".into(), best));
+    points = points.hstack(&cols)?;
+    Ok((across, points))
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_unstable_by(f64::total_cmp);
+    (!s.is_empty()).then(|| quantile_sorted(&s, 0.5))
+}
+
+/// median, min, max, mean, std of the per-seed values, then the interval.
+fn describe(v: &[f64], ci: Option<(f64, f64)>) -> [Option<f64>; 7] {
+    if v.is_empty() {
+        return [None; 7];
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let std = (v.len() > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
+    [median(v), v.iter().copied().reduce(f64::min), v.iter().copied().reduce(f64::max), Some(mean), std, ci.map(|c| c.0), ci.map(|c| c.1)]
+}
+
+/// A uniform index below `n` (Lemire's multiply-shift; the bias is below 2⁻⁴⁰ here).
+fn pick(rng: &mut ChaCha8Rng, n: usize) -> usize {
+    ((rng.next_u64() as u128 * n as u128) >> 64) as usize
+}
+
+fn interval(mut estimates: Vec<f64>) -> Option<(f64, f64)> {
+    if estimates.is_empty() {
+        return None;
+    }
+    estimates.sort_unstable_by(f64::total_cmp);
+    Some((quantile_sorted(&estimates, 0.025), quantile_sorted(&estimates, 0.975)))
+}
+
+/// The pooled mean's interval, resampling conversations (sum, count) with replacement,
+/// as many as there are.
+pub fn bootstrap_conversations(pool: &[(f64, u32)], rng: &mut ChaCha8Rng) -> Option<(f64, f64)> {
+    if pool.is_empty() {
+        return None;
+    }
+    let mut estimates = Vec::with_capacity(RESAMPLES);
+    for _ in 0..RESAMPLES {
+        let (mut sum, mut n) = (0.0, 0u64);
+        for _ in 0..pool.len() {
+            let (a, b) = pool[pick(rng, pool.len())];
+            sum += a;
+            n += b as u64;
+        }
+        if n > 0 {
+            estimates.push(sum / n as f64);
+        }
+    }
+    interval(estimates)
+}
+
+/// The mean's interval, resampling the per-seed values with replacement.
+fn bootstrap_seeds(v: &[f64], rng: &mut ChaCha8Rng) -> Option<(f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let estimates = (0..RESAMPLES).map(|_| (0..v.len()).map(|_| v[pick(rng, v.len())]).sum::<f64>() / v.len() as f64).collect();
+    interval(estimates)
+}

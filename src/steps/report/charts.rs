@@ -1,0 +1,324 @@
+//! SVG charts (plotters' SVG backend). Every chart has a white background, so it reads
+//! the same in a light or a dark page, and units on both axes.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use polars::prelude::*;
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct Chart {
+    pub file: String,
+    pub title: String,
+    pub svg: String,
+}
+
+/// One point: x, y, and the band or bar around y (min, max).
+#[derive(Clone, Copy)]
+struct Pt {
+    x: f64,
+    y: f64,
+    lo: f64,
+    hi: f64,
+}
+
+/// Series label → points in x order.
+type Series = BTreeMap<String, Vec<Pt>>;
+
+fn e<E: std::fmt::Debug>(err: E) -> anyhow::Error {
+    anyhow!("drawing a chart: {err:?}")
+}
+
+pub fn f64s(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
+    Ok(df.column(name)?.cast(&DataType::Float64)?.f64()?.iter().collect())
+}
+
+pub fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let c = df.column(name)?.cast(&DataType::String)?;
+    Ok(c.str()?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+}
+
+fn bools(df: &DataFrame, name: &str) -> Result<Vec<bool>> {
+    Ok(df.column(name)?.bool()?.iter().map(|v| v.unwrap_or(false)).collect())
+}
+
+/// Row labels from columns: "qwen-3b (awq), frames=2"; model and variant first.
+fn labels(df: &DataFrame, cols: &[&str]) -> Result<Vec<String>> {
+    let vals: Vec<(String, Vec<String>)> = cols.iter().map(|c| Ok((c.replace('_', "-"), strs(df, c)?))).collect::<Result<_>>()?;
+    Ok((0..df.height())
+        .map(|r| {
+            let mut parts = Vec::new();
+            let get = |n: &str| vals.iter().find(|(c, _)| c == n).map(|(_, v)| v[r].clone());
+            if let (Some(m), Some(v)) = (get("model"), get("variant")) {
+                parts.push(format!("{m} ({v})"));
+            }
+            parts.extend(vals.iter().filter(|(c, _)| c != "model" && c != "variant").map(|(c, v)| format!("{c}={}", v[r])));
+            parts.join(", ")
+        })
+        .collect())
+}
+
+/// One chart per (batch size, frames, custom axes): per-turn end-to-end latency of
+/// each model and variant, the median across seeds with a min–max band.
+pub fn per_turn(df: &DataFrame) -> Result<Vec<Chart>> {
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let group_cols: Vec<&str> =
+        names.iter().take_while(|n| *n != "turn").map(String::as_str).filter(|n| *n != "model" && *n != "variant").collect();
+    let series_label = labels(df, &["model", "variant"])?;
+    let group_label = labels(df, &group_cols)?;
+    let turn = f64s(df, "turn")?;
+    let (med, lo, hi) = (f64s(df, "e2e_median_ms")?, f64s(df, "e2e_min_ms")?, f64s(df, "e2e_max_ms")?);
+    let mut groups: BTreeMap<&str, Series> = BTreeMap::new();
+    for r in 0..df.height() {
+        if let (Some(t), Some(y), Some(lo), Some(hi)) = (turn[r], med[r], lo[r], hi[r]) {
+            groups.entry(&group_label[r]).or_default().entry(series_label[r].clone()).or_default().push(Pt { x: t + 1.0, y, lo, hi });
+        }
+    }
+    let mut charts = Vec::new();
+    for (i, (label, series)) in groups.iter().enumerate() {
+        let title = format!("End-to-end latency per turn, {label}");
+        let svg =
+            draw(&title, (800, 440), |root| panel(root, "", "turn", "end-to-end latency, median across seeds (ms)", series, Style::Band))?;
+        charts.push(Chart { file: format!("per_turn_{}.svg", i + 1), title, svg });
+    }
+    Ok(charts)
+}
+
+/// TTFT and end-to-end p50 against one load axis (`batch_size`, `frames`), one line per
+/// curve (every other axis), median across seeds with min–max bars. None when the
+/// axis has fewer than two values.
+pub fn sweep(points: &DataFrame, axis: &str, group: &[String], file: &str) -> Result<Option<Chart>> {
+    let x = f64s(points, axis)?;
+    let mut distinct: Vec<u64> = x.iter().flatten().map(|v| v.to_bits()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 2 {
+        return Ok(None);
+    }
+    let others: Vec<&str> = group.iter().map(String::as_str).filter(|c| *c != axis).collect();
+    let label = labels(points, &others)?;
+    let collect = |metric: &str| -> Result<Series> {
+        let (y, lo, hi) = (f64s(points, metric)?, f64s(points, &format!("{metric}_min"))?, f64s(points, &format!("{metric}_max"))?);
+        let mut s = Series::new();
+        for r in 0..points.height() {
+            if let (Some(x), Some(y), Some(lo), Some(hi)) = (x[r], y[r], lo[r], hi[r]) {
+                s.entry(label[r].clone()).or_default().push(Pt { x, y, lo, hi });
+            }
+        }
+        for v in s.values_mut() {
+            v.sort_by(|a, b| a.x.total_cmp(&b.x));
+        }
+        Ok(s)
+    };
+    let (ttft, e2e) = (collect("ttft_p50_ms")?, collect("e2e_p50_ms")?);
+    let name = axis.replace('_', " ");
+    let title = format!("Latency against {name} (p50, median across seeds; bars: min–max)");
+    let svg = draw(&title, (1000, 440), |root| {
+        let halves = root.split_evenly((1, 2));
+        panel(&halves[0], "TTFT", &name, "TTFT p50 (ms)", &ttft, Style::Bars)?;
+        panel(&halves[1], "end-to-end", &name, "end-to-end p50 (ms)", &e2e, Style::Bars)
+    })?;
+    Ok(Some(Chart { file: file.into(), title, svg }))
+}
+
+/// Output throughput against end-to-end p50 latency, one line per curve along its
+/// batch sizes; Pareto-optimal points filled, the best point under the SLO ringed.
+pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> Result<Option<Chart>> {
+    if points.height() == 0 {
+        return Ok(None);
+    }
+    let others: Vec<&str> = group.iter().map(String::as_str).filter(|c| *c != load).collect();
+    let label = labels(points, &others)?;
+    let (lat, tput, x) = (f64s(points, "e2e_p50_ms")?, f64s(points, "output_tok_per_s")?, f64s(points, load)?);
+    let (pareto, best) = (bools(points, "pareto")?, bools(points, "best")?);
+    // label → (load, latency, throughput, on the front, best)
+    type Points = BTreeMap<String, Vec<(f64, f64, f64, bool, bool)>>;
+    let mut s = Points::new();
+    for r in 0..points.height() {
+        if let (Some(l), Some(t), Some(b)) = (lat[r], tput[r], x[r]) {
+            s.entry(label[r].clone()).or_default().push((b, l, t, pareto[r], best[r]));
+        }
+    }
+    for v in s.values_mut() {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    let max_x = s.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let max_y = s.values().flatten().map(|p| p.2).fold(1.0, f64::max) * 1.15;
+    let title = format!("Throughput against latency along {} (filled: Pareto front; ringed: best under the SLO)", load.replace('_', " "));
+    let svg = draw(&title, (900, 500), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..max_x, 0.0..max_y)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("end-to-end latency p50 (ms)")
+            .y_desc("output throughput (tokens/s)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .light_line_style(RGBColor(236, 236, 236))
+            .draw()
+            .map_err(e)?;
+        for (i, (name, pts)) in s.iter().enumerate() {
+            let colour = colour(i);
+            chart
+                .draw_series(LineSeries::new(pts.iter().map(|p| (p.1, p.2)), colour.stroke_width(2)))
+                .map_err(e)?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+            for &(b, l, t, on_front, is_best) in pts {
+                let style = if on_front { colour.filled() } else { colour.stroke_width(2) };
+                chart.draw_series(std::iter::once(Circle::new((l, t), 5, style))).map_err(e)?;
+                if is_best {
+                    chart.draw_series(std::iter::once(Circle::new((l, t), 10, BLACK.stroke_width(2)))).map_err(e)?;
+                }
+                chart
+                    .draw_series(std::iter::once(Text::new(format!("{b}"), (l, t), ("sans-serif", 12).into_font().color(&BLACK))))
+                    .map_err(e)?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    })?;
+    Ok(Some(Chart { file: "throughput_latency.svg".into(), title, svg }))
+}
+
+/// GPU power and temperature over each cell's measurement, one line per cell and GPU
+/// (the first `limit` cells).
+pub fn telemetry(series: &DataFrame, cell: &[String], limit: usize) -> Result<Chart> {
+    let label = labels(series, &cell.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let gpu = strs(series, "gpu")?;
+    let (t, power, temp) = (f64s(series, "t_s")?, f64s(series, "power_w")?, f64s(series, "temperature_c")?);
+    let mut order: Vec<&String> = Vec::new();
+    for l in &label {
+        if !order.contains(&l) {
+            order.push(l);
+        }
+    }
+    let shown: Vec<&String> = order.iter().take(limit).copied().collect();
+    let (mut p, mut c) = (Series::new(), Series::new());
+    for r in 0..series.height() {
+        if !shown.contains(&&label[r]) {
+            continue;
+        }
+        let name = format!("{}, gpu {}", label[r], gpu[r]);
+        if let (Some(x), Some(y)) = (t[r], power[r]) {
+            p.entry(name.clone()).or_default().push(Pt { x, y, lo: y, hi: y });
+        }
+        if let (Some(x), Some(y)) = (t[r], temp[r]) {
+            c.entry(name).or_default().push(Pt { x, y, lo: y, hi: y });
+        }
+    }
+    let more = if order.len() > limit { format!(", the first {limit} of {} cells", order.len()) } else { String::new() };
+    let title = format!("GPU power and temperature during each measurement{more}");
+    let svg = draw(&title, (1000, 460), |root| {
+        let halves = root.split_evenly((1, 2));
+        panel(&halves[0], "power", "time since the cell's first sample (s)", "board power (W)", &p, Style::Line)?;
+        panel(&halves[1], "temperature", "time since the cell's first sample (s)", "GPU temperature (°C)", &c, Style::Line)
+    })?;
+    Ok(Chart { file: "telemetry.svg".into(), title, svg })
+}
+
+/// Tableau's ten colours: distinct from each other, and dark enough on white.
+fn colour(i: usize) -> RGBAColor {
+    const TABLEAU: [(u8, u8, u8); 10] = [
+        (31, 119, 180),
+        (255, 127, 14),
+        (44, 160, 44),
+        (214, 39, 40),
+        (148, 103, 189),
+        (140, 86, 75),
+        (227, 119, 194),
+        (127, 127, 127),
+        (188, 189, 34),
+        (23, 190, 207),
+    ];
+    let (r, g, b) = TABLEAU[i % TABLEAU.len()];
+    RGBColor(r, g, b).to_rgba()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    /// Line with a shaded min–max band.
+    Band,
+    /// Line with markers and min–max bars.
+    Bars,
+    Line,
+}
+
+fn draw(title: &str, size: (u32, u32), body: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(e)?;
+        let root = root.titled(title, ("sans-serif", 17)).map_err(e)?;
+        body(&root)?;
+        root.present().map_err(e)?;
+    }
+    Ok(svg)
+}
+
+fn panel(area: &DrawingArea<SVGBackend, Shift>, caption: &str, x_desc: &str, y_desc: &str, series: &Series, style: Style) -> Result<()> {
+    let pts = series.values().flatten();
+    let (min_x, max_x) = pts.clone().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
+    let (min_x, max_x) = if min_x > max_x { (0.0, 1.0) } else { (min_x, max_x.max(min_x + 1.0)) };
+    let max_y = pts.map(|p| p.hi).fold(1.0, f64::max) * 1.1;
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(12).x_label_area_size(40).y_label_area_size(64);
+    if !caption.is_empty() {
+        builder.caption(caption, ("sans-serif", 15));
+    }
+    let mut chart = builder.build_cartesian_2d(min_x..max_x, 0.0..max_y).map_err(e)?;
+    let integer_x = series.values().flatten().all(|p| p.x.fract() == 0.0);
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_desc).y_desc(y_desc).y_label_formatter(&|y| format!("{y:.0}")).light_line_style(RGBColor(236, 236, 236));
+    let fmt_int = |x: &f64| format!("{x:.0}");
+    let fmt_real = |x: &f64| format!("{x:.1}");
+    if integer_x {
+        mesh.x_labels(((max_x - min_x) as usize + 1).min(12)).x_label_formatter(&fmt_int);
+    } else {
+        mesh.x_label_formatter(&fmt_real);
+    }
+    mesh.draw().map_err(e)?;
+    for (i, (name, points)) in series.iter().enumerate() {
+        let colour = colour(i);
+        match style {
+            Style::Band => {
+                let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.lo)).collect();
+                band.extend(points.iter().rev().map(|p| (p.x, p.hi)));
+                chart.draw_series(std::iter::once(Polygon::new(band, colour.mix(0.2).filled()))).map_err(e)?;
+            }
+            Style::Bars => {
+                chart
+                    .draw_series(points.iter().map(|p| PathElement::new(vec![(p.x, p.lo), (p.x, p.hi)], colour.stroke_width(2))))
+                    .map_err(e)?;
+                chart.draw_series(points.iter().map(|p| Circle::new((p.x, p.y), 4, colour.filled()))).map_err(e)?;
+            }
+            Style::Line => {}
+        }
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.x, p.y)), colour.stroke_width(2)))
+            .map_err(e)?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()
+        .map_err(e)?;
+    Ok(())
+}

@@ -1,0 +1,482 @@
+//! The report step: aggregate tables → Markdown and HTML (minijinja) with SVG charts.
+//!
+//! Templates are embedded in the binary (`pipeline templates DIR` copies them out);
+//! `[report] templates = "dir"` overrides any of them by file name, and their content
+//! enters the step key, so editing a template re-renders the report and nothing else.
+//! HTML is auto-escaped: model names and answers are untrusted text. Output is
+//! deterministic (no clock, no absolute paths, no random ids), so an unchanged
+//! experiment gives byte-identical files.
+
+mod charts;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use minijinja::{Environment, Value as JValue};
+use polars::prelude::*;
+
+use crate::config::Experiment;
+use crate::export;
+use crate::plan::Plan;
+use crate::steps::aggregate::seeds::{LATENCY_METRICS, RESAMPLES};
+use charts::{f64s, strs};
+
+/// Bump when rendered files would change.
+pub const VERSION: u32 = 2;
+
+pub const TEMPLATES: [(&str, &str); 2] = [
+    ("README.md.j2", include_str!("../../../templates/README.md.j2")),
+    ("index.html.j2", include_str!("../../../templates/index.html.j2")),
+];
+
+/// Cells whose GPU samples the telemetry chart draws.
+const TELEMETRY_CELLS: usize = 8;
+/// Metrics of `seeds.csv` the report's table shows (the file has them all).
+const SEEDS_SHOWN: [&str; 3] = ["ttft_mean_ms", "e2e_mean_ms", "output_tok_per_s"];
+/// Answers shown per model and variant.
+const ANSWER_TURNS: u32 = 3;
+
+/// Each template's source: the user's file where one exists, else the embedded one.
+fn template_sources(exp: &Experiment) -> Vec<(String, String)> {
+    TEMPLATES
+        .iter()
+        .map(|(name, embedded)| {
+            let user = exp.report.templates.as_ref().and_then(|d| std::fs::read_to_string(d.join(name)).ok());
+            (name.to_string(), user.unwrap_or_else(|| embedded.to_string()))
+        })
+        .collect()
+}
+
+/// Template name → blake3 of its source (for the step key).
+pub fn template_digests(exp: &Experiment) -> BTreeMap<String, String> {
+    template_sources(exp).into_iter().map(|(n, s)| (n, blake3::hash(s.as_bytes()).to_hex().to_string())).collect()
+}
+
+/// blake3 of the baseline's `seeds.parquet` (for the step key), or why there is none.
+pub fn baseline_digest(exp: &Experiment) -> Option<String> {
+    let dir = exp.report.baseline.as_ref()?;
+    Some(match std::fs::read(dir.join("seeds.parquet")) {
+        Ok(bytes) => blake3::hash(&bytes).to_hex().to_string(),
+        Err(e) => format!("unreadable: {e}"),
+    })
+}
+
+/// Where the experiment file came from, for the methodology: its git commit when it
+/// is committed (and whether it has changed since).
+pub fn provenance(file: Option<&Path>, display: &str) -> String {
+    let Some(file) = file else { return format!("the demo embedded in pipeline {}", env!("CARGO_PKG_VERSION")) };
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = file.file_name().unwrap_or_default();
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .arg("--")
+            .arg(name)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["log", "-1", "--format=%H"]).filter(|h| !h.is_empty()) {
+        Some(hash) => {
+            let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            format!("{display} at git commit {}{}", &hash[..12.min(hash.len())], if dirty { ", with uncommitted changes" } else { "" })
+        }
+        None => format!("{display} (not committed to git)"),
+    }
+}
+
+pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
+    let read = |name: &str| export::read_parquet(&aggregate.join(format!("{name}.parquet")));
+    let (summary, per_turn, seeds, points, errors) =
+        (read("summary")?, read("per_turn")?, read("seeds")?, read("points")?, read("errors")?);
+    let telemetry = if aggregate.join("telemetry.parquet").exists() { Some(read("telemetry")?) } else { None };
+    let mut files: Vec<String> =
+        ["summary", "per_turn", "seeds", "points", "errors"].iter().flat_map(|n| [format!("{n}.csv"), format!("{n}.parquet")]).collect();
+    files.extend(["requests.parquet".to_string(), "runs.json".to_string()]);
+    if telemetry.is_some() {
+        files.push("telemetry.parquet".into());
+    }
+    for f in &files {
+        std::fs::copy(aggregate.join(f), out.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(aggregate.join("runs.json"))?)?;
+
+    let names: Vec<String> = summary.get_column_names().iter().map(|s| s.to_string()).collect();
+    let cell: Vec<String> = names.iter().take_while(|n| *n != "requests").cloned().collect();
+    let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
+    let load = if group.iter().any(|c| c == "request_rate") { "request_rate" } else { "batch_size" };
+
+    let mut charts = charts::per_turn(&per_turn)?;
+    let per_turn_count = charts.len();
+    let mut sweeps = Vec::new();
+    for (axis, file) in [("batch_size", "batch_size.svg"), ("frames", "frames.svg"), ("request_rate", "request_rate.svg")] {
+        if group.iter().any(|c| c == axis)
+            && let Some(c) = charts::sweep(&points, axis, &group, file)?
+        {
+            sweeps.push(charts.len());
+            charts.push(c);
+        }
+    }
+    let mut tradeoff = None;
+    if group.iter().any(|c| c == load)
+        && let Some(c) = charts::throughput_latency(&points, &group, load)?
+    {
+        tradeoff = Some(charts.len());
+        charts.push(c);
+    }
+    let mut gpu_chart = None;
+    if let Some(t) = &telemetry {
+        gpu_chart = Some(charts.len());
+        charts.push(charts::telemetry(t, &cell, TELEMETRY_CELLS)?);
+    }
+    for c in &charts {
+        std::fs::write(out.join(&c.file), &c.svg)?;
+    }
+    let pick = |idx: &[usize]| ser(idx.iter().map(|&i| &charts[i]).collect::<Vec<_>>());
+
+    let exp = &plan.experiment;
+    let models: Vec<JValue> = exp
+        .models
+        .values()
+        .filter(|m| exp.matrix.models.contains(&m.name))
+        .map(|m| {
+            let variants: Vec<JValue> = m.variants.iter().filter(|(v, _)| exp.matrix.variants.contains(v)).map(|(v, var)| minijinja::context! { name => v.clone(), model => var.model.clone(), quantization => var.quantization.clone(), dtype => var.dtype.clone() }).collect();
+            minijinja::context! { name => m.name.clone(), backend => m.backend.name(), served_name => m.served_name.clone(), variants => variants }
+        })
+        .collect();
+    let servers: Vec<JValue> = plan.servers.iter().map(|s| minijinja::context! { id => s.id.clone(), config => ser(&s.config) }).collect();
+    let cell_headers: Vec<(String, String)> = cell.iter().map(|c| (c.clone(), c.replace('_', " "))).collect();
+    let group_headers: Vec<(String, String)> = group.iter().map(|c| (c.clone(), c.replace('_', " "))).collect();
+    let with = |lead: &[(String, String)], rest: &[(&str, &str, usize)]| -> Vec<(String, String, usize)> {
+        lead.iter().map(|(c, h)| (c.clone(), h.clone(), 2)).chain(rest.iter().map(|(c, h, d)| (c.to_string(), h.to_string(), *d))).collect()
+    };
+    let latency = display(
+        &summary,
+        &with(
+            &cell_headers,
+            &[
+                ("requests", "requests", 0),
+                ("errors", "errors", 0),
+                ("in_flight_mean", "in flight (mean)", 2),
+                ("requests_per_s", "requests/s", 2),
+                ("output_tok_per_s", "output tokens/s", 1),
+                ("goodput_req_per_s", "goodput (req/s)", 2),
+                ("slo_met_pct", "SLO met (%)", 1),
+                ("ttft_p50_ms", "TTFT p50 (ms)", 2),
+                ("ttft_p95_ms", "TTFT p95 (ms)", 2),
+                ("ttft_p99_ms", "TTFT p99 (ms)", 2),
+                ("itl_p50_ms", "ITL p50 (ms)", 2),
+                ("itl_p99_ms", "ITL p99 (ms)", 2),
+                ("tpot_p50_ms", "TPOT p50 (ms)", 2),
+                ("e2e_p50_ms", "E2E p50 (ms)", 2),
+                ("e2e_p95_ms", "E2E p95 (ms)", 2),
+                ("e2e_p99_ms", "E2E p99 (ms)", 2),
+            ],
+        ),
+    )?;
+    let has_gpu = summary.column("power_mean_w")?.null_count() < summary.height();
+    let gpu_table = if has_gpu {
+        Some(display(
+            &summary,
+            &with(
+                &cell_headers,
+                &[
+                    ("power_mean_w", "power mean (W)", 1),
+                    ("power_peak_w", "power peak (W)", 1),
+                    ("energy_per_token_j", "energy per output token (J)", 3),
+                    ("temperature_peak_c", "temperature peak (°C)", 0),
+                    ("throttle_seen", "clocks held down by", 0),
+                ],
+            ),
+        )?)
+    } else {
+        None
+    };
+    let points_table = display(
+        &points,
+        &with(
+            &group_headers,
+            &[
+                ("output_tok_per_s", "output tokens/s", 1),
+                ("ttft_p50_ms", "TTFT p50 (ms)", 2),
+                ("e2e_p50_ms", "E2E p50 (ms)", 2),
+                ("slo_met_pct", "SLO met (%)", 1),
+                ("pareto", "Pareto front", 0),
+                ("best", "best under SLO", 0),
+            ],
+        ),
+    )?;
+    let errors_table = (errors.height() > 0)
+        .then(|| {
+            display(&errors, &with(&cell_headers, &[("error", "error", 0), ("count", "requests", 0), ("last_status", "HTTP status", 0)]))
+        })
+        .transpose()?;
+    let baseline = match &exp.report.baseline {
+        Some(dir) => Some(compare(&seeds, dir, &group, exp.report.noise_pct)?),
+        None => None,
+    };
+    let nvml: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let ctx = minijinja::context! {
+        title => exp.report.title.clone(),
+        name => exp.name.clone(),
+        tool => format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+        source => exp.report.provenance.clone(),
+        hardware => plan.hardware.clone(),
+        gpus => nvml,
+        models => models,
+        servers => servers,
+        runs => ser(&runs),
+        cells => plan.cells.len(),
+        seeds => exp.matrix.seeds.clone(),
+        batch_sizes => exp.matrix.batch_sizes.clone(),
+        frames => exp.matrix.frames.clone(),
+        turns => exp.workload.turns,
+        resolution => format!("{}x{}", exp.workload.width, exp.workload.height),
+        max_tokens => exp.workload.max_tokens,
+        temperature => exp.workload.temperature,
+        warmup => exp.workload.warmup_requests,
+        arrival => format!("{:?}", exp.workload.arrival).to_lowercase(),
+        slo => exp.report.slo.describe(),
+        attainment => exp.report.slo.attainment_pct,
+        resamples => RESAMPLES,
+        latency => latency,
+        seeds_table => seeds_display(&seeds, &group)?,
+        points => points_table,
+        best => best_points(&points, &group)?,
+        errors => errors_table,
+        gpu_table => gpu_table,
+        gpu_reason => if has_gpu { None } else { Some(telemetry_reason(&runs)) },
+        baseline => baseline,
+        answers => answers(&aggregate.join("requests.parquet"), &cell)?,
+        per_turn_charts => pick(&(0..per_turn_count).collect::<Vec<_>>()),
+        sweep_charts => pick(&sweeps),
+        tradeoff_chart => tradeoff.map(|i| ser(&charts[i])),
+        gpu_chart => gpu_chart.map(|i| ser(&charts[i])),
+    };
+    let mut env = Environment::new();
+    env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build()?);
+    for (name, source) in template_sources(exp) {
+        env.add_template_owned(name.clone(), source).with_context(|| format!("template `{name}`"))?;
+    }
+    for (name, _) in TEMPLATES {
+        let rendered = env.get_template(name)?.render(&ctx).with_context(|| format!("rendering `{name}`"))?;
+        std::fs::write(out.join(name.trim_end_matches(".j2")), rendered)?;
+    }
+    Ok(())
+}
+
+fn ser<T: serde::Serialize>(v: T) -> JValue {
+    JValue::from(minijinja::value::Serde(v))
+}
+
+/// Columns of `df` as a table of display strings: (column, header, decimals) each;
+/// booleans as ✓, missing values as –.
+fn display(df: &DataFrame, cols: &[(String, String, usize)]) -> Result<JValue> {
+    let mut columns = Vec::new();
+    let mut data: Vec<Vec<String>> = Vec::new();
+    for (name, header, decimals) in cols {
+        let Ok(c) = df.column(name) else { continue };
+        columns.push(header.clone());
+        data.push((0..df.height()).map(|r| Ok(cell_text(&c.get(r)?, *decimals))).collect::<Result<_>>()?);
+    }
+    let rows: Vec<Vec<String>> = (0..df.height()).map(|r| data.iter().map(|c| c[r].clone()).collect()).collect();
+    Ok(minijinja::context! { columns => columns, rows => rows })
+}
+
+fn cell_text(v: &AnyValue, decimals: usize) -> String {
+    match v {
+        AnyValue::Null => "–".into(),
+        AnyValue::Float64(x) => format!("{x:.decimals$}"),
+        AnyValue::Float32(x) => format!("{x:.decimals$}"),
+        AnyValue::Boolean(b) => if *b { "✓" } else { "" }.into(),
+        AnyValue::String(s) => s.to_string(),
+        other => other.to_string().trim_matches('"').to_string(),
+    }
+}
+
+fn metric_name(metric: &str) -> String {
+    let (base, unit) = match metric.rsplit_once('_') {
+        Some((b, "ms")) => (b, "ms"),
+        _ => (metric, ""),
+    };
+    let pretty = base
+        .replace("ttft_mean", "TTFT mean")
+        .replace("tpot_mean", "TPOT mean")
+        .replace("e2e_mean", "E2E mean")
+        .replace("output_tok_per_s", "output tokens/s")
+        .replace("requests_per_s", "requests/s")
+        .replace("goodput_req_per_s", "goodput (req/s)");
+    if unit.is_empty() { pretty } else { format!("{pretty} ({unit})") }
+}
+
+/// The across-seeds table: one row per curve and metric.
+fn seeds_display(seeds: &DataFrame, group: &[String]) -> Result<JValue> {
+    let label = labels_of(seeds, group)?;
+    let metric = strs(seeds, "metric")?;
+    let n = strs(seeds, "seeds")?;
+    let get = |c: &str| f64s(seeds, c);
+    let (med, min, max, mean, std, lo, hi) =
+        (get("median")?, get("min")?, get("max")?, get("mean")?, get("std")?, get("ci_low")?, get("ci_high")?);
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into());
+    let rows: Vec<Vec<String>> = (0..seeds.height())
+        .filter(|&r| SEEDS_SHOWN.contains(&metric[r].as_str()))
+        .map(|r| {
+            vec![
+                label[r].clone(),
+                metric_name(&metric[r]),
+                n[r].clone(),
+                format!("{} [{} – {}]", f(med[r]), f(min[r]), f(max[r])),
+                format!("{} ± {}", f(mean[r]), f(std[r])),
+                format!("{} – {}", f(lo[r]), f(hi[r])),
+            ]
+        })
+        .collect();
+    let columns = ["curve", "metric", "seeds", "median [min – max]", "mean ± std", "95% CI (bootstrap)"];
+    Ok(minijinja::context! { columns => columns, rows => rows })
+}
+
+/// "qwen-3b (awq), batch-size=2, frames=1" per row.
+fn labels_of(df: &DataFrame, cols: &[String]) -> Result<Vec<String>> {
+    let vals: Vec<(String, Vec<String>)> = cols.iter().map(|c| Ok((c.replace('_', "-"), strs(df, c)?))).collect::<Result<_>>()?;
+    Ok((0..df.height())
+        .map(|r| {
+            let get = |n: &str| vals.iter().find(|(c, _)| c == n).map(|(_, v)| v[r].clone());
+            let mut parts = Vec::new();
+            if let (Some(m), Some(v)) = (get("model"), get("variant")) {
+                parts.push(format!("{m} ({v})"));
+            }
+            parts.extend(vals.iter().filter(|(c, _)| c != "model" && c != "variant").map(|(c, v)| format!("{c}={}", v[r])));
+            parts.join(", ")
+        })
+        .collect())
+}
+
+/// One line per curve that has a best operating point under the SLO.
+fn best_points(points: &DataFrame, group: &[String]) -> Result<Vec<String>> {
+    let label = labels_of(points, group)?;
+    let best: Vec<bool> = points.column("best")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
+    let (tput, e2e, met) = (f64s(points, "output_tok_per_s")?, f64s(points, "e2e_p50_ms")?, f64s(points, "slo_met_pct")?);
+    Ok((0..points.height())
+        .filter(|&r| best[r])
+        .map(|r| {
+            format!(
+                "{}: {:.1} output tokens/s at an end-to-end p50 of {:.1} ms ({:.0}% of requests within the SLO)",
+                label[r],
+                tput[r].unwrap_or(f64::NAN),
+                e2e[r].unwrap_or(f64::NAN),
+                met[r].unwrap_or(f64::NAN)
+            )
+        })
+        .collect())
+}
+
+fn describe_nvml(nvml: &serde_json::Value) -> String {
+    if nvml["available"].as_bool() == Some(true) {
+        let gpus: Vec<&str> = nvml["gpus"].as_array().map(|a| a.iter().filter_map(|g| g.as_str()).collect()).unwrap_or_default();
+        format!(
+            "{} GPU(s): {}; driver {}, CUDA {}",
+            gpus.len(),
+            gpus.join(", "),
+            nvml["driver"].as_str().unwrap_or("unknown"),
+            nvml["cuda"].as_i64().map(|v| format!("{}.{}", v / 1000, v % 1000 / 10)).unwrap_or_else(|| "unknown".into())
+        )
+    } else {
+        format!("no NVML on the measuring machine ({})", nvml["reason"].as_str().unwrap_or("no reason given"))
+    }
+}
+
+fn telemetry_reason(runs: &[serde_json::Value]) -> String {
+    let mut reasons: Vec<&str> = runs.iter().filter_map(|r| r["telemetry"]["reason"].as_str()).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    if reasons.is_empty() { "no samples were recorded".into() } else { reasons.join("; ") }
+}
+
+/// The first turns of one conversation per model and variant (its first cell in
+/// table order), as answered: untrusted text, escaped by the HTML template.
+fn answers(requests: &Path, cell: &[String]) -> Result<Vec<JValue>> {
+    let mut df = ParquetReader::new(std::fs::File::open(requests)?)
+        .with_columns(Some(cell.iter().cloned().chain(["conversation", "turn", "warmup", "error", "answer"].map(String::from)).collect()))
+        .finish()?
+        .lazy()
+        .filter(
+            col("warmup")
+                .not()
+                .and(col("error").eq(lit("none")))
+                .and(col("conversation").eq(lit(0u32)))
+                .and(col("turn").lt(lit(ANSWER_TURNS))),
+        )
+        .collect()?;
+    df = df.sort(cell.iter().map(String::as_str).chain(["turn"]).collect::<Vec<_>>(), SortMultipleOptions::default())?;
+    let label = labels_of(&df, cell)?;
+    let (model, variant) = (strs(&df, "model")?, strs(&df, "variant")?);
+    let (turn, answer) = (strs(&df, "turn")?, strs(&df, "answer")?);
+    let mut chosen: HashMap<(String, String), String> = HashMap::new();
+    let mut out = Vec::new();
+    for r in 0..df.height() {
+        let which = chosen.entry((model[r].clone(), variant[r].clone())).or_insert_with(|| label[r].clone());
+        if *which != label[r] {
+            continue;
+        }
+        let text: String = answer[r].chars().take(300).collect();
+        let cut = if text.len() < answer[r].len() { "…" } else { "" };
+        let t = turn[r].parse::<u32>().unwrap_or(0) + 1;
+        out.push(minijinja::context! { cell => label[r].clone(), turn => t, answer => format!("{text}{cut}") });
+    }
+    Ok(out)
+}
+
+/// This run's across-seeds means against a baseline report's: the change, its interval
+/// (from both runs' intervals), and whether it lies outside the noise band.
+fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) -> Result<JValue> {
+    let path = dir.join("seeds.parquet");
+    let base = export::read_parquet(&path).with_context(|| {
+        format!("reading the baseline {}\nhint: --baseline takes an earlier report folder (one with seeds.parquet)", path.display())
+    })?;
+    let base_cols: Vec<String> = base.get_column_names().iter().map(|s| s.to_string()).collect();
+    if !group.iter().all(|c| base_cols.contains(c)) {
+        return Ok(
+            minijinja::context! { dir => dir.display().to_string(), rows => Vec::<JValue>::new(), note => "the baseline's axes differ from this experiment's; nothing to compare" },
+        );
+    }
+    let key = |df: &DataFrame| -> Result<Vec<String>> {
+        let mut cols: Vec<Vec<String>> = group.iter().map(|c| strs(df, c)).collect::<Result<_>>()?;
+        cols.push(strs(df, "metric")?);
+        Ok((0..df.height()).map(|r| cols.iter().map(|c| c[r].as_str()).collect::<Vec<_>>().join("\u{1f}")).collect())
+    };
+    // (mean, ci_low, ci_high)
+    type Trio = (Option<f64>, Option<f64>, Option<f64>);
+    let trio = |df: &DataFrame| -> Result<Vec<Trio>> {
+        let (m, lo, hi) = (f64s(df, "mean")?, f64s(df, "ci_low")?, f64s(df, "ci_high")?);
+        Ok((0..df.height()).map(|r| (m[r], lo[r], hi[r])).collect())
+    };
+    let before: HashMap<String, Trio> = key(&base)?.into_iter().zip(trio(&base)?).collect();
+    let (keys, now, label, metric) = (key(seeds)?, trio(seeds)?, labels_of(seeds, group)?, strs(seeds, "metric")?);
+    let mut rows = Vec::new();
+    for r in 0..seeds.height() {
+        let Some(&(Some(b), Some(b_lo), Some(b_hi))) = before.get(&keys[r]) else { continue };
+        let (Some(m), Some(lo), Some(hi)) = now[r] else { continue };
+        if b <= 0.0 || b_lo <= 0.0 {
+            continue;
+        }
+        let change = (m / b - 1.0) * 100.0;
+        let (c_lo, c_hi) = ((lo / b_hi - 1.0) * 100.0, (hi / b_lo - 1.0) * 100.0);
+        let lower_is_better = LATENCY_METRICS.contains(&metric[r].as_str());
+        let verdict = if c_lo > noise_pct || c_hi < -noise_pct {
+            if (change < 0.0) == lower_is_better { "better" } else { "worse" }
+        } else {
+            "within noise"
+        };
+        rows.push(minijinja::context! {
+            curve => label[r].clone(), metric => metric_name(&metric[r]),
+            before => format!("{b:.2}"), after => format!("{m:.2}"),
+            change => format!("{change:+.1}%"), interval => format!("{c_lo:+.1}% … {c_hi:+.1}%"), verdict => verdict,
+        });
+    }
+    Ok(minijinja::context! { dir => dir.display().to_string(), rows => rows, noise => noise_pct, note => JValue::from(()) })
+}
