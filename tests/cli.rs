@@ -390,6 +390,18 @@ fn bad_experiment_files_are_explained() {
             &["t.toml:17:11", "workload.arrival: open-loop arrival needs `request-rate`", "request-rate = 4.0"],
         ),
         ("a rate in closed loop", "turns = 2", "turns = 2\nrequest-rate = 3.0", &["t.toml:17:16", "only applies to open-loop arrival"]),
+        (
+            "a negative SLO",
+            "dir = \"reports/t\"",
+            "dir = \"reports/t\"\nslo = { ttft-ms = -1.0 }",
+            &["t.toml:28:19", "report.slo.ttft-ms: must be a positive number of milliseconds"],
+        ),
+        (
+            "an unknown SLO key",
+            "dir = \"reports/t\"",
+            "dir = \"reports/t\"\nslo = { ttft = 500 }",
+            &["t.toml:28:", "unknown field `ttft`", "did you mean `ttft-ms`?"],
+        ),
     ];
     let original = p.read("experiments/t.toml");
     std::fs::create_dir_all(p.path().join("cache")).unwrap();
@@ -1184,4 +1196,279 @@ frames = [4]
     p.run_ok();
     let images = prompt_tokens(&p);
     assert_eq!(images - video, 4 * 6 - 10, "images {images}, video {video}");
+}
+
+/// An experiment for the report tests: model `a` on the simulator, 3 turns,
+/// seeds 1 and 2, batch sizes 1 and 2.
+const FIXED: &str = r#"
+name = "fixed"
+title = "Fixed inputs"
+
+[models.a]
+backend = "sim"
+
+[workload]
+turns = 3
+resolution = "64x48"
+max-tokens = 8
+
+[matrix]
+model = ["a"]
+seed = [1, 2]
+batch-size = [1, 2]
+
+[report.slo]
+ttft-ms = 30.0
+"#;
+
+/// Write one measure's outputs with made-up, fixed numbers: `requests.parquet`,
+/// `chunks.parquet`, `meta.json`, and GPU samples when `gpu` is set. The answer of
+/// conversation 0, turn 0 carries a script tag, as an untrusted model might.
+fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
+    use polars::prelude::*;
+    std::fs::create_dir_all(dir).unwrap();
+    let get = |k: &str| coords.iter().find(|(c, _)| c == k).map(|(_, v)| v.parse::<u64>().unwrap()).unwrap();
+    let (seed, batch) = (get("seed"), get("batch-size"));
+    let mut rows: Vec<(u32, u32, u32, bool, &str)> = Vec::new(); // conversation, turn, attempt, warmup, error
+    rows.push((0, 0, 0, true, "none"));
+    for c in 0..batch as u32 {
+        for t in 0..3 {
+            rows.push((c, t, 0, false, if seed == 2 && batch == 2 && c == 1 && t == 2 { "http_5xx" } else { "none" }));
+        }
+    }
+    let n = rows.len();
+    let mut cols: Vec<Column> = coords
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "seed" | "batch-size" | "frames" => Column::new(k.replace('-', "_").into(), vec![v.parse::<u64>().unwrap(); n]),
+            _ => Column::new(k.replace('-', "_").into(), vec![v.clone(); n]),
+        })
+        .collect();
+    let ok = |r: &(u32, u32, u32, bool, &str)| r.4 == "none";
+    let ttft = |r: &(u32, u32, u32, bool, &str)| 10.0 + 5.0 * r.1 as f64 + seed as f64 + 3.0 * r.0 as f64 + batch as f64;
+    let sent = |i: usize| 1_000_000_000u64 + i as u64 * 40_000_000 / batch;
+    cols.extend([
+        Column::new("conversation".into(), rows.iter().map(|r| r.0).collect::<Vec<u32>>()),
+        Column::new("turn".into(), rows.iter().map(|r| r.1).collect::<Vec<u32>>()),
+        Column::new("attempt".into(), rows.iter().map(|r| r.2).collect::<Vec<u32>>()),
+        Column::new("warmup".into(), rows.iter().map(|r| r.3).collect::<Vec<bool>>()),
+        Column::new("sent_ns".into(), (0..n).map(sent).collect::<Vec<u64>>()),
+        Column::new("end_ns".into(), (0..n).map(|i| sent(i) + ((ttft(&rows[i]) + 21.0) * 1e6) as u64).collect::<Vec<u64>>()),
+        Column::new("ttft_ms".into(), rows.iter().map(|r| ok(r).then(|| ttft(r))).collect::<Vec<Option<f64>>>()),
+        Column::new("e2e_ms".into(), rows.iter().map(|r| ok(r).then(|| ttft(r) + 21.0)).collect::<Vec<Option<f64>>>()),
+        Column::new("tpot_ms".into(), rows.iter().map(|r| ok(r).then_some(3.0)).collect::<Vec<Option<f64>>>()),
+        Column::new("completion_tokens".into(), rows.iter().map(|r| ok(r).then_some(8u64)).collect::<Vec<Option<u64>>>()),
+        Column::new("status".into(), rows.iter().map(|r| if ok(r) { 200u32 } else { 503 }).collect::<Vec<u32>>()),
+        Column::new("error".into(), rows.iter().map(|r| r.4).collect::<Vec<&str>>()),
+        Column::new(
+            "answer".into(),
+            rows.iter()
+                .map(|r| {
+                    if r.0 == 0 && r.1 == 0 {
+                        "<script>alert(1)</script> a red square".to_string()
+                    } else {
+                        format!("answer to turn {}", r.1 + 1)
+                    }
+                })
+                .collect::<Vec<String>>(),
+        ),
+    ]);
+    let mut df = DataFrame::new(n, cols).unwrap();
+    ParquetWriter::new(std::fs::File::create(dir.join("requests.parquet")).unwrap()).finish(&mut df).unwrap();
+    // 7 gaps per successful request: 2.0 ms, then 2.5 on the last.
+    let gaps: Vec<Option<f64>> = rows
+        .iter()
+        .filter(|r| !r.3 && ok(r))
+        .flat_map(|_| std::iter::once(None).chain((1..8).map(|i| Some(if i == 7 { 2.5 } else { 2.0 }))))
+        .collect();
+    let mut chunks = DataFrame::new(gaps.len(), vec![Column::new("gap_ms".into(), gaps)]).unwrap();
+    ParquetWriter::new(std::fs::File::create(dir.join("chunks.parquet")).unwrap()).finish(&mut chunks).unwrap();
+    let meta = serde_json::json!({
+        "server": {"backend": "sim", "command": ["/somewhere/bin/pipeline", "sim-server", "--port", "41234"], "version": "pipeline-sim test"},
+        "nvml": if gpu { serde_json::json!({"available": true, "driver": "550.54", "cuda": 12040, "gpus": ["Test GPU"]}) } else { serde_json::json!({"available": false, "reason": "no driver here"}) },
+        "telemetry": if gpu { serde_json::json!({"available": true}) } else { serde_json::json!({"available": false, "reason": "no driver here"}) },
+    });
+    std::fs::write(dir.join("meta.json"), meta.to_string()).unwrap();
+    if gpu {
+        // One GPU, five samples 100 ms apart: 100, 200, 300, 200, 100 W → 80 J.
+        let mut t = DataFrame::new(
+            5,
+            vec![
+                Column::new("t_ns".into(), (0..5u64).map(|i| 900_000_000 + i * 100_000_000).collect::<Vec<u64>>()),
+                Column::new("gpu".into(), vec![0u32; 5]),
+                Column::new("power_w".into(), vec![Some(100.0), Some(200.0), Some(300.0), Some(200.0), Some(100.0)]),
+                Column::new("temperature_c".into(), vec![Some(40u32), Some(45), Some(51), Some(48), Some(44)]),
+                Column::new("sm_clock_mhz".into(), vec![Some(1980u32); 5]),
+                Column::new("throttle".into(), vec![Some("GPU_IDLE"), None, Some("SW_POWER_CAP"), Some("SW_POWER_CAP|GPU_IDLE"), None]),
+            ],
+        )
+        .unwrap();
+        ParquetWriter::new(std::fs::File::create(dir.join("telemetry.parquet")).unwrap()).finish(&mut t).unwrap();
+    }
+}
+
+/// Aggregate and render fixed measure outputs (no servers): the Markdown is pinned by
+/// a snapshot (`UPDATE_SNAPSHOTS=1 cargo test` rewrites it; review the diff), rendering
+/// twice gives byte-identical files, HTML escapes a model's answer, and the GPU figures
+/// follow from the samples.
+#[test]
+fn report_from_fixed_inputs_matches_its_snapshot() {
+    use pipeline::config::{self, Source};
+    let tmp = tempfile::tempdir().unwrap();
+    let source = Source { display: "experiments/fixed.toml".into(), text: FIXED.into(), yaml: false, base_dir: tmp.path().into() };
+    let mut exp = config::load(&source).unwrap();
+    exp.report.provenance = "experiments/fixed.toml (not committed to git)".into();
+    let cells = pipeline::matrix::expand(&exp, &source).unwrap();
+    let plan = pipeline::plan::Plan::build(exp, cells, "test machine".into()).unwrap();
+    let mut inputs = Vec::new();
+    for (i, cell) in plan.cells.iter().enumerate() {
+        let dir = tmp.path().join(format!("measure{i}"));
+        fixed_measure(&dir, &cell.coords(), i == 0);
+        inputs.push((format!("measure[{cell}]"), dir));
+    }
+    let agg = tmp.path().join("aggregate");
+    std::fs::create_dir_all(&agg).unwrap();
+    pipeline::steps::aggregate::run(&inputs, &plan.experiment.report.slo, &agg).unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    for out in [&one, &two] {
+        std::fs::create_dir_all(out).unwrap();
+        pipeline::steps::report::run(&plan, &agg, out).unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&one).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for f in &names {
+        assert_eq!(std::fs::read(one.join(f)).unwrap(), std::fs::read(two.join(f)).unwrap(), "{f} differs between two renders");
+    }
+    for f in [
+        "README.md",
+        "index.html",
+        "summary.csv",
+        "seeds.csv",
+        "points.csv",
+        "per_turn.csv",
+        "errors.csv",
+        "requests.parquet",
+        "telemetry.parquet",
+        "batch_size.svg",
+        "throughput_latency.svg",
+        "telemetry.svg",
+        "per_turn_1.svg",
+    ] {
+        assert!(names.contains(&f.to_string()), "{f} missing from {names:?}");
+    }
+
+    let html = std::fs::read_to_string(one.join("index.html")).unwrap();
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "the answer is escaped");
+    assert!(!html.contains("<script>"), "no script tag gets through");
+    let readme = std::fs::read_to_string(one.join("README.md")).unwrap();
+    assert!(readme.contains("&lt;script>alert(1)&lt;/script> a red square") && !readme.contains("<script>"), "{readme}");
+
+    let summary = csv_rows(&std::fs::read_to_string(one.join("summary.csv")).unwrap());
+    let gpu_cell = &summary.iter().find(|r| r["seed"] == "1" && r["batch_size"] == "1").unwrap();
+    assert_eq!(gpu_cell["energy_j"].parse::<f64>().unwrap(), 80.0);
+    assert_eq!(gpu_cell["power_peak_w"], "300.0");
+    assert_eq!(gpu_cell["throttle_seen"], "SW_POWER_CAP", "GPU_IDLE is not throttling");
+    // 4 requests (warm-up included) × 8 tokens in the sampled window.
+    assert_eq!(gpu_cell["energy_per_token_j"].parse::<f64>().unwrap(), 80.0 / 32.0);
+    // ITL pools every gap: 6 of 2.0 ms and 1 of 2.5 ms per request.
+    assert_eq!(gpu_cell["itl_max_ms"], "2.5");
+    assert_eq!(gpu_cell["itl_p50_ms"], "2.0");
+    let failed = summary.iter().find(|r| r["seed"] == "2" && r["batch_size"] == "2").unwrap();
+    assert_eq!(failed["errors"], "1");
+    // SLO: TTFT ≤ 30 ms. Seed 2, batch 2: TTFT = 10 + 5·turn + 2 + 3·conversation + 2,
+    // at most 24 ms, so the five answered turns are good and the failed one is not.
+    assert_eq!(failed["slo_met_pct"].parse::<f64>().unwrap(), 500.0 / 6.0);
+
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/fixed-report.md");
+    let readme = std::fs::read_to_string(one.join("README.md")).unwrap();
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &readme).unwrap();
+    }
+    let pinned = std::fs::read_to_string(&snapshot).unwrap_or_default();
+    assert!(
+        pinned == readme,
+        "README.md differs from {}; if the change is intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff",
+        snapshot.display()
+    );
+}
+
+/// Linear interpolation between closest ranks, written out here independently of
+/// the aggregate step.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let h = (values.len() - 1) as f64 * p;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    values[lo] + (h - h.floor()) * (values[hi] - values[lo])
+}
+
+/// A real run on the simulator; then every p99 and every per-turn median in the report
+/// is recomputed from the report's own `requests.parquet`. `pipeline report` re-renders
+/// (a changed SLO) without measuring, and compares against a baseline.
+#[test]
+fn report_numbers_recompute_from_the_raw_rows() {
+    use polars::prelude::*;
+    let p = Project::with_base("recompute");
+    p.edit("turns = 2", "turns = 3");
+    p.edit("seed = [1, 2]", "seed = [1, 2, 3]\nbatch-size = [2]");
+    p.run_ok();
+    let req = ParquetReader::new(std::fs::File::open(p.path().join("reports/t/requests.parquet")).unwrap()).finish().unwrap();
+    let col_str = |c: &str| -> Vec<String> {
+        req.column(c).unwrap().cast(&DataType::String).unwrap().str().unwrap().iter().map(|v| v.unwrap_or("").to_string()).collect()
+    };
+    let col_f64 = |c: &str| -> Vec<Option<f64>> { req.column(c).unwrap().f64().unwrap().iter().collect() };
+    let (model, seed, turn, error) = (col_str("model"), col_str("seed"), col_str("turn"), col_str("error"));
+    let warmup: Vec<bool> = req.column("warmup").unwrap().bool().unwrap().iter().map(|v| v.unwrap()).collect();
+    let (ttft, e2e) = (col_f64("ttft_ms"), col_f64("e2e_ms"));
+    let ok = |i: usize| !warmup[i] && error[i] == "none";
+
+    let summary = csv_rows(&p.read("reports/t/summary.csv"));
+    assert_eq!(summary.len(), 6);
+    for row in &summary {
+        let mut v: Vec<f64> =
+            (0..req.height()).filter(|&i| ok(i) && model[i] == row["model"] && seed[i] == row["seed"]).map(|i| ttft[i].unwrap()).collect();
+        assert_eq!(v.len(), 6, "2 conversations × 3 turns");
+        let mine = percentile(&mut v, 0.99);
+        let theirs: f64 = row["ttft_p99_ms"].parse().unwrap();
+        assert!((mine - theirs).abs() < 1e-9, "ttft p99 of {row:?}: {mine} vs {theirs}");
+    }
+    let per_turn = csv_rows(&p.read("reports/t/per_turn.csv"));
+    assert_eq!(per_turn.len(), 2 * 3);
+    for row in &per_turn {
+        let mut seed_medians: Vec<f64> = ["1", "2", "3"]
+            .iter()
+            .map(|s| {
+                let mut v: Vec<f64> = (0..req.height())
+                    .filter(|&i| ok(i) && model[i] == row["model"] && turn[i] == row["turn"] && seed[i] == *s)
+                    .map(|i| e2e[i].unwrap())
+                    .collect();
+                percentile(&mut v, 0.5)
+            })
+            .collect();
+        let mine = percentile(&mut seed_medians, 0.5);
+        let theirs: f64 = row["e2e_median_ms"].parse().unwrap();
+        assert!((mine - theirs).abs() < 1e-9, "per-turn median of {row:?}: {mine} vs {theirs}");
+    }
+
+    // A new SLO: aggregate and report run again, nothing is measured.
+    std::fs::create_dir_all(p.path().join("baseline")).unwrap();
+    for e in std::fs::read_dir(p.path().join("reports/t")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), p.path().join("baseline").join(e.file_name())).unwrap();
+    }
+    p.edit("dir = \"reports/t\"", "dir = \"reports/t\"\nslo = { e2e-ms = 0.001 }");
+    let out = p.pipeline(&["report", "experiments/t.toml", "--baseline", "baseline"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.ran(), set(&["aggregate", "report"]), "{}", out.stderr);
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("end-to-end ≤ 0.001 ms"), "{readme}");
+    assert!(readme.contains("- none: no cell meets the SLO"), "{readme}");
+    let compared: Vec<&str> = readme.lines().filter(|l| l.contains(" | E2E mean (ms) | ")).collect();
+    assert_eq!(compared.len(), 2 + 2, "two curves in the seeds table and two in the comparison:\n{readme}");
+    assert!(compared.iter().filter(|l| l.ends_with("| within noise |")).count() == 2, "the same rows never differ:\n{readme}");
+
+    // Nothing cached: nothing to render from.
+    let fresh = Project::with_base("recompute-empty");
+    let out = fresh.pipeline(&["report", "experiments/t.toml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("have no cached results") && out.stderr.contains("pipeline run experiments/t.toml"), "{}", out.stderr);
 }
