@@ -16,8 +16,10 @@ pub fn write_table(df: &mut DataFrame, dir: &Path, name: &str) -> Result<()> {
 }
 
 /// Parquet only: for tables too big to mirror as CSV (all request rows of a study).
+/// Snappy-compressed, pyarrow's default: fast to write, and every reader has it.
 pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
     ParquetWriter::new(File::create(path)?)
+        .with_compression(ParquetCompression::Snappy)
         .finish(df)
         .map(|_| ())
         .map_err(anyhow::Error::from)

@@ -36,11 +36,21 @@ pub const STATS: [(&str, Option<f64>); 6] =
     [("mean", None), ("p50", Some(0.5)), ("p90", Some(0.9)), ("p95", Some(0.95)), ("p99", Some(0.99)), ("max", None)];
 
 pub fn run(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {
-    let mut frames = Vec::with_capacity(inputs.len());
-    for (i, (id, dir)) in inputs.iter().enumerate() {
-        let df = export::read_parquet(&dir.join("requests.parquet")).with_context(|| format!("results of {id}"))?;
-        frames.push(df.lazy().with_column(lit(i as u32).cast(DataType::UInt32).alias("cell_index")));
-    }
+    // Reading Parquet in polars recurses deeper than rayon's default 2 MiB stacks allow.
+    let pool = rayon::ThreadPoolBuilder::new().stack_size(32 << 20).build()?;
+    pool.install(|| run_in_pool(inputs, slo, out))
+}
+
+fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {
+    use rayon::prelude::*;
+    let frames: Vec<LazyFrame> = inputs
+        .par_iter()
+        .enumerate()
+        .map(|(i, (id, dir))| -> Result<LazyFrame> {
+            let df = export::read_parquet(&dir.join("requests.parquet")).with_context(|| format!("results of {id}"))?;
+            Ok(df.lazy().with_column(lit(i as u32).cast(DataType::UInt32).alias("cell_index")))
+        })
+        .collect::<Result<_>>()?;
     let all = concat(&frames, UnionArgs::default())?.collect()?;
     drop(frames);
     let names: Vec<String> = all.get_column_names().iter().map(|s| s.to_string()).collect();
@@ -65,7 +75,8 @@ pub fn run(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {
         .collect()?;
     export::write_table(&mut errors, out, "errors")?;
 
-    let mut per_turn = per_turn(measured.clone(), &cell)?;
+    let cells = summary.select(["cell_index".to_string()].into_iter().chain(cell.iter().cloned()))?;
+    let mut per_turn = per_turn(measured.clone(), &cells, &cell)?;
     export::write_table(&mut per_turn, out, "per_turn")?;
 
     let conversations = measured
@@ -84,7 +95,6 @@ pub fn run(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {
     export::write_table(&mut points, out, "points")?;
 
     if let Some(series) = telemetry.series {
-        let cells = summary.select(["cell_index".to_string()].into_iter().chain(cell.iter().cloned()))?;
         let mut series =
             cells.lazy().join(series.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner)).collect()?;
         series = series.drop("cell_index")?;
@@ -167,14 +177,13 @@ fn itl_stats(inputs: &[(String, PathBuf)]) -> Result<DataFrame> {
             let file = std::fs::File::open(dir.join("chunks.parquet")).with_context(|| format!("chunks of {id}"))?;
             let df = ParquetReader::new(file).with_columns(Some(vec!["gap_ms".into()])).finish()?;
             let mut gaps: Vec<f64> = df.column("gap_ms")?.f64()?.iter().flatten().collect();
-            gaps.sort_unstable_by(f64::total_cmp);
             Ok(STATS
                 .iter()
                 .map(|(s, q)| match (s, q) {
                     _ if gaps.is_empty() => None,
                     (&"mean", _) => Some(gaps.iter().sum::<f64>() / gaps.len() as f64),
-                    (&"max", _) => gaps.last().copied(),
-                    (_, Some(q)) => Some(quantile_sorted(&gaps, *q)),
+                    (&"max", _) => gaps.iter().copied().reduce(f64::max),
+                    (_, Some(q)) => Some(quantile_select(&mut gaps, *q)),
                     _ => unreachable!(),
                 })
                 .collect())
@@ -187,6 +196,18 @@ fn itl_stats(inputs: &[(String, PathBuf)]) -> Result<DataFrame> {
     Ok(DataFrame::new(inputs.len(), cols)?)
 }
 
+/// The p-quantile, linear between closest ranks, by selection rather than a full sort
+/// (a cell can have a million gaps); reorders `v`.
+pub fn quantile_select(v: &mut [f64], p: f64) -> f64 {
+    let h = (v.len() - 1) as f64 * p;
+    let lo = h.floor() as usize;
+    let (_, &mut below, above) = v.select_nth_unstable_by(lo, f64::total_cmp);
+    match above.iter().copied().reduce(f64::min) {
+        Some(next) if h > lo as f64 => below + (h - lo as f64) * (next - below),
+        _ => below,
+    }
+}
+
 /// The p-quantile of sorted values, linear between closest ranks (numpy's default).
 pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
     let h = (sorted.len() - 1) as f64 * p;
@@ -196,18 +217,18 @@ pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Per curve (cell less seed) and turn: each seed's median over its conversations,
-/// then the median, min and max of those across seeds.
-fn per_turn(measured: LazyFrame, cell: &[String]) -> Result<DataFrame> {
+/// then the median, min and max of those across seeds. `cells` maps `cell_index` to
+/// the cell's axes (grouping by the index first keeps the big pass on integers).
+fn per_turn(measured: LazyFrame, cells: &DataFrame, cell: &[String]) -> Result<DataFrame> {
     let keys = |names: &[String]| names.iter().map(|k| col(k.as_str())).collect::<Vec<Expr>>();
     let curve: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
-    let mut with_seed = curve.clone();
-    with_seed.extend(["seed".to_string(), "turn".to_string()]);
     let mut with_turn = curve.clone();
     with_turn.push("turn".into());
     Ok(measured
         .filter(col("error").eq(lit("none")))
-        .group_by(keys(&with_seed))
+        .group_by([col("cell_index"), col("turn")])
         .agg([col("e2e_ms").median().alias("e2e_ms"), col("ttft_ms").median().alias("ttft_ms")])
+        .join(cells.clone().lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner))
         .group_by(keys(&with_turn))
         .agg([
             len().cast(DataType::UInt32).alias("seeds"),
@@ -256,4 +277,20 @@ fn runs(inputs: &[(String, PathBuf)]) -> Result<Vec<serde_json::Value>> {
     let mut v: Vec<(usize, serde_json::Value)> = seen.into_values().collect();
     v.sort_by_key(|(i, _)| *i);
     Ok(v.into_iter().map(|(_, e)| e).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Selection gives what sorting gives, for every quantile the summary uses.
+        #[test]
+        fn selection_matches_the_sorted_definition(mut v in proptest::collection::vec(-1e6f64..1e6, 1..300), p in 0.0f64..=1.0) {
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            prop_assert_eq!(quantile_select(&mut v, p), quantile_sorted(&sorted, p));
+        }
+    }
 }
