@@ -46,7 +46,7 @@ fn bools(df: &DataFrame, name: &str) -> Result<Vec<bool>> {
 }
 
 /// Row labels from columns: "qwen-3b (awq), frames=2"; model and variant first.
-fn labels(df: &DataFrame, cols: &[&str]) -> Result<Vec<String>> {
+pub fn labels(df: &DataFrame, cols: &[&str]) -> Result<Vec<String>> {
     let vals: Vec<(String, Vec<String>)> = cols.iter().map(|c| Ok((c.replace('_', "-"), strs(df, c)?))).collect::<Result<_>>()?;
     Ok((0..df.height())
         .map(|r| {

@@ -342,18 +342,7 @@ fn seeds_display(seeds: &DataFrame, group: &[String]) -> Result<JValue> {
 
 /// "qwen-3b (awq), batch-size=2, frames=1" per row.
 fn labels_of(df: &DataFrame, cols: &[String]) -> Result<Vec<String>> {
-    let vals: Vec<(String, Vec<String>)> = cols.iter().map(|c| Ok((c.replace('_', "-"), strs(df, c)?))).collect::<Result<_>>()?;
-    Ok((0..df.height())
-        .map(|r| {
-            let get = |n: &str| vals.iter().find(|(c, _)| c == n).map(|(_, v)| v[r].clone());
-            let mut parts = Vec::new();
-            if let (Some(m), Some(v)) = (get("model"), get("variant")) {
-                parts.push(format!("{m} ({v})"));
-            }
-            parts.extend(vals.iter().filter(|(c, _)| c != "model" && c != "variant").map(|(c, v)| format!("{c}={}", v[r])));
-            parts.join(", ")
-        })
-        .collect())
+    charts::labels(df, &cols.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// One line per curve that has a best operating point under the SLO.
