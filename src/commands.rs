@@ -59,12 +59,18 @@ pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
 }
 
 fn load(file: Option<&Path>) -> Result<(Source, Plan), Failure> {
+    load_with(file, |_| Ok(()))
+}
+
+/// Load and plan, letting `adjust` change the experiment first (command-line overrides).
+fn load_with(file: Option<&Path>, adjust: impl FnOnce(&mut config::Experiment) -> Result<(), Failure>) -> Result<(Source, Plan), Failure> {
     let source = match file {
         Some(f) => Source::read(f)?,
         None => Source::demo(),
     };
     let mut experiment = config::load(&source)?;
     experiment.report.provenance = steps::report::provenance(file, &source.display);
+    adjust(&mut experiment)?;
     let cells = matrix::expand(&experiment, &source)?;
     let plan = Plan::build(experiment, cells, steps::telemetry::hardware_identity()).map_err(|e| fail(exit::USER)(e.into()))?;
     Ok((source, plan))
@@ -180,30 +186,25 @@ fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<
 /// Re-render the report from cached measurements: aggregate and report run if they
 /// must, nothing is measured.
 fn report(cache: &Cache, file: Option<&Path>, baseline: Option<&Path>, noise_pct: Option<f64>) -> Result<i32, Failure> {
-    let source = match file {
-        Some(f) => Source::read(f)?,
-        None => Source::demo(),
-    };
-    let mut experiment = config::load(&source)?;
-    experiment.report.provenance = steps::report::provenance(file, &source.display);
-    if let Some(dir) = baseline {
-        if !dir.join("seeds.parquet").is_file() {
-            return Err(Failure {
-                error: anyhow!(
-                    "--baseline {}: no seeds.parquet there\nhint: pass an earlier report folder, e.g. a copy of {}",
-                    dir.display(),
-                    experiment.report.dir.display()
-                ),
-                code: exit::USER,
-            });
+    let (source, plan) = load_with(file, |experiment| {
+        if let Some(dir) = baseline {
+            if !dir.join("seeds.parquet").is_file() {
+                return Err(Failure {
+                    error: anyhow!(
+                        "--baseline {}: no seeds.parquet there\nhint: pass an earlier report folder, e.g. a copy of {}",
+                        dir.display(),
+                        experiment.report.dir.display()
+                    ),
+                    code: exit::USER,
+                });
+            }
+            experiment.report.baseline = Some(dir.to_path_buf());
         }
-        experiment.report.baseline = Some(dir.to_path_buf());
-    }
-    if let Some(n) = noise_pct {
-        experiment.report.noise_pct = n;
-    }
-    let cells = matrix::expand(&experiment, &source)?;
-    let plan = Plan::build(experiment, cells, steps::telemetry::hardware_identity()).map_err(|e| fail(exit::USER)(e.into()))?;
+        if let Some(n) = noise_pct {
+            experiment.report.noise_pct = n;
+        }
+        Ok(())
+    })?;
     let _lock = cache.lock()?;
     let sel = Selection { kinds: vec![crate::plan::StepKind::Report], ..Selection::default() };
     let statuses = plan.status(cache, &sel);

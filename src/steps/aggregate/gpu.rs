@@ -34,9 +34,13 @@ struct Cell {
     series: Option<DataFrame>,
 }
 
-pub fn per_cell(inputs: &[(String, PathBuf)]) -> Result<Telemetry> {
-    let cells: Vec<Cell> =
-        inputs.par_iter().map(|(id, dir)| one(dir).with_context(|| format!("telemetry of {id}"))).collect::<Result<_>>()?;
+/// `tokens[i]`: completion tokens of every request of cell `i`, warm-up included.
+pub fn per_cell(inputs: &[(String, PathBuf)], tokens: &[f64]) -> Result<Telemetry> {
+    let cells: Vec<Cell> = inputs
+        .par_iter()
+        .zip(tokens)
+        .map(|((id, dir), &tokens)| one(dir, tokens).with_context(|| format!("telemetry of {id}")))
+        .collect::<Result<_>>()?;
     let mut cols = vec![Column::new("cell_index".into(), (0..inputs.len() as u32).collect::<Vec<u32>>())];
     for (k, name) in SUMMARY_COLUMNS[..5].iter().enumerate() {
         cols.push(Column::new((*name).into(), cells.iter().map(|c| c.figures[k]).collect::<Vec<Option<f64>>>()));
@@ -58,7 +62,7 @@ pub fn per_cell(inputs: &[(String, PathBuf)]) -> Result<Telemetry> {
     Ok(Telemetry { summary, series })
 }
 
-fn one(dir: &std::path::Path) -> Result<Cell> {
+fn one(dir: &std::path::Path, tokens: f64) -> Result<Cell> {
     let path = dir.join("telemetry.parquet");
     if !path.exists() {
         return Ok(Cell::default());
@@ -88,12 +92,6 @@ fn one(dir: &std::path::Path) -> Result<Cell> {
         mean_sum += pts.iter().map(|p| p.1).sum::<f64>() / pts.len() as f64;
         energy += pts.windows(2).map(|w| (w[1].0 - w[0].0) as f64 / 1e9 * (w[0].1 + w[1].1) / 2.0).sum::<f64>();
     }
-    let tokens: f64 = {
-        let req = ParquetReader::new(std::fs::File::open(dir.join("requests.parquet"))?)
-            .with_columns(Some(vec!["completion_tokens".into()]))
-            .finish()?;
-        req.column("completion_tokens")?.cast(&DataType::Float64)?.f64()?.iter().flatten().sum()
-    };
     let peak = power.iter().flatten().copied().reduce(f64::max);
     let mut reasons: Vec<&str> =
         throttle.iter().flatten().flat_map(|s| s.split('|')).filter(|r| !r.is_empty() && *r != "GPU_IDLE").collect();

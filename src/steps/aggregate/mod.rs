@@ -58,7 +58,20 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
 
     let mut summary = summary(all.clone().lazy(), &cell, slo)?;
     let itl = itl_stats(inputs)?;
-    let telemetry = gpu::per_cell(inputs)?;
+    // Completion tokens of every row (warm-up included: the GPU window covers it).
+    let mut tokens = vec![0.0; inputs.len()];
+    let sums = all
+        .clone()
+        .lazy()
+        .group_by([col("cell_index")])
+        .agg([col("completion_tokens").sum().cast(DataType::Float64).alias("tokens")])
+        .collect()?;
+    for (i, t) in sums.column("cell_index")?.u32()?.iter().zip(sums.column("tokens")?.f64()?.iter()) {
+        if let (Some(i), Some(t)) = (i, t) {
+            tokens[i as usize] = t;
+        }
+    }
+    let telemetry = gpu::per_cell(inputs, &tokens)?;
     summary = summary.lazy().join(itl.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Left)).collect()?;
     summary =
         summary.lazy().join(telemetry.summary.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Left)).collect()?;
