@@ -1113,6 +1113,27 @@ seed = [1]
     assert!(again.stdout.contains("fresh  measure[model=fine"), "{}", again.stdout);
 }
 
+/// An experiment with one quick simulated model `s` (served as `served`), two-token
+/// answers and no warm-up, plus the given `[workload]` and `[matrix]` lines.
+fn one_sim_model(name: &str, served: &str, workload: &str, matrix: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+[models.s]
+backend = "sim"
+served-name = "{served}"
+sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
+[workload]
+max-tokens = 2
+warmup-requests = 0
+{workload}
+[matrix]
+model = ["s"]
+{matrix}
+"#
+    )
+}
+
 /// Image reuse by id (vLLM's multimodal UUIDs): each image goes out once with its id,
 /// later turns refer to it with `"image_url": null` (the simulator, like vLLM, refuses a
 /// reference it has not seen), so request bodies stop growing by an image per turn while
@@ -1121,23 +1142,7 @@ seed = [1]
 fn images_can_be_sent_once_and_referenced_by_id() {
     let p = Project::new();
     let file = |reuse: &str| {
-        format!(
-            r#"
-name = "reuse"
-[models.s]
-backend = "sim"
-served-name = "s-image-reuse"
-sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
-[workload]
-turns = 3
-resolution = "320x240"
-max-tokens = 2
-warmup-requests = 0
-image-reuse = "{reuse}"
-[matrix]
-model = ["s"]
-"#
-        )
+        one_sim_model("reuse", "s-image-reuse", &format!("turns = 3\nresolution = \"320x240\"\nimage-reuse = \"{reuse}\""), "")
     };
     let rows_of = |p: &Project| p.requests_tables("measure").pop().unwrap();
     let num = |r: &Row, k: &str| r[k].parse::<f64>().unwrap();
@@ -1165,24 +1170,7 @@ model = ["s"]
 fn frames_can_go_as_one_video() {
     let p = Project::new();
     let file = |frames_as: &str| {
-        format!(
-            r#"
-name = "video"
-[models.s]
-backend = "sim"
-served-name = "s-video"
-sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
-[workload]
-turns = 1
-resolution = "64x48"
-max-tokens = 2
-warmup-requests = 0
-frames-as = "{frames_as}"
-[matrix]
-model = ["s"]
-frames = [4]
-"#
-        )
+        one_sim_model("video", "s-video", &format!("turns = 1\nresolution = \"64x48\"\nframes-as = \"{frames_as}\""), "frames = [4]")
     };
     let prompt_tokens = |p: &Project| {
         let rows = p.requests_tables("measure").pop().unwrap();
