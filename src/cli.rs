@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pipeline", version, max_term_width = 100)]
 #[command(
-    after_help = "Examples:\n  pipeline run                               run the embedded demo\n  pipeline plan experiments/qwen_sweep.toml  what would run, and why\n  pipeline run experiments/qwen_sweep.toml --only model=qwen-7b -j 4\n  pipeline dag experiments/demo.toml --format mermaid\n  pipeline report --baseline old-report/      compare with an earlier report"
+    after_help = "Examples:\n  pipeline run                               run the embedded demo\n  pipeline plan experiments/qwen_sweep.toml  what would run, and why\n  pipeline run experiments/qwen_sweep.toml --only model=qwen-7b -j 4\n  pipeline run experiments/qwen_sweep.toml --executor slurm\n  pipeline dag experiments/demo.toml --format mermaid\n  pipeline report --baseline old-report/      compare with an earlier report"
 )]
 pub struct Cli {
     /// Cache folder for step outputs.
@@ -68,6 +68,9 @@ pub enum Command {
         /// Changes within ± this many percent are noise [default: 5, or [report] noise-pct].
         #[arg(long, value_name = "PCT", value_parser = parse_pct)]
         noise_pct: Option<f64>,
+        /// The executor the measures ran under (it names their hardware).
+        #[arg(long, value_enum, value_name = "EXECUTOR")]
+        executor: Option<crate::config::ExecutorKind>,
     },
     /// Copy the embedded report templates into DIR, to edit; then set
     /// `templates = "DIR"` under [report] in the experiment file.
@@ -75,10 +78,14 @@ pub enum Command {
         /// Folder to write README.md.j2 and index.html.j2 into.
         dir: PathBuf,
     },
-    /// How many steps of each kind are up to date, and where the report is.
+    /// How many steps of each kind are up to date, where the report is, and the Slurm
+    /// jobs of the last `--executor slurm` run (live while it is going).
     Status {
         /// Experiment file (default: the embedded demo).
         file: Option<PathBuf>,
+        /// The executor the steps ran under (it names the measures' hardware).
+        #[arg(long, value_enum, value_name = "EXECUTOR")]
+        executor: Option<crate::config::ExecutorKind>,
     },
     /// Print the step graph, servers included.
     Dag {
@@ -94,6 +101,13 @@ pub enum Command {
     },
     /// Serve the built-in simulator: vLLM's OpenAI-compatible API with a modelled latency.
     SimServer(SimArgs),
+    /// Run the steps a Slurm job was given (what `--executor slurm` submits; not for
+    /// direct use).
+    #[command(hide = true)]
+    SlurmJob {
+        /// The job's spec.json, written by the submitting run.
+        spec: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +123,10 @@ pub struct Target {
     /// Run the selected steps even if they are cached.
     #[arg(long)]
     pub force: bool,
+    /// Where steps run: `local`, or `slurm` (one job per server group, settings from
+    /// [slurm] in the file) [default: the file's `executor`, else local].
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<crate::config::ExecutorKind>,
 }
 
 fn parse_pct(s: &str) -> Result<f64, String> {

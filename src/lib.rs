@@ -18,6 +18,7 @@ pub mod hash;
 pub mod matrix;
 pub mod plan;
 pub mod sim;
+pub mod slurm;
 pub mod steps;
 
 use std::time::Instant;

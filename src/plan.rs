@@ -484,6 +484,10 @@ impl Builder {
             "served-name": model.served_name,
         });
         let obj = config.as_object_mut().expect("json! object");
+        // Only when set, so files without it keep their keys.
+        if let Some(n) = model.gpus {
+            obj.insert("gpus".into(), n.into());
+        }
         match model.backend {
             Backend::Sim => {
                 obj.insert("sim".into(), serde_json::to_value(&variant.sim).unwrap_or_default());
@@ -526,7 +530,7 @@ impl Builder {
             backend: model.backend,
             config: Arc::new(config),
             extra_args,
-            gpus_needed: if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 },
+            gpus_needed: model.gpus.unwrap_or(if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 }),
         });
         self.server_by_id.insert(id, self.servers.len() - 1);
         self.servers.len() - 1

@@ -32,6 +32,51 @@ pub struct Experiment {
     pub workload: Workload,
     pub matrix: Matrix,
     pub report: ReportSettings,
+    /// Where steps run: here, or as Slurm jobs (`--executor` overrides it).
+    pub executor: ExecutorKind,
+    pub slurm: SlurmSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ExecutorKind {
+    /// Every step on this machine.
+    #[default]
+    Local,
+    /// One Slurm job per server group; the other steps where `[slurm] cpu-steps` says.
+    Slurm,
+}
+
+/// `[slurm]`: what each job asks for. Nothing here enters a step's key except through
+/// [`SlurmSettings::hardware`], which names the hardware a measure ran on.
+#[derive(Debug, Clone, Default)]
+pub struct SlurmSettings {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// `--time` as Slurm writes it ("30", "02:00:00", "1-00:00:00").
+    pub time: Option<String>,
+    /// GRES type: `--gres=gpu:TYPE:N` instead of `--gres=gpu:N`.
+    pub gpu_type: Option<String>,
+    pub mem: Option<String>,
+    pub cpus_per_task: Option<u32>,
+    /// `pipeline` as the nodes see it (default: this binary's path, which must then be
+    /// on a shared filesystem).
+    pub binary: Option<PathBuf>,
+    pub sbatch_args: Vec<String>,
+    /// Run datagen, aggregate and report as small CPU jobs instead of here.
+    pub cpu_steps_on_slurm: bool,
+}
+
+impl SlurmSettings {
+    /// The hardware identity measures get under Slurm: what the job asks for, since
+    /// the node is known only once the job runs (the node's GPUs are recorded in
+    /// each measure's outputs).
+    pub fn hardware(&self) -> String {
+        format!(
+            "slurm: partition={}, gpu={}",
+            self.partition.as_deref().unwrap_or("(default)"),
+            self.gpu_type.as_deref().unwrap_or("(any)")
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,6 +131,9 @@ pub struct Model {
     pub api_key_env: Option<String>,
     pub command: Option<Vec<String>>,
     pub port: Option<u16>,
+    /// GPUs one server holds, when set (`gpus = N`); otherwise the tensor-parallel
+    /// size for launched GPU servers and none for the simulator.
+    pub gpus: Option<u32>,
     /// Always holds `base`.
     pub variants: BTreeMap<String, Variant>,
 }
@@ -486,7 +534,18 @@ impl Validator<'_> {
             noise_pct,
             provenance: String::new(),
         };
+        let executor = match raw.executor.as_deref() {
+            None | Some("local") => ExecutorKind::Local,
+            Some("slurm") => ExecutorKind::Slurm,
+            Some(other) => {
+                self.error("executor", format!("unknown executor `{other}`"), Some("one of: local (default), slurm".into()));
+                ExecutorKind::Local
+            }
+        };
+        let slurm = self.slurm(raw.slurm.unwrap_or_default());
         Experiment {
+            executor,
+            slurm,
             name: raw.name,
             title: report.title.clone(),
             base_dir: self.source.base_dir.clone(),
@@ -537,6 +596,22 @@ impl Validator<'_> {
                 Some("for example api-key-env = \"ANTHROPIC_API_KEY\"; export the key in your shell".into()),
             );
         }
+        let gpus = match m.gpus {
+            None => None,
+            Some(_) if !backend.launches() => {
+                self.error(
+                    format!("{at}.gpus"),
+                    format!("backend `{}` runs elsewhere and holds no GPUs here", backend.name()),
+                    Some("remove `gpus`".into()),
+                );
+                None
+            }
+            Some(n) if (0..=64).contains(&n) => Some(n as u32),
+            Some(n) => {
+                self.error(format!("{at}.gpus"), format!("must be from 0 to 64, found `{n}`"), None);
+                None
+            }
+        };
         let sim = SimParams::default().merged(m.sim.as_ref());
         let mut variants = BTreeMap::new();
         variants.insert(
@@ -563,7 +638,40 @@ impl Validator<'_> {
             api_key_env: m.api_key_env,
             command: m.command,
             port: m.port,
+            gpus,
             variants,
+        }
+    }
+
+    fn slurm(&mut self, s: raw::RawSlurm) -> SlurmSettings {
+        if let Some(t) = &s.time
+            && slurm_minutes(t).is_none()
+        {
+            self.error(
+                "slurm.time",
+                format!("`{t}` is not a Slurm time limit"),
+                Some("write minutes, HH:MM:SS or D-HH:MM:SS, e.g. time = \"02:00:00\" (2 hours)".into()),
+            );
+        }
+        let cpu_steps_on_slurm =
+            self.either("slurm.cpu-steps", s.cpu_steps.as_deref(), ("local", "on this machine"), ("slurm", "as small CPU jobs"));
+        for (key, value) in [("partition", &s.partition), ("account", &s.account), ("gpu-type", &s.gpu_type), ("mem", &s.mem)] {
+            if let Some(v) = value
+                && (v.is_empty() || v.contains(char::is_whitespace))
+            {
+                self.error(format!("slurm.{key}"), format!("`{v}` is empty or has spaces"), None);
+            }
+        }
+        SlurmSettings {
+            partition: s.partition,
+            account: s.account,
+            time: s.time,
+            gpu_type: s.gpu_type,
+            mem: s.mem,
+            cpus_per_task: s.cpus_per_task.map(|_| self.positive("slurm.cpus-per-task", s.cpus_per_task, 1)),
+            binary: s.binary.map(|b| self.source.base_dir.join(b)),
+            sbatch_args: s.sbatch_args,
+            cpu_steps_on_slurm,
         }
     }
 
@@ -904,6 +1012,28 @@ impl fmt::Display for Backend {
 }
 
 /// An [`Issue`] at `path`, located in `source` (for errors found after validation).
+/// A Slurm time limit in minutes ("M", "M:S", "H:M:S", "D-H", "D-H:M", "D-H:M:S"), or
+/// `None` if Slurm would not read it. "infinite" and "unlimited" are 0 here.
+pub fn slurm_minutes(text: &str) -> Option<u64> {
+    if matches!(text.to_ascii_lowercase().as_str(), "infinite" | "unlimited") {
+        return Some(0);
+    }
+    let (days, rest) = match text.split_once('-') {
+        Some((d, rest)) => (Some(d.parse::<u64>().ok()?), rest),
+        None => (None, text),
+    };
+    let parts: Vec<u64> = rest.split(':').map(|p| p.parse::<u64>().ok()).collect::<Option<_>>()?;
+    let (h, m, s) = match (days, parts.as_slice()) {
+        (None, [m]) => (0, *m, 0),
+        (None, [m, s]) => (0, *m, *s),
+        (None, [h, m, s]) | (Some(_), [h, m, s]) => (*h, *m, *s),
+        (Some(_), [h]) => (*h, 0, 0),
+        (Some(_), [h, m]) => (*h, *m, 0),
+        _ => return None,
+    };
+    Some(days.unwrap_or(0) * 1440 + h * 60 + m + s.div_ceil(60))
+}
+
 pub fn issue_at(source: &Source, path: &str, message: String, hint: Option<String>) -> Issue {
     let at = locate::locate(&source.text, source.yaml, &KeyPath::parse(path));
     Issue { at, path: path.to_string(), message, hint }

@@ -24,6 +24,24 @@ pub struct RawExperiment {
     pub axis: Vec<RawAxis>,
     #[serde(default)]
     pub report: RawReport,
+    pub executor: Option<String>,
+    pub slurm: Option<RawSlurm>,
+}
+
+/// `[slurm]`: how jobs are submitted when `executor = "slurm"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSlurm {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub time: Option<String>,
+    pub gpu_type: Option<String>,
+    pub mem: Option<String>,
+    pub cpus_per_task: Option<i64>,
+    pub binary: Option<String>,
+    #[serde(default)]
+    pub sbatch_args: Vec<String>,
+    pub cpu_steps: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +54,7 @@ pub struct RawModel {
     pub api_key_env: Option<String>,
     pub command: Option<Vec<String>>,
     pub port: Option<u16>,
+    pub gpus: Option<i64>,
     pub sim: Option<RawSim>,
     #[serde(default)]
     pub variants: BTreeMap<String, RawVariant>,

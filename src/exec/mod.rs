@@ -21,17 +21,46 @@ use anyhow::{Context, Result};
 use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{Cache, Lookup};
-use crate::hash::Digest;
+use crate::hash::{Digest, StepKey};
 use crate::plan::{Plan, State, StepKind, StepStatus};
-use crate::steps;
+use crate::{slurm, steps};
 use progress::Progress;
 use service::Services;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunOptions {
     pub jobs: usize,
     pub keep_going: bool,
     pub sim_bin: PathBuf,
+    /// Send server groups (and, if so configured, the other steps) to Slurm.
+    pub slurm: Option<Arc<SlurmExec>>,
+    /// This process is a Slurm job running steps for a submitter: the submitter keeps
+    /// the run records, and servers use the GPUs Slurm allocated.
+    pub in_job: bool,
+}
+
+/// What a run needs to hand steps to Slurm.
+pub struct SlurmExec {
+    pub tracker: Arc<slurm::Tracker>,
+    /// `pipeline` as the nodes see it.
+    pub binary: PathBuf,
+    /// The cache folder, absolute: the nodes use the same path.
+    pub cache: PathBuf,
+    /// The experiment file, absolute (none: the embedded demo).
+    pub file: Option<PathBuf>,
+}
+
+/// The Slurm job name of server `s`'s group: `pipeline.<experiment>.<model>.<variant>`,
+/// with the server's index when one model variant has several server configurations.
+pub fn group_job_name(plan: &Plan, s: usize) -> String {
+    let spec = &plan.servers[s];
+    let clean = |t: &str| t.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect::<String>();
+    let twins = plan.servers.iter().filter(|o| o.model == spec.model && o.variant == spec.variant).count();
+    let mut name = format!("pipeline.{}.{}.{}", clean(&plan.experiment.name), clean(&spec.model), clean(&spec.variant));
+    if twins > 1 {
+        name.push_str(&format!(".{s}"));
+    }
+    name
 }
 
 #[derive(Debug, Default)]
@@ -71,7 +100,7 @@ struct Ctx {
 
 pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, opts: RunOptions) -> Result<RunSummary> {
     let mut remaining = vec![0usize; plan.servers.len()];
-    let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut by_server: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut other = Vec::new();
     let to_do = statuses.iter().filter(|s| matches!(s.state, State::Run | State::Wait)).count() as u64;
     let mut outcomes = Vec::new();
@@ -85,9 +114,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
                 match step.server {
                     Some(s) => {
                         remaining[s] += 1;
-                        let spec = &plan.servers[s];
-                        let lane = if spec.gpus_needed > 0 { "gpus".to_string() } else { spec.id.clone() };
-                        lanes.entry(lane).or_default().push(i);
+                        by_server.entry(s).or_default().push(i);
                     }
                     None => other.push(i),
                 }
@@ -96,8 +123,14 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         };
         outcomes.push(watch::channel(initial).0);
     }
-    let services =
-        Services::new(plan.servers.clone(), Arc::new(plan.experiment.clone()), remaining, cache.root.join("logs"), opts.sim_bin.clone());
+    let services = Services::new(
+        plan.servers.clone(),
+        Arc::new(plan.experiment.clone()),
+        remaining,
+        cache.root.join("logs"),
+        opts.sim_bin.clone(),
+        opts.in_job,
+    );
     let ctx = Arc::new(Ctx {
         plan: plan.clone(),
         cache,
@@ -116,9 +149,41 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     });
     let statuses = Arc::new(statuses);
     let mut tasks = tokio::task::JoinSet::new();
-    for i in other {
-        let (ctx, statuses) = (ctx.clone(), statuses.clone());
-        tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await });
+    let poller = opts.slurm.as_ref().map(|sx| {
+        let tracker = sx.tracker.clone();
+        tokio::spawn(async move { tracker.poll_forever().await })
+    });
+    if let Some(sx) = &opts.slurm {
+        // One job per server group; other steps here, or one small job each.
+        let on_slurm = plan.experiment.slurm.cpu_steps_on_slurm;
+        for (s, members) in std::mem::take(&mut by_server) {
+            let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
+            let (name, gpus) = (group_job_name(&plan, s), plan.servers[s].gpus_needed);
+            tasks.spawn(async move { job_task(&ctx, &sx, name, gpus, members, &statuses).await });
+        }
+        for i in other {
+            let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
+            let name = format!("pipeline.{}.{}.{i}", plan.experiment.name, plan.steps[i].kind.name());
+            match on_slurm {
+                true => tasks.spawn(async move { job_task(&ctx, &sx, name, 0, vec![i], &statuses).await }),
+                false => tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await }),
+            };
+        }
+    } else {
+        for i in other {
+            let (ctx, statuses) = (ctx.clone(), statuses.clone());
+            tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await });
+        }
+    }
+    // Locally, measures run in lanes: one per server, except that servers holding GPUs
+    // share one lane, so that no two use the same GPUs at once.
+    let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    if opts.slurm.is_none() {
+        for (s, members) in by_server {
+            let spec = &plan.servers[s];
+            let lane = if spec.gpus_needed > 0 { "gpus".to_string() } else { spec.id.clone() };
+            lanes.entry(lane).or_default().extend(members);
+        }
     }
     for (_, mut lane) in lanes {
         lane.sort_by_key(|&i| (plan.steps[i].server, i));
@@ -135,10 +200,15 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     while let Some(r) = tasks.join_next().await {
         r.context("a scheduler task panicked")?;
     }
+    if let Some(p) = poller {
+        p.abort();
+    }
     ctx.services.stop_all().await;
     ctx.progress.done();
     let ran = std::mem::take(&mut *ctx.done.lock().unwrap_or_else(|e| e.into_inner()));
-    save_records(&plan, &ctx.cache, &statuses, &ran)?;
+    if !opts.in_job {
+        save_records(&plan, &ctx.cache, &statuses, &ran)?;
+    }
     let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
     let report = plan.steps.iter().position(|s| s.kind == StepKind::Report);
     if let Some(Some(Outcome::Done { key, .. })) = report.map(|r| ctx.outcomes[r].borrow().clone()) {
@@ -169,43 +239,17 @@ fn save_records(plan: &Plan, cache: &Cache, statuses: &[StepStatus], ran: &[(usi
 
 /// Wait for inputs, then run step `i` unless its key turns out to be cached.
 async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
+    let Some((key, inputs)) = prepare(ctx, i, reasons).await else { return };
     let step = &ctx.plan.steps[i];
-    let mut inputs = Vec::new();
-    let mut blocked = false;
-    for &d in &step.deps {
-        let mut rx = ctx.outcomes[d].subscribe();
-        let outcome = match rx.wait_for(|o| o.is_some()).await {
-            Ok(o) => o.clone(),
-            Err(_) => None,
-        };
-        match outcome {
-            Some(Outcome::Done { output, key }) => inputs.push((d, output, ctx.cache.entry_dir(ctx.plan.steps[d].kind.name(), &key))),
-            _ => blocked = true,
-        }
-    }
-    if blocked || ctx.stopping.load(Ordering::SeqCst) {
-        ctx.summary.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
-        ctx.outcomes[i].send_replace(Some(Outcome::Skipped));
-        return;
-    }
-    let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.clone())).collect());
     let digest = key.digest();
-    let forced = reasons.iter().any(|r| r == "forced");
-    if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
-        // An input reran but produced the same bytes, so this step is still valid.
-        ctx.progress.cached(&step.id, "inputs reran with identical output");
-        finish(ctx, i, Ok(output_digest), digest, false);
-        return;
-    }
     let _permit = match step.kind {
         StepKind::Measure => None,
         _ => ctx.cpu.acquire().await.ok(),
     };
     ctx.progress.started(&step.id, reasons);
     let started = Instant::now();
-    let dirs: Vec<(String, PathBuf)> = inputs.iter().map(|(d, _, dir)| (ctx.plan.steps[*d].id.clone(), dir.clone())).collect();
     let result = match ctx.cache.stage() {
-        Ok(staged) => match run_step(ctx, i, &dirs, staged.path()).await {
+        Ok(staged) => match run_step(ctx, i, &inputs, staged.path()).await {
             Ok(()) => ctx.cache.publish(staged, &step.id, key).map(|m| m.output_digest).map_err(anyhow::Error::from),
             Err(e) => {
                 // A launched server that died explains the failure better than its requests.
@@ -230,6 +274,141 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
     let label = if result.is_ok() { "done" } else { "FAILED" };
     ctx.progress.finished(&step.id, label, started.elapsed());
     finish(ctx, i, result, digest, true);
+}
+
+/// Wait for step `i`'s inputs and compute its key. `None` when that settled the step:
+/// an input failed (skipped), the run is stopping, or the key is cached after all.
+/// Otherwise the key and the input folders by step id.
+async fn prepare(ctx: &Ctx, i: usize, reasons: &[String]) -> Option<(StepKey, Vec<(String, PathBuf)>)> {
+    let step = &ctx.plan.steps[i];
+    let mut inputs = Vec::new();
+    let mut blocked = false;
+    for &d in &step.deps {
+        let mut rx = ctx.outcomes[d].subscribe();
+        let outcome = match rx.wait_for(|o| o.is_some()).await {
+            Ok(o) => o.clone(),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(Outcome::Done { output, key }) => inputs.push((d, output, ctx.cache.entry_dir(ctx.plan.steps[d].kind.name(), &key))),
+            _ => blocked = true,
+        }
+    }
+    if blocked || ctx.stopping.load(Ordering::SeqCst) {
+        skip(ctx, i);
+        return None;
+    }
+    let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.clone())).collect());
+    let digest = key.digest();
+    let forced = reasons.iter().any(|r| r == "forced");
+    if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
+        // An input reran but produced the same bytes, so this step is still valid.
+        ctx.progress.cached(&step.id, "inputs reran with identical output");
+        finish(ctx, i, Ok(output_digest), digest, false);
+        return None;
+    }
+    Some((key, inputs.into_iter().map(|(d, _, dir)| (ctx.plan.steps[d].id.clone(), dir)).collect()))
+}
+
+fn skip(ctx: &Ctx, i: usize) {
+    ctx.summary.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
+    ctx.outcomes[i].send_replace(Some(Outcome::Skipped));
+}
+
+/// Run `members` (a server group, or one step) as one Slurm job: wait for their
+/// inputs, submit the steps not cached, and follow the job. Each step is done as soon
+/// as its entry appears in the shared cache (the job publishes one step at a time), so
+/// a job that dies keeps every step it finished.
+async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: Vec<usize>, statuses: &[StepStatus]) {
+    let mut todo: Vec<(usize, StepKey)> = Vec::new();
+    for i in members {
+        if let Some((key, _)) = prepare(ctx, i, &statuses[i].reasons).await {
+            todo.push((i, key));
+        }
+    }
+    if todo.is_empty() {
+        return;
+    }
+    if ctx.stopping.load(Ordering::SeqCst) {
+        todo.iter().for_each(|(i, _)| skip(ctx, *i));
+        return;
+    }
+    let run = &sx.tracker;
+    let steps: Vec<(String, String)> = todo.iter().map(|(i, key)| (ctx.plan.steps[*i].id.clone(), key.digest().hex())).collect();
+    let dir = run.dir.join(&name);
+    let spec = slurm::JobSpec { run: run.run_id.clone(), file: sx.file.clone(), steps };
+    let request = slurm::JobRequest {
+        name: name.clone(),
+        gpus,
+        command: vec![
+            sx.binary.display().to_string(),
+            "--cache".into(),
+            sx.cache.display().to_string(),
+            "slurm-job".into(),
+            dir.join("spec.json").display().to_string(),
+        ],
+        steps: spec.steps.iter().map(|(id, _)| id.clone()).collect(),
+        dir: dir.clone(),
+    };
+    let submitted = match std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default()))
+    {
+        Ok(()) => run.submit(request).await,
+        Err(e) => Err(anyhow::anyhow!("cannot write the job's spec into {}: {e}", dir.display())),
+    };
+    let id = match submitted {
+        Ok(id) => id,
+        Err(e) => {
+            let (first, rest) = todo.split_first().expect("todo is not empty");
+            finish(ctx, first.0, Err(e.context(format!("submitting Slurm job `{name}`"))), first.1.digest(), true);
+            rest.iter().for_each(|(i, _)| skip(ctx, *i));
+            return;
+        }
+    };
+    let gres = if gpus > 0 { format!(", {gpus} GPU(s)") } else { String::new() };
+    ctx.progress.line(&format!("submit {name}: Slurm job {id}, {} step(s){gres}", todo.len()));
+    let started = Instant::now();
+    let mut rx = run.watch(id).expect("a submitted job is tracked");
+    let mut pending = todo;
+    let mut announced = false;
+    loop {
+        let info = rx.borrow_and_update().clone();
+        if info.state == "RUNNING" && !announced {
+            announced = true;
+            ctx.progress.line(&format!("start  {name} (job {id}) on {}", info.node));
+        }
+        // Steps the job has published so far are done.
+        pending.retain(|(i, key)| {
+            let digest = key.digest();
+            match ctx.cache.lookup(ctx.plan.steps[*i].kind.name(), &digest) {
+                Lookup::Hit { output_digest } => {
+                    ctx.progress.finished(&ctx.plan.steps[*i].id, "done", started.elapsed());
+                    finish(ctx, *i, Ok(output_digest), digest, true);
+                    false
+                }
+                _ => true,
+            }
+        });
+        if info.ended() {
+            if let Some(((first, key), rest)) = pending.split_first() {
+                let job = run.job(id).expect("a submitted job is tracked");
+                let why = match info.state.as_str() {
+                    "COMPLETED" => format!(
+                        "Slurm job {id} ({name}) completed but did not publish this step\nlog: {}\nhint: the job ran on a node that sees another cache folder; pass --cache with a path on a shared filesystem",
+                        job.log.display()
+                    ),
+                    _ => info.explain(&job, run.settings()),
+                };
+                ctx.progress.finished(&ctx.plan.steps[*first].id, "FAILED", started.elapsed());
+                finish(ctx, *first, Err(anyhow::anyhow!(why)), key.digest(), true);
+                // The job stops at its first failure; the rest never ran.
+                rest.iter().for_each(|(i, _)| skip(ctx, *i));
+            }
+            return;
+        }
+        // Wake on the next poll, and look at the cache at least every 2 s.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.changed()).await;
+    }
 }
 
 /// Record a step's end; `result` holds its output digest, `ran` whether it executed

@@ -27,6 +27,9 @@ pub struct Services {
     logs: PathBuf,
     sim_bin: PathBuf,
     slots: Vec<Mutex<Slot>>,
+    /// Inside a Slurm job: servers use the GPUs Slurm allocated (its
+    /// `CUDA_VISIBLE_DEVICES`), not `[server] gpus`.
+    in_job: bool,
 }
 
 #[derive(Default)]
@@ -73,9 +76,16 @@ async fn stop_running(r: Running, id: &str) {
 }
 
 impl Services {
-    pub fn new(specs: Vec<ServerSpec>, experiment: Arc<Experiment>, remaining: Vec<usize>, logs: PathBuf, sim_bin: PathBuf) -> Services {
+    pub fn new(
+        specs: Vec<ServerSpec>,
+        experiment: Arc<Experiment>,
+        remaining: Vec<usize>,
+        logs: PathBuf,
+        sim_bin: PathBuf,
+        in_job: bool,
+    ) -> Services {
         let slots = remaining.into_iter().map(|n| Mutex::new(Slot { remaining: n, ..Default::default() })).collect();
-        Services { specs, experiment, logs, sim_bin, slots }
+        Services { specs, experiment, logs, sim_bin, slots, in_job }
     }
 
     /// The server's endpoint, starting it if it is not running.
@@ -195,8 +205,16 @@ impl Services {
             return Err(e);
         }
         let version = server_version(&client, &base_url).await;
-        let meta =
+        let mut meta =
             serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});
+        if spec.gpus_needed > 0 {
+            meta["cuda_visible_devices"] = self.visible_devices(i).into();
+        }
+        if self.in_job {
+            let var = |k: &str| std::env::var(k).ok();
+            meta["slurm"] =
+                serde_json::json!({"job_id": var("SLURM_JOB_ID"), "node": var("SLURMD_NODENAME"), "partition": var("SLURM_JOB_PARTITION")});
+        }
         Ok((Some(child), Endpoint { base_url, api, api_key, server_meta: meta, gpus: self.gpus(i) }))
     }
 
@@ -270,13 +288,30 @@ impl Services {
         argv
     }
 
-    /// The GPUs server `i` runs on: the first of `[server] gpus`, or of all GPUs.
+    /// The GPUs server `i` runs on, as NVML numbers them: in a Slurm job the ones it
+    /// allocated (`SLURM_JOB_GPUS`); otherwise the first of `[server] gpus`, or of all.
     fn gpus(&self, i: usize) -> Vec<u32> {
         let n = self.specs[i].gpus_needed as usize;
+        if self.in_job
+            && let Ok(list) = std::env::var("SLURM_JOB_GPUS")
+        {
+            return list.split(',').filter_map(|g| g.trim().parse().ok()).take(n).collect();
+        }
         match &self.experiment.server.gpus {
             Some(list) => list.iter().take(n).copied().collect(),
             None => (0..n as u32).collect(),
         }
+    }
+
+    /// `CUDA_VISIBLE_DEVICES` for server `i`: Slurm's own inside a job (it may number
+    /// devices within the job's cgroup), otherwise its GPUs.
+    fn visible_devices(&self, i: usize) -> String {
+        if self.in_job
+            && let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES")
+        {
+            return v;
+        }
+        self.gpus(i).iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
     }
 
     /// Start `argv` in its own process group, output to `log_path`, on its GPUs.
@@ -287,8 +322,7 @@ impl Services {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).kill_on_drop(true);
         if spec.gpus_needed > 0 {
-            let ids: Vec<String> = self.gpus(i).iter().map(|g| g.to_string()).collect();
-            cmd.env("CUDA_VISIBLE_DEVICES", ids.join(","));
+            cmd.env("CUDA_VISIBLE_DEVICES", self.visible_devices(i));
         }
         cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

@@ -1,0 +1,576 @@
+//! Slurm through its own command-line tools, as a user would drive it.
+//!
+//! A run submits with `sbatch --parsable` (job names `pipeline.<experiment>.<group>`,
+//! the run id in `--comment`, logs beside each job's spec with `%j`) and follows every
+//! job it owns with **one** `squeue -t all -j <ids>` call per poll; the interval is
+//! short while jobs are young and backs off for long benchmarks. `sacct` is asked only
+//! about ids squeue has forgotten, and only where accounting exists. Every end state
+//! is mapped to a message that says what happened and what to do ([`JobInfo::explain`]).
+//! Ctrl-C cancels the run's jobs with `scancel` ([`Tracker::cancel_all`]).
+//!
+//! What a job *runs* is `pipeline slurm-job SPEC` on the node (`commands::slurm_job`),
+//! which executes the listed steps against the shared cache and publishes each one
+//! atomically, exactly as a local run does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+use tokio::sync::{Notify, watch};
+
+use crate::config::SlurmSettings;
+
+/// What a job writes when it cannot find the cache (`sysexits.h`'s EX_NOINPUT).
+pub const EXIT_NO_INPUT: i32 = 66;
+
+/// Slurm's states that end a job. A job in any other state is still going.
+const END_STATES: [&str; 11] = [
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "OUT_OF_MEMORY",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "REVOKED",
+    "SPECIAL_EXIT",
+];
+
+/// The last known state of one job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub state: String,
+    pub reason: String,
+    /// The batch script's exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    pub node: String,
+}
+
+impl JobInfo {
+    /// Whether the job has ended. A job that waits on a dependency that can never be
+    /// satisfied has ended too, in effect (the caller cancels it).
+    pub fn ended(&self) -> bool {
+        END_STATES.contains(&self.state.as_str()) || self.never_runs() || self.state == "VANISHED"
+    }
+
+    fn never_runs(&self) -> bool {
+        self.state == "PENDING" && self.reason == "DependencyNeverSatisfied"
+    }
+
+    /// What happened to a job that did not complete, and what to do about it.
+    pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> String {
+        let node = if self.node.is_empty() || self.node == "(null)" { String::new() } else { format!(" on {}", self.node) };
+        let head = format!("Slurm job {} ({}){node} ended {}", job.id, job.name, self.state);
+        let time = settings.time.as_deref().unwrap_or("the partition's default");
+        let (what, hint) = match self.state.as_str() {
+            "FAILED" if self.reason == "JobLaunchFailure" => (
+                format!("it could not start: Slurm could not open its log {} on the node", job.log.display()),
+                "the cache folder must be on a filesystem the compute nodes share (NFS, Lustre, GPFS), not /tmp or a local disk; \
+                 pass --cache /shared/path, or run here with --executor local"
+                    .to_string(),
+            ),
+            "FAILED" if self.exit_code == Some(EXIT_NO_INPUT) => (
+                "the job could not find its inputs in the cache".to_string(),
+                "the cache folder must be on a filesystem the compute nodes share (NFS, Lustre, GPFS), not /tmp or a local disk; \
+                 pass --cache /shared/path, or run here with --executor local"
+                    .to_string(),
+            ),
+            "FAILED" => (
+                match (self.exit_code, self.signal) {
+                    (_, Some(sig)) if sig > 0 => format!("killed by signal {sig}"),
+                    (Some(code), _) => format!("exit code {code}"),
+                    _ => format!("reason {}", self.reason),
+                },
+                "the log says why; fix it and run again (finished steps are kept)".to_string(),
+            ),
+            "TIMEOUT" => (
+                format!("it hit its time limit ({time})"),
+                "raise `time` under [slurm], or split the sweep with --only; finished steps are kept".to_string(),
+            ),
+            "OUT_OF_MEMORY" => (
+                format!("it was killed for using more memory than it asked for ({})", settings.mem.as_deref().unwrap_or("the default")),
+                "raise `mem` under [slurm]; finished steps are kept".to_string(),
+            ),
+            "CANCELLED" => ("it was cancelled (scancel, or an administrator)".to_string(), "run again to resume".to_string()),
+            "NODE_FAIL" | "BOOT_FAIL" => {
+                ("its node failed".to_string(), "run again to resume on another node; finished steps are kept".to_string())
+            }
+            "PREEMPTED" => ("a higher-priority job preempted it".to_string(), "run again to resume; finished steps are kept".to_string()),
+            "DEADLINE" => ("it could not finish before its deadline".to_string(), "remove the --deadline from sbatch-args".to_string()),
+            "PENDING" => (
+                "it waits on a dependency that can never be satisfied, so it was cancelled".to_string(),
+                "check the --dependency in [slurm] sbatch-args".to_string(),
+            ),
+            "VANISHED" => (
+                "Slurm no longer knows it (it ended longer ago than MinJobAge, and the cluster keeps no accounting)".to_string(),
+                "the log says how it ended".to_string(),
+            ),
+            _ => (format!("reason {}", self.reason), "see the log".to_string()),
+        };
+        format!("{head}: {what}\n{}\nhint: {hint}", log_tail(&job.log))
+    }
+}
+
+/// The last lines of a job's log, or why there is none.
+fn log_tail(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n    ");
+            format!("log `{}` ends with:\n    {tail}", path.display())
+        }
+        Err(_) => format!("log `{}` does not exist here", path.display()),
+    }
+}
+
+/// One job this run submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submitted {
+    pub id: u64,
+    pub name: String,
+    pub log: PathBuf,
+    pub steps: Vec<String>,
+    pub gpus: u32,
+    pub info: JobInfo,
+}
+
+/// A job to submit: its name, the GPUs it holds, its folder and the command it runs.
+pub struct JobRequest {
+    pub name: String,
+    pub gpus: u32,
+    pub dir: PathBuf,
+    pub command: Vec<String>,
+    pub steps: Vec<String>,
+}
+
+/// Why Slurm cannot take a run's jobs; the exit code depends on which.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    #[error(
+        "`sbatch` is not on PATH: this machine is not a Slurm submit host\nhint: run on the cluster's login node, or here with --executor local"
+    )]
+    Missing,
+    #[error(
+        "cannot reach the Slurm controller: {0}\nhint: `scontrol ping` says whether slurmctld is up; or run here with --executor local"
+    )]
+    Unreachable(String),
+    #[error(
+        "Slurm refuses the job `sbatch {args}`: {message}\nhint: `sinfo -o \"%P %G %l\"` lists the partitions, GRES and time limits; fix [slurm] in the experiment file"
+    )]
+    Rejected { args: String, message: String },
+    #[error("sbatch failed: {0}")]
+    Other(String),
+}
+
+/// A submitted job, when it was submitted, and where its state is announced.
+struct Tracked {
+    job: Submitted,
+    since: Instant,
+    tx: watch::Sender<JobInfo>,
+}
+
+/// Submits, follows and cancels the jobs of one run.
+pub struct Tracker {
+    settings: SlurmSettings,
+    pub run_id: String,
+    /// `cache/slurm/<run id>/`: job folders and `jobs.json`.
+    pub dir: PathBuf,
+    jobs: Mutex<BTreeMap<u64, Tracked>>,
+    wake: Notify,
+    accounting: Mutex<Option<bool>>,
+}
+
+impl Tracker {
+    pub fn new(settings: SlurmSettings, run_id: String, dir: PathBuf) -> Tracker {
+        Tracker { settings, run_id, dir, jobs: Mutex::new(BTreeMap::new()), wake: Notify::new(), accounting: Mutex::new(None) }
+    }
+
+    fn comment(&self) -> String {
+        format!("pipeline-run={}", self.run_id)
+    }
+
+    pub fn resource_args(&self, gpus: u32) -> Vec<String> {
+        resource_args(&self.settings, gpus)
+    }
+
+    /// Before anything is submitted: is there a Slurm, and would it take each kind of
+    /// job (`sbatch --test-only`)? Slurm's own message is shown when it would not.
+    pub async fn preflight(&self, gpu_counts: &BTreeSet<u32>) -> Result<(), SlurmError> {
+        for &gpus in gpu_counts {
+            let args = self.resource_args(gpus);
+            let out = sbatch(args.iter().map(String::as_str).chain(["--test-only", "--wrap", "true"])).await?;
+            if !out.status.success() {
+                let message = slurm_message(&out.stderr);
+                return Err(classify(&args.join(" "), message));
+            }
+        }
+        Ok(())
+    }
+
+    /// Submit a job. A transient error ("Socket timed out") is retried, but only after
+    /// checking that the failed attempt did not in fact create the job.
+    pub async fn submit(&self, req: JobRequest) -> Result<u64> {
+        std::fs::create_dir_all(&req.dir)?;
+        let script = req.dir.join("job.sh");
+        let quoted: Vec<String> = req.command.iter().map(|a| shell_quote(a)).collect();
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\n# pipeline run {}: {} step(s)\nexec {}\n", self.run_id, req.steps.len(), quoted.join(" ")),
+        )?;
+        let log = req.dir.join("slurm-%j.log");
+        let mut args = vec![
+            "--parsable".to_string(),
+            format!("--job-name={}", req.name),
+            format!("--comment={}", self.comment()),
+            format!("--output={}", log.display()),
+        ];
+        args.extend(self.resource_args(req.gpus));
+        let mut delay = Duration::from_millis(500);
+        let mut attempt = 0;
+        let id = loop {
+            attempt += 1;
+            let out = sbatch(args.iter().map(String::as_str).chain([script.to_str().unwrap_or_default()])).await?;
+            if out.status.success() {
+                let text = String::from_utf8_lossy(&out.stdout);
+                // `--parsable` prints `id` or `id;cluster`.
+                let first = text.lines().next().unwrap_or_default().split(';').next().unwrap_or_default().trim();
+                break first.parse::<u64>().map_err(|_| anyhow!("sbatch printed `{}`, not a job id", text.trim()))?;
+            }
+            let message = slurm_message(&out.stderr);
+            if !transient(&message) || attempt >= 5 {
+                return Err(classify(&args[4..].join(" "), message).into());
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            if let Some(id) = self.find_submitted(&req.name).await {
+                break id;
+            }
+        };
+        let log = req.dir.join(format!("slurm-{id}.log"));
+        let job = Submitted {
+            id,
+            name: req.name,
+            log,
+            steps: req.steps,
+            gpus: req.gpus,
+            info: JobInfo { state: "PENDING".into(), ..Default::default() },
+        };
+        let (tx, _) = watch::channel(job.info.clone());
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Tracked { job, since: Instant::now(), tx });
+        self.save();
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// A job of this run named `name`, if one exists (a submission that timed out may
+    /// have gone through).
+    async fn find_submitted(&self, name: &str) -> Option<u64> {
+        let out = Command::new("squeue").args(["-h", "-t", "all", "-n", name, "-O", "JobID:|,Comment:|"]).output().await.ok()?;
+        let comment = self.comment();
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let mut f = l.split('|');
+            let id = f.next()?.trim().parse().ok()?;
+            (f.next()?.trim() == comment).then_some(id)
+        })
+    }
+
+    /// A receiver that sees the job's state after every poll.
+    pub fn watch(&self, id: u64) -> Option<watch::Receiver<JobInfo>> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|t| t.tx.subscribe())
+    }
+
+    pub fn job(&self, id: u64) -> Option<Submitted> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(&id).map(|t| t.job.clone())
+    }
+
+    pub fn settings(&self) -> &SlurmSettings {
+        &self.settings
+    }
+
+    /// Follow every job until the task is dropped: one squeue call per interval, the
+    /// interval a tenth of the youngest running job's age (0.25 s to 15 s).
+    pub async fn poll_forever(&self) {
+        let mut complained = false;
+        loop {
+            let active: Vec<(u64, Instant)> = {
+                let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                jobs.iter().filter(|(_, t)| !t.job.info.ended()).map(|(id, t)| (*id, t.since)).collect()
+            };
+            if active.is_empty() {
+                self.wake.notified().await;
+                continue;
+            }
+            let ids: Vec<u64> = active.iter().map(|(id, _)| *id).collect();
+            match query(&ids).await {
+                Ok(mut found) => {
+                    complained = false;
+                    let missing: Vec<u64> = ids.iter().copied().filter(|id| !found.contains_key(id)).collect();
+                    if !missing.is_empty() {
+                        found.extend(self.forgotten(&missing).await);
+                    }
+                    let mut never: Vec<u64> = Vec::new();
+                    {
+                        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                        for (id, info) in found {
+                            if let Some(t) = jobs.get_mut(&id) {
+                                if info.never_runs() {
+                                    never.push(id);
+                                }
+                                t.job.info = info.clone();
+                                t.tx.send_replace(info);
+                            }
+                        }
+                    }
+                    if !never.is_empty() {
+                        let _ = Command::new("scancel").args(never.iter().map(u64::to_string)).status().await;
+                    }
+                    self.save();
+                }
+                Err(e) if !complained => {
+                    complained = true;
+                    eprintln!("warning: cannot ask Slurm about jobs {ids:?} ({e:#}); will keep trying");
+                }
+                Err(_) => {}
+            }
+            let youngest = active.iter().map(|(_, t)| t.elapsed()).min().unwrap_or_default();
+            let interval = (youngest / 10).clamp(Duration::from_millis(250), Duration::from_secs(15));
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Jobs squeue no longer lists: ask sacct where the cluster keeps accounting;
+    /// otherwise they are gone without a word.
+    async fn forgotten(&self, ids: &[u64]) -> BTreeMap<u64, JobInfo> {
+        let have = *self.accounting.lock().unwrap_or_else(|e| e.into_inner());
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        let mut found = BTreeMap::new();
+        if have != Some(false) {
+            let out = Command::new("sacct").args(["-X", "-n", "-P", "-j", &list, "-o", "JobID,State,ExitCode,NodeList"]).output().await;
+            let ok = out.as_ref().is_ok_and(|o| o.status.success());
+            *self.accounting.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok);
+            if let Ok(out) = out.as_ref()
+                && out.status.success()
+            {
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    let f: Vec<&str> = line.split('|').collect();
+                    let (Some(id), Some(state)) = (f.first().and_then(|s| s.parse().ok()), f.get(1)) else { continue };
+                    let (code, sig) = f.get(2).and_then(|c| c.split_once(':')).unwrap_or(("", ""));
+                    found.insert(
+                        id,
+                        JobInfo {
+                            // "CANCELLED by 0" → "CANCELLED"
+                            state: state.split_whitespace().next().unwrap_or_default().to_string(),
+                            reason: String::new(),
+                            exit_code: code.parse().ok(),
+                            signal: sig.parse().ok(),
+                            node: f.get(3).unwrap_or(&"").to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        for id in ids {
+            found.entry(*id).or_insert_with(|| JobInfo { state: "VANISHED".into(), ..Default::default() });
+        }
+        found
+    }
+
+    /// `scancel` every job of this run that has not ended; returns their ids.
+    pub fn cancel_all(&self) -> Vec<u64> {
+        let ids: Vec<u64> = {
+            let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            jobs.values().filter(|t| !t.job.info.ended()).map(|t| t.job.id).collect()
+        };
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("scancel")
+                .args(ids.iter().map(u64::to_string))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &ids {
+                if let Some(t) = jobs.get_mut(id) {
+                    t.job.info.state = "CANCELLED".into();
+                    t.job.info.reason = "run interrupted".into();
+                }
+            }
+        }
+        self.save();
+        ids
+    }
+
+    /// Write `jobs.json` for `pipeline status` (atomically: it may be read meanwhile).
+    fn save(&self) {
+        let jobs: Vec<Submitted> = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).values().map(|t| t.job.clone()).collect();
+        let file = RunFile { run: self.run_id.clone(), jobs };
+        let path = self.dir.join(JOBS_FILE);
+        let tmp = self.dir.join(".jobs.json.tmp");
+        if std::fs::create_dir_all(&self.dir).is_ok() && std::fs::write(&tmp, serde_json::to_vec_pretty(&file).unwrap_or_default()).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+}
+
+pub const JOBS_FILE: &str = "jobs.json";
+
+/// `cache/slurm/<run>/jobs.json`: what `pipeline status` shows.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RunFile {
+    pub run: String,
+    pub jobs: Vec<Submitted>,
+}
+
+/// What the node-side `pipeline slurm-job` reads: the steps to run, with the keys the
+/// submitter computed for them (the node must compute the same).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub run: String,
+    /// The experiment file (absolute), or none for the embedded demo.
+    pub file: Option<PathBuf>,
+    pub steps: Vec<(String, String)>,
+}
+
+/// `--partition`, `--gres` and the rest, for a job holding `gpus` GPUs.
+pub fn resource_args(s: &SlurmSettings, gpus: u32) -> Vec<String> {
+    let mut args = Vec::new();
+    for (flag, value) in [("partition", &s.partition), ("account", &s.account), ("time", &s.time), ("mem", &s.mem)] {
+        if let Some(v) = value {
+            args.push(format!("--{flag}={v}"));
+        }
+    }
+    if let Some(n) = s.cpus_per_task {
+        args.push(format!("--cpus-per-task={n}"));
+    }
+    if gpus > 0 {
+        args.push(match &s.gpu_type {
+            Some(t) => format!("--gres=gpu:{t}:{gpus}"),
+            None => format!("--gres=gpu:{gpus}"),
+        });
+    }
+    args.extend(s.sbatch_args.iter().cloned());
+    args
+}
+
+/// One `squeue` call for all `ids`: the state of each job it still knows.
+pub async fn query(ids: &[u64]) -> Result<BTreeMap<u64, JobInfo>> {
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    let out = Command::new("squeue")
+        .args(["-h", "-t", "all", "-j", &list, "-O", "JobID:|,State:|,Reason:|,exit_code:|,NodeList:|"])
+        .output()
+        .await?;
+    let stderr = slurm_message(&out.stderr);
+    if !out.status.success() {
+        // All ids unknown (aged out): not an error, just nothing known.
+        if stderr.contains("Invalid job id") {
+            return Ok(BTreeMap::new());
+        }
+        bail!("squeue: {stderr}");
+    }
+    Ok(parse_squeue(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_squeue(text: &str) -> BTreeMap<u64, JobInfo> {
+    let mut found = BTreeMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Some(id) = f.first().and_then(|s| s.parse::<u64>().ok()) else { continue };
+        let status = f.get(3).and_then(|s| s.parse::<i32>().ok());
+        let state = f.get(1).copied().unwrap_or_default().to_string();
+        // squeue reports the raw wait status: exit code in the high byte, signal low.
+        let ended = END_STATES.contains(&state.as_str());
+        found.insert(
+            id,
+            JobInfo {
+                state,
+                reason: f.get(2).copied().unwrap_or_default().to_string(),
+                exit_code: status.filter(|_| ended).map(|s| (s >> 8) & 0xff),
+                signal: status.filter(|_| ended).map(|s| s & 0x7f).filter(|&s| s != 0),
+                node: f.get(4).copied().unwrap_or_default().to_string(),
+            },
+        );
+    }
+    found
+}
+
+async fn sbatch<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<std::process::Output, SlurmError> {
+    Command::new("sbatch").args(args).stdin(Stdio::null()).output().await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SlurmError::Missing,
+        _ => SlurmError::Other(e.to_string()),
+    })
+}
+
+/// Slurm's message without the "sbatch: error:" prefixes, on one line.
+fn slurm_message(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.trim().trim_start_matches("sbatch: error: ").trim_start_matches("sbatch: "))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
+}
+
+/// Errors worth another try: the controller was busy, not absent.
+fn transient(message: &str) -> bool {
+    ["Socket timed out", "temporarily unable", "Resource temporarily unavailable", "Zero Bytes were transmitted"]
+        .iter()
+        .any(|p| message.contains(p))
+}
+
+fn classify(args: &str, message: String) -> SlurmError {
+    if message.contains("Unable to contact slurm controller") || message.contains("Connection refused") {
+        SlurmError::Unreachable(message)
+    } else {
+        SlurmError::Rejected { args: args.to_string(), message }
+    }
+}
+
+/// `text` in single quotes for sh.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn squeue_lines_become_states_with_exit_codes() {
+        let text =
+            "4|FAILED|NonZeroExitCode|768|vm|\n5|RUNNING|None|0|vm|\n7|PENDING|DependencyNeverSatisfied|0||\n9|CANCELLED|None|15|vm|\n";
+        let jobs = parse_squeue(text);
+        assert_eq!(jobs[&4].exit_code, Some(3));
+        assert_eq!(jobs[&4].signal, None);
+        assert!(jobs[&4].ended());
+        assert!(!jobs[&5].ended());
+        assert_eq!(jobs[&5].exit_code, None, "a running job has no exit code yet");
+        assert!(jobs[&7].ended(), "a dependency that can never be met ends the job");
+        assert_eq!(jobs[&9].signal, Some(15));
+    }
+
+    #[test]
+    fn only_busy_controllers_are_retried() {
+        assert!(transient("Batch job submission failed: Socket timed out on send/recv operation"));
+        assert!(!transient("Batch job submission failed: Invalid partition name specified"));
+        assert!(matches!(classify("", "Unable to contact slurm controller (connect failure)".into()), SlurmError::Unreachable(_)));
+        assert!(matches!(classify("", "invalid partition specified: x".into()), SlurmError::Rejected { .. }));
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("a'b c"), r"'a'\''b c'");
+    }
+}
