@@ -467,7 +467,7 @@ fn slurm_job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     }
     eprintln!("pipeline slurm-job on {node}: {} ({} step(s))", source.display, spec.steps.len());
     let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
-    let opts = RunOptions { jobs: 2, keep_going: false, sim_bin, slurm: None, in_job: true };
+    let opts = RunOptions { jobs: 2, keep_going: spec.keep_going, sim_bin, slurm: None, in_job: true };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
     let outcome = rt.block_on(async {
         tokio::select! {
@@ -481,7 +481,7 @@ fn slurm_job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
         return Ok(exit::INTERRUPTED);
     };
     let summary = summary.map_err(fail(exit::ENVIRONMENT))?;
-    eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
+    eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());
     Ok(if summary.failed.is_empty() { exit::OK } else { exit::STEP_FAILED })
 }
 

@@ -69,7 +69,8 @@ impl JobInfo {
     /// What happened to a job that did not complete, and what to do about it.
     pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> String {
         let node = if self.node.is_empty() || self.node == "(null)" { String::new() } else { format!(" on {}", self.node) };
-        let head = format!("Slurm job {} ({}){node} ended {}", job.id, job.name, self.state);
+        let state = if self.never_runs() { "CANCELLED (it was PENDING: DependencyNeverSatisfied)" } else { &self.state };
+        let head = format!("Slurm job {} ({}){node} ended {state}", job.id, job.name);
         let time = settings.time.as_deref().unwrap_or("the partition's default");
         let (what, hint) = match self.state.as_str() {
             "FAILED" if self.reason == "JobLaunchFailure" => (
@@ -93,7 +94,7 @@ impl JobInfo {
                 "the log says why; fix it and run again (finished steps are kept)".to_string(),
             ),
             "TIMEOUT" => (
-                format!("it hit its time limit ({time})"),
+                format!("it hit its time limit (--time={time})"),
                 "raise `time` under [slurm], or split the sweep with --only; finished steps are kept".to_string(),
             ),
             "OUT_OF_MEMORY" => (
@@ -107,7 +108,7 @@ impl JobInfo {
             "PREEMPTED" => ("a higher-priority job preempted it".to_string(), "run again to resume; finished steps are kept".to_string()),
             "DEADLINE" => ("it could not finish before its deadline".to_string(), "remove the --deadline from sbatch-args".to_string()),
             "PENDING" => (
-                "it waits on a dependency that can never be satisfied, so it was cancelled".to_string(),
+                "it waited on a dependency that can never be satisfied".to_string(),
                 "check the --dependency in [slurm] sbatch-args".to_string(),
             ),
             "VANISHED" => (
@@ -441,6 +442,8 @@ pub struct JobSpec {
     /// The experiment file (absolute), or none for the embedded demo.
     pub file: Option<PathBuf>,
     pub steps: Vec<(String, String)>,
+    /// Run the job's other steps after one fails (the run's `--keep-going`).
+    pub keep_going: bool,
 }
 
 /// `--partition`, `--gres` and the rest, for a job holding `gpus` GPUs.

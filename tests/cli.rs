@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use assert_cmd::cargo::cargo_bin_cmd;
 use serde_json::Value;
 
+mod slurm;
+
 struct Project {
     dir: tempfile::TempDir,
 }

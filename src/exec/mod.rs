@@ -336,7 +336,7 @@ async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: V
     let run = &sx.tracker;
     let steps: Vec<(String, String)> = todo.iter().map(|(i, key)| (ctx.plan.steps[*i].id.clone(), key.digest().hex())).collect();
     let dir = run.dir.join(&name);
-    let spec = slurm::JobSpec { run: run.run_id.clone(), file: sx.file.clone(), steps };
+    let spec = slurm::JobSpec { run: run.run_id.clone(), file: sx.file.clone(), steps, keep_going: ctx.keep_going };
     let request = slurm::JobRequest {
         name: name.clone(),
         gpus,
@@ -390,7 +390,14 @@ async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: V
             }
         });
         if info.ended() {
-            if let Some(((first, key), rest)) = pending.split_first() {
+            // Without --keep-going the job stopped at its first failure and the rest
+            // never ran; with it, every step still missing failed.
+            let failed = if ctx.keep_going { pending.len() } else { pending.len().min(1) };
+            for (n, (i, key)) in pending.iter().enumerate() {
+                if n >= failed {
+                    skip(ctx, *i);
+                    continue;
+                }
                 let job = run.job(id).expect("a submitted job is tracked");
                 let why = match info.state.as_str() {
                     "COMPLETED" => format!(
@@ -399,10 +406,8 @@ async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: V
                     ),
                     _ => info.explain(&job, run.settings()),
                 };
-                ctx.progress.finished(&ctx.plan.steps[*first].id, "FAILED", started.elapsed());
-                finish(ctx, *first, Err(anyhow::anyhow!(why)), key.digest(), true);
-                // The job stops at its first failure; the rest never ran.
-                rest.iter().for_each(|(i, _)| skip(ctx, *i));
+                ctx.progress.finished(&ctx.plan.steps[*i].id, "FAILED", started.elapsed());
+                finish(ctx, *i, Err(anyhow::anyhow!(why)), key.digest(), true);
             }
             return;
         }

@@ -1,0 +1,326 @@
+//! `--executor slurm` against a real single-node Slurm cluster on this machine.
+//!
+//! `scripts/slurm/start.sh` installs (Debian's Slurm 22.05, once) and starts it, with
+//! two fake GPUs as GRES, so `--gres=gpu:1` scheduling and `CUDA_VISIBLE_DEVICES` are
+//! Slurm's own. A cluster that already answers `scontrol ping` is used as it is and
+//! left running. The scenarios run in parallel threads of one test: the time limit
+//! alone takes Slurm about 70 s to enforce, and the rest fits in that time.
+
+use super::*;
+
+/// The cluster for this test; stopped (and purged) at the end if the test started it.
+struct Cluster {
+    started_here: bool,
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm").join(name)
+}
+
+impl Cluster {
+    /// `None` only when the user opted out with PIPELINE_SKIP_SLURM=1.
+    fn up() -> Option<Cluster> {
+        if std::env::var("PIPELINE_SKIP_SLURM").is_ok_and(|v| v == "1") {
+            eprintln!("PIPELINE_SKIP_SLURM=1: the Slurm tests are skipped");
+            return None;
+        }
+        let answers = Command::new("scontrol").arg("ping").output().is_ok_and(|o| o.status.success());
+        if answers {
+            return Some(Cluster { started_here: false });
+        }
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "the Slurm tests start a local cluster (scripts/slurm/start.sh), which needs root; \
+             run them as root, start a cluster yourself, or set PIPELINE_SKIP_SLURM=1 to skip them"
+        );
+        let out = Command::new("bash").arg(script("start.sh")).output().unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/slurm/start.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Cluster { started_here: true })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.started_here {
+            let _ = Command::new("bash").arg(script("stop.sh")).arg("--purge").output();
+        }
+    }
+}
+
+/// `squeue`'s view of jobs: id → state.
+fn squeue(args: &[&str]) -> Vec<(u64, String)> {
+    let out = Command::new("squeue").args(["-h", "-t", "all", "-O", "JobID:|,State:|"]).args(args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('|');
+            Some((f.next()?.trim().parse().ok()?, f.next()?.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Processes whose command line contains `needle` (not zombies).
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let zombie = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+            .unwrap_or(true);
+        if cmdline.contains(needle) && !zombie {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+fn wait_until_gone(needle: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !processes_with(needle).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    processes_with(needle)
+}
+
+/// An experiment whose one server never becomes healthy: `sleep <marker>`, so a test
+/// can look for leftovers. It holds no GPU, so it does not wait for the fake ones.
+fn hanging(name: &str, marker: &str, slurm: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+executor = "slurm"
+
+[slurm]
+{slurm}
+
+[models.hang]
+backend = "command"
+gpus = 0
+command = ["sleep", "{marker}"]
+
+[server]
+startup-timeout-s = 600
+
+[workload]
+turns = 1
+resolution = "64x48"
+
+[matrix]
+model = ["hang"]
+"#
+    )
+}
+
+#[test]
+fn slurm_runs_the_demo_and_explains_how_jobs_end() {
+    let Some(_cluster) = Cluster::up() else { return };
+    std::thread::scope(|s| {
+        s.spawn(demo_runs_through_slurm_and_reruns_cached);
+        s.spawn(a_job_past_its_time_limit_is_explained);
+        s.spawn(ctrl_c_cancels_the_jobs);
+        s.spawn(failing_jobs_and_refused_requests_are_explained);
+        s.spawn(a_cache_the_node_cannot_see_is_detected);
+        s.spawn(an_unreachable_controller_is_explained);
+    });
+}
+
+/// The demo, each simulator asking for one (fake) GPU: four server-group jobs on two
+/// GPUs, the report as a local run writes it, and a rerun that submits nothing.
+fn demo_runs_through_slurm_and_reruns_cached() {
+    let p = Project::new();
+    let demo = include_str!("../../experiments/demo.toml").replace("backend = \"sim\"", "backend = \"sim\"\ngpus = 1");
+    p.write("experiments/t.toml", &format!("executor = \"slurm\"\n{demo}"));
+    let plan = p.pipeline(&["plan", "experiments/t.toml"]);
+    assert_eq!(plan.code, 0, "{}", plan.stderr);
+    for group in ["qwen-3b.base", "qwen-3b.awq", "qwen-7b.base", "qwen-7b.awq"] {
+        let line =
+            plan.stdout.lines().find(|l| l.contains(&format!("pipeline.demo.{group} "))).unwrap_or_else(|| panic!("{}", plan.stdout));
+        assert!(line.contains("sbatch --gres=gpu:1") && line.contains("measure step(s)"), "{line}");
+    }
+    let out = p.run_ok();
+    let submitted: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("submit pipeline.demo.")).collect();
+    assert_eq!(submitted.len(), 4, "{}", out.stderr);
+    assert_eq!(p.read("reports/demo/summary.csv").lines().count(), 1 + 42);
+    // Every measure ran inside a Slurm job, on a GPU Slurm chose.
+    let mut jobs = BTreeSet::new();
+    for (path, bytes) in p.all_files() {
+        if path.starts_with(p.path().join("cache/measure")) && path.ends_with("meta.json") {
+            let meta: Value = serde_json::from_slice(&bytes).unwrap();
+            let server = &meta["server"];
+            let gpu = server["cuda_visible_devices"].as_str().unwrap_or_default();
+            assert!(gpu == "0" || gpu == "1", "CUDA_VISIBLE_DEVICES from Slurm, found {server}");
+            jobs.insert(server["slurm"]["job_id"].as_str().unwrap().parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(jobs.len(), 4, "one job per server group: {jobs:?}");
+    let ids: Vec<String> = jobs.iter().map(u64::to_string).collect();
+    let states = squeue(&["-j", &ids.join(",")]);
+    assert!(states.iter().all(|(_, s)| s == "COMPLETED"), "{states:?}");
+    let status = p.pipeline(&["status", "experiments/t.toml"]);
+    assert_eq!(status.stdout.matches("COMPLETED").count(), 4, "{}", status.stdout);
+    assert!(status.stdout.contains("measure    42/42 up to date"), "{}", status.stdout);
+    let again = p.run_ok();
+    assert!(again.ran().is_empty() && !again.stderr.contains("submit "), "{}", again.stderr);
+}
+
+fn a_job_past_its_time_limit_is_explained() {
+    let p = Project::new();
+    p.write("experiments/t.toml", &hanging("late", "4711", "time = \"1\""));
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for needle in ["ended TIMEOUT", "time limit (--time=1)", "raise `time` under [slurm]", "/slurm-"] {
+        assert!(out.stderr.contains(needle), "`{needle}` missing:\n{}", out.stderr);
+    }
+    // The job caught Slurm's SIGTERM and stopped its server.
+    assert!(out.stderr.contains("interrupted (cancelled, or the time limit)"), "{}", out.stderr);
+    assert_eq!(wait_until_gone("sleep 4711"), Vec::<String>::new());
+}
+
+fn ctrl_c_cancels_the_jobs() {
+    let p = Project::new();
+    p.write("experiments/t.toml", &hanging("stopped", "4712", "time = \"10\""));
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
+        .current_dir(p.path())
+        .env_remove("PIPELINE_CACHE")
+        .args(["run", "experiments/t.toml"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("start  pipeline.stopped") {
+            break;
+        }
+    }
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+    let id: u64 = seen.iter().find_map(|l| l.split("Slurm job ").nth(1)?.split(',').next()?.parse().ok()).expect("a job id");
+    let live = p.pipeline(&["status", "experiments/t.toml"]);
+    assert!(live.stdout.contains("(going)") && live.stdout.contains("RUNNING"), "{}", live.stdout);
+    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), rustix::process::Signal::INT).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    seen.extend(rest.join().unwrap());
+    assert!(seen.iter().any(|l| l == &format!("cancelled Slurm job(s) {id}")), "{seen:?}");
+    // The job signals its processes and is COMPLETING for a moment (up to KillWait).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while squeue(&["-j", &id.to_string()]).first().is_some_and(|(_, s)| s == "COMPLETING") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(squeue(&["-j", &id.to_string()]), vec![(id, "CANCELLED".to_string())]);
+    assert_eq!(wait_until_gone("sleep 4712"), Vec::<String>::new());
+}
+
+fn failing_jobs_and_refused_requests_are_explained() {
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        &hanging("broken", "1", "").replace(r#"command = ["sleep", "1"]"#, r#"command = ["sh", "-c", "echo no model here >&2; exit 3"]"#),
+    );
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let id = out.stderr.split("Slurm job ").nth(1).and_then(|r| r.split(',').next()).expect("a job id").to_string();
+    for needle in [
+        format!("Slurm job {id} (pipeline.broken.hang.base) on "),
+        "ended FAILED: exit code 1".into(),
+        format!("slurm-{id}.log` ends with"),
+    ] {
+        assert!(out.stderr.contains(&needle), "`{needle}` missing:\n{}", out.stderr);
+    }
+    // The job's own error, from its log: the server's exit and its log's tail.
+    assert!(
+        out.stderr.contains("exited (exit status: 3) before it became healthy") && out.stderr.contains("no model here"),
+        "{}",
+        out.stderr
+    );
+
+    // Requests Slurm refuses are refused before anything is submitted, in its words.
+    for (slurm, name, message) in [
+        ("partition = \"no-such-partition\"", "refused1", "Invalid partition name specified"),
+        ("gpu-type = \"h100\"", "refused2", "Requested node configuration is not available"),
+    ] {
+        let p = Project::new();
+        p.write("experiments/t.toml", &hanging(name, "1", slurm).replace("gpus = 0", "gpus = 1"));
+        let out = p.pipeline(&["run", "experiments/t.toml"]);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains("Slurm refuses the job") && out.stderr.contains(message), "{}", out.stderr);
+        assert!(squeue(&["-n", &format!("pipeline.{name}.hang.base")]).is_empty(), "nothing may be submitted");
+    }
+
+    // A dependency that can never be met (here: on a job that failed) is cancelled.
+    let failed = Command::new("sbatch").args(["--parsable", "-o", "/dev/null", "--wrap", "exit 1"]).output().unwrap();
+    let failed = String::from_utf8_lossy(&failed.stdout).trim().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while squeue(&["-j", &failed]).first().is_none_or(|(_, s)| s != "FAILED") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let p = Project::new();
+    p.write("experiments/t.toml", &hanging("orphan", "1", &format!("sbatch-args = [\"--dependency=afterok:{failed}\"]")));
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("DependencyNeverSatisfied"), "{}", out.stderr);
+    let states = squeue(&["-n", "pipeline.orphan.hang.base"]);
+    assert!(states.iter().all(|(_, s)| s == "CANCELLED") && !states.is_empty(), "{states:?}");
+
+    // No Slurm here at all.
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", "/nonexistent")]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("`sbatch` is not on PATH") && out.stderr.contains("--executor local"), "{}", out.stderr);
+}
+
+/// The submitting machine writes the cache where the node cannot see it: a tmpfs
+/// mounted in a private mount namespace, as a login node's /tmp is to a compute node.
+fn a_cache_the_node_cannot_see_is_detected() {
+    let outside = tempfile::tempdir().unwrap();
+    let dir = outside.path().join("private");
+    std::fs::create_dir_all(dir.join("experiments")).unwrap();
+    let experiment = outside.path().join("t.toml");
+    std::fs::write(&experiment, hanging("unshared", "1", "")).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline");
+    let inner = format!(
+        "mount -t tmpfs tmpfs {d} && mkdir {d}/experiments && cp {e} {d}/experiments/t.toml && cd {d} && {bin} run experiments/t.toml",
+        d = dir.display(),
+        e = experiment.display(),
+        bin = bin.display()
+    );
+    let out = Command::new("unshare").args(["--mount", "--propagation", "private", "sh", "-c", &inner]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not start") && stderr.contains("filesystem the compute nodes share"), "{stderr}");
+}
+
+fn an_unreachable_controller_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    // This cluster's configuration, with the controller on a port nobody listens on.
+    let conf = std::env::var("SLURM_CONF").unwrap_or_else(|_| "/etc/slurm/slurm.conf".into());
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let text: String = text.lines().filter(|l| !l.starts_with("SlurmctldPort")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(dir.path().join("slurm.conf"), format!("SlurmctldPort=9\n{text}")).unwrap();
+    if let Ok(gres) = std::fs::read(Path::new(&conf).with_file_name("gres.conf")) {
+        std::fs::write(dir.path().join("gres.conf"), gres).unwrap();
+    }
+    let p = Project::new();
+    p.write("experiments/t.toml", &hanging("nowhere", "1", ""));
+    let conf = dir.path().join("slurm.conf");
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("SLURM_CONF", conf.to_str().unwrap())]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot reach the Slurm controller") && out.stderr.contains("--executor local"), "{}", out.stderr);
+}
+
+/// The node-side command on its own: a spec it cannot read means the cache is not
+/// shared, and it says so with its own exit code (no cluster needed).
+#[test]
+fn a_slurm_job_without_its_spec_says_the_cache_is_not_shared() {
+    let p = Project::new();
+    let out = p.pipeline(&["--cache", "elsewhere", "slurm-job", "elsewhere/slurm/run/job/spec.json"]);
+    assert_eq!(out.code, 66, "{}", out.stderr);
+    assert!(out.stderr.contains("is not visible on") && out.stderr.contains("filesystem the compute nodes share"), "{}", out.stderr);
+}
