@@ -144,6 +144,7 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
             let mut obj = serde_json::json!({"id": step.id, "kind": step.kind.name(), "coords": coords, "key": st.key.map(|k| k.hex()), "state": state_name(st.state), "reasons": st.reasons, "server": step.server.map(|s| plan.servers[s].id.clone())});
             if plan.experiment.executor == config::ExecutorKind::Slurm
                 && let Some(s) = step.server
+                && plan.servers[s].backend.launches()
             {
                 obj["job"] = exec::group_job_name(plan, s).into();
             }
@@ -183,6 +184,11 @@ fn slurm_plan(plan: &Plan, needed: &[usize]) -> String {
     let slurm = &plan.experiment.slurm;
     let mut text = String::new();
     for (s, spec) in plan.servers.iter().enumerate() {
+        if !spec.backend.launches() {
+            let note = format!("{} measure step(s) to run, from here: a remote API needs no node", needed[s]);
+            text.push_str(&format!("  {:<6} {}  ({note})\n", "here", spec.id));
+            continue;
+        }
         let name = exec::group_job_name(plan, s);
         let args = crate::slurm::resource_args(slurm, spec.gpus_needed).join(" ");
         let gpus = match spec.gpus_needed {
@@ -386,7 +392,8 @@ async fn slurm_setup(
     for (step, st) in plan.steps.iter().zip(statuses) {
         if matches!(st.state, State::Run | State::Wait) {
             match step.server {
-                Some(s) => gpu_counts.insert(plan.servers[s].gpus_needed),
+                Some(s) if plan.servers[s].backend.launches() => gpu_counts.insert(plan.servers[s].gpus_needed),
+                Some(_) => false,
                 None if settings.cpu_steps_on_slurm => gpu_counts.insert(0),
                 None => false,
             };

@@ -388,12 +388,26 @@ impl Tracker {
         found
     }
 
-    /// `scancel` every job of this run that has not ended; returns their ids.
+    /// `scancel` every job of this run that has not ended; returns their ids. Besides
+    /// the tracked jobs, any of the user's jobs with this run's comment: an `sbatch`
+    /// interrupted mid-call may have submitted one whose id never came back.
     pub fn cancel_all(&self) -> Vec<u64> {
-        let ids: Vec<u64> = {
+        let mut ids: BTreeSet<u64> = {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             jobs.values().filter(|t| !t.job.info.ended()).map(|t| t.job.id).collect()
         };
+        let comment = self.comment();
+        if let Ok(out) = std::process::Command::new("squeue").args(["-h", "--me", "-O", "JobID:|,Comment:|"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut f = line.split('|');
+                if let (Some(Ok(id)), Some(c)) = (f.next().map(|i| i.trim().parse::<u64>()), f.next())
+                    && c.trim() == comment
+                {
+                    ids.insert(id);
+                }
+            }
+        }
+        let ids: Vec<u64> = ids.into_iter().collect();
         if !ids.is_empty() {
             let _ = std::process::Command::new("scancel")
                 .args(ids.iter().map(u64::to_string))
@@ -509,7 +523,9 @@ fn parse_squeue(text: &str) -> BTreeMap<u64, JobInfo> {
 }
 
 async fn sbatch<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<std::process::Output, SlurmError> {
-    Command::new("sbatch").args(args).stdin(Stdio::null()).output().await.map_err(|e| match e.kind() {
+    // Killed if the run is interrupted mid-call; `Tracker::cancel_all` then finds any
+    // job it submitted by the run's comment.
+    Command::new("sbatch").args(args).stdin(Stdio::null()).kill_on_drop(true).output().await.map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => SlurmError::Missing,
         _ => SlurmError::Other(e.to_string()),
     })
@@ -570,6 +586,19 @@ mod tests {
         assert!(!transient("Batch job submission failed: Invalid partition name specified"));
         assert!(matches!(classify("", "Unable to contact slurm controller (connect failure)".into()), SlurmError::Unreachable(_)));
         assert!(matches!(classify("", "invalid partition specified: x".into()), SlurmError::Rejected { .. }));
+    }
+
+    #[test]
+    fn time_limits_read_as_slurm_reads_them() {
+        use crate::config::slurm_minutes;
+        assert_eq!(slurm_minutes("30"), Some(30));
+        assert_eq!(slurm_minutes("30:30"), Some(31), "minutes:seconds, rounded up");
+        assert_eq!(slurm_minutes("02:00:00"), Some(120));
+        assert_eq!(slurm_minutes("1-00"), Some(1440));
+        assert_eq!(slurm_minutes("1-02:30"), Some(1590));
+        assert_eq!(slurm_minutes("UNLIMITED"), Some(0));
+        assert_eq!(slurm_minutes("2 hours"), None);
+        assert_eq!(slurm_minutes("1:2:3:4"), None);
     }
 
     #[test]

@@ -404,6 +404,24 @@ fn bad_experiment_files_are_explained() {
             "dir = \"reports/t\"\nslo = { ttft = 500 }",
             &["t.toml:28:", "unknown field `ttft`", "did you mean `ttft-ms`?"],
         ),
+        (
+            "an unknown executor",
+            "title = \"Test\"",
+            "title = \"Test\"\nexecutor = \"slurmm\"",
+            &["t.toml:4:12", "unknown executor `slurmm`", "local (default), slurm"],
+        ),
+        (
+            "a Slurm time limit Slurm would not read",
+            "dir = \"reports/t\"",
+            "dir = \"reports/t\"\n[slurm]\ntime = \"2 hours\"",
+            &["t.toml:29:8", "slurm.time: `2 hours` is not a Slurm time limit", "HH:MM:SS"],
+        ),
+        (
+            "an unknown Slurm key",
+            "dir = \"reports/t\"",
+            "dir = \"reports/t\"\n[slurm]\npartiton = \"gpu\"",
+            &["t.toml:29:1", "did you mean `partition`?"],
+        ),
     ];
     let original = p.read("experiments/t.toml");
     std::fs::create_dir_all(p.path().join("cache")).unwrap();

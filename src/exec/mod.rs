@@ -156,7 +156,11 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     if let Some(sx) = &opts.slurm {
         // One job per server group; other steps here, or one small job each.
         let on_slurm = plan.experiment.slurm.cpu_steps_on_slurm;
-        for (s, members) in std::mem::take(&mut by_server) {
+        // A remote API needs no node: its measures stay here, in lanes below.
+        let (to_slurm, remote): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut by_server).into_iter().partition(|(s, _)| plan.servers[*s].backend.launches());
+        by_server = remote;
+        for (s, members) in to_slurm {
             let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
             let (name, gpus) = (group_job_name(&plan, s), plan.servers[s].gpus_needed);
             tasks.spawn(async move { job_task(&ctx, &sx, name, gpus, members, &statuses).await });
@@ -178,12 +182,10 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     // Locally, measures run in lanes: one per server, except that servers holding GPUs
     // share one lane, so that no two use the same GPUs at once.
     let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    if opts.slurm.is_none() {
-        for (s, members) in by_server {
-            let spec = &plan.servers[s];
-            let lane = if spec.gpus_needed > 0 { "gpus".to_string() } else { spec.id.clone() };
-            lanes.entry(lane).or_default().extend(members);
-        }
+    for (s, members) in by_server {
+        let spec = &plan.servers[s];
+        let lane = if spec.gpus_needed > 0 { "gpus".to_string() } else { spec.id.clone() };
+        lanes.entry(lane).or_default().extend(members);
     }
     for (_, mut lane) in lanes {
         lane.sort_by_key(|&i| (plan.steps[i].server, i));

@@ -33,7 +33,8 @@ impl Cluster {
             "the Slurm tests start a local cluster (scripts/slurm/start.sh), which needs root; \
              run them as root, start a cluster yourself, or set PIPELINE_SKIP_SLURM=1 to skip them"
         );
-        let out = Command::new("bash").arg(script("start.sh")).output().unwrap();
+        // cgroups, so that Slurm enforces `--mem` (the OUT_OF_MEMORY scenario).
+        let out = Command::new("bash").arg(script("start.sh")).env("LOCAL_SLURM_CGROUP", "1").output().unwrap();
         assert!(
             out.status.success(),
             "scripts/slurm/start.sh failed:\n{}{}",
@@ -128,6 +129,8 @@ fn slurm_runs_the_demo_and_explains_how_jobs_end() {
         s.spawn(failing_jobs_and_refused_requests_are_explained);
         s.spawn(a_cache_the_node_cannot_see_is_detected);
         s.spawn(an_unreachable_controller_is_explained);
+        s.spawn(a_job_out_of_memory_is_explained);
+        s.spawn(a_submission_that_timed_out_is_not_repeated);
     });
 }
 
@@ -323,4 +326,39 @@ fn a_slurm_job_without_its_spec_says_the_cache_is_not_shared() {
     let out = p.pipeline(&["--cache", "elsewhere", "slurm-job", "elsewhere/slurm/run/job/spec.json"]);
     assert_eq!(out.code, 66, "{}", out.stderr);
     assert!(out.stderr.contains("is not visible on") && out.stderr.contains("filesystem the compute nodes share"), "{}", out.stderr);
+}
+
+fn a_job_out_of_memory_is_explained() {
+    let p = Project::new();
+    let hog = r#"command = ["sh", "-c", "head -c 1000M /dev/zero | tail"]"#;
+    p.write("experiments/t.toml", &hanging("hog", "1", "mem = \"200M\"").replace(r#"command = ["sleep", "1"]"#, hog));
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    for needle in ["ended OUT_OF_MEMORY", "more memory than it asked for (200M)", "raise `mem` under [slurm]", "oom-kill"] {
+        assert!(out.stderr.contains(needle), "`{needle}` missing:\n{}", out.stderr);
+    }
+}
+
+/// `sbatch` answers "Socket timed out" although the job went in (a busy controller):
+/// the retry finds that job by name and run id instead of submitting it again.
+fn a_submission_that_timed_out_is_not_repeated() {
+    let p = Project::new();
+    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v sbatch"]).output().unwrap().stdout).unwrap();
+    let bin = p.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = format!(
+        "#!/bin/sh\n# the first real submission goes in, and its reply is lost\ncase \"$*\" in *--parsable*) if [ ! -e {flag} ]; then touch {flag}; {real} \"$@\" >/dev/null; echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2; exit 1; fi;; esac\nexec {real} \"$@\"\n",
+        flag = bin.join("failed-once").display(),
+        real = real.trim()
+    );
+    std::fs::write(bin.join("sbatch"), fake).unwrap();
+    Command::new("chmod").arg("+x").arg(bin.join("sbatch")).status().unwrap();
+    let sim = hanging("retried", "1", "").replace("backend = \"command\"\ngpus = 0\ncommand = [\"sleep\", \"1\"]", "backend = \"sim\"");
+    assert!(sim.contains("backend = \"sim\""));
+    p.write("experiments/t.toml", &sim);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", &path)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(bin.join("failed-once").exists(), "the fake sbatch was not used");
+    assert_eq!(squeue(&["-n", "pipeline.retried.hang.base"]).len(), 1, "submitted twice");
 }
