@@ -436,6 +436,9 @@ fn slurm_job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     };
     let (source, plan) = load_with(spec.file.as_deref(), |experiment| {
         experiment.executor = config::ExecutorKind::Slurm;
+        experiment.report.provenance = spec.provenance.clone();
+        experiment.report.baseline = spec.baseline.clone();
+        experiment.report.noise_pct = spec.noise_pct;
         Ok(())
     })?;
     let statuses = plan.status(cache, &Selection::default());

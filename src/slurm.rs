@@ -458,6 +458,12 @@ pub struct JobSpec {
     pub steps: Vec<(String, String)>,
     /// Run the job's other steps after one fails (the run's `--keep-going`).
     pub keep_going: bool,
+    /// What the submitter's command line and surroundings set, which the node cannot
+    /// know: the file as the user named it (and its git commit), `--baseline`,
+    /// `--noise-pct`. They enter the report's key.
+    pub provenance: String,
+    pub baseline: Option<PathBuf>,
+    pub noise_pct: f64,
 }
 
 /// `--partition`, `--gres` and the rest, for a job holding `gpus` GPUs.

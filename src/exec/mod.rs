@@ -167,7 +167,10 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         }
         for i in other {
             let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
-            let name = format!("pipeline.{}.{}.{i}", plan.experiment.name, plan.steps[i].kind.name());
+            let name = match plan.steps[i].kind {
+                StepKind::Datagen => format!("pipeline.{}.datagen.{i}", plan.experiment.name),
+                kind => format!("pipeline.{}.{}", plan.experiment.name, kind.name()),
+            };
             match on_slurm {
                 true => tasks.spawn(async move { job_task(&ctx, &sx, name, 0, vec![i], &statuses).await }),
                 false => tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await }),
@@ -338,7 +341,16 @@ async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: V
     let run = &sx.tracker;
     let steps: Vec<(String, String)> = todo.iter().map(|(i, key)| (ctx.plan.steps[*i].id.clone(), key.digest().hex())).collect();
     let dir = run.dir.join(&name);
-    let spec = slurm::JobSpec { run: run.run_id.clone(), file: sx.file.clone(), steps, keep_going: ctx.keep_going };
+    let report = &ctx.plan.experiment.report;
+    let spec = slurm::JobSpec {
+        run: run.run_id.clone(),
+        file: sx.file.clone(),
+        steps,
+        keep_going: ctx.keep_going,
+        provenance: report.provenance.clone(),
+        baseline: report.baseline.as_ref().map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone())),
+        noise_pct: report.noise_pct,
+    };
     let request = slurm::JobRequest {
         name: name.clone(),
         gpus,

@@ -131,6 +131,7 @@ fn slurm_runs_the_demo_and_explains_how_jobs_end() {
         s.spawn(an_unreachable_controller_is_explained);
         s.spawn(a_job_out_of_memory_is_explained);
         s.spawn(a_submission_that_timed_out_is_not_repeated);
+        s.spawn(cpu_steps_as_jobs_and_jobs_slurm_forgot);
     });
 }
 
@@ -266,11 +267,12 @@ fn failing_jobs_and_refused_requests_are_explained() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let p = Project::new();
-    p.write("experiments/t.toml", &hanging("orphan", "1", &format!("sbatch-args = [\"--dependency=afterok:{failed}\"]")));
+    let name = format!("orphan{}", std::process::id());
+    p.write("experiments/t.toml", &hanging(&name, "1", &format!("sbatch-args = [\"--dependency=afterok:{failed}\"]")));
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("DependencyNeverSatisfied"), "{}", out.stderr);
-    let states = squeue(&["-n", "pipeline.orphan.hang.base"]);
+    let states = squeue(&["-n", &format!("pipeline.{name}.hang.base")]);
     assert!(states.iter().all(|(_, s)| s == "CANCELLED") && !states.is_empty(), "{states:?}");
 
     // No Slurm here at all.
@@ -353,12 +355,41 @@ fn a_submission_that_timed_out_is_not_repeated() {
     );
     std::fs::write(bin.join("sbatch"), fake).unwrap();
     Command::new("chmod").arg("+x").arg(bin.join("sbatch")).status().unwrap();
-    let sim = hanging("retried", "1", "").replace("backend = \"command\"\ngpus = 0\ncommand = [\"sleep\", \"1\"]", "backend = \"sim\"");
+    // Finished jobs stay in squeue for an hour: a name of this test run's own.
+    let name = format!("retried{}", std::process::id());
+    let sim = hanging(&name, "1", "").replace("backend = \"command\"\ngpus = 0\ncommand = [\"sleep\", \"1\"]", "backend = \"sim\"");
     assert!(sim.contains("backend = \"sim\""));
     p.write("experiments/t.toml", &sim);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", &path)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(bin.join("failed-once").exists(), "the fake sbatch was not used");
-    assert_eq!(squeue(&["-n", "pipeline.retried.hang.base"]).len(), 1, "submitted twice");
+    assert_eq!(squeue(&["-n", &format!("pipeline.{name}.hang.base")]).len(), 1, "submitted twice");
+}
+
+/// `cpu-steps = "slurm"`: datagen, aggregate and report as CPU jobs too. And a squeue
+/// that forgets jobs as soon as they complete (as Slurm does after MinJobAge): without
+/// accounting, sacct cannot say how they ended, and the cache decides.
+fn cpu_steps_as_jobs_and_jobs_slurm_forgot() {
+    let p = Project::new();
+    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v squeue"]).output().unwrap().stdout).unwrap();
+    let bin = p.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake =
+        format!("#!/bin/sh\nout=$({real} \"$@\"); rc=$?\nprintf '%s\\n' \"$out\" | grep -v '|COMPLETED|'\nexit $rc\n", real = real.trim());
+    std::fs::write(bin.join("squeue"), fake).unwrap();
+    Command::new("chmod").arg("+x").arg(bin.join("squeue")).status().unwrap();
+    let sim = hanging("cpujobs", "1", "cpu-steps = \"slurm\"")
+        .replace("backend = \"command\"\ngpus = 0\ncommand = [\"sleep\", \"1\"]", "backend = \"sim\"")
+        .replace("[matrix]", "[report]\ndir = \"reports/t\"\n\n[matrix]");
+    p.write("experiments/t.toml", &sim);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", &path)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for job in ["datagen.0", "hang.base", "aggregate", "report"] {
+        assert!(out.stderr.contains(&format!("submit pipeline.cpujobs.{job}: Slurm job")), "no {job} job:\n{}", out.stderr);
+    }
+    assert!(p.path().join("reports/t/README.md").exists());
+    let status = p.pipeline_env(&["status", "experiments/t.toml"], &[("PATH", &path)]);
+    assert_eq!(status.stdout.matches("VANISHED").count(), 4, "{}", status.stdout);
 }
