@@ -8,6 +8,7 @@
 //! never overlap; a lane works through its measures grouped by server, so each server
 //! starts once and stops as soon as its last measure is done.
 
+mod on_slurm;
 pub mod progress;
 pub mod service;
 
@@ -23,7 +24,8 @@ use tokio::sync::{Semaphore, watch};
 use crate::cache::{Cache, Lookup};
 use crate::hash::{Digest, StepKey};
 use crate::plan::{Plan, State, StepKind, StepStatus};
-use crate::{slurm, steps};
+use crate::steps;
+pub use on_slurm::{SlurmExec, group_job_name};
 use progress::Progress;
 use service::Services;
 
@@ -37,30 +39,6 @@ pub struct RunOptions {
     /// This process is a Slurm job running steps for a submitter: the submitter keeps
     /// the run records, and servers use the GPUs Slurm allocated.
     pub in_job: bool,
-}
-
-/// What a run needs to hand steps to Slurm.
-pub struct SlurmExec {
-    pub tracker: Arc<slurm::Tracker>,
-    /// `pipeline` as the nodes see it.
-    pub binary: PathBuf,
-    /// The cache folder, absolute: the nodes use the same path.
-    pub cache: PathBuf,
-    /// The experiment file, absolute (none: the embedded demo).
-    pub file: Option<PathBuf>,
-}
-
-/// The Slurm job name of server `s`'s group: `pipeline.<experiment>.<model>.<variant>`,
-/// with the server's index when one model variant has several server configurations.
-pub fn group_job_name(plan: &Plan, s: usize) -> String {
-    let spec = &plan.servers[s];
-    let clean = |t: &str| t.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect::<String>();
-    let twins = plan.servers.iter().filter(|o| o.model == spec.model && o.variant == spec.variant).count();
-    let mut name = format!("pipeline.{}.{}.{}", clean(&plan.experiment.name), clean(&spec.model), clean(&spec.variant));
-    if twins > 1 {
-        name.push_str(&format!(".{s}"));
-    }
-    name
 }
 
 #[derive(Debug, Default)]
@@ -163,7 +141,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         for (s, members) in to_slurm {
             let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
             let (name, gpus) = (group_job_name(&plan, s), plan.servers[s].gpus_needed);
-            tasks.spawn(async move { job_task(&ctx, &sx, name, gpus, members, &statuses).await });
+            tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, gpus, members, &statuses).await });
         }
         for i in other {
             let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
@@ -172,7 +150,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
                 kind => format!("pipeline.{}.{}", plan.experiment.name, kind.name()),
             };
             match on_slurm {
-                true => tasks.spawn(async move { job_task(&ctx, &sx, name, 0, vec![i], &statuses).await }),
+                true => tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, 0, vec![i], &statuses).await }),
                 false => tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await }),
             };
         }
@@ -318,116 +296,6 @@ async fn prepare(ctx: &Ctx, i: usize, reasons: &[String]) -> Option<(StepKey, Ve
 fn skip(ctx: &Ctx, i: usize) {
     ctx.summary.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
     ctx.outcomes[i].send_replace(Some(Outcome::Skipped));
-}
-
-/// Run `members` (a server group, or one step) as one Slurm job: wait for their
-/// inputs, submit the steps not cached, and follow the job. Each step is done as soon
-/// as its entry appears in the shared cache (the job publishes one step at a time), so
-/// a job that dies keeps every step it finished.
-async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: Vec<usize>, statuses: &[StepStatus]) {
-    let mut todo: Vec<(usize, StepKey)> = Vec::new();
-    for i in members {
-        if let Some((key, _)) = prepare(ctx, i, &statuses[i].reasons).await {
-            todo.push((i, key));
-        }
-    }
-    if todo.is_empty() {
-        return;
-    }
-    if ctx.stopping.load(Ordering::SeqCst) {
-        todo.iter().for_each(|(i, _)| skip(ctx, *i));
-        return;
-    }
-    let run = &sx.tracker;
-    let steps: Vec<(String, String)> = todo.iter().map(|(i, key)| (ctx.plan.steps[*i].id.clone(), key.digest().hex())).collect();
-    let dir = run.dir.join(&name);
-    let report = &ctx.plan.experiment.report;
-    let spec = slurm::JobSpec {
-        run: run.run_id.clone(),
-        file: sx.file.clone(),
-        steps,
-        keep_going: ctx.keep_going,
-        provenance: report.provenance.clone(),
-        baseline: report.baseline.as_ref().map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone())),
-        noise_pct: report.noise_pct,
-    };
-    let request = slurm::JobRequest {
-        name: name.clone(),
-        gpus,
-        command: vec![
-            sx.binary.display().to_string(),
-            "--cache".into(),
-            sx.cache.display().to_string(),
-            "slurm-job".into(),
-            dir.join("spec.json").display().to_string(),
-        ],
-        steps: spec.steps.iter().map(|(id, _)| id.clone()).collect(),
-        dir: dir.clone(),
-    };
-    let submitted = match std::fs::create_dir_all(&dir)
-        .and_then(|_| std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default()))
-    {
-        Ok(()) => run.submit(request).await,
-        Err(e) => Err(anyhow::anyhow!("cannot write the job's spec into {}: {e}", dir.display())),
-    };
-    let id = match submitted {
-        Ok(id) => id,
-        Err(e) => {
-            let (first, rest) = todo.split_first().expect("todo is not empty");
-            finish(ctx, first.0, Err(e.context(format!("submitting Slurm job `{name}`"))), first.1.digest(), true);
-            rest.iter().for_each(|(i, _)| skip(ctx, *i));
-            return;
-        }
-    };
-    let gres = if gpus > 0 { format!(", {gpus} GPU(s)") } else { String::new() };
-    ctx.progress.line(&format!("submit {name}: Slurm job {id}, {} step(s){gres}", todo.len()));
-    let started = Instant::now();
-    let mut rx = run.watch(id).expect("a submitted job is tracked");
-    let mut pending = todo;
-    let mut announced = false;
-    loop {
-        let info = rx.borrow_and_update().clone();
-        if info.state == "RUNNING" && !announced {
-            announced = true;
-            ctx.progress.line(&format!("start  {name} (job {id}) on {}", info.node));
-        }
-        // Steps the job has published so far are done.
-        pending.retain(|(i, key)| {
-            let digest = key.digest();
-            match ctx.cache.lookup(ctx.plan.steps[*i].kind.name(), &digest) {
-                Lookup::Hit { output_digest } => {
-                    ctx.progress.finished(&ctx.plan.steps[*i].id, "done", started.elapsed());
-                    finish(ctx, *i, Ok(output_digest), digest, true);
-                    false
-                }
-                _ => true,
-            }
-        });
-        if info.ended() {
-            // Without --keep-going the job stopped at its first failure and the rest
-            // never ran; with it, every step still missing failed.
-            let failed = if ctx.keep_going { pending.len() } else { pending.len().min(1) };
-            for (n, (i, key)) in pending.iter().enumerate() {
-                if n >= failed {
-                    skip(ctx, *i);
-                    continue;
-                }
-                let job = run.job(id).expect("a submitted job is tracked");
-                let why = match info.state.as_str() {
-                    "COMPLETED" => format!(
-                        "Slurm job {id} ({name}) completed but did not publish this step\nlog: {}\nhint: the job ran on a node that sees another cache folder; pass --cache with a path on a shared filesystem",
-                        job.log.display()
-                    ),
-                    _ => info.explain(&job, run.settings()),
-                };
-                ctx.progress.finished(&ctx.plan.steps[*i].id, "FAILED", started.elapsed());
-                finish(ctx, *i, Err(anyhow::anyhow!(why)), key.digest(), true);
-            }
-            return;
-        }
-        // Wake on the next poll, and look at the cache at least every 2 s.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.changed()).await;
-    }
 }
 
 /// Record a step's end; `result` holds its output digest, `ran` whether it executed

@@ -1,0 +1,154 @@
+//! Steps as Slurm jobs: one job per server group (and, with `cpu-steps = "slurm"`, one
+//! per other step). A job task waits for its steps' inputs like a local step does,
+//! submits the steps that are not cached, and counts each step done as soon as its
+//! entry appears in the shared cache, so a job that dies keeps what it finished.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::{Ctx, finish, prepare, skip};
+use crate::cache::Lookup;
+use crate::hash::StepKey;
+use crate::plan::{Plan, StepStatus};
+use crate::slurm;
+
+/// What a run needs to hand steps to Slurm.
+pub struct SlurmExec {
+    pub tracker: Arc<slurm::Tracker>,
+    /// `pipeline` as the nodes see it.
+    pub binary: PathBuf,
+    /// The cache folder, absolute: the nodes use the same path.
+    pub cache: PathBuf,
+    /// The experiment file, absolute (none: the embedded demo).
+    pub file: Option<PathBuf>,
+}
+
+/// The Slurm job name of server `s`'s group: `pipeline.<experiment>.<model>.<variant>`,
+/// with the server's index when one model variant has several server configurations.
+pub fn group_job_name(plan: &Plan, s: usize) -> String {
+    let spec = &plan.servers[s];
+    let clean = |t: &str| t.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect::<String>();
+    let twins = plan.servers.iter().filter(|o| o.model == spec.model && o.variant == spec.variant).count();
+    let mut name = format!("pipeline.{}.{}.{}", clean(&plan.experiment.name), clean(&spec.model), clean(&spec.variant));
+    if twins > 1 {
+        name.push_str(&format!(".{s}"));
+    }
+    name
+}
+
+/// Run `members` (a server group, or one step) as one Slurm job: wait for their
+/// inputs, submit the steps not cached, and follow the job. Each step is done as soon
+/// as its entry appears in the shared cache (the job publishes one step at a time), so
+/// a job that dies keeps every step it finished.
+pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: Vec<usize>, statuses: &[StepStatus]) {
+    let mut todo: Vec<(usize, StepKey)> = Vec::new();
+    for i in members {
+        if let Some((key, _)) = prepare(ctx, i, &statuses[i].reasons).await {
+            todo.push((i, key));
+        }
+    }
+    if todo.is_empty() {
+        return;
+    }
+    if ctx.stopping.load(Ordering::SeqCst) {
+        todo.iter().for_each(|(i, _)| skip(ctx, *i));
+        return;
+    }
+    let id = match submit(ctx, sx, &name, gpus, &todo).await {
+        Ok(id) => id,
+        Err(e) => {
+            let (first, rest) = todo.split_first().expect("todo is not empty");
+            finish(ctx, first.0, Err(e.context(format!("submitting Slurm job `{name}`"))), first.1.digest(), true);
+            rest.iter().for_each(|(i, _)| skip(ctx, *i));
+            return;
+        }
+    };
+    let run = &sx.tracker;
+    let gres = if gpus > 0 { format!(", {gpus} GPU(s)") } else { String::new() };
+    ctx.progress.line(&format!("submit {name}: Slurm job {id}, {} step(s){gres}", todo.len()));
+    let started = Instant::now();
+    let mut rx = run.watch(id).expect("a submitted job is tracked");
+    let mut pending = todo;
+    let mut announced = false;
+    loop {
+        let info = rx.borrow_and_update().clone();
+        if info.state == "RUNNING" && !announced {
+            announced = true;
+            ctx.progress.line(&format!("start  {name} (job {id}) on {}", info.node));
+        }
+        // Steps the job has published so far are done.
+        pending.retain(|(i, key)| {
+            let digest = key.digest();
+            match ctx.cache.lookup(ctx.plan.steps[*i].kind.name(), &digest) {
+                Lookup::Hit { output_digest } => {
+                    ctx.progress.finished(&ctx.plan.steps[*i].id, "done", started.elapsed());
+                    finish(ctx, *i, Ok(output_digest), digest, true);
+                    false
+                }
+                _ => true,
+            }
+        });
+        if info.ended() {
+            // Without --keep-going the job stopped at its first failure and the rest
+            // never ran; with it, every step still missing failed.
+            let failed = if ctx.keep_going { pending.len() } else { pending.len().min(1) };
+            for (n, (i, key)) in pending.iter().enumerate() {
+                if n >= failed {
+                    skip(ctx, *i);
+                    continue;
+                }
+                let job = run.job(id).expect("a submitted job is tracked");
+                let why = match info.state.as_str() {
+                    "COMPLETED" => format!(
+                        "Slurm job {id} ({name}) completed but did not publish this step\nlog: {}\nhint: the job ran on a node that sees another cache folder; pass --cache with a path on a shared filesystem",
+                        job.log.display()
+                    ),
+                    _ => info.explain(&job, run.settings()),
+                };
+                ctx.progress.finished(&ctx.plan.steps[*i].id, "FAILED", started.elapsed());
+                finish(ctx, *i, Err(anyhow::anyhow!(why)), key.digest(), true);
+            }
+            return;
+        }
+        // Wake on the next poll, and look at the cache at least every 2 s.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), rx.changed()).await;
+    }
+}
+
+/// Write the job's spec and submit it; the job id.
+async fn submit(ctx: &Ctx, sx: &SlurmExec, name: &str, gpus: u32, todo: &[(usize, StepKey)]) -> Result<u64> {
+    let run = &sx.tracker;
+    let steps: Vec<(String, String)> = todo.iter().map(|(i, key)| (ctx.plan.steps[*i].id.clone(), key.digest().hex())).collect();
+    let dir = run.dir.join(name);
+    let report = &ctx.plan.experiment.report;
+    let spec = slurm::JobSpec {
+        run: run.run_id.clone(),
+        file: sx.file.clone(),
+        steps,
+        keep_going: ctx.keep_going,
+        provenance: report.provenance.clone(),
+        baseline: report.baseline.as_ref().map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone())),
+        noise_pct: report.noise_pct,
+    };
+    let request = slurm::JobRequest {
+        name: name.to_string(),
+        gpus,
+        command: vec![
+            sx.binary.display().to_string(),
+            "--cache".into(),
+            sx.cache.display().to_string(),
+            "slurm-job".into(),
+            dir.join("spec.json").display().to_string(),
+        ],
+        steps: spec.steps.iter().map(|(id, _)| id.clone()).collect(),
+        dir: dir.clone(),
+    };
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(dir.join("spec.json"), serde_json::to_vec_pretty(&spec).unwrap_or_default()))
+        .with_context(|| format!("cannot write the job's spec into {}", dir.display()))?;
+    run.submit(request).await
+}
