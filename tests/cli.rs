@@ -496,7 +496,8 @@ port = {port}"#
 }
 
 /// Processes whose command line mentions `needle` and that are still alive.
-fn live_processes(needle: &str) -> Vec<String> {
+/// Processes (not zombies) whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
@@ -505,11 +506,56 @@ fn live_processes(needle: &str) -> Vec<String> {
             .ok()
             .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
             .unwrap_or(true);
-        if cmdline.contains(needle) && cmdline.contains("sim-server") && !zombie {
+        if cmdline.contains(needle) && !zombie {
             found.push(cmdline);
         }
     }
     found
+}
+
+fn live_processes(needle: &str) -> Vec<String> {
+    processes_with(needle).into_iter().filter(|c| c.contains("sim-server")).collect()
+}
+
+/// A `pipeline` run in the background, read until a stderr line starts with `prefix`.
+struct Background {
+    child: std::process::Child,
+    /// stderr lines so far.
+    seen: Vec<String>,
+    /// Reads the rest, so the child's stderr stays open until it exits.
+    rest: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Background {
+    fn start(p: &Project, args: &[&str], prefix: &str) -> Background {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
+            .current_dir(p.path())
+            .env_remove("PIPELINE_CACHE")
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push(line.clone());
+            if line.starts_with(prefix) {
+                break;
+            }
+        }
+        let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+        Background { child, seen, rest }
+    }
+
+    /// Ctrl-C: the exit code and every stderr line.
+    fn interrupt(mut self) -> (Option<i32>, Vec<String>) {
+        rustix::process::kill_process(rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(), rustix::process::Signal::INT)
+            .unwrap();
+        let code = self.child.wait().unwrap().code();
+        self.seen.extend(self.rest.join().unwrap());
+        (code, self.seen)
+    }
 }
 
 #[test]
@@ -519,29 +565,10 @@ fn ctrl_c_keeps_completed_steps_and_leaves_no_server() {
     p.edit("turns = 2", "turns = 3");
     let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
     p.write("experiments/t.toml", &text);
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
-        .current_dir(p.path())
-        .env_remove("PIPELINE_CACHE")
-        .args(["run", "experiments/t.toml"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("done   measure") {
-            break;
-        }
-    }
-    // Keep reading, so the child's stderr stays open until it exits.
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+    let run = Background::start(&p, &["run", "experiments/t.toml"], "done   measure");
     assert!(!live_processes("sigint-7f3a").is_empty(), "a server should be running mid-run");
-    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), rustix::process::Signal::INT).unwrap();
-    let status = child.wait().unwrap();
-    seen.extend(rest.join().unwrap());
-    assert_eq!(status.code(), Some(130), "{seen:?}");
+    let (code, seen) = run.interrupt();
+    assert_eq!(code, Some(130), "{seen:?}");
     assert!(seen.iter().any(|l| l.starts_with("interrupted: completed steps are kept")), "{seen:?}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !live_processes("sigint-7f3a").is_empty() && Instant::now() < deadline {

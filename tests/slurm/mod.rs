@@ -65,23 +65,6 @@ fn squeue(args: &[&str]) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Processes whose command line contains `needle` (not zombies).
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .ok()
-            .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
-            .unwrap_or(true);
-        if cmdline.contains(needle) && !zombie {
-            found.push(cmdline);
-        }
-    }
-    found
-}
-
 fn wait_until_gone(needle: &str) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !processes_with(needle).is_empty() && Instant::now() < deadline {
@@ -190,29 +173,12 @@ fn a_job_past_its_time_limit_is_explained() {
 fn ctrl_c_cancels_the_jobs() {
     let p = Project::new();
     p.write("experiments/t.toml", &hanging("stopped", "4712", "time = \"10\""));
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
-        .current_dir(p.path())
-        .env_remove("PIPELINE_CACHE")
-        .args(["run", "experiments/t.toml"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("start  pipeline.stopped") {
-            break;
-        }
-    }
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
-    let id: u64 = seen.iter().find_map(|l| l.split("Slurm job ").nth(1)?.split(',').next()?.parse().ok()).expect("a job id");
+    let run = Background::start(&p, &["run", "experiments/t.toml"], "start  pipeline.stopped");
+    let id: u64 = run.seen.iter().find_map(|l| l.split("Slurm job ").nth(1)?.split(',').next()?.parse().ok()).expect("a job id");
     let live = p.pipeline(&["status", "experiments/t.toml"]);
     assert!(live.stdout.contains("(going)") && live.stdout.contains("RUNNING"), "{}", live.stdout);
-    rustix::process::kill_process(rustix::process::Pid::from_raw(child.id() as i32).unwrap(), rustix::process::Signal::INT).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    seen.extend(rest.join().unwrap());
+    let (code, seen) = run.interrupt();
+    assert_eq!(code, Some(130), "{seen:?}");
     assert!(seen.iter().any(|l| l == &format!("cancelled Slurm job(s) {id}")), "{seen:?}");
     // The job signals its processes and is COMPLETING for a moment (up to KillWait).
     let deadline = Instant::now() + Duration::from_secs(15);
