@@ -135,6 +135,8 @@ fn demo_runs_through_slurm_and_reruns_cached() {
     let submitted: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("submit pipeline.demo.")).collect();
     assert_eq!(submitted.len(), 4, "{}", out.stderr);
     assert_eq!(p.read("reports/demo/summary.csv").lines().count(), 1 + 42);
+    let readme = p.read("reports/demo/README.md");
+    assert_eq!(readme.matches(", Slurm job ").count(), 4, "servers as run name their jobs:\n{readme}");
     // Every measure ran inside a Slurm job, on a GPU Slurm chose.
     let mut jobs = BTreeSet::new();
     for (path, bytes) in p.all_files() {

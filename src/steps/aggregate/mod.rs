@@ -12,7 +12,8 @@
 //!   seed's median latency, with min and max (the reference study's picture);
 //! * `seeds` and `points`: statistics across seeds and operating points ([`seeds`]);
 //! * `telemetry`: GPU samples of every cell on one time axis per cell ([`gpu`]);
-//! * `runs.json`: which servers ran (command line, version) and what NVML said.
+//! * `runs.json`: which servers ran (command line, version, Slurm job and node) and what
+//!   NVML said.
 
 mod gpu;
 pub mod seeds;
@@ -27,7 +28,7 @@ use crate::config::Slo;
 use crate::export;
 
 /// Bump when the tables would change.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Latency metrics with full statistics in `summary` (`{metric}_{stat}_ms`).
 pub const LATENCIES: [&str; 4] = ["ttft", "itl", "tpot", "e2e"];
@@ -275,7 +276,7 @@ fn runs(inputs: &[(String, PathBuf)]) -> Result<Vec<serde_json::Value>> {
         {
             command[p + 1] = "PORT".into();
         }
-        let entry = serde_json::json!({
+        let mut entry = serde_json::json!({
             "backend": server["backend"],
             "command": if command.is_empty() { serde_json::Value::Null } else { command.join(" ").into() },
             "url": server["url"],
@@ -283,6 +284,10 @@ fn runs(inputs: &[(String, PathBuf)]) -> Result<Vec<serde_json::Value>> {
             "nvml": meta["nvml"],
             "telemetry": meta["telemetry"].get("reason").cloned().map(|r| serde_json::json!({"available": false, "reason": r})).unwrap_or(serde_json::json!({"available": true})),
         });
+        // Under Slurm: the job and node (only then, so local reports do not change).
+        if server["slurm"].is_object() {
+            entry["slurm"] = serde_json::json!({"job_id": server["slurm"]["job_id"], "node": server["slurm"]["node"]});
+        }
         let n = seen.len();
         let slot = seen.entry(entry.to_string()).or_insert((n, entry));
         slot.1["cells"] = (slot.1["cells"].as_u64().unwrap_or(0) + 1).into();
