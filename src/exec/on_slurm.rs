@@ -73,9 +73,14 @@ pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32,
     let started = Instant::now();
     let mut rx = run.watch(id).expect("a submitted job is tracked");
     let mut pending = todo;
-    let mut announced = false;
+    let (mut announced, mut waiting_for) = (false, String::new());
     loop {
         let info = rx.borrow_and_update().clone();
+        // Say why a job waits (Resources, Priority, ...) each time that changes.
+        if info.state == "PENDING" && info.reason != waiting_for && !matches!(info.reason.as_str(), "" | "None") {
+            waiting_for = info.reason.clone();
+            ctx.progress.line(&format!("wait   {name} (job {id}): {waiting_for}"));
+        }
         if info.state == "RUNNING" && !announced {
             announced = true;
             ctx.progress.line(&format!("start  {name} (job {id}) on {}", info.node));
