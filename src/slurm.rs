@@ -587,6 +587,44 @@ mod tests {
     }
 
     #[test]
+    fn every_end_state_is_explained_with_what_to_do() {
+        let job = Submitted {
+            id: 42,
+            name: "pipeline.x.m.base".into(),
+            log: PathBuf::from("/nonexistent/slurm-42.log"),
+            steps: vec![],
+            gpus: 1,
+            info: JobInfo::default(),
+        };
+        let settings = SlurmSettings { time: Some("30".into()), mem: Some("8G".into()), ..Default::default() };
+        let cases = [
+            ("FAILED", "NonZeroExitCode", Some(3), "exit code 3"),
+            ("FAILED", "JobLaunchFailure", None, "filesystem the compute nodes share"),
+            ("FAILED", "NonZeroExitCode", Some(EXIT_NO_INPUT), "could not find its inputs"),
+            ("TIMEOUT", "TimeLimit", None, "time limit (--time=30)"),
+            ("OUT_OF_MEMORY", "OutOfMemory", None, "more memory than it asked for (8G)"),
+            ("CANCELLED", "None", None, "cancelled"),
+            ("NODE_FAIL", "None", None, "its node failed"),
+            ("BOOT_FAIL", "None", None, "its node failed"),
+            ("PREEMPTED", "None", None, "preempted"),
+            ("DEADLINE", "None", None, "deadline"),
+            ("PENDING", "DependencyNeverSatisfied", None, "can never be satisfied"),
+            ("VANISHED", "", None, "no longer knows it"),
+        ];
+        for (state, reason, exit_code, expected) in cases {
+            let info = JobInfo { state: state.into(), reason: reason.into(), exit_code, signal: None, node: "n1".into() };
+            assert!(info.ended(), "{state} ends a job");
+            let text = info.explain(&job, &settings);
+            assert!(text.contains(expected), "{state}/{reason}: `{expected}` not in {text}");
+            assert!(text.contains("Slurm job 42 (pipeline.x.m.base) on n1") && text.contains("hint: "), "{text}");
+            assert!(text.contains("/nonexistent/slurm-42.log"), "the log's path: {text}");
+        }
+        for state in ["PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED"] {
+            assert!(!JobInfo { state: state.into(), ..Default::default() }.ended(), "{state} is not an end");
+        }
+    }
+
+    #[test]
     fn only_busy_controllers_are_retried() {
         assert!(transient("Batch job submission failed: Socket timed out on send/recv operation"));
         assert!(!transient("Batch job submission failed: Invalid partition name specified"));

@@ -15,6 +15,8 @@ use crate::exec::{self, RunOptions};
 use crate::plan::{Plan, Selection, State, StepStatus};
 use crate::{exit, matrix, sim, steps};
 
+mod slurm;
+
 /// An error with the exit code it earns.
 pub struct Failure {
     pub error: anyhow::Error,
@@ -57,7 +59,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Dag { file, format } => dag(file.as_deref(), format),
         Command::Cache { command: CacheCommand::Gc } => gc(&cache),
         Command::SimServer(args) => sim_server(args),
-        Command::SlurmJob { spec } => slurm_job(&cache, &spec),
+        Command::SlurmJob { spec } => slurm::job(&cache, &spec),
     }
 }
 
@@ -167,7 +169,7 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
     }
     let needed = server_needs(plan, statuses);
     if plan.experiment.executor == config::ExecutorKind::Slurm {
-        text.push_str(&slurm_plan(plan, &needed));
+        text.push_str(&slurm::plan_jobs(plan, &needed));
     } else {
         for (s, spec) in plan.servers.iter().enumerate() {
             let note = if needed[s] == 0 { "not needed".to_string() } else { format!("starts for {} measure step(s)", needed[s]) };
@@ -176,33 +178,6 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
     }
     text.push_str(&counts_line(statuses));
     text.push('\n');
-    text
-}
-
-/// Under `--executor slurm`: the job each server group becomes, with what it asks for.
-fn slurm_plan(plan: &Plan, needed: &[usize]) -> String {
-    let slurm = &plan.experiment.slurm;
-    let mut text = String::new();
-    for (s, spec) in plan.servers.iter().enumerate() {
-        if !spec.backend.launches() {
-            let note = format!("{} measure step(s) to run, from here: a remote API needs no node", needed[s]);
-            text.push_str(&format!("  {:<6} {}  ({note})\n", "here", spec.id));
-            continue;
-        }
-        let name = exec::group_job_name(plan, s);
-        let args = crate::slurm::resource_args(slurm, spec.gpus_needed).join(" ");
-        let gpus = match spec.gpus_needed {
-            0 => "no GPU".to_string(),
-            n => format!("{n} GPU(s)"),
-        };
-        let note = match needed[s] {
-            0 => "not needed: every measure is cached".to_string(),
-            n => format!("{n} measure step(s) of {}, {gpus}", spec.id),
-        };
-        text.push_str(&format!("  {:<6} {name}  sbatch {args}  ({note})\n", "job"));
-    }
-    let cpu = if slurm.cpu_steps_on_slurm { "one small Slurm job each" } else { "here" };
-    text.push_str(&format!("  {:<6} datagen, aggregate and report run {cpu} ([slurm] cpu-steps)\n", "job"));
     text
 }
 
@@ -324,7 +299,7 @@ fn execute(
     let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
     let slurm = match plan.experiment.executor {
-        config::ExecutorKind::Slurm => Some(rt.block_on(slurm_setup(cache, file, &plan, &statuses, &sim_bin))?),
+        config::ExecutorKind::Slurm => Some(rt.block_on(slurm::setup(cache, file, &plan, &statuses, &sim_bin))?),
         config::ExecutorKind::Local => None,
     };
     let plan = Arc::new(plan);
@@ -378,123 +353,6 @@ async fn interrupted() {
     }
 }
 
-/// Check that Slurm would take this run's jobs, before any is submitted, and set up
-/// the run's job folder `cache/slurm/<run id>/`.
-async fn slurm_setup(
-    cache: &Cache,
-    file: Option<&Path>,
-    plan: &Plan,
-    statuses: &[StepStatus],
-    this_binary: &Path,
-) -> Result<Arc<exec::SlurmExec>, Failure> {
-    let settings = plan.experiment.slurm.clone();
-    let mut gpu_counts = std::collections::BTreeSet::new();
-    for (step, st) in plan.steps.iter().zip(statuses) {
-        if matches!(st.state, State::Run | State::Wait) {
-            match step.server {
-                Some(s) if plan.servers[s].backend.launches() => gpu_counts.insert(plan.servers[s].gpus_needed),
-                Some(_) => false,
-                None if settings.cpu_steps_on_slurm => gpu_counts.insert(0),
-                None => false,
-            };
-        }
-    }
-    let env = |e: std::io::Error| fail(exit::ENVIRONMENT)(e.into());
-    let root = std::path::absolute(&cache.root).map_err(env)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let run_id = format!("{}-{stamp}-{}", plan.experiment.name, std::process::id());
-    let dir = root.join("slurm").join(&run_id);
-    let tracker = Arc::new(crate::slurm::Tracker::new(settings.clone(), run_id.clone(), dir));
-    if !gpu_counts.is_empty() {
-        tracker.preflight(&gpu_counts).await.map_err(|e| {
-            let code = if matches!(e, crate::slurm::SlurmError::Rejected { .. }) { exit::USER } else { exit::ENVIRONMENT };
-            Failure { error: e.into(), code }
-        })?;
-        // `pipeline status` finds the run's jobs through this.
-        std::fs::create_dir_all(root.join("slurm")).map_err(env)?;
-        std::fs::write(root.join("slurm").join(format!("{}.latest", plan.experiment.name)), &run_id).map_err(env)?;
-    }
-    let file = file.map(std::path::absolute).transpose().map_err(env)?;
-    let binary = settings.binary.clone().unwrap_or_else(|| this_binary.to_path_buf());
-    Ok(Arc::new(exec::SlurmExec { tracker, binary, cache: root, file }))
-}
-
-/// `pipeline slurm-job SPEC`, on a node: run the steps the submitter listed, against
-/// the shared cache, and publish each one. Exits 66 when the cache (its spec, or the
-/// steps' inputs) is not here: the cache is not on a filesystem this node shares.
-fn slurm_job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
-    let node = std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| "this node".into());
-    let no_input = |what: String| {
-        eprintln!(
-            "error: {what} is not visible on {node}\nhint: the cache folder must be on a filesystem the compute nodes share with the submitting machine"
-        );
-        Ok(crate::slurm::EXIT_NO_INPUT)
-    };
-    let spec: crate::slurm::JobSpec = match std::fs::read(spec_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?,
-        Err(_) => return no_input(format!("the job spec {}", spec_path.display())),
-    };
-    let (source, plan) = load_with(spec.file.as_deref(), |experiment| {
-        experiment.executor = config::ExecutorKind::Slurm;
-        experiment.report.provenance = spec.provenance.clone();
-        experiment.report.baseline = spec.baseline.clone();
-        experiment.report.noise_pct = spec.noise_pct;
-        Ok(())
-    })?;
-    let statuses = plan.status(cache, &Selection::default());
-    let wanted: std::collections::HashMap<&str, &str> = spec.steps.iter().map(|(id, key)| (id.as_str(), key.as_str())).collect();
-    let mut job_statuses = Vec::with_capacity(statuses.len());
-    for (step, st) in plan.steps.iter().zip(&statuses) {
-        let Some(&expected) = wanted.get(step.id.as_str()) else {
-            job_statuses.push(match st.state {
-                State::Fresh => st.clone(),
-                _ => StepStatus { state: State::Skip, ..Default::default() },
-            });
-            continue;
-        };
-        if st.state == State::Fresh {
-            job_statuses.push(st.clone());
-            continue;
-        }
-        let mut inputs = std::collections::BTreeMap::new();
-        for &d in &step.deps {
-            match (&statuses[d].state, &statuses[d].output) {
-                (State::Fresh, Some(out)) => inputs.insert(plan.steps[d].id.clone(), out.clone()),
-                _ => return no_input(format!("input `{}` of step `{}` (in cache {})", plan.steps[d].id, step.id, cache.root.display())),
-            };
-        }
-        let key = plan.key_for(step, inputs).digest().hex();
-        if key != expected {
-            return Err(Failure {
-                error: anyhow!(
-                    "step `{}` has key {key} on {node}, but {expected} where it was submitted\nhint: the experiment file, the `pipeline` binary or the environment differs between the two; use the same ones",
-                    step.id
-                ),
-                code: exit::USER,
-            });
-        }
-        job_statuses.push(StepStatus { state: State::Run, key: None, output: None, reasons: vec![format!("Slurm run {}", spec.run)] });
-    }
-    eprintln!("pipeline slurm-job on {node}: {} ({} step(s))", source.display, spec.steps.len());
-    let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
-    let opts = RunOptions { jobs: 2, keep_going: spec.keep_going, sim_bin, slurm: None, in_job: true };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts) => Some(r),
-            _ = interrupted() => None,
-        }
-    });
-    rt.shutdown_timeout(std::time::Duration::from_secs(15));
-    let Some(summary) = outcome else {
-        eprintln!("interrupted (cancelled, or the time limit): every published step is kept");
-        return Ok(exit::INTERRUPTED);
-    };
-    let summary = summary.map_err(fail(exit::ENVIRONMENT))?;
-    eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());
-    Ok(if summary.failed.is_empty() { exit::OK } else { exit::STEP_FAILED })
-}
-
 fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorKind>) -> Result<i32, Failure> {
     let (source, plan) = load_with(file, |experiment| {
         if let Some(kind) = executor {
@@ -511,51 +369,8 @@ fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorK
     }
     let report = plan.experiment.base_dir.join(&plan.experiment.report.dir).join("README.md");
     text.push_str(&format!("  report     {}\n", if report.exists() { report.display().to_string() } else { "not written yet".into() }));
-    text.push_str(&slurm_jobs(cache, &plan.experiment.name));
+    text.push_str(&slurm::jobs(cache, &plan.experiment.name));
     out(&text).map(|_| exit::OK)
-}
-
-/// The jobs of the experiment's last Slurm run; while that run is going (it holds the
-/// cache lock), their states come fresh from one `squeue` call.
-fn slurm_jobs(cache: &Cache, experiment: &str) -> String {
-    let slurm = cache.root.join("slurm");
-    let Ok(run) = std::fs::read_to_string(slurm.join(format!("{experiment}.latest"))) else { return String::new() };
-    let Some(mut file) = std::fs::read(slurm.join(run.trim()).join(crate::slurm::JOBS_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<crate::slurm::RunFile>(&b).ok())
-    else {
-        return String::new();
-    };
-    let going = cache.lock().is_err();
-    if going {
-        let ids: Vec<u64> = file.jobs.iter().map(|j| j.id).collect();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-        if let Ok(Ok(found)) = rt.map(|rt| rt.block_on(crate::slurm::query(&ids))) {
-            for job in &mut file.jobs {
-                if let Some(info) = found.get(&job.id) {
-                    job.info = info.clone();
-                }
-            }
-        }
-    }
-    let mut text = format!("  slurm      run {} ({}), {} job(s):\n", file.run, if going { "going" } else { "finished" }, file.jobs.len());
-    for job in &file.jobs {
-        let i = &job.info;
-        let why = match (i.state.as_str(), i.reason.as_str()) {
-            (_, "" | "None") => String::new(),
-            (_, reason) => format!(" ({reason})"),
-        };
-        let node = if i.node.is_empty() || i.node == "(null)" { String::new() } else { format!(" on {}", i.node) };
-        text.push_str(&format!(
-            "    {:>8}  {:<10} {}  {} step(s){node}{why}\n      log {}\n",
-            job.id,
-            i.state,
-            job.name,
-            job.steps.len(),
-            job.log.display()
-        ));
-    }
-    text
 }
 
 fn dag(file: Option<&Path>, format: DagFormat) -> Result<i32, Failure> {
