@@ -4,7 +4,8 @@
 //! The data flow is the map of the code:
 //! [`config`] (read and validate the experiment file) → [`matrix`] (expand axes into
 //! cells) → [`plan`] (cells into a DAG of steps) → [`hash`] + [`cache`] (what is up to
-//! date, and why not) → [`exec`] (schedule and run steps, own server processes) →
+//! date, and why not) → [`exec`] (schedule and run steps, own server processes, or hand
+//! server groups to [`slurm`] as jobs) →
 //! [`steps`] (datagen, measure, aggregate, report) → files in `cache/` and `reports/`.
 //! [`sim`] is the built-in simulator server used by the demo and the tests.
 
