@@ -29,9 +29,11 @@ pub mod exit {
     pub const OK: i32 = 0;
     /// A step failed.
     pub const STEP_FAILED: i32 = 1;
-    /// The experiment file or the command line is wrong.
+    /// The experiment file or the command line is wrong (or Slurm refuses the job it
+    /// asks for).
     pub const USER: i32 = 2;
-    /// The environment is wrong: the cache is locked or unwritable, a port is taken.
+    /// The environment is wrong: the cache is locked or unwritable, a port is taken,
+    /// Slurm is missing or unreachable.
     pub const ENVIRONMENT: i32 = 3;
     /// Interrupted by Ctrl-C (128 + SIGINT).
     pub const INTERRUPTED: i32 = 130;
