@@ -85,6 +85,11 @@ impl JobInfo {
                  pass --cache /shared/path, or run here with --executor local"
                     .to_string(),
             ),
+            // sh's "command not found" (126: found but not executable).
+            "FAILED" if matches!(self.exit_code, Some(126 | 127)) => (
+                format!("exit code {}: the node could not run `pipeline` at the path the job gives", self.exit_code.unwrap_or_default()),
+                "put `pipeline` on a filesystem the nodes share, or set `binary` under [slurm] to its path on the nodes".to_string(),
+            ),
             "FAILED" => (
                 match (self.exit_code, self.signal) {
                     (_, Some(sig)) if sig > 0 => format!("killed by signal {sig}"),
@@ -601,6 +606,7 @@ mod tests {
             ("FAILED", "NonZeroExitCode", Some(3), "exit code 3"),
             ("FAILED", "JobLaunchFailure", None, "filesystem the compute nodes share"),
             ("FAILED", "NonZeroExitCode", Some(EXIT_NO_INPUT), "could not find its inputs"),
+            ("FAILED", "NonZeroExitCode", Some(127), "set `binary` under [slurm]"),
             ("TIMEOUT", "TimeLimit", None, "time limit (--time=30)"),
             ("OUT_OF_MEMORY", "OutOfMemory", None, "more memory than it asked for (8G)"),
             ("CANCELLED", "None", None, "cancelled"),

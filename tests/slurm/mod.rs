@@ -214,6 +214,13 @@ fn failing_jobs_and_refused_requests_are_explained() {
         out.stderr
     );
 
+    // `pipeline` is not where the job looks for it on the node.
+    let p = Project::new();
+    p.write("experiments/t.toml", &hanging("nobinary", "1", "binary = \"/nonexistent/pipeline\""));
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("exit code 127") && out.stderr.contains("set `binary` under [slurm]"), "{}", out.stderr);
+
     // Requests Slurm refuses are refused before anything is submitted, in its words.
     for (slurm, name, message) in [
         ("partition = \"no-such-partition\"", "refused1", "Invalid partition name specified"),
