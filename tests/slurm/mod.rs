@@ -131,6 +131,10 @@ fn demo_runs_through_slurm_and_reruns_cached() {
             plan.stdout.lines().find(|l| l.contains(&format!("pipeline.demo.{group} "))).unwrap_or_else(|| panic!("{}", plan.stdout));
         assert!(line.contains("sbatch --gres=gpu:1") && line.contains("measure step(s)"), "{line}");
     }
+    let json = p.plan_json();
+    let measures: Vec<&Value> = json.iter().filter(|o| o["kind"] == "measure").collect();
+    assert_eq!(measures.len(), 42);
+    assert!(measures.iter().all(|o| o["job"].as_str().is_some_and(|j| j.starts_with("pipeline.demo.qwen-"))), "{measures:?}");
     let out = p.run_ok();
     let submitted: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("submit pipeline.demo.")).collect();
     assert_eq!(submitted.len(), 4, "{}", out.stderr);
@@ -343,8 +347,8 @@ fn a_submission_that_timed_out_is_not_repeated() {
 }
 
 /// `cpu-steps = "slurm"`: datagen, aggregate and report as CPU jobs too. And a squeue
-/// that forgets jobs as soon as they complete (as Slurm does after MinJobAge): without
-/// accounting, sacct cannot say how they ended, and the cache decides.
+/// that forgets jobs as soon as they complete (as Slurm does after MinJobAge): sacct is
+/// asked; without accounting it cannot say how they ended, and the cache decides.
 fn cpu_steps_as_jobs_and_jobs_slurm_forgot() {
     let p = Project::new();
     let real = String::from_utf8(Command::new("sh").args(["-c", "command -v squeue"]).output().unwrap().stdout).unwrap();
@@ -365,6 +369,9 @@ fn cpu_steps_as_jobs_and_jobs_slurm_forgot() {
         assert!(out.stderr.contains(&format!("submit pipeline.cpujobs.{job}: Slurm job")), "no {job} job:\n{}", out.stderr);
     }
     assert!(p.path().join("reports/t/README.md").exists());
+    // With accounting (LOCAL_SLURM_ACCOUNTING=1), sacct says how they ended.
+    let accounting = Command::new("sacct").args(["-n", "-X"]).output().is_ok_and(|o| o.status.success());
     let status = p.pipeline_env(&["status", "experiments/t.toml"], &[("PATH", &path)]);
-    assert_eq!(status.stdout.matches("VANISHED").count(), 4, "{}", status.stdout);
+    let expected = if accounting { "COMPLETED" } else { "VANISHED" };
+    assert_eq!(status.stdout.matches(expected).count(), 4, "{}", status.stdout);
 }
