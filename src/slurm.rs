@@ -253,7 +253,7 @@ impl Tracker {
             }
             let message = slurm_message(&out.stderr);
             if !transient(&message) || attempt >= 5 {
-                return Err(classify(&args[4..].join(" "), message).into());
+                return Err(classify(&self.resource_args(req.gpus).join(" "), message).into());
             }
             tokio::time::sleep(delay).await;
             delay *= 2;
@@ -303,7 +303,7 @@ impl Tracker {
     }
 
     /// Follow every job until the task is dropped: one squeue call per interval, the
-    /// interval a tenth of the youngest running job's age (0.25 s to 15 s).
+    /// interval a tenth of the age of the youngest job not yet ended (0.25 s to 15 s).
     pub async fn poll_forever(&self) {
         let mut complained = false;
         loop {
