@@ -247,9 +247,7 @@ impl Tracker {
             let out = sbatch(args.iter().map(String::as_str).chain([script.to_str().unwrap_or_default()])).await?;
             if out.status.success() {
                 let text = String::from_utf8_lossy(&out.stdout);
-                // `--parsable` prints `id` or `id;cluster`.
-                let first = text.lines().next().unwrap_or_default().split(';').next().unwrap_or_default().trim();
-                break first.parse::<u64>().map_err(|_| anyhow!("sbatch printed `{}`, not a job id", text.trim()))?;
+                break parse_parsable(&text).ok_or_else(|| anyhow!("sbatch printed `{}`, not a job id", text.trim()))?;
             }
             let message = slurm_message(&out.stderr);
             if !transient(&message) || attempt >= 5 {
@@ -533,6 +531,11 @@ fn parse_squeue(text: &str) -> BTreeMap<u64, JobInfo> {
     found
 }
 
+/// `sbatch --parsable` prints `id`, or `id;cluster` on a federation or multi-cluster.
+fn parse_parsable(text: &str) -> Option<u64> {
+    text.lines().next()?.split(';').next()?.trim().parse().ok()
+}
+
 async fn sbatch<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<std::process::Output, SlurmError> {
     // Killed if the run is interrupted mid-call; `Tracker::cancel_all` then finds any
     // job it submitted by the run's comment.
@@ -649,6 +652,13 @@ mod tests {
         assert_eq!(slurm_minutes("UNLIMITED"), Some(0));
         assert_eq!(slurm_minutes("2 hours"), None);
         assert_eq!(slurm_minutes("1:2:3:4"), None);
+    }
+
+    #[test]
+    fn parsable_replies_with_and_without_a_cluster() {
+        assert_eq!(parse_parsable("4242\n"), Some(4242));
+        assert_eq!(parse_parsable("4242;gpu-cluster\n"), Some(4242));
+        assert_eq!(parse_parsable("Submitted batch job 4242\n"), None);
     }
 
     #[test]
