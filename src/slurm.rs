@@ -69,7 +69,11 @@ impl JobInfo {
     /// What happened to a job that did not complete, and what to do about it.
     pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> String {
         let node = if self.node.is_empty() || self.node == "(null)" { String::new() } else { format!(" on {}", self.node) };
-        let state = if self.never_runs() { "CANCELLED (it was PENDING: DependencyNeverSatisfied)" } else { &self.state };
+        let state = match self.reason.as_str() {
+            _ if self.never_runs() => "CANCELLED (it was PENDING: DependencyNeverSatisfied)".to_string(),
+            "" | "None" => self.state.clone(),
+            reason => format!("{} (reason {reason})", self.state),
+        };
         let head = format!("Slurm job {} ({}){node} ended {state}", job.id, job.name);
         let time = settings.time.as_deref().unwrap_or("the partition's default");
         let (what, hint) = match self.state.as_str() {
@@ -94,7 +98,7 @@ impl JobInfo {
                 match (self.exit_code, self.signal) {
                     (_, Some(sig)) if sig > 0 => format!("killed by signal {sig}"),
                     (Some(code), _) => format!("exit code {code}"),
-                    _ => format!("reason {}", self.reason),
+                    _ => "no exit code".to_string(),
                 },
                 "the log says why; fix it and run again (finished steps are kept)".to_string(),
             ),

@@ -214,7 +214,7 @@ fn failing_jobs_and_refused_requests_are_explained() {
     let id = out.stderr.split("Slurm job ").nth(1).and_then(|r| r.split(',').next()).expect("a job id").to_string();
     for needle in [
         format!("Slurm job {id} (pipeline.broken.hang.base) on "),
-        "ended FAILED: exit code 1".into(),
+        "ended FAILED (reason NonZeroExitCode): exit code 1".into(),
         format!("slurm-{id}.log` ends with"),
     ] {
         assert!(out.stderr.contains(&needle), "`{needle}` missing:\n{}", out.stderr);
