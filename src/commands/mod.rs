@@ -70,11 +70,16 @@ fn load(file: Option<&Path>) -> Result<(Source, Plan), Failure> {
 /// Load `run`'s and `plan`'s target, with `--executor` applied.
 fn load_target(target: &Target) -> Result<(Source, Plan), Failure> {
     load_with(target.file.as_deref(), |experiment| {
-        if let Some(kind) = target.executor {
-            experiment.executor = kind;
-        }
+        set_executor(experiment, target.executor);
         Ok(())
     })
+}
+
+/// `--executor`, when given, over the file's `executor`.
+fn set_executor(experiment: &mut config::Experiment, kind: Option<config::ExecutorKind>) {
+    if let Some(kind) = kind {
+        experiment.executor = kind;
+    }
 }
 
 /// Load and plan, letting `adjust` change the experiment first (command-line overrides).
@@ -146,7 +151,7 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
             let mut obj = serde_json::json!({"id": step.id, "kind": step.kind.name(), "coords": coords, "key": st.key.map(|k| k.hex()), "state": state_name(st.state), "reasons": st.reasons, "server": step.server.map(|s| plan.servers[s].id.clone())});
             if plan.experiment.executor == config::ExecutorKind::Slurm
                 && let Some(s) = step.server
-                && plan.servers[s].backend.launches()
+                && exec::needs_node(&plan.servers[s])
             {
                 obj["job"] = exec::group_job_name(plan, s).into();
             }
@@ -222,9 +227,7 @@ fn report(
     executor: Option<config::ExecutorKind>,
 ) -> Result<i32, Failure> {
     let (source, plan) = load_with(file, |experiment| {
-        if let Some(kind) = executor {
-            experiment.executor = kind;
-        }
+        set_executor(experiment, executor);
         if let Some(dir) = baseline {
             if !dir.join("seeds.parquet").is_file() {
                 return Err(Failure {
@@ -355,9 +358,7 @@ async fn interrupted() {
 
 fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorKind>) -> Result<i32, Failure> {
     let (source, plan) = load_with(file, |experiment| {
-        if let Some(kind) = executor {
-            experiment.executor = kind;
-        }
+        set_executor(experiment, executor);
         Ok(())
     })?;
     let statuses = plan.status(cache, &Selection::default());

@@ -19,7 +19,7 @@ pub(super) fn plan_jobs(plan: &Plan, needed: &[usize]) -> String {
     let settings = &plan.experiment.slurm;
     let mut text = String::new();
     for (s, spec) in plan.servers.iter().enumerate() {
-        if !spec.backend.launches() {
+        if !exec::needs_node(spec) {
             let note = format!("{} measure step(s) to run, from here: a remote API needs no node", needed[s]);
             text.push_str(&format!("  {:<6} {}  ({note})\n", "here", spec.id));
             continue;
@@ -55,7 +55,7 @@ pub(super) async fn setup(
     for (step, st) in plan.steps.iter().zip(statuses) {
         if matches!(st.state, State::Run | State::Wait) {
             match step.server {
-                Some(s) if plan.servers[s].backend.launches() => gpu_counts.insert(plan.servers[s].gpus_needed),
+                Some(s) if exec::needs_node(&plan.servers[s]) => gpu_counts.insert(plan.servers[s].gpus_needed),
                 Some(_) => false,
                 None if settings.cpu_steps_on_slurm => gpu_counts.insert(0),
                 None => false,

@@ -25,7 +25,7 @@ use crate::cache::{Cache, Lookup};
 use crate::hash::{Digest, StepKey};
 use crate::plan::{Plan, State, StepKind, StepStatus};
 use crate::steps;
-pub use on_slurm::{SlurmExec, group_job_name};
+pub use on_slurm::{SlurmExec, group_job_name, needs_node};
 use progress::Progress;
 use service::Services;
 
@@ -131,33 +131,27 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         let tracker = sx.tracker.clone();
         tokio::spawn(async move { tracker.poll_forever().await })
     });
+    // Datagen, aggregate and report: here, or one small Slurm job each.
+    let cpu_jobs = opts.slurm.as_ref().filter(|_| plan.experiment.slurm.cpu_steps_on_slurm);
+    for i in other {
+        let (ctx, statuses) = (ctx.clone(), statuses.clone());
+        match cpu_jobs.cloned() {
+            Some(sx) => {
+                let name = on_slurm::step_job_name(&plan, i);
+                tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, 0, vec![i], &statuses).await })
+            }
+            None => tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await }),
+        };
+    }
+    // Under Slurm, one job per server group that needs a node.
     if let Some(sx) = &opts.slurm {
-        // One job per server group; other steps here, or one small job each.
-        let on_slurm = plan.experiment.slurm.cpu_steps_on_slurm;
-        // A remote API needs no node: its measures stay here, in lanes below.
-        let (to_slurm, remote): (BTreeMap<_, _>, BTreeMap<_, _>) =
-            std::mem::take(&mut by_server).into_iter().partition(|(s, _)| plan.servers[*s].backend.launches());
-        by_server = remote;
+        let (to_slurm, here): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut by_server).into_iter().partition(|(s, _)| needs_node(&plan.servers[*s]));
+        by_server = here;
         for (s, members) in to_slurm {
             let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
             let (name, gpus) = (group_job_name(&plan, s), plan.servers[s].gpus_needed);
             tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, gpus, members, &statuses).await });
-        }
-        for i in other {
-            let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
-            let name = match plan.steps[i].kind {
-                StepKind::Datagen => format!("pipeline.{}.datagen.{i}", plan.experiment.name),
-                kind => format!("pipeline.{}.{}", plan.experiment.name, kind.name()),
-            };
-            match on_slurm {
-                true => tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, 0, vec![i], &statuses).await }),
-                false => tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await }),
-            };
-        }
-    } else {
-        for i in other {
-            let (ctx, statuses) = (ctx.clone(), statuses.clone());
-            tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await });
         }
     }
     // Locally, measures run in lanes: one per server, except that servers holding GPUs

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use super::{Ctx, finish, prepare, skip};
 use crate::cache::Lookup;
 use crate::hash::StepKey;
-use crate::plan::{Plan, StepStatus};
+use crate::plan::{Plan, ServerSpec, StepKind, StepStatus};
 use crate::slurm;
 
 /// What a run needs to hand steps to Slurm.
@@ -38,6 +38,20 @@ pub fn group_job_name(plan: &Plan, s: usize) -> String {
         name.push_str(&format!(".{s}"));
     }
     name
+}
+
+/// Whether a server's measures go to a node: a server `pipeline` launches does; a
+/// remote API needs none, so its measures run here (where the network usually is).
+pub fn needs_node(spec: &ServerSpec) -> bool {
+    spec.backend.launches()
+}
+
+/// The job name of a datagen, aggregate or report step sent to Slurm on its own.
+pub(super) fn step_job_name(plan: &Plan, i: usize) -> String {
+    match plan.steps[i].kind {
+        StepKind::Datagen => format!("pipeline.{}.datagen.{i}", plan.experiment.name),
+        kind => format!("pipeline.{}.{}", plan.experiment.name, kind.name()),
+    }
 }
 
 /// Run `members` (a server group, or one step) as one Slurm job: wait for their
