@@ -704,6 +704,15 @@ fn sim_command_model(name: &str, flags: &[&str]) -> String {
     format!("[models.{name}]\nbackend = \"command\"\nserved-name = \"{name}-command\"\ncommand = [{}]\n", argv.join(", "))
 }
 
+/// An experiment of one model `g`, the simulator launched as a `command` server with
+/// `flags`: two turns, seed 1.
+fn one_command_model(name: &str, flags: &[&str]) -> String {
+    format!(
+        "name = \"{name}\"\n{}\n[workload]\nturns = 2\nresolution = \"64x48\"\nmax-tokens = 2\nwarmup-requests = 0\n[matrix]\nmodel = [\"g\"]\nseed = [1]\n",
+        sim_command_model("g", flags)
+    )
+}
+
 /// One CSV row: column name → text.
 type Row = std::collections::BTreeMap<String, String>;
 
@@ -891,26 +900,7 @@ fn sim_server_speaks_the_messages_api() {
 #[test]
 fn command_servers_on_gpus_get_telemetry_or_a_reason() {
     let p = Project::new();
-    p.write(
-        "experiments/t.toml",
-        &format!(
-            r#"
-name = "gpu"
-{}
-[server]
-tensor-parallel-size = 1
-[workload]
-turns = 2
-resolution = "64x48"
-max-tokens = 2
-warmup-requests = 0
-[matrix]
-model = ["g"]
-seed = [1]
-"#,
-            sim_command_model("g", &["--itl-base-ms", "1", "--answer-tokens", "2"])
-        ),
-    );
+    p.write("experiments/t.toml", &one_command_model("gpu", &["--itl-base-ms", "1", "--answer-tokens", "2"]));
     p.run_ok();
     let files = p.all_files();
     let meta = files.iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("measure")).unwrap();
@@ -1085,24 +1075,7 @@ workload = "request-rate"
 #[test]
 fn too_many_images_for_the_server_is_explained() {
     let p = Project::new();
-    p.write(
-        "experiments/t.toml",
-        &format!(
-            r#"
-name = "limit"
-{}
-[workload]
-turns = 2
-resolution = "64x48"
-max-tokens = 2
-warmup-requests = 0
-[matrix]
-model = ["g"]
-seed = [1]
-"#,
-            sim_command_model("g", &["--limit-images", "1"])
-        ),
-    );
+    p.write("experiments/t.toml", &one_command_model("limit", &["--limit-images", "1"]));
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     for expected in [

@@ -81,9 +81,9 @@ fn wait_until_gone(needle: &str) -> Vec<String> {
     processes_with(needle)
 }
 
-/// An experiment whose one server never becomes healthy: `sleep <marker>`, so a test
-/// can look for leftovers. It holds no GPU, so it does not wait for the fake ones.
-fn hanging(name: &str, marker: &str, slurm: &str) -> String {
+/// An experiment under Slurm with one model, `hang`, of backend lines `model`, one cell,
+/// and `slurm` as its [slurm] table.
+fn on_slurm(name: &str, model: &str, slurm: &str) -> String {
     format!(
         r#"
 name = "{name}"
@@ -93,9 +93,7 @@ executor = "slurm"
 {slurm}
 
 [models.hang]
-backend = "command"
-gpus = 0
-command = ["sleep", "{marker}"]
+{model}
 
 [server]
 startup-timeout-s = 600
@@ -106,8 +104,33 @@ resolution = "64x48"
 
 [matrix]
 model = ["hang"]
+
+[report]
+dir = "reports/t"
 "#
     )
+}
+
+/// A server that runs `script` (sh) and holds no GPU, so it does not wait for the fake ones.
+fn server(script: &str) -> String {
+    format!("backend = \"command\"\ngpus = 0\ncommand = [\"sh\", \"-c\", {script:?}]")
+}
+
+/// A server that never becomes healthy: `sleep <marker>`, so a test can look for leftovers.
+fn sleeping(marker: &str) -> String {
+    server(&format!("exec sleep {marker}"))
+}
+
+const SIM: &str = "backend = \"sim\"";
+
+/// A wrapper for Slurm's `tool` in `bin`, ahead of the real one (`$REAL` in `body`);
+/// the PATH that puts it first.
+fn wrapper(bin: &Path, tool: &str, body: &str) -> String {
+    let real = String::from_utf8(Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap().stdout).unwrap();
+    std::fs::create_dir_all(bin).unwrap();
+    std::fs::write(bin.join(tool), format!("#!/bin/sh\nREAL={}\n{body}\n", real.trim())).unwrap();
+    Command::new("chmod").arg("+x").arg(bin.join(tool)).status().unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
 }
 
 #[test]
@@ -173,7 +196,7 @@ fn demo_runs_through_slurm_and_reruns_cached() {
 
 fn a_job_past_its_time_limit_is_explained() {
     let p = Project::new();
-    p.write("experiments/t.toml", &hanging("late", "4711", "time = \"1\""));
+    p.write("experiments/t.toml", &on_slurm("late", &sleeping("4711"), "time = \"1\""));
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     for needle in ["ended TIMEOUT", "time limit (--time=1)", "raise `time` under [slurm]", "/slurm-"] {
@@ -186,7 +209,7 @@ fn a_job_past_its_time_limit_is_explained() {
 
 fn ctrl_c_cancels_the_jobs() {
     let p = Project::new();
-    p.write("experiments/t.toml", &hanging("stopped", "4712", "time = \"10\""));
+    p.write("experiments/t.toml", &on_slurm("stopped", &sleeping("4712"), "time = \"10\""));
     let run = Background::start(&p, &["run", "experiments/t.toml"], "start  pipeline.stopped");
     let id: u64 = run.seen.iter().find_map(|l| l.split("Slurm job ").nth(1)?.split(',').next()?.parse().ok()).expect("a job id");
     let live = p.pipeline(&["status", "experiments/t.toml"]);
@@ -205,10 +228,7 @@ fn ctrl_c_cancels_the_jobs() {
 
 fn failing_jobs_and_refused_requests_are_explained() {
     let p = Project::new();
-    p.write(
-        "experiments/t.toml",
-        &hanging("broken", "1", "").replace(r#"command = ["sleep", "1"]"#, r#"command = ["sh", "-c", "echo no model here >&2; exit 3"]"#),
-    );
+    p.write("experiments/t.toml", &on_slurm("broken", &server("echo no model here >&2; exit 3"), ""));
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let id = out.stderr.split("Slurm job ").nth(1).and_then(|r| r.split(',').next()).expect("a job id").to_string();
@@ -228,7 +248,7 @@ fn failing_jobs_and_refused_requests_are_explained() {
 
     // `pipeline` is not where the job looks for it on the node.
     let p = Project::new();
-    p.write("experiments/t.toml", &hanging("nobinary", "1", "binary = \"/nonexistent/pipeline\""));
+    p.write("experiments/t.toml", &on_slurm("nobinary", SIM, "binary = \"/nonexistent/pipeline\""));
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("exit code 127") && out.stderr.contains("set `binary` under [slurm]"), "{}", out.stderr);
@@ -239,7 +259,7 @@ fn failing_jobs_and_refused_requests_are_explained() {
         ("gpu-type = \"h100\"", "refused2", "Requested node configuration is not available"),
     ] {
         let p = Project::new();
-        p.write("experiments/t.toml", &hanging(name, "1", slurm).replace("gpus = 0", "gpus = 1"));
+        p.write("experiments/t.toml", &on_slurm(name, &format!("{SIM}\ngpus = 1"), slurm));
         let out = p.pipeline(&["run", "experiments/t.toml"]);
         assert_eq!(out.code, 2, "{}", out.stderr);
         assert!(out.stderr.contains("Slurm refuses the job") && out.stderr.contains(message), "{}", out.stderr);
@@ -255,7 +275,7 @@ fn failing_jobs_and_refused_requests_are_explained() {
     }
     let p = Project::new();
     let name = format!("orphan{}", std::process::id());
-    p.write("experiments/t.toml", &hanging(&name, "1", &format!("sbatch-args = [\"--dependency=afterok:{failed}\"]")));
+    p.write("experiments/t.toml", &on_slurm(&name, SIM, &format!("sbatch-args = [\"--dependency=afterok:{failed}\"]")));
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("DependencyNeverSatisfied"), "{}", out.stderr);
@@ -275,7 +295,7 @@ fn a_cache_the_node_cannot_see_is_detected() {
     let dir = outside.path().join("private");
     std::fs::create_dir_all(dir.join("experiments")).unwrap();
     let experiment = outside.path().join("t.toml");
-    std::fs::write(&experiment, hanging("unshared", "1", "")).unwrap();
+    std::fs::write(&experiment, on_slurm("unshared", SIM, "")).unwrap();
     let bin = assert_cmd::cargo::cargo_bin!("pipeline");
     let inner = format!(
         "mount -t tmpfs tmpfs {d} && mkdir {d}/experiments && cp {e} {d}/experiments/t.toml && cd {d} && {bin} run experiments/t.toml",
@@ -300,7 +320,7 @@ fn an_unreachable_controller_is_explained() {
         std::fs::write(dir.path().join("gres.conf"), gres).unwrap();
     }
     let p = Project::new();
-    p.write("experiments/t.toml", &hanging("nowhere", "1", ""));
+    p.write("experiments/t.toml", &on_slurm("nowhere", SIM, ""));
     let conf = dir.path().join("slurm.conf");
     let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("SLURM_CONF", conf.to_str().unwrap())]);
     assert_eq!(out.code, 3, "{}", out.stderr);
@@ -324,8 +344,7 @@ fn a_job_out_of_memory_is_explained() {
         return;
     }
     let p = Project::new();
-    let hog = r#"command = ["sh", "-c", "head -c 1000M /dev/zero | tail"]"#;
-    p.write("experiments/t.toml", &hanging("hog", "1", "mem = \"200M\"").replace(r#"command = ["sleep", "1"]"#, hog));
+    p.write("experiments/t.toml", &on_slurm("hog", &server("head -c 1000M /dev/zero | tail"), "mem = \"200M\""));
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     for needle in ["ended OUT_OF_MEMORY", "more memory than it asked for (200M)", "raise `mem` under [slurm]", "oom-kill"] {
@@ -337,25 +356,22 @@ fn a_job_out_of_memory_is_explained() {
 /// the retry finds that job by name and run id instead of submitting it again.
 fn a_submission_that_timed_out_is_not_repeated() {
     let p = Project::new();
-    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v sbatch"]).output().unwrap().stdout).unwrap();
     let bin = p.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let fake = format!(
-        "#!/bin/sh\n# the first real submission goes in, and its reply is lost\ncase \"$*\" in *--parsable*) if [ ! -e {flag} ]; then touch {flag}; {real} \"$@\" >/dev/null; echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2; exit 1; fi;; esac\nexec {real} \"$@\"\n",
-        flag = bin.join("failed-once").display(),
-        real = real.trim()
+    let flag = bin.join("failed-once");
+    let path = wrapper(
+        &bin,
+        "sbatch",
+        &format!(
+            "# the first real submission goes in, and its reply is lost\ncase \"$*\" in *--parsable*) if [ ! -e {flag} ]; then touch {flag}; $REAL \"$@\" >/dev/null; echo 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2; exit 1; fi;; esac\nexec $REAL \"$@\"",
+            flag = flag.display()
+        ),
     );
-    std::fs::write(bin.join("sbatch"), fake).unwrap();
-    Command::new("chmod").arg("+x").arg(bin.join("sbatch")).status().unwrap();
     // Finished jobs stay in squeue for an hour: a name of this test run's own.
     let name = format!("retried{}", std::process::id());
-    let sim = hanging(&name, "1", "").replace("backend = \"command\"\ngpus = 0\ncommand = [\"sleep\", \"1\"]", "backend = \"sim\"");
-    assert!(sim.contains("backend = \"sim\""));
-    p.write("experiments/t.toml", &sim);
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    p.write("experiments/t.toml", &on_slurm(&name, SIM, ""));
     let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", &path)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(bin.join("failed-once").exists(), "the fake sbatch was not used");
+    assert!(flag.exists(), "the fake sbatch was not used");
     assert_eq!(squeue(&["-n", &format!("pipeline.{name}.hang.base")]).len(), 1, "submitted twice");
 }
 
@@ -364,18 +380,9 @@ fn a_submission_that_timed_out_is_not_repeated() {
 /// asked; without accounting it cannot say how they ended, and the cache decides.
 fn cpu_steps_as_jobs_and_jobs_slurm_forgot() {
     let p = Project::new();
-    let real = String::from_utf8(Command::new("sh").args(["-c", "command -v squeue"]).output().unwrap().stdout).unwrap();
-    let bin = p.path().join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let fake =
-        format!("#!/bin/sh\nout=$({real} \"$@\"); rc=$?\nprintf '%s\\n' \"$out\" | grep -v '|COMPLETED|'\nexit $rc\n", real = real.trim());
-    std::fs::write(bin.join("squeue"), fake).unwrap();
-    Command::new("chmod").arg("+x").arg(bin.join("squeue")).status().unwrap();
-    let sim = hanging("cpujobs", "1", "cpu-steps = \"slurm\"")
-        .replace("backend = \"command\"\ngpus = 0\ncommand = [\"sleep\", \"1\"]", "backend = \"sim\"")
-        .replace("[matrix]", "[report]\ndir = \"reports/t\"\n\n[matrix]");
-    p.write("experiments/t.toml", &sim);
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let path =
+        wrapper(&p.path().join("bin"), "squeue", "out=$($REAL \"$@\"); rc=$?\nprintf '%s\\n' \"$out\" | grep -v '|COMPLETED|'\nexit $rc");
+    p.write("experiments/t.toml", &on_slurm("cpujobs", SIM, "cpu-steps = \"slurm\""));
     let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PATH", &path)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     for job in ["datagen.0", "hang.base", "aggregate", "report"] {
