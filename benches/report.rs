@@ -23,21 +23,11 @@ const CHUNKS: usize = 32;
 
 fn experiment(seeds: usize) -> String {
     let seeds: Vec<String> = (1..=seeds).map(|s| s.to_string()).collect();
+    let models: String =
+        (0..4).map(|m| format!("[models.m{m}]\nbackend = \"sim\"\nvariants.awq = {{ quantization = \"awq\" }}\n")).collect();
     format!(
         r#"name = "bench"
-[models.m0]
-backend = "sim"
-variants.awq = {{ quantization = "awq" }}
-[models.m1]
-backend = "sim"
-variants.awq = {{ quantization = "awq" }}
-[models.m2]
-backend = "sim"
-variants.awq = {{ quantization = "awq" }}
-[models.m3]
-backend = "sim"
-variants.awq = {{ quantization = "awq" }}
-[workload]
+{models}[workload]
 turns = 60
 [matrix]
 model = ["m0", "m1", "m2", "m3"]
