@@ -325,7 +325,7 @@ impl Tracker {
                     if !missing.is_empty() {
                         found.extend(self.forgotten(&missing).await);
                     }
-                    let mut never: Vec<u64> = Vec::new();
+                    let (mut never, mut changed) = (Vec::new(), false);
                     {
                         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
                         for (id, info) in found {
@@ -333,6 +333,7 @@ impl Tracker {
                                 if info.never_runs() {
                                     never.push(id);
                                 }
+                                changed |= t.job.info != info;
                                 t.job.info = info.clone();
                                 t.tx.send_replace(info);
                             }
@@ -341,7 +342,10 @@ impl Tracker {
                     if !never.is_empty() {
                         let _ = Command::new("scancel").args(never.iter().map(u64::to_string)).status().await;
                     }
-                    self.save();
+                    // jobs.json lives on the shared filesystem: rewrite it only on news.
+                    if changed {
+                        self.save();
+                    }
                 }
                 Err(e) if !complained => {
                     complained = true;
