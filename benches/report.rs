@@ -42,7 +42,7 @@ frames = [1, 2, 4, 8, 16]
 
 fn plan(dir: &Path, seeds: usize) -> pipeline::plan::Plan {
     use pipeline::config::{self, Source};
-    let source = Source { display: "bench.toml".into(), text: experiment(seeds), yaml: false, base_dir: dir.into() };
+    let source = Source { display: "bench.toml".into(), text: experiment(seeds), yaml: false, base_dir: dir.into(), path: None };
     let exp = config::load(&source).unwrap();
     let cells = pipeline::matrix::expand(&exp, &source).unwrap();
     pipeline::plan::Plan::build(exp, cells, "bench".into()).unwrap()

@@ -108,6 +108,10 @@ pub enum Command {
         /// The job's spec.json, written by the submitting run.
         spec: PathBuf,
     },
+    /// Stop process group PGID once stdin closes: started beside every server, so that
+    /// the server ends with the run however the run ends (not for direct use).
+    #[command(hide = true)]
+    Guard { pgid: i32 },
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,16 +165,18 @@ pub struct SimArgs {
     pub port: u16,
     #[arg(long, default_value = "sim")]
     pub served_model_name: String,
-    #[arg(long, default_value_t = 15.0)]
+    // Negative numbers parse, so that the range check (not clap's "unexpected
+    // argument '-1'") says what is accepted.
+    #[arg(long, default_value_t = 15.0, allow_negative_numbers = true)]
     pub ttft_base_ms: f64,
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
     pub prefill_us_per_token: f64,
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     pub itl_base_ms: f64,
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, allow_negative_numbers = true)]
     pub itl_us_per_inflight: f64,
-    /// Relative jitter: each duration is scaled by 1 ± this.
-    #[arg(long, default_value_t = 0.05)]
+    /// Relative jitter: each duration is scaled by 1 ± this (from 0, below 1).
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub jitter: f64,
     /// Tokens per answer (capped by the request's max_tokens).
     #[arg(long, default_value_t = 24)]

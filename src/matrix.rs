@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::config::{self, ConfigError, Experiment, Issue, Rule, Source};
+use crate::config::{self, ConfigError, Experiment, Issue, Rule, Source, limits};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cell {
@@ -45,7 +45,8 @@ impl Cell {
             ("batch-size".to_string(), self.batch_size.to_string()),
             ("frames".to_string(), self.frames.to_string()),
         ];
-        out.extend(self.custom.iter().map(|(n, v)| (n.clone(), v.trim_matches('"').to_string())));
+        // A string as written, unescaped (`a"b`, not `a\"b`); other values as JSON.
+        out.extend(self.custom.iter().map(|(n, v)| (n.clone(), serde_json::from_str::<String>(v).unwrap_or_else(|_| v.clone()))));
         out
     }
 
@@ -69,44 +70,61 @@ fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
+/// The experiment's cells, or every problem with its rules. The full product (and
+/// each include rule's) is counted before anything is built and refused past
+/// [`limits::MAX_CELLS`]; cells are then generated one at a time and only those kept
+/// are stored, so memory follows the cells planned.
 pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigError> {
     let m = &exp.matrix;
-    let all = |axis: &str| -> Vec<serde_json::Value> {
-        match axis {
+    let axis_names: Vec<String> =
+        config::BUILTIN_AXES.iter().map(|s| s.to_string()).chain(m.custom.iter().map(|c| c.name.clone())).collect();
+    let all: Vec<Vec<serde_json::Value>> = axis_names
+        .iter()
+        .map(|axis| match axis.as_str() {
             "model" => m.models.iter().map(|s| s.clone().into()).collect(),
             "variant" => m.variants.iter().map(|s| s.clone().into()).collect(),
             "seed" => m.seeds.iter().map(|&s| s.into()).collect(),
             "batch-size" => m.batch_sizes.iter().map(|&s| s.into()).collect(),
             "frames" => m.frames.iter().map(|&s| s.into()).collect(),
             other => m.custom.iter().find(|c| c.name == other).map(|c| c.values.clone()).unwrap_or_default(),
-        }
+        })
+        .collect();
+    let too_big = |path: &str, axes: &[Vec<serde_json::Value>]| -> Option<Issue> {
+        let sizes: Vec<u128> = axes.iter().map(|a| a.len() as u128).collect();
+        let total = sizes.iter().try_fold(1u128, |acc, &n| acc.checked_mul(n)).unwrap_or(u128::MAX);
+        (total > limits::MAX_CELLS as u128).then(|| {
+            let factors: Vec<String> = axis_names.iter().zip(&sizes).map(|(a, &n)| format!("{} {a}", limits::count(n))).collect();
+            config::issue_at(
+                source,
+                path,
+                format!(
+                    "would expand to {} cells ({}, before include/exclude rules); at most {} are planned",
+                    limits::count(total),
+                    factors.join(" × "),
+                    limits::count(limits::MAX_CELLS as u128)
+                ),
+                Some("split the study into several experiments, or use fewer values per axis".into()),
+            )
+        })
     };
-    let axis_names: Vec<String> =
-        config::BUILTIN_AXES.iter().map(|s| s.to_string()).chain(m.custom.iter().map(|c| c.name.clone())).collect();
-    let product = |choose: &dyn Fn(&str) -> Vec<serde_json::Value>| -> Vec<Cell> {
-        let mut cells = vec![Vec::<serde_json::Value>::new()];
-        for axis in &axis_names {
-            let values = choose(axis);
-            cells = cells
-                .into_iter()
-                .flat_map(|prefix| {
-                    values.iter().map(move |v| {
-                        let mut p = prefix.clone();
-                        p.push(v.clone());
-                        p
-                    })
-                })
-                .collect();
-        }
-        cells.into_iter().filter_map(|vals| to_cell(exp, &axis_names, vals)).collect()
-    };
+    if let Some(issue) = too_big("matrix", &all) {
+        return Err(ConfigError::Invalid { file: source.display.clone(), issues: vec![issue] });
+    }
 
-    let mut cells: BTreeSet<Cell> = product(&all).into_iter().collect();
+    let mut cells: BTreeSet<Cell> = BTreeSet::new();
+    let mut excluded = vec![0usize; m.exclude.len()];
+    for_each_cell(exp, &axis_names, &all, |cell| {
+        // Rules apply in order: a cell counts for the first exclude rule it matches.
+        match m.exclude.iter().position(|rule| cell.matches(rule)) {
+            Some(r) => excluded[r] += 1,
+            None => {
+                cells.insert(cell);
+            }
+        }
+    });
     let mut issues: Vec<Issue> = Vec::new();
-    for rule in &m.exclude {
-        let before = cells.len();
-        cells.retain(|c| !c.matches(rule));
-        if cells.len() == before {
+    for (rule, n) in m.exclude.iter().zip(&excluded) {
+        if *n == 0 {
             issues.push(config::issue_at(
                 source,
                 &rule.key_path.to_string(),
@@ -116,9 +134,19 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
         }
     }
     for rule in &m.include {
-        let chosen = product(&|axis: &str| rule.conditions.get(axis).cloned().unwrap_or_else(|| all(axis)));
+        let chosen: Vec<Vec<serde_json::Value>> = axis_names
+            .iter()
+            .zip(&all)
+            .map(|(axis, values)| rule.conditions.get(axis).cloned().unwrap_or_else(|| values.clone()))
+            .collect();
+        if let Some(issue) = too_big(&rule.key_path.to_string(), &chosen) {
+            issues.push(issue);
+            continue;
+        }
         let before = cells.len();
-        cells.extend(chosen);
+        for_each_cell(exp, &axis_names, &chosen, |cell| {
+            cells.insert(cell);
+        });
         if cells.len() == before {
             issues.push(config::issue_at(
                 source,
@@ -127,6 +155,18 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
                 Some("every cell it names is already in the matrix, or names a model/variant that is not defined".into()),
             ));
         }
+    }
+    if cells.len() as u64 > limits::MAX_CELLS {
+        issues.push(config::issue_at(
+            source,
+            "matrix.include",
+            format!(
+                "the rules bring the matrix to {} cells; at most {} are planned",
+                cells.len(),
+                limits::count(limits::MAX_CELLS as u128)
+            ),
+            Some("split the study into several experiments".into()),
+        ));
     }
     if cells.is_empty() && issues.is_empty() {
         issues.push(config::issue_at(
@@ -142,8 +182,37 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
     Ok(cells.into_iter().collect())
 }
 
+/// Call `f` with every cell of the product of `axes` (one list of values per axis, in
+/// `names` order), skipping combinations that are not cells (a model without the
+/// variant). An odometer over value indices: nothing but the current cell is built.
+fn for_each_cell(exp: &Experiment, names: &[String], axes: &[Vec<serde_json::Value>], mut f: impl FnMut(Cell)) {
+    if axes.iter().any(Vec::is_empty) {
+        return;
+    }
+    let mut idx = vec![0usize; axes.len()];
+    loop {
+        let vals: Vec<&serde_json::Value> = idx.iter().zip(axes).map(|(&i, values)| &values[i]).collect();
+        if let Some(cell) = to_cell(exp, names, &vals) {
+            f(cell);
+        }
+        // Advance the last axis fastest, as the nested loops of a product would.
+        let mut a = axes.len();
+        loop {
+            if a == 0 {
+                return;
+            }
+            a -= 1;
+            idx[a] += 1;
+            if idx[a] < axes[a].len() {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+}
+
 /// A cell from one value per axis; `None` where the model lacks the variant.
-fn to_cell(exp: &Experiment, names: &[String], vals: Vec<serde_json::Value>) -> Option<Cell> {
+fn to_cell(exp: &Experiment, names: &[String], vals: &[&serde_json::Value]) -> Option<Cell> {
     let model = vals[0].as_str()?.to_string();
     let variant = vals[1].as_str()?.to_string();
     if !exp.models.get(&model)?.variants.contains_key(&variant) {
@@ -153,8 +222,8 @@ fn to_cell(exp: &Experiment, names: &[String], vals: Vec<serde_json::Value>) -> 
         model,
         variant,
         seed: vals[2].as_u64()?,
-        batch_size: vals[3].as_u64()? as u32,
-        frames: vals[4].as_u64()? as u32,
+        batch_size: u32::try_from(vals[3].as_u64()?).ok()?,
+        frames: u32::try_from(vals[4].as_u64()?).ok()?,
         custom: names[5..].iter().cloned().zip(vals[5..].iter().map(|v| v.to_string())).collect(),
     })
 }

@@ -1,0 +1,707 @@
+//! The second pass: parse the file into the [`raw`] structs, then validate them into
+//! a typed [`Experiment`], collecting *every* problem (with its key path, located in
+//! the file) before failing. Defaults are filled in here, so that writing a default
+//! explicitly produces the same `Experiment`, and every number is checked against
+//! its [`limits`] entry.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::*;
+
+/// Parse and validate an experiment.
+pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
+    let raw = parse(source)?;
+    let mut v = Validator { source, issues: Vec::new() };
+    let experiment = v.experiment(raw);
+    if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::Invalid { file: source.display.clone(), issues: v.issues }) }
+}
+
+fn parse(source: &Source) -> Result<raw::RawExperiment, ConfigError> {
+    let invalid = |issue| ConfigError::Invalid { file: source.display.clone(), issues: vec![issue] };
+    if source.yaml {
+        serde_saphyr::from_str(&source.text).map_err(|e| {
+            let at = e.location().map(|l| LineCol { line: l.line() as usize, column: l.column() as usize });
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            // "error: line 5 column 5: unknown field …": the location is shown already.
+            let first = match first.strip_prefix("error: line ").and_then(|r| r.split_once(": ")) {
+                Some((_, rest)) => rest.to_string(),
+                None => first.to_string(),
+            };
+            invalid(Issue { at, path: String::new(), hint: parse_hint(&first), message: first })
+        })
+    } else {
+        toml::from_str(&source.text).map_err(|e| {
+            let at = e.span().map(|s| line_col(&source.text, s.start));
+            let message = e.message().trim().to_string();
+            invalid(Issue { at, path: String::new(), hint: parse_hint(&message), message })
+        })
+    }
+}
+
+/// A fix for serde's own messages: did-you-mean for unknown keys, the shape for missing ones.
+fn parse_hint(message: &str) -> Option<String> {
+    if let Some(rest) = message.split("unknown field `").nth(1) {
+        let (field, expected) = rest.split_once('`')?;
+        // toml writes "expected one of `a`, `b`", serde-saphyr "expected one of a, b".
+        let list = expected.split_once("expected").map_or("", |(_, l)| l);
+        let list = list.trim_start().strip_prefix("one of").unwrap_or(list);
+        let candidates: Vec<&str> = list.split(',').map(|c| c.trim().trim_matches('`')).filter(|c| !c.is_empty()).collect();
+        return Some(match closest(field, candidates.iter().copied()) {
+            Some(best) => format!("did you mean `{best}`? (unknown keys are errors, not ignored)"),
+            None => format!("remove `{field}`; this table accepts: {}", candidates.join(", ")),
+        });
+    }
+    if let Some(rest) = message.split("missing field `").nth(1) {
+        let field = rest.split('`').next()?;
+        return Some(format!("add `{field}`; see docs/experiment-file.md for its meaning"));
+    }
+    if message.contains("invalid type") {
+        return Some("check the value's type against docs/experiment-file.md".into());
+    }
+    None
+}
+
+struct Validator<'a> {
+    source: &'a Source,
+    issues: Vec<Issue>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
+        let path = path.into();
+        let at = locate::locate(&self.source.text, self.source.yaml, &KeyPath::parse(&path));
+        self.issues.push(Issue { at, path, message: message.into(), hint });
+    }
+
+    /// A whole number within `limit`, or `default` when absent (and after an error).
+    fn int(&mut self, path: &str, value: Option<i64>, default: u32, limit: Limit) -> u32 {
+        match value {
+            None => default,
+            Some(v) => match limit.check(v as f64) {
+                // Every integer limit lies within u32 (but the seed's, read elsewhere).
+                Ok(_) => u32::try_from(v).unwrap_or(default),
+                Err(message) => {
+                    self.error(path, message, None);
+                    default
+                }
+            },
+        }
+    }
+
+    /// A number within `limit`, or `default` when absent (and after an error).
+    fn num(&mut self, path: &str, value: Option<f64>, default: f64, limit: Limit) -> f64 {
+        match value.map(|v| limit.check(v)) {
+            None => default,
+            Some(Ok(v)) => v,
+            Some(Err(message)) => {
+                self.error(path, message, None);
+                default
+            }
+        }
+    }
+
+    /// A name that becomes part of step ids, file names, `--only` and report tables.
+    fn name(&mut self, path: &str, what: &str, name: &str) {
+        let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            self.error(
+                path,
+                format!("{} is not a valid {what} name", quoted(name)),
+                Some("start with a letter or digit, then use letters, digits, `-`, `_` and `.` (at most 64)".into()),
+            );
+        }
+    }
+
+    fn slo(&mut self, raw: Option<raw::RawSlo>) -> Slo {
+        let Some(raw) = raw else { return Slo::default() };
+        let mut ms = |key: &str, v: Option<f64>| {
+            let v = v?;
+            let checked = self.num(&format!("report.slo.{key}"), Some(v), f64::NAN, limits::SLO_MS);
+            (!checked.is_nan()).then_some(checked)
+        };
+        let slo = Slo {
+            ttft_ms: ms("ttft-ms", raw.ttft_ms),
+            tpot_ms: ms("tpot-ms", raw.tpot_ms),
+            e2e_ms: ms("e2e-ms", raw.e2e_ms),
+            attainment_pct: self.num("report.slo.attainment-pct", raw.attainment_pct, 90.0, limits::ATTAINMENT_PCT),
+        };
+        if slo.ttft_ms.is_none() && slo.tpot_ms.is_none() && slo.e2e_ms.is_none() {
+            self.error("report.slo", "sets no threshold", Some("set at least one of ttft-ms, tpot-ms, e2e-ms".into()));
+        }
+        slo
+    }
+
+    fn experiment(&mut self, raw: raw::RawExperiment) -> Experiment {
+        if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            self.error(
+                "name",
+                format!("{} is not a valid experiment name", quoted(&raw.name)),
+                Some("use letters, digits, `-` and `_` (at most 64)".into()),
+            );
+        }
+        let models: BTreeMap<String, Model> = raw.models.into_iter().map(|(name, m)| (name.clone(), self.model(name, m))).collect();
+        if models.is_empty() {
+            self.error("models", "no models are defined", Some("add a table such as [models.qwen-3b] with backend = \"sim\"".into()));
+        }
+        let server = self.server(raw.server);
+        let workload = self.workload(raw.workload);
+        let matrix = self.matrix(raw.matrix, raw.axis, &models);
+        if workload.arrival == Arrival::Closed
+            && let Some(i) = matrix.custom.iter().position(|a| a.feeds == Feeds::Workload("request-rate".into()))
+        {
+            self.error(
+                format!("axis[{i}].workload"),
+                "sweeps `request-rate`, but arrival is closed-loop",
+                Some("set arrival = \"poisson\" (or \"constant\") in [workload]".into()),
+            );
+        }
+        let title = raw.report.title.clone().or(raw.title).unwrap_or_else(|| raw.name.clone());
+        let slo = self.slo(raw.report.slo);
+        let noise_pct = self.num("report.noise-pct", raw.report.noise_pct, 5.0, limits::NOISE_PCT);
+        let report = ReportSettings {
+            dir: PathBuf::from(raw.report.dir.unwrap_or_else(|| format!("reports/{}", raw.name))),
+            title,
+            templates: raw.report.templates.map(|t| self.source.base_dir.join(t)),
+            slo,
+            baseline: raw.report.baseline.map(|b| self.source.base_dir.join(b)),
+            noise_pct,
+            provenance: String::new(),
+        };
+        let executor = match raw.executor.as_deref() {
+            None | Some("local") => ExecutorKind::Local,
+            Some("slurm") => ExecutorKind::Slurm,
+            Some(other) => {
+                self.error("executor", format!("unknown executor `{other}`"), Some("one of: local (default), slurm".into()));
+                ExecutorKind::Local
+            }
+        };
+        let slurm = self.slurm(raw.slurm.unwrap_or_default());
+        Experiment {
+            executor,
+            slurm,
+            name: raw.name,
+            title: report.title.clone(),
+            base_dir: self.source.base_dir.clone(),
+            file: self.source.path.clone(),
+            models,
+            server,
+            workload,
+            matrix,
+            report,
+        }
+    }
+
+    fn model(&mut self, name: String, m: raw::RawModel) -> Model {
+        let at = format!("models.{name}");
+        self.name(&at, "model", &name);
+        let backend = match Backend::ALL.iter().find(|(n, _)| *n == m.backend) {
+            Some((_, b)) => *b,
+            None => {
+                let names: Vec<&str> = Backend::ALL.iter().map(|(n, _)| *n).collect();
+                let hint = closest(&m.backend, names.iter().copied())
+                    .map(|b| format!("did you mean `{b}`?"))
+                    .unwrap_or_else(|| format!("one of: {}", names.join(", ")));
+                self.error(format!("{at}.backend"), format!("unknown backend `{}`", m.backend), Some(hint));
+                Backend::Sim
+            }
+        };
+        let model_id = m.model.clone().unwrap_or_else(|| name.clone());
+        match backend {
+            Backend::Command if m.command.as_ref().is_none_or(|c| c.is_empty()) => self.error(
+                &at,
+                "backend `command` needs a `command` template",
+                Some("for example command = [\"my-server\", \"--port\", \"{port}\", \"--model\", \"{model}\"]".into()),
+            ),
+            Backend::Endpoint if m.url.is_none() => {
+                self.error(&at, "backend `endpoint` needs a `url`", Some("for example url = \"http://gpu-node:8000\"".into()))
+            }
+            Backend::Openai | Backend::Anthropic if m.api_key_env.is_none() => self.error(
+                &at,
+                format!("backend `{}` needs `api-key-env`, the name of the variable holding the key", backend.name()),
+                Some(format!("for example api-key-env = \"{}_API_KEY\"", backend.name().to_uppercase())),
+            ),
+            _ => {}
+        }
+        // Neither message repeats the value: it may be the key itself.
+        if let Some(env) = &m.api_key_env {
+            let not_a_name = env.is_empty() || env.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            let why = if not_a_name {
+                Some("must be the *name* of an environment variable, not the key itself")
+            } else if limits::looks_like_secret(env) {
+                Some("looks like an API key, not the name of the variable that holds one (the value is not repeated here)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                self.error(
+                    format!("{at}.api-key-env"),
+                    why,
+                    Some("export the key in your shell (export ANTHROPIC_API_KEY=...) and write its name: api-key-env = \"ANTHROPIC_API_KEY\"".into()),
+                );
+            }
+        }
+        if let Some(url) = &m.url {
+            self.url(&format!("{at}.url"), url);
+        }
+        if let Some(s) = &m.served_name {
+            self.text(&format!("{at}.served-name"), s);
+        }
+        let gpus = match m.gpus {
+            None => None,
+            Some(_) if !backend.launches() => {
+                self.error(
+                    format!("{at}.gpus"),
+                    format!("backend `{}` runs elsewhere and holds no GPUs here", backend.name()),
+                    Some("remove `gpus`".into()),
+                );
+                None
+            }
+            Some(n) => Some(self.int(&format!("{at}.gpus"), Some(n), 0, limits::GPUS)),
+        };
+        let sim = self.sim(&format!("{at}.sim"), &SimParams::default(), m.sim.as_ref());
+        let mut variants = BTreeMap::new();
+        variants.insert(
+            "base".to_string(),
+            Variant { model: model_id.clone(), quantization: None, dtype: None, extra_args: Vec::new(), sim: sim.clone() },
+        );
+        for (vname, v) in m.variants {
+            let vat = format!("{at}.variants.{vname}");
+            self.name(&vat, "variant", &vname);
+            let sim = self.sim(&format!("{vat}.sim"), &sim, v.sim.as_ref());
+            variants.insert(
+                vname,
+                Variant {
+                    model: v.model.unwrap_or_else(|| model_id.clone()),
+                    quantization: v.quantization,
+                    dtype: v.dtype,
+                    extra_args: v.extra_args,
+                    sim,
+                },
+            );
+        }
+        Model {
+            served_name: m.served_name.unwrap_or_else(|| model_id.clone()),
+            name,
+            backend,
+            url: m.url,
+            api_key_env: m.api_key_env,
+            command: m.command,
+            port: m.port,
+            gpus,
+            variants,
+        }
+    }
+
+    /// `base` with the overrides of `raw` (at `path`), each checked where it differs.
+    fn sim(&mut self, path: &str, base: &SimParams, raw: Option<&raw::RawSim>) -> SimParams {
+        let merged = base.merged(raw);
+        for ((key, v, limit), (_, was, _)) in merged.numbers().into_iter().zip(base.numbers()) {
+            if v.to_bits() != was.to_bits()
+                && let Err(message) = limit.check(v)
+            {
+                self.error(format!("{path}.{key}"), message, None);
+            }
+        }
+        merged
+    }
+
+    /// An `http://` or `https://` base URL without credentials in it: keys come from
+    /// `api-key-env`, and a URL is written into step keys, logs and reports.
+    fn url(&mut self, path: &str, text: &str) {
+        match reqwest::Url::parse(text) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") || url.host().is_none() => self.error(
+                path,
+                format!("{} is not an http:// or https:// address", quoted(text)),
+                Some("for example url = \"http://gpu-node:8000\"".into()),
+            ),
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => self.error(
+                path,
+                "holds a user name or password; they would be written into step keys, logs and reports",
+                Some("remove them from the URL and put the key in the variable named by `api-key-env`".into()),
+            ),
+            Ok(_) => {}
+            Err(e) => self.error(path, format!("is not a URL ({e})"), Some("for example url = \"http://gpu-node:8000\"".into())),
+        }
+    }
+
+    /// Free text that ends up in step ids or reports: one line, no control characters
+    /// (newlines, or bidirectional overrides that make a report show what it does not say).
+    fn text(&mut self, path: &str, text: &str) {
+        if text.chars().any(is_unsafe_char) {
+            self.error(path, format!("{} holds a line break or another control character", quoted(text)), None);
+        }
+    }
+
+    fn slurm(&mut self, s: raw::RawSlurm) -> SlurmSettings {
+        if let Some(t) = &s.time
+            && slurm_minutes(t).is_none()
+        {
+            self.error(
+                "slurm.time",
+                format!("`{t}` is not a Slurm time limit"),
+                Some("write minutes, HH:MM:SS or D-HH:MM:SS, e.g. time = \"02:00:00\" (2 hours)".into()),
+            );
+        }
+        let cpu_steps_on_slurm =
+            self.either("slurm.cpu-steps", s.cpu_steps.as_deref(), ("local", "on this machine"), ("slurm", "as small CPU jobs"));
+        for (key, value) in [("partition", &s.partition), ("account", &s.account), ("gpu-type", &s.gpu_type), ("mem", &s.mem)] {
+            if let Some(v) = value
+                && (v.is_empty() || v.contains(char::is_whitespace))
+            {
+                self.error(format!("slurm.{key}"), format!("`{v}` is empty or has spaces"), None);
+            }
+        }
+        SlurmSettings {
+            partition: s.partition,
+            account: s.account,
+            time: s.time,
+            gpu_type: s.gpu_type,
+            mem: s.mem,
+            cpus_per_task: s.cpus_per_task.map(|n| self.int("slurm.cpus-per-task", Some(n), 1, limits::CPUS_PER_TASK)),
+            binary: s.binary.map(|b| self.source.base_dir.join(b)),
+            sbatch_args: s.sbatch_args,
+            cpu_steps_on_slurm,
+        }
+    }
+
+    fn server(&mut self, s: raw::RawServer) -> ServerSettings {
+        let startup = self.num("server.startup-timeout-s", s.startup_timeout_s, 600.0, limits::STARTUP_TIMEOUT_S);
+        ServerSettings {
+            tensor_parallel_size: self.int("server.tensor-parallel-size", s.tensor_parallel_size, 1, limits::TENSOR_PARALLEL),
+            dtype: s.dtype.unwrap_or_else(|| "auto".into()),
+            extra_args: s.extra_args,
+            max_model_len: s.max_model_len.map(|n| self.int("server.max-model-len", Some(n), 1, limits::MAX_MODEL_LEN)),
+            prefix_caching: s.prefix_caching,
+            gpus: s.gpus,
+            // In range, so it converts.
+            startup_timeout: Duration::try_from_secs_f64(startup).unwrap_or(Duration::from_secs(600)),
+        }
+    }
+
+    fn arrival(&mut self, arrival: Option<&str>, rate: Option<f64>) -> Arrival {
+        let rate_ok = |r: f64| limits::REQUEST_RATE.contains(r);
+        match (arrival.unwrap_or("closed"), rate) {
+            ("closed", None) => Arrival::Closed,
+            ("closed", Some(_)) => {
+                self.error(
+                    "workload.request-rate",
+                    "only applies to open-loop arrival",
+                    Some("add arrival = \"poisson\" (or \"constant\"), or remove request-rate".into()),
+                );
+                Arrival::Closed
+            }
+            (kind @ ("poisson" | "constant"), Some(rate)) if rate_ok(rate) => match kind {
+                "poisson" => Arrival::Poisson { rate },
+                _ => Arrival::Constant { rate },
+            },
+            ("poisson" | "constant", Some(rate)) => {
+                self.num("workload.request-rate", Some(rate), 1.0, limits::REQUEST_RATE);
+                Arrival::Closed
+            }
+            ("poisson" | "constant", None) => {
+                self.error(
+                    "workload.arrival",
+                    "open-loop arrival needs `request-rate` (requests per second)",
+                    Some("for example request-rate = 4.0".into()),
+                );
+                Arrival::Closed
+            }
+            (other, _) => {
+                self.error(
+                    "workload.arrival",
+                    format!("unknown arrival `{other}`"),
+                    Some("one of: closed (default), poisson, constant".into()),
+                );
+                Arrival::Closed
+            }
+        }
+    }
+
+    /// A key with two values, `default` (absent too) or `other`: whether it is `other`.
+    fn either(&mut self, path: &str, value: Option<&str>, default: (&str, &str), other: (&str, &str)) -> bool {
+        match value {
+            None => false,
+            Some(v) if v == default.0 => false,
+            Some(v) if v == other.0 => true,
+            Some(v) => {
+                let hint = format!("one of: {} (default: {}), {} ({})", default.0, default.1, other.0, other.1);
+                self.error(path, format!("unknown value `{v}`"), Some(hint));
+                false
+            }
+        }
+    }
+
+    fn workload(&mut self, w: raw::RawWorkload) -> Workload {
+        let (width, height) = match w.resolution.as_deref().unwrap_or("1280x720").split_once('x') {
+            Some((a, b)) => match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+                (Ok(a), Ok(b)) if a > 0 && b > 0 && a <= 8192 && b <= 8192 => (a, b),
+                _ => {
+                    self.error(
+                        "workload.resolution",
+                        "must be WIDTHxHEIGHT with sides from 1 to 8192",
+                        Some("for example resolution = \"1280x720\"".into()),
+                    );
+                    (1280, 720)
+                }
+            },
+            None => {
+                self.error("workload.resolution", "must be WIDTHxHEIGHT", Some("for example resolution = \"1280x720\"".into()));
+                (1280, 720)
+            }
+        };
+        let mut questions = w.questions.unwrap_or_default();
+        if let Some(file) = &w.questions_file {
+            match read_capped(&self.source.base_dir.join(file)) {
+                Ok(text) => questions.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from)),
+                Err(e) => self.error(
+                    "workload.questions-file",
+                    format!("cannot read `{file}`: {e}"),
+                    Some("paths are relative to the project root".into()),
+                ),
+            }
+        }
+        if questions.is_empty() {
+            questions = DEFAULT_QUESTIONS.iter().map(|q| q.to_string()).collect();
+        }
+        let images_dir = w.images_dir.as_ref().and_then(|dir| self.image_folder(dir));
+        let temperature = self.num("workload.temperature", w.temperature, 0.0, limits::TEMPERATURE);
+        let share = self.num("workload.max-error-share", w.max_error_share, 0.05, limits::MAX_ERROR_SHARE);
+        let arrival = self.arrival(w.arrival.as_deref(), w.request_rate);
+        let frames_as_video = self.either(
+            "workload.frames-as",
+            w.frames_as.as_deref(),
+            ("images", "one image part per frame"),
+            ("video", "one video_url per turn"),
+        );
+        let images_by_id = self.either(
+            "workload.image-reuse",
+            w.image_reuse.as_deref(),
+            ("resend", "every image every turn"),
+            ("uuid", "each image once, then by id"),
+        );
+        let timeout = self.num("workload.request-timeout-s", w.request_timeout_s, 120.0, limits::REQUEST_TIMEOUT_S);
+        Workload {
+            turns: self.int("workload.turns", w.turns, 60, limits::TURNS),
+            width,
+            height,
+            questions,
+            images_dir,
+            max_tokens: self.int("workload.max-tokens", w.max_tokens, 32, limits::MAX_TOKENS),
+            temperature,
+            warmup_requests: self.int("workload.warmup-requests", w.warmup_requests, 1, limits::WARMUP_REQUESTS),
+            // In range, so it converts.
+            request_timeout: Duration::try_from_secs_f64(timeout).unwrap_or(Duration::from_secs(120)),
+            max_error_share: share,
+            arrival,
+            images_by_id,
+            frames_as_video,
+        }
+    }
+
+    fn image_folder(&mut self, dir: &str) -> Option<ImageFolder> {
+        let path = self.source.base_dir.join(dir);
+        let entries = match std::fs::read_dir(&path) {
+            Ok(e) => e,
+            Err(e) => {
+                self.error(
+                    "workload.images-dir",
+                    format!("cannot read folder `{dir}`: {e}"),
+                    Some("paths are relative to the project root".into()),
+                );
+                return None;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
+        files.sort();
+        let mut hasher = blake3::Hasher::new_derive_key("pipeline image folder v1");
+        let mut bad = Vec::new();
+        for f in &files {
+            match std::fs::read(f) {
+                Ok(bytes) if image::guess_format(&bytes).is_ok() => {
+                    hasher.update(blake3::hash(&bytes).as_bytes());
+                }
+                _ => bad.push(f.file_name().unwrap_or_default().to_string_lossy().into_owned()),
+            }
+        }
+        if !bad.is_empty() {
+            self.error(
+                "workload.images-dir",
+                format!("`{dir}` holds files that are not images: {}", bad.join(", ")),
+                Some("keep only JPEG or PNG files in the folder".into()),
+            );
+            return None;
+        }
+        if files.is_empty() {
+            self.error(
+                "workload.images-dir",
+                format!("folder `{dir}` holds no images"),
+                Some("add JPEG or PNG files, or remove images-dir to use synthetic images".into()),
+            );
+            return None;
+        }
+        Some(ImageFolder { path, files, digest: hasher.finalize().to_hex().to_string() })
+    }
+
+    fn matrix(&mut self, m: raw::RawMatrix, axes: Vec<raw::RawAxis>, models: &BTreeMap<String, Model>) -> Matrix {
+        if m.model.is_empty() {
+            self.error("matrix.model", "axis is empty", Some("list at least one model defined under [models]".into()));
+        }
+        for (i, name) in m.model.iter().enumerate() {
+            if !models.contains_key(name) {
+                let hint = match closest(name, models.keys().map(String::as_str)) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!("define [models.{name}], or use one of: {}", models.keys().cloned().collect::<Vec<_>>().join(", ")),
+                };
+                self.error(format!("matrix.model[{i}]"), format!("model `{name}` is not defined"), Some(hint));
+            }
+        }
+        let variants = m.variant.unwrap_or_else(|| vec!["base".into()]);
+        if variants.is_empty() {
+            self.error("matrix.variant", "axis is empty", Some("remove it to use only `base`".into()));
+        }
+        for (i, v) in variants.iter().enumerate() {
+            let defined = m.model.iter().filter_map(|n| models.get(n)).any(|model| model.variants.contains_key(v));
+            if !defined {
+                self.error(
+                    format!("matrix.variant[{i}]"),
+                    format!("no model in the matrix defines variant `{v}`"),
+                    Some(format!("add [models.NAME.variants.{v}]")),
+                );
+            }
+        }
+        // The values in range; an error for each one that is not.
+        let ints = |v: &mut Self, key: &str, values: Option<Vec<i64>>, default: i64, limit: Limit| -> Vec<u64> {
+            let values = values.unwrap_or_else(|| vec![default]);
+            if values.is_empty() {
+                v.error(
+                    format!("matrix.{key}"),
+                    "axis is empty",
+                    Some(format!("list at least one value, or remove the key for the default [{default}]")),
+                );
+            }
+            let mut ok = Vec::new();
+            for (i, x) in values.into_iter().enumerate() {
+                match (limit.check(x as f64), u64::try_from(x)) {
+                    (Ok(_), Ok(x)) => ok.push(x),
+                    (Err(message), _) => v.error(format!("matrix.{key}[{i}]"), message, None),
+                    (Ok(_), Err(_)) => v.error(format!("matrix.{key}[{i}]"), format!("must be {limit}, found `{x}`"), None),
+                }
+            }
+            ok
+        };
+        let seeds = ints(self, "seed", m.seed, 0, limits::SEED);
+        // Within their limits, so they fit a u32.
+        let small = |values: Vec<u64>| values.into_iter().filter_map(|x| u32::try_from(x).ok()).collect();
+        let batch_sizes = small(ints(self, "batch-size", m.batch_size, 1, limits::BATCH_SIZE));
+        let frames = small(ints(self, "frames", m.frames, 1, limits::FRAMES));
+        let mut custom = Vec::new();
+        for (i, a) in axes.into_iter().enumerate() {
+            let at = format!("axis[{i}]");
+            self.name(&format!("{at}.name"), "axis", &a.name);
+            if BUILTIN_AXES.contains(&a.name.as_str()) || custom.iter().any(|c: &CustomAxis| c.name == a.name) {
+                self.error(format!("{at}.name"), format!("axis `{}` is already defined", a.name), None);
+            }
+            if a.values.is_empty() {
+                self.error(format!("{at}.values"), "axis is empty", None);
+            }
+            // A value that sets a workload parameter passes that key's own check.
+            let limit = a.workload.as_deref().and_then(limits::workload);
+            for (j, v) in a.values.iter().enumerate() {
+                let path = format!("{at}.values[{j}]");
+                match (v, limit) {
+                    (serde_json::Value::Array(_) | serde_json::Value::Object(_) | serde_json::Value::Null, _) => {
+                        self.error(path, "values must be strings, numbers or booleans", None)
+                    }
+                    (_, Some(limit)) => {
+                        if let Err(message) = limit.check_json(v) {
+                            let key = a.workload.as_deref().unwrap_or_default();
+                            self.error(path, message, Some(format!("the values set `{key}`, and take what `{key}` takes")));
+                        }
+                    }
+                    (serde_json::Value::String(text), None) => self.text(&path, text),
+                    _ => {}
+                }
+            }
+            let feeds = match (a.server_flag, a.workload) {
+                (Some(flag), None) => Feeds::ServerFlag(flag),
+                (None, Some(key)) if WORKLOAD_AXES.contains(&key.as_str()) => Feeds::Workload(key),
+                (None, Some(key)) => {
+                    self.error(
+                        format!("{at}.workload"),
+                        format!("`{key}` is not a workload parameter an axis can set"),
+                        Some(format!("one of: {}", WORKLOAD_AXES.join(", "))),
+                    );
+                    Feeds::Workload(key)
+                }
+                _ => {
+                    self.error(
+                        &at,
+                        "an axis feeds exactly one of `server-flag` or `workload`",
+                        Some("for example server-flag = \"--max-num-seqs\"".into()),
+                    );
+                    Feeds::ServerFlag(String::new())
+                }
+            };
+            custom.push(CustomAxis { name: a.name, values: a.values, feeds });
+        }
+        let axis_names: Vec<String> = BUILTIN_AXES.iter().map(|s| s.to_string()).chain(custom.iter().map(|c| c.name.clone())).collect();
+        let custom_limits: Vec<(String, Limit)> = custom
+            .iter()
+            .filter_map(|c| match &c.feeds {
+                Feeds::Workload(key) => limits::workload(key).map(|l| (c.name.clone(), l)),
+                Feeds::ServerFlag(_) => None,
+            })
+            .collect();
+        let rules = |v: &mut Self, kind: &str, raw: Vec<BTreeMap<String, serde_json::Value>>| -> Vec<Rule> {
+            raw.into_iter()
+                .enumerate()
+                .map(|(i, entry)| {
+                    let key_path = KeyPath::parse(&format!("matrix.{kind}[{i}]"));
+                    if entry.is_empty() {
+                        v.error(
+                            key_path.to_string(),
+                            format!("an empty {kind} rule matches every cell"),
+                            Some("name at least one axis, e.g. { model = \"claude\", frames = 128 }".into()),
+                        );
+                    }
+                    let mut conditions = BTreeMap::new();
+                    for (axis, value) in entry {
+                        if !axis_names.contains(&axis) {
+                            let hint = closest(&axis, axis_names.iter().map(String::as_str))
+                                .map(|c| format!("did you mean `{c}`?"))
+                                .unwrap_or_else(|| format!("axes: {}", axis_names.join(", ")));
+                            v.error(format!("{key_path}.{axis}"), format!("`{axis}` is not an axis"), Some(hint));
+                        }
+                        let values = match value {
+                            serde_json::Value::Array(a) => a,
+                            other => vec![other],
+                        };
+                        // An include rule can add values the axis does not list: they
+                        // pass the axis's own check.
+                        let limit = match axis.as_str() {
+                            "seed" => Some(limits::SEED),
+                            "batch-size" => Some(limits::BATCH_SIZE),
+                            "frames" => Some(limits::FRAMES),
+                            _ => custom_limits.iter().find(|(n, _)| *n == axis).map(|(_, l)| *l),
+                        };
+                        for (j, value) in values.iter().enumerate() {
+                            if let Some(Err(message)) = limit.map(|l| l.check_json(value)) {
+                                v.error(format!("{key_path}.{axis}[{j}]"), message, None);
+                            }
+                        }
+                        conditions.insert(axis, values);
+                    }
+                    Rule { key_path, conditions }
+                })
+                .collect()
+        };
+        let exclude = rules(self, "exclude", m.exclude);
+        let include = rules(self, "include", m.include);
+        Matrix { models: m.model, variants, seeds, batch_sizes, frames, custom, exclude, include }
+    }
+}
