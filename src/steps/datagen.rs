@@ -111,7 +111,7 @@ pub fn run(params: &serde_json::Value, folder: Option<&ImageFolder>, out: &Path)
         .with_context(|| format!("writing {path}"))
     })?;
     let dataset = Dataset { conversations, warmup };
-    std::fs::write(out.join("conversations.json"), serde_json::to_vec_pretty(&dataset)?)?;
+    std::fs::write(out.join("conversations.json"), serde_json::to_vec_pretty(&dataset)?).context("writing conversations.json")?;
     Ok(())
 }
 
@@ -211,8 +211,14 @@ pub fn synthetic_jpeg(width: u32, height: u32, rng: &mut ChaCha8Rng, path: &Path
     // jpeg-encoder (SIMD DCT, optimised in debug builds too, see Cargo.toml) encodes a
     // 720p frame several times faster than the `image` crate's encoder.
     let (w16, h16) = (u16::try_from(width).context("image width")?, u16::try_from(height).context("image height")?);
-    jpeg_encoder::Encoder::new_file(path, JPEG_QUALITY)?.encode(&full, w16, h16, jpeg_encoder::ColorType::Rgb)?;
-    Ok(())
+    jpeg_encoder::Encoder::new_file(path, JPEG_QUALITY).and_then(|e| e.encode(&full, w16, h16, jpeg_encoder::ColorType::Rgb)).map_err(|e| {
+        match e {
+            // Its message is the I/O error's, which it also gives as its source: keep
+            // one, or a full disk says "No space left on device" twice.
+            jpeg_encoder::EncodingError::IoError(io) => anyhow::Error::from(io),
+            other => anyhow::anyhow!("{other}"),
+        }
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@
 //! content: vLLM's first chunk carries only the role, and Anthropic's stream opens with
 //! `message_start` before any text. Token counts come from the usage the server
 //! reports, not from counting chunks, because one chunk can hold several tokens.
+//!
+//! Servers are not trusted. Redirects are refused, not followed (a key must not travel
+//! to another address); what a server sends is capped (an event stream at
+//! [`MAX_STREAM_BYTES`], its lines by the SSE parser, an error body at
+//! [`MAX_ERROR_BODY_BYTES`]); and every text recorded from an answer has the keys
+//! redacted ([`Secrets`]) before anything else sees it.
 
 use std::time::Duration;
 
@@ -14,6 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use super::sse::SseParser;
 use crate::monotonic_ns;
+use crate::secrets::Secrets;
+
+/// Most bytes one answer's event stream may carry: about a million tokens of vLLM
+/// chunks. A server streaming past it is broken or hostile; the request fails.
+pub const MAX_STREAM_BYTES: u64 = 256 << 20;
+/// Most bytes of an error answer (or a small JSON answer) read; the rest is dropped.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
+/// Characters of an error answer kept in `error_detail`.
+const DETAIL_CHARS: usize = 500;
 
 /// Why a request failed; counted by variant, never by message text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -28,8 +43,12 @@ pub enum ErrorClass {
     Http5xx,
     /// The stream ended before `[DONE]`.
     StreamCut,
-    /// An event that is not the JSON we expect.
+    /// An event that is not the JSON we expect, or an answer that is not an event stream.
     Malformed,
+    /// The server answered with a redirect, which is not followed.
+    Redirect,
+    /// The answer passed a size cap (a line, an event or the whole stream).
+    TooLarge,
 }
 
 impl ErrorClass {
@@ -43,6 +62,8 @@ impl ErrorClass {
             ErrorClass::Http5xx => "http_5xx",
             ErrorClass::StreamCut => "stream_cut",
             ErrorClass::Malformed => "malformed",
+            ErrorClass::Redirect => "redirect",
+            ErrorClass::TooLarge => "too_large",
         }
     }
 }
@@ -125,6 +146,8 @@ pub struct Target {
     pub api: Api,
     pub api_key: Option<String>,
     pub timeout: Duration,
+    /// Every key value to redact from what the server says.
+    pub secrets: Secrets,
 }
 
 /// A client for measurements: no proxy (a stray `HTTP_PROXY` must not sit between us
@@ -133,11 +156,36 @@ pub fn http_client(pool: usize) -> reqwest::Result<reqwest::Client> {
     builder().pool_max_idle_per_host(pool).build()
 }
 
-/// The base of every HTTP client here (measurements, health checks).
+/// The base of every HTTP client here (measurements, health checks): no proxy, and
+/// no redirects followed. A benchmark client has no reason to follow one on the
+/// measured path, and following it would carry `x-api-key` (which reqwest does not
+/// strip, unlike `Authorization`) to whatever address the server names.
 pub fn builder() -> reqwest::ClientBuilder {
     // Installing twice is harmless: the second call reports that one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().no_proxy()
+    reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none())
+}
+
+/// Up to `limit` bytes of a response body (the rest is not read), and whether there
+/// was more.
+pub async fn read_capped(resp: reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(piece)) = stream.next().await {
+        let room = limit - body.len();
+        if piece.len() > room {
+            body.extend_from_slice(&piece[..room]);
+            return (body, true);
+        }
+        body.extend_from_slice(&piece);
+    }
+    (body, false)
+}
+
+/// Text from a server for a message: control characters shown escaped, at most `n`
+/// characters.
+pub fn printable(text: &str, n: usize) -> String {
+    text.chars().take(n).flat_map(|c| if c.is_control() && c != '\n' { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
 }
 
 /// One event of Anthropic's Messages stream (the ones that carry what we record).
@@ -208,6 +256,9 @@ pub async fn exchange(client: &reqwest::Client, target: &Target, request_id: &st
         ex.error = ErrorClass::Timeout;
         ex.error_detail = format!("no complete answer within {:?}", target.timeout);
     }
+    // Before anything records, prints or resends it.
+    target.secrets.scrub(&mut ex.error_detail);
+    target.secrets.scrub(&mut ex.answer);
     ex
 }
 
@@ -222,18 +273,39 @@ async fn read(req: reqwest::RequestBuilder, api: Api, ex: &mut Exchange) {
     };
     ex.headers_ns = Some(monotonic_ns());
     ex.status = resp.status().as_u16();
+    if resp.status().is_redirection() {
+        let to = resp.headers().get("location").map(|v| printable(&String::from_utf8_lossy(v.as_bytes()), 200));
+        ex.error = ErrorClass::Redirect;
+        ex.error_detail = format!(
+            "answered {} redirecting to `{}`; redirects are not followed, so that no key travels to another address",
+            ex.status,
+            to.as_deref().unwrap_or("(no Location)")
+        );
+        return;
+    }
     if !resp.status().is_success() {
-        ex.retry_after_s = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok());
+        // RFC 9110 also allows an HTTP date; only seconds are honoured.
+        ex.retry_after_s = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0);
         ex.error = match ex.status {
             429 => ErrorClass::Http429,
             400..=499 => ErrorClass::Http4xx,
             _ => ErrorClass::Http5xx,
         };
-        ex.error_detail = resp.text().await.unwrap_or_default().chars().take(500).collect();
+        let (body, _) = read_capped(resp, MAX_ERROR_BODY_BYTES).await;
+        ex.error_detail = printable(&String::from_utf8_lossy(&body), DETAIL_CHARS);
         return;
     }
+    let content_type = resp.headers().get("content-type").map(|v| printable(&String::from_utf8_lossy(v.as_bytes()), 100));
     let mut parser = SseParser::default();
     let mut done = false;
+    let mut events = 0usize;
+    // The first bytes, to say what arrived when it was not an event stream.
+    let mut head: Vec<u8> = Vec::new();
+    let mut total = 0u64;
     let mut stream = resp.bytes_stream();
     while let Some(piece) = stream.next().await {
         let now = monotonic_ns();
@@ -246,12 +318,39 @@ async fn read(req: reqwest::RequestBuilder, api: Api, ex: &mut Exchange) {
             }
         };
         ex.first_byte_ns.get_or_insert(now);
-        parser.push(&bytes, |data| match api {
-            Api::OpenAiChat => openai_event(data, now, ex, &mut done),
-            Api::AnthropicMessages => anthropic_event(data, now, ex, &mut done),
+        total += bytes.len() as u64;
+        if head.len() < 200 {
+            head.extend_from_slice(&bytes[..bytes.len().min(200 - head.len())]);
+        }
+        let pushed = parser.push(&bytes, |data| {
+            events += 1;
+            match api {
+                Api::OpenAiChat => openai_event(data, now, ex, &mut done),
+                Api::AnthropicMessages => anthropic_event(data, now, ex, &mut done),
+            }
         });
+        let too_large = match pushed {
+            Err(e) => Some(e.to_string()),
+            Ok(()) if total > MAX_STREAM_BYTES => Some(format!("the event stream passed {} MiB", MAX_STREAM_BYTES >> 20)),
+            Ok(()) => None,
+        };
+        if let Some(why) = too_large {
+            ex.error = ErrorClass::TooLarge;
+            ex.error_detail = why;
+            return;
+        }
     }
     if !done && ex.error == ErrorClass::None {
+        if events == 0 && total > 0 {
+            // Not an event stream at all: an HTML page from a proxy, or plain JSON.
+            ex.error = ErrorClass::Malformed;
+            ex.error_detail = format!(
+                "expected an event stream (text/event-stream), got {} starting with `{}`",
+                content_type.map_or("no content-type".to_string(), |t| format!("`{t}`")),
+                printable(&String::from_utf8_lossy(&head), 200)
+            );
+            return;
+        }
         ex.error = ErrorClass::StreamCut;
         ex.error_detail = match api {
             Api::OpenAiChat => "the stream ended before `data: [DONE]`",

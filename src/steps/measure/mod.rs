@@ -32,7 +32,9 @@ use crate::steps::telemetry;
 use crate::{export, monotonic_ns};
 
 /// Bump when recorded files would change.
-pub const VERSION: u32 = 4;
+/// 5: `retry_after_s`; keys redacted; redirects, oversized answers and non-event-stream
+/// answers classified.
+pub const VERSION: u32 = 5;
 
 /// Attempts per turn when the server answers 429.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -70,6 +72,8 @@ pub struct Endpoint {
     pub base_url: String,
     pub api: Api,
     pub api_key: Option<String>,
+    /// Every key this experiment's variables hold: redacted from what is recorded.
+    pub secrets: crate::secrets::Secrets,
     pub server_meta: serde_json::Value,
     /// NVML indices of the GPUs the server runs on (empty: not this machine's GPUs),
     /// sampled during the measurement.
@@ -108,7 +112,8 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         url: format!("{}{}", endpoint.base_url.trim_end_matches('/'), api.path()),
         api,
         api_key: endpoint.api_key.clone(),
-        timeout: Duration::from_secs_f64(p.request_timeout_s),
+        timeout: Duration::try_from_secs_f64(p.request_timeout_s).context("request-timeout-s")?,
+        secrets: endpoint.secrets.clone(),
     });
     let model = serde_json::Value::String(p.served_name.clone());
     let header = match api {
@@ -141,14 +146,20 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     }
 
     let schedule = Arc::new(open_loop_schedule(&p));
+    let planned = p.batch_size as u64 * p.turns as u64;
+    let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
     let mut tasks = tokio::task::JoinSet::new();
     for (c, conv) in dataset.conversations.into_iter().enumerate().take(p.batch_size as usize) {
         let (client, target, header, parts, run_id) = (client.clone(), target.clone(), header.clone(), parts.clone(), run_id.clone());
-        let (turns, batch, schedule) = (p.turns as usize, p.batch_size as usize, schedule.clone());
+        let (turns, batch, schedule, budget) = (p.turns as usize, p.batch_size as usize, schedule.clone(), budget.clone());
         tasks.spawn(async move {
             let mut history: Vec<String> = Vec::new();
             let mut out = Vec::new();
+            let mut stop = budget.stop.subscribe();
             for (t, turn) in conv.turns.iter().enumerate().take(turns) {
+                if *stop.borrow() {
+                    break;
+                }
                 history.push(user_message(&turn.question, &turn.images, &parts, false, video));
                 let body: bytes::Bytes = request_body(&header, &history).into();
                 // Later turns refer to this turn's images by id, when that is the mode.
@@ -158,8 +169,10 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
                 // Open loop: this turn's send time was drawn in advance; if the previous
                 // answer comes later, the request goes out late and `sent_ns` shows it.
                 let slot = schedule.as_ref().as_ref().map(|s| s.slot(t * batch + c));
-                if let Some((at, _)) = slot {
-                    tokio::time::sleep_until(at.into()).await;
+                if let Some((at, _)) = slot
+                    && until_stopped(&mut stop, tokio::time::sleep_until(at.into())).await.is_none()
+                {
+                    break;
                 }
                 let mut attempt = 0;
                 let answer = loop {
@@ -167,12 +180,23 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
                         Some((_, at_ns)) if attempt == 0 => at_ns,
                         _ => monotonic_ns(),
                     };
-                    let ex = client::exchange(&client, &target, &format!("{run_id}-c{c}-t{t}-a{attempt}"), body.clone()).await;
+                    let request_id = format!("{run_id}-c{c}-t{t}-a{attempt}");
+                    // A request in flight when the step is given up is dropped, not recorded.
+                    let Some(ex) = until_stopped(&mut stop, client::exchange(&client, &target, &request_id, body.clone())).await else {
+                        return out;
+                    };
                     let wait = retry_wait(&ex, attempt);
                     let answer = ex.answer.clone();
+                    if wait.is_none() && ex.error != ErrorClass::None {
+                        budget.failed();
+                    }
                     out.push(Record { conversation: c as u32, turn: t as u32, attempt, warmup: false, scheduled_ns, ex });
                     match wait {
-                        Some(w) => tokio::time::sleep(w).await,
+                        Some(w) => {
+                            if until_stopped(&mut stop, tokio::time::sleep(w)).await.is_none() {
+                                return out;
+                            }
+                        }
                         None => break answer,
                     }
                     attempt += 1;
@@ -203,7 +227,7 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     let measured: Vec<&Record> = last.into_values().collect();
     let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
     write_records(&p, &records, out)?;
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
         "cell": p.cell,
         "server": endpoint.server_meta,
@@ -213,13 +237,22 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         "requests": measured.len(),
         "errors": failed.len(),
     });
-    std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?)?;
+    // The server's own words (its version, say) are recorded here too.
+    endpoint.secrets.scrub_json(&mut meta);
+    std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?).context("writing meta.json")?;
     let share = failed.len() as f64 / measured.len().max(1) as f64;
     if share > p.max_error_share {
         let first = failed.first().map(|r| format!("{}: {}", r.ex.error.name(), r.ex.error_detail)).unwrap_or_default();
-        let hint = failed.first().and_then(|r| hint(&r.ex)).map(|h| format!("\nhint: {h}")).unwrap_or_default();
+        let hint = failed.first().and_then(|r| hint(r)).map(|h| format!("\nhint: {h}")).unwrap_or_default();
+        let early = match budget.stopped() {
+            true => format!(
+                "; stopped early, as no later answer could bring the share back under the limit ({} of {planned} turns not measured)",
+                planned - measured.len() as u64
+            ),
+            false => String::new(),
+        };
         bail!(
-            "{} of {} requests failed ({:.0}% > max-error-share {:.0}%); first: {first}{hint}",
+            "{} of {} requests failed ({:.0}% > max-error-share {:.0}%){early}; first: {first}{hint}",
             failed.len(),
             measured.len(),
             share * 100.0,
@@ -229,8 +262,47 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     Ok(())
 }
 
+/// Counts turns that failed for good, and gives the step up as soon as more have
+/// failed than `max-error-share` of the planned turns allows: no answer still to come
+/// could make the step pass, and against a hung server every remaining turn would
+/// otherwise wait out its timeout.
+struct FailureBudget {
+    /// Failures allowed: `max-error-share × planned turns`.
+    allowed: f64,
+    failed: std::sync::atomic::AtomicU64,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl FailureBudget {
+    fn new(max_error_share: f64, planned: u64) -> FailureBudget {
+        FailureBudget { allowed: max_error_share * planned as f64, failed: Default::default(), stop: tokio::sync::watch::channel(false).0 }
+    }
+
+    /// A turn failed for good (its last attempt).
+    fn failed(&self) {
+        let n = self.failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n as f64 > self.allowed {
+            self.stop.send_replace(true);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+}
+
+/// `work`'s output, or `None` if the step is given up first.
+async fn until_stopped<T>(stop: &mut tokio::sync::watch::Receiver<bool>, work: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        out = work => Some(out),
+        // The sender lives as long as the step, so an error cannot come before the end.
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
 /// What a failed request most likely means, when we can tell.
-fn hint(ex: &Exchange) -> Option<String> {
+fn hint(r: &Record) -> Option<String> {
+    let ex = &r.ex;
     let detail = ex.error_detail.as_str();
     if detail.contains("image(s) may be provided") || detail.contains("limit-mm-per-prompt") {
         return Some(
@@ -243,7 +315,13 @@ fn hint(ex: &Exchange) -> Option<String> {
     match (ex.error, ex.status) {
         (ErrorClass::Http4xx, 401 | 403) => Some("the server refused the API key: check the variable named by `api-key-env`".into()),
         (ErrorClass::Http4xx, 404) => Some("the server does not know this model: check `served-name` (or `model`)".into()),
-        (ErrorClass::Http429, _) => Some("rate limited even after retries: lower batch-size or request-rate".into()),
+        (ErrorClass::Http429, _) => Some(match ex.retry_after_s {
+            Some(s) if s > MAX_RETRY_WAIT_S => {
+                format!("rate limited: the server asked to wait {s} s (Retry-After), longer than the {MAX_RETRY_WAIT_S} s pipeline waits")
+            }
+            _ => format!("rate limited on all {} attempts: lower batch-size or request-rate", r.attempt + 1),
+        }),
+        (ErrorClass::Redirect, _) => Some("set `url` to the address the server redirects to, if you trust it".into()),
         (ErrorClass::Connect, _) => Some("nothing answers at that address: is the server up, and the URL right?".into()),
         _ => None,
     }
@@ -426,6 +504,7 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
         Column::new("cached_tokens".into(), opt(&|r| r.ex.cached_tokens)),
         Column::new("chunks".into(), u32s(&|r| r.ex.chunks.len() as u32)),
         Column::new("status".into(), records.iter().map(|r| r.ex.status as u32).collect::<Vec<u32>>()),
+        Column::new("retry_after_s".into(), optf(&|r| r.ex.retry_after_s)),
         Column::new("error".into(), records.iter().map(|r| r.ex.error.name()).collect::<Vec<&str>>()),
         Column::new("error_detail".into(), records.iter().map(|r| r.ex.error_detail.as_str()).collect::<Vec<&str>>()),
         Column::new("answer".into(), records.iter().map(|r| r.ex.answer.as_str()).collect::<Vec<&str>>()),
