@@ -87,14 +87,34 @@ impl Cache {
         Cache { root: root.into() }
     }
 
+    /// Take the cache for this run, and remove the staging folders that runs on this
+    /// machine left when they were killed (SIGKILL, the OOM killer, a power cut).
     pub fn lock(&self) -> Result<CacheLock, CacheError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let path = self.root.join(".lock");
         let file = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
         match file.try_lock() {
-            Ok(()) => Ok(CacheLock { _file: file }),
+            Ok(()) => {
+                self.remove_stale_stages();
+                Ok(CacheLock { _file: file })
+            }
             Err(fs::TryLockError::WouldBlock) => Err(CacheError::Locked(self.root.clone())),
             Err(fs::TryLockError::Error(e)) => Err(CacheError::Io { path, source: e }),
+        }
+    }
+
+    /// `stage-HOST-PID-…` folders of this host whose process is gone. Stages of other
+    /// hosts (Slurm jobs writing to a shared cache) are left alone: their owners may be
+    /// running, and nothing here can tell.
+    fn remove_stale_stages(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else { return };
+        let mine = format!("stage-{}-", host());
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix(&mine).and_then(|rest| rest.split('-').next()?.parse::<i32>().ok()) else { continue };
+            if !crate::processes::alive(pid) {
+                let _ = fs::remove_dir_all(e.path());
+            }
         }
     }
 
@@ -152,7 +172,9 @@ impl Cache {
     pub fn stage(&self) -> Result<tempfile::TempDir, CacheError> {
         let tmp = self.root.join("tmp");
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        tempfile::Builder::new().prefix("stage-").tempdir_in(&tmp).map_err(io_err(&tmp))
+        // Named by host and process, so that the next run can tell a dead run's stages.
+        let prefix = format!("stage-{}-{}-", host(), std::process::id());
+        tempfile::Builder::new().prefix(&prefix).tempdir_in(&tmp).map_err(io_err(&tmp))
     }
 
     /// Keep what a failed step wrote (for a measure: the requests so far) under
@@ -202,6 +224,18 @@ impl Cache {
         Ok(manifest)
     }
 
+    /// The name of `experiment`'s run record: its name, and for a file a digest of
+    /// where the file is (relative to the folder that holds the cache, so that moving a
+    /// project keeps it). Two files of one name in different folders keep separate
+    /// records, so neither's `cache gc` removes the other's results.
+    pub fn record_name(&self, experiment: &crate::config::Experiment) -> String {
+        let Some(file) = &experiment.file else { return experiment.name.clone() };
+        let root = fs::canonicalize(&self.root).or_else(|_| std::path::absolute(&self.root)).unwrap_or_else(|_| self.root.clone());
+        let rel = root.parent().and_then(|p| file.strip_prefix(p).ok()).unwrap_or(file);
+        let digest = blake3::hash(rel.to_string_lossy().as_bytes()).to_hex();
+        format!("{}.{}", experiment.name, &digest[..8])
+    }
+
     fn runs_path(&self, experiment: &str) -> PathBuf {
         self.root.join("runs").join(format!("{experiment}.json"))
     }
@@ -232,7 +266,11 @@ impl Cache {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
         let tmp = path.with_extension("json.tmp");
-        fs::write(&tmp, serde_json::to_vec(records).unwrap_or_default()).map_err(io_err(&tmp))?;
+        if let Err(e) = fs::write(&tmp, serde_json::to_vec(records).unwrap_or_default()) {
+            // A full disk leaves the old record whole and no half-written one.
+            let _ = fs::remove_file(&tmp);
+            return Err(CacheError::Io { path: tmp, source: e });
+        }
         fs::rename(&tmp, &path).map_err(io_err(&path))
     }
 
@@ -290,6 +328,12 @@ impl StepRecord {
         let bytes = fs::read(cache.entry_dir(&self.kind, &key).join(PREIMAGE)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+}
+
+/// This machine's name, as stage folders carry it (`-` and `/` replaced).
+fn host() -> String {
+    let name = rustix::system::uname();
+    name.nodename().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> u128 {

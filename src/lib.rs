@@ -18,6 +18,8 @@ pub mod export;
 pub mod hash;
 pub mod matrix;
 pub mod plan;
+pub mod processes;
+pub mod secrets;
 pub mod sim;
 pub mod slurm;
 pub mod steps;
@@ -35,7 +37,8 @@ pub mod exit {
     /// The environment is wrong: the cache is locked or unwritable, a port is taken,
     /// Slurm is missing or unreachable.
     pub const ENVIRONMENT: i32 = 3;
-    /// Interrupted by Ctrl-C (128 + SIGINT).
+    /// Interrupted by Ctrl-C (128 + SIGINT); SIGTERM gives 143 and SIGHUP 129, 128 +
+    /// the signal as shells report it.
     pub const INTERRUPTED: i32 = 130;
 }
 

@@ -1,7 +1,8 @@
 //! Servers as services: started when the first measure that needs one runs, shared by
 //! every measure using it, health-checked before use, and stopped (the whole process
 //! group: SIGTERM, then SIGKILL after a grace period) when the last of them is done,
-//! when a run fails, and on Ctrl-C. A server is never a cached output.
+//! when a run fails, and on Ctrl-C. A server is never a cached output. What keeps
+//! a server's processes from outliving the run is in [`super::process`].
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,17 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::sync::Mutex;
+
+use super::process::ServerProcess;
 
 use crate::config::{Backend, Experiment};
 use crate::plan::ServerSpec;
+use crate::secrets::Secrets;
 use crate::steps::measure::Endpoint;
 use crate::steps::measure::client::{self, Api};
 use crate::steps::telemetry;
-
-/// How long a server gets to exit after SIGTERM before SIGKILL.
-const GRACE: Duration = Duration::from_secs(10);
 
 pub struct Services {
     specs: Vec<ServerSpec>,
@@ -30,6 +30,9 @@ pub struct Services {
     /// Inside a Slurm job: servers use the GPUs Slurm allocated (its
     /// `CUDA_VISIBLE_DEVICES`), not `[server] gpus`.
     in_job: bool,
+    /// The values of every `api-key-env` of the experiment, redacted from what is
+    /// recorded or shown (a server log's tail too).
+    secrets: Secrets,
 }
 
 #[derive(Default)]
@@ -41,7 +44,7 @@ struct Slot {
 }
 
 struct Running {
-    child: tokio::process::Child,
+    process: ServerProcess,
     endpoint: Arc<Endpoint>,
     /// Memory in use on the server's GPUs before it started (empty without NVML).
     gpu_baseline: Vec<(u32, f64)>,
@@ -55,7 +58,7 @@ const MEMORY_RELEASE_SLACK_MIB: f64 = 512.0;
 /// Stop a server, then wait until its GPUs' memory is back near where it was before it
 /// started, so the next server does not start into memory that is still being freed.
 async fn stop_running(r: Running, id: &str) {
-    stop(r.child).await;
+    r.process.stop().await;
     if r.gpu_baseline.is_empty() {
         return;
     }
@@ -85,7 +88,8 @@ impl Services {
         in_job: bool,
     ) -> Services {
         let slots = remaining.into_iter().map(|n| Mutex::new(Slot { remaining: n, ..Default::default() })).collect();
-        Services { specs, experiment, logs, sim_bin, slots, in_job }
+        let secrets = Secrets::from_env(experiment.models.values().filter_map(|m| m.api_key_env.as_deref()));
+        Services { specs, experiment, logs, sim_bin, slots, in_job, secrets }
     }
 
     /// The server's endpoint, starting it if it is not running.
@@ -99,10 +103,10 @@ impl Services {
         }
         let gpu_baseline = telemetry::memory_used_mib(&self.gpus(i));
         match self.start(i).await {
-            Ok((child, endpoint)) => {
+            Ok((process, endpoint)) => {
                 let endpoint = Arc::new(endpoint);
-                if let Some(child) = child {
-                    slot.running = Some(Running { child, endpoint: endpoint.clone(), gpu_baseline });
+                if let Some(process) = process {
+                    slot.running = Some(Running { process, endpoint: endpoint.clone(), gpu_baseline });
                 }
                 Ok(endpoint)
             }
@@ -113,13 +117,17 @@ impl Services {
         }
     }
 
-    /// If server `i` was running and has exited, say so with its log's tail (and
-    /// forget it, so the next measure starts it again).
+    /// If server `i` was running and its leader has exited, stop what is left of its
+    /// process group (a crashed API server's engine and workers hold GPUs) and say so
+    /// with its log's tail; the next measure starts it again.
     pub async fn exited(&self, i: usize) -> Option<String> {
         let mut slot = self.slots[i].lock().await;
-        let status = slot.running.as_mut()?.child.try_wait().ok()??;
-        slot.running = None;
-        Some(format!("server `{}` exited ({status}) during the measurement\n{}", self.specs[i].id, explain_log(&self.log_path(i))))
+        let status = slot.running.as_mut()?.process.try_wait()?;
+        if let Some(r) = slot.running.take() {
+            r.process.stop().await;
+        }
+        let why = format!("server `{}` exited ({status}) during the measurement\n{}", self.specs[i].id, explain_log(&self.log_path(i)));
+        Some(self.secrets.redact(&why).into_owned())
     }
 
     /// A measure that needed server `i` is finished (ran, failed or was cached).
@@ -147,7 +155,7 @@ impl Services {
         self.logs.join(format!("{name}.log"))
     }
 
-    async fn start(&self, i: usize) -> Result<(Option<tokio::process::Child>, Endpoint)> {
+    async fn start(&self, i: usize) -> Result<(Option<ServerProcess>, Endpoint)> {
         let spec = &self.specs[i];
         let model = &self.experiment.models[&spec.model];
         let api_key = match &model.api_key_env {
@@ -157,10 +165,12 @@ impl Services {
             None => None,
         };
         let api = if spec.backend == Backend::Anthropic { Api::AnthropicMessages } else { Api::OpenAiChat };
+        let secrets = self.secrets.clone();
         let remote = |url: &str| Endpoint {
             base_url: url.trim_end_matches('/').to_string(),
             api,
             api_key: api_key.clone(),
+            secrets: secrets.clone(),
             server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url, "api": api.path()}),
             gpus: Vec::new(),
         };
@@ -201,8 +211,8 @@ impl Services {
             check_models(&client, &base_url, &model.served_name).await
         };
         if let Err(e) = ready.await {
-            stop(child).await;
-            return Err(e);
+            child.stop().await;
+            return Err(anyhow!("{}", self.secrets.redact(&format!("{e:#}"))));
         }
         let version = server_version(&client, &base_url).await;
         let mut meta =
@@ -215,7 +225,7 @@ impl Services {
             meta["slurm"] =
                 serde_json::json!({"job_id": var("SLURM_JOB_ID"), "node": var("SLURMD_NODENAME"), "partition": var("SLURM_JOB_PARTITION")});
         }
-        Ok((Some(child), Endpoint { base_url, api, api_key, server_meta: meta, gpus: self.gpus(i) }))
+        Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus: self.gpus(i) }))
     }
 
     /// The argv that launches server `i` on `port`.
@@ -314,17 +324,18 @@ impl Services {
         self.gpus(i).iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
     }
 
-    /// Start `argv` in its own process group, output to `log_path`, on its GPUs.
-    fn spawn(&self, i: usize, argv: &[String], log_path: &Path) -> Result<tokio::process::Child> {
+    /// Start `argv` in its own process group, with its guard, output to `log_path`, on
+    /// its GPUs.
+    fn spawn(&self, i: usize, argv: &[String], log_path: &Path) -> Result<ServerProcess> {
         let spec = &self.specs[i];
         std::fs::create_dir_all(&self.logs)?;
         let log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).process_group(0).kill_on_drop(true);
+        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         if spec.gpus_needed > 0 {
             cmd.env("CUDA_VISIBLE_DEVICES", self.visible_devices(i));
         }
-        cmd.spawn().map_err(|e| {
+        ServerProcess::spawn(cmd, &self.sim_bin).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 anyhow!(
                     "server command `{}` not found\nhint: install it (for vLLM: pip install vllm) or fix `command` in [models.{}]",
@@ -340,7 +351,7 @@ impl Services {
 
 /// Poll `/health` until it answers 200, the process exits, or `timeout` passes.
 async fn wait_healthy(
-    child: &mut tokio::process::Child,
+    child: &mut ServerProcess,
     client: &reqwest::Client,
     base_url: &str,
     id: &str,
@@ -349,7 +360,7 @@ async fn wait_healthy(
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.try_wait() {
             bail!("server `{id}` exited ({status}) before it became healthy\n{}", explain_log(log_path));
         }
         if Instant::now() > deadline {
@@ -359,20 +370,6 @@ async fn wait_healthy(
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        // Last line of defence (a panic, an early return): no orphaned server groups.
-        for slot in &self.slots {
-            if let Ok(mut s) = slot.try_lock()
-                && let Some(r) = s.running.take()
-                && let Some(pid) = r.child.id().and_then(|p| Pid::from_raw(p as i32))
-            {
-                let _ = kill_process_group(pid, Signal::KILL);
-            }
-        }
     }
 }
 
@@ -388,32 +385,32 @@ async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) ->
     let url = format!("{}/v1/models", base_url.trim_end_matches('/'));
     let resp =
         client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {e}\nhint: is the server running and the URL right?"))?;
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if resp.status().is_redirection() {
+        bail!(
+            "`{url}` answered {} (a redirect), which pipeline does not follow\nhint: set the model's `url` to the server's own address",
+            resp.status()
+        );
+    }
+    let body: serde_json::Value = small_json(resp).await.unwrap_or_default();
     let ids: Vec<&str> = body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
     if !ids.contains(&served) {
         bail!(
             "the server at `{base_url}` does not serve model `{served}` (it lists: {})\nhint: set `served-name` to one of those",
-            ids.join(", ")
+            client::printable(&ids.join(", "), 500)
         );
     }
     Ok(())
 }
 
 async fn server_version(client: &reqwest::Client, base_url: &str) -> Option<String> {
-    let v: serde_json::Value = client.get(format!("{base_url}/version")).send().await.ok()?.json().await.ok()?;
-    v["version"].as_str().map(String::from)
+    let v = small_json(client.get(format!("{base_url}/version")).send().await.ok()?).await?;
+    v["version"].as_str().map(|s| client::printable(s, 200))
 }
 
-/// SIGTERM the group, wait, SIGKILL if needed, and reap the child.
-async fn stop(mut child: tokio::process::Child) {
-    let Some(pid) = child.id().and_then(|p| Pid::from_raw(p as i32)) else { return };
-    let _ = kill_process_group(pid, Signal::TERM);
-    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
-        let _ = kill_process_group(pid, Signal::KILL);
-        let _ = child.wait().await;
-    }
-    // Grandchildren (vLLM's workers) may outlive the leader briefly.
-    let _ = kill_process_group(pid, Signal::KILL);
+/// A small JSON answer (`/v1/models`, `/version`): at most 1 MiB is read.
+async fn small_json(resp: reqwest::Response) -> Option<serde_json::Value> {
+    let (body, truncated) = client::read_capped(resp, 1 << 20).await;
+    if truncated { None } else { serde_json::from_slice(&body).ok() }
 }
 
 /// The tail of a server log, with what it probably means.

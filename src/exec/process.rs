@@ -1,0 +1,136 @@
+//! A launched server as a process group that always ends with the run.
+//!
+//! A server runs in its own process group, whose id (the leader's pid) is kept from
+//! the moment it is spawned: everything the server starts (vLLM's engine and workers,
+//! a shell's background jobs) is stopped with it, however the leader ended, even after
+//! the leader is dead and reaped.
+//!
+//! Each group also gets a **guard**: a small `pipeline guard PGID` process in a group
+//! of its own, whose stdin is a pipe from this process. When this process ends by any
+//! means, SIGKILL and the OOM killer included, the kernel closes the pipe, and the
+//! guard stops the group. `PR_SET_PDEATHSIG` would only reach the leader (not its
+//! children), and it fires when the *thread* that spawned the child exits, which in a
+//! thread pool is not the process; the pipe depends on neither.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+
+/// How long a server gets to exit after SIGTERM before SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+pub struct ServerProcess {
+    child: tokio::process::Child,
+    pgid: Pid,
+    /// The guard and the write end of its pipe; dropping the pipe releases the guard.
+    guard: Option<(tokio::process::Child, tokio::process::ChildStdin)>,
+}
+
+impl ServerProcess {
+    /// Spawn `cmd` as the leader of a new process group, with a guard (`guard_bin
+    /// guard PGID`) that stops the group if this process dies.
+    pub fn spawn(mut cmd: tokio::process::Command, guard_bin: &Path) -> std::io::Result<ServerProcess> {
+        cmd.process_group(0).kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let pgid = child.id().and_then(|p| Pid::from_raw(p as i32)).ok_or_else(|| std::io::Error::other("the server exited at once"))?;
+        let guard = tokio::process::Command::new(guard_bin)
+            .arg("guard")
+            .arg(pgid.as_raw_nonzero().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn();
+        match guard {
+            Ok(mut g) => match g.stdin.take() {
+                Some(pipe) => Ok(ServerProcess { child, pgid, guard: Some((g, pipe)) }),
+                None => Err(std::io::Error::other("the guard has no stdin")),
+            },
+            Err(e) => {
+                let _ = kill_process_group(pgid, Signal::KILL);
+                let _ = child.start_kill();
+                Err(std::io::Error::other(format!("cannot start its guard `{} guard`: {e}", guard_bin.display())))
+            }
+        }
+    }
+
+    /// The leader's exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// SIGTERM the group; SIGKILL it when the leader (or, after it, the rest of the
+    /// group) is still there after [`GRACE`]. Then release the guard.
+    pub async fn stop(mut self) {
+        let deadline = Instant::now() + GRACE;
+        let _ = kill_process_group(self.pgid, Signal::TERM);
+        if tokio::time::timeout(GRACE, self.child.wait()).await.is_err() {
+            let _ = kill_process_group(self.pgid, Signal::KILL);
+            let _ = self.child.wait().await;
+        }
+        // Grandchildren (vLLM's workers) may outlive the leader while they free GPUs.
+        while group_alive(self.pgid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+        if let Some((mut guard, pipe)) = self.guard.take() {
+            drop(pipe);
+            let _ = tokio::time::timeout(Duration::from_secs(2), guard.wait()).await;
+        }
+    }
+
+    /// SIGKILL the whole group now (the last line of defence, where nothing can wait).
+    pub fn kill_now(&self) {
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // A server dropped without `stop` (a panic, an early return) takes its group along.
+        if self.guard.is_some() {
+            self.kill_now();
+        }
+    }
+}
+
+/// Whether any process of group `pgid` is left (zombies aside).
+fn group_alive(pgid: Pid) -> bool {
+    crate::processes::group_alive(pgid.as_raw_nonzero().get())
+}
+
+/// `pipeline guard PGID`: wait until stdin closes (the run that started this guard
+/// ended, however it ended), then stop group `pgid` as [`ServerProcess::stop`] would.
+pub fn guard(pgid: i32) -> i32 {
+    use std::io::IsTerminal;
+    // Started by hand, a guard would stop whatever group it names at the first Ctrl-D.
+    let own = rustix::process::getpgrp().as_raw_nonzero().get();
+    if pgid <= 1 || pgid == own || std::io::stdin().is_terminal() {
+        eprintln!("error: `pipeline guard` is started by `pipeline run` beside each server, not by hand");
+        return crate::exit::USER;
+    }
+    let Some(pgid) = Pid::from_raw(pgid) else { return crate::exit::USER };
+    let mut buf = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    if !group_alive(pgid) {
+        return 0;
+    }
+    let _ = kill_process_group(pgid, Signal::TERM);
+    let deadline = Instant::now() + GRACE;
+    while group_alive(pgid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill_process_group(pgid, Signal::KILL);
+    0
+}
