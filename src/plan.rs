@@ -162,6 +162,9 @@ impl Plan {
         // The last run is read only if some step needs explaining (not on a no-op).
         let history = std::sync::OnceLock::new();
         let selected = self.selected(opts);
+        // `--force` applies to the steps chosen by `--only`/`--kind`, not to the
+        // inputs they pull in.
+        let forced: Vec<bool> = selected.iter().map(|s| opts.force && *s == Selected::Chosen).collect();
         let mut out: Vec<StepStatus> = (0..self.steps.len()).map(|_| StepStatus::default()).collect();
         // Steps of one depth depend only on shallower ones: each level is decided in
         // parallel (hashing and cache lookups dominate), levels in order.
@@ -169,8 +172,10 @@ impl Plan {
             let decided: Vec<StepStatus> = level
                 .par_iter()
                 .map(|&i| match selected[i] {
-                    false => StepStatus { state: State::Skip, reasons: vec!["not selected (--only/--kind)".into()], ..Default::default() },
-                    true => self.decide(i, &out, cache, opts, &history),
+                    Selected::No => {
+                        StepStatus { state: State::Skip, reasons: vec!["not selected (--only/--kind)".into()], ..Default::default() }
+                    }
+                    _ => self.decide(i, &out, cache, forced[i], &history),
                 })
                 .collect();
             for (&i, status) in level.iter().zip(decided) {
@@ -195,35 +200,39 @@ impl Plan {
     }
 
     /// Whether step `i` is up to date, given the decisions about its inputs.
-    fn decide(&self, i: usize, out: &[StepStatus], cache: &Cache, opts: &Selection, history: &std::sync::OnceLock<History>) -> StepStatus {
+    fn decide(&self, i: usize, out: &[StepStatus], cache: &Cache, forced: bool, history: &std::sync::OnceLock<History>) -> StepStatus {
         let step = &self.steps[i];
         let waiting: Vec<&str> = step.deps.iter().filter(|&&d| out[d].state != State::Fresh).map(|&d| self.steps[d].id.as_str()).collect();
         if !waiting.is_empty() {
-            let forced = opts.force.then(|| "forced".to_string());
             let reasons = forced
+                .then(|| "forced".to_string())
                 .into_iter()
                 .chain(waiting.iter().take(3).map(|d| format!("input changed: {d} runs first")))
                 .chain((waiting.len() > 3).then(|| format!("and {} more inputs", waiting.len() - 3)))
                 .collect();
             let state = if step.deps.iter().any(|&d| out[d].state == State::Skip) { State::Skip } else { State::Wait };
-            return StepStatus { state, reasons, ..Default::default() };
+            return StepStatus { state, reasons, forced, ..Default::default() };
         }
         let inputs = step.deps.iter().map(|&d| (self.steps[d].id.clone(), out[d].output.clone().unwrap_or_default())).collect();
         let key = self.key_for(step, inputs);
         let digest = key.digest();
-        let mut status = StepStatus { key: Some(digest), ..Default::default() };
+        let mut status = StepStatus { key: Some(digest), forced, ..Default::default() };
         match cache.lookup(step.kind.name(), &digest) {
-            Lookup::Hit { output_digest } if !opts.force => {
+            Lookup::Hit { output_digest } if !forced => {
                 status.state = State::Fresh;
                 status.output = Some(output_digest);
             }
             lookup => {
                 status.state = State::Run;
-                status.reasons = if opts.force {
+                status.reasons = if forced {
                     vec!["forced".into()]
                 } else {
                     let (previous, near) = history.get_or_init(|| {
-                        let previous = cache.last_run(&self.experiment.name);
+                        // Records from before they were named by file are named by experiment.
+                        let mut previous = cache.last_run(&cache.record_name(&self.experiment));
+                        if previous.is_empty() {
+                            previous = cache.last_run(&self.experiment.name);
+                        }
                         // Only steps that left the plan can have been *replaced* by a new one.
                         let ids: std::collections::HashSet<&str> = self.steps.iter().map(|s| s.id.as_str()).collect();
                         let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.id.as_str())));
@@ -236,7 +245,7 @@ impl Plan {
         status
     }
 
-    fn selected(&self, opts: &Selection) -> Vec<bool> {
+    fn selected(&self, opts: &Selection) -> Vec<Selected> {
         // A step is chosen by its own coordinates (an axis it does not have does not
         // exclude it) and kind; everything a chosen step reads is chosen too.
         let chosen = |step: &Step| {
@@ -246,18 +255,32 @@ impl Plan {
                     && opts.only.iter().all(|(axis, value)| step.coords.iter().find(|(k, _)| k == axis).is_none_or(|(_, v)| v == value)));
             kind_ok && only_ok
         };
-        let mut sel = vec![false; self.steps.len()];
+        let mut sel = vec![Selected::No; self.steps.len()];
         for &i in self.order.iter().rev() {
             let step = &self.steps[i];
-            if sel[i] || chosen(step) {
-                sel[i] = true;
+            if chosen(step) {
+                sel[i] = Selected::Chosen;
+            }
+            if sel[i] != Selected::No {
                 for &d in &step.deps {
-                    sel[d] = true;
+                    if sel[d] == Selected::No {
+                        sel[d] = Selected::Input;
+                    }
                 }
             }
         }
         sel
     }
+}
+
+/// Whether a command applies to a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Selected {
+    No,
+    /// Chosen by `--only` and `--kind` (everything, without them).
+    Chosen,
+    /// Read by a chosen step.
+    Input,
 }
 
 /// The last run's records, and an index of them for steps whose coordinates changed.
@@ -294,6 +317,8 @@ pub struct StepStatus {
     /// Output digest of a fresh step.
     pub output: Option<String>,
     pub reasons: Vec<String>,
+    /// Runs even if its key is cached (`--force` on a step it chose).
+    pub forced: bool,
 }
 
 impl Step {

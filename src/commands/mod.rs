@@ -60,6 +60,7 @@ pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Cache { command: CacheCommand::Gc } => gc(&cache),
         Command::SimServer(args) => sim_server(args),
         Command::SlurmJob { spec } => slurm::job(&cache, &spec),
+        Command::Guard { pgid } => Ok(exec::process::guard(pgid)),
     }
 }
 
@@ -109,6 +110,23 @@ fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
                 .map(|c| format!("did you mean `{c}`?"))
                 .unwrap_or_else(|| format!("axes: {}", axes.join(", ")));
             return Err(Failure { error: anyhow!("--only: `{axis}` is not an axis\nhint: {hint}"), code: exit::USER });
+        }
+    }
+    // A value no cell has selects nothing: say so rather than run nothing and exit 0.
+    for (axis, value) in &target.only {
+        let mut values: Vec<String> =
+            plan.cells.iter().filter_map(|c| c.coords().into_iter().find(|(k, _)| k == axis).map(|(_, v)| v)).collect();
+        values.sort();
+        values.dedup();
+        if !values.contains(value) {
+            return Err(Failure {
+                error: anyhow!(
+                    "--only: no cell has {axis}={}\nhint: {axis} takes: {}",
+                    config::quoted(value).trim_matches('`'),
+                    values.join(", ")
+                ),
+                code: exit::USER,
+            });
         }
     }
     Ok(Selection { only: target.only.clone(), kinds: target.kind.clone(), force: target.force })
@@ -309,26 +327,23 @@ fn execute(
     let opts = RunOptions { jobs, keep_going, sim_bin, slurm: slurm.clone(), in_job: false };
     let outcome = rt.block_on(async {
         tokio::select! {
-            r = exec::execute(plan.clone(), cache.clone(), statuses, opts) => Some(r),
-            _ = interrupted() => None,
+            r = exec::execute(plan.clone(), cache.clone(), statuses, opts) => Ok(r),
+            code = interrupted() => Err(code),
         }
     });
     // Dropping the runtime drops every task: staging folders are removed and servers'
     // process groups are killed before we return.
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
-    let Some(summary) = outcome else {
-        if let Some(sx) = &slurm {
-            let ids = sx.tracker.cancel_all();
-            if !ids.is_empty() {
-                eprintln!("cancelled Slurm job(s) {}", ids.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
-            }
-        }
-        eprintln!("interrupted: completed steps are kept in the cache; run the same command again to resume");
-        return Ok(exit::INTERRUPTED);
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(code) => return Ok(stopped(slurm.as_deref(), code)),
     };
     let summary = summary.map_err(fail(exit::ENVIRONMENT))?;
     if let Some(dir) = &summary.report_dir {
-        let written = exec::publish_report(dir, &report_dest).map_err(fail(exit::ENVIRONMENT))?;
+        let written = exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(|e| {
+            let code = if e.is_user_error() { exit::USER } else { exit::ENVIRONMENT };
+            Failure { error: e.into(), code }
+        })?;
         eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
     }
     eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
@@ -347,12 +362,54 @@ fn execute(
     }
 }
 
-/// Ctrl-C, or SIGTERM (`kill`, or Slurm ending a job): both stop a run cleanly.
-async fn interrupted() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+/// After a signal stopped the run (servers are stopped, staging folders removed):
+/// cancel its Slurm jobs, say what is kept, and exit with 128 + the signal.
+fn stopped(slurm: Option<&exec::SlurmExec>, code: i32) -> i32 {
+    if let Some(sx) = slurm {
+        let ids = sx.tracker.cancel_all();
+        if !ids.is_empty() {
+            eprintln!("cancelled Slurm job(s) {}", ids.iter().map(u64::to_string).collect::<Vec<_>>().join(" "));
+        }
+    }
+    eprintln!("interrupted: completed steps are kept in the cache; run the same command again to resume");
+    code
+}
+
+/// Ctrl-C, SIGTERM (`kill`, or Slurm ending a job) or SIGHUP (the terminal closed, an
+/// SSH session dropped): each stops a run cleanly. Returns the exit code, 128 + the
+/// signal's number.
+async fn interrupted() -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let wait = |kind: SignalKind| async move {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            // Without the handler the default action applies: nothing to wait for.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    // Under `nohup` SIGHUP is ignored, and stays so: the user asked to outlive the terminal.
+    let hangup = async {
+        match ignored(libc::SIGHUP) {
+            true => std::future::pending().await,
+            false => wait(SignalKind::hangup()).await,
+        }
+    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        _ = wait(SignalKind::interrupt()) => 128 + 2,
+        _ = wait(SignalKind::terminate()) => 128 + 15,
+        _ = hangup => 128 + 1,
+    }
+}
+
+/// Whether `signal` was set to be ignored when this process started.
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current disposition
+    // into `old`, a zeroed struct of the right type.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
     }
 }
 
@@ -370,7 +427,7 @@ fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorK
     }
     let report = plan.experiment.base_dir.join(&plan.experiment.report.dir).join("README.md");
     text.push_str(&format!("  report     {}\n", if report.exists() { report.display().to_string() } else { "not written yet".into() }));
-    text.push_str(&slurm::jobs(cache, &plan.experiment.name));
+    text.push_str(&slurm::jobs(cache, &cache.record_name(&plan.experiment)));
     out(&text).map(|_| exit::OK)
 }
 
@@ -396,12 +453,14 @@ fn dag(file: Option<&Path>, format: DagFormat) -> Result<i32, Failure> {
             text.push_str("}\n");
         }
         DagFormat::Mermaid => {
+            // Mermaid labels take no backslash escapes: a quote is the entity `#quot;`.
+            let label = |s: &str| format!("\"{}\"", s.replace('"', "#quot;"));
             text.push_str("flowchart LR\n");
             for (i, s) in plan.servers.iter().enumerate() {
-                text.push_str(&format!("  s{i}([{}])\n", quote(&s.id)));
+                text.push_str(&format!("  s{i}([{}])\n", label(&s.id)));
             }
             for (i, step) in plan.steps.iter().enumerate() {
-                text.push_str(&format!("  n{i}[{}]\n", quote(&step.id)));
+                text.push_str(&format!("  n{i}[{}]\n", label(&step.id)));
                 for &d in &step.deps {
                     text.push_str(&format!("  n{d} --> n{i}\n"));
                 }
@@ -436,6 +495,9 @@ fn sim_server(a: SimArgs) -> Result<i32, Failure> {
         prefix_caching: a.prefix_caching,
         answer_tokens: a.answer_tokens,
     };
+    if let Some((key, message)) = params.problems().into_iter().next() {
+        return Err(Failure { error: anyhow!("--{key} {message}"), code: exit::USER });
+    }
     let addr: std::net::SocketAddr =
         format!("{}:{}", a.host, a.port).parse().map_err(|e: std::net::AddrParseError| fail(exit::USER)(e.into()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;

@@ -75,7 +75,7 @@ pub(super) async fn setup(
         })?;
         // `pipeline status` finds the run's jobs through this.
         std::fs::create_dir_all(root.join("slurm")).map_err(env)?;
-        std::fs::write(root.join("slurm").join(format!("{}.latest", plan.experiment.name)), &run_id).map_err(env)?;
+        std::fs::write(root.join("slurm").join(format!("{}.latest", cache.record_name(&plan.experiment))), &run_id).map_err(env)?;
     }
     let file = file.map(std::path::absolute).transpose().map_err(env)?;
     let binary = settings.binary.clone().unwrap_or_else(|| this_binary.to_path_buf());
@@ -136,7 +136,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
                 code: exit::USER,
             });
         }
-        job_statuses.push(StepStatus { state: State::Run, key: None, output: None, reasons: vec![format!("Slurm run {}", spec.run)] });
+        job_statuses.push(StepStatus { state: State::Run, reasons: vec![format!("Slurm run {}", spec.run)], ..Default::default() });
     }
     eprintln!("pipeline slurm-job on {node}: {} ({} step(s))", source.display, spec.steps.len());
     let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
@@ -144,14 +144,17 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
     let outcome = rt.block_on(async {
         tokio::select! {
-            r = exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts) => Some(r),
-            _ = interrupted() => None,
+            r = exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts) => Ok(r),
+            code = interrupted() => Err(code),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
-    let Some(summary) = outcome else {
-        eprintln!("interrupted (cancelled, or the time limit): every published step is kept");
-        return Ok(exit::INTERRUPTED);
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(code) => {
+            eprintln!("interrupted (cancelled, or the time limit): every published step is kept");
+            return Ok(code);
+        }
     };
     let summary = summary.map_err(fail(exit::ENVIRONMENT))?;
     eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());

@@ -9,7 +9,9 @@
 //! starts once and stops as soon as its last measure is done.
 
 mod on_slurm;
+pub mod process;
 pub mod progress;
+mod publish;
 pub mod service;
 
 use std::collections::{BTreeMap, HashSet};
@@ -27,6 +29,7 @@ use crate::plan::{Plan, State, StepKind, StepStatus};
 use crate::steps;
 pub use on_slurm::{SlurmExec, group_job_name, needs_node};
 use progress::Progress;
+pub use publish::{MARKER, PublishError, publish_report};
 use service::Services;
 
 #[derive(Clone)]
@@ -140,7 +143,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
                 let name = on_slurm::step_job_name(&plan, i);
                 tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, 0, vec![i], &statuses).await })
             }
-            None => tasks.spawn(async move { step_task(&ctx, i, &statuses[i].reasons).await }),
+            None => tasks.spawn(async move { step_task(&ctx, i, &statuses[i]).await }),
         };
     }
     // Under Slurm, one job per server group that needs a node.
@@ -167,7 +170,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         let (ctx, statuses) = (ctx.clone(), statuses.clone());
         tasks.spawn(async move {
             for i in lane {
-                step_task(&ctx, i, &statuses[i].reasons).await;
+                step_task(&ctx, i, &statuses[i]).await;
                 if let Some(s) = ctx.plan.steps[i].server {
                     ctx.services.done(s).await;
                 }
@@ -200,7 +203,7 @@ fn save_records(plan: &Plan, cache: &Cache, statuses: &[StepStatus], ran: &[(usi
     let fresh = statuses.iter().enumerate().filter(|(_, st)| st.state == State::Fresh).filter_map(|(i, st)| Some((i, st.key?)));
     let done: Vec<(usize, Digest)> = fresh.chain(ran.iter().copied()).collect();
     let ids: HashSet<&str> = plan.steps.iter().map(|s| s.id.as_str()).collect();
-    let name = &plan.experiment.name;
+    let name = &cache.record_name(&plan.experiment);
     if cache.run_matches(name, &ids, done.iter().map(|(i, key)| (plan.steps[*i].id.as_str(), key))) {
         return Ok(());
     }
@@ -215,15 +218,15 @@ fn save_records(plan: &Plan, cache: &Cache, statuses: &[StepStatus], ran: &[(usi
 }
 
 /// Wait for inputs, then run step `i` unless its key turns out to be cached.
-async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
-    let Some((key, inputs)) = prepare(ctx, i, reasons).await else { return };
+async fn step_task(ctx: &Ctx, i: usize, status: &StepStatus) {
+    let Some((key, inputs)) = prepare(ctx, i, status.forced).await else { return };
     let step = &ctx.plan.steps[i];
     let digest = key.digest();
     let _permit = match step.kind {
         StepKind::Measure => None,
         _ => ctx.cpu.acquire().await.ok(),
     };
-    ctx.progress.started(&step.id, reasons);
+    ctx.progress.started(&step.id, &status.reasons);
     let started = Instant::now();
     let result = match ctx.cache.stage() {
         Ok(staged) => match run_step(ctx, i, &inputs, staged.path()).await {
@@ -256,7 +259,7 @@ async fn step_task(ctx: &Ctx, i: usize, reasons: &[String]) {
 /// Wait for step `i`'s inputs and compute its key. `None` when that settled the step:
 /// an input failed (skipped), the run is stopping, or the key is cached after all.
 /// Otherwise the key and the input folders by step id.
-async fn prepare(ctx: &Ctx, i: usize, reasons: &[String]) -> Option<(StepKey, Vec<(String, PathBuf)>)> {
+async fn prepare(ctx: &Ctx, i: usize, forced: bool) -> Option<(StepKey, Vec<(String, PathBuf)>)> {
     let step = &ctx.plan.steps[i];
     let mut inputs = Vec::new();
     let mut blocked = false;
@@ -277,7 +280,6 @@ async fn prepare(ctx: &Ctx, i: usize, reasons: &[String]) -> Option<(StepKey, Ve
     }
     let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.clone())).collect());
     let digest = key.digest();
-    let forced = reasons.iter().any(|r| r == "forced");
     if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
         // An input reran but produced the same bytes, so this step is still valid.
         ctx.progress.cached(&step.id, "inputs reran with identical output");
@@ -346,27 +348,4 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
         }
     }
     Ok(())
-}
-
-/// Copy the report into the experiment's report folder, rewriting only changed files
-/// (so an unchanged report leaves git and file timestamps alone).
-pub fn publish_report(entry: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let mut written = Vec::new();
-    for e in std::fs::read_dir(entry)? {
-        let e = e?;
-        let name = e.file_name();
-        if name == crate::cache::MANIFEST || name == crate::cache::PREIMAGE || !e.path().is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(e.path())?;
-        let target = dest.join(&name);
-        if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
-            let tmp = dest.join(format!(".{}.tmp", name.to_string_lossy()));
-            std::fs::write(&tmp, &bytes)?;
-            std::fs::rename(&tmp, &target)?;
-            written.push(target);
-        }
-    }
-    Ok(written)
 }

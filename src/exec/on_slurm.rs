@@ -61,7 +61,7 @@ pub(super) fn step_job_name(plan: &Plan, i: usize) -> String {
 pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: Vec<usize>, statuses: &[StepStatus]) {
     let mut todo: Vec<(usize, StepKey)> = Vec::new();
     for i in members {
-        if let Some((key, _)) = prepare(ctx, i, &statuses[i].reasons).await {
+        if let Some((key, _)) = prepare(ctx, i, statuses[i].forced).await {
             todo.push((i, key));
         }
     }

@@ -118,7 +118,7 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     export::write_table(&mut summary, out, "summary")?;
     let mut requests = all.drop("cell_index")?;
     export::write_parquet(&mut requests, &out.join("requests.parquet"))?;
-    std::fs::write(out.join("runs.json"), serde_json::to_vec_pretty(&runs(inputs)?)?)?;
+    std::fs::write(out.join("runs.json"), serde_json::to_vec_pretty(&runs(inputs)?)?).context("writing runs.json")?;
     Ok(())
 }
 
