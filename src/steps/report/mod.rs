@@ -8,6 +8,7 @@
 //! experiment gives byte-identical files.
 
 mod charts;
+mod markdown;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -23,7 +24,8 @@ use crate::steps::aggregate::seeds::{LATENCY_METRICS, RESAMPLES};
 use charts::{f64s, strs};
 
 /// Bump when rendered files would change.
-pub const VERSION: u32 = 2;
+/// 3: every value in the Markdown goes through the `md`/`mdcode` filters.
+pub const VERSION: u32 = 3;
 
 pub const TEMPLATES: [(&str, &str); 2] = [
     ("README.md.j2", include_str!("../../../templates/README.md.j2")),
@@ -135,7 +137,7 @@ pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
         charts.push(charts::telemetry(t, &cell, TELEMETRY_CELLS)?);
     }
     for c in &charts {
-        std::fs::write(out.join(&c.file), &c.svg)?;
+        std::fs::write(out.join(&c.file), &c.svg).with_context(|| format!("writing {}", c.file))?;
     }
     let pick = |idx: &[usize]| ser(idx.iter().map(|&i| &charts[i]).collect::<Vec<_>>());
 
@@ -260,12 +262,15 @@ pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
     };
     let mut env = Environment::new();
     env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build()?);
+    env.add_filter("md", |v: JValue| markdown::md(&v.to_string()));
+    env.add_filter("mdcode", |v: JValue, table: Option<bool>| markdown::mdcode(&v.to_string(), table));
     for (name, source) in template_sources(exp) {
         env.add_template_owned(name.clone(), source).with_context(|| format!("template `{name}`"))?;
     }
     for (name, _) in TEMPLATES {
         let rendered = env.get_template(name)?.render(&ctx).with_context(|| format!("rendering `{name}`"))?;
-        std::fs::write(out.join(name.trim_end_matches(".j2")), rendered)?;
+        let file = name.trim_end_matches(".j2");
+        std::fs::write(out.join(file), rendered).with_context(|| format!("writing {file}"))?;
     }
     Ok(())
 }
