@@ -475,6 +475,9 @@ pub struct JobSpec {
     pub provenance: String,
     pub baseline: Option<PathBuf>,
     pub noise_pct: f64,
+    /// Steps to run even where the cache has them (`--force`).
+    #[serde(default)]
+    pub forced: Vec<String>,
 }
 
 /// `--partition`, `--gres` and the rest, for a job holding `gpus` GPUs.

@@ -106,6 +106,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     })?;
     let statuses = plan.status(cache, &Selection::default());
     let wanted: std::collections::HashMap<&str, &str> = spec.steps.iter().map(|(id, key)| (id.as_str(), key.as_str())).collect();
+    let forced: std::collections::HashSet<&str> = spec.forced.iter().map(String::as_str).collect();
     let mut job_statuses = Vec::with_capacity(statuses.len());
     for (step, st) in plan.steps.iter().zip(&statuses) {
         let Some(&expected) = wanted.get(step.id.as_str()) else {
@@ -115,7 +116,8 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
             });
             continue;
         };
-        if st.state == State::Fresh {
+        let forced = forced.contains(step.id.as_str());
+        if st.state == State::Fresh && !forced {
             job_statuses.push(st.clone());
             continue;
         }
@@ -136,7 +138,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
                 code: exit::USER,
             });
         }
-        job_statuses.push(StepStatus { state: State::Run, reasons: vec![format!("Slurm run {}", spec.run)], ..Default::default() });
+        job_statuses.push(StepStatus { state: State::Run, reasons: vec![format!("Slurm run {}", spec.run)], forced, ..Default::default() });
     }
     eprintln!("pipeline slurm-job on {node}: {} ({} step(s))", source.display, spec.steps.len());
     let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;

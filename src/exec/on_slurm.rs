@@ -60,8 +60,14 @@ pub(super) fn step_job_name(plan: &Plan, i: usize) -> String {
 /// a job that dies keeps every step it finished.
 pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: Vec<usize>, statuses: &[StepStatus]) {
     let mut todo: Vec<(usize, StepKey)> = Vec::new();
+    // A forced step's entry may already be there: it is done when a new one replaces it
+    // (publishing renames a new folder into place), not when the old one is found.
+    let mut replaces: std::collections::HashMap<usize, Option<EntryId>> = std::collections::HashMap::new();
     for i in members {
         if let Some((key, _)) = prepare(ctx, i, statuses[i].forced).await {
+            if statuses[i].forced {
+                replaces.insert(i, entry_id(ctx, i, &key));
+            }
             todo.push((i, key));
         }
     }
@@ -72,7 +78,8 @@ pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32,
         todo.iter().for_each(|(i, _)| skip(ctx, *i));
         return;
     }
-    let id = match submit(ctx, sx, &name, gpus, &todo).await {
+    let forced: Vec<usize> = replaces.keys().copied().collect();
+    let id = match submit(ctx, sx, &name, gpus, &todo, &forced).await {
         Ok(id) => id,
         Err(e) => {
             let (first, rest) = todo.split_first().expect("todo is not empty");
@@ -102,7 +109,9 @@ pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32,
         // Steps the job has published so far are done.
         pending.retain(|(i, key)| {
             let digest = key.digest();
+            let old = replaces.get(i).copied().flatten();
             match ctx.cache.lookup(ctx.plan.steps[*i].kind.name(), &digest) {
+                Lookup::Hit { .. } if old.is_some() && entry_id(ctx, *i, key) == old => true,
                 Lookup::Hit { output_digest } => {
                     ctx.progress.finished(&ctx.plan.steps[*i].id, "done", started.elapsed());
                     finish(ctx, *i, Ok(output_digest), digest, true);
@@ -138,8 +147,18 @@ pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32,
     }
 }
 
-/// Write the job's spec and submit it; the job id.
-async fn submit(ctx: &Ctx, sx: &SlurmExec, name: &str, gpus: u32, todo: &[(usize, StepKey)]) -> Result<u64> {
+/// Which folder a cache entry is: its device and inode, new each time it is published.
+type EntryId = (u64, u64);
+
+fn entry_id(ctx: &Ctx, i: usize, key: &StepKey) -> Option<EntryId> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(ctx.cache.entry_dir(ctx.plan.steps[i].kind.name(), &key.digest())).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+/// Write the job's spec and submit it; the job id. `forced`: steps the node runs even
+/// where the cache has them.
+async fn submit(ctx: &Ctx, sx: &SlurmExec, name: &str, gpus: u32, todo: &[(usize, StepKey)], forced: &[usize]) -> Result<u64> {
     let run = &sx.tracker;
     let steps: Vec<(String, String)> = todo.iter().map(|(i, key)| (ctx.plan.steps[*i].id.clone(), key.digest().hex())).collect();
     let dir = run.dir.join(name);
@@ -152,6 +171,7 @@ async fn submit(ctx: &Ctx, sx: &SlurmExec, name: &str, gpus: u32, todo: &[(usize
         provenance: report.provenance.clone(),
         baseline: report.baseline.as_ref().map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone())),
         noise_pct: report.noise_pct,
+        forced: forced.iter().map(|&i| ctx.plan.steps[i].id.clone()).collect(),
     };
     let request = slurm::JobRequest {
         name: name.to_string(),

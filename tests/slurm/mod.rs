@@ -146,6 +146,7 @@ fn slurm_runs_the_demo_and_explains_how_jobs_end() {
         s.spawn(a_job_out_of_memory_is_explained);
         s.spawn(a_submission_that_timed_out_is_not_repeated);
         s.spawn(cpu_steps_as_jobs_and_jobs_slurm_forgot);
+        s.spawn(force_measures_again_on_the_node);
     });
 }
 
@@ -373,6 +374,28 @@ fn a_submission_that_timed_out_is_not_repeated() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(flag.exists(), "the fake sbatch was not used");
     assert_eq!(squeue(&["-n", &format!("pipeline.{name}.hang.base")]).len(), 1, "submitted twice");
+}
+
+/// `--force` under Slurm measures again: the node is told, and the submitter waits for
+/// the new entry instead of counting the old one as done.
+fn force_measures_again_on_the_node() {
+    use std::os::unix::fs::MetadataExt;
+    let p = Project::new();
+    p.write("experiments/t.toml", &on_slurm("forced", SIM, ""));
+    p.run_ok();
+    let entry = || -> (PathBuf, u64) {
+        let dir = std::fs::read_dir(p.path().join("cache/measure")).unwrap().flatten().next().unwrap().path();
+        let entry = std::fs::read_dir(&dir).unwrap().flatten().next().unwrap().path();
+        let ino = std::fs::metadata(&entry).unwrap().ino();
+        (entry, ino)
+    };
+    let (path, before) = entry();
+    let out = p.pipeline(&["run", "experiments/t.toml", "--force"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("submit pipeline.forced.hang.base"), "{}", out.stderr);
+    let (again, after) = entry();
+    assert_eq!(path, again, "same key");
+    assert_ne!(before, after, "the measure entry was not published again:\n{}", out.stderr);
 }
 
 /// `cpu-steps = "slurm"`: datagen, aggregate and report as CPU jobs too. And a squeue
