@@ -135,11 +135,14 @@ fn main() {
         let _ = std::fs::remove_dir_all(&out);
         std::fs::create_dir_all(&agg).unwrap();
         std::fs::create_dir_all(&out).unwrap();
+        let of = |kind| plan.steps.iter().find(|s| s.kind == kind).unwrap();
+        let aggregate: pipeline::steps::aggregate::Params = of(pipeline::plan::StepKind::Aggregate).typed().unwrap();
+        let report: pipeline::steps::report::Params = of(pipeline::plan::StepKind::Report).typed().unwrap();
         let start = Instant::now();
-        pipeline::steps::aggregate::run(&inputs, &plan.experiment.report.slo, &agg).unwrap();
+        pipeline::steps::aggregate::run(&aggregate, &inputs, &agg).unwrap();
         let aggregate_s = start.elapsed().as_secs_f64();
         let start = Instant::now();
-        pipeline::steps::report::run(&plan, &agg, &out).unwrap();
+        pipeline::steps::report::run(&report, &agg, None, None, &out).unwrap();
         let report_s = start.elapsed().as_secs_f64();
         println!(
             "{} cells, {} request rows, {} chunk rows: aggregate {aggregate_s:.2} s, report {report_s:.2} s, total {:.2} s, peak memory {:.0} MiB",

@@ -118,23 +118,12 @@ impl Plan {
             measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen], Some(server), Some(ci)));
         }
         let measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
-        let aggregate = b.add(
-            StepKind::Aggregate,
-            "aggregate".into(),
-            vec![],
-            json!({"percentile-method": "linear-interpolation", "slo": experiment.report.slo, "bootstrap-resamples": steps::aggregate::seeds::RESAMPLES}),
-            measure_ids,
-            None,
-            None,
-        );
-        let templates = steps::report::template_digests(&experiment);
-        let r = &experiment.report;
-        let report_params = json!({
-            "title": r.title, "templates": templates, "source": r.provenance, "slo": r.slo,
-            "baseline": steps::report::baseline_digest(&experiment), "noise-pct": r.noise_pct,
-        });
+        let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
+        let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, measure_ids, None, None);
+        let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: (*s.config).clone() }).collect();
+        let report_params = steps::report::Params::new(&experiment, cells.len(), &hardware, servers);
         let agg_id = b.steps[aggregate].id.clone();
-        b.add(StepKind::Report, "report".into(), vec![], report_params, vec![agg_id], None, None);
+        b.add(StepKind::Report, "report".into(), vec![], to_params(&report_params), vec![agg_id], None, None);
         let (steps, order) = b.finish()?;
         Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware, env: hash::allowed_env() })
     }
@@ -322,6 +311,12 @@ pub struct StepStatus {
 }
 
 impl Step {
+    /// This step's parameters as its kind's `Params` (`steps::measure::Params`, …),
+    /// exactly as its key holds them.
+    pub fn typed<P: serde::de::DeserializeOwned>(&self) -> Result<P, serde_json::Error> {
+        serde_json::from_value((*self.params).clone())
+    }
+
     /// What the runs file remembers of this step, done under `key`.
     pub fn record(&self, key: &Digest) -> StepRecord {
         StepRecord { id: self.id.clone(), kind: self.kind.name().into(), key: key.hex(), coords: self.coords.clone() }
@@ -458,18 +453,18 @@ impl Builder {
         if self.by_id.contains_key(&id) {
             return id;
         }
-        let params = json!({
-            "seed": cell.seed,
-            "conversations": cell.batch_size,
-            "turns": turns,
-            "frames": cell.frames,
-            "width": w.width,
-            "height": w.height,
-            "questions": w.questions,
-            "images-dir": w.images_dir.as_ref().map(|d| d.digest.clone()),
-            "jpeg-quality": steps::datagen::JPEG_QUALITY,
-        });
-        let i = self.add(StepKind::Datagen, id, coords, params, vec![], None, None);
+        let params = steps::datagen::Params {
+            seed: cell.seed,
+            conversations: cell.batch_size,
+            turns,
+            frames: cell.frames,
+            width: w.width,
+            height: w.height,
+            questions: w.questions.clone(),
+            images_dir: w.images_dir.as_ref().map(|d| d.digest.clone()),
+            jpeg_quality: steps::datagen::JPEG_QUALITY,
+        };
+        let i = self.add(StepKind::Datagen, id, coords, to_params(&params), vec![], None, None);
         self.steps[i].id.clone()
     }
 
@@ -584,40 +579,34 @@ fn workload_override(exp: &Experiment, cell: &Cell, key: &str) -> Option<Value> 
 fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
     let w = &exp.workload;
     let get_u = |key: &str, default: u32| workload_override(exp, cell, key).and_then(|v| v.as_u64()).map_or(default, |v| v as u32);
-    let temperature = workload_override(exp, cell, "temperature").and_then(|v| v.as_f64()).unwrap_or(w.temperature);
     let model = &exp.models[&cell.model];
-    let mut params = json!({
-        // Pairs, not an object, so the axes keep their canonical order in result tables.
-        "cell": cell.coords(),
-        "backend": model.backend.name(),
-        "served-name": model.served_name,
-        "batch-size": cell.batch_size,
-        "frames": cell.frames,
-        "turns": get_u("turns", w.turns),
-        "max-tokens": get_u("max-tokens", w.max_tokens),
-        "temperature": temperature,
-        "warmup-requests": get_u("warmup-requests", w.warmup_requests),
-        "request-timeout-s": w.request_timeout.as_secs_f64(),
-        "max-error-share": w.max_error_share,
-    });
-    // Keys that came later enter only when not at their default, so experiments that
-    // do not use them keep the keys (and cached measurements) they had.
     let rate = |r: f64| workload_override(exp, cell, "request-rate").and_then(|v| v.as_f64()).unwrap_or(r);
-    let arrival = match w.arrival {
-        Arrival::Closed => None,
-        Arrival::Constant { rate: r } => Some(("constant", rate(r))),
-        Arrival::Poisson { rate: r } => Some(("poisson", rate(r))),
+    let (arrival, request_rate) = match w.arrival {
+        Arrival::Closed => (None, None),
+        Arrival::Constant { rate: r } => (Some("constant".to_string()), Some(rate(r))),
+        Arrival::Poisson { rate: r } => (Some("poisson".to_string()), Some(rate(r))),
     };
-    let obj = params.as_object_mut().expect("json! object");
-    if let Some((kind, rate)) = arrival {
-        obj.insert("arrival".into(), kind.into());
-        obj.insert("request-rate".into(), rate.into());
-    }
-    if w.images_by_id {
-        obj.insert("image-reuse".into(), "uuid".into());
-    }
-    if w.frames_as_video {
-        obj.insert("frames-as".into(), "video".into());
-    }
-    params
+    to_params(&steps::measure::Params {
+        cell: cell.coords(),
+        backend: model.backend.name().to_string(),
+        served_name: model.served_name.clone(),
+        batch_size: cell.batch_size,
+        frames: cell.frames,
+        turns: get_u("turns", w.turns),
+        max_tokens: get_u("max-tokens", w.max_tokens),
+        temperature: workload_override(exp, cell, "temperature").and_then(|v| v.as_f64()).unwrap_or(w.temperature),
+        warmup_requests: get_u("warmup-requests", w.warmup_requests),
+        request_timeout_s: w.request_timeout.as_secs_f64(),
+        max_error_share: w.max_error_share,
+        arrival,
+        request_rate,
+        image_reuse: w.images_by_id.then(|| "uuid".to_string()),
+        frames_as: w.frames_as_video.then(|| "video".to_string()),
+    })
+}
+
+/// A step's parameters as its key holds them: the serialization of its kind's `Params`.
+fn to_params<P: Serialize>(params: &P) -> Value {
+    // These structs hold strings, numbers and lists: serializing them cannot fail.
+    serde_json::to_value(params).unwrap_or_default()
 }

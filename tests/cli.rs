@@ -213,6 +213,22 @@ fn run_then_rerun_is_a_no_op_and_the_report_is_written() {
 }
 
 /// One test per key ingredient: changing it reruns exactly what depends on it.
+/// The report shows what its key covers: a setting it prints (a variant's dtype) that
+/// changes no measurement still re-renders it, and only it.
+#[test]
+fn the_report_never_shows_a_setting_its_key_does_not_cover() {
+    let p = Project::with_base("shown");
+    p.edit("[models.b]", "variants.awq = { quantization = \"awq\", dtype = \"half\" }\n\n[models.b]");
+    p.edit("seed = [1, 2]", "seed = [1]\nvariant = [\"base\", \"awq\"]");
+    p.run_ok();
+    assert!(p.read("reports/t/README.md").contains("| a | sim | awq | `a` | awq | half |"), "{}", p.read("reports/t/README.md"));
+    p.edit("dtype = \"half\"", "dtype = \"bfloat16\"");
+    let out = p.run_ok();
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("| a | sim | awq | `a` | awq | bfloat16 |") && !readme.contains("half"), "{readme}");
+    assert_eq!(out.ran(), set(&["report"]), "{}", out.stderr);
+}
+
 #[test]
 fn invalidation_matrix() {
     let p = Project::with_base("inval");
@@ -730,6 +746,39 @@ fn shipped_experiments_are_valid() {
     assert_eq!(
         pipeline::config::DEMO_TOML,
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/demo.toml")).unwrap()
+    );
+}
+
+/// The datagen and measure keys of the shipped experiments, pinned: a change of how
+/// parameters are built (or serialized) that moves any of them would throw away every
+/// cached measurement, GPU hours included. Measures get a fixed input digest, hardware
+/// and environment, so the keys depend on the experiment and the code alone.
+#[test]
+fn datagen_and_measure_keys_of_the_shipped_experiments_are_pinned() {
+    use pipeline::config::{self, Source};
+    use pipeline::plan::{Plan, StepKind};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = String::new();
+    for file in ["experiments/demo.toml", "experiments/qwen_sweep.toml"] {
+        let source = Source::read(&root.join(file)).unwrap();
+        let experiment = config::load(&source).unwrap();
+        let cells = pipeline::matrix::expand(&experiment, &source).unwrap();
+        let mut plan = Plan::build(experiment, cells, "pinned hardware".into()).unwrap();
+        plan.env.clear();
+        for step in plan.steps.iter().filter(|s| matches!(s.kind, StepKind::Datagen | StepKind::Measure)) {
+            let inputs = step.deps.iter().map(|&d| (plan.steps[d].id.clone(), "0".repeat(64))).collect();
+            text.push_str(&format!("{file} {} {}\n", step.id, plan.key_for(step, inputs).digest().hex()));
+        }
+    }
+    let snapshot = root.join("tests/snapshots/step-keys.txt");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &text).unwrap();
+    }
+    let pinned = std::fs::read_to_string(&snapshot).unwrap_or_default();
+    let changed: Vec<&str> = text.lines().filter(|l| !pinned.lines().any(|p| p == *l)).take(5).collect();
+    assert!(
+        changed.is_empty() && pinned.lines().count() == text.lines().count(),
+        "keys moved (first: {changed:?}); cached results would be lost. If that is intended, bump the step's VERSION, rerun with UPDATE_SNAPSHOTS=1 and say why in the commit"
     );
 }
 
@@ -1435,11 +1484,14 @@ fn report_from_fixed_inputs_matches_its_snapshot() {
     }
     let agg = tmp.path().join("aggregate");
     std::fs::create_dir_all(&agg).unwrap();
-    pipeline::steps::aggregate::run(&inputs, &plan.experiment.report.slo, &agg).unwrap();
+    let of = |kind| plan.steps.iter().find(|s| s.kind == kind).unwrap();
+    let aggregate: pipeline::steps::aggregate::Params = of(pipeline::plan::StepKind::Aggregate).typed().unwrap();
+    pipeline::steps::aggregate::run(&aggregate, &inputs, &agg).unwrap();
+    let report: pipeline::steps::report::Params = of(pipeline::plan::StepKind::Report).typed().unwrap();
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     for out in [&one, &two] {
         std::fs::create_dir_all(out).unwrap();
-        pipeline::steps::report::run(&plan, &agg, out).unwrap();
+        pipeline::steps::report::run(&report, &agg, None, None, out).unwrap();
     }
     let mut names: Vec<String> = std::fs::read_dir(&one).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();

@@ -327,7 +327,7 @@ pub struct ReportSettings {
 
 /// A service-level objective: a request is *good* when it meets every threshold set;
 /// a cell meets the SLO when at least `attainment_pct` of its requests are good.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Slo {
     pub ttft_ms: Option<f64>,

@@ -322,29 +322,38 @@ fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: bool) {
     ctx.outcomes[i].send_replace(Some(outcome));
 }
 
-/// Run one step's body, writing its outputs into `out` (a staging folder).
+/// Run one step's body, writing its outputs into `out` (a staging folder). A step gets
+/// its parameters exactly as its key holds them, its input folders and (a measure) its
+/// server's endpoint; inputs from outside the cache (an image folder, templates, a
+/// baseline report) are keyed by their digests in the parameters.
 async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
+    fn params<P: serde::de::DeserializeOwned>(step: &crate::plan::Step) -> Result<P> {
+        step.typed().with_context(|| format!("the parameters of `{}`", step.id))
+    }
     let step = &ctx.plan.steps[i];
     let out = out.to_path_buf();
-    let plan = ctx.plan.clone();
-    let params = step.params.clone();
+    let exp = &ctx.plan.experiment;
     match step.kind {
         StepKind::Datagen => {
-            tokio::task::spawn_blocking(move || steps::datagen::run(&params, plan.experiment.workload.images_dir.as_ref(), &out)).await??;
+            let (p, folder) = (params::<steps::datagen::Params>(step)?, exp.workload.images_dir.clone());
+            tokio::task::spawn_blocking(move || steps::datagen::run(&p, folder.as_ref(), &out)).await??;
         }
         StepKind::Measure => {
+            let p = params::<steps::measure::Params>(step)?;
             let server = step.server.context("a measure step without a server")?;
             let endpoint = ctx.services.endpoint(server).await?;
             let dataset = &inputs.first().context("a measure step without data")?.1;
-            steps::measure::run(&params, dataset, &endpoint, &plan.hardware, &out).await?;
+            steps::measure::run(&p, dataset, &endpoint, &ctx.plan.hardware, &out).await?;
         }
         StepKind::Aggregate => {
-            let inputs = inputs.to_vec();
-            tokio::task::spawn_blocking(move || steps::aggregate::run(&inputs, &plan.experiment.report.slo, &out)).await??;
+            let (p, inputs) = (params::<steps::aggregate::Params>(step)?, inputs.to_vec());
+            tokio::task::spawn_blocking(move || steps::aggregate::run(&p, &inputs, &out)).await??;
         }
         StepKind::Report => {
+            let p = params::<steps::report::Params>(step)?;
             let input = inputs.first().context("a report step without an aggregate")?.1.clone();
-            tokio::task::spawn_blocking(move || steps::report::run(&plan, &input, &out)).await??;
+            let (templates, baseline) = (exp.report.templates.clone(), exp.report.baseline.clone());
+            tokio::task::spawn_blocking(move || steps::report::run(&p, &input, templates.as_deref(), baseline.as_deref(), &out)).await??;
         }
     }
     Ok(())

@@ -21,11 +21,13 @@ use crate::config::ImageFolder;
 
 /// Bump when generated files would change.
 pub const VERSION: u32 = 2;
-/// The `image` crate's JPEG quality when saving to a file.
+/// The JPEG quality of synthetic images (the planner puts it in every datagen key).
 pub const JPEG_QUALITY: u8 = 75;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Everything a datagen step depends on: its key's `params` are exactly this,
+/// serialized (`deny_unknown_fields` keeps the two from drifting apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Params {
     pub seed: u64,
     pub conversations: u32,
@@ -34,6 +36,10 @@ pub struct Params {
     pub width: u32,
     pub height: u32,
     pub questions: Vec<String>,
+    /// The content digest of the user's image folder (`images-dir`); none: synthetic
+    /// images. The folder itself is the step's other input.
+    pub images_dir: Option<String>,
+    pub jpeg_quality: u8,
 }
 
 /// `conversations.json`: what the measure step sends, turn by turn.
@@ -62,8 +68,9 @@ enum Origin {
     Pool(usize),
 }
 
-pub fn run(params: &serde_json::Value, folder: Option<&ImageFolder>, out: &Path) -> Result<()> {
-    let p: Params = serde_json::from_value(params.clone()).context("datagen parameters")?;
+/// Generate the dataset of `p` into `out`; `folder` is the image folder whose digest
+/// `p.images_dir` holds.
+pub fn run(p: &Params, folder: Option<&ImageFolder>, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out.join("images"))?;
     let mut jobs: Vec<(String, Origin)> = Vec::new();
     let mut pool = PoolCursor::new(p.seed, folder.map_or(0, |f| f.files.len()));
@@ -104,7 +111,7 @@ pub fn run(params: &serde_json::Value, folder: Option<&ImageFolder>, out: &Path)
         let dest = out.join(path);
         match origin {
             Origin::Synthetic { conversation, turn, frame } => {
-                synthetic_jpeg(p.width, p.height, &mut stream(p.seed, *conversation, *turn, *frame), &dest)
+                synthetic_jpeg(p.width, p.height, p.jpeg_quality, &mut stream(p.seed, *conversation, *turn, *frame), &dest)
             }
             Origin::Pool(i) => std::fs::copy(&folder.expect("pool implies folder").files[*i], &dest).map(|_| ()).map_err(Into::into),
         }
@@ -155,7 +162,7 @@ impl PoolCursor {
 /// pixel noise (which is what gives the JPEG a realistic size). It is drawn at a
 /// quarter of the resolution and scaled up by repeating pixels, which keeps generation
 /// cheap even in a debug build; the noise then forms 4×4 blocks.
-pub fn synthetic_jpeg(width: u32, height: u32, rng: &mut ChaCha8Rng, path: &Path) -> Result<()> {
+pub fn synthetic_jpeg(width: u32, height: u32, quality: u8, rng: &mut ChaCha8Rng, path: &Path) -> Result<()> {
     const SCALE: u32 = 4;
     let (w, h) = (width.div_ceil(SCALE), height.div_ceil(SCALE));
     let colour = |rng: &mut ChaCha8Rng| [0, 8, 16].map(|shift| ((rng.next_u32() >> shift) & 0xff) as i32);
@@ -211,7 +218,7 @@ pub fn synthetic_jpeg(width: u32, height: u32, rng: &mut ChaCha8Rng, path: &Path
     // jpeg-encoder (SIMD DCT, optimised in debug builds too, see Cargo.toml) encodes a
     // 720p frame several times faster than the `image` crate's encoder.
     let (w16, h16) = (u16::try_from(width).context("image width")?, u16::try_from(height).context("image height")?);
-    jpeg_encoder::Encoder::new_file(path, JPEG_QUALITY).and_then(|e| e.encode(&full, w16, h16, jpeg_encoder::ColorType::Rgb)).map_err(|e| {
+    jpeg_encoder::Encoder::new_file(path, quality).and_then(|e| e.encode(&full, w16, h16, jpeg_encoder::ColorType::Rgb)).map_err(|e| {
         match e {
             // Its message is the I/O error's, which it also gives as its source: keep
             // one, or a full disk says "No space left on device" twice.
@@ -230,7 +237,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let make = |turn: u32, name: &str| {
             let path = dir.path().join(name);
-            synthetic_jpeg(320, 180, &mut stream(66, 0, turn, 0), &path).unwrap();
+            synthetic_jpeg(320, 180, JPEG_QUALITY, &mut stream(66, 0, turn, 0), &path).unwrap();
             std::fs::read(path).unwrap()
         };
         let (a, b, c) = (make(1, "a.jpg"), make(1, "b.jpg"), make(2, "c.jpg"));

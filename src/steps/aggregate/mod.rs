@@ -36,10 +36,29 @@ pub const LATENCIES: [&str; 4] = ["ttft", "itl", "tpot", "e2e"];
 pub const STATS: [(&str, Option<f64>); 6] =
     [("mean", None), ("p50", Some(0.5)), ("p90", Some(0.9)), ("p95", Some(0.95)), ("p99", Some(0.99)), ("max", None)];
 
-pub fn run(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {
+/// Everything the aggregate step depends on besides its inputs' contents: its key's
+/// `params` are exactly this, serialized.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Params {
+    /// How percentiles are computed (see `stats`); a name, so a change of method is a
+    /// change of key.
+    pub percentile_method: String,
+    pub slo: Slo,
+    pub bootstrap_resamples: usize,
+}
+
+impl Params {
+    pub fn new(slo: Slo) -> Params {
+        Params { percentile_method: "linear-interpolation".into(), slo, bootstrap_resamples: seeds::RESAMPLES }
+    }
+}
+
+/// Aggregate the measures `inputs` (step id, output folder) into `out`.
+pub fn run(p: &Params, inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
     // Reading Parquet in polars recurses deeper than rayon's default 2 MiB stacks allow.
     let pool = rayon::ThreadPoolBuilder::new().stack_size(32 << 20).build()?;
-    pool.install(|| run_in_pool(inputs, slo, out))
+    pool.install(|| run_in_pool(inputs, &p.slo, out))
 }
 
 fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use polars::prelude::*;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use self::client::{Api, ErrorClass, Exchange, Target};
 use crate::steps::datagen::Dataset;
@@ -41,13 +41,19 @@ pub const MAX_ATTEMPTS: u32 = 4;
 /// The longest `Retry-After` we honour; a longer one fails the turn.
 const MAX_RETRY_WAIT_S: f64 = 120.0;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Everything a measure step depends on besides its server (whose configuration and
+/// hardware are the key's other fields): its key's `params` are exactly this,
+/// serialized. The optional keys came later and are left out when unset, so that
+/// experiments not using them keep the keys (and the measurements) they had.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Params {
+    /// The cell's coordinates as pairs, so the axes keep their order in result tables.
     pub cell: Vec<(String, String)>,
     pub backend: String,
     pub served_name: String,
     pub batch_size: u32,
+    pub frames: u32,
     pub turns: u32,
     pub max_tokens: u32,
     pub temperature: f64,
@@ -55,15 +61,15 @@ pub struct Params {
     pub request_timeout_s: f64,
     pub max_error_share: f64,
     /// `poisson` or `constant` for open-loop arrival; absent: closed loop.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrival: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_rate: Option<f64>,
     /// `uuid`: send each image once with a stable id, then refer to it by id.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_reuse: Option<String>,
     /// `video`: a turn's frames go as one `video_url`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames_as: Option<String>,
 }
 
@@ -90,8 +96,8 @@ struct Record {
     ex: Exchange,
 }
 
-pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endpoint, hardware: &str, out: &Path) -> Result<()> {
-    let p: Params = serde_json::from_value(params.clone()).context("measure parameters")?;
+/// Measure the cell of `p` against `endpoint` with the dataset in `dataset_dir`.
+pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: &str, out: &Path) -> Result<()> {
     let dir = dataset_dir.to_path_buf();
     let api = endpoint.api;
     let by_id = p.image_reuse.as_deref() == Some("uuid");
@@ -145,7 +151,7 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
         records.push(Record { conversation: 0, turn: i, attempt: 0, warmup: true, scheduled_ns, ex });
     }
 
-    let schedule = Arc::new(open_loop_schedule(&p));
+    let schedule = Arc::new(open_loop_schedule(p));
     let planned = p.batch_size as u64 * p.turns as u64;
     let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
     let mut tasks = tokio::task::JoinSet::new();
@@ -226,7 +232,7 @@ pub async fn run(params: &serde_json::Value, dataset_dir: &Path, endpoint: &Endp
     }
     let measured: Vec<&Record> = last.into_values().collect();
     let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
-    write_records(&p, &records, out)?;
+    write_records(p, &records, out)?;
     let mut meta = serde_json::json!({
         "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
         "cell": p.cell,

@@ -9,19 +9,19 @@
 
 mod charts;
 mod markdown;
+mod params;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use minijinja::{Environment, Value as JValue};
 use polars::prelude::*;
 
-use crate::config::Experiment;
 use crate::export;
-use crate::plan::Plan;
 use crate::steps::aggregate::seeds::{LATENCY_METRICS, RESAMPLES};
 use charts::{f64s, strs};
+pub use params::{Params, ShownServer};
 
 /// Bump when rendered files would change.
 /// 3: every value in the Markdown goes through the `md`/`mdcode` filters.
@@ -38,31 +38,6 @@ const TELEMETRY_CELLS: usize = 8;
 const SEEDS_SHOWN: [&str; 3] = ["ttft_mean_ms", "e2e_mean_ms", "output_tok_per_s"];
 /// Answers shown per model and variant.
 const ANSWER_TURNS: u32 = 3;
-
-/// Each template's source: the user's file where one exists, else the embedded one.
-fn template_sources(exp: &Experiment) -> Vec<(String, String)> {
-    TEMPLATES
-        .iter()
-        .map(|(name, embedded)| {
-            let user = exp.report.templates.as_ref().and_then(|d| std::fs::read_to_string(d.join(name)).ok());
-            (name.to_string(), user.unwrap_or_else(|| embedded.to_string()))
-        })
-        .collect()
-}
-
-/// Template name → blake3 of its source (for the step key).
-pub fn template_digests(exp: &Experiment) -> BTreeMap<String, String> {
-    template_sources(exp).into_iter().map(|(n, s)| (n, blake3::hash(s.as_bytes()).to_hex().to_string())).collect()
-}
-
-/// blake3 of the baseline's `seeds.parquet` (for the step key), or why there is none.
-pub fn baseline_digest(exp: &Experiment) -> Option<String> {
-    let dir = exp.report.baseline.as_ref()?;
-    Some(match std::fs::read(dir.join("seeds.parquet")) {
-        Ok(bytes) => blake3::hash(&bytes).to_hex().to_string(),
-        Err(e) => format!("unreadable: {e}"),
-    })
-}
 
 /// Where the experiment file came from, for the methodology: its git commit when it
 /// is committed (and whether it has changed since).
@@ -92,7 +67,45 @@ pub fn provenance(file: Option<&Path>, display: &str) -> String {
     }
 }
 
-pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
+/// The aggregate's tables, as the report reads them.
+struct Tables {
+    summary: DataFrame,
+    per_turn: DataFrame,
+    seeds: DataFrame,
+    points: DataFrame,
+    errors: DataFrame,
+    telemetry: Option<DataFrame>,
+    /// Each server as run (`runs.json`).
+    runs: Vec<serde_json::Value>,
+    /// The cell's columns, in order, and those of a curve (the cell less its seed).
+    cell: Vec<String>,
+    group: Vec<String>,
+}
+
+/// The charts, and which of them go where.
+struct Charts {
+    all: Vec<charts::Chart>,
+    per_turn: Vec<usize>,
+    sweeps: Vec<usize>,
+    tradeoff: Option<usize>,
+    gpu: Option<usize>,
+}
+
+/// Render the report of `p` from the aggregate in `aggregate` into `out`. Its other
+/// inputs: the folder of the user's templates (`p.templates` holds their digests) and
+/// the baseline report (`p.baseline` holds its digest).
+pub fn run(p: &Params, aggregate: &Path, templates: Option<&Path>, baseline: Option<&Path>, out: &Path) -> Result<()> {
+    let tables = load(aggregate, out)?;
+    let charts = draw(&tables)?;
+    for c in &charts.all {
+        std::fs::write(out.join(&c.file), &c.svg).with_context(|| format!("writing {}", c.file))?;
+    }
+    let ctx = context(p, &tables, &charts, baseline, &aggregate.join("requests.parquet"))?;
+    render(&ctx, templates, out)
+}
+
+/// Read the aggregate's tables, and copy the files a report folder carries into `out`.
+fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     let read = |name: &str| export::read_parquet(&aggregate.join(format!("{name}.parquet")));
     let (summary, per_turn, seeds, points, errors) =
         (read("summary")?, read("per_turn")?, read("seeds")?, read("points")?, read("errors")?);
@@ -107,58 +120,110 @@ pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
         std::fs::copy(aggregate.join(f), out.join(f)).with_context(|| format!("copying {f}"))?;
     }
     let runs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(aggregate.join("runs.json"))?)?;
-
     let names: Vec<String> = summary.get_column_names().iter().map(|s| s.to_string()).collect();
     let cell: Vec<String> = names.iter().take_while(|n| *n != "requests").cloned().collect();
     let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
-    let load = if group.iter().any(|c| c == "request_rate") { "request_rate" } else { "batch_size" };
+    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, runs, cell, group })
+}
 
-    let mut charts = charts::per_turn(&per_turn)?;
-    let per_turn_count = charts.len();
+/// Every chart the tables call for.
+fn draw(t: &Tables) -> Result<Charts> {
+    let group = &t.group;
+    let load = if group.iter().any(|c| c == "request_rate") { "request_rate" } else { "batch_size" };
+    let mut all = charts::per_turn(&t.per_turn)?;
+    let per_turn = (0..all.len()).collect();
     let mut sweeps = Vec::new();
     for (axis, file) in [("batch_size", "batch_size.svg"), ("frames", "frames.svg"), ("request_rate", "request_rate.svg")] {
         if group.iter().any(|c| c == axis)
-            && let Some(c) = charts::sweep(&points, axis, &group, file)?
+            && let Some(c) = charts::sweep(&t.points, axis, group, file)?
         {
-            sweeps.push(charts.len());
-            charts.push(c);
+            sweeps.push(all.len());
+            all.push(c);
         }
     }
     let mut tradeoff = None;
     if group.iter().any(|c| c == load)
-        && let Some(c) = charts::throughput_latency(&points, &group, load)?
+        && let Some(c) = charts::throughput_latency(&t.points, group, load)?
     {
-        tradeoff = Some(charts.len());
-        charts.push(c);
+        tradeoff = Some(all.len());
+        all.push(c);
     }
-    let mut gpu_chart = None;
-    if let Some(t) = &telemetry {
-        gpu_chart = Some(charts.len());
-        charts.push(charts::telemetry(t, &cell, TELEMETRY_CELLS)?);
+    let mut gpu = None;
+    if let Some(telemetry) = &t.telemetry {
+        gpu = Some(all.len());
+        all.push(charts::telemetry(telemetry, &t.cell, TELEMETRY_CELLS)?);
     }
-    for c in &charts {
-        std::fs::write(out.join(&c.file), &c.svg).with_context(|| format!("writing {}", c.file))?;
-    }
-    let pick = |idx: &[usize]| ser(idx.iter().map(|&i| &charts[i]).collect::<Vec<_>>());
+    Ok(Charts { all, per_turn, sweeps, tradeoff, gpu })
+}
 
-    let exp = &plan.experiment;
-    let models: Vec<JValue> = exp
-        .models
-        .values()
-        .filter(|m| exp.matrix.models.contains(&m.name))
-        .map(|m| {
-            let variants: Vec<JValue> = m.variants.iter().filter(|(v, _)| exp.matrix.variants.contains(v)).map(|(v, var)| minijinja::context! { name => v.clone(), model => var.model.clone(), quantization => var.quantization.clone(), dtype => var.dtype.clone() }).collect();
-            minijinja::context! { name => m.name.clone(), backend => m.backend.name(), served_name => m.served_name.clone(), variants => variants }
-        })
-        .collect();
-    let servers: Vec<JValue> = plan.servers.iter().map(|s| minijinja::context! { id => s.id.clone(), config => ser(&s.config) }).collect();
+/// What the templates see: the experiment as `p` describes it, the tables as display
+/// text, the charts, the baseline comparison and sample answers.
+fn context(p: &Params, t: &Tables, charts: &Charts, baseline: Option<&Path>, requests: &Path) -> Result<JValue> {
+    let (seeds, points, runs, cell, group) = (&t.seeds, &t.points, &t.runs, &t.cell, &t.group);
+    let pick = |idx: &[usize]| ser(idx.iter().map(|&i| &charts.all[i]).collect::<Vec<_>>());
+    let shown = &p.shown;
+    let shown_tables = display_tables(t)?;
+    let baseline = match baseline {
+        Some(dir) => Some(compare(seeds, dir, group, p.noise_pct)?),
+        None => None,
+    };
+    let nvml: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    Ok(minijinja::context! {
+        title => p.title.clone(),
+        name => shown.name.clone(),
+        tool => format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+        source => p.source.clone(),
+        hardware => shown.hardware.clone(),
+        gpus => nvml,
+        models => ser(&shown.models),
+        servers => ser(&shown.servers),
+        runs => ser(runs),
+        cells => shown.cells,
+        seeds => shown.seeds.clone(),
+        batch_sizes => shown.batch_sizes.clone(),
+        frames => shown.frames.clone(),
+        turns => shown.turns,
+        resolution => shown.resolution.clone(),
+        max_tokens => shown.max_tokens,
+        temperature => shown.temperature,
+        warmup => shown.warmup_requests,
+        arrival => shown.arrival.clone(),
+        slo => p.slo.describe(),
+        attainment => p.slo.attainment_pct,
+        resamples => RESAMPLES,
+        latency => shown_tables.latency,
+        seeds_table => seeds_display(seeds, group)?,
+        points => shown_tables.points,
+        best => best_points(points, group)?,
+        gpu_reason => if shown_tables.gpu.is_some() { None } else { Some(telemetry_reason(runs)) },
+        errors => shown_tables.errors,
+        gpu_table => shown_tables.gpu,
+        baseline => baseline,
+        answers => answers(requests, cell)?,
+        per_turn_charts => pick(&charts.per_turn),
+        sweep_charts => pick(&charts.sweeps),
+        tradeoff_chart => charts.tradeoff.map(|i| ser(&charts.all[i])),
+        gpu_chart => charts.gpu.map(|i| ser(&charts.all[i])),
+    })
+}
+
+/// The summary, GPU, operating-point and error tables as display text.
+struct DisplayTables {
+    latency: JValue,
+    gpu: Option<JValue>,
+    points: JValue,
+    errors: Option<JValue>,
+}
+
+fn display_tables(t: &Tables) -> Result<DisplayTables> {
+    let (summary, points, errors, cell, group) = (&t.summary, &t.points, &t.errors, &t.cell, &t.group);
     let cell_headers: Vec<(String, String)> = cell.iter().map(|c| (c.clone(), c.replace('_', " "))).collect();
     let group_headers: Vec<(String, String)> = group.iter().map(|c| (c.clone(), c.replace('_', " "))).collect();
     let with = |lead: &[(String, String)], rest: &[(&str, &str, usize)]| -> Vec<(String, String, usize)> {
         lead.iter().map(|(c, h)| (c.clone(), h.clone(), 2)).chain(rest.iter().map(|(c, h, d)| (c.to_string(), h.to_string(), *d))).collect()
     };
     let latency = display(
-        &summary,
+        summary,
         &with(
             &cell_headers,
             &[
@@ -184,7 +249,7 @@ pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
     let has_gpu = summary.column("power_mean_w")?.null_count() < summary.height();
     let gpu_table = if has_gpu {
         Some(display(
-            &summary,
+            summary,
             &with(
                 &cell_headers,
                 &[
@@ -200,7 +265,7 @@ pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
         None
     };
     let points_table = display(
-        &points,
+        points,
         &with(
             &group_headers,
             &[
@@ -215,60 +280,24 @@ pub fn run(plan: &Plan, aggregate: &Path, out: &Path) -> Result<()> {
     )?;
     let errors_table = (errors.height() > 0)
         .then(|| {
-            display(&errors, &with(&cell_headers, &[("error", "error", 0), ("count", "requests", 0), ("last_status", "HTTP status", 0)]))
+            display(errors, &with(&cell_headers, &[("error", "error", 0), ("count", "requests", 0), ("last_status", "HTTP status", 0)]))
         })
         .transpose()?;
-    let baseline = match &exp.report.baseline {
-        Some(dir) => Some(compare(&seeds, dir, &group, exp.report.noise_pct)?),
-        None => None,
-    };
-    let nvml: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    let ctx = minijinja::context! {
-        title => exp.report.title.clone(),
-        name => exp.name.clone(),
-        tool => format!("pipeline {}", env!("CARGO_PKG_VERSION")),
-        source => exp.report.provenance.clone(),
-        hardware => plan.hardware.clone(),
-        gpus => nvml,
-        models => models,
-        servers => servers,
-        runs => ser(&runs),
-        cells => plan.cells.len(),
-        seeds => exp.matrix.seeds.clone(),
-        batch_sizes => exp.matrix.batch_sizes.clone(),
-        frames => exp.matrix.frames.clone(),
-        turns => exp.workload.turns,
-        resolution => format!("{}x{}", exp.workload.width, exp.workload.height),
-        max_tokens => exp.workload.max_tokens,
-        temperature => exp.workload.temperature,
-        warmup => exp.workload.warmup_requests,
-        arrival => format!("{:?}", exp.workload.arrival).to_lowercase(),
-        slo => exp.report.slo.describe(),
-        attainment => exp.report.slo.attainment_pct,
-        resamples => RESAMPLES,
-        latency => latency,
-        seeds_table => seeds_display(&seeds, &group)?,
-        points => points_table,
-        best => best_points(&points, &group)?,
-        errors => errors_table,
-        gpu_table => gpu_table,
-        gpu_reason => if has_gpu { None } else { Some(telemetry_reason(&runs)) },
-        baseline => baseline,
-        answers => answers(&aggregate.join("requests.parquet"), &cell)?,
-        per_turn_charts => pick(&(0..per_turn_count).collect::<Vec<_>>()),
-        sweep_charts => pick(&sweeps),
-        tradeoff_chart => tradeoff.map(|i| ser(&charts[i])),
-        gpu_chart => gpu_chart.map(|i| ser(&charts[i])),
-    };
+    Ok(DisplayTables { latency, gpu: gpu_table, points: points_table, errors: errors_table })
+}
+
+/// Render README.md and index.html from `ctx`, with the user's templates in
+/// `templates` where there are any.
+fn render(ctx: &JValue, templates: Option<&Path>, out: &Path) -> Result<()> {
     let mut env = Environment::new();
     env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build()?);
     env.add_filter("md", |v: JValue| markdown::md(&v.to_string()));
     env.add_filter("mdcode", |v: JValue, table: Option<bool>| markdown::mdcode(&v.to_string(), table));
-    for (name, source) in template_sources(exp) {
+    for (name, source) in params::template_sources(templates) {
         env.add_template_owned(name.clone(), source).with_context(|| format!("template `{name}`"))?;
     }
     for (name, _) in TEMPLATES {
-        let rendered = env.get_template(name)?.render(&ctx).with_context(|| format!("rendering `{name}`"))?;
+        let rendered = env.get_template(name)?.render(ctx).with_context(|| format!("rendering `{name}`"))?;
         let file = name.trim_end_matches(".j2");
         std::fs::write(out.join(file), rendered).with_context(|| format!("writing {file}"))?;
     }
