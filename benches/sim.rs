@@ -30,8 +30,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pipeline::client::{self, Api, ErrorClass, Target};
 use pipeline::sim::Truth;
-use pipeline::steps::measure::client::{self, Api, ErrorClass, Target};
 
 const TTFT_MS: f64 = 50.0;
 const ITL_MS: f64 = 10.0;

@@ -165,24 +165,8 @@ pub struct SimArgs {
     pub port: u16,
     #[arg(long, default_value = "sim")]
     pub served_model_name: String,
-    // Negative numbers parse, so that the range check (not clap's "unexpected
-    // argument '-1'") says what is accepted.
-    #[arg(long, default_value_t = 15.0, allow_negative_numbers = true)]
-    pub ttft_base_ms: f64,
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
-    pub prefill_us_per_token: f64,
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
-    pub itl_base_ms: f64,
-    #[arg(long, default_value_t = 50.0, allow_negative_numbers = true)]
-    pub itl_us_per_inflight: f64,
-    /// Relative jitter: each duration is scaled by 1 ± this (from 0, below 1).
-    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
-    pub jitter: f64,
-    /// Tokens per answer (capped by the request's max_tokens).
-    #[arg(long, default_value_t = 24)]
-    pub answer_tokens: u32,
-    #[arg(long)]
-    pub prefix_caching: bool,
+    #[command(flatten)]
+    pub params: crate::config::SimParams,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Answer the first N chat requests with 429 and `Retry-After: 0`, as a rate-limited

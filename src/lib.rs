@@ -8,13 +8,21 @@
 //! server groups to [`slurm`] as jobs) →
 //! [`steps`] (datagen, measure, aggregate, report) → files in `cache/` and `reports/`.
 //! [`sim`] is the built-in simulator server used by the demo and the tests.
+//!
+//! Beside the stages, what several of them use: [`client`] (one timed chat request
+//! over HTTP), [`gpu`] (NVML identity and telemetry), [`clock`] (the timestamps'
+//! clock), [`secrets`] (API keys, redacted), [`processes`] (what still runs), and
+//! [`export`] (tables as Parquet and CSV).
 
 pub mod cache;
 pub mod cli;
+pub mod client;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod exec;
 pub mod export;
+pub mod gpu;
 pub mod hash;
 pub mod matrix;
 pub mod plan;
@@ -23,8 +31,6 @@ pub mod secrets;
 pub mod sim;
 pub mod slurm;
 pub mod steps;
-
-use std::time::Instant;
 
 /// Exit codes, documented in `pipeline --help` and the README.
 pub mod exit {
@@ -40,19 +46,6 @@ pub mod exit {
     /// Interrupted by Ctrl-C (128 + SIGINT); SIGTERM gives 143 and SIGHUP 129, 128 +
     /// the signal as shells report it.
     pub const INTERRUPTED: i32 = 130;
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of every recorded timestamp, shared by
-/// the client and the simulator (and any process on this machine).
-pub fn monotonic_ns() -> u64 {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
-}
-
-/// An `Instant` on the [`monotonic_ns`] scale.
-pub fn instant_to_ns(t: Instant) -> u64 {
-    let (now, ns) = (Instant::now(), monotonic_ns());
-    if t <= now { ns - (now - t).as_nanos() as u64 } else { ns + (t - now).as_nanos() as u64 }
 }
 
 /// Parse arguments, run the command, return the process exit code.

@@ -947,7 +947,7 @@ fn sim_server_speaks_the_vllm_stream_format() {
     let base = &sim.base;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (stream, plain, missing, models) = rt.block_on(async {
-        let http = pipeline::steps::measure::client::http_client(2).unwrap();
+        let http = pipeline::client::http_client(2).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("i.jpg");
         image::RgbImage::from_pixel(1280, 720, image::Rgb([90, 120, 200])).save(&img).unwrap();
@@ -992,7 +992,7 @@ fn sim_server_speaks_the_messages_api() {
     let base = &sim.base;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (stream, unauthorized) = rt.block_on(async {
-        let http = pipeline::steps::measure::client::http_client(2).unwrap();
+        let http = pipeline::client::http_client(2).unwrap();
         let body = serde_json::json!({"model": "c", "stream": true, "max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi?"}]}]});
         let url = format!("{base}/v1/messages");
         let send = |key: bool| {

@@ -94,7 +94,7 @@ fn load_with(file: Option<&Path>, adjust: impl FnOnce(&mut config::Experiment) -
     adjust(&mut experiment)?;
     let cells = matrix::expand(&experiment, &source)?;
     let hardware = match experiment.executor {
-        config::ExecutorKind::Local => steps::telemetry::hardware_identity(),
+        config::ExecutorKind::Local => crate::gpu::hardware_identity(),
         config::ExecutorKind::Slurm => experiment.slurm.hardware(),
     };
     let plan = Plan::build(experiment, cells, hardware).map_err(|e| fail(exit::USER)(e.into()))?;
@@ -140,15 +140,6 @@ fn out(text: &str) -> Result<(), Failure> {
     }
 }
 
-fn state_name(s: State) -> &'static str {
-    match s {
-        State::Fresh => "fresh",
-        State::Run => "run",
-        State::Wait => "wait",
-        State::Skip => "skip",
-    }
-}
-
 fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> {
     let (source, plan) = load_target(target)?;
     let sel = selection(target, &plan)?;
@@ -166,7 +157,7 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
             let (step, st) = (&plan.steps[i], &statuses[i]);
             let coords: serde_json::Map<String, serde_json::Value> =
                 step.coords.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-            let mut obj = serde_json::json!({"id": step.id, "kind": step.kind.name(), "coords": coords, "key": st.key.map(|k| k.hex()), "state": state_name(st.state), "reasons": st.reasons, "server": step.server.map(|s| plan.servers[s].id.clone())});
+            let mut obj = serde_json::json!({"id": step.id, "kind": step.kind.name(), "coords": coords, "key": st.key.map(|k| k.hex()), "state": st.state.name(), "reasons": st.reasons, "server": step.server.map(|s| plan.servers[s].id.clone())});
             if plan.experiment.executor == config::ExecutorKind::Slurm
                 && let Some(s) = step.server
                 && exec::needs_node(&plan.servers[s])
@@ -188,7 +179,7 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
     for &i in &plan.order {
         let (step, st) = (&plan.steps[i], &statuses[i]);
         let why = if st.reasons.is_empty() { String::new() } else { format!("  ({})", st.reasons.join("; ")) };
-        text.push_str(&format!("  {:<6} {}{why}\n", state_name(st.state), step.id));
+        text.push_str(&format!("  {:<6} {}{why}\n", st.state.name(), step.id));
     }
     let needed = server_needs(plan, statuses);
     if plan.experiment.executor == config::ExecutorKind::Slurm {
@@ -486,15 +477,7 @@ fn gc(cache: &Cache) -> Result<i32, Failure> {
 }
 
 fn sim_server(a: SimArgs) -> Result<i32, Failure> {
-    let params = config::SimParams {
-        ttft_base_ms: a.ttft_base_ms,
-        prefill_us_per_token: a.prefill_us_per_token,
-        itl_base_ms: a.itl_base_ms,
-        itl_us_per_inflight: a.itl_us_per_inflight,
-        jitter: a.jitter,
-        prefix_caching: a.prefix_caching,
-        answer_tokens: a.answer_tokens,
-    };
+    let params = a.params;
     if let Some((key, message)) = params.problems().into_iter().next() {
         return Err(Failure { error: anyhow!("--{key} {message}"), code: exit::USER });
     }

@@ -154,30 +154,53 @@ pub struct Variant {
     pub sim: SimParams,
 }
 
-/// The simulator's latency model; documented in `sim::model`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The simulator's latency model, documented in `sim::model`: one struct for the
+/// experiment file's `sim = { … }` (same kebab-case names), the server's key, and
+/// `pipeline sim-server`'s flags (clap flattens it; `--ttft-base-ms` and so on), with
+/// its defaults in [`SimParams::DEFAULT`] only. The ranges are in `limits`.
+#[derive(Debug, Clone, PartialEq, Serialize, clap::Args)]
 #[serde(rename_all = "kebab-case")]
 pub struct SimParams {
+    // Negative numbers parse, so that the range check (not clap's "unexpected
+    // argument '-1'") says what is accepted.
+    /// Time to first token at an empty prompt (ms).
+    #[arg(long, default_value_t = SimParams::DEFAULT.ttft_base_ms, allow_negative_numbers = true)]
     pub ttft_base_ms: f64,
+    /// Prefill time per uncached prompt token (µs).
+    #[arg(long, default_value_t = SimParams::DEFAULT.prefill_us_per_token, allow_negative_numbers = true)]
     pub prefill_us_per_token: f64,
+    /// Time between tokens with nothing else in flight (ms).
+    #[arg(long, default_value_t = SimParams::DEFAULT.itl_base_ms, allow_negative_numbers = true)]
     pub itl_base_ms: f64,
+    /// Extra time between tokens per request in flight (µs).
+    #[arg(long, default_value_t = SimParams::DEFAULT.itl_us_per_inflight, allow_negative_numbers = true)]
     pub itl_us_per_inflight: f64,
+    /// Relative jitter: each duration is scaled by 1 ± this (at least 0, below 1).
+    #[arg(long, default_value_t = SimParams::DEFAULT.jitter, allow_negative_numbers = true)]
     pub jitter: f64,
+    /// Reuse the longest message prefix seen before, as vLLM's prefix caching would.
+    #[arg(long)]
     pub prefix_caching: bool,
+    /// Tokens per answer (capped by the request's max_tokens).
+    #[arg(long, default_value_t = SimParams::DEFAULT.answer_tokens)]
     pub answer_tokens: u32,
+}
+
+impl SimParams {
+    pub const DEFAULT: SimParams = SimParams {
+        ttft_base_ms: 15.0,
+        prefill_us_per_token: 2.0,
+        itl_base_ms: 5.0,
+        itl_us_per_inflight: 50.0,
+        jitter: 0.05,
+        prefix_caching: false,
+        answer_tokens: 24,
+    };
 }
 
 impl Default for SimParams {
     fn default() -> Self {
-        SimParams {
-            ttft_base_ms: 15.0,
-            prefill_us_per_token: 2.0,
-            itl_base_ms: 5.0,
-            itl_us_per_inflight: 50.0,
-            jitter: 0.05,
-            prefix_caching: false,
-            answer_tokens: 24,
-        }
+        SimParams::DEFAULT
     }
 }
 
@@ -195,7 +218,8 @@ impl SimParams {
         }
     }
 
-    /// Every number with its key and accepted range.
+    /// Every number with its key (which is also its `sim-server` flag) and accepted
+    /// range.
     pub fn numbers(&self) -> [(&'static str, f64, Limit); 6] {
         [
             ("ttft-base-ms", self.ttft_base_ms, limits::SIM_BASE_MS),

@@ -14,12 +14,12 @@ use tokio::sync::Mutex;
 
 use super::process::ServerProcess;
 
+use crate::client::{self, Api};
 use crate::config::{Backend, Experiment};
+use crate::gpu;
 use crate::plan::ServerSpec;
 use crate::secrets::Secrets;
 use crate::steps::measure::Endpoint;
-use crate::steps::measure::client::{self, Api};
-use crate::steps::telemetry;
 
 pub struct Services {
     specs: Vec<ServerSpec>,
@@ -65,7 +65,7 @@ async fn stop_running(r: Running, id: &str) {
     let gpus: Vec<u32> = r.gpu_baseline.iter().map(|(g, _)| *g).collect();
     let deadline = Instant::now() + MEMORY_RELEASE_TIMEOUT;
     loop {
-        let now = telemetry::memory_used_mib(&gpus);
+        let now = gpu::memory_used_mib(&gpus);
         let released = now.iter().zip(&r.gpu_baseline).all(|((_, used), (_, before))| *used <= before + MEMORY_RELEASE_SLACK_MIB);
         if released {
             return;
@@ -101,7 +101,7 @@ impl Services {
         if let Some(e) = &slot.failed {
             bail!("{e}");
         }
-        let gpu_baseline = telemetry::memory_used_mib(&self.gpus(i));
+        let gpu_baseline = gpu::memory_used_mib(&self.gpus(i));
         match self.start(i).await {
             Ok((process, endpoint)) => {
                 let endpoint = Arc::new(endpoint);
@@ -242,16 +242,10 @@ impl Services {
                 a.extend(
                     ["sim-server", "--host", "127.0.0.1", "--port", &port, "--served-model-name", &model.served_name].map(String::from),
                 );
-                for (flag, v) in [
-                    ("--ttft-base-ms", s.ttft_base_ms),
-                    ("--prefill-us-per-token", s.prefill_us_per_token),
-                    ("--itl-base-ms", s.itl_base_ms),
-                    ("--itl-us-per-inflight", s.itl_us_per_inflight),
-                    ("--jitter", s.jitter),
-                ] {
-                    a.extend([flag.to_string(), v.to_string()]);
+                // The flags are the experiment file's keys.
+                for (key, v, _) in s.numbers() {
+                    a.extend([format!("--{key}"), v.to_string()]);
                 }
-                a.extend(["--answer-tokens".into(), s.answer_tokens.to_string()]);
                 if s.prefix_caching {
                     a.push("--prefix-caching".into());
                 }

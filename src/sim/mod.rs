@@ -36,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::clock::monotonic_ns;
 use crate::config::SimParams;
-use crate::monotonic_ns;
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -586,7 +586,7 @@ fn timer_loop(rx: std::sync::mpsc::Receiver<Emission>, shared: Arc<Shared>) {
             heap.pop();
             let Some(mut e) = slots.remove(&id) else { continue };
             let Some(chunk) = e.chunks.pop() else { continue };
-            let planned = crate::instant_to_ns(deadline);
+            let planned = crate::clock::instant_to_ns(deadline);
             let done = e.chunks.is_empty();
             if e.tx.send((chunk, planned)).is_err() || done {
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);

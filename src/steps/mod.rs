@@ -5,4 +5,3 @@ pub mod aggregate;
 pub mod datagen;
 pub mod measure;
 pub mod report;
-pub mod telemetry;

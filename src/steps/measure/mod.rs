@@ -13,9 +13,6 @@
 //! (`image_url` parts with data URLs) or Anthropic's Messages API (`image` blocks with
 //! a base64 `source`).
 
-pub mod client;
-pub mod sse;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,10 +23,11 @@ use base64::Engine;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use self::client::{Api, ErrorClass, Exchange, Target};
+use crate::client::{self, Api, ErrorClass, Exchange, Target};
+use crate::clock::monotonic_ns;
+use crate::export;
+use crate::gpu;
 use crate::steps::datagen::Dataset;
-use crate::steps::telemetry;
-use crate::{export, monotonic_ns};
 
 /// Bump when recorded files would change.
 /// 5: `retry_after_s`; keys redacted; redirects, oversized answers and non-event-stream
@@ -140,7 +138,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
 
     let sampler = match endpoint.gpus.is_empty() {
         true => Err("the server does not run on this machine's GPUs".to_string()),
-        false => telemetry::Sampler::start(&endpoint.gpus, telemetry::INTERVAL),
+        false => gpu::Sampler::start(&endpoint.gpus, gpu::INTERVAL),
     };
     let mut records = Vec::new();
     for i in 0..p.warmup_requests {
@@ -220,7 +218,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         Ok(s) => {
             let samples = s.stop();
             write_telemetry(&samples, out)?;
-            serde_json::json!({"available": true, "gpus": endpoint.gpus, "interval_ms": telemetry::INTERVAL.as_millis(), "samples": samples.len()})
+            serde_json::json!({"available": true, "gpus": endpoint.gpus, "interval_ms": gpu::INTERVAL.as_millis(), "samples": samples.len()})
         }
         Err(reason) => serde_json::json!({"available": false, "reason": reason}),
     };
@@ -238,7 +236,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         "cell": p.cell,
         "server": endpoint.server_meta,
         "hardware": hardware,
-        "nvml": telemetry::availability(),
+        "nvml": gpu::availability(),
         "telemetry": telemetry,
         "requests": measured.len(),
         "errors": failed.len(),
@@ -370,7 +368,7 @@ fn open_loop_schedule(p: &Params) -> Option<Schedule> {
         })
         .collect();
     let start = std::time::Instant::now() + Duration::from_millis(5);
-    Some(Schedule { start, start_ns: crate::instant_to_ns(start), offsets })
+    Some(Schedule { start, start_ns: crate::clock::instant_to_ns(start), offsets })
 }
 
 /// How long to wait before retrying a turn, or `None` to move on: only a 429 is
@@ -550,11 +548,9 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
 }
 
 /// GPU samples taken during the measurement, one row per GPU per sample.
-fn write_telemetry(samples: &[telemetry::Sample], out: &Path) -> Result<()> {
-    let col =
-        |name: &str, f: &dyn Fn(&telemetry::Sample) -> Option<u32>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
-    let colf =
-        |name: &str, f: &dyn Fn(&telemetry::Sample) -> Option<f64>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
+fn write_telemetry(samples: &[gpu::Sample], out: &Path) -> Result<()> {
+    let col = |name: &str, f: &dyn Fn(&gpu::Sample) -> Option<u32>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
+    let colf = |name: &str, f: &dyn Fn(&gpu::Sample) -> Option<f64>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
     let mut df = DataFrame::new(
         samples.len(),
         vec![

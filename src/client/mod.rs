@@ -16,11 +16,13 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::sse::SseParser;
-use crate::monotonic_ns;
+pub mod sse;
+
+use crate::clock::monotonic_ns;
 use crate::secrets::Secrets;
+use sse::SseParser;
 
 /// Most bytes one answer's event stream may carry: about a million tokens of vLLM
 /// chunks. A server streaming past it is broken or hostile; the request fails.
@@ -30,9 +32,9 @@ pub const MAX_ERROR_BODY_BYTES: usize = 64 << 10;
 /// Characters of an error answer kept in `error_detail`.
 const DETAIL_CHARS: usize = 500;
 
-/// Why a request failed; counted by variant, never by message text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+/// Why a request failed; counted by variant, never by message text. [`ErrorClass::name`]
+/// is the one spelling, in the `error` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ErrorClass {
     #[default]
     None,

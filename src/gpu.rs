@@ -124,7 +124,7 @@ fn sample(nvml: &Nvml, gpu: u32) -> Option<Sample> {
     use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
     let d = nvml.device_by_index(gpu).ok()?;
     Some(Sample {
-        t_ns: crate::monotonic_ns(),
+        t_ns: crate::clock::monotonic_ns(),
         gpu,
         power_w: d.power_usage().ok().map(|mw| mw as f64 / 1000.0),
         temperature_c: d.temperature(TemperatureSensor::Gpu).ok(),

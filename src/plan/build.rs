@@ -1,0 +1,250 @@
+//! Cells into steps: one measure per cell, a datagen per distinct data configuration,
+//! a server per distinct server configuration, one aggregate and one report. Each
+//! step's parameters are built here as its kind's typed `Params`; what the key holds is
+//! their serialization.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use rayon::prelude::*;
+
+use super::{Plan, PlanError, ServerSpec, Step, StepKind};
+use crate::config::{Arrival, Backend, Experiment, Feeds};
+use crate::hash;
+use crate::matrix::Cell;
+use crate::steps;
+
+impl Plan {
+    pub fn build(experiment: Experiment, cells: Vec<Cell>, hardware: String) -> Result<Plan, PlanError> {
+        let mut b =
+            Builder { steps: Vec::new(), by_id: HashMap::new(), servers: Vec::new(), server_by_id: HashMap::new(), dep_ids: Vec::new() };
+        // What each measure is does not depend on the others: build those in parallel.
+        // (id, coordinates, parameters) of each cell's measure.
+        type Described = (String, Vec<(String, String)>, Value);
+        let described: Vec<Described> =
+            cells.par_iter().map(|cell| (format!("measure[{cell}]"), cell.coords(), measure_params(&experiment, cell))).collect();
+        let mut measures = Vec::new();
+        for (ci, (cell, (id, coords, params))) in cells.iter().zip(described).enumerate() {
+            let server = b.server(&experiment, cell);
+            let datagen = b.datagen(&experiment, cell);
+            measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen], Some(server), Some(ci)));
+        }
+        let measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
+        let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
+        let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, measure_ids, None, None);
+        let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: (*s.config).clone() }).collect();
+        let report_params = steps::report::Params::new(&experiment, cells.len(), &hardware, servers);
+        let agg_id = b.steps[aggregate].id.clone();
+        b.add(StepKind::Report, "report".into(), vec![], to_params(&report_params), vec![agg_id], None, None);
+        let (steps, order) = b.finish()?;
+        Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware, env: hash::allowed_env() })
+    }
+}
+
+struct Builder {
+    steps: Vec<Step>,
+    /// Step ids are built from exactly the coordinates that make steps differ, so
+    /// steps with equal ids are identical and merged.
+    by_id: HashMap<String, usize>,
+    servers: Vec<ServerSpec>,
+    server_by_id: HashMap<String, usize>,
+    dep_ids: Vec<Vec<String>>,
+}
+
+impl Builder {
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        kind: StepKind,
+        id: String,
+        coords: Vec<(String, String)>,
+        params: Value,
+        deps: Vec<String>,
+        server: Option<usize>,
+        cell: Option<usize>,
+    ) -> usize {
+        if let Some(&i) = self.by_id.get(&id) {
+            return i;
+        }
+        self.by_id.insert(id.clone(), self.steps.len());
+        self.steps.push(Step { id, kind, coords, params: Arc::new(params), deps: Vec::new(), server, cell });
+        self.dep_ids.push(deps);
+        self.steps.len() - 1
+    }
+
+    fn datagen(&mut self, exp: &Experiment, cell: &Cell) -> String {
+        let w = &exp.workload;
+        let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).map_or(w.turns, |t| t as u32);
+        let mut coords = vec![
+            ("seed".to_string(), cell.seed.to_string()),
+            ("batch-size".into(), cell.batch_size.to_string()),
+            ("frames".into(), cell.frames.to_string()),
+        ];
+        if turns != w.turns {
+            coords.push(("turns".into(), turns.to_string()));
+        }
+        let id = format!("datagen[{}]", coords.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+        if self.by_id.contains_key(&id) {
+            return id;
+        }
+        let params = steps::datagen::Params {
+            seed: cell.seed,
+            conversations: cell.batch_size,
+            turns,
+            frames: cell.frames,
+            width: w.width,
+            height: w.height,
+            questions: w.questions.clone(),
+            images_dir: w.images_dir.as_ref().map(|d| d.digest.clone()),
+            jpeg_quality: steps::datagen::JPEG_QUALITY,
+        };
+        let i = self.add(StepKind::Datagen, id, coords, to_params(&params), vec![], None, None);
+        self.steps[i].id.clone()
+    }
+
+    fn server(&mut self, exp: &Experiment, cell: &Cell) -> usize {
+        let model = &exp.models[&cell.model];
+        let variant = &model.variants[&cell.variant];
+        let s = &exp.server;
+        let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).unwrap_or(exp.workload.turns as u64);
+        // Every image of the resent history is in one request.
+        let limit_mm = model.backend.uses_gpus().then_some(turns * cell.frames as u64);
+        let mut flags = Vec::new();
+        for axis in &exp.matrix.custom {
+            if let Feeds::ServerFlag(flag) = &axis.feeds
+                && let Some(v) = cell.value(&axis.name)
+            {
+                flags.push((axis.name.as_str(), flag.clone(), v.as_str().map_or_else(|| v.to_string(), String::from)));
+            }
+        }
+        // The id names exactly what sets servers of one model variant apart.
+        let mut id = format!("server[model={},variant={}", cell.model, cell.variant);
+        if let Some(k) = limit_mm {
+            id.push_str(&format!(",max-images={k}"));
+        }
+        for (name, _, value) in &flags {
+            id.push_str(&format!(",{name}={value}"));
+        }
+        id.push(']');
+        if let Some(&i) = self.server_by_id.get(&id) {
+            return i;
+        }
+        let mut extra_args = s.extra_args.clone();
+        extra_args.extend(variant.extra_args.iter().cloned());
+        extra_args.extend(flags.into_iter().flat_map(|(_, flag, value)| [flag, value]));
+        let mut config = json!({
+            "backend": model.backend.name(),
+            "model": variant.model,
+            "served-name": model.served_name,
+        });
+        let obj = config.as_object_mut().expect("json! object");
+        // Only when set, so files without it keep their keys.
+        if let Some(n) = model.gpus {
+            obj.insert("gpus".into(), n.into());
+        }
+        match model.backend {
+            Backend::Sim => {
+                obj.insert("sim".into(), serde_json::to_value(&variant.sim).unwrap_or_default());
+            }
+            Backend::Vllm | Backend::Command => {
+                obj.insert("tensor-parallel-size".into(), s.tensor_parallel_size.into());
+                obj.insert("dtype".into(), variant.dtype.clone().unwrap_or_else(|| s.dtype.clone()).into());
+                obj.insert("quantization".into(), variant.quantization.clone().into());
+                obj.insert("extra-args".into(), extra_args.clone().into());
+                // Frames as video: one video per turn, every frame kept (vLLM samples
+                // 32 by default); as images: one per frame.
+                match exp.workload.frames_as_video {
+                    true => {
+                        obj.insert("limit-mm-per-prompt".into(), json!({"video": turns}));
+                        obj.insert("media-io-kwargs".into(), json!({"video": {"num_frames": -1}}));
+                    }
+                    false => {
+                        obj.insert("limit-mm-per-prompt".into(), json!({"image": limit_mm}));
+                    }
+                }
+                // Only when set, so files that do not use them keep their keys.
+                if let Some(n) = s.max_model_len {
+                    obj.insert("max-model-len".into(), n.into());
+                }
+                if let Some(on) = s.prefix_caching {
+                    obj.insert("prefix-caching".into(), on.into());
+                }
+                if let Some(cmd) = &model.command {
+                    obj.insert("command".into(), cmd.clone().into());
+                }
+            }
+            Backend::Endpoint | Backend::Openai | Backend::Anthropic => {
+                obj.insert("url".into(), model.url.clone().into());
+            }
+        }
+        self.servers.push(ServerSpec {
+            id: id.clone(),
+            model: cell.model.clone(),
+            variant: cell.variant.clone(),
+            backend: model.backend,
+            config: Arc::new(config),
+            extra_args,
+            gpus_needed: model.gpus.unwrap_or(if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 }),
+        });
+        self.server_by_id.insert(id, self.servers.len() - 1);
+        self.servers.len() - 1
+    }
+
+    fn finish(&mut self) -> Result<(Vec<Step>, Vec<usize>), PlanError> {
+        let index = &self.by_id;
+        let mut graph: StableDiGraph<usize, ()> = StableDiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..self.steps.len()).map(|i| graph.add_node(i)).collect();
+        for (i, deps) in self.dep_ids.iter().enumerate() {
+            for d in deps {
+                let &j = index.get(d).ok_or_else(|| PlanError::Dangling { step: self.steps[i].id.clone(), missing: d.clone() })?;
+                graph.add_edge(nodes[j], nodes[i], ());
+                self.steps[i].deps.push(j);
+            }
+        }
+        let order = petgraph::algo::toposort(&graph, None).map_err(|c| PlanError::Cycle(self.steps[graph[c.node_id()]].id.clone()))?;
+        Ok((std::mem::take(&mut self.steps), order.into_iter().map(|n| graph[n]).collect()))
+    }
+}
+
+fn workload_override(exp: &Experiment, cell: &Cell, key: &str) -> Option<Value> {
+    exp.matrix.custom.iter().find(|a| a.feeds == Feeds::Workload(key.into())).and_then(|a| cell.value(&a.name))
+}
+
+fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
+    let w = &exp.workload;
+    let get_u = |key: &str, default: u32| workload_override(exp, cell, key).and_then(|v| v.as_u64()).map_or(default, |v| v as u32);
+    let model = &exp.models[&cell.model];
+    let rate = |r: f64| workload_override(exp, cell, "request-rate").and_then(|v| v.as_f64()).unwrap_or(r);
+    let (arrival, request_rate) = match w.arrival {
+        Arrival::Closed => (None, None),
+        Arrival::Constant { rate: r } => (Some("constant".to_string()), Some(rate(r))),
+        Arrival::Poisson { rate: r } => (Some("poisson".to_string()), Some(rate(r))),
+    };
+    to_params(&steps::measure::Params {
+        cell: cell.coords(),
+        backend: model.backend.name().to_string(),
+        served_name: model.served_name.clone(),
+        batch_size: cell.batch_size,
+        frames: cell.frames,
+        turns: get_u("turns", w.turns),
+        max_tokens: get_u("max-tokens", w.max_tokens),
+        temperature: workload_override(exp, cell, "temperature").and_then(|v| v.as_f64()).unwrap_or(w.temperature),
+        warmup_requests: get_u("warmup-requests", w.warmup_requests),
+        request_timeout_s: w.request_timeout.as_secs_f64(),
+        max_error_share: w.max_error_share,
+        arrival,
+        request_rate,
+        image_reuse: w.images_by_id.then(|| "uuid".to_string()),
+        frames_as: w.frames_as_video.then(|| "video".to_string()),
+    })
+}
+
+/// A step's parameters as its key holds them: the serialization of its kind's `Params`.
+fn to_params<P: Serialize>(params: &P) -> Value {
+    // These structs hold strings, numbers and lists: serializing them cannot fail.
+    serde_json::to_value(params).unwrap_or_default()
+}

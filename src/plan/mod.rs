@@ -1,0 +1,187 @@
+//! Turn cells into a DAG of steps, and decide which steps are up to date and why.
+//!
+//! Each cell becomes one **measure** step. Measures share a **datagen** step per
+//! distinct data configuration and a **server** per distinct server configuration;
+//! one **aggregate** and one **report** step close the experiment. Identical steps are
+//! merged by their parameters. A server is a service, not a cached output: it has no
+//! key of its own, but its configuration enters the key of every measure using it.
+//!
+//! [`Plan::status`] walks the DAG in topological order: a step whose inputs are all up
+//! to date gets its key and a cache lookup; a step below one that must run waits for
+//! it, because its key depends on the *content* of that upstream output.
+//!
+//! Here: the plan's types and its keys. [`build`] turns cells into steps (and each
+//! step kind's parameters), [`status`] decides what is up to date, [`explain`] says
+//! why a step runs again.
+
+mod build;
+mod explain;
+mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cache::StepRecord;
+use crate::config::{Backend, Experiment};
+use crate::hash::{Digest, KEY_SCHEMA, StepKey};
+use crate::matrix::Cell;
+use crate::steps;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    Datagen,
+    Measure,
+    Aggregate,
+    Report,
+}
+
+impl StepKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Datagen => "datagen",
+            StepKind::Measure => "measure",
+            StepKind::Aggregate => "aggregate",
+            StepKind::Report => "report",
+        }
+    }
+
+    /// Implementation version: bump it when the step's *outputs* would change.
+    pub fn version(self) -> u32 {
+        match self {
+            StepKind::Datagen => steps::datagen::VERSION,
+            StepKind::Measure => steps::measure::VERSION,
+            StepKind::Aggregate => steps::aggregate::VERSION,
+            StepKind::Report => steps::report::VERSION,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub kind: StepKind,
+    pub coords: Vec<(String, String)>,
+    pub params: Arc<Value>,
+    pub deps: Vec<usize>,
+    /// The server a measure talks to (index into [`Plan::servers`]).
+    pub server: Option<usize>,
+    /// The cell a measure measures.
+    pub cell: Option<usize>,
+}
+
+/// One distinct server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub id: String,
+    pub model: String,
+    pub variant: String,
+    pub backend: Backend,
+    /// What enters the key of every measure using this server.
+    pub config: Arc<Value>,
+    pub extra_args: Vec<String>,
+    pub gpus_needed: u32,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub experiment: Experiment,
+    pub cells: Vec<Cell>,
+    pub steps: Vec<Step>,
+    pub servers: Vec<ServerSpec>,
+    /// Step indices in an order where every step comes after its inputs.
+    pub order: Vec<usize>,
+    pub hardware: String,
+    /// The allow-listed environment ([`hash::ENV_ALLOW_LIST`]), read once.
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("the step graph has a cycle through `{0}`")]
+    Cycle(String),
+    #[error("step `{step}` depends on `{missing}`, which is not a step")]
+    Dangling { step: String, missing: String },
+}
+
+impl Plan {
+    /// The preimage of `step`'s key, given the output digests of its inputs.
+    pub fn key_for(&self, step: &Step, inputs: BTreeMap<String, String>) -> StepKey {
+        let (server, hardware, env) = match step.server {
+            Some(s) => (Some(self.servers[s].config.clone()), Some(self.hardware.clone()), self.env.clone()),
+            None => (None, None, BTreeMap::new()),
+        };
+        StepKey {
+            schema: KEY_SCHEMA,
+            kind: step.kind.name().into(),
+            version: step.kind.version(),
+            params: step.params.clone(),
+            inputs,
+            server,
+            hardware,
+            env,
+        }
+    }
+}
+
+/// Which steps a command applies to.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `--only axis=value` filters (all must match).
+    pub only: Vec<(String, String)>,
+    /// `--kind` filters: only steps of these kinds (and what they read).
+    pub kinds: Vec<StepKind>,
+    pub force: bool,
+}
+
+/// Where a step stands; [`State::name`] is how `plan` prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum State {
+    /// Cached and intact.
+    Fresh,
+    /// Must run; its key is known.
+    Run,
+    /// Runs after its inputs; its key depends on what they produce.
+    #[default]
+    Wait,
+    /// Not selected.
+    Skip,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StepStatus {
+    pub state: State,
+    pub key: Option<Digest>,
+    /// Output digest of a fresh step.
+    pub output: Option<String>,
+    pub reasons: Vec<String>,
+    /// Runs even if its key is cached (`--force` on a step it chose).
+    pub forced: bool,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Fresh => "fresh",
+            State::Run => "run",
+            State::Wait => "wait",
+            State::Skip => "skip",
+        }
+    }
+}
+
+impl Step {
+    /// This step's parameters as its kind's `Params` (`steps::measure::Params`, …),
+    /// exactly as its key holds them.
+    pub fn typed<P: serde::de::DeserializeOwned>(&self) -> Result<P, serde_json::Error> {
+        serde_json::from_value((*self.params).clone())
+    }
+
+    /// What the runs file remembers of this step, done under `key`.
+    pub fn record(&self, key: &Digest) -> StepRecord {
+        StepRecord { id: self.id.clone(), kind: self.kind.name().into(), key: key.hex(), coords: self.coords.clone() }
+    }
+}
