@@ -227,3 +227,54 @@ fn to_cell(exp: &Experiment, names: &[String], vals: &[&serde_json::Value]) -> O
         custom: names[5..].iter().cloned().zip(vals[5..].iter().map(|v| v.to_string())).collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn cells(matrix: &str) -> Result<Vec<String>, String> {
+        let text = format!(
+            "name = \"t\"\n[models.a]\nbackend = \"sim\"\nvariants.q = {{}}\n[models.b]\nbackend = \"sim\"\n[matrix]\nmodel = [\"a\", \"b\"]\nvariant = [\"base\", \"q\"]\n{matrix}"
+        );
+        let source = Source { display: "t.toml".into(), text, yaml: false, base_dir: Default::default(), path: None };
+        let exp = config::load(&source).map_err(|e| e.to_string())?;
+        expand(&exp, &source).map(|c| c.iter().map(|c| c.to_string()).collect()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_model_without_a_variant_skips_it() {
+        let c = cells("").unwrap();
+        assert_eq!(
+            c,
+            [
+                "model=a,variant=base,seed=0,batch-size=1,frames=1",
+                "model=a,variant=q,seed=0,batch-size=1,frames=1",
+                "model=b,variant=base,seed=0,batch-size=1,frames=1"
+            ]
+        );
+    }
+
+    #[test]
+    fn excludes_apply_before_includes_and_each_must_act() {
+        let c = cells("seed = [1, 2]\nexclude = [{ model = \"a\", seed = 2 }]\ninclude = [{ model = \"b\", seed = 7 }]").unwrap();
+        assert_eq!(c.len(), 3 * 2 - 2 + 1, "{c:?}");
+        assert!(c.iter().all(|c| !c.starts_with("model=a") || c.contains("seed=1")));
+        assert!(c.contains(&"model=b,variant=base,seed=7,batch-size=1,frames=1".to_string()));
+        // A second exclude rule that only matches what the first removed counts as no-op.
+        let e = cells("seed = [1, 2]\nexclude = [{ seed = 2 }, { model = \"a\", seed = 2 }]").unwrap_err();
+        assert!(e.contains("matrix.exclude[1]: exclude rule matches no cell"), "{e}");
+        let e = cells("include = [{ model = \"a\" }]").unwrap_err();
+        assert!(e.contains("matrix.include[0]: include rule adds no cell"), "{e}");
+    }
+
+    #[test]
+    fn the_product_is_counted_before_it_is_built() {
+        let seeds: Vec<String> = (0..400).map(|s| s.to_string()).collect();
+        let batches: Vec<String> = (1..=300).map(|s| s.to_string()).collect();
+        let e = cells(&format!("seed = [{}]\nbatch-size = [{}]", seeds.join(","), batches.join(","))).unwrap_err();
+        assert!(e.contains("would expand to 480,000 cells (2 model × 2 variant × 400 seed × 300 batch-size × 1 frames"), "{e}");
+        let ok = cells(&format!("seed = [{}]\nbatch-size = [{}]", seeds.join(","), batches[..40].join(","))).unwrap();
+        assert_eq!(ok.len(), 3 * 400 * 40);
+    }
+}

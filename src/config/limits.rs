@@ -79,7 +79,8 @@ fn show(v: f64) -> String {
     if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 {
         let digits = count(v.abs() as u128);
         if v < 0.0 { format!("-{digits}") } else { digits }
-    } else if v.is_finite() && v.abs() >= 1e15 {
+    } else if v.is_finite() && v != 0.0 && !(1e-4..1e15).contains(&v.abs()) {
+        // 1e20 and 1e-300, not twenty digits or three hundred zeros.
         format!("{v:e}")
     } else {
         format!("{v}")

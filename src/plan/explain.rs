@@ -92,3 +92,41 @@ fn diff(old: &StepKey, new: &StepKey) -> Vec<String> {
     }
     reasons
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn key(params: serde_json::Value, inputs: &[(&str, &str)]) -> StepKey {
+        StepKey {
+            schema: hash::KEY_SCHEMA,
+            kind: "measure".into(),
+            version: 1,
+            params: Arc::new(params),
+            inputs: inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+            server: None,
+            hardware: None,
+            env: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_change_is_named_by_its_key_and_values() {
+        let old = key(serde_json::json!({"max-tokens": 32, "cell": [["seed", "1"]], "turns": 60}), &[("datagen[seed=1]", "aa")]);
+        let new = key(serde_json::json!({"max-tokens": 64, "cell": [["seed", "2"]], "frames-as": "video"}), &[("datagen[seed=1]", "bb")]);
+        assert_eq!(
+            diff(&old, &new),
+            ["frames-as added: video", "max-tokens changed 32 → 64", "turns removed (was 60)", "input changed: datagen[seed=1] reran"]
+        );
+        assert!(diff(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn many_changed_inputs_are_counted() {
+        let names: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+        let with = |digest: &'static str| key(serde_json::json!({}), &names.iter().map(|n| (n.as_str(), digest)).collect::<Vec<_>>());
+        assert_eq!(diff(&with("a"), &with("b")), ["input changed: 5 upstream steps reran"]);
+    }
+}

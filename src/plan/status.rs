@@ -139,3 +139,83 @@ enum Selected {
 
 /// The last run's records, and an index of them for steps whose coordinates changed.
 type History = (BTreeMap<String, StepRecord>, NearIndex);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{self, Source};
+    use crate::plan::StepKind;
+
+    /// A plan of 2 models × 2 seeds, and a cache in which every step is published.
+    fn cached_plan() -> (Plan, Cache, tempfile::TempDir) {
+        let text =
+            "name = \"t\"\n[models.a]\nbackend = \"sim\"\n[models.b]\nbackend = \"sim\"\n[matrix]\nmodel = [\"a\", \"b\"]\nseed = [1, 2]\n";
+        let source = Source { display: "t.toml".into(), text: text.into(), yaml: false, base_dir: Default::default(), path: None };
+        let exp = config::load(&source).unwrap();
+        let cells = crate::matrix::expand(&exp, &source).unwrap();
+        let mut plan = Plan::build(exp, cells, "test".into()).unwrap();
+        plan.env.clear();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        // Publish each step in order, an empty output of its own name, under its key.
+        for _ in 0..plan.steps.len() {
+            let statuses = plan.status(&cache, &Selection::default());
+            let Some(i) = plan.order.iter().copied().find(|&i| statuses[i].state == State::Run) else { break };
+            let staged = cache.stage().unwrap();
+            std::fs::write(staged.path().join("out"), &plan.steps[i].id).unwrap();
+            let inputs = plan.steps[i].deps.iter().map(|&d| (plan.steps[d].id.clone(), statuses[d].output.clone().unwrap())).collect();
+            cache.publish(staged, &plan.steps[i].id, plan.key_for(&plan.steps[i], inputs)).unwrap();
+        }
+        (plan, cache, dir)
+    }
+
+    fn states(plan: &Plan, cache: &Cache, sel: Selection) -> Vec<(String, &'static str, bool)> {
+        let st = plan.status(cache, &sel);
+        plan.order.iter().map(|&i| (plan.steps[i].id.clone(), st[i].state.name(), st[i].forced)).collect()
+    }
+
+    #[test]
+    fn everything_published_is_fresh() {
+        let (plan, cache, _dir) = cached_plan();
+        assert!(states(&plan, &cache, Selection::default()).iter().all(|(_, s, _)| *s == "fresh"));
+    }
+
+    #[test]
+    fn force_applies_to_what_only_and_kind_choose() {
+        let (plan, cache, _dir) = cached_plan();
+        let by_kind = |kinds: Vec<StepKind>, only: Vec<(String, String)>| {
+            let all = states(&plan, &cache, Selection { kinds, only, force: true });
+            let mut shown: Vec<String> = all
+                .into_iter()
+                .filter(|(_, s, _)| *s != "fresh")
+                .map(|(id, s, f)| format!("{s}{} {id}", if f { "!" } else { "" }))
+                .collect();
+            shown.sort();
+            shown
+        };
+        // The aggregate alone: its measures are read from the cache, not forced.
+        assert_eq!(by_kind(vec![StepKind::Aggregate], vec![]), ["run! aggregate", "skip report"]);
+        // One seed's measures; their datagen is read (fresh), the rest is not chosen.
+        let seed1 = by_kind(vec![StepKind::Measure], vec![("seed".into(), "1".into())]);
+        assert_eq!(
+            seed1,
+            [
+                "run! measure[model=a,variant=base,seed=1,batch-size=1,frames=1]",
+                "run! measure[model=b,variant=base,seed=1,batch-size=1,frames=1]",
+                "skip aggregate",
+                "skip datagen[seed=2,batch-size=1,frames=1]",
+                "skip measure[model=a,variant=base,seed=2,batch-size=1,frames=1]",
+                "skip measure[model=b,variant=base,seed=2,batch-size=1,frames=1]",
+                "skip report",
+            ]
+        );
+    }
+
+    #[test]
+    fn without_force_a_selection_runs_nothing_cached() {
+        let (plan, cache, _dir) = cached_plan();
+        let sel = Selection { kinds: vec![StepKind::Datagen], only: vec![("seed".into(), "2".into())], force: false };
+        let all = states(&plan, &cache, sel);
+        assert!(all.iter().all(|(id, s, _)| *s == "fresh" || (*s == "skip" && !id.starts_with("datagen[seed=2"))), "{all:?}");
+    }
+}
