@@ -11,7 +11,7 @@ pub fn alive(pid: i32) -> bool {
     let Some(p) = Pid::from_raw(pid) else { return false };
     match test_kill_process(p) {
         Err(rustix::io::Errno::SRCH) => false,
-        _ => state(pid).is_none_or(|s| s != 'Z'),
+        _ => stat(pid).is_none_or(|(state, _)| state != 'Z'),
     }
 }
 
@@ -23,19 +23,21 @@ pub fn group_alive(pgid: i32) -> bool {
     }
     // Someone is in the group: look for a member that is not a zombie.
     let Ok(entries) = std::fs::read_dir("/proc") else { return true };
-    entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).any(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|stat| {
-            // "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses.
-            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-            fields.len() > 2 && fields[0] != "Z" && fields[2].parse::<i32>() == Ok(pgid)
-        })
-    })
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| stat(pid).is_some_and(|(state, group)| state != 'Z' && group == pgid))
 }
 
-/// The state letter of `pid` (`R`, `S`, `Z`, …), if it can be read.
-fn state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+/// The state letter (`R`, `S`, `Z`, …) and process group of `pid`, from
+/// `/proc/PID/stat`: "pid (comm) state ppid pgrp …", where comm may hold spaces and
+/// parentheses.
+fn stat(pid: i32) -> Option<(char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = text.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let group = fields.nth(1)?.parse().ok()?;
+    Some((state, group))
 }
 
 #[cfg(test)]
@@ -48,7 +50,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id() as i32;
         // Exited but not reaped: a zombie, which counts as gone.
-        while state(pid) != Some('Z') {
+        while stat(pid).map(|(s, _)| s) != Some('Z') {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert!(!alive(pid));

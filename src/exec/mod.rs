@@ -29,7 +29,7 @@ use crate::plan::{Plan, State, StepKind, StepStatus};
 use crate::steps;
 pub use on_slurm::{SlurmExec, group_job_name, needs_node};
 use progress::Progress;
-pub use publish::{MARKER, PublishError, publish_report};
+pub use publish::{PublishError, publish_report};
 use service::Services;
 
 #[derive(Clone)]

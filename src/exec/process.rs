@@ -43,12 +43,11 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .process_group(0)
-            .spawn();
+            .spawn()
+            .and_then(|mut g| g.stdin.take().map(|pipe| (g, pipe)).ok_or_else(|| std::io::Error::other("it has no stdin")));
         match guard {
-            Ok(mut g) => match g.stdin.take() {
-                Some(pipe) => Ok(ServerProcess { child, pgid, guard: Some((g, pipe)) }),
-                None => Err(std::io::Error::other("the guard has no stdin")),
-            },
+            Ok(guard) => Ok(ServerProcess { child, pgid, guard: Some(guard) }),
+            // No server runs without its guard.
             Err(e) => {
                 let _ = kill_process_group(pgid, Signal::KILL);
                 let _ = child.start_kill();
@@ -81,18 +80,14 @@ impl ServerProcess {
             let _ = tokio::time::timeout(Duration::from_secs(2), guard.wait()).await;
         }
     }
-
-    /// SIGKILL the whole group now (the last line of defence, where nothing can wait).
-    pub fn kill_now(&self) {
-        let _ = kill_process_group(self.pgid, Signal::KILL);
-    }
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        // A server dropped without `stop` (a panic, an early return) takes its group along.
+        // A server dropped without `stop` (a panic, an early return) takes its group
+        // along at once: the last line of defence, where nothing can wait.
         if self.guard.is_some() {
-            self.kill_now();
+            let _ = kill_process_group(self.pgid, Signal::KILL);
         }
     }
 }
