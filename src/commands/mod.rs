@@ -160,9 +160,9 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
             let mut obj = serde_json::json!({"id": step.id, "kind": step.kind.name(), "coords": coords, "key": st.key.map(|k| k.hex()), "state": st.state.name(), "reasons": st.reasons, "server": step.server.map(|s| plan.servers[s].id.clone())});
             if plan.experiment.executor == config::ExecutorKind::Slurm
                 && let Some(s) = step.server
-                && exec::needs_node(&plan.servers[s])
+                && crate::slurm::needs_node(&plan.servers[s])
             {
-                obj["job"] = exec::group_job_name(plan, s).into();
+                obj["job"] = crate::slurm::group_job_name(plan, s).into();
             }
             text.push_str(&obj.to_string());
             text.push('\n');
@@ -315,7 +315,8 @@ fn execute(
         config::ExecutorKind::Local => None,
     };
     let plan = Arc::new(plan);
-    let opts = RunOptions { jobs, keep_going, sim_bin, slurm: slurm.clone(), in_job: false };
+    let remote = slurm.clone().map(|sx| sx as Arc<dyn exec::Remote>);
+    let opts = RunOptions { jobs, keep_going, sim_bin, remote, in_job: false };
     let outcome = rt.block_on(async {
         tokio::select! {
             r = exec::execute(plan.clone(), cache.clone(), statuses, opts) => Ok(r),
@@ -355,7 +356,7 @@ fn execute(
 
 /// After a signal stopped the run (servers are stopped, staging folders removed):
 /// cancel its Slurm jobs, say what is kept, and exit with 128 + the signal.
-fn stopped(slurm: Option<&exec::SlurmExec>, code: i32) -> i32 {
+fn stopped(slurm: Option<&crate::slurm::SlurmExec>, code: i32) -> i32 {
     if let Some(sx) = slurm {
         let ids = sx.tracker.cancel_all();
         if !ids.is_empty() {

@@ -19,12 +19,12 @@ pub(super) fn plan_jobs(plan: &Plan, needed: &[usize]) -> String {
     let settings = &plan.experiment.slurm;
     let mut text = String::new();
     for (s, spec) in plan.servers.iter().enumerate() {
-        if !exec::needs_node(spec) {
+        if !slurm::needs_node(spec) {
             let note = format!("{} measure step(s) to run, from here: a remote API needs no node", needed[s]);
             text.push_str(&format!("  {:<6} {}  ({note})\n", "here", spec.id));
             continue;
         }
-        let name = exec::group_job_name(plan, s);
+        let name = slurm::group_job_name(plan, s);
         let args = slurm::resource_args(settings, spec.gpus_needed).join(" ");
         let gpus = match spec.gpus_needed {
             0 => "no GPU".to_string(),
@@ -49,13 +49,13 @@ pub(super) async fn setup(
     plan: &Plan,
     statuses: &[StepStatus],
     this_binary: &Path,
-) -> Result<Arc<exec::SlurmExec>, Failure> {
+) -> Result<Arc<slurm::SlurmExec>, Failure> {
     let settings = plan.experiment.slurm.clone();
     let mut gpu_counts = std::collections::BTreeSet::new();
     for (step, st) in plan.steps.iter().zip(statuses) {
         if matches!(st.state, State::Run | State::Wait) {
             match step.server {
-                Some(s) if exec::needs_node(&plan.servers[s]) => gpu_counts.insert(plan.servers[s].gpus_needed),
+                Some(s) if slurm::needs_node(&plan.servers[s]) => gpu_counts.insert(plan.servers[s].gpus_needed),
                 Some(_) => false,
                 None if settings.cpu_steps_on_slurm => gpu_counts.insert(0),
                 None => false,
@@ -79,7 +79,7 @@ pub(super) async fn setup(
     }
     let file = file.map(std::path::absolute).transpose().map_err(env)?;
     let binary = settings.binary.clone().unwrap_or_else(|| this_binary.to_path_buf());
-    Ok(Arc::new(exec::SlurmExec { tracker, binary, cache: root, file }))
+    Ok(Arc::new(slurm::SlurmExec { tracker, binary, cache: root, file }))
 }
 
 /// `pipeline slurm-job SPEC`, on a node: run the steps the submitter listed, against
@@ -142,7 +142,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     }
     eprintln!("pipeline slurm-job on {node}: {} ({} step(s))", source.display, spec.steps.len());
     let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
-    let opts = RunOptions { jobs: 2, keep_going: spec.keep_going, sim_bin, slurm: None, in_job: true };
+    let opts = RunOptions { jobs: 2, keep_going: spec.keep_going, sim_bin, remote: None, in_job: true };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
     let outcome = rt.block_on(async {
         tokio::select! {

@@ -8,7 +8,6 @@
 //! never overlap; a lane works through its measures grouped by server, so each server
 //! starts once and stops as soon as its last measure is done.
 
-mod on_slurm;
 pub mod process;
 pub mod progress;
 mod publish;
@@ -21,13 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{Cache, Lookup};
 use crate::hash::{Digest, StepKey};
-use crate::plan::{Plan, State, StepKind, StepStatus};
+use crate::plan::{Plan, ServerSpec, State, StepKind, StepStatus};
 use crate::steps;
-pub use on_slurm::{SlurmExec, group_job_name, needs_node};
 use progress::Progress;
 pub use publish::{PublishError, publish_report};
 use service::Services;
@@ -37,8 +36,9 @@ pub struct RunOptions {
     pub jobs: usize,
     pub keep_going: bool,
     pub sim_bin: PathBuf,
-    /// Send server groups (and, if so configured, the other steps) to Slurm.
-    pub slurm: Option<Arc<SlurmExec>>,
+    /// Send server groups (and, if it takes them, the other steps) to a batch
+    /// scheduler: Slurm's [`crate::slurm::SlurmExec`].
+    pub remote: Option<Arc<dyn Remote>>,
     /// This process is a Slurm job running steps for a submitter: the submitter keeps
     /// the run records, and servers use the GPUs Slurm allocated.
     pub in_job: bool,
@@ -65,15 +65,38 @@ enum Outcome {
     Skipped,
 }
 
-struct Ctx {
-    plan: Arc<Plan>,
-    cache: Cache,
+/// A scheduler that runs steps on other machines (`crate::slurm::SlurmExec`). A run
+/// hands it every server group whose server runs there, and, if it takes them, each
+/// other step; it settles each step it is handed through [`prepare`], [`finish`] and
+/// [`skip`], as a local step task does.
+pub trait Remote: Send + Sync {
+    /// Whether the measures of this server run there.
+    fn takes_server(&self, spec: &ServerSpec) -> bool;
+    /// Whether datagen, aggregate and report steps run there too.
+    fn takes_cpu_steps(&self) -> bool;
+    /// Follow the remote jobs' states; the run drops it when every step is settled.
+    fn follow(&self) -> BoxFuture<'static, ()>;
+    /// Run `group` there, settling each of its steps.
+    fn run<'a>(&'a self, ctx: &'a Ctx, group: Group, statuses: &'a [StepStatus]) -> BoxFuture<'a, ()>;
+}
+
+/// What a run hands a [`Remote`]: one server's measures, or one other step.
+pub enum Group {
+    Server { server: usize, steps: Vec<usize> },
+    Step(usize),
+}
+
+/// One run's shared state. A [`Remote`] reads the plan, the cache and the run's
+/// options from it; the rest is the local scheduler's.
+pub struct Ctx {
+    pub plan: Arc<Plan>,
+    pub cache: Cache,
     services: Services,
     outcomes: Vec<watch::Sender<Option<Outcome>>>,
     cpu: Semaphore,
-    stopping: AtomicBool,
-    keep_going: bool,
-    progress: Progress,
+    pub stopping: AtomicBool,
+    pub keep_going: bool,
+    pub progress: Progress,
     /// Steps that ran or were found cached during this run, with their keys.
     done: Mutex<Vec<(usize, Digest)>>,
     summary: Mutex<RunSummary>,
@@ -130,31 +153,24 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     });
     let statuses = Arc::new(statuses);
     let mut tasks = tokio::task::JoinSet::new();
-    let poller = opts.slurm.as_ref().map(|sx| {
-        let tracker = sx.tracker.clone();
-        tokio::spawn(async move { tracker.poll_forever().await })
-    });
-    // Datagen, aggregate and report: here, or one small Slurm job each.
-    let cpu_jobs = opts.slurm.as_ref().filter(|_| plan.experiment.slurm.cpu_steps_on_slurm);
+    let poller = opts.remote.as_ref().map(|remote| tokio::spawn(remote.follow()));
+    // Datagen, aggregate and report: here, or remotely, one each.
+    let cpu_remote = opts.remote.as_ref().filter(|r| r.takes_cpu_steps());
     for i in other {
         let (ctx, statuses) = (ctx.clone(), statuses.clone());
-        match cpu_jobs.cloned() {
-            Some(sx) => {
-                let name = on_slurm::step_job_name(&plan, i);
-                tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, 0, vec![i], &statuses).await })
-            }
+        match cpu_remote.cloned() {
+            Some(remote) => tasks.spawn(async move { remote.run(&ctx, Group::Step(i), &statuses).await }),
             None => tasks.spawn(async move { step_task(&ctx, i, &statuses[i]).await }),
         };
     }
-    // Under Slurm, one job per server group that needs a node.
-    if let Some(sx) = &opts.slurm {
-        let (to_slurm, here): (BTreeMap<_, _>, BTreeMap<_, _>) =
-            std::mem::take(&mut by_server).into_iter().partition(|(s, _)| needs_node(&plan.servers[*s]));
+    // Remotely, each server group whose server runs there.
+    if let Some(remote) = &opts.remote {
+        let (there, here): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            std::mem::take(&mut by_server).into_iter().partition(|(s, _)| remote.takes_server(&plan.servers[*s]));
         by_server = here;
-        for (s, members) in to_slurm {
-            let (ctx, statuses, sx) = (ctx.clone(), statuses.clone(), sx.clone());
-            let (name, gpus) = (group_job_name(&plan, s), plan.servers[s].gpus_needed);
-            tasks.spawn(async move { on_slurm::job_task(&ctx, &sx, name, gpus, members, &statuses).await });
+        for (server, steps) in there {
+            let (ctx, statuses, remote) = (ctx.clone(), statuses.clone(), remote.clone());
+            tasks.spawn(async move { remote.run(&ctx, Group::Server { server, steps }, &statuses).await });
         }
     }
     // Locally, measures run in lanes: one per server, except that servers holding GPUs
@@ -259,7 +275,7 @@ async fn step_task(ctx: &Ctx, i: usize, status: &StepStatus) {
 /// Wait for step `i`'s inputs and compute its key. `None` when that settled the step:
 /// an input failed (skipped), the run is stopping, or the key is cached after all.
 /// Otherwise the key and the input folders by step id.
-async fn prepare(ctx: &Ctx, i: usize, forced: bool) -> Option<(StepKey, Vec<(String, PathBuf)>)> {
+pub async fn prepare(ctx: &Ctx, i: usize, forced: bool) -> Option<(StepKey, Vec<(String, PathBuf)>)> {
     let step = &ctx.plan.steps[i];
     let mut inputs = Vec::new();
     let mut blocked = false;
@@ -289,14 +305,14 @@ async fn prepare(ctx: &Ctx, i: usize, forced: bool) -> Option<(StepKey, Vec<(Str
     Some((key, inputs.into_iter().map(|(d, _, dir)| (ctx.plan.steps[d].id.clone(), dir)).collect()))
 }
 
-fn skip(ctx: &Ctx, i: usize) {
+pub fn skip(ctx: &Ctx, i: usize) {
     ctx.summary.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
     ctx.outcomes[i].send_replace(Some(Outcome::Skipped));
 }
 
 /// Record a step's end; `result` holds its output digest, `ran` whether it executed
 /// (rather than being found cached once its inputs were known).
-fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: bool) {
+pub fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: bool) {
     let step = &ctx.plan.steps[i];
     let mut summary = ctx.summary.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match result {

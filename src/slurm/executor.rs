@@ -1,5 +1,5 @@
-//! Steps as Slurm jobs: one job per server group (and, with `cpu-steps = "slurm"`, one
-//! per other step). A job task waits for its steps' inputs like a local step does,
+//! Steps as Slurm jobs, the run's [`Remote`]: one job per server group (and, with
+//! `cpu-steps = "slurm"`, one per other step). A job task waits for its steps' inputs like a local step does,
 //! submits the steps that are not cached, and counts each step done as soon as its
 //! entry appears in the shared cache, so a job that dies keeps what it finished.
 
@@ -10,21 +10,47 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{Ctx, finish, prepare, skip};
+use futures_util::future::BoxFuture;
+
+use super::state::JobState;
+use super::tracker::{JobRequest, Tracker};
 use crate::cache::Lookup;
+use crate::exec::{Ctx, Group, Remote, finish, prepare, skip};
 use crate::hash::StepKey;
 use crate::plan::{Plan, ServerSpec, StepKind, StepStatus};
-use crate::slurm;
 
 /// What a run needs to hand steps to Slurm.
 pub struct SlurmExec {
-    pub tracker: Arc<slurm::Tracker>,
+    pub tracker: Arc<Tracker>,
     /// `pipeline` as the nodes see it.
     pub binary: PathBuf,
     /// The cache folder, absolute: the nodes use the same path.
     pub cache: PathBuf,
     /// The experiment file, absolute (none: the embedded demo).
     pub file: Option<PathBuf>,
+}
+
+impl Remote for SlurmExec {
+    fn takes_server(&self, spec: &ServerSpec) -> bool {
+        needs_node(spec)
+    }
+
+    fn takes_cpu_steps(&self) -> bool {
+        self.tracker.settings().cpu_steps_on_slurm
+    }
+
+    fn follow(&self) -> BoxFuture<'static, ()> {
+        let tracker = self.tracker.clone();
+        Box::pin(async move { tracker.poll_forever().await })
+    }
+
+    fn run<'a>(&'a self, ctx: &'a Ctx, group: Group, statuses: &'a [StepStatus]) -> BoxFuture<'a, ()> {
+        let (name, gpus, members) = match group {
+            Group::Server { server, steps } => (group_job_name(&ctx.plan, server), ctx.plan.servers[server].gpus_needed, steps),
+            Group::Step(i) => (step_job_name(&ctx.plan, i), 0, vec![i]),
+        };
+        Box::pin(job_task(ctx, self, name, gpus, members, statuses))
+    }
 }
 
 /// The Slurm job name of server `s`'s group: `pipeline.<experiment>.<model>.<variant>`,
@@ -47,7 +73,7 @@ pub fn needs_node(spec: &ServerSpec) -> bool {
 }
 
 /// The job name of a datagen, aggregate or report step sent to Slurm on its own.
-pub(super) fn step_job_name(plan: &Plan, i: usize) -> String {
+fn step_job_name(plan: &Plan, i: usize) -> String {
     match plan.steps[i].kind {
         StepKind::Datagen => format!("pipeline.{}.datagen.{i}", plan.experiment.name),
         kind => format!("pipeline.{}.{}", plan.experiment.name, kind.name()),
@@ -58,7 +84,7 @@ pub(super) fn step_job_name(plan: &Plan, i: usize) -> String {
 /// inputs, submit the steps not cached, and follow the job. Each step is done as soon
 /// as its entry appears in the shared cache (the job publishes one step at a time), so
 /// a job that dies keeps every step it finished.
-pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: Vec<usize>, statuses: &[StepStatus]) {
+async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: Vec<usize>, statuses: &[StepStatus]) {
     let mut todo: Vec<(usize, StepKey)> = Vec::new();
     // A forced step's entry may already be there: it is done when a new one replaces it
     // (publishing renames a new folder into place), not when the old one is found.
@@ -98,11 +124,11 @@ pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32,
     loop {
         let info = rx.borrow_and_update().clone();
         // Say why a job waits (Resources, Priority, ...) each time that changes.
-        if info.state == "PENDING" && info.reason != waiting_for && !matches!(info.reason.as_str(), "" | "None") {
+        if info.state == JobState::Pending && info.reason != waiting_for && !matches!(info.reason.as_str(), "" | "None") {
             waiting_for = info.reason.clone();
             ctx.progress.line(&format!("wait   {name} (job {id}): {waiting_for}"));
         }
-        if info.state == "RUNNING" && !announced {
+        if info.state == JobState::Running && !announced {
             announced = true;
             ctx.progress.line(&format!("start  {name} (job {id}) on {}", info.node));
         }
@@ -130,8 +156,8 @@ pub(super) async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32,
                     continue;
                 }
                 let job = run.job(id).expect("a submitted job is tracked");
-                let why = match info.state.as_str() {
-                    "COMPLETED" => format!(
+                let why = match info.state {
+                    JobState::Completed => format!(
                         "Slurm job {id} ({name}) completed but did not publish this step\nlog: {}\nhint: the job ran on a node that sees another cache folder; pass --cache with a path on a shared filesystem",
                         job.log.display()
                     ),
@@ -163,7 +189,7 @@ async fn submit(ctx: &Ctx, sx: &SlurmExec, name: &str, gpus: u32, todo: &[(usize
     let steps: Vec<(String, String)> = todo.iter().map(|(i, key)| (ctx.plan.steps[*i].id.clone(), key.digest().hex())).collect();
     let dir = run.dir.join(name);
     let report = &ctx.plan.experiment.report;
-    let spec = slurm::JobSpec {
+    let spec = super::JobSpec {
         run: run.run_id.clone(),
         file: sx.file.clone(),
         steps,
@@ -173,7 +199,7 @@ async fn submit(ctx: &Ctx, sx: &SlurmExec, name: &str, gpus: u32, todo: &[(usize
         noise_pct: report.noise_pct,
         forced: forced.iter().map(|&i| ctx.plan.steps[i].id.clone()).collect(),
     };
-    let request = slurm::JobRequest {
+    let request = JobRequest {
         name: name.to_string(),
         gpus,
         command: vec![

@@ -1,19 +1,7 @@
-//! Slurm through its own command-line tools, as a user would drive it.
-//!
-//! A run submits with `sbatch --parsable` (job names `pipeline.<experiment>.<group>`,
-//! the run id in `--comment`, logs beside each job's spec with `%j`) and follows every
-//! job it owns with **one** `squeue -t all -j <ids>` call per poll; the interval is
-//! short while jobs are young and backs off for long benchmarks. `sacct` is asked only
-//! about ids squeue has forgotten, and only where accounting exists. Every end state
-//! is mapped to a message that says what happened and what to do ([`JobInfo::explain`]).
-//! Ctrl-C cancels the run's jobs with `scancel` ([`Tracker::cancel_all`]).
-//!
-//! What a job *runs* is `pipeline slurm-job SPEC` on the node (`commands::slurm_job`),
-//! which executes the listed steps against the shared cache and publishes each one
-//! atomically, exactly as a local run does.
+//! Submitting, following and cancelling one run's jobs, through Slurm's own tools.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,124 +11,9 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio::sync::{Notify, watch};
 
+use super::state::{JobInfo, JobState, parse_sacct, parse_squeue};
+use super::{JOBS_FILE, RunFile};
 use crate::config::SlurmSettings;
-
-/// What a job writes when it cannot find the cache (`sysexits.h`'s EX_NOINPUT).
-pub const EXIT_NO_INPUT: i32 = 66;
-
-/// Slurm's states that end a job. A job in any other state is still going.
-const END_STATES: [&str; 11] = [
-    "COMPLETED",
-    "FAILED",
-    "CANCELLED",
-    "TIMEOUT",
-    "OUT_OF_MEMORY",
-    "NODE_FAIL",
-    "PREEMPTED",
-    "BOOT_FAIL",
-    "DEADLINE",
-    "REVOKED",
-    "SPECIAL_EXIT",
-];
-
-/// The last known state of one job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct JobInfo {
-    pub state: String,
-    pub reason: String,
-    /// The batch script's exit status, when it exited.
-    pub exit_code: Option<i32>,
-    /// The signal that ended it, when one did.
-    pub signal: Option<i32>,
-    pub node: String,
-}
-
-impl JobInfo {
-    /// Whether the job has ended. A job that waits on a dependency that can never be
-    /// satisfied has ended too, in effect (the caller cancels it).
-    pub fn ended(&self) -> bool {
-        END_STATES.contains(&self.state.as_str()) || self.never_runs() || self.state == "VANISHED"
-    }
-
-    fn never_runs(&self) -> bool {
-        self.state == "PENDING" && self.reason == "DependencyNeverSatisfied"
-    }
-
-    /// What happened to a job that did not complete, and what to do about it.
-    pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> String {
-        let node = if self.node.is_empty() || self.node == "(null)" { String::new() } else { format!(" on {}", self.node) };
-        let state = match self.reason.as_str() {
-            _ if self.never_runs() => "CANCELLED (it was PENDING: DependencyNeverSatisfied)".to_string(),
-            "" | "None" => self.state.clone(),
-            reason => format!("{} (reason {reason})", self.state),
-        };
-        let head = format!("Slurm job {} ({}){node} ended {state}", job.id, job.name);
-        let time = settings.time.as_deref().unwrap_or("the partition's default");
-        let (what, hint) = match self.state.as_str() {
-            "FAILED" if self.reason == "JobLaunchFailure" => (
-                format!("it could not start: Slurm could not open its log {} on the node", job.log.display()),
-                "the cache folder must be on a filesystem the compute nodes share (NFS, Lustre, GPFS), not /tmp or a local disk; \
-                 pass --cache /shared/path, or run here with --executor local"
-                    .to_string(),
-            ),
-            "FAILED" if self.exit_code == Some(EXIT_NO_INPUT) => (
-                "the job could not find its inputs in the cache".to_string(),
-                "the cache folder must be on a filesystem the compute nodes share (NFS, Lustre, GPFS), not /tmp or a local disk; \
-                 pass --cache /shared/path, or run here with --executor local"
-                    .to_string(),
-            ),
-            // sh's "command not found" (126: found but not executable).
-            "FAILED" if matches!(self.exit_code, Some(126 | 127)) => (
-                format!("exit code {}: the node could not run `pipeline` at the path the job gives", self.exit_code.unwrap_or_default()),
-                "put `pipeline` on a filesystem the nodes share, or set `binary` under [slurm] to its path on the nodes".to_string(),
-            ),
-            "FAILED" => (
-                match (self.exit_code, self.signal) {
-                    (_, Some(sig)) if sig > 0 => format!("killed by signal {sig}"),
-                    (Some(code), _) => format!("exit code {code}"),
-                    _ => "no exit code".to_string(),
-                },
-                "the log says why; fix it and run again (finished steps are kept)".to_string(),
-            ),
-            "TIMEOUT" => (
-                format!("it hit its time limit (--time={time})"),
-                "raise `time` under [slurm], or split the sweep with --only; finished steps are kept".to_string(),
-            ),
-            "OUT_OF_MEMORY" => (
-                format!("it was killed for using more memory than it asked for ({})", settings.mem.as_deref().unwrap_or("the default")),
-                "raise `mem` under [slurm]; finished steps are kept".to_string(),
-            ),
-            "CANCELLED" => ("it was cancelled (scancel, or an administrator)".to_string(), "run again to resume".to_string()),
-            "NODE_FAIL" | "BOOT_FAIL" => {
-                ("its node failed".to_string(), "run again to resume on another node; finished steps are kept".to_string())
-            }
-            "PREEMPTED" => ("a higher-priority job preempted it".to_string(), "run again to resume; finished steps are kept".to_string()),
-            "DEADLINE" => ("it could not finish before its deadline".to_string(), "remove the --deadline from sbatch-args".to_string()),
-            "PENDING" => (
-                "it waited on a dependency that can never be satisfied".to_string(),
-                "check the --dependency in [slurm] sbatch-args".to_string(),
-            ),
-            "VANISHED" => (
-                "Slurm no longer knows it (it ended longer ago than MinJobAge, and the cluster keeps no accounting)".to_string(),
-                "the log says how it ended".to_string(),
-            ),
-            _ => (format!("reason {}", self.reason), "see the log".to_string()),
-        };
-        format!("{head}: {what}\n{}\nhint: {hint}", log_tail(&job.log))
-    }
-}
-
-/// The last lines of a job's log, or why there is none.
-fn log_tail(path: &Path) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            let tail = lines[lines.len().saturating_sub(12)..].join("\n    ");
-            format!("log `{}` ends with:\n    {tail}", path.display())
-        }
-        Err(_) => format!("log `{}` does not exist here", path.display()),
-    }
-}
 
 /// One job this run submitted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,7 +143,7 @@ impl Tracker {
             log,
             steps: req.steps,
             gpus: req.gpus,
-            info: JobInfo { state: "PENDING".into(), ..Default::default() },
+            info: JobInfo { state: JobState::Pending, ..Default::default() },
         };
         let (tx, _) = watch::channel(job.info.clone());
         self.jobs.lock().unwrap_or_else(|e| e.into_inner()).insert(id, Tracked { job, since: Instant::now(), tx });
@@ -375,26 +248,11 @@ impl Tracker {
             if let Ok(out) = out.as_ref()
                 && out.status.success()
             {
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    let f: Vec<&str> = line.split('|').collect();
-                    let (Some(id), Some(state)) = (f.first().and_then(|s| s.parse().ok()), f.get(1)) else { continue };
-                    let (code, sig) = f.get(2).and_then(|c| c.split_once(':')).unwrap_or(("", ""));
-                    found.insert(
-                        id,
-                        JobInfo {
-                            // "CANCELLED by 0" → "CANCELLED"
-                            state: state.split_whitespace().next().unwrap_or_default().to_string(),
-                            reason: String::new(),
-                            exit_code: code.parse().ok(),
-                            signal: sig.parse().ok(),
-                            node: f.get(3).unwrap_or(&"").to_string(),
-                        },
-                    );
-                }
+                found = parse_sacct(&String::from_utf8_lossy(&out.stdout));
             }
         }
         for id in ids {
-            found.entry(*id).or_insert_with(|| JobInfo { state: "VANISHED".into(), ..Default::default() });
+            found.entry(*id).or_insert_with(|| JobInfo { state: JobState::Vanished, ..Default::default() });
         }
         found
     }
@@ -428,7 +286,7 @@ impl Tracker {
             let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             for id in &ids {
                 if let Some(t) = jobs.get_mut(id) {
-                    t.job.info.state = "CANCELLED".into();
+                    t.job.info.state = JobState::Cancelled;
                     t.job.info.reason = "run interrupted".into();
                 }
             }
@@ -448,36 +306,6 @@ impl Tracker {
             let _ = std::fs::rename(&tmp, &path);
         }
     }
-}
-
-pub const JOBS_FILE: &str = "jobs.json";
-
-/// `cache/slurm/<run>/jobs.json`: what `pipeline status` shows.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct RunFile {
-    pub run: String,
-    pub jobs: Vec<Submitted>,
-}
-
-/// What the node-side `pipeline slurm-job` reads: the steps to run, with the keys the
-/// submitter computed for them (the node must compute the same).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct JobSpec {
-    pub run: String,
-    /// The experiment file (absolute), or none for the embedded demo.
-    pub file: Option<PathBuf>,
-    pub steps: Vec<(String, String)>,
-    /// Run the job's other steps after one fails (the run's `--keep-going`).
-    pub keep_going: bool,
-    /// What the submitter's command line and surroundings set, which the node cannot
-    /// know: the file as the user named it (and its git commit), `--baseline`,
-    /// `--noise-pct`. They enter the report's key.
-    pub provenance: String,
-    pub baseline: Option<PathBuf>,
-    pub noise_pct: f64,
-    /// Steps to run even where the cache has them (`--force`).
-    #[serde(default)]
-    pub forced: Vec<String>,
 }
 
 /// `--partition`, `--gres` and the rest, for a job holding `gpus` GPUs.
@@ -517,29 +345,6 @@ pub async fn query(ids: &[u64]) -> Result<BTreeMap<u64, JobInfo>> {
         bail!("squeue: {stderr}");
     }
     Ok(parse_squeue(&String::from_utf8_lossy(&out.stdout)))
-}
-
-fn parse_squeue(text: &str) -> BTreeMap<u64, JobInfo> {
-    let mut found = BTreeMap::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split('|').map(str::trim).collect();
-        let Some(id) = f.first().and_then(|s| s.parse::<u64>().ok()) else { continue };
-        let status = f.get(3).and_then(|s| s.parse::<i32>().ok());
-        let state = f.get(1).copied().unwrap_or_default().to_string();
-        // squeue reports the raw wait status: exit code in the high byte, signal low.
-        let ended = END_STATES.contains(&state.as_str());
-        found.insert(
-            id,
-            JobInfo {
-                state,
-                reason: f.get(2).copied().unwrap_or_default().to_string(),
-                exit_code: status.filter(|_| ended).map(|s| (s >> 8) & 0xff),
-                signal: status.filter(|_| ended).map(|s| s & 0x7f).filter(|&s| s != 0),
-                node: f.get(4).copied().unwrap_or_default().to_string(),
-            },
-        );
-    }
-    found
 }
 
 /// `sbatch --parsable` prints `id`, or `id;cluster` on a federation or multi-cluster.
@@ -590,59 +395,6 @@ pub fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn squeue_lines_become_states_with_exit_codes() {
-        let text =
-            "4|FAILED|NonZeroExitCode|768|vm|\n5|RUNNING|None|0|vm|\n7|PENDING|DependencyNeverSatisfied|0||\n9|CANCELLED|None|15|vm|\n";
-        let jobs = parse_squeue(text);
-        assert_eq!(jobs[&4].exit_code, Some(3));
-        assert_eq!(jobs[&4].signal, None);
-        assert!(jobs[&4].ended());
-        assert!(!jobs[&5].ended());
-        assert_eq!(jobs[&5].exit_code, None, "a running job has no exit code yet");
-        assert!(jobs[&7].ended(), "a dependency that can never be met ends the job");
-        assert_eq!(jobs[&9].signal, Some(15));
-    }
-
-    #[test]
-    fn every_end_state_is_explained_with_what_to_do() {
-        let job = Submitted {
-            id: 42,
-            name: "pipeline.x.m.base".into(),
-            log: PathBuf::from("/nonexistent/slurm-42.log"),
-            steps: vec![],
-            gpus: 1,
-            info: JobInfo::default(),
-        };
-        let settings = SlurmSettings { time: Some("30".into()), mem: Some("8G".into()), ..Default::default() };
-        let cases = [
-            ("FAILED", "NonZeroExitCode", Some(3), "exit code 3"),
-            ("FAILED", "JobLaunchFailure", None, "filesystem the compute nodes share"),
-            ("FAILED", "NonZeroExitCode", Some(EXIT_NO_INPUT), "could not find its inputs"),
-            ("FAILED", "NonZeroExitCode", Some(127), "set `binary` under [slurm]"),
-            ("TIMEOUT", "TimeLimit", None, "time limit (--time=30)"),
-            ("OUT_OF_MEMORY", "OutOfMemory", None, "more memory than it asked for (8G)"),
-            ("CANCELLED", "None", None, "cancelled"),
-            ("NODE_FAIL", "None", None, "its node failed"),
-            ("BOOT_FAIL", "None", None, "its node failed"),
-            ("PREEMPTED", "None", None, "preempted"),
-            ("DEADLINE", "None", None, "deadline"),
-            ("PENDING", "DependencyNeverSatisfied", None, "can never be satisfied"),
-            ("VANISHED", "", None, "no longer knows it"),
-        ];
-        for (state, reason, exit_code, expected) in cases {
-            let info = JobInfo { state: state.into(), reason: reason.into(), exit_code, signal: None, node: "n1".into() };
-            assert!(info.ended(), "{state} ends a job");
-            let text = info.explain(&job, &settings);
-            assert!(text.contains(expected), "{state}/{reason}: `{expected}` not in {text}");
-            assert!(text.contains("Slurm job 42 (pipeline.x.m.base) on n1") && text.contains("hint: "), "{text}");
-            assert!(text.contains("/nonexistent/slurm-42.log"), "the log's path: {text}");
-        }
-        for state in ["PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED"] {
-            assert!(!JobInfo { state: state.into(), ..Default::default() }.ended(), "{state} is not an end");
-        }
-    }
 
     #[test]
     fn only_busy_controllers_are_retried() {
