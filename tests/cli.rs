@@ -411,6 +411,24 @@ fn bad_experiment_files_are_explained() {
         ),
         ("a rate in closed loop", "turns = 2", "turns = 2\nrequest-rate = 3.0", &["t.toml:17:16", "only applies to open-loop arrival"]),
         (
+            "a missing image folder",
+            "turns = 2",
+            "turns = 2\nimages-dir = \"nope\"",
+            &["t.toml:17:14", "workload.images-dir: `nope`: cannot read the folder", "relative to the project root"],
+        ),
+        (
+            "a folder of other files",
+            "turns = 2",
+            "turns = 2\nimages-dir = \"notes\"",
+            &["t.toml:17:14", "holds files that are not images: a.txt", "keep only JPEG or PNG"],
+        ),
+        (
+            "a missing questions file",
+            "turns = 2",
+            "turns = 2\nquestions-file = \"q.txt\"",
+            &["t.toml:17:18", "workload.questions-file: cannot read `q.txt`"],
+        ),
+        (
             "a negative SLO",
             "dir = \"reports/t\"",
             "dir = \"reports/t\"\nslo = { ttft-ms = -1.0 }",
@@ -518,6 +536,7 @@ fn bad_experiment_files_are_explained() {
         ),
     ];
     let original = p.read("experiments/t.toml");
+    p.write("notes/a.txt", "not an image");
     std::fs::create_dir_all(p.path().join("cache")).unwrap();
     std::fs::write(p.path().join("cache/keep-me"), "x").unwrap();
     for (what, from, to, expected) in cases {

@@ -6,6 +6,7 @@
 //! path, and says how to fix it. Defaults are filled in here, so that writing a default
 //! explicitly produces the same `Experiment` (and therefore the same step hashes).
 
+mod inputs;
 pub mod limits;
 mod locate;
 pub mod raw;

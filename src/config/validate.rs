@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use super::*;
 
-/// Parse and validate an experiment.
+/// Parse the file, read what it points to, and validate both.
 pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let raw = parse(source)?;
-    let mut v = Validator { source, issues: Vec::new() };
-    let experiment = v.experiment(raw);
+    let inputs = inputs::read(source, &raw.workload);
+    let mut v = Validator { source, issues: inputs.issues };
+    let experiment = v.experiment(raw, inputs.questions, inputs.images);
     if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::Invalid { file: source.display.clone(), issues: v.issues }) }
 }
 
@@ -136,7 +137,8 @@ impl Validator<'_> {
         slo
     }
 
-    fn experiment(&mut self, raw: raw::RawExperiment) -> Experiment {
+    /// `questions` and `images`: what the file's paths hold ([`inputs::read`]).
+    fn experiment(&mut self, raw: raw::RawExperiment, questions: Vec<String>, images: Option<ImageFolder>) -> Experiment {
         if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             self.error(
                 "name",
@@ -149,7 +151,7 @@ impl Validator<'_> {
             self.error("models", "no models are defined", Some("add a table such as [models.qwen-3b] with backend = \"sim\"".into()));
         }
         let server = self.server(raw.server);
-        let workload = self.workload(raw.workload);
+        let workload = self.workload(raw.workload, questions, images);
         let matrix = self.matrix(raw.matrix, raw.axis, &models);
         if workload.arrival == Arrival::Closed
             && let Some(i) = matrix.custom.iter().position(|a| a.feeds == Feeds::Workload("request-rate".into()))
@@ -436,7 +438,7 @@ impl Validator<'_> {
         }
     }
 
-    fn workload(&mut self, w: raw::RawWorkload) -> Workload {
+    fn workload(&mut self, w: raw::RawWorkload, from_file: Vec<String>, images_dir: Option<ImageFolder>) -> Workload {
         let (width, height) = match w.resolution.as_deref().unwrap_or("1280x720").split_once('x') {
             Some((a, b)) => match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
                 (Ok(a), Ok(b)) if a > 0 && b > 0 && a <= 8192 && b <= 8192 => (a, b),
@@ -455,20 +457,10 @@ impl Validator<'_> {
             }
         };
         let mut questions = w.questions.unwrap_or_default();
-        if let Some(file) = &w.questions_file {
-            match read_capped(&self.source.base_dir.join(file)) {
-                Ok(text) => questions.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from)),
-                Err(e) => self.error(
-                    "workload.questions-file",
-                    format!("cannot read `{file}`: {e}"),
-                    Some("paths are relative to the project root".into()),
-                ),
-            }
-        }
+        questions.extend(from_file);
         if questions.is_empty() {
             questions = DEFAULT_QUESTIONS.iter().map(|q| q.to_string()).collect();
         }
-        let images_dir = w.images_dir.as_ref().and_then(|dir| self.image_folder(dir));
         let temperature = self.num("workload.temperature", w.temperature, 0.0, limits::TEMPERATURE);
         let share = self.num("workload.max-error-share", w.max_error_share, 0.05, limits::MAX_ERROR_SHARE);
         let arrival = self.arrival(w.arrival.as_deref(), w.request_rate);
@@ -501,50 +493,6 @@ impl Validator<'_> {
             images_by_id,
             frames_as_video,
         }
-    }
-
-    fn image_folder(&mut self, dir: &str) -> Option<ImageFolder> {
-        let path = self.source.base_dir.join(dir);
-        let entries = match std::fs::read_dir(&path) {
-            Ok(e) => e,
-            Err(e) => {
-                self.error(
-                    "workload.images-dir",
-                    format!("cannot read folder `{dir}`: {e}"),
-                    Some("paths are relative to the project root".into()),
-                );
-                return None;
-            }
-        };
-        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_file()).collect();
-        files.sort();
-        let mut hasher = blake3::Hasher::new_derive_key("pipeline image folder v1");
-        let mut bad = Vec::new();
-        for f in &files {
-            match std::fs::read(f) {
-                Ok(bytes) if image::guess_format(&bytes).is_ok() => {
-                    hasher.update(blake3::hash(&bytes).as_bytes());
-                }
-                _ => bad.push(f.file_name().unwrap_or_default().to_string_lossy().into_owned()),
-            }
-        }
-        if !bad.is_empty() {
-            self.error(
-                "workload.images-dir",
-                format!("`{dir}` holds files that are not images: {}", bad.join(", ")),
-                Some("keep only JPEG or PNG files in the folder".into()),
-            );
-            return None;
-        }
-        if files.is_empty() {
-            self.error(
-                "workload.images-dir",
-                format!("folder `{dir}` holds no images"),
-                Some("add JPEG or PNG files, or remove images-dir to use synthetic images".into()),
-            );
-            return None;
-        }
-        Some(ImageFolder { path, files, digest: hasher.finalize().to_hex().to_string() })
     }
 
     fn matrix(&mut self, m: raw::RawMatrix, axes: Vec<raw::RawAxis>, models: &BTreeMap<String, Model>) -> Matrix {
