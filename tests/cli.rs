@@ -15,7 +15,9 @@ use serde_json::Value;
 
 mod fake;
 mod hardening;
+mod isolation;
 mod slurm;
+mod vllm;
 
 struct Project {
     dir: tempfile::TempDir,
@@ -1097,6 +1099,7 @@ fn vllm_gets_the_documented_command_line() {
             r#"#!/bin/sh
 printf '%s\n' "$@" > "$(dirname "$0")/argv.txt"
 echo "$CUDA_VISIBLE_DEVICES" > "$(dirname "$0")/gpus.txt"
+echo "$VLLM_SERVER_DEV_MODE" > "$(dirname "$0")/dev-mode.txt"
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port=$2 ;;
@@ -1159,6 +1162,7 @@ frames = [2]
         "awq",
         "--limit-mm-per-prompt",
         r#"{"image":6}"#,
+        "--enable-prompt-tokens-details",
         "--max-model-len",
         "32768",
         "--no-enable-prefix-caching",
@@ -1166,6 +1170,7 @@ frames = [2]
         "0.9",
     ];
     assert_eq!(argv, expected);
+    assert_eq!(p.read("bin/dev-mode.txt").trim(), "1", "the cache reset routes that isolate cells");
     assert_eq!(p.read("bin/gpus.txt").trim(), "3,1", "the first tensor-parallel-size GPUs of [server] gpus");
 
     // Frames as video: one video per turn is the limit, and vLLM keeps every frame.

@@ -137,6 +137,8 @@ pub const SLO_MS: Limit = Limit::num(0.0, 86_400_000.0, "milliseconds").above();
 pub const ATTAINMENT_PCT: Limit = Limit::num(0.0, 100.0, "percent of requests").above();
 
 /// The simulator's latency model (`sim = { … }`, and `pipeline sim-server`'s flags).
+/// 0: scrape `/metrics` at a cell's start and end only.
+pub const METRICS_INTERVAL_S: Limit = Limit::num(0.0, 3600.0, "seconds");
 pub const SIM_BASE_MS: Limit = Limit::num(0.0, 600_000.0, "milliseconds");
 pub const SIM_US_PER: Limit = Limit::num(0.0, 1_000_000.0, "microseconds");
 /// Each duration is scaled by `1 ± jitter`; at 1 or more it could reach zero or below.

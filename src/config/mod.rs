@@ -272,6 +272,10 @@ pub struct Workload {
     /// Send each image once with a stable id and refer to it afterwards (vLLM's
     /// multimodal UUIDs), instead of resending every image every turn.
     pub images_by_id: bool,
+    /// How each cell is kept from the server caches other cells filled.
+    pub cache_isolation: CacheIsolation,
+    /// Seconds between scrapes of the server's `/metrics`; 0: at the start and end only.
+    pub metrics_interval_s: f64,
     /// Send a turn's frames as one `video_url` (vLLM's `data:video/jpeg` frame
     /// sequence) instead of one image part per frame.
     pub frames_as_video: bool,
@@ -327,7 +331,40 @@ pub enum Feeds {
 }
 
 /// Workload parameters a custom axis may override.
-pub const WORKLOAD_AXES: [&str; 5] = ["max-tokens", "request-rate", "temperature", "turns", "warmup-requests"];
+pub const WORKLOAD_AXES: [&str; 6] = ["cache-isolation", "max-tokens", "request-rate", "temperature", "turns", "warmup-requests"];
+
+/// How a measure step keeps its cell from the server caches that other cells filled
+/// (`[workload] cache-isolation`). Within a cell, a conversation's own history may hit
+/// the cache: that is what a chat does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheIsolation {
+    /// The strongest the backend supports: `reset`, else `salt` when the server has no
+    /// reset routes, else (a hosted API) nothing, said in the report.
+    #[default]
+    Auto,
+    /// Empty the server's prefix, multimodal and encoder caches before the cell (vLLM's
+    /// `POST /reset_prefix_cache`, `/reset_mm_cache`, `/reset_encoder_cache`).
+    Reset,
+    /// A new `cache_salt` per cell: isolates vLLM's prefix cache, not its multimodal
+    /// processor cache (keyed by image content).
+    Salt,
+    /// Nothing: measure caches as earlier cells left them, on purpose.
+    None,
+}
+
+impl CacheIsolation {
+    pub const CHOICES: [(&str, CacheIsolation); 4] =
+        [("auto", Self::Auto), ("reset", Self::Reset), ("salt", Self::Salt), ("none", Self::None)];
+
+    pub fn parse(text: &str) -> Option<CacheIsolation> {
+        Self::CHOICES.iter().find(|(name, _)| *name == text).map(|(_, c)| *c)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::CHOICES.iter().find(|(_, c)| *c == self).map_or("auto", |(name, _)| name)
+    }
+}
 
 /// An `include` or `exclude` entry: axis name → accepted values.
 #[derive(Debug, Clone)]

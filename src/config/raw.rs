@@ -113,6 +113,8 @@ pub struct RawWorkload {
     pub arrival: Option<String>,
     pub request_rate: Option<f64>,
     pub image_reuse: Option<String>,
+    pub cache_isolation: Option<String>,
+    pub metrics_interval_s: Option<f64>,
     pub frames_as: Option<String>,
 }
 

@@ -65,6 +65,15 @@ fn parse_hint(message: &str) -> Option<String> {
     None
 }
 
+/// The choices for `cache-isolation`, the closest first.
+fn isolation_hint(text: &str) -> String {
+    let names = CacheIsolation::CHOICES.map(|(name, _)| name);
+    match closest(text, names.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`? (one of: {})", names.join(", ")),
+        None => format!("one of: {}", names.join(", ")),
+    }
+}
+
 struct Validator<'a> {
     source: &'a Source,
     issues: Vec<Issue>,
@@ -476,6 +485,13 @@ impl Validator<'_> {
             ("resend", "every image every turn"),
             ("uuid", "each image once, then by id"),
         );
+        let cache_isolation = match w.cache_isolation.as_deref() {
+            None => CacheIsolation::Auto,
+            Some(text) => CacheIsolation::parse(text).unwrap_or_else(|| {
+                self.error("workload.cache-isolation", format!("unknown cache isolation {}", quoted(text)), Some(isolation_hint(text)));
+                CacheIsolation::Auto
+            }),
+        };
         let timeout = self.num("workload.request-timeout-s", w.request_timeout_s, 120.0, limits::REQUEST_TIMEOUT_S);
         Workload {
             turns: self.int("workload.turns", w.turns, 60, limits::TURNS),
@@ -491,6 +507,8 @@ impl Validator<'_> {
             max_error_share: share,
             arrival,
             images_by_id,
+            cache_isolation,
+            metrics_interval_s: self.num("workload.metrics-interval-s", w.metrics_interval_s, 1.0, limits::METRICS_INTERVAL_S),
             frames_as_video,
         }
     }
@@ -564,6 +582,12 @@ impl Validator<'_> {
                 match (v, limit) {
                     (serde_json::Value::Array(_) | serde_json::Value::Object(_) | serde_json::Value::Null, _) => {
                         self.error(path, "values must be strings, numbers or booleans", None)
+                    }
+                    _ if a.workload.as_deref() == Some("cache-isolation") => {
+                        let text = v.as_str().unwrap_or_default();
+                        if CacheIsolation::parse(text).is_none() {
+                            self.error(path, format!("unknown cache isolation {}", quoted(text)), Some(isolation_hint(text)));
+                        }
                     }
                     (_, Some(limit)) => {
                         if let Err(message) = limit.check_json(v) {

@@ -264,6 +264,8 @@ impl Services {
                     a.extend(["--quantization".into(), q.to_string()]);
                 }
                 a.extend(["--limit-mm-per-prompt".into(), limit_mm.to_string()]);
+                // Cached tokens per request (`usage.prompt_tokens_details`).
+                a.push("--enable-prompt-tokens-details".into());
                 if let Some(media) = spec.config.get("media-io-kwargs") {
                     a.extend(["--media-io-kwargs".into(), media.to_string()]);
                 }
@@ -328,6 +330,11 @@ impl Services {
         cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         if spec.gpus_needed > 0 {
             cmd.env("CUDA_VISIBLE_DEVICES", self.visible_devices(i));
+        }
+        if spec.backend == Backend::Vllm {
+            // The cache reset routes that isolate cells (`cache-isolation`); the server
+            // listens on 127.0.0.1 only.
+            cmd.env("VLLM_SERVER_DEV_MODE", "1");
         }
         ServerProcess::spawn(cmd, &self.sim_bin).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {

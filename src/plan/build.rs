@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use rayon::prelude::*;
 
 use super::{Plan, PlanError, ServerSpec, Step, StepKind};
-use crate::config::{Arrival, Backend, Experiment, Feeds};
+use crate::config::{Arrival, Backend, CacheIsolation, Experiment, Feeds};
 use crate::hash;
 use crate::matrix::Cell;
 use crate::steps;
@@ -240,6 +240,10 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
         request_rate,
         image_reuse: w.images_by_id.then(|| "uuid".to_string()),
         frames_as: w.frames_as_video.then(|| "video".to_string()),
+        cache_isolation: workload_override(exp, cell, "cache-isolation")
+            .and_then(|v| v.as_str().and_then(CacheIsolation::parse))
+            .unwrap_or(w.cache_isolation),
+        metrics_interval_s: w.metrics_interval_s,
     })
 }
 

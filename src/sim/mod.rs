@@ -62,6 +62,12 @@ struct Shared {
     timer: std::sync::mpsc::Sender<Emission>,
     truth: Mutex<Vec<Truth>>,
     prefixes: Mutex<HashSet<[u8; 32]>>,
+    /// vLLM's prefix-cache counters, in tokens: looked up, and found.
+    prefix_queries: AtomicU64,
+    prefix_hits: AtomicU64,
+    /// Chat requests answered in full, and prompt and generated tokens, as vLLM counts.
+    finished: AtomicU64,
+    prompt_tokens: AtomicU64,
     /// Images sent with a uuid: their width and height.
     images_by_uuid: Mutex<HashMap<String, (u32, u32)>>,
 }
@@ -94,6 +100,10 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
         timer: tx,
         truth: Mutex::new(Vec::new()),
         prefixes: Mutex::new(HashSet::new()),
+        prefix_queries: AtomicU64::new(0),
+        prefix_hits: AtomicU64::new(0),
+        finished: AtomicU64::new(0),
+        prompt_tokens: AtomicU64::new(0),
         images_by_uuid: Mutex::new(HashMap::new()),
     });
     let timer_shared = shared.clone();
@@ -134,6 +144,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             StatusCode::OK,
             json!({"object": "list", "data": [{"id": shared.opts.served_name, "object": "model", "owned_by": "pipeline-sim"}]}),
         ),
+        (&Method::GET, "/metrics") => metrics(&shared),
+        // vLLM's cache resets (it serves them with VLLM_SERVER_DEV_MODE=1). The
+        // simulator's only cache is the prefix cache; the others have nothing to empty.
+        (&Method::POST, "/reset_prefix_cache") => {
+            shared.prefixes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            json_response(StatusCode::OK, json!({}))
+        }
+        (&Method::POST, "/reset_mm_cache" | "/reset_encoder_cache") => json_response(StatusCode::OK, json!({})),
         (&Method::GET, "/sim/truth") => {
             let truth = shared.truth.lock().map(|t| t.clone()).unwrap_or_default();
             json_response(StatusCode::OK, serde_json::to_value(truth).unwrap_or_default())
@@ -187,6 +205,10 @@ struct ChatRequest {
     stream: bool,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
+    /// vLLM's per-request prefix-cache salt: only requests with the same salt share
+    /// cached blocks.
+    #[serde(default)]
+    cache_salt: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -423,8 +445,9 @@ impl Answer {
     }
 }
 
-/// Tokens of the prompt that the prefix cache holds: leading messages seen before.
-fn cached_prefix(shared: &Shared, per_message: &[(u64, [u8; 32])]) -> u64 {
+/// Tokens of the prompt that the prefix cache holds: leading messages seen before,
+/// under the same salt.
+fn cached_prefix(shared: &Shared, per_message: &[(u64, [u8; 32])], salt: Option<&str>) -> u64 {
     if !shared.opts.params.prefix_caching {
         return 0;
     }
@@ -432,6 +455,10 @@ fn cached_prefix(shared: &Shared, per_message: &[(u64, [u8; 32])]) -> u64 {
     let mut cached = 0;
     let mut hit = true;
     for (tokens, digest) in per_message {
+        let digest = &match salt {
+            Some(salt) => *blake3::Hasher::new().update(salt.as_bytes()).update(digest).finalize().as_bytes(),
+            None => *digest,
+        };
         hit = hit && seen.contains(digest);
         if hit {
             cached += tokens;
@@ -473,7 +500,12 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         );
     }
     let prompt_tokens: u64 = per_message.iter().map(|(t, _)| t).sum();
-    let cached_tokens = cached_prefix(shared, &per_message);
+    let cached_tokens = cached_prefix(shared, &per_message, req.cache_salt.as_deref());
+    if shared.opts.params.prefix_caching {
+        shared.prefix_queries.fetch_add(prompt_tokens, Ordering::Relaxed);
+        shared.prefix_hits.fetch_add(cached_tokens, Ordering::Relaxed);
+    }
+    shared.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     let request_id = request_id.unwrap_or_else(|| format!("sim-{seq}"));
     let completion = max_tokens.min(shared.opts.params.answer_tokens).max(1) as usize;
@@ -590,6 +622,9 @@ fn timer_loop(rx: std::sync::mpsc::Receiver<Emission>, shared: Arc<Shared>) {
             let done = e.chunks.is_empty();
             if e.tx.send((chunk, planned)).is_err() || done {
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                if done {
+                    shared.finished.fetch_add(1, Ordering::Relaxed);
+                }
                 continue;
             }
             let in_flight = shared.in_flight.load(Ordering::SeqCst);
@@ -645,4 +680,28 @@ impl Drop for TimedBody {
             all.push(t);
         }
     }
+}
+
+/// `GET /metrics`: vLLM's names for what the simulator knows, in Prometheus's text
+/// format, so that scraping and what is derived from it can be checked against truth.
+fn metrics(shared: &Shared) -> Response<SimBody> {
+    let labels = format!("{{engine=\"0\",model_name=\"{}\"}}", shared.opts.served_name.replace(['"', '\\', '\n'], "_"));
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let lines = [
+        ("counter", "vllm:prefix_cache_queries_total", load(&shared.prefix_queries) as f64),
+        ("counter", "vllm:prefix_cache_hits_total", load(&shared.prefix_hits) as f64),
+        ("counter", "vllm:prompt_tokens_total", load(&shared.prompt_tokens) as f64),
+        ("counter", "vllm:request_success_total", load(&shared.finished) as f64),
+        ("gauge", "vllm:num_requests_running", shared.in_flight.load(Ordering::SeqCst) as f64),
+        // The simulator queues nothing: every request is served at once.
+        ("gauge", "vllm:num_requests_waiting", 0.0),
+    ];
+    let mut text = String::new();
+    for (kind, name, value) in lines {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        text.push_str(&format!("# TYPE {family} {kind}\n{name}{labels} {value:?}\n"));
+    }
+    let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(text))));
+    r.headers_mut().insert("content-type", "text/plain; version=0.0.4; charset=utf-8".parse().expect("static header"));
+    r
 }

@@ -50,7 +50,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Every request row under `cache/<under>/` (`measure` or `failed`), read from the
 /// Parquet tables (CSV cannot be split naively: details hold commas), values as text.
-fn rows_under(p: &Project, under: &str) -> Vec<BTreeMap<String, String>> {
+pub(super) fn rows_under(p: &Project, under: &str) -> Vec<BTreeMap<String, String>> {
     use polars::prelude::*;
     let dir = p.path().join("cache").join(under);
     let mut rows = Vec::new();
@@ -116,7 +116,7 @@ fn keys_never_leave_for_another_origin_nor_land_on_disk() {
     let echoing = FakeServer::start(move |req| match req.path.as_str() {
         "/v1/models" => fake::models("m"),
         "/version" => Reply::Ok("application/json", format!(r#"{{"version":"1.0|{KEY_A}`\n# {KEY_B}"}}"#)),
-        _ if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => fake::response(
+        "/v1/chat/completions" if answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => fake::response(
             "401 Unauthorized",
             &[("content-type", "application/json")],
             &format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY_A}; also seen: {KEY_B}"}}}}"#),

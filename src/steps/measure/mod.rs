@@ -25,14 +25,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{self, Api, ErrorClass, Exchange, Target};
 use crate::clock::monotonic_ns;
+use crate::config::CacheIsolation;
 use crate::export;
 use crate::gpu;
 use crate::steps::datagen::Dataset;
 
+pub mod isolation;
+pub mod scrape;
+
 /// Bump when recorded files would change.
 /// 5: `retry_after_s`; keys redacted; redirects, oversized answers and non-event-stream
 /// answers classified.
-pub const VERSION: u32 = 5;
+/// 6: cells isolated from each other's server caches (`cache-isolation`); the server's
+/// `/metrics` scraped beside the requests.
+pub const VERSION: u32 = 6;
 
 /// Attempts per turn when the server answers 429.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -69,6 +75,11 @@ pub struct Params {
     /// `video`: a turn's frames go as one `video_url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frames_as: Option<String>,
+    /// How the cell is kept from caches other cells filled (see [`isolation`]).
+    pub cache_isolation: CacheIsolation,
+    /// Seconds between scrapes of the server's `/metrics` (see [`scrape`]); 0: at the
+    /// start and end of the cell only.
+    pub metrics_interval_s: f64,
 }
 
 /// Where to send requests, and what to write down about the server.
@@ -133,8 +144,13 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
             format!(r#"{{"model":{model},"stream":true,"max_tokens":{},"temperature":{},"messages":["#, p.max_tokens, p.temperature)
         }
     };
-    let header = Arc::new(header);
     let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
+    let isolated = isolation::isolate(endpoint, &p.backend, p.cache_isolation, &format!("pipeline-{run_id}"), target.timeout).await?;
+    let header = match &isolated.salt {
+        Some(salt) => header.replacen('{', &format!("{{\"cache_salt\":{},", serde_json::Value::String(salt.clone())), 1),
+        None => header,
+    };
+    let header = Arc::new(header);
 
     let sampler = match endpoint.gpus.is_empty() {
         true => Err("the server does not run on this machine's GPUs".to_string()),
@@ -149,6 +165,9 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         records.push(Record { conversation: 0, turn: i, attempt: 0, warmup: true, scheduled_ns, ex });
     }
 
+    // The server's own numbers, for the measured requests (warm-up done).
+    let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
+    let scraper = scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), interval, target.timeout).await;
     let schedule = Arc::new(open_loop_schedule(p));
     let planned = p.batch_size as u64 * p.turns as u64;
     let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
@@ -214,6 +233,9 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         records.extend(done.context("a conversation task panicked")?);
     }
     records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
+    let scraped = scraper.finish().await;
+    let server_metrics = scrape::summarize(&scraped, interval);
+    write_metrics(&scraped.rows, out)?;
     let telemetry = match sampler {
         Ok(s) => {
             let samples = s.stop();
@@ -238,6 +260,8 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         "hardware": hardware,
         "nvml": gpu::availability(),
         "telemetry": telemetry,
+        "isolation": isolated,
+        "server_metrics": server_metrics,
         "requests": measured.len(),
         "errors": failed.len(),
     });
@@ -548,6 +572,23 @@ fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
 }
 
 /// GPU samples taken during the measurement, one row per GPU per sample.
+/// The scraped `/metrics` as a tidy table; nothing when there was none.
+fn write_metrics(rows: &[scrape::Row], out: &Path) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut df = DataFrame::new(
+        rows.len(),
+        vec![
+            Column::new("t_ns".into(), rows.iter().map(|r| r.t_ns).collect::<Vec<u64>>()),
+            Column::new("metric".into(), rows.iter().map(|r| r.metric.as_str()).collect::<Vec<&str>>()),
+            Column::new("labels".into(), rows.iter().map(|r| r.labels.as_str()).collect::<Vec<&str>>()),
+            Column::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<f64>>()),
+        ],
+    )?;
+    export::write_table(&mut df, out, "metrics")
+}
+
 fn write_telemetry(samples: &[gpu::Sample], out: &Path) -> Result<()> {
     let col = |name: &str, f: &dyn Fn(&gpu::Sample) -> Option<u32>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
     let colf = |name: &str, f: &dyn Fn(&gpu::Sample) -> Option<f64>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());

@@ -1,0 +1,81 @@
+//! Cells do not read each other's server caches, and the server's own `/metrics`
+//! agrees with the requests: checked against the simulator, whose prefix cache and
+//! counters behave as vLLM's do (`cache_salt`, the reset routes, `/metrics`).
+
+use std::collections::BTreeMap;
+
+use super::Project;
+
+#[test]
+fn cells_start_from_clean_caches_and_the_servers_metrics_agree_with_the_requests() {
+    let p = Project::new();
+    p.write(
+        "experiments/i.toml",
+        r#"
+name = "iso"
+
+[models.m]
+backend = "sim"
+served-name = "iso-sim"
+sim = { ttft-base-ms = 1.0, itl-base-ms = 0.5, jitter = 0.0, answer-tokens = 4, prefix-caching = true }
+
+[workload]
+turns = 3
+resolution = "64x48"
+max-tokens = 4
+warmup-requests = 0
+metrics-interval-s = 0
+
+[matrix]
+model = ["m"]
+seed = [1]
+batch-size = [1, 2]
+
+[[axis]]
+name = "isolation"
+workload = "cache-isolation"
+values = ["reset", "salt", "none"]
+"#,
+    );
+    let out = p.pipeline(&["run", "experiments/i.toml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut cells: BTreeMap<(String, String), Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    for row in super::hardening::rows_under(&p, "measure") {
+        cells.entry((row["batch_size"].clone(), row["isolation"].clone())).or_default().push(row);
+    }
+    let num = |r: &BTreeMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
+    // Conversation 0 of the batch-2 cells sends what the batch-1 cells sent first.
+    let first = |iso: &str| num(&cells[&("2".to_string(), iso.to_string())][0], "cached_tokens");
+    assert_eq!(first("reset"), 0.0, "reset: the cell's first request is cold");
+    assert_eq!(first("salt"), 0.0, "salted: the cell's first request is cold");
+    assert!(first("none") > 0.0, "none: it reads what an earlier cell cached");
+    for rows in cells.values() {
+        // Within a cell, a conversation's own history is cached.
+        assert!(num(&rows[1], "cached_tokens") > 0.0, "{rows:?}");
+    }
+
+    let metas: Vec<serde_json::Value> = p
+        .all_files()
+        .into_iter()
+        .filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
+        .collect();
+    assert_eq!(metas.len(), 6);
+    for meta in &metas {
+        let cell: BTreeMap<String, String> =
+            serde_json::from_value::<Vec<(String, String)>>(meta["cell"].clone()).unwrap().into_iter().collect();
+        let (batch, iso) = (cell["batch-size"].clone(), cell["isolation"].clone());
+        assert_eq!(meta["isolation"]["done"], iso.as_str(), "{}", meta["isolation"]);
+        let rows = &cells[&(batch.clone(), iso.clone())];
+        let (cached, prompt): (f64, f64) =
+            rows.iter().map(|r| (num(r, "cached_tokens"), num(r, "prompt_tokens"))).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let m = &meta["server_metrics"];
+        assert_eq!(m["available"], true, "{m}");
+        assert_eq!(m["scrapes"], 2, "at the start and the end: {m}");
+        assert_eq!(m["prefix_cache_queries"].as_f64(), Some(prompt), "{batch}/{iso}: {m}");
+        assert_eq!(m["prefix_cache_hit_rate"].as_f64(), Some(cached / prompt), "{batch}/{iso}: {m}");
+        assert_eq!(m["mm_cache_hit_rate"], serde_json::Value::Null, "the simulator has no such cache: {m}");
+    }
+    let metrics = p.all_files().into_iter().filter(|(path, _)| path.ends_with("metrics.csv")).count();
+    assert_eq!(metrics, 6, "every cell keeps its scrapes");
+}

@@ -1,0 +1,146 @@
+//! A real `vllm serve`: vLLM's CPU build and a tiny random-weight Qwen2.5-VL that
+//! counts image tokens as the real model does, both installed once per machine by
+//! `scripts/vllm/install.sh` (under `~/.cache/pipeline/vllm`). One server, started by
+//! `pipeline` itself, serves every cell of the test.
+//!
+//! `PIPELINE_SKIP_VLLM=1` skips it (say, on a laptop without the 6 GB install).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::{Project, processes_with};
+
+/// Prompt tokens of one 1280×720 image in Qwen2.5-VL: each side rounded to a multiple
+/// of 28 (1288 × 728), one token per 28×28 patch (46 × 26), plus vision start and end.
+const IMAGE_TOKENS: i64 = 46 * 26 + 2;
+
+fn install() -> PathBuf {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vllm/install.sh");
+    let out = std::process::Command::new("bash").arg(script).output().expect("bash runs");
+    assert!(out.status.success(), "scripts/vllm/install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Every request row of the measure steps, by (batch-size, isolation).
+fn rows_by_cell(p: &Project) -> BTreeMap<(String, String), Vec<BTreeMap<String, String>>> {
+    let mut cells: BTreeMap<(String, String), Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    for row in super::hardening::rows_under(p, "measure") {
+        cells.entry((row["batch_size"].clone(), row["isolation"].clone())).or_default().push(row);
+    }
+    cells
+}
+
+#[test]
+fn a_real_vllm_is_measured_with_cells_isolated_and_its_metrics_beside() {
+    if std::env::var_os("PIPELINE_SKIP_VLLM").is_some() {
+        eprintln!("skipped: PIPELINE_SKIP_VLLM is set");
+        return;
+    }
+    let home = install();
+    let model = home.join("tiny-qwen2.5-vl");
+    let p = Project::new();
+    p.write(
+        "experiments/v.toml",
+        &format!(
+            r#"
+name = "real-vllm"
+
+[models.tiny]
+backend = "vllm"
+model = "{}"
+served-name = "tiny"
+
+[server]
+dtype = "bfloat16"
+max-model-len = 16384
+startup-timeout-s = 1200
+
+[workload]
+turns = 3
+max-tokens = 4
+warmup-requests = 0
+request-timeout-s = 300
+
+[matrix]
+model = ["tiny"]
+seed = [1337]
+batch-size = [1, 2]
+
+[[axis]]
+name = "isolation"
+workload = "cache-isolation"
+values = ["reset", "none"]
+
+[report]
+dir = "reports/v"
+"#,
+            model.display()
+        ),
+    );
+    let path = format!("{}:{}", home.join("venv/bin").display(), std::env::var("PATH").unwrap_or_default());
+    let env = [
+        ("PATH", path.as_str()),
+        // vLLM's CPU build: 1 GiB of KV cache is plenty; no network, no telemetry.
+        ("VLLM_CPU_KVCACHE_SPACE", "1"),
+        ("VLLM_CPU_OMP_THREADS_BIND", "auto"),
+        ("HF_HUB_OFFLINE", "1"),
+        ("VLLM_NO_USAGE_STATS", "1"),
+    ];
+    let out = p.pipeline_env(&["run", "experiments/v.toml"], &env);
+    let log = std::fs::read_dir(p.path().join("cache/logs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect::<String>();
+    let tail: String = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert_eq!(out.code, 0, "{}\nserver log ends:\n{tail}", out.stderr);
+    assert!(processes_with("vllm serve").iter().all(|c| !c.contains(&model.display().to_string())), "a vLLM is left behind");
+
+    let cells = rows_by_cell(&p);
+    assert_eq!(cells.len(), 4, "{:?}", cells.keys());
+    // What was measured, for the log: per request, the cached share and the TTFT.
+    for ((batch, isolation), rows) in &cells {
+        for r in rows {
+            eprintln!(
+                "batch {batch} {isolation:<5} conversation {} turn {}: {} prompt tokens, {} cached, ttft {} ms",
+                r["conversation"], r["turn"], r["prompt_tokens"], r["cached_tokens"], r["ttft_ms"]
+            );
+        }
+    }
+    for ((batch, isolation), rows) in &cells {
+        assert_eq!(rows.len(), 3 * batch.parse::<usize>().unwrap(), "{batch}/{isolation}");
+        for r in rows {
+            assert_eq!(r["error"], "none", "{r:?}");
+            assert!(!r["cached_tokens"].is_empty(), "cached tokens are recorded: {r:?}");
+        }
+        // Every turn adds one image and a short question to the resent history.
+        for conv in rows.chunks(3) {
+            let tokens: Vec<i64> = conv.iter().map(|r| r["prompt_tokens"].parse().unwrap()).collect();
+            assert!((IMAGE_TOKENS..IMAGE_TOKENS + 64).contains(&tokens[0]), "turn 1: {tokens:?}");
+            for w in tokens.windows(2) {
+                assert!((IMAGE_TOKENS..IMAGE_TOKENS + 64).contains(&(w[1] - w[0])), "{tokens:?}");
+            }
+            // A conversation's own history is cached: that is what a chat does.
+            assert!(conv[1]["cached_tokens"].parse::<i64>().unwrap() >= IMAGE_TOKENS - 64, "{conv:?}");
+        }
+    }
+    // Conversation 0 of the batch-2 cell sends what the batch-1 cell sent first.
+    let first = |batch: &str, iso: &str| -> i64 { cells[&(batch.into(), iso.into())][0]["cached_tokens"].parse().unwrap() };
+    assert_eq!(first("2", "reset"), 0, "isolated: the second cell's first request is cold");
+    assert!(first("2", "none") >= IMAGE_TOKENS - 64, "not isolated: it reads what an earlier cell cached");
+
+    for meta in p.all_files().into_iter().filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")) {
+        let meta: serde_json::Value = serde_json::from_slice(&meta.1).unwrap();
+        let iso = &meta["isolation"];
+        assert!(iso["done"] == iso["asked"], "{iso}");
+        let m = &meta["server_metrics"];
+        assert_eq!(m["available"], true, "{m}");
+        assert!(m["prefix_cache_queries"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["server_ttft_ms_mean"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(meta["server"]["command"].as_array().unwrap().iter().any(|a| a == "bfloat16"), "{meta}");
+    }
+    let report = p.read("reports/v/README.md");
+    let models = report.lines().find(|l| l.starts_with("| tiny |")).unwrap_or_default();
+    assert!(models.contains("bfloat16"), "the report shows the dtype the server ran with: {models}");
+}
