@@ -27,11 +27,12 @@ fi
 
 log() { echo "install-vllm: $*" >&2; }
 
-if ! command -v uv >/dev/null; then
+# uv, through Python so that a fresh install needs no PATH or shim update.
+if ! python3 -m uv --version >/dev/null 2>&1; then
     log "installing uv"
-    python3 -m pip install --quiet --user uv >&2 || python3 -m pip install --quiet uv >&2
-    export PATH=$HOME/.local/bin:$PATH
+    python3 -m pip install --quiet uv >&2
 fi
+uv() { python3 -m uv "$@"; }
 
 rm -rf "$VENV" "$MODEL" "$DONE"
 mkdir -p "$HOME_DIR"
