@@ -72,12 +72,12 @@ pub(super) fn rows_under(p: &Project, under: &str) -> Vec<BTreeMap<String, Strin
 }
 
 /// `[models.NAME]` for an OpenAI-compatible server someone else started, at `base`.
-fn endpoint_model(name: &str, base: &str, extra: &str) -> String {
+pub(super) fn endpoint_model(name: &str, base: &str, extra: &str) -> String {
     format!("[models.{name}]\nbackend = \"endpoint\"\nurl = \"{base}\"\nserved-name = \"m\"\n{extra}\n")
 }
 
 /// An experiment of `models` (TOML tables), two turns of one small image, seed 1.
-fn experiment(name: &str, models: &[String], workload: &str) -> String {
+pub(super) fn experiment(name: &str, models: &[String], workload: &str) -> String {
     let names: Vec<String> = models.iter().map(|m| format!("{:?}", m.split(['.', ']']).nth(1).unwrap())).collect();
     format!(
         "name = \"{name}\"\n{}\n[workload]\nturns = 2\nresolution = \"64x48\"\nmax-tokens = 4\nwarmup-requests = 0\n{workload}\n[matrix]\nmodel = [{}]\nseed = [1]\n",
@@ -87,7 +87,7 @@ fn experiment(name: &str, models: &[String], workload: &str) -> String {
 }
 
 /// An OpenAI-style event stream answering `text`, with usage and `[DONE]`.
-fn stream_of(text: &str) -> String {
+pub(super) fn stream_of(text: &str) -> String {
     let content = serde_json::Value::String(text.to_string());
     format!(
         "data: {{\"choices\":[{{\"delta\":{{\"role\":\"assistant\",\"content\":\"\"}}}}]}}\n\n\

@@ -79,3 +79,39 @@ values = ["reset", "salt", "none"]
     let metrics = p.all_files().into_iter().filter(|(path, _)| path.ends_with("metrics.csv")).count();
     assert_eq!(metrics, 6, "every cell keeps its scrapes");
 }
+
+/// A server without vLLM's reset routes (and without `/metrics`): asked for `reset`
+/// explicitly, the step fails and names the fix; by default the cell is salted
+/// instead, says so, and the missing `/metrics` is recorded, not fatal.
+#[test]
+fn a_server_without_reset_routes_is_salted_or_refused_with_the_fix() {
+    use super::fake::{self, FakeServer, Reply};
+    use super::hardening::{endpoint_model, experiment, stream_of};
+    let server = FakeServer::start(|req| match req.path.as_str() {
+        "/v1/models" => fake::models("m"),
+        "/v1/chat/completions" => Reply::Ok("text/event-stream", stream_of("fine")),
+        _ => fake::response("404 Not Found", &[], "{\"detail\":\"Not Found\"}"),
+    });
+    let p = Project::new();
+    let model = endpoint_model("plain", &server.base, "");
+    p.write("experiments/a.toml", &experiment("auto", std::slice::from_ref(&model), ""));
+    let out = p.pipeline(&["run", "experiments/a.toml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, meta) =
+        p.all_files().into_iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    assert_eq!(meta["isolation"]["done"], "salt", "{meta}");
+    assert!(meta["isolation"]["notes"][0].as_str().unwrap().contains("refused POST /reset_prefix_cache (HTTP 404"), "{meta}");
+    assert!(meta["isolation"]["salt"].as_str().unwrap().starts_with("pipeline-"), "{meta}");
+    assert_eq!(meta["server_metrics"], serde_json::json!({"available": false, "reason": "GET /metrics answered HTTP 404"}));
+
+    p.write("experiments/r.toml", &experiment("reset", &[model], "cache-isolation = \"reset\""));
+    let out = p.pipeline(&["run", "experiments/r.toml"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cache-isolation = \"reset\", but the server refused POST /reset_prefix_cache (HTTP 404)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("VLLM_SERVER_DEV_MODE=1"), "{}", out.stderr);
+}
