@@ -1437,6 +1437,9 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
         Column::new("e2e_ms".into(), rows.iter().map(|r| ok(r).then(|| ttft(r) + 21.0)).collect::<Vec<Option<f64>>>()),
         Column::new("tpot_ms".into(), rows.iter().map(|r| ok(r).then_some(3.0)).collect::<Vec<Option<f64>>>()),
         Column::new("completion_tokens".into(), rows.iter().map(|r| ok(r).then_some(8u64)).collect::<Vec<Option<u64>>>()),
+        // Each turn adds 1,000 prompt tokens; the server had the earlier turns cached.
+        Column::new("prompt_tokens".into(), rows.iter().map(|r| ok(r).then_some(1000 * (r.1 as u64 + 1))).collect::<Vec<Option<u64>>>()),
+        Column::new("cached_tokens".into(), rows.iter().map(|r| ok(r).then_some(1000 * r.1 as u64)).collect::<Vec<Option<u64>>>()),
         Column::new("status".into(), rows.iter().map(|r| if ok(r) { 200u32 } else { 503 }).collect::<Vec<u32>>()),
         Column::new("error".into(), rows.iter().map(|r| r.4).collect::<Vec<&str>>()),
         Column::new(
@@ -1466,6 +1469,16 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
         "server": {"backend": "sim", "command": ["/somewhere/bin/pipeline", "sim-server", "--port", "41234"], "version": "pipeline-sim test"},
         "nvml": if gpu { serde_json::json!({"available": true, "driver": "550.54", "cuda": 12040, "gpus": ["Test GPU"]}) } else { serde_json::json!({"available": false, "reason": "no driver here"}) },
         "telemetry": if gpu { serde_json::json!({"available": true}) } else { serde_json::json!({"available": false, "reason": "no driver here"}) },
+        "isolation": if seed == 2 {
+            serde_json::json!({"asked": "auto", "done": "salt", "complete": false, "notes": ["the server refused POST /reset_prefix_cache (HTTP 404)"]})
+        } else {
+            serde_json::json!({"asked": "auto", "done": "reset", "complete": true})
+        },
+        "server_metrics": if batch == 2 {
+            serde_json::json!({"available": true, "prefix_cache_hit_rate": 0.5, "kv_cache_usage_peak": 0.25, "running_peak": 2.0, "waiting_peak": 0.0, "server_ttft_ms_mean": 12.0})
+        } else {
+            serde_json::json!({"available": false, "reason": "GET /metrics answered HTTP 404"})
+        },
     });
     std::fs::write(dir.join("meta.json"), meta.to_string()).unwrap();
     if gpu {

@@ -68,6 +68,11 @@ struct Shared {
     /// Chat requests answered in full, and prompt and generated tokens, as vLLM counts.
     finished: AtomicU64,
     prompt_tokens: AtomicU64,
+    /// Tokens held by requests in flight (prompt and answer, reserved at arrival).
+    kv_tokens: AtomicU64,
+    /// Time to first token and time queued, in seconds, as vLLM's histograms.
+    ttft: Mutex<Histogram>,
+    queue: Mutex<Histogram>,
     /// Images sent with a uuid: their width and height.
     images_by_uuid: Mutex<HashMap<String, (u32, u32)>>,
 }
@@ -104,6 +109,9 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
         prefix_hits: AtomicU64::new(0),
         finished: AtomicU64::new(0),
         prompt_tokens: AtomicU64::new(0),
+        kv_tokens: AtomicU64::new(0),
+        ttft: Mutex::new(Histogram::default()),
+        queue: Mutex::new(Histogram::default()),
         images_by_uuid: Mutex::new(HashMap::new()),
     });
     let timer_shared = shared.clone();
@@ -515,6 +523,12 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         rng: rand_chacha::ChaCha8Rng::seed_from_u64(shared.opts.seed ^ seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
     };
     let ttft = timing.ttft(prompt_tokens - cached_tokens);
+    // From arrival: reading and parsing the body came first. Nothing queues here.
+    let parsed_s = monotonic_ns().saturating_sub(received_ns) as f64 / 1e9;
+    shared.ttft.lock().unwrap_or_else(|e| e.into_inner()).observe(parsed_s + ttft);
+    shared.queue.lock().unwrap_or_else(|e| e.into_inner()).observe(0.0);
+    let kv = prompt_tokens + completion as u64;
+    shared.kv_tokens.fetch_add(kv, Ordering::SeqCst);
     let truth = Truth {
         request_id: request_id.clone(),
         received_ns,
@@ -545,6 +559,7 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
             chunks: vec![Bytes::from(body)],
             timing: None,
             tx,
+            kv,
         });
         return stream_response(rx, truth, shared.clone(), "application/json");
     }
@@ -552,7 +567,7 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         Wire::OpenAi => answer.openai_chunks(),
         Wire::Anthropic => answer.anthropic_chunks(),
     };
-    let _ = shared.timer.send(Emission { deadline: start + Duration::from_secs_f64(ttft), chunks, timing: Some(timing), tx });
+    let _ = shared.timer.send(Emission { deadline: start + Duration::from_secs_f64(ttft), chunks, timing: Some(timing), tx, kv });
     stream_response(rx, truth, shared.clone(), "text/event-stream")
 }
 
@@ -576,6 +591,8 @@ struct Emission {
     chunks: Vec<Bytes>,
     timing: Option<model::Timing>,
     tx: mpsc::UnboundedSender<(Bytes, u64)>,
+    /// KV-cache tokens it holds until its last chunk.
+    kv: u64,
 }
 
 fn timer_loop(rx: std::sync::mpsc::Receiver<Emission>, shared: Arc<Shared>) {
@@ -622,6 +639,7 @@ fn timer_loop(rx: std::sync::mpsc::Receiver<Emission>, shared: Arc<Shared>) {
             let done = e.chunks.is_empty();
             if e.tx.send((chunk, planned)).is_err() || done {
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                shared.kv_tokens.fetch_sub(e.kv, Ordering::SeqCst);
                 if done {
                     shared.finished.fetch_add(1, Ordering::Relaxed);
                 }
@@ -695,13 +713,53 @@ fn metrics(shared: &Shared) -> Response<SimBody> {
         ("gauge", "vllm:num_requests_running", shared.in_flight.load(Ordering::SeqCst) as f64),
         // The simulator queues nothing: every request is served at once.
         ("gauge", "vllm:num_requests_waiting", 0.0),
+        ("gauge", "vllm:kv_cache_usage_perc", load(&shared.kv_tokens) as f64 / KV_CACHE_TOKENS as f64),
     ];
     let mut text = String::new();
     for (kind, name, value) in lines {
         let family = name.strip_suffix("_total").unwrap_or(name);
         text.push_str(&format!("# TYPE {family} {kind}\n{name}{labels} {value:?}\n"));
     }
+    for (name, h) in [("vllm:time_to_first_token_seconds", &shared.ttft), ("vllm:request_queue_time_seconds", &shared.queue)] {
+        let h = h.lock().unwrap_or_else(|e| e.into_inner());
+        text.push_str(&format!("# TYPE {name} histogram\n"));
+        let mut cumulative = 0;
+        for (bound, n) in HISTOGRAM_BOUNDS.iter().zip(&h.counts) {
+            cumulative += n;
+            let inner = labels.trim_end_matches('}');
+            text.push_str(&format!("{name}_bucket{inner},le=\"{bound:?}\"}} {cumulative}\n"));
+        }
+        let inner = labels.trim_end_matches('}');
+        text.push_str(&format!("{name}_bucket{inner},le=\"+Inf\"}} {}\n", h.count));
+        text.push_str(&format!("{name}_count{labels} {}\n{name}_sum{labels} {:?}\n", h.count, h.sum));
+    }
     let mut r = Response::new(http_body_util::Either::Left(Full::new(Bytes::from(text))));
     r.headers_mut().insert("content-type", "text/plain; version=0.0.4; charset=utf-8".parse().expect("static header"));
     r
+}
+
+/// The simulator's KV cache, in tokens: a nominal size for `vllm:kv_cache_usage_perc`
+/// (it never runs out, so nothing is ever preempted).
+pub const KV_CACHE_TOKENS: u64 = 131_072;
+
+/// vLLM's bucket bounds for its time-to-first-token histogram (seconds).
+const HISTOGRAM_BOUNDS: [f64; 22] =
+    [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0];
+
+/// A Prometheus histogram: counts per bucket (not cumulative; the last is above every
+/// bound), their sum and count.
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; HISTOGRAM_BOUNDS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, v: f64) {
+        let i = HISTOGRAM_BOUNDS.iter().position(|b| v <= *b).unwrap_or(HISTOGRAM_BOUNDS.len());
+        self.counts[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
 }

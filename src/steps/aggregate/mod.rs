@@ -12,11 +12,15 @@
 //!   seed's median latency, with min and max (the reference study's picture);
 //! * `seeds` and `points`: statistics across seeds and operating points ([`seeds`]);
 //! * `telemetry`: GPU samples of every cell on one time axis per cell ([`gpu`]);
+//! * `server`: per cell, how it was isolated from other cells' caches and what the
+//!   server's own `/metrics` said, its TTFT beside the client's; `server_series`: KV
+//!   cache use and queues over time in the cell with the most requests ([`server`]);
 //! * `runs.json`: which servers ran (command line, version, Slurm job and node) and what
 //!   NVML said.
 
 mod gpu;
 pub mod seeds;
+mod server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +32,8 @@ use crate::config::Slo;
 use crate::export;
 
 /// Bump when the tables would change.
-pub const VERSION: u32 = 4;
+/// 5: `server` and `server_series` tables; `per_turn`'s cached share.
+pub const VERSION: u32 = 5;
 
 /// Latency metrics with full statistics in `summary` (`{metric}_{stat}_ms`).
 pub const LATENCIES: [&str; 4] = ["ttft", "itl", "tpot", "e2e"];
@@ -111,6 +116,24 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     let cells = summary.select(["cell_index".to_string()].into_iter().chain(cell.iter().cloned()))?;
     let mut per_turn = per_turn(measured.clone(), &cells, &cell)?;
     export::write_table(&mut per_turn, out, "per_turn")?;
+    let with_cell = |df: DataFrame| -> Result<DataFrame> {
+        Ok(cells
+            .clone()
+            .lazy()
+            .join(df.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner))
+            .collect()?
+            .drop("cell_index")?)
+    };
+    export::write_table(&mut with_cell(server::per_cell(inputs, &summary)?)?, out, "server")?;
+    // The cell with the most requests (the first of equals) shows the server over time.
+    let requests: Vec<u32> = summary.column("requests")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let index: Vec<u32> = summary.column("cell_index")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let busiest = (0..requests.len()).max_by_key(|&r| (requests[r], std::cmp::Reverse(r))).map(|r| index[r] as usize);
+    if let Some(series) = busiest.map(|c| server::series(inputs, c)).transpose()?.flatten() {
+        let cell_index = Column::new("cell_index".into(), vec![busiest.unwrap_or(0) as u32; series.height()]);
+        let mut series = with_cell(series.hstack(&[cell_index])?)?;
+        export::write_table(&mut series, out, "server_series")?;
+    }
 
     let conversations = measured
         .filter(col("error").eq(lit("none")))
@@ -260,7 +283,16 @@ fn per_turn(measured: LazyFrame, cells: &DataFrame, cell: &[String]) -> Result<D
     Ok(measured
         .filter(col("error").eq(lit("none")))
         .group_by([col("cell_index"), col("turn")])
-        .agg([col("e2e_ms").median().alias("e2e_ms"), col("ttft_ms").median().alias("ttft_ms")])
+        .agg([
+            col("e2e_ms").median().alias("e2e_ms"),
+            col("ttft_ms").median().alias("ttft_ms"),
+            // The share of the turn's prompt tokens the server read from its cache; none
+            // where the server does not say (a hosted API without usage details).
+            when(col("cached_tokens").count().gt(lit(0)))
+                .then(col("cached_tokens").sum().cast(DataType::Float64) / col("prompt_tokens").sum().cast(DataType::Float64))
+                .otherwise(lit(NULL).cast(DataType::Float64))
+                .alias("cached_share"),
+        ])
         .join(cells.clone().lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner))
         .group_by(keys(&with_turn))
         .agg([
@@ -271,6 +303,9 @@ fn per_turn(measured: LazyFrame, cells: &DataFrame, cell: &[String]) -> Result<D
             col("ttft_ms").median().alias("ttft_median_ms"),
             col("ttft_ms").min().alias("ttft_min_ms"),
             col("ttft_ms").max().alias("ttft_max_ms"),
+            col("cached_share").median().alias("cached_share_median"),
+            col("cached_share").min().alias("cached_share_min"),
+            col("cached_share").max().alias("cached_share_max"),
         ])
         .sort(with_turn, SortMultipleOptions::default())
         .collect()?)

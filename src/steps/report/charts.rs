@@ -87,6 +87,51 @@ pub fn per_turn(df: &DataFrame) -> Result<Vec<Chart>> {
     Ok(charts)
 }
 
+/// The share of each turn's prompt tokens the server read from its cache, one line
+/// per curve, median across seeds with a min–max band: what the cache buys as the
+/// history grows. None when no server reported cached tokens.
+pub fn cached_share(df: &DataFrame) -> Result<Option<Chart>> {
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let curve: Vec<&str> = names.iter().take_while(|n| *n != "turn").map(String::as_str).collect();
+    let label = labels(df, &curve)?;
+    let turn = f64s(df, "turn")?;
+    let (med, lo, hi) = (f64s(df, "cached_share_median")?, f64s(df, "cached_share_min")?, f64s(df, "cached_share_max")?);
+    let mut series = Series::new();
+    for r in 0..df.height() {
+        if let (Some(t), Some(y), Some(lo), Some(hi)) = (turn[r], med[r], lo[r], hi[r]) {
+            series.entry(label[r].clone()).or_default().push(Pt { x: t + 1.0, y: y * 100.0, lo: lo * 100.0, hi: hi * 100.0 });
+        }
+    }
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let title = "Share of prompt tokens served from the server's cache, per turn".to_string();
+    let svg =
+        draw(&title, (800, 440), |root| panel(root, "", "turn", "cached prompt tokens, median across seeds (%)", &series, Style::Band))?;
+    Ok(Some(Chart { file: "cached_share.svg".into(), title, svg }))
+}
+
+/// KV-cache use and running and waiting requests over one cell's measurement, from
+/// the server's own `/metrics` (the aggregate's `server_series`).
+pub fn server_over_time(series: &DataFrame, cell: &[String]) -> Result<Chart> {
+    let label = labels(series, &cell.iter().map(String::as_str).collect::<Vec<_>>())?.into_iter().next().unwrap_or_default();
+    let t = f64s(series, "t_s")?;
+    let line = |name: &str, scale: f64| -> Result<Vec<Pt>> {
+        let v = f64s(series, name)?;
+        Ok((0..series.height()).filter_map(|r| Some((t[r]?, v[r]? * scale))).map(|(x, y)| Pt { x, y, lo: y, hi: y }).collect())
+    };
+    let kv: Series = [("KV cache used".to_string(), line("kv_cache_usage", 100.0)?)].into_iter().collect();
+    let queues: Series =
+        [("running".to_string(), line("running", 1.0)?), ("waiting".to_string(), line("waiting", 1.0)?)].into_iter().collect();
+    let title = format!("The server during the cell with the most requests ({label}), from its /metrics");
+    let svg = draw(&title, (1000, 440), |root| {
+        let halves = root.split_evenly((1, 2));
+        panel(&halves[0], "KV cache", "time since the cell's first scrape (s)", "KV cache used (%)", &kv, Style::Line)?;
+        panel(&halves[1], "requests", "time since the cell's first scrape (s)", "requests", &queues, Style::Line)
+    })?;
+    Ok(Chart { file: "server.svg".into(), title, svg })
+}
+
 /// TTFT and end-to-end p50 against one load axis (`batch_size`, `frames`), one line per
 /// curve (every other axis), median across seeds with min–max bars. None when the
 /// axis has fewer than two values.
@@ -282,7 +327,10 @@ fn panel(area: &DrawingArea<SVGBackend, Shift>, caption: &str, x_desc: &str, y_d
     let mut chart = builder.build_cartesian_2d(min_x..max_x, 0.0..max_y).map_err(e)?;
     let integer_x = series.values().flatten().all(|p| p.x.fract() == 0.0);
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc(x_desc).y_desc(y_desc).y_label_formatter(&|y| format!("{y:.0}")).light_line_style(RGBColor(236, 236, 236));
+    // Small ranges (a few requests in flight) need a decimal, or ticks repeat.
+    let fine = max_y < 8.0;
+    let fmt_y = move |y: &f64| if fine { format!("{y:.1}") } else { format!("{y:.0}") };
+    mesh.x_desc(x_desc).y_desc(y_desc).y_label_formatter(&fmt_y).light_line_style(RGBColor(236, 236, 236));
     let fmt_int = |x: &f64| format!("{x:.0}");
     let fmt_real = |x: &f64| format!("{x:.1}");
     if integer_x {

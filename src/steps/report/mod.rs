@@ -10,6 +10,7 @@
 mod charts;
 mod markdown;
 mod params;
+mod server;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,7 +26,8 @@ pub use params::{Params, ShownServer};
 
 /// Bump when rendered files would change.
 /// 3: every value in the Markdown goes through the `md`/`mdcode` filters.
-pub const VERSION: u32 = 3;
+/// 4: the Server section, cache isolation in the methodology, the cached share per turn.
+pub const VERSION: u32 = 4;
 
 pub const TEMPLATES: [(&str, &str); 2] = [
     ("README.md.j2", include_str!("../../../templates/README.md.j2")),
@@ -75,6 +77,9 @@ struct Tables {
     points: DataFrame,
     errors: DataFrame,
     telemetry: Option<DataFrame>,
+    /// The server's view per cell, and over time in the busiest cell.
+    server: DataFrame,
+    server_series: Option<DataFrame>,
     /// Each server as run (`runs.json`).
     runs: Vec<serde_json::Value>,
     /// The cell's columns, in order, and those of a curve (the cell less its seed).
@@ -89,6 +94,8 @@ struct Charts {
     sweeps: Vec<usize>,
     tradeoff: Option<usize>,
     gpu: Option<usize>,
+    cached_share: Option<usize>,
+    server: Option<usize>,
 }
 
 /// Render the report of `p` from the aggregate in `aggregate` into `out`. Its other
@@ -110,11 +117,18 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     let (summary, per_turn, seeds, points, errors) =
         (read("summary")?, read("per_turn")?, read("seeds")?, read("points")?, read("errors")?);
     let telemetry = if aggregate.join("telemetry.parquet").exists() { Some(read("telemetry")?) } else { None };
-    let mut files: Vec<String> =
-        ["summary", "per_turn", "seeds", "points", "errors"].iter().flat_map(|n| [format!("{n}.csv"), format!("{n}.parquet")]).collect();
+    let server = read("server")?;
+    let server_series = if aggregate.join("server_series.parquet").exists() { Some(read("server_series")?) } else { None };
+    let mut files: Vec<String> = ["summary", "per_turn", "seeds", "points", "errors", "server"]
+        .iter()
+        .flat_map(|n| [format!("{n}.csv"), format!("{n}.parquet")])
+        .collect();
     files.extend(["requests.parquet".to_string(), "runs.json".to_string()]);
     if telemetry.is_some() {
         files.push("telemetry.parquet".into());
+    }
+    if server_series.is_some() {
+        files.extend(["server_series.csv".to_string(), "server_series.parquet".to_string()]);
     }
     for f in &files {
         std::fs::copy(aggregate.join(f), out.join(f)).with_context(|| format!("copying {f}"))?;
@@ -123,7 +137,7 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     let names: Vec<String> = summary.get_column_names().iter().map(|s| s.to_string()).collect();
     let cell: Vec<String> = names.iter().take_while(|n| *n != "requests").cloned().collect();
     let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
-    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, runs, cell, group })
+    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, server, server_series, runs, cell, group })
 }
 
 /// Every chart the tables call for.
@@ -153,7 +167,17 @@ fn draw(t: &Tables) -> Result<Charts> {
         gpu = Some(all.len());
         all.push(charts::telemetry(telemetry, &t.cell, TELEMETRY_CELLS)?);
     }
-    Ok(Charts { all, per_turn, sweeps, tradeoff, gpu })
+    let mut cached_share = None;
+    if let Some(c) = charts::cached_share(&t.per_turn)? {
+        cached_share = Some(all.len());
+        all.push(c);
+    }
+    let mut server = None;
+    if let Some(series) = &t.server_series {
+        server = Some(all.len());
+        all.push(charts::server_over_time(series, &t.cell)?);
+    }
+    Ok(Charts { all, per_turn, sweeps, tradeoff, gpu, cached_share, server })
 }
 
 /// What the templates see: the experiment as `p` describes it, the tables as display
@@ -204,6 +228,9 @@ fn context(p: &Params, t: &Tables, charts: &Charts, baseline: Option<&Path>, req
         sweep_charts => pick(&charts.sweeps),
         tradeoff_chart => charts.tradeoff.map(|i| ser(&charts.all[i])),
         gpu_chart => charts.gpu.map(|i| ser(&charts.all[i])),
+        server => server::section(&t.server, cell)?,
+        cached_share_chart => charts.cached_share.map(|i| ser(&charts.all[i])),
+        server_chart => charts.server.map(|i| ser(&charts.all[i])),
     })
 }
 

@@ -1,0 +1,97 @@
+//! The server's view of each cell, beside the client's: how the cell was isolated
+//! from other cells' caches and what the server's own `/metrics` said (each measure's
+//! `meta.json`), and, for the cell with the most requests, KV-cache use and queues
+//! over time (its `metrics.parquet`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use serde_json::Value;
+
+use crate::export;
+
+/// `meta.json`'s `server_metrics` fields that become `server` columns, as numbers.
+const FIELDS: [&str; 11] = [
+    "prefix_cache_hit_rate",
+    "mm_cache_hit_rate",
+    "kv_cache_usage_mean",
+    "kv_cache_usage_peak",
+    "running_mean",
+    "running_peak",
+    "waiting_mean",
+    "waiting_peak",
+    "preemptions",
+    "server_ttft_ms_mean",
+    "server_queue_ms_mean",
+];
+
+/// One row per cell (by `cell_index`): isolation, the server's numbers, and its TTFT
+/// beside the client's mean from `client_ttft` (`cell_index`, `ttft_mean_ms`).
+pub fn per_cell(inputs: &[(String, PathBuf)], client_ttft: &DataFrame) -> Result<DataFrame> {
+    let metas: Vec<Value> = inputs
+        .iter()
+        .map(|(id, dir)| -> Result<Value> {
+            Ok(serde_json::from_slice(&std::fs::read(dir.join("meta.json")).with_context(|| format!("metadata of {id}"))?)?)
+        })
+        .collect::<Result<_>>()?;
+    let text = |f: &dyn Fn(&Value) -> Option<String>| metas.iter().map(f).collect::<Vec<Option<String>>>();
+    let mut cols = vec![
+        Column::new("cell_index".into(), (0..inputs.len() as u32).collect::<Vec<u32>>()),
+        Column::new("isolation".into(), text(&|m| m["isolation"]["done"].as_str().map(String::from))),
+        Column::new("isolation_complete".into(), metas.iter().map(|m| m["isolation"]["complete"].as_bool()).collect::<Vec<_>>()),
+        Column::new("isolation_note".into(), text(&|m| m["isolation"]["notes"][0].as_str().map(String::from))),
+        Column::new("metrics".into(), metas.iter().map(|m| m["server_metrics"]["available"].as_bool()).collect::<Vec<_>>()),
+        Column::new("metrics_reason".into(), text(&|m| m["server_metrics"]["reason"].as_str().map(String::from))),
+    ];
+    for f in FIELDS {
+        cols.push(Column::new(f.into(), metas.iter().map(|m| m["server_metrics"][f].as_f64()).collect::<Vec<_>>()));
+    }
+    cols.push(Column::new(
+        "server_ttft_p50_ms".into(),
+        metas.iter().map(|m| m["server_metrics"]["server_ttft_ms"]["p50"].as_f64()).collect::<Vec<_>>(),
+    ));
+    let table = DataFrame::new(inputs.len(), cols)?;
+    let client = client_ttft.select(["cell_index", "ttft_mean_ms"])?.lazy().rename(["ttft_mean_ms"], ["client_ttft_ms_mean"], true);
+    Ok(table
+        .lazy()
+        .join(client, [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Left))
+        // What the client adds to the server's own time to first token: the network,
+        // HTTP and SSE framing, the tokenizer's detokenizing, and the client itself.
+        .with_column((col("client_ttft_ms_mean") - col("server_ttft_ms_mean")).alias("client_overhead_ms"))
+        .collect()?)
+}
+
+/// KV-cache use and running and waiting requests over time for cell `cell`: `t_s`
+/// since its first scrape, `kv_cache_usage` (the largest of its label sets),
+/// `running` and `waiting` (summed). None when the cell has no scrapes of them.
+pub fn series(inputs: &[(String, PathBuf)], cell: usize) -> Result<Option<DataFrame>> {
+    let path = inputs[cell].1.join("metrics.parquet");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let wanted = [
+        ("vllm:kv_cache_usage_perc", "kv_cache_usage"),
+        ("vllm:num_requests_running", "running"),
+        ("vllm:num_requests_waiting", "waiting"),
+    ];
+    let wanted_metric = wanted.iter().map(|(m, _)| col("metric").eq(lit(*m))).reduce(|a, b| a.or(b)).expect("three metrics");
+    let rows = export::read_parquet(&path)?.lazy().filter(wanted_metric);
+    let t0 = col("t_ns").min();
+    let wide = rows
+        .group_by([col("t_ns")])
+        .agg(
+            wanted
+                .iter()
+                .map(|(metric, name)| {
+                    let v = col("value").filter(col("metric").eq(lit(*metric)));
+                    if *name == "kv_cache_usage" { v.max() } else { v.sum() }.alias(*name)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .with_column(((col("t_ns") - t0).cast(DataType::Float64) / lit(1e9)).alias("t_s"))
+        .sort(["t_ns"], SortMultipleOptions::default())
+        .select([col("t_s"), col("kv_cache_usage"), col("running"), col("waiting")])
+        .collect()?;
+    Ok((wide.height() > 0).then_some(wide))
+}
