@@ -349,13 +349,16 @@ pub enum CacheIsolation {
     /// A new `cache_salt` per cell: isolates vLLM's prefix cache, not its multimodal
     /// processor cache (keyed by image content).
     Salt,
+    /// Stop the server and start it afresh before the cell (servers `pipeline`
+    /// launches): every cache is empty, at the cost of a server start per cell.
+    Restart,
     /// Nothing: measure caches as earlier cells left them, on purpose.
     None,
 }
 
 impl CacheIsolation {
-    pub const CHOICES: [(&str, CacheIsolation); 4] =
-        [("auto", Self::Auto), ("reset", Self::Reset), ("salt", Self::Salt), ("none", Self::None)];
+    pub const CHOICES: [(&str, CacheIsolation); 5] =
+        [("auto", Self::Auto), ("reset", Self::Reset), ("salt", Self::Salt), ("restart", Self::Restart), ("none", Self::None)];
 
     pub fn parse(text: &str) -> Option<CacheIsolation> {
         Self::CHOICES.iter().find(|(name, _)| *name == text).map(|(_, c)| *c)

@@ -357,6 +357,9 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
         StepKind::Measure => {
             let p = params::<steps::measure::Params>(step)?;
             let server = step.server.context("a measure step without a server")?;
+            if p.cache_isolation == crate::config::CacheIsolation::Restart {
+                ctx.services.restart(server).await;
+            }
             let endpoint = ctx.services.endpoint(server).await?;
             let dataset = &inputs.first().context("a measure step without data")?.1;
             steps::measure::run(&p, dataset, &endpoint, &ctx.plan.hardware, &out).await?;

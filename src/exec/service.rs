@@ -130,6 +130,15 @@ impl Services {
         Some(self.secrets.redact(&why).into_owned())
     }
 
+    /// Stop server `i` if it runs, so that the next measure starts it afresh
+    /// (`cache-isolation = "restart"`).
+    pub async fn restart(&self, i: usize) {
+        let mut slot = self.slots[i].lock().await;
+        if let Some(r) = slot.running.take() {
+            stop_running(r, &self.specs[i].id).await;
+        }
+    }
+
     /// A measure that needed server `i` is finished (ran, failed or was cached).
     pub async fn done(&self, i: usize) {
         let mut slot = self.slots[i].lock().await;

@@ -34,7 +34,7 @@ batch-size = [1, 2]
 [[axis]]
 name = "isolation"
 workload = "cache-isolation"
-values = ["reset", "salt", "none"]
+values = ["reset", "salt", "restart", "none"]
 "#,
     );
     let out = p.pipeline(&["run", "experiments/i.toml"]);
@@ -48,6 +48,7 @@ values = ["reset", "salt", "none"]
     let first = |iso: &str| num(&cells[&("2".to_string(), iso.to_string())][0], "cached_tokens");
     assert_eq!(first("reset"), 0.0, "reset: the cell's first request is cold");
     assert_eq!(first("salt"), 0.0, "salted: the cell's first request is cold");
+    assert_eq!(first("restart"), 0.0, "on a restarted server the cell's first request is cold");
     assert!(first("none") > 0.0, "none: it reads what an earlier cell cached");
     for rows in cells.values() {
         // Within a cell, a conversation's own history is cached.
@@ -60,7 +61,7 @@ values = ["reset", "salt", "none"]
         .filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
         .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
         .collect();
-    assert_eq!(metas.len(), 6);
+    assert_eq!(metas.len(), 8);
     for meta in &metas {
         let cell: BTreeMap<String, String> =
             serde_json::from_value::<Vec<(String, String)>>(meta["cell"].clone()).unwrap().into_iter().collect();
@@ -73,11 +74,12 @@ values = ["reset", "salt", "none"]
         assert_eq!(m["available"], true, "{m}");
         assert_eq!(m["scrapes"], 2, "at the start and the end: {m}");
         assert_eq!(m["prefix_cache_queries"].as_f64(), Some(prompt), "{batch}/{iso}: {m}");
-        assert_eq!(m["prefix_cache_hit_rate"].as_f64(), Some(cached / prompt), "{batch}/{iso}: {m}");
+        // Equal up to JSON's float round trip.
+        assert!((m["prefix_cache_hit_rate"].as_f64().unwrap() - cached / prompt).abs() < 1e-12, "{batch}/{iso}: {m}");
         assert_eq!(m["mm_cache_hit_rate"], serde_json::Value::Null, "the simulator has no such cache: {m}");
     }
     let metrics = p.all_files().into_iter().filter(|(path, _)| path.ends_with("metrics.csv")).count();
-    assert_eq!(metrics, 6, "every cell keeps its scrapes");
+    assert_eq!(metrics, 8, "every cell keeps its scrapes");
 }
 
 /// A server without vLLM's reset routes (and without `/metrics`): asked for `reset`

@@ -54,6 +54,15 @@ pub async fn isolate(endpoint: &Endpoint, backend: &str, asked: CacheIsolation, 
             out.notes.push(format!("not isolated: {why}; its numbers may include cache hits from other cells"));
             return Ok(out);
         }
+        CacheIsolation::Restart if matches!(backend, "vllm" | "sim" | "command") => {
+            // The run stopped the server before this cell (`Services::restart`).
+            out.done = "restart";
+            out.complete = true;
+            return Ok(out);
+        }
+        CacheIsolation::Restart => bail!(
+            "cache-isolation = \"restart\" needs a server pipeline launches, and `{backend}` is started by someone else\nhint: set cache-isolation = \"reset\" or \"salt\""
+        ),
         CacheIsolation::Salt => {}
         CacheIsolation::Auto | CacheIsolation::Reset => {
             let refused = reset(endpoint, timeout.min(Duration::from_secs(30))).await;

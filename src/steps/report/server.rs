@@ -24,6 +24,7 @@ pub fn section(server: &DataFrame, cell: &[String]) -> Result<JValue> {
         let what = match *how {
             "reset" => "emptied the server's caches before",
             "salt" => "salted the prefix cache of",
+            "restart" => "restarted the server before",
             "none" => "left the caches as earlier cells left them for",
             _ => "recorded nothing for",
         };
