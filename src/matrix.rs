@@ -108,7 +108,7 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
         })
     };
     if let Some(issue) = too_big("matrix", &all) {
-        return Err(ConfigError::Invalid { file: source.display.clone(), issues: vec![issue] });
+        return Err(ConfigError::invalid(source, vec![issue]));
     }
 
     let mut cells: BTreeSet<Cell> = BTreeSet::new();
@@ -177,7 +177,7 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
         ));
     }
     if !issues.is_empty() {
-        return Err(ConfigError::Invalid { file: source.display.clone(), issues });
+        return Err(ConfigError::invalid(source, issues));
     }
     Ok(cells.into_iter().collect())
 }

@@ -416,7 +416,12 @@ fn bad_experiment_files_are_explained() {
             "a missing image folder",
             "turns = 2",
             "turns = 2\nimages-dir = \"nope\"",
-            &["t.toml:17:14", "workload.images-dir: `nope`: cannot read the folder", "relative to the project root"],
+            &[
+                "t.toml:17:14",
+                "workload.images-dir: `nope`: cannot read the folder",
+                "\n   17 | images-dir = \"nope\"\n      |              ^^^^^^\n",
+                "relative to the project root",
+            ],
         ),
         (
             "a folder of other files",

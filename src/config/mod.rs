@@ -459,12 +459,14 @@ impl Source {
 }
 
 /// One problem in an experiment file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Issue {
     pub at: Option<LineCol>,
     pub path: String,
     pub message: String,
     pub hint: Option<String>,
+    /// The file's line at `at`, shown with a caret under the problem.
+    pub line: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -479,17 +481,84 @@ pub enum ConfigError {
     Invalid { file: String, issues: Vec<Issue> },
 }
 
+impl ConfigError {
+    /// The `issues` of `source`, each with the line it points at.
+    pub fn invalid(source: &Source, mut issues: Vec<Issue>) -> ConfigError {
+        // In the file's order; problems found nowhere in it (none here) last.
+        issues.sort_by_key(|i| i.at.map_or((usize::MAX, 0), |at| (at.line, at.column)));
+        for issue in &mut issues {
+            issue.line = issue.at.and_then(|at| source.text.lines().nth(at.line.checked_sub(1)?)).map(String::from);
+        }
+        ConfigError::Invalid { file: source.display.clone(), issues }
+    }
+}
+
 fn render_issues(file: &str, issues: &[Issue]) -> String {
     let mut out = format!("invalid experiment file `{file}` ({} problem{})", issues.len(), if issues.len() == 1 { "" } else { "s" });
     for issue in issues {
         let at = issue.at.map(|p| format!(":{}:{}", p.line, p.column)).unwrap_or_default();
         let path = if issue.path.is_empty() { String::new() } else { format!("{}: ", issue.path) };
         out.push_str(&format!("\n  --> {file}{at}: {path}{}", issue.message));
+        if let (Some(at), Some(line)) = (issue.at, &issue.line) {
+            out.push_str(&caret(at, line));
+        }
         if let Some(hint) = &issue.hint {
             out.push_str(&format!("\n      hint: {hint}"));
         }
     }
     out
+}
+
+/// The line, numbered, with carets under the value that starts at `at`'s column: a
+/// quoted string to its closing quote, anything else to the next space, comma or
+/// bracket. A quoted value that looks like an API key, or a URL with a user name or
+/// password, is shown as `"…"` (a message never repeats one), control characters as
+/// `?`, and a long line is cut.
+fn caret(at: LineCol, line: &str) -> String {
+    let (chars, start) = masked(line, at.column.saturating_sub(1));
+    let start = start.min(chars.len());
+    let rest = &chars[start..];
+    let len = match rest.first() {
+        Some('"') => rest.iter().skip(1).position(|c| *c == '"').map_or(rest.len(), |end| end + 2),
+        Some(_) => rest.iter().position(|c| c.is_whitespace() || ",]}".contains(*c)).unwrap_or(rest.len()).max(1),
+        None => 1,
+    };
+    const WIDTH: usize = 120;
+    let shown: String = chars.iter().take(WIDTH).map(|c| if is_unsafe_char(*c) { '?' } else { *c }).collect();
+    let pad = " ".repeat(at.line.to_string().len());
+    let (start, len) = (start.min(WIDTH), len.min(WIDTH.saturating_sub(start)).max(1));
+    format!("\n   {pad} |\n   {} | {shown}\n   {pad} | {}{}", at.line, " ".repeat(start), "^".repeat(len))
+}
+
+/// `line` with every quoted string that holds a secret replaced by `"…"`, and where
+/// the character at `start` moved to.
+fn masked(line: &str, start: usize) -> (Vec<char>, usize) {
+    let chars: Vec<char> = line.chars().collect();
+    let (mut out, mut moved, mut i) = (Vec::with_capacity(chars.len()), start, 0);
+    while i < chars.len() {
+        if chars[i] == '"'
+            && let Some(len) = chars[i + 1..].iter().position(|c| *c == '"')
+        {
+            let inner: String = chars[i + 1..i + 1 + len].iter().collect();
+            if i == start {
+                moved = out.len();
+            }
+            let credentials = reqwest::Url::parse(&inner).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+            if limits::looks_like_secret(&inner) || credentials {
+                out.extend(['"', '…', '"']);
+            } else {
+                out.extend(&chars[i..i + len + 2]);
+            }
+            i += len + 2;
+            continue;
+        }
+        if i == start {
+            moved = out.len();
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    (out, moved)
 }
 
 /// Axis names every experiment has, in canonical order.
@@ -569,5 +638,23 @@ pub fn read_capped(path: &Path) -> std::io::Result<String> {
 /// An [`Issue`] at `path`, located in `source` (for errors found after validation).
 pub fn issue_at(source: &Source, path: &str, message: String, hint: Option<String>) -> Issue {
     let at = locate::locate(&source.text, source.yaml, &KeyPath::parse(path));
-    Issue { at, path: path.to_string(), message, hint }
+    Issue { at, path: path.to_string(), message, hint, line: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caret_points_at_the_value_and_never_shows_a_secret() {
+        let at = |column| LineCol { line: 7, column };
+        assert_eq!(caret(at(11), r#"backend = "vlm""#), "\n     |\n   7 | backend = \"vlm\"\n     |           ^^^^^");
+        assert_eq!(caret(at(9), "turns = -3, x = 1"), "\n     |\n   7 | turns = -3, x = 1\n     |         ^^");
+        // A key before the value moves it; the caret follows.
+        let line = r#"a = { api-key-env = "sk-proj-Abcdefghijklmnop1234", turns = "x" }"#;
+        let shown = caret(at(line.find("\"x\"").unwrap() + 1), line);
+        assert!(!shown.contains("sk-proj"), "{shown}");
+        assert!(shown.ends_with(&format!("{}^^^", " ".repeat(r#"a = { api-key-env = "…", turns = "#.chars().count()))), "{shown}");
+        assert!(!caret(at(7), r#"url = "http://user:pw@host:9""#).contains("pw@"));
+    }
 }

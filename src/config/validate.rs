@@ -16,11 +16,11 @@ pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let inputs = inputs::read(source, &raw.workload);
     let mut v = Validator { source, issues: inputs.issues };
     let experiment = v.experiment(raw, inputs.questions, inputs.images);
-    if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::Invalid { file: source.display.clone(), issues: v.issues }) }
+    if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::invalid(source, v.issues)) }
 }
 
 fn parse(source: &Source) -> Result<raw::RawExperiment, ConfigError> {
-    let invalid = |issue| ConfigError::Invalid { file: source.display.clone(), issues: vec![issue] };
+    let invalid = |issue| ConfigError::invalid(source, vec![issue]);
     if source.yaml {
         serde_saphyr::from_str(&source.text).map_err(|e| {
             let at = e.location().map(|l| LineCol { line: l.line() as usize, column: l.column() as usize });
@@ -31,13 +31,13 @@ fn parse(source: &Source) -> Result<raw::RawExperiment, ConfigError> {
                 Some((_, rest)) => rest.to_string(),
                 None => first.to_string(),
             };
-            invalid(Issue { at, path: String::new(), hint: parse_hint(&first), message: first })
+            invalid(Issue { at, hint: parse_hint(&first), message: first, ..Default::default() })
         })
     } else {
         toml::from_str(&source.text).map_err(|e| {
             let at = e.span().map(|s| line_col(&source.text, s.start));
             let message = e.message().trim().to_string();
-            invalid(Issue { at, path: String::new(), hint: parse_hint(&message), message })
+            invalid(Issue { at, hint: parse_hint(&message), message, ..Default::default() })
         })
     }
 }
@@ -83,7 +83,7 @@ impl Validator<'_> {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
         let path = path.into();
         let at = locate::locate(&self.source.text, self.source.yaml, &KeyPath::parse(&path));
-        self.issues.push(Issue { at, path, message: message.into(), hint });
+        self.issues.push(Issue { at, path, message: message.into(), hint, line: None });
     }
 
     /// A whole number within `limit`, or `default` when absent (and after an error).
@@ -140,7 +140,9 @@ impl Validator<'_> {
             e2e_ms: ms("e2e-ms", raw.e2e_ms),
             attainment_pct: self.num("report.slo.attainment-pct", raw.attainment_pct, 90.0, limits::ATTAINMENT_PCT),
         };
-        if slo.ttft_ms.is_none() && slo.tpot_ms.is_none() && slo.e2e_ms.is_none() {
+        // A threshold that was given but refused has been reported already.
+        let given = raw.ttft_ms.is_some() || raw.tpot_ms.is_some() || raw.e2e_ms.is_some();
+        if !given {
             self.error("report.slo", "sets no threshold", Some("set at least one of ttft-ms, tpot-ms, e2e-ms".into()));
         }
         slo
