@@ -13,6 +13,46 @@ use super::{Project, processes_with};
 /// Prompt tokens of one 1280×720 image in Qwen2.5-VL: each side rounded to a multiple
 /// of 28 (1288 × 728), one token per 28×28 patch (46 × 26), plus vision start and end.
 const IMAGE_TOKENS: i64 = 46 * 26 + 2;
+/// The one question of every turn.
+const QUESTION: &str = "What is in this image?";
+
+/// What vLLM should count as each turn's prompt tokens, by the arithmetic: the chat
+/// template's tokens (the tiny model's own tokenizer, run in the venv), where each
+/// image is `<|vision_start|><|image_pad|><|vision_end|>`, plus the 1,196 − 1 tokens
+/// each `<|image_pad|>` stands for. `conversations`: each one's answers, in turn order.
+fn expected_prompt_tokens(home: &std::path::Path, conversations: &[Vec<String>]) -> Vec<Vec<i64>> {
+    const SCRIPT: &str = r#"
+import json, sys
+from transformers import AutoTokenizer
+req = json.load(sys.stdin)
+tok = AutoTokenizer.from_pretrained(req["model"])
+out = []
+for answers in req["conversations"]:
+    msgs, counts = [], []
+    for t, answer in enumerate(answers):
+        msgs.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": req["question"]}]})
+        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        counts.append(len(ids) + (req["patches"] - 1) * (t + 1))
+        msgs.append({"role": "assistant", "content": answer})
+    out.append(counts)
+print(json.dumps(out))
+"#;
+    use std::io::Write;
+    let mut child = std::process::Command::new(home.join("venv/bin/python"))
+        .args(["-c", SCRIPT])
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the venv's python runs");
+    let request = serde_json::json!({
+        "model": home.join("tiny-qwen2.5-vl"), "conversations": conversations, "question": QUESTION, "patches": IMAGE_TOKENS - 2,
+    });
+    child.stdin.take().unwrap().write_all(request.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
 
 fn install() -> PathBuf {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/vllm/install.sh");
@@ -60,6 +100,7 @@ turns = 3
 max-tokens = 4
 warmup-requests = 0
 request-timeout-s = 300
+questions = ["{QUESTION}"]
 
 [matrix]
 model = ["tiny"]
@@ -114,13 +155,13 @@ dir = "reports/v"
             assert_eq!(r["error"], "none", "{r:?}");
             assert!(!r["cached_tokens"].is_empty(), "cached tokens are recorded: {r:?}");
         }
-        // Every turn adds one image and a short question to the resent history.
-        for conv in rows.chunks(3) {
+        // Every turn adds one image, the question and the last answer to the resent
+        // history; vLLM counts exactly what the arithmetic says.
+        let conversations: Vec<Vec<String>> = rows.chunks(3).map(|c| c.iter().map(|r| r["answer"].clone()).collect()).collect();
+        let expected = expected_prompt_tokens(&home, &conversations);
+        for (conv, expected) in rows.chunks(3).zip(expected) {
             let tokens: Vec<i64> = conv.iter().map(|r| r["prompt_tokens"].parse().unwrap()).collect();
-            assert!((IMAGE_TOKENS..IMAGE_TOKENS + 64).contains(&tokens[0]), "turn 1: {tokens:?}");
-            for w in tokens.windows(2) {
-                assert!((IMAGE_TOKENS..IMAGE_TOKENS + 64).contains(&(w[1] - w[0])), "{tokens:?}");
-            }
+            assert_eq!(tokens, expected, "prompt tokens per turn, {batch}/{isolation}");
             // A conversation's own history is cached: that is what a chat does.
             assert!(conv[1]["cached_tokens"].parse::<i64>().unwrap() >= IMAGE_TOKENS - 64, "{conv:?}");
         }
