@@ -20,6 +20,7 @@ pub mod client;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod error;
 pub mod exec;
 pub mod export;
 pub mod gpu;
@@ -61,11 +62,8 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
     match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", e.error);
-            for inner in e.error.chain().skip(1) {
-                eprintln!("  caused by: {inner}");
-            }
-            e.code
+            eprintln!("error: {}", error::render(&e.error));
+            e.kind.code()
         }
     }
 }

@@ -11,25 +11,26 @@ use anyhow::anyhow;
 use crate::cache::{Cache, CacheError};
 use crate::cli::{CacheCommand, Cli, Command, DagFormat, SimArgs, Target};
 use crate::config::{self, Source};
+use crate::error::{Kind, WithHint};
 use crate::exec::{self, RunOptions};
 use crate::plan::{Plan, Selection, State, StepStatus};
 use crate::{exit, matrix, sim, steps};
 
 mod slurm;
 
-/// An error with the exit code it earns.
+/// An error with the kind that decides its exit code.
 pub struct Failure {
     pub error: anyhow::Error,
-    pub code: i32,
+    pub kind: Kind,
 }
 
-fn fail(code: i32) -> impl FnOnce(anyhow::Error) -> Failure {
-    move |error| Failure { error, code }
+fn fail(kind: Kind) -> impl FnOnce(anyhow::Error) -> Failure {
+    move |error| Failure { error, kind }
 }
 
 impl From<config::ConfigError> for Failure {
     fn from(e: config::ConfigError) -> Self {
-        Failure { error: e.into(), code: exit::USER }
+        Failure { error: e.into(), kind: Kind::User }
     }
 }
 
@@ -38,11 +39,11 @@ impl From<CacheError> for Failure {
         let hint = matches!(e, CacheError::Locked(_));
         let error = anyhow::Error::from(e);
         let error = if hint {
-            error.context("cannot lock the cache\nhint: wait for the other run to finish, or point one of them at another --cache")
+            error.context("cannot lock the cache").hint("wait for the other run to finish, or point one of them at another --cache")
         } else {
             error
         };
-        Failure { error, code: exit::ENVIRONMENT }
+        Failure { error, kind: Kind::Environment }
     }
 }
 
@@ -97,7 +98,7 @@ fn load_with(file: Option<&Path>, adjust: impl FnOnce(&mut config::Experiment) -
         config::ExecutorKind::Local => crate::gpu::hardware_identity(),
         config::ExecutorKind::Slurm => experiment.slurm.hardware(),
     };
-    let plan = Plan::build(experiment, cells, hardware).map_err(|e| fail(exit::USER)(e.into()))?;
+    let plan = Plan::build(experiment, cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
     Ok((source, plan))
 }
 
@@ -109,7 +110,7 @@ fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
             let hint = config::closest(axis, axes.iter().map(String::as_str))
                 .map(|c| format!("did you mean `{c}`?"))
                 .unwrap_or_else(|| format!("axes: {}", axes.join(", ")));
-            return Err(Failure { error: anyhow!("--only: `{axis}` is not an axis\nhint: {hint}"), code: exit::USER });
+            return Err(Failure { error: anyhow!("--only: `{axis}` is not an axis").hint(hint), kind: Kind::User });
         }
     }
     // A value no cell has selects nothing: say so rather than run nothing and exit 0.
@@ -120,12 +121,9 @@ fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
         values.dedup();
         if !values.contains(value) {
             return Err(Failure {
-                error: anyhow!(
-                    "--only: no cell has {axis}={}\nhint: {axis} takes: {}",
-                    config::quoted(value).trim_matches('`'),
-                    values.join(", ")
-                ),
-                code: exit::USER,
+                error: anyhow!("--only: no cell has {axis}={}", config::quoted(value).trim_matches('`'))
+                    .hint(format!("{axis} takes: {}", values.join(", "))),
+                kind: Kind::User,
             });
         }
     }
@@ -136,7 +134,7 @@ fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
 fn out(text: &str) -> Result<(), Failure> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(exit::OK),
-        r => r.map_err(|e| fail(exit::ENVIRONMENT)(e.into())),
+        r => r.map_err(|e| fail(Kind::Environment)(e.into())),
     }
 }
 
@@ -240,12 +238,9 @@ fn report(
         if let Some(dir) = baseline {
             if !dir.join("seeds.parquet").is_file() {
                 return Err(Failure {
-                    error: anyhow!(
-                        "--baseline {}: no seeds.parquet there\nhint: pass an earlier report folder, e.g. a copy of {}",
-                        dir.display(),
-                        experiment.report.dir.display()
-                    ),
-                    code: exit::USER,
+                    error: anyhow!("--baseline {}: no seeds.parquet there", dir.display())
+                        .hint(format!("pass an earlier report folder, e.g. a copy of {}", experiment.report.dir.display())),
+                    kind: Kind::User,
                 });
             }
             experiment.report.baseline = Some(dir.to_path_buf());
@@ -268,11 +263,11 @@ fn report(
     if let Some(first) = missing.first() {
         return Err(Failure {
             error: anyhow!(
-                "{} step(s) have no cached results, e.g. {first}; `pipeline report` renders only what is measured\nhint: run `pipeline run{}` first",
-                missing.len(),
-                file.map(|f| format!(" {}", f.display())).unwrap_or_default()
-            ),
-            code: exit::USER,
+                "{} step(s) have no cached results, e.g. {first}; `pipeline report` renders only what is measured",
+                missing.len()
+            )
+            .hint(format!("run `pipeline run{}` first", file.map(|f| format!(" {}", f.display())).unwrap_or_default())),
+            kind: Kind::User,
         });
     }
     execute(cache, source, file, plan, statuses, 2, false)
@@ -281,16 +276,16 @@ fn report(
 /// `pipeline templates DIR`: the embedded report templates, to edit and point
 /// `[report] templates` at.
 fn templates(dir: &Path) -> Result<i32, Failure> {
-    std::fs::create_dir_all(dir).map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(Kind::Environment)(e.into()))?;
     for (name, text) in steps::report::TEMPLATES {
         let path = dir.join(name);
         if path.exists() {
             return Err(Failure {
-                error: anyhow!("{} exists; not overwriting it\nhint: pick an empty folder", path.display()),
-                code: exit::USER,
+                error: anyhow!("{} exists; not overwriting it", path.display()).hint("pick an empty folder"),
+                kind: Kind::User,
             });
         }
-        std::fs::write(&path, text).map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+        std::fs::write(&path, text).map_err(|e| fail(Kind::Environment)(e.into()))?;
         eprintln!("wrote {}", path.display());
     }
     eprintln!("next: set `templates = \"{}\"` under [report] in your experiment file", dir.display());
@@ -308,8 +303,8 @@ fn execute(
 ) -> Result<i32, Failure> {
     eprintln!("pipeline: {} ({} cells, {} steps): {}", source.display, plan.cells.len(), plan.steps.len(), counts_line(&statuses));
     let report_dest = plan.experiment.base_dir.join(&plan.experiment.report.dir);
-    let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    let sim_bin = std::env::current_exe().map_err(|e| fail(Kind::Environment)(e.into()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let slurm = match plan.experiment.executor {
         config::ExecutorKind::Slurm => Some(rt.block_on(slurm::setup(cache, file, &plan, &statuses, &sim_bin))?),
         config::ExecutorKind::Local => None,
@@ -330,12 +325,10 @@ fn execute(
         Ok(summary) => summary,
         Err(code) => return Ok(stopped(slurm.as_deref(), code)),
     };
-    let summary = summary.map_err(fail(exit::ENVIRONMENT))?;
+    let summary = summary.map_err(fail(Kind::Environment))?;
     if let Some(dir) = &summary.report_dir {
-        let written = exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(|e| {
-            let code = if e.is_user_error() { exit::USER } else { exit::ENVIRONMENT };
-            Failure { error: e.into(), code }
-        })?;
+        let written =
+            exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
         eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
     }
     eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
@@ -480,11 +473,11 @@ fn gc(cache: &Cache) -> Result<i32, Failure> {
 fn sim_server(a: SimArgs) -> Result<i32, Failure> {
     let params = a.params;
     if let Some((key, message)) = params.problems().into_iter().next() {
-        return Err(Failure { error: anyhow!("--{key} {message}"), code: exit::USER });
+        return Err(Failure { error: anyhow!("--{key} {message}"), kind: Kind::User });
     }
     let addr: std::net::SocketAddr =
-        format!("{}:{}", a.host, a.port).parse().map_err(|e: std::net::AddrParseError| fail(exit::USER)(e.into()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+        format!("{}:{}", a.host, a.port).parse().map_err(|e: std::net::AddrParseError| fail(Kind::User)(e.into()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let opts = sim::SimOptions {
         served_name: a.served_model_name,
         params,
@@ -499,6 +492,6 @@ fn sim_server(a: SimArgs) -> Result<i32, Failure> {
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })
-    .map_err(fail(exit::ENVIRONMENT))?;
+    .map_err(fail(Kind::Environment))?;
     Ok(exit::OK)
 }

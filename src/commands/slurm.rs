@@ -10,6 +10,7 @@ use anyhow::anyhow;
 use super::{Failure, fail, interrupted, load_with};
 use crate::cache::Cache;
 use crate::config;
+use crate::error::{Kind, WithHint};
 use crate::exec::{self, RunOptions};
 use crate::plan::{Plan, Selection, State, StepStatus};
 use crate::{exit, slurm};
@@ -62,17 +63,14 @@ pub(super) async fn setup(
             };
         }
     }
-    let env = |e: std::io::Error| fail(exit::ENVIRONMENT)(e.into());
+    let env = |e: std::io::Error| fail(Kind::Environment)(e.into());
     let root = std::path::absolute(&cache.root).map_err(env)?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let run_id = format!("{}-{stamp}-{}", plan.experiment.name, std::process::id());
     let dir = root.join("slurm").join(&run_id);
     let tracker = Arc::new(slurm::Tracker::new(settings.clone(), run_id.clone(), dir));
     if !gpu_counts.is_empty() {
-        tracker.preflight(&gpu_counts).await.map_err(|e| {
-            let code = if matches!(e, slurm::SlurmError::Rejected { .. }) { exit::USER } else { exit::ENVIRONMENT };
-            Failure { error: e.into(), code }
-        })?;
+        tracker.preflight(&gpu_counts).await.map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
         // `pipeline status` finds the run's jobs through this.
         std::fs::create_dir_all(root.join("slurm")).map_err(env)?;
         std::fs::write(root.join("slurm").join(format!("{}.latest", cache.record_name(&plan.experiment))), &run_id).map_err(env)?;
@@ -94,7 +92,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
         Ok(slurm::EXIT_NO_INPUT)
     };
     let spec: slurm::JobSpec = match std::fs::read(spec_path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?,
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| fail(Kind::Environment)(e.into()))?,
         Err(_) => return no_input(format!("the job spec {}", spec_path.display())),
     };
     let (source, plan) = load_with(spec.file.as_deref(), |experiment| {
@@ -131,19 +129,17 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
         let key = plan.key_for(step, inputs).digest().hex();
         if key != expected {
             return Err(Failure {
-                error: anyhow!(
-                    "step `{}` has key {key} on {node}, but {expected} where it was submitted\nhint: the experiment file, the `pipeline` binary or the environment differs between the two; use the same ones",
-                    step.id
-                ),
-                code: exit::USER,
+                error: anyhow!("step `{}` has key {key} on {node}, but {expected} where it was submitted", step.id)
+                    .hint("the experiment file, the `pipeline` binary or the environment differs between the two; use the same ones"),
+                kind: Kind::User,
             });
         }
         job_statuses.push(StepStatus { state: State::Run, reasons: vec![format!("Slurm run {}", spec.run)], forced, ..Default::default() });
     }
     eprintln!("pipeline slurm-job on {node}: {} ({} step(s))", source.display, spec.steps.len());
-    let sim_bin = std::env::current_exe().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    let sim_bin = std::env::current_exe().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let opts = RunOptions { jobs: 2, keep_going: spec.keep_going, sim_bin, remote: None, in_job: true };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(exit::ENVIRONMENT)(e.into()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let outcome = rt.block_on(async {
         tokio::select! {
             r = exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts) => Ok(r),
@@ -158,7 +154,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
             return Ok(code);
         }
     };
-    let summary = summary.map_err(fail(exit::ENVIRONMENT))?;
+    let summary = summary.map_err(fail(Kind::Environment))?;
     eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());
     Ok(if summary.failed.is_empty() { exit::OK } else { exit::STEP_FAILED })
 }

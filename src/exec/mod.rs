@@ -254,13 +254,13 @@ async fn step_task(ctx: &Ctx, i: usize, status: &StepStatus) {
                     None => None,
                 };
                 let e = match died {
-                    Some(why) => anyhow::anyhow!("{e:#}\n{why}"),
+                    Some(why) => anyhow::anyhow!("{}\n{why}", crate::error::render(&e)),
                     None => e,
                 };
                 // Whatever the step recorded before failing is data too (a measure's
                 // requests up to a server crash); keep it where a user can look.
                 Err(match ctx.cache.keep_failed(staged, step.kind.name(), &digest) {
-                    Some(dir) => anyhow::anyhow!("{e:#}\nwhat it recorded is kept in {}", dir.display()),
+                    Some(dir) => anyhow::anyhow!("{}\nwhat it recorded is kept in {}", crate::error::render(&e), dir.display()),
                     None => e,
                 })
             }
@@ -326,7 +326,7 @@ pub fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: boo
             Outcome::Done { key, output }
         }
         Err(e) => {
-            let message = format!("{e:#}");
+            let message = crate::error::render(&e);
             ctx.progress.line(&format!("error: step `{}` failed: {message}", step.id));
             summary.failed.push((step.id.clone(), message));
             if !ctx.keep_going {

@@ -33,9 +33,12 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// Whether the experiment file must change (rather than the disk or permissions).
-    pub fn is_user_error(&self) -> bool {
-        !matches!(self, PublishError::Io { .. })
+    /// The experiment file must change, or else the disk or permissions.
+    pub fn kind(&self) -> crate::error::Kind {
+        match self {
+            PublishError::Io { .. } => crate::error::Kind::Environment,
+            _ => crate::error::Kind::User,
+        }
     }
 }
 
@@ -141,7 +144,7 @@ mod tests {
         std::fs::create_dir_all(project.join("src")).unwrap();
         std::fs::write(project.join("README.md"), "# My project\n").unwrap();
         let err = publish_report(&entry(dir.path()), &project, "t").unwrap_err();
-        assert!(err.is_user_error());
+        assert_eq!(err.kind(), crate::error::Kind::User);
         assert!(err.to_string().contains("holds files that pipeline did not write (README.md, src/)"), "{err}");
         assert_eq!(std::fs::read_to_string(project.join("README.md")).unwrap(), "# My project\n");
         assert!(!project.join("summary.csv").exists());

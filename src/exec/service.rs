@@ -16,6 +16,7 @@ use super::process::ServerProcess;
 
 use crate::client::{self, Api};
 use crate::config::{Backend, Experiment};
+use crate::error::WithHint;
 use crate::gpu;
 use crate::plan::ServerSpec;
 use crate::secrets::Secrets;
@@ -111,7 +112,7 @@ impl Services {
                 Ok(endpoint)
             }
             Err(e) => {
-                slot.failed = Some(format!("{e:#}"));
+                slot.failed = Some(crate::error::render(&e));
                 Err(e)
             }
         }
@@ -169,7 +170,8 @@ impl Services {
         let model = &self.experiment.models[&spec.model];
         let api_key = match &model.api_key_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
-                anyhow!("environment variable `{var}` is not set\nhint: export {var}=... with the API key of model `{}`", spec.model)
+                anyhow!("environment variable `{var}` is not set")
+                    .hint(format!("export {var}=... with the API key of model `{}`", spec.model))
             })?),
             None => None,
         };
@@ -201,10 +203,8 @@ impl Services {
         let port = match model.port {
             Some(p) => {
                 std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
-                    anyhow!(
-                        "port {p} is in use ({e})\nhint: stop whatever listens there, or remove `port` from [models.{}] to pick a free one",
-                        spec.model
-                    )
+                    anyhow!("port {p} is in use ({e})")
+                        .hint(format!("stop whatever listens there, or remove `port` from [models.{}] to pick a free one", spec.model))
                 })?;
                 p
             }
@@ -221,7 +221,7 @@ impl Services {
         };
         if let Err(e) = ready.await {
             child.stop().await;
-            return Err(anyhow!("{}", self.secrets.redact(&format!("{e:#}"))));
+            return Err(anyhow!("{}", self.secrets.redact(&crate::error::render(&e))));
         }
         let version = server_version(&client, &base_url).await;
         let mut meta =
@@ -347,11 +347,8 @@ impl Services {
         }
         ServerProcess::spawn(cmd, &self.sim_bin).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow!(
-                    "server command `{}` not found\nhint: install it (for vLLM: pip install vllm) or fix `command` in [models.{}]",
-                    argv[0],
-                    spec.model
-                )
+                anyhow!("server command `{}` not found", argv[0])
+                    .hint(format!("install it (for vLLM: pip install vllm) or fix `command` in [models.{}]", spec.model))
             } else {
                 anyhow!("cannot start `{}`: {e}", argv[0])
             }
@@ -394,20 +391,19 @@ fn free_port() -> Result<u16> {
 async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) -> Result<()> {
     let url = format!("{}/v1/models", base_url.trim_end_matches('/'));
     let resp =
-        client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {e}\nhint: is the server running and the URL right?"))?;
+        client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {e}").hint("is the server running and the URL right?"))?;
     if resp.status().is_redirection() {
-        bail!(
-            "`{url}` answered {} (a redirect), which pipeline does not follow\nhint: set the model's `url` to the server's own address",
-            resp.status()
-        );
+        return Err(anyhow!("`{url}` answered {} (a redirect), which pipeline does not follow", resp.status())
+            .hint("set the model's `url` to the server's own address"));
     }
     let body: serde_json::Value = small_json(resp).await.unwrap_or_default();
     let ids: Vec<&str> = body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
     if !ids.contains(&served) {
-        bail!(
-            "the server at `{base_url}` does not serve model `{served}` (it lists: {})\nhint: set `served-name` to one of those",
+        return Err(anyhow!(
+            "the server at `{base_url}` does not serve model `{served}` (it lists: {})",
             client::printable(&ids.join(", "), 500)
-        );
+        )
+        .hint("set `served-name` to one of those"));
     }
     Ok(())
 }

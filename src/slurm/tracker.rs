@@ -35,7 +35,7 @@ pub struct JobRequest {
     pub steps: Vec<String>,
 }
 
-/// Why Slurm cannot take a run's jobs; the exit code depends on which.
+/// Why Slurm cannot take a run's jobs; the exit code depends on which ([`SlurmError::kind`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
     #[error(
@@ -52,6 +52,16 @@ pub enum SlurmError {
     Rejected { args: String, message: String },
     #[error("sbatch failed: {0}")]
     Other(String),
+}
+
+impl SlurmError {
+    /// A job Slurm refuses needs a change to the experiment file; the rest, to the machine.
+    pub fn kind(&self) -> crate::error::Kind {
+        match self {
+            SlurmError::Rejected { .. } => crate::error::Kind::User,
+            _ => crate::error::Kind::Environment,
+        }
+    }
 }
 
 /// A submitted job, when it was submitted, and where its state is announced.

@@ -7,12 +7,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow};
 use serde::Serialize;
 
 use super::Endpoint;
 use crate::client::{self, Api};
 use crate::config::CacheIsolation;
+use crate::error::WithHint;
 
 /// vLLM's routes that empty its caches (served with `VLLM_SERVER_DEV_MODE=1`). The
 /// prefix cache's is the one that matters; the others came in later versions.
@@ -49,7 +50,8 @@ pub async fn isolate(endpoint: &Endpoint, backend: &str, asked: CacheIsolation, 
         _ if hosted => {
             let why = format!("a hosted API (`{backend}`) offers no way to empty or salt its caches");
             if asked != CacheIsolation::Auto {
-                bail!("cache-isolation = \"{}\" is not possible: {why}\nhint: set cache-isolation = \"none\" for this model", asked.name());
+                return Err(anyhow!("cache-isolation = \"{}\" is not possible: {why}", asked.name()))
+                    .hint("set cache-isolation = \"none\" for this model");
             }
             out.notes.push(format!("not isolated: {why}; its numbers may include cache hits from other cells"));
             return Ok(out);
@@ -60,9 +62,12 @@ pub async fn isolate(endpoint: &Endpoint, backend: &str, asked: CacheIsolation, 
             out.complete = true;
             return Ok(out);
         }
-        CacheIsolation::Restart => bail!(
-            "cache-isolation = \"restart\" needs a server pipeline launches, and `{backend}` is started by someone else\nhint: set cache-isolation = \"reset\" or \"salt\""
-        ),
+        CacheIsolation::Restart => {
+            return Err(anyhow!(
+                "cache-isolation = \"restart\" needs a server pipeline launches, and `{backend}` is started by someone else"
+            ))
+            .hint("set cache-isolation = \"reset\" or \"salt\"");
+        }
         CacheIsolation::Salt => {}
         CacheIsolation::Auto | CacheIsolation::Reset => {
             let refused = reset(endpoint, timeout.min(Duration::from_secs(30))).await;
@@ -78,9 +83,11 @@ pub async fn isolate(endpoint: &Endpoint, backend: &str, asked: CacheIsolation, 
                     out.notes.extend(refused.iter().map(|(route, why)| format!("POST {route} failed ({why}); that cache was not emptied")));
                     return Ok(out);
                 }
-                Some((route, why)) if asked == CacheIsolation::Reset => bail!(
-                    "cache-isolation = \"reset\", but the server refused POST {route} ({why})\nhint: vLLM serves the reset routes when started with VLLM_SERVER_DEV_MODE=1 (pipeline sets it for `vllm` models); or set cache-isolation = \"salt\" or \"none\""
-                ),
+                Some((route, why)) if asked == CacheIsolation::Reset => {
+                    return Err(anyhow!("cache-isolation = \"reset\", but the server refused POST {route} ({why})")).hint(
+                        "vLLM serves the reset routes when started with VLLM_SERVER_DEV_MODE=1 (pipeline sets it for `vllm` models); or set cache-isolation = \"salt\" or \"none\"",
+                    );
+                }
                 Some((route, why)) => out.notes.push(format!(
                     "the server refused POST {route} ({why}; vLLM serves it with VLLM_SERVER_DEV_MODE=1), so the prefix cache is salted instead"
                 )),

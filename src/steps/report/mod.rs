@@ -19,6 +19,7 @@ use anyhow::{Context, Result};
 use minijinja::{Environment, Value as JValue};
 use polars::prelude::*;
 
+use crate::error::WithHint;
 use crate::export;
 use crate::steps::aggregate::seeds::{LATENCY_METRICS, RESAMPLES};
 use charts::{f64s, strs};
@@ -485,9 +486,9 @@ fn answers(requests: &Path, cell: &[String]) -> Result<Vec<JValue>> {
 /// (from both runs' intervals), and whether it lies outside the noise band.
 fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) -> Result<JValue> {
     let path = dir.join("seeds.parquet");
-    let base = export::read_parquet(&path).with_context(|| {
-        format!("reading the baseline {}\nhint: --baseline takes an earlier report folder (one with seeds.parquet)", path.display())
-    })?;
+    let base = export::read_parquet(&path)
+        .with_context(|| format!("reading the baseline {}", path.display()))
+        .hint("--baseline takes an earlier report folder (one with seeds.parquet)")?;
     let base_cols: Vec<String> = base.get_column_names().iter().map(|s| s.to_string()).collect();
     if !group.iter().all(|c| base_cols.contains(c)) {
         return Ok(
