@@ -1,0 +1,181 @@
+//! Reports: what they show follows from their keys, fixed inputs render to a snapshot, numbers recompute from the rows.
+
+use super::*;
+
+/// One test per key ingredient: changing it reruns exactly what depends on it.
+/// The report shows what its key covers: a setting it prints (a variant's dtype) that
+/// changes no measurement still re-renders it, and only it.
+#[test]
+fn the_report_never_shows_a_setting_its_key_does_not_cover() {
+    let p = Project::with_base("shown");
+    p.edit("[models.b]", "variants.awq = { quantization = \"awq\", dtype = \"half\" }\n\n[models.b]");
+    p.edit("seed = [1, 2]", "seed = [1]\nvariant = [\"base\", \"awq\"]");
+    p.run_ok();
+    assert!(p.read("reports/t/README.md").contains("| a | sim | awq | `a` | awq | half |"), "{}", p.read("reports/t/README.md"));
+    p.edit("dtype = \"half\"", "dtype = \"bfloat16\"");
+    let out = p.run_ok();
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("| a | sim | awq | `a` | awq | bfloat16 |") && !readme.contains("half"), "{readme}");
+    assert_eq!(out.ran(), set(&["report"]), "{}", out.stderr);
+}
+
+/// Aggregate and render fixed measure outputs (no servers): the Markdown is pinned by
+/// a snapshot (`UPDATE_SNAPSHOTS=1 cargo test` rewrites it; review the diff), rendering
+/// twice gives byte-identical files, HTML escapes a model's answer, and the GPU figures
+/// follow from the samples.
+#[test]
+fn report_from_fixed_inputs_matches_its_snapshot() {
+    use pipeline::config::{self, Source};
+    let tmp = tempfile::tempdir().unwrap();
+    let source =
+        Source { display: "experiments/fixed.toml".into(), text: FIXED.into(), yaml: false, base_dir: tmp.path().into(), path: None };
+    let mut exp = config::load(&source).unwrap();
+    exp.report.provenance = "experiments/fixed.toml (not committed to git)".into();
+    let cells = pipeline::matrix::expand(&exp, &source).unwrap();
+    let plan = pipeline::plan::Plan::build(exp, cells, "test machine".into()).unwrap();
+    let mut inputs = Vec::new();
+    for (i, cell) in plan.cells.iter().enumerate() {
+        let dir = tmp.path().join(format!("measure{i}"));
+        fixed_measure(&dir, &cell.coords(), i == 0);
+        inputs.push((format!("measure[{cell}]"), dir));
+    }
+    let agg = tmp.path().join("aggregate");
+    std::fs::create_dir_all(&agg).unwrap();
+    let of = |kind| plan.steps.iter().find(|s| s.kind == kind).unwrap();
+    let aggregate: pipeline::steps::aggregate::Params = of(pipeline::plan::StepKind::Aggregate).typed().unwrap();
+    pipeline::steps::aggregate::run(&aggregate, &inputs, &agg).unwrap();
+    let report: pipeline::steps::report::Params = of(pipeline::plan::StepKind::Report).typed().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    for out in [&one, &two] {
+        std::fs::create_dir_all(out).unwrap();
+        pipeline::steps::report::run(&report, &agg, None, None, out).unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&one).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for f in &names {
+        assert_eq!(std::fs::read(one.join(f)).unwrap(), std::fs::read(two.join(f)).unwrap(), "{f} differs between two renders");
+    }
+    for f in [
+        "README.md",
+        "index.html",
+        "summary.csv",
+        "seeds.csv",
+        "points.csv",
+        "per_turn.csv",
+        "errors.csv",
+        "requests.parquet",
+        "telemetry.parquet",
+        "batch_size.svg",
+        "throughput_latency.svg",
+        "telemetry.svg",
+        "per_turn_1.svg",
+    ] {
+        assert!(names.contains(&f.to_string()), "{f} missing from {names:?}");
+    }
+
+    let html = std::fs::read_to_string(one.join("index.html")).unwrap();
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "the answer is escaped");
+    assert!(!html.contains("<script>"), "no script tag gets through");
+    let readme = std::fs::read_to_string(one.join("README.md")).unwrap();
+    assert!(readme.contains("\\<script\\>alert(1)\\</script\\> a red square") && !readme.contains("<script>"), "{readme}");
+
+    let summary = csv_rows(&std::fs::read_to_string(one.join("summary.csv")).unwrap());
+    let gpu_cell = &summary.iter().find(|r| r["seed"] == "1" && r["batch_size"] == "1").unwrap();
+    assert_eq!(gpu_cell["energy_j"].parse::<f64>().unwrap(), 80.0);
+    assert_eq!(gpu_cell["power_peak_w"], "300.0");
+    assert_eq!(gpu_cell["throttle_seen"], "SW_POWER_CAP", "GPU_IDLE is not throttling");
+    // 4 requests (warm-up included) × 8 tokens in the sampled window.
+    assert_eq!(gpu_cell["energy_per_token_j"].parse::<f64>().unwrap(), 80.0 / 32.0);
+    // ITL pools every gap: 6 of 2.0 ms and 1 of 2.5 ms per request.
+    assert_eq!(gpu_cell["itl_max_ms"], "2.5");
+    assert_eq!(gpu_cell["itl_p50_ms"], "2.0");
+    let failed = summary.iter().find(|r| r["seed"] == "2" && r["batch_size"] == "2").unwrap();
+    assert_eq!(failed["errors"], "1");
+    // SLO: TTFT ≤ 30 ms. Seed 2, batch 2: TTFT = 10 + 5·turn + 2 + 3·conversation + 2,
+    // at most 24 ms, so the five answered turns are good and the failed one is not.
+    assert_eq!(failed["slo_met_pct"].parse::<f64>().unwrap(), 500.0 / 6.0);
+
+    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/fixed-report.md");
+    let readme = std::fs::read_to_string(one.join("README.md")).unwrap();
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &readme).unwrap();
+    }
+    let pinned = std::fs::read_to_string(&snapshot).unwrap_or_default();
+    assert!(
+        pinned == readme,
+        "README.md differs from {}; if the change is intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff",
+        snapshot.display()
+    );
+}
+
+/// A real run on the simulator; then every p99 and every per-turn median in the report
+/// is recomputed from the report's own `requests.parquet`. `pipeline report` re-renders
+/// (a changed SLO) without measuring, and compares against a baseline.
+#[test]
+fn report_numbers_recompute_from_the_raw_rows() {
+    use polars::prelude::*;
+    let p = Project::with_base("recompute");
+    p.edit("turns = 2", "turns = 3");
+    p.edit("seed = [1, 2]", "seed = [1, 2, 3]\nbatch-size = [2]");
+    p.run_ok();
+    let req = ParquetReader::new(std::fs::File::open(p.path().join("reports/t/requests.parquet")).unwrap()).finish().unwrap();
+    let col_str = |c: &str| -> Vec<String> {
+        req.column(c).unwrap().cast(&DataType::String).unwrap().str().unwrap().iter().map(|v| v.unwrap_or("").to_string()).collect()
+    };
+    let col_f64 = |c: &str| -> Vec<Option<f64>> { req.column(c).unwrap().f64().unwrap().iter().collect() };
+    let (model, seed, turn, error) = (col_str("model"), col_str("seed"), col_str("turn"), col_str("error"));
+    let warmup: Vec<bool> = req.column("warmup").unwrap().bool().unwrap().iter().map(|v| v.unwrap()).collect();
+    let (ttft, e2e) = (col_f64("ttft_ms"), col_f64("e2e_ms"));
+    let ok = |i: usize| !warmup[i] && error[i] == "none";
+
+    let summary = csv_rows(&p.read("reports/t/summary.csv"));
+    assert_eq!(summary.len(), 6);
+    for row in &summary {
+        let mut v: Vec<f64> =
+            (0..req.height()).filter(|&i| ok(i) && model[i] == row["model"] && seed[i] == row["seed"]).map(|i| ttft[i].unwrap()).collect();
+        assert_eq!(v.len(), 6, "2 conversations × 3 turns");
+        let mine = percentile(&mut v, 0.99);
+        let theirs: f64 = row["ttft_p99_ms"].parse().unwrap();
+        assert!((mine - theirs).abs() < 1e-9, "ttft p99 of {row:?}: {mine} vs {theirs}");
+    }
+    let per_turn = csv_rows(&p.read("reports/t/per_turn.csv"));
+    assert_eq!(per_turn.len(), 2 * 3);
+    for row in &per_turn {
+        let mut seed_medians: Vec<f64> = ["1", "2", "3"]
+            .iter()
+            .map(|s| {
+                let mut v: Vec<f64> = (0..req.height())
+                    .filter(|&i| ok(i) && model[i] == row["model"] && turn[i] == row["turn"] && seed[i] == *s)
+                    .map(|i| e2e[i].unwrap())
+                    .collect();
+                percentile(&mut v, 0.5)
+            })
+            .collect();
+        let mine = percentile(&mut seed_medians, 0.5);
+        let theirs: f64 = row["e2e_median_ms"].parse().unwrap();
+        assert!((mine - theirs).abs() < 1e-9, "per-turn median of {row:?}: {mine} vs {theirs}");
+    }
+
+    // A new SLO: aggregate and report run again, nothing is measured.
+    std::fs::create_dir_all(p.path().join("baseline")).unwrap();
+    for e in std::fs::read_dir(p.path().join("reports/t")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), p.path().join("baseline").join(e.file_name())).unwrap();
+    }
+    p.edit("dir = \"reports/t\"", "dir = \"reports/t\"\nslo = { e2e-ms = 0.001 }");
+    let out = p.pipeline(&["report", "experiments/t.toml", "--baseline", "baseline"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.ran(), set(&["aggregate", "report"]), "{}", out.stderr);
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("end-to-end ≤ 0.001 ms"), "{readme}");
+    assert!(readme.contains("- none: no cell meets the SLO"), "{readme}");
+    let compared: Vec<&str> = readme.lines().filter(|l| l.contains(" | E2E mean (ms) | ")).collect();
+    assert_eq!(compared.len(), 2 + 2, "two curves in the seeds table and two in the comparison:\n{readme}");
+    assert!(compared.iter().filter(|l| l.ends_with("| within noise |")).count() == 2, "the same rows never differ:\n{readme}");
+
+    // Nothing cached: nothing to render from.
+    let fresh = Project::with_base("recompute-empty");
+    let out = fresh.pipeline(&["report", "experiments/t.toml"]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("have no cached results") && out.stderr.contains("pipeline run experiments/t.toml"), "{}", out.stderr);
+}
