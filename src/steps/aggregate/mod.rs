@@ -116,24 +116,7 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     let cells = summary.select(["cell_index".to_string()].into_iter().chain(cell.iter().cloned()))?;
     let mut per_turn = per_turn(measured.clone(), &cells, &cell)?;
     export::write_table(&mut per_turn, out, "per_turn")?;
-    let with_cell = |df: DataFrame| -> Result<DataFrame> {
-        Ok(cells
-            .clone()
-            .lazy()
-            .join(df.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner))
-            .collect()?
-            .drop("cell_index")?)
-    };
-    export::write_table(&mut with_cell(server::per_cell(inputs, &summary)?)?, out, "server")?;
-    // The cell with the most requests (the first of equals) shows the server over time.
-    let requests: Vec<u32> = summary.column("requests")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
-    let index: Vec<u32> = summary.column("cell_index")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
-    let busiest = (0..requests.len()).max_by_key(|&r| (requests[r], std::cmp::Reverse(r))).map(|r| index[r] as usize);
-    if let Some(series) = busiest.map(|c| server::series(inputs, c)).transpose()?.flatten() {
-        let cell_index = Column::new("cell_index".into(), vec![busiest.unwrap_or(0) as u32; series.height()]);
-        let mut series = with_cell(series.hstack(&[cell_index])?)?;
-        export::write_table(&mut series, out, "server_series")?;
-    }
+    server::write(inputs, &summary, &cells, out)?;
 
     let conversations = measured
         .filter(col("error").eq(lit("none")))

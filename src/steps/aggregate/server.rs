@@ -3,7 +3,7 @@
 //! `meta.json`), and, for the cell with the most requests, KV-cache use and queues
 //! over time (its `metrics.parquet`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use polars::prelude::*;
@@ -26,9 +26,30 @@ const FIELDS: [&str; 11] = [
     "server_queue_ms_mean",
 ];
 
+/// Write `server` (one row per cell) and, for the cell with the most requests (the
+/// first of equals), `server_series`. `summary` has `cell_index`, `requests` and
+/// `ttft_mean_ms`; `cells` maps `cell_index` to the cell's axes.
+pub fn write(inputs: &[(String, PathBuf)], summary: &DataFrame, cells: &DataFrame, out: &Path) -> Result<()> {
+    let with_cell = |df: DataFrame| -> Result<DataFrame> {
+        let joined = cells.clone().lazy().join(df.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner));
+        Ok(joined.collect()?.drop("cell_index")?)
+    };
+    export::write_table(&mut with_cell(per_cell(inputs, summary)?)?, out, "server")?;
+    let requests: Vec<u32> = summary.column("requests")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let index: Vec<u32> = summary.column("cell_index")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
+    let Some(busiest) = (0..requests.len()).max_by_key(|&r| (requests[r], std::cmp::Reverse(r))).map(|r| index[r]) else {
+        return Ok(());
+    };
+    if let Some(series) = series(inputs, busiest as usize)? {
+        let cell_index = Column::new("cell_index".into(), vec![busiest; series.height()]);
+        export::write_table(&mut with_cell(series.hstack(&[cell_index])?)?, out, "server_series")?;
+    }
+    Ok(())
+}
+
 /// One row per cell (by `cell_index`): isolation, the server's numbers, and its TTFT
 /// beside the client's mean from `client_ttft` (`cell_index`, `ttft_mean_ms`).
-pub fn per_cell(inputs: &[(String, PathBuf)], client_ttft: &DataFrame) -> Result<DataFrame> {
+fn per_cell(inputs: &[(String, PathBuf)], client_ttft: &DataFrame) -> Result<DataFrame> {
     let metas: Vec<Value> = inputs
         .iter()
         .map(|(id, dir)| -> Result<Value> {
@@ -65,7 +86,7 @@ pub fn per_cell(inputs: &[(String, PathBuf)], client_ttft: &DataFrame) -> Result
 /// KV-cache use and running and waiting requests over time for cell `cell`: `t_s`
 /// since its first scrape, `kv_cache_usage` (the largest of its label sets),
 /// `running` and `waiting` (summed). None when the cell has no scrapes of them.
-pub fn series(inputs: &[(String, PathBuf)], cell: usize) -> Result<Option<DataFrame>> {
+fn series(inputs: &[(String, PathBuf)], cell: usize) -> Result<Option<DataFrame>> {
     let path = inputs[cell].1.join("metrics.parquet");
     if !path.exists() {
         return Ok(None);

@@ -105,10 +105,95 @@ struct Record {
     ex: Exchange,
 }
 
-/// Measure the cell of `p` against `endpoint` with the dataset in `dataset_dir`.
+/// How one cell's requests go out: the client, the target, the request header (model,
+/// limits, salt) and the pre-encoded image parts.
+struct Wire {
+    client: reqwest::Client,
+    target: Arc<Target>,
+    header: Arc<String>,
+    parts: Arc<BTreeMap<String, ImagePart>>,
+    run_id: String,
+    video: bool,
+    by_id: bool,
+}
+
+/// Measure the cell of `p` against `endpoint` with the dataset in `dataset_dir`: keep
+/// it from other cells' caches, warm up, run the conversations with GPU telemetry and
+/// the server's `/metrics` alongside, and write down everything.
 pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: &str, out: &Path) -> Result<()> {
-    let dir = dataset_dir.to_path_buf();
-    let api = endpoint.api;
+    let (dataset, parts) = load(p, dataset_dir, endpoint.api).await?;
+    let target = Arc::new(Target {
+        url: format!("{}{}", endpoint.base_url.trim_end_matches('/'), endpoint.api.path()),
+        api: endpoint.api,
+        api_key: endpoint.api_key.clone(),
+        timeout: Duration::try_from_secs_f64(p.request_timeout_s).context("request-timeout-s")?,
+        secrets: endpoint.secrets.clone(),
+    });
+    let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
+    let isolated = isolation::isolate(endpoint, &p.backend, p.cache_isolation, &format!("pipeline-{run_id}"), target.timeout).await?;
+    let wire = Wire {
+        client: client::http_client(p.batch_size as usize + 1)?,
+        header: Arc::new(request_header(p, endpoint.api, isolated.salt.as_deref())),
+        target,
+        parts: Arc::new(parts),
+        run_id,
+        video: p.frames_as.as_deref() == Some("video"),
+        by_id: p.image_reuse.as_deref() == Some("uuid"),
+    };
+
+    let sampler = match endpoint.gpus.is_empty() {
+        true => Err("the server does not run on this machine's GPUs".to_string()),
+        false => gpu::Sampler::start(&endpoint.gpus, gpu::INTERVAL),
+    };
+    let mut records = warm_up(p, &dataset.warmup, &wire).await;
+    // The server's own numbers, for the measured requests (warm-up done).
+    let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
+    let scraper = scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), interval, wire.target.timeout).await;
+    let planned = p.batch_size as u64 * p.turns as u64;
+    let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
+    records.extend(converse(p, dataset.conversations, &wire, &budget).await?);
+    records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
+    let scraped = scraper.finish().await;
+    let server_metrics = scrape::summarize(&scraped, interval);
+    write_metrics(&scraped.rows, out)?;
+    let telemetry = match sampler {
+        Ok(s) => {
+            let samples = s.stop();
+            write_telemetry(&samples, out)?;
+            serde_json::json!({"available": true, "gpus": endpoint.gpus, "interval_ms": gpu::INTERVAL.as_millis(), "samples": samples.len()})
+        }
+        Err(reason) => serde_json::json!({"available": false, "reason": reason}),
+    };
+
+    // A turn counts once, by its last attempt; the retried attempts stay as rows.
+    let mut last: BTreeMap<(u32, u32), &Record> = BTreeMap::new();
+    for r in records.iter().filter(|r| !r.warmup) {
+        last.insert((r.conversation, r.turn), r); // sorted by attempt: the last one stays
+    }
+    let measured: Vec<&Record> = last.into_values().collect();
+    let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
+    write_records(p, &records, out)?;
+    let mut meta = serde_json::json!({
+        "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+        "cell": p.cell,
+        "server": endpoint.server_meta,
+        "hardware": hardware,
+        "nvml": gpu::availability(),
+        "telemetry": telemetry,
+        "isolation": isolated,
+        "server_metrics": server_metrics,
+        "requests": measured.len(),
+        "errors": failed.len(),
+    });
+    // The server's own words (its version, say) are recorded here too.
+    endpoint.secrets.scrub_json(&mut meta);
+    std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?).context("writing meta.json")?;
+    check_failures(p, &measured, &failed, &budget, planned)
+}
+
+/// The dataset and its images as request parts, once the options that constrain them
+/// are known to fit the server.
+async fn load(p: &Params, dataset_dir: &Path, api: Api) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
     let by_id = p.image_reuse.as_deref() == Some("uuid");
     if by_id && api != Api::OpenAiChat {
         bail!("image-reuse = \"uuid\" needs a vLLM-compatible server (multimodal UUIDs); `{}` does not take them", p.backend);
@@ -117,25 +202,24 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     if video && (api != Api::OpenAiChat || by_id) {
         bail!("frames-as = \"video\" needs a vLLM-compatible server and image-reuse = \"resend\"");
     }
+    let dir = dataset_dir.to_path_buf();
     let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir, api, by_id)).await??;
     if video && let Some((name, _)) = parts.iter().find(|(_, p)| !p.jpeg) {
         bail!("frames-as = \"video\" sends frames as `data:video/jpeg`, but `{name}` is not a JPEG");
     }
-    let parts = Arc::new(parts);
-    let client = client::http_client(p.batch_size as usize + 1)?;
-    let target = Arc::new(Target {
-        url: format!("{}{}", endpoint.base_url.trim_end_matches('/'), api.path()),
-        api,
-        api_key: endpoint.api_key.clone(),
-        timeout: Duration::try_from_secs_f64(p.request_timeout_s).context("request-timeout-s")?,
-        secrets: endpoint.secrets.clone(),
-    });
+    Ok((dataset, parts))
+}
+
+/// The start of every request body, up to its messages: the model, streaming, limits,
+/// and the cell's `cache_salt` when it is salted.
+fn request_header(p: &Params, api: Api, salt: Option<&str>) -> String {
     let model = serde_json::Value::String(p.served_name.clone());
-    let header = match api {
+    let salt = salt.map(|s| format!(r#""cache_salt":{},"#, serde_json::Value::String(s.to_string()))).unwrap_or_default();
+    match api {
         // OpenAI's own API wants `max_completion_tokens`; vLLM and most compatible
         // servers take `max_tokens`.
         Api::OpenAiChat => format!(
-            r#"{{"model":{model},"stream":true,"stream_options":{{"include_usage":true}},"{}":{},"temperature":{},"messages":["#,
+            r#"{{{salt}"model":{model},"stream":true,"stream_options":{{"include_usage":true}},"{}":{},"temperature":{},"messages":["#,
             if p.backend == "openai" { "max_completion_tokens" } else { "max_tokens" },
             p.max_tokens,
             p.temperature
@@ -143,37 +227,37 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         Api::AnthropicMessages => {
             format!(r#"{{"model":{model},"stream":true,"max_tokens":{},"temperature":{},"messages":["#, p.max_tokens, p.temperature)
         }
-    };
-    let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
-    let isolated = isolation::isolate(endpoint, &p.backend, p.cache_isolation, &format!("pipeline-{run_id}"), target.timeout).await?;
-    let header = match &isolated.salt {
-        Some(salt) => header.replacen('{', &format!("{{\"cache_salt\":{},", serde_json::Value::String(salt.clone())), 1),
-        None => header,
-    };
-    let header = Arc::new(header);
+    }
+}
 
-    let sampler = match endpoint.gpus.is_empty() {
-        true => Err("the server does not run on this machine's GPUs".to_string()),
-        false => gpu::Sampler::start(&endpoint.gpus, gpu::INTERVAL),
-    };
+/// The warm-up requests, one turn each with their own images, kept but flagged.
+async fn warm_up(p: &Params, warmup: &crate::steps::datagen::Turn, wire: &Wire) -> Vec<Record> {
     let mut records = Vec::new();
     for i in 0..p.warmup_requests {
-        let message = user_message(&dataset.warmup.question, &dataset.warmup.images, &parts, false, video);
-        let body = request_body(&header, &[message]).into();
+        let message = user_message(&warmup.question, &warmup.images, &wire.parts, false, wire.video);
+        let body = request_body(&wire.header, &[message]).into();
         let scheduled_ns = monotonic_ns();
-        let ex = client::exchange(&client, &target, &format!("{run_id}-warmup-{i}"), body).await;
+        let ex = client::exchange(&wire.client, &wire.target, &format!("{}-warmup-{i}", wire.run_id), body).await;
         records.push(Record { conversation: 0, turn: i, attempt: 0, warmup: true, scheduled_ns, ex });
     }
+    records
+}
 
-    // The server's own numbers, for the measured requests (warm-up done).
-    let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
-    let scraper = scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), interval, target.timeout).await;
+/// The cell's conversations, each in its own task: every turn resends the history, on
+/// the open-loop schedule when there is one, retried after a 429; given up together
+/// when `budget` says no later answer can make the step pass.
+async fn converse(
+    p: &Params,
+    conversations: Vec<crate::steps::datagen::Conversation>,
+    wire: &Wire,
+    budget: &Arc<FailureBudget>,
+) -> Result<Vec<Record>> {
     let schedule = Arc::new(open_loop_schedule(p));
-    let planned = p.batch_size as u64 * p.turns as u64;
-    let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
+    let (video, by_id) = (wire.video, wire.by_id);
     let mut tasks = tokio::task::JoinSet::new();
-    for (c, conv) in dataset.conversations.into_iter().enumerate().take(p.batch_size as usize) {
-        let (client, target, header, parts, run_id) = (client.clone(), target.clone(), header.clone(), parts.clone(), run_id.clone());
+    for (c, conv) in conversations.into_iter().enumerate().take(p.batch_size as usize) {
+        let (client, target, header, parts, run_id) =
+            (wire.client.clone(), wire.target.clone(), wire.header.clone(), wire.parts.clone(), wire.run_id.clone());
         let (turns, batch, schedule, budget) = (p.turns as usize, p.batch_size as usize, schedule.clone(), budget.clone());
         tasks.spawn(async move {
             let mut history: Vec<String> = Vec::new();
@@ -229,45 +313,16 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
             out
         });
     }
+    let mut records = Vec::new();
     while let Some(done) = tasks.join_next().await {
         records.extend(done.context("a conversation task panicked")?);
     }
-    records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
-    let scraped = scraper.finish().await;
-    let server_metrics = scrape::summarize(&scraped, interval);
-    write_metrics(&scraped.rows, out)?;
-    let telemetry = match sampler {
-        Ok(s) => {
-            let samples = s.stop();
-            write_telemetry(&samples, out)?;
-            serde_json::json!({"available": true, "gpus": endpoint.gpus, "interval_ms": gpu::INTERVAL.as_millis(), "samples": samples.len()})
-        }
-        Err(reason) => serde_json::json!({"available": false, "reason": reason}),
-    };
+    Ok(records)
+}
 
-    // A turn counts once, by its last attempt; the retried attempts stay as rows.
-    let mut last: BTreeMap<(u32, u32), &Record> = BTreeMap::new();
-    for r in records.iter().filter(|r| !r.warmup) {
-        last.insert((r.conversation, r.turn), r); // sorted by attempt: the last one stays
-    }
-    let measured: Vec<&Record> = last.into_values().collect();
-    let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
-    write_records(p, &records, out)?;
-    let mut meta = serde_json::json!({
-        "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
-        "cell": p.cell,
-        "server": endpoint.server_meta,
-        "hardware": hardware,
-        "nvml": gpu::availability(),
-        "telemetry": telemetry,
-        "isolation": isolated,
-        "server_metrics": server_metrics,
-        "requests": measured.len(),
-        "errors": failed.len(),
-    });
-    // The server's own words (its version, say) are recorded here too.
-    endpoint.secrets.scrub_json(&mut meta);
-    std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?).context("writing meta.json")?;
+/// Fail the step when more of its turns failed than `max-error-share` allows, with the
+/// first failure and what it most likely means.
+fn check_failures(p: &Params, measured: &[&Record], failed: &[&Record], budget: &FailureBudget, planned: u64) -> Result<()> {
     let share = failed.len() as f64 / measured.len().max(1) as f64;
     if share > p.max_error_share {
         let first = failed.first().map(|r| format!("{}: {}", r.ex.error.name(), r.ex.error_detail)).unwrap_or_default();
