@@ -7,6 +7,7 @@
 //! deterministic (no clock, no absolute paths, no random ids), so an unchanged
 //! experiment gives byte-identical files.
 
+mod baseline;
 mod charts;
 mod markdown;
 mod params;
@@ -19,9 +20,8 @@ use anyhow::{Context, Result};
 use minijinja::{Environment, Value as JValue};
 use polars::prelude::*;
 
-use crate::error::WithHint;
 use crate::export;
-use crate::steps::aggregate::seeds::{LATENCY_METRICS, RESAMPLES};
+use crate::steps::aggregate::seeds::RESAMPLES;
 use charts::{f64s, strs};
 pub use params::{Params, ShownServer};
 
@@ -108,8 +108,8 @@ pub fn run(p: &Params, aggregate: &Path, templates: Option<&Path>, baseline: Opt
     for c in &charts.all {
         std::fs::write(out.join(&c.file), &c.svg).with_context(|| format!("writing {}", c.file))?;
     }
-    let ctx = context(p, &tables, &charts, baseline, &aggregate.join("requests.parquet"))?;
-    render(&ctx, templates, out)
+    let page = context(p, &tables, &charts, baseline, &aggregate.join("requests.parquet"))?;
+    render(&page, templates, out)
 }
 
 /// Read the aggregate's tables, and copy the files a report folder carries into `out`.
@@ -181,57 +181,105 @@ fn draw(t: &Tables) -> Result<Charts> {
     Ok(Charts { all, per_turn, sweeps, tradeoff, gpu, cached_share, server })
 }
 
-/// What the templates see: the experiment as `p` describes it, the tables as display
-/// text, the charts, the baseline comparison and sample answers.
-fn context(p: &Params, t: &Tables, charts: &Charts, baseline: Option<&Path>, requests: &Path) -> Result<JValue> {
+/// What the templates see, by the names they use (see `templates/README.md.j2`): the
+/// experiment as its parameters describe it, the tables as display text, the charts,
+/// the baseline comparison and sample answers.
+#[derive(serde::Serialize)]
+struct Page<'a> {
+    title: &'a str,
+    name: &'a str,
+    tool: String,
+    source: &'a str,
+    hardware: &'a str,
+    /// What NVML said on each measuring machine, once each.
+    gpus: Vec<String>,
+    models: &'a [params::ShownModel],
+    servers: &'a [ShownServer],
+    /// Each server as run (`runs.json`).
+    runs: &'a [serde_json::Value],
+    cells: usize,
+    seeds: &'a [u64],
+    batch_sizes: &'a [u32],
+    frames: &'a [u32],
+    turns: u32,
+    resolution: &'a str,
+    max_tokens: u32,
+    temperature: f64,
+    warmup: u32,
+    arrival: &'a str,
+    slo: String,
+    attainment: f64,
+    resamples: usize,
+    latency: JValue,
+    seeds_table: JValue,
+    points: JValue,
+    best: Vec<String>,
+    /// Why there is no GPU table, when there is none.
+    gpu_reason: Option<String>,
+    errors: Option<JValue>,
+    gpu_table: Option<JValue>,
+    baseline: Option<JValue>,
+    answers: Vec<JValue>,
+    /// The Server section ([`server::section`]).
+    server: JValue,
+    per_turn_charts: Vec<&'a charts::Chart>,
+    cached_share_chart: Option<&'a charts::Chart>,
+    sweep_charts: Vec<&'a charts::Chart>,
+    tradeoff_chart: Option<&'a charts::Chart>,
+    gpu_chart: Option<&'a charts::Chart>,
+    server_chart: Option<&'a charts::Chart>,
+}
+
+fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Option<&Path>, requests: &Path) -> Result<Page<'a>> {
     let (seeds, points, runs, cell, group) = (&t.seeds, &t.points, &t.runs, &t.cell, &t.group);
-    let pick = |idx: &[usize]| ser(idx.iter().map(|&i| &charts.all[i]).collect::<Vec<_>>());
+    let pick = |idx: &[usize]| idx.iter().map(|&i| &charts.all[i]).collect::<Vec<_>>();
+    let one = |i: Option<usize>| i.map(|i| &charts.all[i]);
     let shown = &p.shown;
-    let shown_tables = display_tables(t)?;
+    let tables = display_tables(t)?;
     let baseline = match baseline {
-        Some(dir) => Some(compare(seeds, dir, group, p.noise_pct)?),
+        Some(dir) => Some(baseline::compare(seeds, dir, group, p.noise_pct)?),
         None => None,
     };
-    let nvml: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    Ok(minijinja::context! {
-        title => p.title.clone(),
-        name => shown.name.clone(),
-        tool => format!("pipeline {}", env!("CARGO_PKG_VERSION")),
-        source => p.source.clone(),
-        hardware => shown.hardware.clone(),
-        gpus => nvml,
-        models => ser(&shown.models),
-        servers => ser(&shown.servers),
-        runs => ser(runs),
-        cells => shown.cells,
-        seeds => shown.seeds.clone(),
-        batch_sizes => shown.batch_sizes.clone(),
-        frames => shown.frames.clone(),
-        turns => shown.turns,
-        resolution => shown.resolution.clone(),
-        max_tokens => shown.max_tokens,
-        temperature => shown.temperature,
-        warmup => shown.warmup_requests,
-        arrival => shown.arrival.clone(),
-        slo => p.slo.describe(),
-        attainment => p.slo.attainment_pct,
-        resamples => RESAMPLES,
-        latency => shown_tables.latency,
-        seeds_table => seeds_display(seeds, group)?,
-        points => shown_tables.points,
-        best => best_points(points, group)?,
-        gpu_reason => if shown_tables.gpu.is_some() { None } else { Some(telemetry_reason(runs)) },
-        errors => shown_tables.errors,
-        gpu_table => shown_tables.gpu,
-        baseline => baseline,
-        answers => answers(requests, cell)?,
-        per_turn_charts => pick(&charts.per_turn),
-        sweep_charts => pick(&charts.sweeps),
-        tradeoff_chart => charts.tradeoff.map(|i| ser(&charts.all[i])),
-        gpu_chart => charts.gpu.map(|i| ser(&charts.all[i])),
-        server => server::section(&t.server, cell)?,
-        cached_share_chart => charts.cached_share.map(|i| ser(&charts.all[i])),
-        server_chart => charts.server.map(|i| ser(&charts.all[i])),
+    let gpus: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    Ok(Page {
+        title: &p.title,
+        name: &shown.name,
+        tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+        source: &p.source,
+        hardware: &shown.hardware,
+        gpus,
+        models: &shown.models,
+        servers: &shown.servers,
+        runs,
+        cells: shown.cells,
+        seeds: &shown.seeds,
+        batch_sizes: &shown.batch_sizes,
+        frames: &shown.frames,
+        turns: shown.turns,
+        resolution: &shown.resolution,
+        max_tokens: shown.max_tokens,
+        temperature: shown.temperature,
+        warmup: shown.warmup_requests,
+        arrival: &shown.arrival,
+        slo: p.slo.describe(),
+        attainment: p.slo.attainment_pct,
+        resamples: RESAMPLES,
+        latency: tables.latency,
+        seeds_table: seeds_display(seeds, group)?,
+        points: tables.points,
+        best: best_points(points, group)?,
+        gpu_reason: if tables.gpu.is_some() { None } else { Some(telemetry_reason(runs)) },
+        errors: tables.errors,
+        gpu_table: tables.gpu,
+        baseline,
+        answers: answers(requests, cell)?,
+        server: server::section(&t.server, cell)?,
+        per_turn_charts: pick(&charts.per_turn),
+        cached_share_chart: one(charts.cached_share),
+        sweep_charts: pick(&charts.sweeps),
+        tradeoff_chart: one(charts.tradeoff),
+        gpu_chart: one(charts.gpu),
+        server_chart: one(charts.server),
     })
 }
 
@@ -314,9 +362,9 @@ fn display_tables(t: &Tables) -> Result<DisplayTables> {
     Ok(DisplayTables { latency, gpu: gpu_table, points: points_table, errors: errors_table })
 }
 
-/// Render README.md and index.html from `ctx`, with the user's templates in
+/// Render README.md and index.html from `page`, with the user's templates in
 /// `templates` where there are any.
-fn render(ctx: &JValue, templates: Option<&Path>, out: &Path) -> Result<()> {
+fn render(page: &Page, templates: Option<&Path>, out: &Path) -> Result<()> {
     let mut env = Environment::new();
     env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build()?);
     env.add_filter("md", |v: JValue| markdown::md(&v.to_string()));
@@ -325,7 +373,7 @@ fn render(ctx: &JValue, templates: Option<&Path>, out: &Path) -> Result<()> {
         env.add_template_owned(name.clone(), source).with_context(|| format!("template `{name}`"))?;
     }
     for (name, _) in TEMPLATES {
-        let rendered = env.get_template(name)?.render(ctx).with_context(|| format!("rendering `{name}`"))?;
+        let rendered = env.get_template(name)?.render(ser(page)).with_context(|| format!("rendering `{name}`"))?;
         let file = name.trim_end_matches(".j2");
         std::fs::write(out.join(file), rendered).with_context(|| format!("writing {file}"))?;
     }
@@ -480,54 +528,4 @@ fn answers(requests: &Path, cell: &[String]) -> Result<Vec<JValue>> {
         out.push(minijinja::context! { cell => label[r].clone(), turn => t, answer => format!("{text}{cut}") });
     }
     Ok(out)
-}
-
-/// This run's across-seeds means against a baseline report's: the change, its interval
-/// (from both runs' intervals), and whether it lies outside the noise band.
-fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) -> Result<JValue> {
-    let path = dir.join("seeds.parquet");
-    let base = export::read_parquet(&path)
-        .with_context(|| format!("reading the baseline {}", path.display()))
-        .hint("--baseline takes an earlier report folder (one with seeds.parquet)")?;
-    let base_cols: Vec<String> = base.get_column_names().iter().map(|s| s.to_string()).collect();
-    if !group.iter().all(|c| base_cols.contains(c)) {
-        return Ok(
-            minijinja::context! { dir => dir.display().to_string(), rows => Vec::<JValue>::new(), note => "the baseline's axes differ from this experiment's; nothing to compare" },
-        );
-    }
-    let key = |df: &DataFrame| -> Result<Vec<String>> {
-        let mut cols: Vec<Vec<String>> = group.iter().map(|c| strs(df, c)).collect::<Result<_>>()?;
-        cols.push(strs(df, "metric")?);
-        Ok((0..df.height()).map(|r| cols.iter().map(|c| c[r].as_str()).collect::<Vec<_>>().join("\u{1f}")).collect())
-    };
-    // (mean, ci_low, ci_high)
-    type Trio = (Option<f64>, Option<f64>, Option<f64>);
-    let trio = |df: &DataFrame| -> Result<Vec<Trio>> {
-        let (m, lo, hi) = (f64s(df, "mean")?, f64s(df, "ci_low")?, f64s(df, "ci_high")?);
-        Ok((0..df.height()).map(|r| (m[r], lo[r], hi[r])).collect())
-    };
-    let before: HashMap<String, Trio> = key(&base)?.into_iter().zip(trio(&base)?).collect();
-    let (keys, now, label, metric) = (key(seeds)?, trio(seeds)?, labels_of(seeds, group)?, strs(seeds, "metric")?);
-    let mut rows = Vec::new();
-    for r in 0..seeds.height() {
-        let Some(&(Some(b), Some(b_lo), Some(b_hi))) = before.get(&keys[r]) else { continue };
-        let (Some(m), Some(lo), Some(hi)) = now[r] else { continue };
-        if b <= 0.0 || b_lo <= 0.0 {
-            continue;
-        }
-        let change = (m / b - 1.0) * 100.0;
-        let (c_lo, c_hi) = ((lo / b_hi - 1.0) * 100.0, (hi / b_lo - 1.0) * 100.0);
-        let lower_is_better = LATENCY_METRICS.contains(&metric[r].as_str());
-        let verdict = if c_lo > noise_pct || c_hi < -noise_pct {
-            if (change < 0.0) == lower_is_better { "better" } else { "worse" }
-        } else {
-            "within noise"
-        };
-        rows.push(minijinja::context! {
-            curve => label[r].clone(), metric => metric_name(&metric[r]),
-            before => format!("{b:.2}"), after => format!("{m:.2}"),
-            change => format!("{change:+.1}%"), interval => format!("{c_lo:+.1}% … {c_hi:+.1}%"), verdict => verdict,
-        });
-    }
-    Ok(minijinja::context! { dir => dir.display().to_string(), rows => rows, noise => noise_pct, note => JValue::from(()) })
 }

@@ -1,0 +1,139 @@
+//! This run against a baseline report: per curve and metric, the change of the
+//! across-seeds mean, its interval from both runs' 95% intervals, and a verdict that
+//! calls a change only when the whole interval lies outside the noise band.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use minijinja::Value as JValue;
+use polars::prelude::*;
+
+use super::charts::{f64s, strs};
+use super::{labels_of, metric_name};
+use crate::error::WithHint;
+use crate::export;
+use crate::steps::aggregate::seeds::LATENCY_METRICS;
+
+/// What a change amounts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Better,
+    Worse,
+    WithinNoise,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Better => "better",
+            Verdict::Worse => "worse",
+            Verdict::WithinNoise => "within noise",
+        }
+    }
+}
+
+/// A mean with its 95% interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Estimate {
+    pub mean: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// The change from `before` to `now` in percent, with its interval, and the verdict.
+#[derive(Debug, Clone, Copy)]
+pub struct Change {
+    pub pct: f64,
+    pub low_pct: f64,
+    pub high_pct: f64,
+    pub verdict: Verdict,
+}
+
+/// How `now` compares with `before`: the interval of the ratio runs from the lowest
+/// now over the highest before to the highest now over the lowest before. None when
+/// the baseline is not positive (no ratio to speak of).
+pub fn change(before: Estimate, now: Estimate, lower_is_better: bool, noise_pct: f64) -> Option<Change> {
+    if before.mean <= 0.0 || before.low <= 0.0 {
+        return None;
+    }
+    let pct = (now.mean / before.mean - 1.0) * 100.0;
+    let (low_pct, high_pct) = ((now.low / before.high - 1.0) * 100.0, (now.high / before.low - 1.0) * 100.0);
+    let verdict = if low_pct > noise_pct || high_pct < -noise_pct {
+        if (pct < 0.0) == lower_is_better { Verdict::Better } else { Verdict::Worse }
+    } else {
+        Verdict::WithinNoise
+    };
+    Some(Change { pct, low_pct, high_pct, verdict })
+}
+
+/// This run's across-seeds means (`seeds`) against the baseline report in `dir`.
+pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) -> Result<JValue> {
+    let path = dir.join("seeds.parquet");
+    let base = export::read_parquet(&path)
+        .with_context(|| format!("reading the baseline {}", path.display()))
+        .hint("--baseline takes an earlier report folder (one with seeds.parquet)")?;
+    let base_cols: Vec<String> = base.get_column_names().iter().map(|s| s.to_string()).collect();
+    if !group.iter().all(|c| base_cols.contains(c)) {
+        return Ok(
+            minijinja::context! { dir => dir.display().to_string(), rows => Vec::<JValue>::new(), note => "the baseline's axes differ from this experiment's; nothing to compare" },
+        );
+    }
+    let key = |df: &DataFrame| -> Result<Vec<String>> {
+        let mut cols: Vec<Vec<String>> = group.iter().map(|c| strs(df, c)).collect::<Result<_>>()?;
+        cols.push(strs(df, "metric")?);
+        Ok((0..df.height()).map(|r| cols.iter().map(|c| c[r].as_str()).collect::<Vec<_>>().join("\u{1f}")).collect())
+    };
+    let estimates = |df: &DataFrame| -> Result<Vec<Option<Estimate>>> {
+        let (m, lo, hi) = (f64s(df, "mean")?, f64s(df, "ci_low")?, f64s(df, "ci_high")?);
+        Ok((0..df.height()).map(|r| Some(Estimate { mean: m[r]?, low: lo[r]?, high: hi[r]? })).collect())
+    };
+    let before: HashMap<String, Option<Estimate>> = key(&base)?.into_iter().zip(estimates(&base)?).collect();
+    let (keys, now, label, metric) = (key(seeds)?, estimates(seeds)?, labels_of(seeds, group)?, strs(seeds, "metric")?);
+    let mut rows = Vec::new();
+    for r in 0..seeds.height() {
+        let (Some(Some(b)), Some(m)) = (before.get(&keys[r]), now[r]) else { continue };
+        let Some(c) = change(*b, m, LATENCY_METRICS.contains(&metric[r].as_str()), noise_pct) else { continue };
+        rows.push(minijinja::context! {
+            curve => label[r].clone(), metric => metric_name(&metric[r]),
+            before => format!("{:.2}", b.mean), after => format!("{:.2}", m.mean),
+            change => format!("{:+.1}%", c.pct), interval => format!("{:+.1}% … {:+.1}%", c.low_pct, c.high_pct),
+            verdict => c.verdict.name(),
+        });
+    }
+    Ok(minijinja::context! { dir => dir.display().to_string(), rows => rows, noise => noise_pct, note => JValue::from(()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn est(mean: f64, half_width: f64) -> Estimate {
+        Estimate { mean, low: mean - half_width, high: mean + half_width }
+    }
+
+    #[test]
+    fn a_change_is_called_only_when_its_whole_interval_leaves_the_noise_band() {
+        // Latency 100 → 80 ms, tight intervals: 20% faster, clearly better.
+        let c = change(est(100.0, 2.0), est(80.0, 2.0), true, 2.0).unwrap();
+        assert_eq!(c.verdict, Verdict::Better);
+        assert!((c.pct + 20.0).abs() < 1e-9);
+        assert!(c.low_pct < c.pct && c.pct < c.high_pct, "{c:?}");
+        // The same numbers for throughput are a loss.
+        assert_eq!(change(est(100.0, 2.0), est(80.0, 2.0), false, 2.0).unwrap().verdict, Verdict::Worse);
+        // 3% slower with intervals that overlap: within noise, though the mean moved.
+        assert_eq!(change(est(100.0, 4.0), est(103.0, 4.0), true, 2.0).unwrap().verdict, Verdict::WithinNoise);
+        // A real 10% slowdown inside a 15% noise band is not called either.
+        assert_eq!(change(est(100.0, 1.0), est(110.0, 1.0), true, 15.0).unwrap().verdict, Verdict::WithinNoise);
+        assert!(change(est(0.0, 0.0), est(1.0, 0.1), true, 2.0).is_none(), "no ratio to a zero baseline");
+    }
+
+    #[test]
+    fn identical_runs_are_always_within_noise() {
+        for (mean, hw) in [(1.0, 0.0), (50.0, 5.0), (1e6, 1e3)] {
+            for lower in [true, false] {
+                assert_eq!(change(est(mean, hw), est(mean, hw), lower, 0.0).unwrap().verdict, Verdict::WithinNoise);
+            }
+        }
+    }
+}
