@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pipeline", version, max_term_width = 100)]
 #[command(
-    after_help = "Examples:\n  pipeline run                               run the embedded demo\n  pipeline plan experiments/qwen_sweep.toml  what would run, and why\n  pipeline run experiments/qwen_sweep.toml --only model=qwen-7b -j 4\n  pipeline run experiments/qwen_sweep.toml --executor slurm\n  pipeline dag experiments/demo.toml --format mermaid\n  pipeline report --baseline old-report/      compare with an earlier report"
+    after_help = "Examples:\n  pipeline run                               run the embedded demo\n  pipeline plan experiments/qwen_sweep.toml  what would run, and why\n  pipeline run experiments/qwen_sweep.toml --only model=qwen-7b -j 4\n  pipeline run experiments/qwen_sweep.toml --executor slurm\n  pipeline dag experiments/demo.toml --format mermaid\n  pipeline report --baseline old-report/      compare with an earlier report\n  pipeline init --endpoint http://gpu-node:8000  start your own experiment"
 )]
 pub struct Cli {
     /// Cache folder for step outputs.
@@ -61,6 +61,7 @@ pub enum Command {
     /// outside the noise band.
     Report {
         /// Experiment file (default: the embedded demo).
+        #[arg(value_hint = clap::ValueHint::FilePath)]
         file: Option<PathBuf>,
         /// An earlier report folder (holding seeds.parquet) to compare against.
         #[arg(long, value_name = "DIR")]
@@ -72,6 +73,20 @@ pub enum Command {
         #[arg(long, value_enum, value_name = "EXECUTOR")]
         executor: Option<crate::config::ExecutorKind>,
     },
+    /// Write a commented experiment file to start from, for one model: served by vLLM
+    /// (launched by pipeline), by an OpenAI-compatible server already running, by
+    /// OpenAI's or Anthropic's API, or the built-in simulator (the default). Beside it,
+    /// the experiment file's JSON Schema, for editors. Nothing is overwritten.
+    Init(InitArgs),
+    /// Print the JSON Schema of the experiment file, for editors that complete keys
+    /// and flag typos (taplo's `#:schema` in TOML, `# yaml-language-server: $schema=`).
+    Schema,
+    /// Print a completion script for your shell, e.g.
+    /// `pipeline completions bash > ~/.local/share/bash-completion/completions/pipeline`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Copy the embedded report templates into DIR, to edit; then set
     /// `templates = "DIR"` under [report] in the experiment file.
     Templates {
@@ -82,6 +97,7 @@ pub enum Command {
     /// jobs of the last `--executor slurm` run (live while it is going).
     Status {
         /// Experiment file (default: the embedded demo).
+        #[arg(value_hint = clap::ValueHint::FilePath)]
         file: Option<PathBuf>,
         /// The executor the steps ran under (it names the measures' hardware).
         #[arg(long, value_enum, value_name = "EXECUTOR")]
@@ -90,6 +106,7 @@ pub enum Command {
     /// Print the step graph, servers included.
     Dag {
         /// Experiment file (default: the embedded demo).
+        #[arg(value_hint = clap::ValueHint::FilePath)]
         file: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = DagFormat::Dot)]
         format: DagFormat,
@@ -114,9 +131,44 @@ pub enum Command {
     Guard { pgid: i32 },
 }
 
+/// `pipeline init`: which model, served how, and where to write the file.
+#[derive(Debug, clap::Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("backend").multiple(false)))]
+pub struct InitArgs {
+    /// File to write [default: experiments/NAME.toml].
+    #[arg(value_hint = clap::ValueHint::FilePath)]
+    pub file: Option<PathBuf>,
+    /// The experiment's name (letters, digits, `-`, `_`).
+    #[arg(long, default_value = "first")]
+    pub name: String,
+    /// A model for vLLM to serve (a Hugging Face id or a local path), e.g.
+    /// Qwen/Qwen2.5-VL-7B-Instruct.
+    #[arg(long, value_name = "MODEL", group = "backend")]
+    pub vllm: Option<String>,
+    /// GPUs per vLLM server (`--tensor-parallel-size`).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "vllm")]
+    pub tensor_parallel_size: u32,
+    /// An OpenAI-compatible server already running, e.g. http://gpu-node:8000; its
+    /// model's name is read from its /v1/models.
+    #[arg(long, value_name = "URL", group = "backend")]
+    pub endpoint: Option<String>,
+    /// OpenAI's API, with this model.
+    #[arg(long, value_name = "MODEL", group = "backend")]
+    pub openai: Option<String>,
+    /// Anthropic's Messages API, with this model.
+    #[arg(long, value_name = "MODEL", group = "backend")]
+    pub anthropic: Option<String>,
+    /// The environment variable that holds the API key (its name, never the key)
+    /// [default: OPENAI_API_KEY, ANTHROPIC_API_KEY].
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct Target {
     /// Experiment file (default: the embedded demo).
+    #[arg(value_hint = clap::ValueHint::FilePath)]
     pub file: Option<PathBuf>,
     /// Only cells whose AXIS has VALUE (repeatable; all must match), e.g. --only seed=66.
     #[arg(long, value_name = "AXIS=VALUE", value_parser = parse_only)]

@@ -16,6 +16,7 @@ use serde_json::Value;
 mod backends;
 mod config_errors;
 mod fake;
+mod first_minutes;
 mod hardening;
 mod isolation;
 mod lifecycle;

@@ -16,6 +16,7 @@ use crate::exec::{self, RunOptions};
 use crate::plan::{Plan, Selection, State, StepStatus};
 use crate::{exit, matrix, sim, steps};
 
+mod init;
 mod slurm;
 
 /// An error with the kind that decides its exit code.
@@ -57,6 +58,13 @@ pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
             report(&cache, file.as_deref(), baseline.as_deref(), noise_pct, executor)
         }
         Command::Templates { dir } => templates(&dir),
+        Command::Init(args) => init::init(&args),
+        Command::Schema => out(&format!("{}\n", init::schema())).map(|_| exit::OK),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "pipeline", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
         Command::Dag { file, format } => dag(file.as_deref(), format),
         Command::Cache { command: CacheCommand::Gc } => gc(&cache),
         Command::SimServer(args) => sim_server(args),

@@ -6,61 +6,92 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+/// An experiment file (see docs/experiment-file.md).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "pipeline experiment")]
 pub struct RawExperiment {
+    /// experiment name: letters, digits, `-`, `_`, at most 64; names the run record `cache/runs/NAME.HASH.json` (HASH: where the file is, so two files of one name keep separate records) and the default report folder (required)
     pub name: String,
+    /// report title (overridden by `report.title`) (default: `name`)
     pub title: Option<String>,
+    /// `[models.NAME]`: the models to measure, each with a backend and its variants.
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
+    /// `[server]`: how launched servers (vLLM, a command) are started.
     #[serde(default)]
     pub server: RawServer,
+    /// `[workload]`: the conversations every cell sends.
     #[serde(default)]
     pub workload: RawWorkload,
+    /// `[matrix]`: the axes whose product is the set of cells.
     pub matrix: RawMatrix,
+    /// `[[axis]]`: your own axes, each feeding a server flag or a workload parameter.
     #[serde(default)]
     pub axis: Vec<RawAxis>,
+    /// `[report]`: where the report goes and what it judges by.
     #[serde(default)]
     pub report: RawReport,
+    /// where steps run: `local`, or `slurm` (one Slurm job per server group; see [`[slurm]`](#slurm) and docs/slurm.md). `--executor` overrides it (default: `local`)
     pub executor: Option<String>,
+    /// `[slurm]`: how jobs are submitted when `executor = "slurm"`.
     pub slurm: Option<RawSlurm>,
 }
 
 /// `[slurm]`: how jobs are submitted when `executor = "slurm"`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSlurm {
+    /// `--partition`
     pub partition: Option<String>,
+    /// `--account`
     pub account: Option<String>,
+    /// `--time` of every job, as Slurm writes it: minutes, `HH:MM:SS` or `D-HH:MM:SS`
     pub time: Option<String>,
+    /// GRES type: `--gres=gpu:TYPE:N` instead of `--gres=gpu:N`
     pub gpu_type: Option<String>,
+    /// `--mem` (e.g. `"64G"`)
     pub mem: Option<String>,
+    /// `--cpus-per-task`
     pub cpus_per_task: Option<i64>,
+    /// `pipeline` as the nodes see it (default: this binary's own path, which must then be on a shared filesystem)
     pub binary: Option<String>,
+    /// more `sbatch` arguments, e.g. `["--qos=high", "--constraint=h100"]`
     #[serde(default)]
     pub sbatch_args: Vec<String>,
+    /// `local` (default): datagen, aggregate and report run on the submitting machine; `slurm`: each runs as a small CPU job
     pub cpu_steps: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawModel {
+    /// `vllm`, `sim` (built-in simulator), `command` (any OpenAI-compatible server from a command template), `endpoint` (a server someone else started), `openai`, `anthropic` (required)
     pub backend: String,
+    /// model path or id passed to the server (`vllm serve MODEL`) (default: `NAME`)
     pub model: Option<String>,
+    /// the name requests use (`--served-model-name`) (default: `model`)
     pub served_name: Option<String>,
+    /// base URL for `endpoint`, `openai` (default `https://api.openai.com`), `anthropic` (default `https://api.anthropic.com`); `http://` or `https://` (through rustls), without a user name or password in it. Redirects are not followed
     pub url: Option<String>,
+    /// the **name** of the environment variable holding the API key (never the key: a value that looks like one is refused and not repeated). The key is redacted from everything recorded; see [security.md](security.md)
     pub api_key_env: Option<String>,
+    /// for `command`: argv with `{port}`, `{host}`, `{model}`, `{served_name}`, `{tp}` placeholders
     pub command: Option<Vec<String>>,
+    /// for `command`: a fixed port (checked to be free before start) (default: a free port)
     pub port: Option<u16>,
+    /// GPUs one server holds: what a Slurm job asks for (`--gres=gpu:N`) and, locally, whether the server waits for the GPU lane. Enters the server's key only when set. Not for remote backends (default: `tensor-parallel-size` (`vllm`, `command`); 0 (`sim`))
     pub gpus: Option<i64>,
+    /// simulator latency model (default: see below)
     pub sim: Option<RawSim>,
     #[serde(default)]
     pub variants: BTreeMap<String, RawVariant>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawVariant {
     pub model: Option<String>,
@@ -72,7 +103,7 @@ pub struct RawVariant {
 }
 
 /// Latency-model overrides for the built-in simulator (see `sim::LatencyModel`).
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSim {
     pub ttft_base_ms: Option<f64>,
@@ -84,56 +115,84 @@ pub struct RawSim {
     pub answer_tokens: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawServer {
+    /// `--tensor-parallel-size`; also how many GPUs a server takes (default: 1)
     pub tensor_parallel_size: Option<i64>,
+    /// `--dtype` (a variant's `dtype` wins) (default: `auto`)
     pub dtype: Option<String>,
+    /// appended to every server command (default: `[]`)
     #[serde(default)]
     pub extra_args: Vec<String>,
+    /// GPU indices servers may use (`CUDA_VISIBLE_DEVICES`) (default: all)
     pub gpus: Option<Vec<u32>>,
+    /// how long a server may take to answer `/health` (default: 600)
     pub startup_timeout_s: Option<f64>,
+    /// `--max-model-len` (a 60-turn 720p conversation needs about 72k tokens) (default: the model's)
     pub max_model_len: Option<i64>,
+    /// `true`: `--enable-prefix-caching`, `false`: `--no-enable-prefix-caching` (default: vLLM's default (on in V1))
     pub prefix_caching: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawWorkload {
+    /// turns per conversation; the history is resent every turn (default: 60)
     pub turns: Option<i64>,
+    /// synthetic image size (default: `"1280x720"`)
     pub resolution: Option<String>,
     pub questions: Option<Vec<String>>,
     pub questions_file: Option<String>,
+    /// use your own JPEG/PNG images as a pool, reshuffled per seed
     pub images_dir: Option<String>,
+    /// per request (default: 32)
     pub max_tokens: Option<i64>,
+    /// per request (default: 0)
     pub temperature: Option<f64>,
+    /// per measure step, excluded from statistics (default: 1)
     pub warmup_requests: Option<i64>,
+    /// per request (default: 120)
     pub request_timeout_s: Option<f64>,
+    /// a measure step fails when more of its requests fail (default: 0.05)
     pub max_error_share: Option<f64>,
+    /// `closed`: each conversation sends its next turn as soon as the last is answered (B in flight). `poisson` or `constant`: open loop, see below (default: `"closed"`)
     pub arrival: Option<String>,
+    /// open loop only: requests per second over all conversations (an `[[axis]]` with `workload = "request-rate"` sweeps it)
     pub request_rate: Option<f64>,
+    /// `resend`: every image of the history goes out again every turn (what chat clients do; servers' caches hide part of its cost). `uuid`: each image goes out once with a stable id (`img-` + blake3 of its bytes) and is referred to afterwards as `{"type": "image_url", "image_url": null, "uuid": …}`, vLLM's multimodal UUIDs (vLLM needs its processor cache or prefix caching on). OpenAI-compatible servers only (default: `"resend"`)
     pub image_reuse: Option<String>,
+    /// how each cell is kept from the server caches that other cells filled (a conversation's own history may still hit the cache within its cell). `reset`: empty the server's prefix, multimodal and encoder caches before the cell (vLLM's `POST /reset_prefix_cache`, `/reset_mm_cache`, `/reset_encoder_cache`, served with `VLLM_SERVER_DEV_MODE=1`, which `pipeline` sets for the `vllm` servers it launches). `salt`: a new `cache_salt` for every request of the cell: isolates vLLM's prefix cache, not its multimodal processor cache, which is keyed by image content. `restart`: stop the server and start it afresh before each cell (servers `pipeline` launches; every cache is empty, at the cost of a server start per cell, minutes for a large vLLM model). `none`: measure the caches as earlier cells left them, on purpose. Unset: `reset`; where a server refuses the reset route, `salt`, with a note; a hosted API (`openai`, `anthropic`) cannot be isolated, which the report says. Asking for `reset` or `salt` where it cannot be done is an error that names the fix. What each cell got is in its `meta.json`. An `[[axis]]` with `workload = "cache-isolation"` sweeps it (default: strongest the backend supports)
     pub cache_isolation: Option<String>,
+    /// seconds between scrapes of the server's Prometheus `/metrics` during a cell (0: only at its start and end); see docs/results.md (default: 1)
     pub metrics_interval_s: Option<f64>,
+    /// `images`: a turn's F frames go as F image parts. `video`: as one `video_url` of JPEG frames (`data:video/jpeg;base64,F1,F2,…`, which vLLM reads as a frame sequence); vLLM servers then get `--limit-mm-per-prompt '{"video": turns}'` and `--media-io-kwargs '{"video": {"num_frames": -1}}'` so no frame is dropped. OpenAI-compatible servers, JPEG frames, `image-reuse = "resend"` only (default: `"images"`)
     pub frames_as: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawMatrix {
+    /// models to measure (required)
     pub model: Vec<String>,
+    /// variants; a model without a listed variant skips it (default: `["base"]`)
     pub variant: Option<Vec<String>>,
+    /// seeds for data generation (default: `[0]`)
     pub seed: Option<Vec<i64>>,
+    /// concurrent conversations (closed loop) (default: `[1]`)
     pub batch_size: Option<Vec<i64>>,
+    /// images per turn (default: `[1]`)
     pub frames: Option<Vec<i64>>,
+    /// list of `{ axis = value or [values] }`: remove matching cells (default: `[]`)
     #[serde(default)]
     pub exclude: Vec<BTreeMap<String, serde_json::Value>>,
+    /// list of `{ axis = value or [values] }`: add cells (unnamed axes take all values) (default: `[]`)
     #[serde(default)]
     pub include: Vec<BTreeMap<String, serde_json::Value>>,
 }
 
 /// A user-named axis: its values feed either a server flag or a workload parameter.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawAxis {
     pub name: String,
@@ -142,18 +201,24 @@ pub struct RawAxis {
     pub workload: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawReport {
+    /// where the report is published: a folder `pipeline` owns (marked by `.pipeline-report`); one holding other files, or another experiment's report, is refused (default: `reports/NAME`)
     pub dir: Option<String>,
+    /// report title (default: top-level `title`)
     pub title: Option<String>,
+    /// a folder whose `README.md.j2` / `index.html.j2` replace the embedded templates (`pipeline templates DIR` copies them out to start from) (default: embedded)
     pub templates: Option<String>,
+    /// the service-level objective: `ttft-ms`, `tpot-ms`, `e2e-ms` (each optional; a request is *good* when it meets every one set) and `attainment-pct` (default 90: a cell meets the SLO when that share of its requests is good). Drives `goodput_req_per_s`, `slo_met_pct` and the best operating point (default: `{ ttft-ms = 500, tpot-ms = 50 }`)
     pub slo: Option<RawSlo>,
+    /// an earlier report folder to compare against (as `pipeline report --baseline DIR`) (default: none)
     pub baseline: Option<String>,
+    /// a change against the baseline counts only when its interval lies wholly outside ± this (default: 5)
     pub noise_pct: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawSlo {
     pub ttft_ms: Option<f64>,
