@@ -69,6 +69,11 @@ pub enum Command {
         /// Changes within ± this many percent are noise [default: 5, or [report] noise-pct].
         #[arg(long, value_name = "PCT", value_parser = parse_pct)]
         noise_pct: Option<f64>,
+        /// Exit with code 4 when a metric is significantly worse than the baseline's:
+        /// `worse` for any metric, or a metric to watch (repeatable), e.g.
+        /// e2e_mean_ms, output_tok_per_s [default: [report] fail-on].
+        #[arg(long, value_name = "WHAT", value_parser = parse_fail_on)]
+        fail_on: Vec<String>,
         /// The executor the measures ran under (it names their hardware).
         #[arg(long, value_enum, value_name = "EXECUTOR")]
         executor: Option<crate::config::ExecutorKind>,
@@ -190,6 +195,12 @@ fn parse_pct(s: &str) -> Result<f64, String> {
         Ok(v) if (0.0..100.0).contains(&v) => Ok(v),
         _ => Err(format!("`{s}` is not a percentage from 0 to 100")),
     }
+}
+
+fn parse_fail_on(s: &str) -> Result<String, String> {
+    crate::steps::report::baseline::fail_on_value(s)
+        .map(|_| s.to_string())
+        .map_err(|hint| format!("`{s}` is neither `worse` nor a metric; {hint}"))
 }
 
 fn parse_only(s: &str) -> Result<(String, String), String> {

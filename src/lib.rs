@@ -44,6 +44,8 @@ pub mod exit {
     /// The environment is wrong: the cache is locked or unwritable, a port is taken,
     /// Slurm is missing or unreachable.
     pub const ENVIRONMENT: i32 = 3;
+    /// `--fail-on`: a metric is significantly worse than the baseline's.
+    pub const REGRESSION: i32 = 4;
     /// Interrupted by Ctrl-C (128 + SIGINT); SIGTERM gives 143 and SIGHUP 129, 128 +
     /// the signal as shells report it.
     pub const INTERRUPTED: i32 = 130;

@@ -54,8 +54,8 @@ pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Run { target, jobs, keep_going } => run(&cache, &target, jobs, keep_going),
         Command::Plan { target, json } => plan_cmd(&cache, &target, json),
         Command::Status { file, executor } => status(&cache, file.as_deref(), executor),
-        Command::Report { file, baseline, noise_pct, executor } => {
-            report(&cache, file.as_deref(), baseline.as_deref(), noise_pct, executor)
+        Command::Report { file, baseline, noise_pct, fail_on, executor } => {
+            report(&cache, file.as_deref(), baseline.as_deref(), noise_pct, fail_on, executor)
         }
         Command::Templates { dir } => templates(&dir),
         Command::Init(args) => init::init(&args),
@@ -99,6 +99,7 @@ fn load_with(file: Option<&Path>, adjust: impl FnOnce(&mut config::Experiment) -
         None => Source::demo(),
     };
     let mut experiment = config::load(&source)?;
+    check_fail_on(&source, &experiment.report.fail_on)?;
     experiment.report.provenance = steps::report::provenance(file, &source.display);
     adjust(&mut experiment)?;
     let cells = matrix::expand(&experiment, &source)?;
@@ -108,6 +109,21 @@ fn load_with(file: Option<&Path>, adjust: impl FnOnce(&mut config::Experiment) -
     };
     let plan = Plan::build(experiment, cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
     Ok((source, plan))
+}
+
+/// `[report] fail-on` names the aggregate's metrics, so it is checked here, with
+/// them, located in the file like every other problem.
+fn check_fail_on(source: &Source, fail_on: &[String]) -> Result<(), Failure> {
+    let issues: Vec<config::Issue> = fail_on
+        .iter()
+        .enumerate()
+        .filter_map(|(i, what)| {
+            let hint = steps::report::baseline::fail_on_value(what).err()?;
+            let message = format!("{} is neither `worse` nor a metric", config::quoted(what));
+            Some(config::issue_at(source, &format!("report.fail-on[{i}]"), message, Some(hint)))
+        })
+        .collect();
+    if issues.is_empty() { Ok(()) } else { Err(config::ConfigError::invalid(source, issues).into()) }
 }
 
 fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
@@ -239,6 +255,7 @@ fn report(
     file: Option<&Path>,
     baseline: Option<&Path>,
     noise_pct: Option<f64>,
+    fail_on: Vec<String>,
     executor: Option<config::ExecutorKind>,
 ) -> Result<i32, Failure> {
     let (source, plan) = load_with(file, |experiment| {
@@ -255,6 +272,9 @@ fn report(
         }
         if let Some(n) = noise_pct {
             experiment.report.noise_pct = n;
+        }
+        if !fail_on.is_empty() {
+            experiment.report.fail_on = fail_on;
         }
         Ok(())
     })?;
@@ -309,6 +329,14 @@ fn execute(
     jobs: usize,
     keep_going: bool,
 ) -> Result<i32, Failure> {
+    let watched = &plan.experiment.report.fail_on;
+    if !watched.is_empty() && plan.experiment.report.baseline.is_none() {
+        return Err(Failure {
+            error: anyhow!("fail-on {} needs a baseline to compare with", watched.join(", "))
+                .hint("pass --baseline DIR (an earlier report folder), or set `baseline` under [report]"),
+            kind: Kind::User,
+        });
+    }
     eprintln!("pipeline: {} ({} cells, {} steps): {}", source.display, plan.cells.len(), plan.steps.len(), counts_line(&statuses));
     let report_dest = plan.experiment.base_dir.join(&plan.experiment.report.dir);
     let sim_bin = std::env::current_exe().map_err(|e| fail(Kind::Environment)(e.into()))?;
@@ -340,10 +368,14 @@ fn execute(
         eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
     }
     eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
+    let regressed = match (&summary.report_dir, plan.experiment.report.fail_on.is_empty()) {
+        (Some(dir), false) => gate(dir, &plan.experiment.report.fail_on)?,
+        _ => false,
+    };
     // The process ends right after this; freeing a 100k-step plan only costs time.
     std::mem::forget(plan);
     if summary.failed.is_empty() {
-        Ok(exit::OK)
+        Ok(if regressed { exit::REGRESSION } else { exit::OK })
     } else {
         for (id, e) in &summary.failed {
             eprintln!("failed: {id}: {}", e.lines().next().unwrap_or_default());
@@ -353,6 +385,37 @@ fn execute(
         }
         Ok(exit::STEP_FAILED)
     }
+}
+
+/// `fail-on`: whether the report in `dir` holds a watched metric that is worse than
+/// the baseline's; each such row is printed.
+fn gate(dir: &Path, fail_on: &[String]) -> Result<bool, Failure> {
+    use steps::report::baseline::{self, Comparison};
+    let path = dir.join(baseline::FILE);
+    let comparison: Comparison = std::fs::read(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| Ok(serde_json::from_slice(&b)?))
+        .map_err(|e| fail(Kind::Environment)(e.context(format!("reading {}", path.display()))))?;
+    if let Some(note) = &comparison.note {
+        eprintln!("fail-on: nothing compared with {}: {note}", comparison.dir);
+        return Ok(false);
+    }
+    let worse = baseline::regressions(&comparison, fail_on);
+    if worse.is_empty() {
+        eprintln!("fail-on {}: nothing is worse than {} beyond ±{}% noise", fail_on.join(", "), comparison.dir, comparison.noise);
+        return Ok(false);
+    }
+    eprintln!(
+        "regression: {} metric(s) worse than {} beyond ±{}% noise (fail-on {}):",
+        worse.len(),
+        comparison.dir,
+        comparison.noise,
+        fail_on.join(", ")
+    );
+    for r in worse {
+        eprintln!("  {}  {}: {} → {} ({}, interval {})", r.curve, r.metric, r.before, r.after, r.change, r.interval);
+    }
+    Ok(true)
 }
 
 /// After a signal stopped the run (servers are stopped, staging folders removed):

@@ -386,6 +386,10 @@ pub struct ReportSettings {
     pub baseline: Option<PathBuf>,
     /// A change smaller than this (percent, either way) is noise.
     pub noise_pct: f64,
+    /// Metrics that fail the command when worse than the baseline's (`worse`: any);
+    /// empty: no gate. Not in the report's key: it judges the report, it does not
+    /// change it.
+    pub fail_on: Vec<String>,
     /// Where the experiment file came from (git commit), set by the command that loads it.
     pub provenance: String,
 }

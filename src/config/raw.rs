@@ -216,6 +216,8 @@ pub struct RawReport {
     pub baseline: Option<String>,
     /// a change against the baseline counts only when its interval lies wholly outside ± this (default: 5)
     pub noise_pct: Option<f64>,
+    /// fail `pipeline run` and `pipeline report` (exit code 4) when a metric is significantly worse than the baseline's: `["worse"]` for any metric, or the metrics to watch, e.g. `["e2e_mean_ms", "output_tok_per_s"]` (default: none)
+    pub fail_on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -176,6 +176,8 @@ impl Validator<'_> {
         let title = raw.report.title.clone().or(raw.title).unwrap_or_else(|| raw.name.clone());
         let slo = self.slo(raw.report.slo);
         let noise_pct = self.num("report.noise-pct", raw.report.noise_pct, 5.0, limits::NOISE_PCT);
+        // Its values are the aggregate's metric names, checked with them (`commands`).
+        let fail_on = raw.report.fail_on.unwrap_or_default();
         let report = ReportSettings {
             dir: PathBuf::from(raw.report.dir.unwrap_or_else(|| format!("reports/{}", raw.name))),
             title,
@@ -183,6 +185,7 @@ impl Validator<'_> {
             slo,
             baseline: raw.report.baseline.map(|b| self.source.base_dir.join(b)),
             noise_pct,
+            fail_on,
             provenance: String::new(),
         };
         let executor = match raw.executor.as_deref() {

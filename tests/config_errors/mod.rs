@@ -76,6 +76,12 @@ fn bad_experiment_files_are_explained() {
         ),
         ("a rate in closed loop", "turns = 2", "turns = 2\nrequest-rate = 3.0", &["t.toml:17:16", "only applies to open-loop arrival"]),
         (
+            "a misspelt fail-on",
+            "dir = \"reports/t\"",
+            "dir = \"reports/t\"\nfail-on = [\"e2e_mean\"]",
+            &["t.toml:28:12", "report.fail-on[0]: `e2e_mean` is neither `worse` nor a metric", "did you mean `e2e_mean_ms`?"],
+        ),
+        (
             "a missing image folder",
             "turns = 2",
             "turns = 2\nimages-dir = \"nope\"",

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use minijinja::Value as JValue;
 use polars::prelude::*;
+use serde::{Deserialize, Serialize};
 
 use super::charts::{f64s, strs};
 use super::{labels_of, metric_name};
@@ -16,21 +16,14 @@ use crate::export;
 use crate::steps::aggregate::seeds::LATENCY_METRICS;
 
 /// What a change amounts to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
+    #[serde(rename = "better")]
     Better,
+    #[serde(rename = "worse")]
     Worse,
+    #[serde(rename = "within noise")]
     WithinNoise,
-}
-
-impl Verdict {
-    pub fn name(self) -> &'static str {
-        match self {
-            Verdict::Better => "better",
-            Verdict::Worse => "worse",
-            Verdict::WithinNoise => "within noise",
-        }
-    }
 }
 
 /// A mean with its 95% interval.
@@ -67,17 +60,68 @@ pub fn change(before: Estimate, now: Estimate, lower_is_better: bool, noise_pct:
     Some(Change { pct, low_pct, high_pct, verdict })
 }
 
+/// This run against a baseline: the report's section, and `comparison.json` beside
+/// the report, which `--fail-on` reads.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Comparison {
+    pub dir: String,
+    /// Why nothing could be compared, when nothing could.
+    pub note: Option<String>,
+    pub noise: f64,
+    pub rows: Vec<Row>,
+}
+
+/// One curve and metric, as shown.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Row {
+    pub curve: String,
+    /// The metric's column in `seeds` (`e2e_mean_ms`), and as the report names it.
+    pub metric_key: String,
+    pub metric: String,
+    pub before: String,
+    pub after: String,
+    pub change: String,
+    pub interval: String,
+    pub verdict: Verdict,
+}
+
+/// Whether `what` may be a `fail-on` value: `worse` (any metric), or a metric of the
+/// `seeds` table; otherwise the choices, the closest first.
+pub fn fail_on_value(what: &str) -> Result<(), String> {
+    use crate::steps::aggregate::seeds::THROUGHPUT_METRICS;
+    let choices: Vec<&str> = ["worse"].into_iter().chain(LATENCY_METRICS).chain(THROUGHPUT_METRICS).collect();
+    if choices.contains(&what) {
+        return Ok(());
+    }
+    Err(match crate::config::closest(what, choices.iter().copied()) {
+        Some(best) => format!("did you mean `{best}`? (one of: {})", choices.join(", ")),
+        None => format!("one of: {}", choices.join(", ")),
+    })
+}
+
+/// The rows that fail a `fail-on` gate: worse than the baseline, on a watched metric.
+pub fn regressions<'a>(c: &'a Comparison, fail_on: &[String]) -> Vec<&'a Row> {
+    let any = fail_on.iter().any(|f| f == "worse");
+    c.rows.iter().filter(|r| r.verdict == Verdict::Worse && (any || fail_on.contains(&r.metric_key))).collect()
+}
+
+/// The file the comparison is kept in, in the report folder.
+pub const FILE: &str = "comparison.json";
+
 /// This run's across-seeds means (`seeds`) against the baseline report in `dir`.
-pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) -> Result<JValue> {
+pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) -> Result<Comparison> {
     let path = dir.join("seeds.parquet");
     let base = export::read_parquet(&path)
         .with_context(|| format!("reading the baseline {}", path.display()))
         .hint("--baseline takes an earlier report folder (one with seeds.parquet)")?;
     let base_cols: Vec<String> = base.get_column_names().iter().map(|s| s.to_string()).collect();
     if !group.iter().all(|c| base_cols.contains(c)) {
-        return Ok(
-            minijinja::context! { dir => dir.display().to_string(), rows => Vec::<JValue>::new(), note => "the baseline's axes differ from this experiment's; nothing to compare" },
-        );
+        return Ok(Comparison {
+            dir: dir.display().to_string(),
+            note: Some("the baseline's axes differ from this experiment's; nothing to compare".into()),
+            noise: noise_pct,
+            rows: Vec::new(),
+        });
     }
     let key = |df: &DataFrame| -> Result<Vec<String>> {
         let mut cols: Vec<Vec<String>> = group.iter().map(|c| strs(df, c)).collect::<Result<_>>()?;
@@ -94,14 +138,18 @@ pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) 
     for r in 0..seeds.height() {
         let (Some(Some(b)), Some(m)) = (before.get(&keys[r]), now[r]) else { continue };
         let Some(c) = change(*b, m, LATENCY_METRICS.contains(&metric[r].as_str()), noise_pct) else { continue };
-        rows.push(minijinja::context! {
-            curve => label[r].clone(), metric => metric_name(&metric[r]),
-            before => format!("{:.2}", b.mean), after => format!("{:.2}", m.mean),
-            change => format!("{:+.1}%", c.pct), interval => format!("{:+.1}% … {:+.1}%", c.low_pct, c.high_pct),
-            verdict => c.verdict.name(),
+        rows.push(Row {
+            curve: label[r].clone(),
+            metric_key: metric[r].clone(),
+            metric: metric_name(&metric[r]),
+            before: format!("{:.2}", b.mean),
+            after: format!("{:.2}", m.mean),
+            change: format!("{:+.1}%", c.pct),
+            interval: format!("{:+.1}% … {:+.1}%", c.low_pct, c.high_pct),
+            verdict: c.verdict,
         });
     }
-    Ok(minijinja::context! { dir => dir.display().to_string(), rows => rows, noise => noise_pct, note => JValue::from(()) })
+    Ok(Comparison { dir: dir.display().to_string(), note: None, noise: noise_pct, rows })
 }
 
 #[cfg(test)]

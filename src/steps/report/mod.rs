@@ -7,8 +7,9 @@
 //! deterministic (no clock, no absolute paths, no random ids), so an unchanged
 //! experiment gives byte-identical files.
 
-mod baseline;
+pub mod baseline;
 mod charts;
+mod glance;
 mod markdown;
 mod params;
 mod server;
@@ -28,7 +29,8 @@ pub use params::{Params, ShownServer};
 /// Bump when rendered files would change.
 /// 3: every value in the Markdown goes through the `md`/`mdcode` filters.
 /// 4: the Server section, cache isolation in the methodology, the cached share per turn.
-pub const VERSION: u32 = 4;
+/// 5: results at a glance first; `comparison.json` beside a baseline comparison.
+pub const VERSION: u32 = 5;
 
 pub const TEMPLATES: [(&str, &str); 2] = [
     ("README.md.j2", include_str!("../../../templates/README.md.j2")),
@@ -109,6 +111,9 @@ pub fn run(p: &Params, aggregate: &Path, templates: Option<&Path>, baseline: Opt
         std::fs::write(out.join(&c.file), &c.svg).with_context(|| format!("writing {}", c.file))?;
     }
     let page = context(p, &tables, &charts, baseline, &aggregate.join("requests.parquet"))?;
+    if let Some(c) = &page.baseline {
+        std::fs::write(out.join(baseline::FILE), serde_json::to_vec_pretty(c)?).with_context(|| format!("writing {}", baseline::FILE))?;
+    }
     render(&page, templates, out)
 }
 
@@ -186,6 +191,8 @@ fn draw(t: &Tables) -> Result<Charts> {
 /// the baseline comparison and sample answers.
 #[derive(serde::Serialize)]
 struct Page<'a> {
+    /// What the run found, and what makes it doubtful ([`glance`]).
+    glance: glance::Glance,
     title: &'a str,
     name: &'a str,
     tool: String,
@@ -218,7 +225,7 @@ struct Page<'a> {
     gpu_reason: Option<String>,
     errors: Option<JValue>,
     gpu_table: Option<JValue>,
-    baseline: Option<JValue>,
+    baseline: Option<baseline::Comparison>,
     answers: Vec<JValue>,
     /// The Server section ([`server::section`]).
     server: JValue,
@@ -241,7 +248,13 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         None => None,
     };
     let gpus: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let at_a_glance = glance::Tables { seeds, points, per_turn: &t.per_turn, summary: &t.summary, server: &t.server, group };
+    let mut glance = glance::glance(&at_a_glance, &p.slo.describe())?;
+    if let Some(c) = &baseline {
+        glance::against_baseline(&mut glance, c);
+    }
     Ok(Page {
+        glance,
         title: &p.title,
         name: &shown.name,
         tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
