@@ -398,17 +398,19 @@ fn ser<T: serde::Serialize>(v: T) -> JValue {
 }
 
 /// Columns of `df` as a table of display strings: (column, header, decimals) each;
-/// booleans as ✓, missing values as –.
+/// booleans as ✓, missing values as –. `align` is each column's Markdown alignment:
+/// numbers to the right.
 fn display(df: &DataFrame, cols: &[(String, String, usize)]) -> Result<JValue> {
-    let mut columns = Vec::new();
+    let (mut columns, mut align) = (Vec::new(), Vec::new());
     let mut data: Vec<Vec<String>> = Vec::new();
     for (name, header, decimals) in cols {
         let Ok(c) = df.column(name) else { continue };
         columns.push(header.clone());
+        align.push(if c.dtype().is_primitive_numeric() { "---:" } else { "---" });
         data.push((0..df.height()).map(|r| Ok(cell_text(&c.get(r)?, *decimals))).collect::<Result<_>>()?);
     }
     let rows: Vec<Vec<String>> = (0..df.height()).map(|r| data.iter().map(|c| c[r].clone()).collect()).collect();
-    Ok(minijinja::context! { columns => columns, rows => rows })
+    Ok(minijinja::context! { columns => columns, align => align, rows => rows })
 }
 
 fn cell_text(v: &AnyValue, decimals: usize) -> String {
@@ -460,7 +462,8 @@ fn seeds_display(seeds: &DataFrame, group: &[String]) -> Result<JValue> {
         })
         .collect();
     let columns = ["curve", "metric", "seeds", "median [min – max]", "mean ± std", "95% CI (bootstrap)"];
-    Ok(minijinja::context! { columns => columns, rows => rows })
+    let align = ["---", "---", "---:", "---:", "---:", "---:"];
+    Ok(minijinja::context! { columns => columns, align => align, rows => rows })
 }
 
 /// "qwen-3b (awq), batch-size=2, frames=1" per row.
