@@ -77,11 +77,14 @@ pub fn per_turn(df: &DataFrame) -> Result<Vec<Chart>> {
             groups.entry(&group_label[r]).or_default().entry(series_label[r].clone()).or_default().push(Pt { x: t + 1.0, y, lo, hi });
         }
     }
+    // One y axis for every panel, so that they compare by eye.
+    let shared = groups.values().flat_map(|s| s.values().flatten()).map(|p| p.hi).fold(1.0, f64::max) * 1.1;
     let mut charts = Vec::new();
     for (i, (label, series)) in groups.iter().enumerate() {
         let title = format!("End-to-end latency per turn, {label}");
-        let svg =
-            draw(&title, (800, 440), |root| panel(root, "", "turn", "end-to-end latency, median across seeds (ms)", series, Style::Band))?;
+        let svg = draw(&title, (800, 440), |root| {
+            panel(root, "", "turn", "end-to-end latency, median across seeds (ms)", series, Style::Band, Some(shared))
+        })?;
         charts.push(Chart { file: format!("per_turn_{}.svg", i + 1), title, svg });
     }
     Ok(charts)
@@ -106,8 +109,9 @@ pub fn cached_share(df: &DataFrame) -> Result<Option<Chart>> {
         return Ok(None);
     }
     let title = "Share of prompt tokens served from the server's cache, per turn".to_string();
-    let svg =
-        draw(&title, (800, 440), |root| panel(root, "", "turn", "cached prompt tokens, median across seeds (%)", &series, Style::Band))?;
+    let svg = draw(&title, (800, 440), |root| {
+        panel(root, "", "turn", "cached prompt tokens, median across seeds (%)", &series, Style::Band, Some(100.0))
+    })?;
     Ok(Some(Chart { file: "cached_share.svg".into(), title, svg }))
 }
 
@@ -126,8 +130,8 @@ pub fn server_over_time(series: &DataFrame, cell: &[String]) -> Result<Chart> {
     let title = format!("The server during the cell with the most requests ({label}), from its /metrics");
     let svg = draw(&title, (1000, 440), |root| {
         let halves = root.split_evenly((1, 2));
-        panel(&halves[0], "KV cache", "time since the cell's first scrape (s)", "KV cache used (%)", &kv, Style::Line)?;
-        panel(&halves[1], "requests", "time since the cell's first scrape (s)", "requests", &queues, Style::Line)
+        panel(&halves[0], "KV cache", "time since the cell's first scrape (s)", "KV cache used (%)", &kv, Style::Line, None)?;
+        panel(&halves[1], "requests", "time since the cell's first scrape (s)", "requests", &queues, Style::Line, None)
     })?;
     Ok(Chart { file: "server.svg".into(), title, svg })
 }
@@ -163,8 +167,8 @@ pub fn sweep(points: &DataFrame, axis: &str, group: &[String], file: &str) -> Re
     let title = format!("Latency against {name} (p50, median across seeds; bars: min–max)");
     let svg = draw(&title, (1000, 440), |root| {
         let halves = root.split_evenly((1, 2));
-        panel(&halves[0], "TTFT", &name, "TTFT p50 (ms)", &ttft, Style::Bars)?;
-        panel(&halves[1], "end-to-end", &name, "end-to-end p50 (ms)", &e2e, Style::Bars)
+        panel(&halves[0], "TTFT", &name, "TTFT p50 (ms)", &ttft, Style::Bars, None)?;
+        panel(&halves[1], "end-to-end", &name, "end-to-end p50 (ms)", &e2e, Style::Bars, None)
     })?;
     Ok(Some(Chart { file: file.into(), title, svg }))
 }
@@ -206,6 +210,8 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
             .y_desc("output throughput (tokens/s)")
             .x_label_formatter(&|v| format!("{v:.0}"))
             .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style(("sans-serif", LABEL_PX))
+            .axis_desc_style(("sans-serif", LABEL_PX))
             .light_line_style(RGBColor(236, 236, 236))
             .draw()
             .map_err(e)?;
@@ -229,6 +235,7 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
         }
         chart
             .configure_series_labels()
+            .label_font(("sans-serif", LABEL_PX))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .position(SeriesLabelPosition::LowerRight)
@@ -269,29 +276,23 @@ pub fn telemetry(series: &DataFrame, cell: &[String], limit: usize) -> Result<Ch
     let title = format!("GPU power and temperature during each measurement{more}");
     let svg = draw(&title, (1000, 460), |root| {
         let halves = root.split_evenly((1, 2));
-        panel(&halves[0], "power", "time since the cell's first sample (s)", "board power (W)", &p, Style::Line)?;
-        panel(&halves[1], "temperature", "time since the cell's first sample (s)", "GPU temperature (°C)", &c, Style::Line)
+        panel(&halves[0], "power", "time since the cell's first sample (s)", "board power (W)", &p, Style::Line, None)?;
+        panel(&halves[1], "temperature", "time since the cell's first sample (s)", "GPU temperature (°C)", &c, Style::Line, None)
     })?;
     Ok(Chart { file: "telemetry.svg".into(), title, svg })
 }
 
-/// Tableau's ten colours: distinct from each other, and dark enough on white.
+/// Okabe and Ito's colours, which readers with any common colour-vision deficiency
+/// tell apart (their yellow, too light on white, left out), then grey and black.
 fn colour(i: usize) -> RGBAColor {
-    const TABLEAU: [(u8, u8, u8); 10] = [
-        (31, 119, 180),
-        (255, 127, 14),
-        (44, 160, 44),
-        (214, 39, 40),
-        (148, 103, 189),
-        (140, 86, 75),
-        (227, 119, 194),
-        (127, 127, 127),
-        (188, 189, 34),
-        (23, 190, 207),
-    ];
-    let (r, g, b) = TABLEAU[i % TABLEAU.len()];
+    const OKABE_ITO: [(u8, u8, u8); 8] =
+        [(0, 114, 178), (230, 159, 0), (0, 158, 115), (213, 94, 0), (86, 180, 233), (204, 121, 167), (120, 120, 120), (0, 0, 0)];
+    let (r, g, b) = OKABE_ITO[i % OKABE_ITO.len()];
     RGBColor(r, g, b).to_rgba()
 }
+
+/// Axis and legend text: at least 12 px at the chart's own size.
+const LABEL_PX: u32 = 13;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Style {
@@ -314,11 +315,21 @@ fn draw(title: &str, size: (u32, u32), body: impl FnOnce(&DrawingArea<SVGBackend
     Ok(svg)
 }
 
-fn panel(area: &DrawingArea<SVGBackend, Shift>, caption: &str, x_desc: &str, y_desc: &str, series: &Series, style: Style) -> Result<()> {
+/// One plot of `series`; `y_max`: the top of the y axis, shared between panels that
+/// are compared by eye (none: this panel's own).
+fn panel(
+    area: &DrawingArea<SVGBackend, Shift>,
+    caption: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &Series,
+    style: Style,
+    y_max: Option<f64>,
+) -> Result<()> {
     let pts = series.values().flatten();
     let (min_x, max_x) = pts.clone().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
     let (min_x, max_x) = if min_x > max_x { (0.0, 1.0) } else { (min_x, max_x.max(min_x + 1.0)) };
-    let max_y = pts.map(|p| p.hi).fold(1.0, f64::max) * 1.1;
+    let max_y = y_max.unwrap_or_else(|| pts.map(|p| p.hi).fold(1.0, f64::max) * 1.1);
     let mut builder = ChartBuilder::on(area);
     builder.margin(12).x_label_area_size(40).y_label_area_size(64);
     if !caption.is_empty() {
@@ -330,7 +341,12 @@ fn panel(area: &DrawingArea<SVGBackend, Shift>, caption: &str, x_desc: &str, y_d
     // Small ranges (a few requests in flight) need a decimal, or ticks repeat.
     let fine = max_y < 8.0;
     let fmt_y = move |y: &f64| if fine { format!("{y:.1}") } else { format!("{y:.0}") };
-    mesh.x_desc(x_desc).y_desc(y_desc).y_label_formatter(&fmt_y).light_line_style(RGBColor(236, 236, 236));
+    mesh.x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&fmt_y)
+        .label_style(("sans-serif", LABEL_PX))
+        .axis_desc_style(("sans-serif", LABEL_PX))
+        .light_line_style(RGBColor(236, 236, 236));
     let fmt_int = |x: &f64| format!("{x:.0}");
     let fmt_real = |x: &f64| format!("{x:.1}");
     if integer_x {
@@ -363,6 +379,7 @@ fn panel(area: &DrawingArea<SVGBackend, Shift>, caption: &str, x_desc: &str, y_d
     }
     chart
         .configure_series_labels()
+        .label_font(("sans-serif", LABEL_PX))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .position(SeriesLabelPosition::UpperLeft)
