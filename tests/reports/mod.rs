@@ -222,3 +222,59 @@ fn fail_on_worse_gates_on_the_baseline() {
         .status(2)
         .stderr_has("did you mean `e2e_mean_ms`?");
 }
+
+/// The committed demo report as a person reads it, in headless Chromium (installed by
+/// `scripts/chromium/install.sh` where missing): at 1440 px, and in a 390 px frame as on
+/// a phone (headless Chromium lays a window out no narrower than 500 px), the verdict
+/// and the first chart are on the first screen, and the page does not scroll sideways.
+#[test]
+fn the_demo_report_reads_on_a_laptop_and_a_phone() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let install = Command::new("bash").arg(root.join("scripts/chromium/install.sh")).output().unwrap();
+    if !install.status.success() {
+        assert!(std::env::var_os("PIPELINE_CI").is_none(), "CI needs Chromium: {}", String::from_utf8_lossy(&install.stderr));
+        eprintln!("skipped: no Chromium ({})", String::from_utf8_lossy(&install.stderr).trim());
+        return;
+    }
+    let chromium = String::from_utf8_lossy(&install.stdout).trim().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let report = format!("file://{}", root.join("reports/demo/index.html").display());
+    let probe = tmp.path().join("probe.html");
+    std::fs::write(
+        &probe,
+        format!(
+            r#"<!doctype html><html><body style="margin:0">
+<iframe id="wide" src="{report}" style="width:1440px;height:900px;border:0"></iframe>
+<iframe id="phone" src="{report}" style="width:390px;height:844px;border:0"></iframe>
+<pre id="out"></pre>
+<script>
+function measure(id) {{
+  var d = document.getElementById(id).contentDocument;
+  var glance = [...d.querySelectorAll('h2')].find(e => e.textContent == 'Results at a glance');
+  var list = glance.nextElementSibling.getBoundingClientRect();
+  return {{ glance: Math.round(glance.getBoundingClientRect().top), glance_end: Math.round(list.bottom),
+           chart: Math.round(d.querySelector('figure').getBoundingClientRect().top),
+           scroll: d.documentElement.scrollWidth, width: d.documentElement.clientWidth }};
+}}
+window.onload = () => document.getElementById('out').textContent = JSON.stringify({{ wide: measure('wide'), phone: measure('phone') }});
+</script></body></html>"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new("timeout")
+        .args(["60", &chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--allow-file-access-from-files", "--window-size=1900,1000"])
+        .arg(format!("--user-data-dir={}", tmp.path().join("profile").display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom", &format!("file://{}", probe.display())])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let json = dom.split("<pre id=\"out\">").nth(1).and_then(|r| r.split('<').next()).unwrap_or_default();
+    let m: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("no measurement ({e}): {dom}"));
+    for (view, height) in [("wide", 900), ("phone", 844)] {
+        let v = &m[view];
+        let at = |k: &str| v[k].as_i64().unwrap();
+        assert!(at("glance_end") < height && at("chart") < height, "{view}: the verdict and the first chart on the first screen: {v}");
+        assert!(at("scroll") <= at("width"), "{view}: the page scrolls sideways: {v}");
+    }
+}

@@ -36,8 +36,12 @@ pub fn glance(t: &Tables, slo: &str) -> Result<Glance> {
     if let Some(f) = fastest(&e2e) {
         g.findings.push(f);
     }
+    // The best point first, then how variants compare, then what qualifies the best
+    // point (an SLO that never binds) and how latency grows over turns.
+    let mut best = best_point(t.points, t.group, slo)?.into_iter();
+    g.findings.extend(best.next());
     g.findings.extend(variants(&e2e));
-    g.findings.extend(best_point(t.points, t.group, slo)?);
+    g.findings.extend(best);
     g.findings.extend(growth(t.per_turn)?);
     g.warnings = warnings(t)?;
     Ok(g)
