@@ -217,14 +217,15 @@ struct Page<'a> {
     slo: String,
     attainment: f64,
     resamples: usize,
-    latency: JValue,
-    seeds_table: JValue,
-    points: JValue,
+    throughput: Table,
+    latency: Table,
+    seeds_table: Table,
+    points: Table,
     best: Vec<String>,
     /// Why there is no GPU table, when there is none.
     gpu_reason: Option<String>,
-    errors: Option<JValue>,
-    gpu_table: Option<JValue>,
+    errors: Option<Table>,
+    gpu_table: Option<Table>,
     baseline: Option<baseline::Comparison>,
     answers: Vec<JValue>,
     /// The Server section ([`server::section`]).
@@ -277,6 +278,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         slo: p.slo.describe(),
         attainment: p.slo.attainment_pct,
         resamples: RESAMPLES,
+        throughput: tables.throughput,
         latency: tables.latency,
         seeds_table: seeds_display(seeds, group)?,
         points: tables.points,
@@ -298,10 +300,12 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
 
 /// The summary, GPU, operating-point and error tables as display text.
 struct DisplayTables {
-    latency: JValue,
-    gpu: Option<JValue>,
-    points: JValue,
-    errors: Option<JValue>,
+    /// Per cell: how much was served at what concurrency, and the latencies.
+    throughput: Table,
+    latency: Table,
+    gpu: Option<Table>,
+    points: Table,
+    errors: Option<Table>,
 }
 
 fn display_tables(t: &Tables) -> Result<DisplayTables> {
@@ -311,7 +315,7 @@ fn display_tables(t: &Tables) -> Result<DisplayTables> {
     let with = |lead: &[(String, String)], rest: &[(&str, &str, usize)]| -> Vec<(String, String, usize)> {
         lead.iter().map(|(c, h)| (c.clone(), h.clone(), 2)).chain(rest.iter().map(|(c, h, d)| (c.to_string(), h.to_string(), *d))).collect()
     };
-    let latency = display(
+    let throughput = varying(display(
         summary,
         &with(
             &cell_headers,
@@ -323,6 +327,14 @@ fn display_tables(t: &Tables) -> Result<DisplayTables> {
                 ("output_tok_per_s", "output tokens/s", 1),
                 ("goodput_req_per_s", "goodput (req/s)", 2),
                 ("slo_met_pct", "SLO met (%)", 1),
+            ],
+        ),
+    )?);
+    let latency = varying(display(
+        summary,
+        &with(
+            &cell_headers,
+            &[
                 ("ttft_p50_ms", "TTFT p50 (ms)", 2),
                 ("ttft_p95_ms", "TTFT p95 (ms)", 2),
                 ("ttft_p99_ms", "TTFT p99 (ms)", 2),
@@ -334,7 +346,7 @@ fn display_tables(t: &Tables) -> Result<DisplayTables> {
                 ("e2e_p99_ms", "E2E p99 (ms)", 2),
             ],
         ),
-    )?;
+    )?);
     let has_gpu = summary.column("power_mean_w")?.null_count() < summary.height();
     let gpu_table = if has_gpu {
         Some(display(
@@ -372,7 +384,7 @@ fn display_tables(t: &Tables) -> Result<DisplayTables> {
             display(errors, &with(&cell_headers, &[("error", "error", 0), ("count", "requests", 0), ("last_status", "HTTP status", 0)]))
         })
         .transpose()?;
-    Ok(DisplayTables { latency, gpu: gpu_table, points: points_table, errors: errors_table })
+    Ok(DisplayTables { throughput, latency, gpu: gpu_table, points: points_table, errors: errors_table })
 }
 
 /// Render README.md and index.html from `page`, with the user's templates in
@@ -400,7 +412,7 @@ fn ser<T: serde::Serialize>(v: T) -> JValue {
 /// Columns of `df` as a table of display strings: (column, header, decimals) each;
 /// booleans as ✓, missing values as –. `align` is each column's Markdown alignment:
 /// numbers to the right.
-fn display(df: &DataFrame, cols: &[(String, String, usize)]) -> Result<JValue> {
+fn display(df: &DataFrame, cols: &[(String, String, usize)]) -> Result<Table> {
     let (mut columns, mut align) = (Vec::new(), Vec::new());
     let mut data: Vec<Vec<String>> = Vec::new();
     for (name, header, decimals) in cols {
@@ -410,7 +422,33 @@ fn display(df: &DataFrame, cols: &[(String, String, usize)]) -> Result<JValue> {
         data.push((0..df.height()).map(|r| Ok(cell_text(&c.get(r)?, *decimals))).collect::<Result<_>>()?);
     }
     let rows: Vec<Vec<String>> = (0..df.height()).map(|r| data.iter().map(|c| c[r].clone()).collect()).collect();
-    Ok(minijinja::context! { columns => columns, align => align, rows => rows })
+    Ok(Table { columns, align, rows, same: String::new() })
+}
+
+/// A table as display text: headers, each column's Markdown alignment (numbers to
+/// the right), rows, and what every row has in common when that was taken out.
+#[derive(Debug, Default, serde::Serialize)]
+struct Table {
+    columns: Vec<String>,
+    align: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+    same: String,
+}
+
+/// `table` without the columns that hold one value in every row (of two or more),
+/// which it names once instead, in `same` ("frames 1, errors 0").
+fn varying(table: Table) -> Table {
+    let constant = |c: usize| table.rows.len() > 1 && table.rows.iter().all(|r| r[c] == table.rows[0][c]);
+    let keep: Vec<usize> = (0..table.columns.len()).filter(|&c| !constant(c)).collect();
+    let same: Vec<String> =
+        (0..table.columns.len()).filter(|&c| constant(c)).map(|c| format!("{} {}", table.columns[c], table.rows[0][c])).collect();
+    let pick = |v: &[String]| keep.iter().map(|&c| v[c].clone()).collect::<Vec<_>>();
+    Table {
+        columns: pick(&table.columns),
+        align: keep.iter().map(|&c| table.align[c]).collect(),
+        rows: table.rows.iter().map(|r| pick(r)).collect(),
+        same: same.join(", "),
+    }
 }
 
 fn cell_text(v: &AnyValue, decimals: usize) -> String {
@@ -440,7 +478,7 @@ fn metric_name(metric: &str) -> String {
 }
 
 /// The across-seeds table: one row per curve and metric.
-fn seeds_display(seeds: &DataFrame, group: &[String]) -> Result<JValue> {
+fn seeds_display(seeds: &DataFrame, group: &[String]) -> Result<Table> {
     let label = labels_of(seeds, group)?;
     let metric = strs(seeds, "metric")?;
     let n = strs(seeds, "seeds")?;
@@ -461,9 +499,9 @@ fn seeds_display(seeds: &DataFrame, group: &[String]) -> Result<JValue> {
             ]
         })
         .collect();
-    let columns = ["curve", "metric", "seeds", "median [min – max]", "mean ± std", "95% CI (bootstrap)"];
-    let align = ["---", "---", "---:", "---:", "---:", "---:"];
-    Ok(minijinja::context! { columns => columns, align => align, rows => rows })
+    let columns = ["curve", "metric", "seeds", "median [min – max]", "mean ± std", "95% CI (bootstrap)"].map(String::from).to_vec();
+    let align = vec!["---", "---", "---:", "---:", "---:", "---:"];
+    Ok(Table { columns, align, rows, same: String::new() })
 }
 
 /// "qwen-3b (awq), batch-size=2, frames=1" per row.

@@ -79,6 +79,6 @@ pub fn section(server: &DataFrame, cell: &[String]) -> Result<JValue> {
         summary => summary,
         notes => seen_notes,
         metrics_note => metrics_note,
-        table => display(&shown, &cols)?,
+        table => super::ser(display(&shown, &cols)?),
     })
 }
