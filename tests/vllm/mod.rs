@@ -182,6 +182,6 @@ dir = "reports/v"
         assert!(meta["server"]["command"].as_array().unwrap().iter().any(|a| a == "bfloat16"), "{meta}");
     }
     let report = p.read("reports/v/README.md");
-    let models = report.lines().find(|l| l.starts_with("| tiny |")).unwrap_or_default();
+    let models = report.lines().find(|l| l.starts_with("| tiny | vllm |")).unwrap_or_default();
     assert!(models.contains("bfloat16"), "the report shows the dtype the server ran with: {models}");
 }
