@@ -83,7 +83,15 @@ pub fn per_turn(df: &DataFrame) -> Result<Vec<Chart>> {
     for (i, (label, series)) in groups.iter().enumerate() {
         let title = format!("End-to-end latency per turn, {label}");
         let svg = draw(&title, (800, 440), |root| {
-            panel(root, "", "turn", "end-to-end latency, median across seeds (ms)", series, Style::Band, Some(shared))
+            panel(
+                root,
+                "",
+                "turn",
+                "end-to-end latency, median across seeds (ms)",
+                series,
+                Style::Band,
+                Frame { y_max: Some(shared), legend: true },
+            )
         })?;
         charts.push(Chart { file: format!("per_turn_{}.svg", i + 1), title, svg });
     }
@@ -110,7 +118,15 @@ pub fn cached_share(df: &DataFrame) -> Result<Option<Chart>> {
     }
     let title = "Share of prompt tokens served from the server's cache, per turn".to_string();
     let svg = draw(&title, (800, 440), |root| {
-        panel(root, "", "turn", "cached prompt tokens, median across seeds (%)", &series, Style::Band, Some(100.0))
+        panel(
+            root,
+            "",
+            "turn",
+            "cached prompt tokens, median across seeds (%)",
+            &series,
+            Style::Band,
+            Frame { y_max: Some(100.0), legend: true },
+        )
     })?;
     Ok(Some(Chart { file: "cached_share.svg".into(), title, svg }))
 }
@@ -130,8 +146,8 @@ pub fn server_over_time(series: &DataFrame, cell: &[String]) -> Result<Chart> {
     let title = format!("The server during the cell with the most requests ({label}), from its /metrics");
     let svg = draw(&title, (1000, 440), |root| {
         let halves = root.split_evenly((1, 2));
-        panel(&halves[0], "KV cache", "time since the cell's first scrape (s)", "KV cache used (%)", &kv, Style::Line, None)?;
-        panel(&halves[1], "requests", "time since the cell's first scrape (s)", "requests", &queues, Style::Line, None)
+        panel(&halves[0], "KV cache", "time since the cell's first scrape (s)", "KV cache used (%)", &kv, Style::Line, Frame::OWN)?;
+        panel(&halves[1], "requests", "time since the cell's first scrape (s)", "requests", &queues, Style::Line, Frame::OWN)
     })?;
     Ok(Chart { file: "server.svg".into(), title, svg })
 }
@@ -167,8 +183,8 @@ pub fn sweep(points: &DataFrame, axis: &str, group: &[String], file: &str) -> Re
     let title = format!("Latency against {name} (p50, median across seeds; bars: min–max)");
     let svg = draw(&title, (1000, 440), |root| {
         let halves = root.split_evenly((1, 2));
-        panel(&halves[0], "TTFT", &name, "TTFT p50 (ms)", &ttft, Style::Bars, None)?;
-        panel(&halves[1], "end-to-end", &name, "end-to-end p50 (ms)", &e2e, Style::Bars, None)
+        panel(&halves[0], "TTFT", &name, "TTFT p50 (ms)", &ttft, Style::Bars, Frame::NO_LEGEND)?;
+        panel(&halves[1], "end-to-end", &name, "end-to-end p50 (ms)", &e2e, Style::Bars, Frame::OWN)
     })?;
     Ok(Some(Chart { file: file.into(), title, svg }))
 }
@@ -197,8 +213,13 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
     let max_x = s.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let max_y = s.values().flatten().map(|p| p.2).fold(1.0, f64::max) * 1.15;
     let title = format!("Throughput against latency along {} (filled: Pareto front; ringed: best under the SLO)", load.replace('_', " "));
-    let svg = draw(&title, (900, 500), |root| {
-        let mut chart = ChartBuilder::on(root)
+    // The same looks and legend as the other charts: a series per label.
+    let as_series: Series = s.keys().map(|k| (k.clone(), Vec::new())).collect();
+    let looks = looks(&as_series);
+    let svg = draw(&title, (1000, 500), |root| {
+        let widest = s.keys().map(|k| k.chars().count()).max().unwrap_or(0) as u32;
+        let (root, legend_area) = root.split_horizontally(1000u32.saturating_sub((widest * LABEL_PX * 6 / 10 + 48).min(500)));
+        let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
@@ -215,13 +236,14 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
             .light_line_style(RGBColor(236, 236, 236))
             .draw()
             .map_err(e)?;
-        for (i, (name, pts)) in s.iter().enumerate() {
-            let colour = colour(i);
-            chart
-                .draw_series(LineSeries::new(pts.iter().map(|p| (p.1, p.2)), colour.stroke_width(2)))
-                .map_err(e)?
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
+        for (pts, look) in s.values().zip(&looks) {
+            let colour = look.colour;
+            let line = pts.iter().map(|p| (p.1, p.2));
+            match look.dash {
+                0 => chart.draw_series(LineSeries::new(line, colour.stroke_width(2))).map(|_| ()),
+                d => chart.draw_series(DashedLineSeries::new(line, 4 + 3 * d, 4, colour.stroke_width(2))).map(|_| ()),
+            }
+            .map_err(e)?;
             for &(b, l, t, on_front, is_best) in pts {
                 let style = if on_front { colour.filled() } else { colour.stroke_width(2) };
                 chart.draw_series(std::iter::once(Circle::new((l, t), 5, style))).map_err(e)?;
@@ -233,15 +255,7 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
                     .map_err(e)?;
             }
         }
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", LABEL_PX))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(e)?;
-        Ok(())
+        legend(&legend_area, &as_series, &looks)
     })?;
     Ok(Some(Chart { file: "throughput_latency.svg".into(), title, svg }))
 }
@@ -276,8 +290,8 @@ pub fn telemetry(series: &DataFrame, cell: &[String], limit: usize) -> Result<Ch
     let title = format!("GPU power and temperature during each measurement{more}");
     let svg = draw(&title, (1000, 460), |root| {
         let halves = root.split_evenly((1, 2));
-        panel(&halves[0], "power", "time since the cell's first sample (s)", "board power (W)", &p, Style::Line, None)?;
-        panel(&halves[1], "temperature", "time since the cell's first sample (s)", "GPU temperature (°C)", &c, Style::Line, None)
+        panel(&halves[0], "power", "time since the cell's first sample (s)", "board power (W)", &p, Style::Line, Frame::NO_LEGEND)?;
+        panel(&halves[1], "temperature", "time since the cell's first sample (s)", "GPU temperature (°C)", &c, Style::Line, Frame::OWN)
     })?;
     Ok(Chart { file: "telemetry.svg".into(), title, svg })
 }
@@ -315,8 +329,8 @@ fn draw(title: &str, size: (u32, u32), body: impl FnOnce(&DrawingArea<SVGBackend
     Ok(svg)
 }
 
-/// One plot of `series`; `y_max`: the top of the y axis, shared between panels that
-/// are compared by eye (none: this panel's own).
+/// One plot of `series`, its legend beside it; `frame.y_max`: the top of the y axis,
+/// shared between panels that are compared by eye.
 fn panel(
     area: &DrawingArea<SVGBackend, Shift>,
     caption: &str,
@@ -324,18 +338,26 @@ fn panel(
     y_desc: &str,
     series: &Series,
     style: Style,
-    y_max: Option<f64>,
+    frame: Frame,
 ) -> Result<()> {
+    let Frame { y_max, legend: with_legend } = frame;
     let pts = series.values().flatten();
     let (min_x, max_x) = pts.clone().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
     let (min_x, max_x) = if min_x > max_x { (0.0, 1.0) } else { (min_x, max_x.max(min_x + 1.0)) };
     let max_y = y_max.unwrap_or_else(|| pts.map(|p| p.hi).fold(1.0, f64::max) * 1.1);
-    let mut builder = ChartBuilder::on(area);
+    // The legend goes beside the plot, where it hides nothing.
+    let looks = looks(series);
+    let widest = series.keys().map(|k| k.chars().count()).max().unwrap_or(0) as u32;
+    let legend_px = if with_legend { (widest * LABEL_PX * 6 / 10 + 48).min(area.dim_in_pixel().0 / 2) } else { 0 };
+    let (area, legend_area) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(legend_px));
+    let mut builder = ChartBuilder::on(&area);
     builder.margin(12).x_label_area_size(40).y_label_area_size(64);
     if !caption.is_empty() {
         builder.caption(caption, ("sans-serif", 15));
     }
-    let mut chart = builder.build_cartesian_2d(min_x..max_x, 0.0..max_y).map_err(e)?;
+    // A little room at both ends, so that no marker sits on an axis.
+    let pad = (max_x - min_x) * 0.04;
+    let mut chart = builder.build_cartesian_2d(min_x - pad..max_x + pad, 0.0..max_y).map_err(e)?;
     let integer_x = series.values().flatten().all(|p| p.x.fract() == 0.0);
     let mut mesh = chart.configure_mesh();
     // Small ranges (a few requests in flight) need a decimal, or ticks repeat.
@@ -355,8 +377,8 @@ fn panel(
         mesh.x_label_formatter(&fmt_real);
     }
     mesh.draw().map_err(e)?;
-    for (i, (name, points)) in series.iter().enumerate() {
-        let colour = colour(i);
+    for (points, look) in series.values().zip(&looks) {
+        let colour = look.colour;
         match style {
             Style::Band => {
                 let mut band: Vec<(f64, f64)> = points.iter().map(|p| (p.x, p.lo)).collect();
@@ -371,19 +393,81 @@ fn panel(
             }
             Style::Line => {}
         }
-        chart
-            .draw_series(LineSeries::new(points.iter().map(|p| (p.x, p.y)), colour.stroke_width(2)))
-            .map_err(e)?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", LABEL_PX))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
+        let line = points.iter().map(|p| (p.x, p.y));
+        match look.dash {
+            0 => chart.draw_series(LineSeries::new(line, colour.stroke_width(2))).map(|_| ()),
+            d => chart.draw_series(DashedLineSeries::new(line, 4 + 3 * d, 4, colour.stroke_width(2))).map(|_| ()),
+        }
         .map_err(e)?;
+    }
+    if with_legend { legend(&legend_area, series, &looks) } else { Ok(()) }
+}
+
+/// A panel's y axis top (none: its own) and whether it carries the legend (of two
+/// panels side by side, only the right one does).
+#[derive(Clone, Copy)]
+struct Frame {
+    y_max: Option<f64>,
+    legend: bool,
+}
+
+impl Frame {
+    const OWN: Frame = Frame { y_max: None, legend: true };
+    const NO_LEGEND: Frame = Frame { y_max: None, legend: false };
+}
+
+/// How a series is drawn: one colour per model, one dash per variant (solid for the
+/// first, `base` as a rule); series that are not "model (variant)" get a colour each.
+struct Look {
+    colour: RGBAColor,
+    dash: u32,
+}
+
+fn looks(series: &Series) -> Vec<Look> {
+    // "qwen-3b (awq), frames=2" → ("qwen-3b, frames=2", "awq"): the colour follows all
+    // but the variant, so a variant is paired with its base by colour.
+    let split = |name: &str| -> Option<(String, String)> {
+        let (model, rest) = name.split_once(" (")?;
+        let (variant, tail) = rest.split_once(')')?;
+        Some((format!("{model}{tail}"), variant.to_string()))
+    };
+    let parts: Vec<Option<(String, String)>> = series.keys().map(|k| split(k)).collect();
+    if parts.iter().any(Option::is_none) {
+        return (0..series.len()).map(|i| Look { colour: colour(i), dash: 0 }).collect();
+    }
+    let (mut keys, mut variants): (Vec<String>, Vec<String>) = (Vec::new(), vec!["base".to_string()]);
+    for (k, v) in parts.iter().flatten() {
+        if !keys.contains(k) {
+            keys.push(k.clone());
+        }
+        if !variants.contains(v) {
+            variants.push(v.clone());
+        }
+    }
+    parts
+        .iter()
+        .flatten()
+        .map(|(k, v)| Look {
+            colour: colour(keys.iter().position(|x| x == k).unwrap_or(0)),
+            dash: variants.iter().position(|x| x == v).unwrap_or(0) as u32,
+        })
+        .collect()
+}
+
+/// The series' names, each beside a stroke of its line, in a column.
+fn legend(area: &DrawingArea<SVGBackend, Shift>, series: &Series, looks: &[Look]) -> Result<()> {
+    let font = ("sans-serif", LABEL_PX).into_font().color(&BLACK);
+    for (i, (name, look)) in series.keys().zip(looks).enumerate() {
+        let y = 24 + i as i32 * (LABEL_PX as i32 + 8);
+        let stroke = look.colour.stroke_width(2);
+        if look.dash == 0 {
+            area.draw(&PathElement::new(vec![(4, y), (30, y)], stroke)).map_err(e)?;
+        } else {
+            for x in (4..30).step_by((4 + 3 * look.dash + 4) as usize) {
+                area.draw(&PathElement::new(vec![(x, y), ((x + 4 + 3 * look.dash as i32).min(30), y)], stroke)).map_err(e)?;
+            }
+        }
+        area.draw(&Text::new(name.clone(), (36, y - LABEL_PX as i32 / 2), font.clone())).map_err(e)?;
+    }
     Ok(())
 }
