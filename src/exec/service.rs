@@ -200,29 +200,43 @@ impl Services {
             Backend::Anthropic => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.anthropic.com")))),
             Backend::Sim | Backend::Vllm | Backend::Command => {}
         }
-        let port = match model.port {
-            Some(p) => {
-                std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
-                    anyhow!("port {p} is in use ({e})")
-                        .hint(format!("stop whatever listens there, or remove `port` from [models.{}] to pick a free one", spec.model))
-                })?;
-                p
-            }
-            None => free_port()?,
-        };
-        let argv = self.command_line(i, port);
         let log_path = self.log_path(i);
-        let mut child = self.spawn(i, &argv, &log_path)?;
-        let base_url = format!("http://127.0.0.1:{port}");
         let client = http_client()?;
-        let ready = async {
-            wait_healthy(&mut child, &client, &base_url, &spec.id, self.experiment.server.startup_timeout, &log_path).await?;
-            check_models(&client, &base_url, &model.served_name).await
+        // A free port is picked here and bound by the server a moment later; another
+        // process may take it in between (tests running side by side do). The server
+        // then exits with "Address already in use", and a new port is tried.
+        let mut attempt = 0;
+        let (child, argv, base_url) = loop {
+            attempt += 1;
+            let port = match model.port {
+                Some(p) => {
+                    std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
+                        anyhow!("port {p} is in use ({e})")
+                            .hint(format!("stop whatever listens there, or remove `port` from [models.{}] to pick a free one", spec.model))
+                    })?;
+                    p
+                }
+                None => free_port()?,
+            };
+            let argv = self.command_line(i, port);
+            let mut child = self.spawn(i, &argv, &log_path)?;
+            let base_url = format!("http://127.0.0.1:{port}");
+            let ready = async {
+                wait_healthy(&mut child, &client, &base_url, &spec.id, self.experiment.server.startup_timeout, &log_path).await?;
+                check_models(&client, &base_url, &model.served_name).await
+            };
+            match ready.await {
+                Ok(()) => break (child, argv, base_url),
+                Err(e) => {
+                    child.stop().await;
+                    let taken = std::fs::read_to_string(&log_path).is_ok_and(|l| l.to_lowercase().contains("address already in use"));
+                    if model.port.is_none() && taken && attempt < 3 {
+                        continue;
+                    }
+                    return Err(anyhow!("{}", self.secrets.redact(&crate::error::render(&e))));
+                }
+            }
         };
-        if let Err(e) = ready.await {
-            child.stop().await;
-            return Err(anyhow!("{}", self.secrets.redact(&crate::error::render(&e))));
-        }
         let version = server_version(&client, &base_url).await;
         let mut meta =
             serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});

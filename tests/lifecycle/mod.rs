@@ -153,3 +153,30 @@ seed = [1]
     let again = p.pipeline(&["plan", "experiments/t.toml"]);
     assert!(again.stdout.contains("fresh  measure[model=fine"), "{}", again.stdout);
 }
+
+/// The free port picked for a server can be taken by another process before the
+/// server binds it (tests running side by side do this): the server then exits with
+/// "Address already in use", and a new port is tried.
+#[test]
+fn a_port_taken_in_the_meantime_is_picked_again() {
+    let p = Project::new();
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    // The first start loses the race for its port; the second serves.
+    p.write(
+        "bin/racy.sh",
+        &format!(
+            "#!/bin/sh\nif [ ! -e \"$(dirname \"$0\")/tried\" ]; then touch \"$(dirname \"$0\")/tried\"; echo 'error: Address already in use (os error 98)' >&2; exit 3; fi\nexec \"{bin}\" sim-server --port \"$1\" --served-model-name racy --ttft-base-ms 1 --answer-tokens 2\n"
+        ),
+    );
+    let script = p.path().join("bin/racy.sh");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p.write(
+        "experiments/r.toml",
+        &format!(
+            "name = \"r\"\n[models.racy]\nbackend = \"command\"\ncommand = [\"{}\", \"{{port}}\"]\n[workload]\nturns = 1\nresolution = \"64x48\"\nwarmup-requests = 0\n[matrix]\nmodel = [\"racy\"]\n",
+            script.display()
+        ),
+    );
+    p.pipeline(&["run", "experiments/r.toml"]).status(0).stderr_has("4 ran, 0 cached, 0 skipped, 0 failed").stderr_lacks("FAILED");
+    assert!(p.path().join("bin/tried").exists(), "the first start did lose its port");
+}
