@@ -125,7 +125,10 @@ fn model(args: &InitArgs) -> anyhow::Result<Model> {
                 (names[0].clone(), note)
             }
             Ok(_) => ("CHANGE-ME".to_string(), Some(format!("{url}/v1/models lists no model: set served-name in the file"))),
-            Err(e) => ("CHANGE-ME".to_string(), Some(format!("cannot read {url}/v1/models ({e:#}): set served-name in the file"))),
+            Err(e) => {
+                let why = crate::error::render(&e).replace('\n', "; ");
+                ("CHANGE-ME".to_string(), Some(format!("{why}; set served-name in the file")))
+            }
         };
         let key = key_of(&served);
         let table = format!(
@@ -177,10 +180,7 @@ fn served_models(url: &str) -> anyhow::Result<Vec<String>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let client = crate::client::builder().timeout(Duration::from_secs(5)).build()?;
-        let resp = client.get(format!("{url}/v1/models")).send().await?.error_for_status()?;
-        let (body, _) = crate::client::read_capped(resp, 1 << 20).await;
-        let body: serde_json::Value = serde_json::from_slice(&body)?;
-        Ok(body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str().map(String::from)).collect())
+        crate::exec::service::served_names(&client, url).await
     })
 }
 

@@ -402,7 +402,8 @@ fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) -> Result<()> {
+/// The model names an OpenAI-compatible server lists at `GET /v1/models`.
+pub async fn served_names(client: &reqwest::Client, base_url: &str) -> Result<Vec<String>> {
     let url = format!("{}/v1/models", base_url.trim_end_matches('/'));
     let resp =
         client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {e}").hint("is the server running and the URL right?"))?;
@@ -411,8 +412,12 @@ async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) ->
             .hint("set the model's `url` to the server's own address"));
     }
     let body: serde_json::Value = small_json(resp).await.unwrap_or_default();
-    let ids: Vec<&str> = body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str()).collect();
-    if !ids.contains(&served) {
+    Ok(body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str().map(String::from)).collect())
+}
+
+async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) -> Result<()> {
+    let ids = served_names(client, base_url).await?;
+    if !ids.iter().any(|id| id == served) {
         return Err(anyhow!(
             "the server at `{base_url}` does not serve model `{served}` (it lists: {})",
             client::printable(&ids.join(", "), 500)

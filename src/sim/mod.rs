@@ -723,13 +723,13 @@ fn metrics(shared: &Shared) -> Response<SimBody> {
     for (name, h) in [("vllm:time_to_first_token_seconds", &shared.ttft), ("vllm:request_queue_time_seconds", &shared.queue)] {
         let h = h.lock().unwrap_or_else(|e| e.into_inner());
         text.push_str(&format!("# TYPE {name} histogram\n"));
+        // A bucket's labels are the series' with `le` added.
+        let inner = labels.trim_end_matches('}');
         let mut cumulative = 0;
         for (bound, n) in HISTOGRAM_BOUNDS.iter().zip(&h.counts) {
             cumulative += n;
-            let inner = labels.trim_end_matches('}');
             text.push_str(&format!("{name}_bucket{inner},le=\"{bound:?}\"}} {cumulative}\n"));
         }
-        let inner = labels.trim_end_matches('}');
         text.push_str(&format!("{name}_bucket{inner},le=\"+Inf\"}} {}\n", h.count));
         text.push_str(&format!("{name}_count{labels} {}\n{name}_sum{labels} {:?}\n", h.count, h.sum));
     }

@@ -6,6 +6,16 @@ use std::collections::BTreeMap;
 
 use super::Project;
 
+/// Every request row of the measure steps, by (batch size, isolation), in the order
+/// the measure wrote them (conversation, turn).
+pub(super) fn rows_by_cell(p: &Project) -> BTreeMap<(String, String), Vec<BTreeMap<String, String>>> {
+    let mut cells: BTreeMap<(String, String), Vec<BTreeMap<String, String>>> = BTreeMap::new();
+    for row in super::hardening::rows_under(p, "measure") {
+        cells.entry((row["batch_size"].clone(), row["isolation"].clone())).or_default().push(row);
+    }
+    cells
+}
+
 #[test]
 fn cells_start_from_clean_caches_and_the_servers_metrics_agree_with_the_requests() {
     let p = Project::new();
@@ -39,10 +49,7 @@ values = ["reset", "salt", "restart", "none"]
     );
     let out = p.pipeline(&["run", "experiments/i.toml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let mut cells: BTreeMap<(String, String), Vec<BTreeMap<String, String>>> = BTreeMap::new();
-    for row in super::hardening::rows_under(&p, "measure") {
-        cells.entry((row["batch_size"].clone(), row["isolation"].clone())).or_default().push(row);
-    }
+    let cells = rows_by_cell(&p);
     let num = |r: &BTreeMap<String, String>, k: &str| r[k].parse::<f64>().unwrap();
     // Conversation 0 of the batch-2 cells sends what the batch-1 cells sent first.
     let first = |iso: &str| num(&cells[&("2".to_string(), iso.to_string())][0], "cached_tokens");

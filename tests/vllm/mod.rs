@@ -5,7 +5,6 @@
 //!
 //! `PIPELINE_SKIP_VLLM=1` skips it (say, on a laptop without the 6 GB install).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{Project, processes_with};
@@ -59,15 +58,6 @@ fn install() -> PathBuf {
     let out = std::process::Command::new("bash").arg(script).output().expect("bash runs");
     assert!(out.status.success(), "scripts/vllm/install.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// Every request row of the measure steps, by (batch-size, isolation).
-fn rows_by_cell(p: &Project) -> BTreeMap<(String, String), Vec<BTreeMap<String, String>>> {
-    let mut cells: BTreeMap<(String, String), Vec<BTreeMap<String, String>>> = BTreeMap::new();
-    for row in super::hardening::rows_under(p, "measure") {
-        cells.entry((row["batch_size"].clone(), row["isolation"].clone())).or_default().push(row);
-    }
-    cells
 }
 
 #[test]
@@ -138,7 +128,7 @@ dir = "reports/v"
     assert_eq!(out.code, 0, "{}\nserver log ends:\n{tail}", out.stderr);
     assert!(processes_with("vllm serve").iter().all(|c| !c.contains(&model.display().to_string())), "a vLLM is left behind");
 
-    let cells = rows_by_cell(&p);
+    let cells = super::isolation::rows_by_cell(&p);
     assert_eq!(cells.len(), 4, "{:?}", cells.keys());
     // What was measured, for the log: per request, the cached share and the TTFT.
     for ((batch, isolation), rows) in &cells {

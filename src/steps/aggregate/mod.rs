@@ -116,7 +116,14 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     let cells = summary.select(["cell_index".to_string()].into_iter().chain(cell.iter().cloned()))?;
     let mut per_turn = per_turn(measured.clone(), &cells, &cell)?;
     export::write_table(&mut per_turn, out, "per_turn")?;
-    server::write(inputs, &summary, &cells, out)?;
+    // Each measure's meta.json, read once: the server table and runs.json come from it.
+    let metas: Vec<serde_json::Value> = inputs
+        .iter()
+        .map(|(id, dir)| -> Result<serde_json::Value> {
+            Ok(serde_json::from_slice(&std::fs::read(dir.join("meta.json")).with_context(|| format!("metadata of {id}"))?)?)
+        })
+        .collect::<Result<_>>()?;
+    server::write(inputs, &metas, &summary, &cells, out)?;
 
     let conversations = measured
         .filter(col("error").eq(lit("none")))
@@ -143,7 +150,7 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     export::write_table(&mut summary, out, "summary")?;
     let mut requests = all.drop("cell_index")?;
     export::write_parquet(&mut requests, &out.join("requests.parquet"))?;
-    std::fs::write(out.join("runs.json"), serde_json::to_vec_pretty(&runs(inputs)?)?).context("writing runs.json")?;
+    std::fs::write(out.join("runs.json"), serde_json::to_vec_pretty(&runs(&metas))?).context("writing runs.json")?;
     Ok(())
 }
 
@@ -297,11 +304,9 @@ fn per_turn(measured: LazyFrame, cells: &DataFrame, cell: &[String]) -> Result<D
 /// The servers behind the measurements, once each: backend, command line (the port
 /// and the binary's folder left out, so that a report does not change with them),
 /// version, and what NVML said on the measuring machine.
-fn runs(inputs: &[(String, PathBuf)]) -> Result<Vec<serde_json::Value>> {
+fn runs(metas: &[serde_json::Value]) -> Vec<serde_json::Value> {
     let mut seen: BTreeMap<String, (usize, serde_json::Value)> = BTreeMap::new();
-    for (id, dir) in inputs {
-        let meta: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("meta.json")).with_context(|| format!("metadata of {id}"))?)?;
+    for meta in metas {
         let server = &meta["server"];
         let mut command: Vec<String> =
             server["command"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
@@ -331,7 +336,7 @@ fn runs(inputs: &[(String, PathBuf)]) -> Result<Vec<serde_json::Value>> {
     }
     let mut v: Vec<(usize, serde_json::Value)> = seen.into_values().collect();
     v.sort_by_key(|(i, _)| *i);
-    Ok(v.into_iter().map(|(_, e)| e).collect())
+    v.into_iter().map(|(_, e)| e).collect()
 }
 
 #[cfg(test)]

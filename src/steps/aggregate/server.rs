@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::*;
 use serde_json::Value;
 
@@ -29,12 +29,13 @@ const FIELDS: [&str; 11] = [
 /// Write `server` (one row per cell) and, for the cell with the most requests (the
 /// first of equals), `server_series`. `summary` has `cell_index`, `requests` and
 /// `ttft_mean_ms`; `cells` maps `cell_index` to the cell's axes.
-pub fn write(inputs: &[(String, PathBuf)], summary: &DataFrame, cells: &DataFrame, out: &Path) -> Result<()> {
+/// `metas`: each input's `meta.json`, in input order.
+pub fn write(inputs: &[(String, PathBuf)], metas: &[Value], summary: &DataFrame, cells: &DataFrame, out: &Path) -> Result<()> {
     let with_cell = |df: DataFrame| -> Result<DataFrame> {
         let joined = cells.clone().lazy().join(df.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner));
         Ok(joined.collect()?.drop("cell_index")?)
     };
-    export::write_table(&mut with_cell(per_cell(inputs, summary)?)?, out, "server")?;
+    export::write_table(&mut with_cell(per_cell(metas, summary)?)?, out, "server")?;
     let requests: Vec<u32> = summary.column("requests")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
     let index: Vec<u32> = summary.column("cell_index")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
     let Some(busiest) = (0..requests.len()).max_by_key(|&r| (requests[r], std::cmp::Reverse(r))).map(|r| index[r]) else {
@@ -49,16 +50,10 @@ pub fn write(inputs: &[(String, PathBuf)], summary: &DataFrame, cells: &DataFram
 
 /// One row per cell (by `cell_index`): isolation, the server's numbers, and its TTFT
 /// beside the client's mean from `client_ttft` (`cell_index`, `ttft_mean_ms`).
-fn per_cell(inputs: &[(String, PathBuf)], client_ttft: &DataFrame) -> Result<DataFrame> {
-    let metas: Vec<Value> = inputs
-        .iter()
-        .map(|(id, dir)| -> Result<Value> {
-            Ok(serde_json::from_slice(&std::fs::read(dir.join("meta.json")).with_context(|| format!("metadata of {id}"))?)?)
-        })
-        .collect::<Result<_>>()?;
+fn per_cell(metas: &[Value], client_ttft: &DataFrame) -> Result<DataFrame> {
     let text = |f: &dyn Fn(&Value) -> Option<String>| metas.iter().map(f).collect::<Vec<Option<String>>>();
     let mut cols = vec![
-        Column::new("cell_index".into(), (0..inputs.len() as u32).collect::<Vec<u32>>()),
+        Column::new("cell_index".into(), (0..metas.len() as u32).collect::<Vec<u32>>()),
         Column::new("isolation".into(), text(&|m| m["isolation"]["done"].as_str().map(String::from))),
         Column::new("isolation_complete".into(), metas.iter().map(|m| m["isolation"]["complete"].as_bool()).collect::<Vec<_>>()),
         Column::new("isolation_note".into(), text(&|m| m["isolation"]["notes"][0].as_str().map(String::from))),
@@ -72,7 +67,7 @@ fn per_cell(inputs: &[(String, PathBuf)], client_ttft: &DataFrame) -> Result<Dat
         "server_ttft_p50_ms".into(),
         metas.iter().map(|m| m["server_metrics"]["server_ttft_ms"]["p50"].as_f64()).collect::<Vec<_>>(),
     ));
-    let table = DataFrame::new(inputs.len(), cols)?;
+    let table = DataFrame::new(metas.len(), cols)?;
     let client = client_ttft.select(["cell_index", "ttft_mean_ms"])?.lazy().rename(["ttft_mean_ms"], ["client_ttft_ms_mean"], true);
     Ok(table
         .lazy()

@@ -121,7 +121,8 @@ struct Wire {
 /// it from other cells' caches, warm up, run the conversations with GPU telemetry and
 /// the server's `/metrics` alongside, and write down everything.
 pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: &str, out: &Path) -> Result<()> {
-    let (dataset, parts) = load(p, dataset_dir, endpoint.api).await?;
+    let (by_id, video) = (p.image_reuse.as_deref() == Some("uuid"), p.frames_as.as_deref() == Some("video"));
+    let (dataset, parts) = load(p, dataset_dir, endpoint.api, by_id, video).await?;
     let target = Arc::new(Target {
         url: format!("{}{}", endpoint.base_url.trim_end_matches('/'), endpoint.api.path()),
         api: endpoint.api,
@@ -137,8 +138,8 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         target,
         parts: Arc::new(parts),
         run_id,
-        video: p.frames_as.as_deref() == Some("video"),
-        by_id: p.image_reuse.as_deref() == Some("uuid"),
+        video,
+        by_id,
     };
 
     let sampler = match endpoint.gpus.is_empty() {
@@ -192,13 +193,12 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
 }
 
 /// The dataset and its images as request parts, once the options that constrain them
-/// are known to fit the server.
-async fn load(p: &Params, dataset_dir: &Path, api: Api) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
-    let by_id = p.image_reuse.as_deref() == Some("uuid");
+/// (`by_id`: images sent once and then referred to; `video`: a turn's frames as one
+/// video) are known to fit the server.
+async fn load(p: &Params, dataset_dir: &Path, api: Api, by_id: bool, video: bool) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
     if by_id && api != Api::OpenAiChat {
         bail!("image-reuse = \"uuid\" needs a vLLM-compatible server (multimodal UUIDs); `{}` does not take them", p.backend);
     }
-    let video = p.frames_as.as_deref() == Some("video");
     if video && (api != Api::OpenAiChat || by_id) {
         bail!("frames-as = \"video\" needs a vLLM-compatible server and image-reuse = \"resend\"");
     }

@@ -217,8 +217,7 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
     let as_series: Series = s.keys().map(|k| (k.clone(), Vec::new())).collect();
     let looks = looks(&as_series);
     let svg = draw(&title, (1000, 500), |root| {
-        let widest = s.keys().map(|k| k.chars().count()).max().unwrap_or(0) as u32;
-        let (root, legend_area) = root.split_horizontally(1000u32.saturating_sub((widest * LABEL_PX * 6 / 10 + 48).min(500)));
+        let (root, legend_area) = root.split_horizontally(1000u32.saturating_sub(legend_px(s.keys(), 1000)));
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(40)
@@ -238,12 +237,7 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
             .map_err(e)?;
         for (pts, look) in s.values().zip(&looks) {
             let colour = look.colour;
-            let line = pts.iter().map(|p| (p.1, p.2));
-            match look.dash {
-                0 => chart.draw_series(LineSeries::new(line, colour.stroke_width(2))).map(|_| ()),
-                d => chart.draw_series(DashedLineSeries::new(line, 4 + 3 * d, 4, colour.stroke_width(2))).map(|_| ()),
-            }
-            .map_err(e)?;
+            line(&mut chart, pts.iter().map(|p| (p.1, p.2)), look)?;
             for &(b, l, t, on_front, is_best) in pts {
                 let style = if on_front { colour.filled() } else { colour.stroke_width(2) };
                 chart.draw_series(std::iter::once(Circle::new((l, t), 5, style))).map_err(e)?;
@@ -347,9 +341,9 @@ fn panel(
     let max_y = y_max.unwrap_or_else(|| pts.map(|p| p.hi).fold(1.0, f64::max) * 1.1);
     // The legend goes beside the plot, where it hides nothing.
     let looks = looks(series);
-    let widest = series.keys().map(|k| k.chars().count()).max().unwrap_or(0) as u32;
-    let legend_px = if with_legend { (widest * LABEL_PX * 6 / 10 + 48).min(area.dim_in_pixel().0 / 2) } else { 0 };
-    let (area, legend_area) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(legend_px));
+    let width = area.dim_in_pixel().0;
+    let beside = if with_legend { legend_px(series.keys(), width) } else { 0 };
+    let (area, legend_area) = area.split_horizontally(width.saturating_sub(beside));
     let mut builder = ChartBuilder::on(&area);
     builder.margin(12).x_label_area_size(40).y_label_area_size(64);
     if !caption.is_empty() {
@@ -393,12 +387,7 @@ fn panel(
             }
             Style::Line => {}
         }
-        let line = points.iter().map(|p| (p.x, p.y));
-        match look.dash {
-            0 => chart.draw_series(LineSeries::new(line, colour.stroke_width(2))).map(|_| ()),
-            d => chart.draw_series(DashedLineSeries::new(line, 4 + 3 * d, 4, colour.stroke_width(2))).map(|_| ()),
-        }
-        .map_err(e)?;
+        line(&mut chart, points.iter().map(|p| (p.x, p.y)), look)?;
     }
     if with_legend { legend(&legend_area, series, &looks) } else { Ok(()) }
 }
@@ -452,6 +441,28 @@ fn looks(series: &Series) -> Vec<Look> {
             dash: variants.iter().position(|x| x == v).unwrap_or(0) as u32,
         })
         .collect()
+}
+
+type Plot<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+
+/// A series' line, solid or dashed as its look says.
+fn line<I>(chart: &mut Plot<'_, '_>, points: I, look: &Look) -> Result<()>
+where
+    I: Iterator<Item = (f64, f64)> + Clone,
+{
+    let stroke = look.colour.stroke_width(2);
+    match look.dash {
+        0 => chart.draw_series(LineSeries::new(points, stroke)).map(|_| ()),
+        d => chart.draw_series(DashedLineSeries::new(points, 4 + 3 * d, 4, stroke)).map(|_| ()),
+    }
+    .map_err(e)
+}
+
+/// How wide a legend of these names is, at most half of `width`.
+fn legend_px<'a>(names: impl Iterator<Item = &'a String>, width: u32) -> u32 {
+    let widest = names.map(|k| k.chars().count()).max().unwrap_or(0) as u32;
+    (widest * LABEL_PX * 6 / 10 + 48).min(width / 2)
 }
 
 /// The series' names, each beside a stroke of its line, in a column.
