@@ -10,7 +10,8 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::charts::{f64s, strs};
-use super::{labels_of, metric_name};
+use super::labels_of;
+use super::table::{metric_name, sig3};
 use crate::error::WithHint;
 use crate::export;
 use crate::steps::aggregate::seeds::LATENCY_METRICS;
@@ -142,8 +143,8 @@ pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) 
             curve: label[r].clone(),
             metric_key: metric[r].clone(),
             metric: metric_name(&metric[r]),
-            before: format!("{:.2}", b.mean),
-            after: format!("{:.2}", m.mean),
+            before: sig3(b.mean),
+            after: sig3(m.mean),
             change: format!("{:+.1}%", c.pct),
             interval: format!("{:+.1}% … {:+.1}%", c.low_pct, c.high_pct),
             verdict: c.verdict,

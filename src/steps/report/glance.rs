@@ -11,6 +11,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use super::charts::{f64s, labels, strs};
+use super::table::sig3;
 
 /// The findings, then the warnings.
 #[derive(Debug, Default, Serialize)]
@@ -70,15 +71,6 @@ fn headline(t: &Tables) -> Result<Vec<Curve>> {
             Some(Curve { axes, label: label[r].clone(), mean: mean[r]?, low: low[r]?, high: high[r]? })
         })
         .collect())
-}
-
-/// Three significant figures, as a reader compares them.
-pub fn sig3(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let digits = (2 - x.abs().log10().floor() as i32).max(0) as usize;
-    format!("{x:.digits$}")
 }
 
 fn fastest(curves: &[Curve]) -> Option<String> {
@@ -290,8 +282,6 @@ mod tests {
             variants(&curves),
             ["q awq is 1.20–1.25× as fast as q base end to end (2 curve(s); in 1 of them the intervals do not overlap)."]
         );
-        assert_eq!(sig3(0.012345), "0.0123");
-        assert_eq!(sig3(1234.5), "1234");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod glance;
 mod markdown;
 mod params;
 mod server;
+mod table;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,12 +26,14 @@ use crate::export;
 use crate::steps::aggregate::seeds::RESAMPLES;
 use charts::{f64s, strs};
 pub use params::{Params, ShownServer};
+use table::{Digits, Table, display, varying};
 
 /// Bump when rendered files would change.
 /// 3: every value in the Markdown goes through the `md`/`mdcode` filters.
 /// 4: the Server section, cache isolation in the methodology, the cached share per turn.
 /// 5: results at a glance first; `comparison.json` beside a baseline comparison.
-pub const VERSION: u32 = 5;
+/// 6: per-curve tables first, per-seed rows folded; three significant figures; contents.
+pub const VERSION: u32 = 6;
 
 pub const TEMPLATES: [(&str, &str); 2] = [
     ("README.md.j2", include_str!("../../../templates/README.md.j2")),
@@ -193,6 +196,8 @@ fn draw(t: &Tables) -> Result<Charts> {
 struct Page<'a> {
     /// What the run found, and what makes it doubtful ([`glance`]).
     glance: glance::Glance,
+    /// The sections, in order, as both renderings head them.
+    toc: Vec<Section>,
     title: &'a str,
     name: &'a str,
     tool: String,
@@ -254,8 +259,10 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
     if let Some(c) = &baseline {
         glance::against_baseline(&mut glance, c);
     }
+    let toc = sections(!charts.sweeps.is_empty() || charts.tradeoff.is_some(), baseline.is_some());
     Ok(Page {
         glance,
+        toc,
         title: &p.title,
         name: &shown.name,
         tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
@@ -280,7 +287,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         resamples: RESAMPLES,
         throughput: tables.throughput,
         latency: tables.latency,
-        seeds_table: seeds_display(seeds, group)?,
+        seeds_table: table::across_seeds(seeds, group, &SEEDS_SHOWN)?,
         points: tables.points,
         best: best_points(points, group)?,
         gpu_reason: if tables.gpu.is_some() { None } else { Some(telemetry_reason(runs)) },
@@ -298,6 +305,41 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
     })
 }
 
+/// A section of the report: its heading, and the anchor GitHub gives that heading
+/// (the HTML uses the same, so a link works in both).
+#[derive(serde::Serialize)]
+struct Section {
+    title: &'static str,
+    id: String,
+}
+
+fn sections(sweeps: bool, baseline: bool) -> Vec<Section> {
+    let titles = [
+        ("Results at a glance", true),
+        ("Per-turn latency", true),
+        ("Sweeps and operating points", sweeps),
+        ("Across seeds", true),
+        ("Per cell", true),
+        ("Server", true),
+        ("Errors", true),
+        ("GPU telemetry", true),
+        ("Against the baseline", baseline),
+        ("Methodology", true),
+        ("Sample answers", true),
+        ("Recompute any number", true),
+    ];
+    titles.into_iter().filter(|(_, shown)| *shown).map(|(title, _)| Section { title, id: anchor(title) }).collect()
+}
+
+/// GitHub's anchor for a heading: lower case, spaces as hyphens, punctuation dropped.
+fn anchor(title: &str) -> String {
+    title
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| if c == ' ' { Some('-') } else { (c.is_alphanumeric() || c == '-' || c == '_').then_some(c) })
+        .collect()
+}
+
 /// The summary, GPU, operating-point and error tables as display text.
 struct DisplayTables {
     /// Per cell: how much was served at what concurrency, and the latencies.
@@ -309,80 +351,66 @@ struct DisplayTables {
 }
 
 fn display_tables(t: &Tables) -> Result<DisplayTables> {
+    use Digits::{Three, Whole};
     let (summary, points, errors, cell, group) = (&t.summary, &t.points, &t.errors, &t.cell, &t.group);
-    let cell_headers: Vec<(String, String)> = cell.iter().map(|c| (c.clone(), c.replace('_', " "))).collect();
-    let group_headers: Vec<(String, String)> = group.iter().map(|c| (c.clone(), c.replace('_', " "))).collect();
-    let with = |lead: &[(String, String)], rest: &[(&str, &str, usize)]| -> Vec<(String, String, usize)> {
-        lead.iter().map(|(c, h)| (c.clone(), h.clone(), 2)).chain(rest.iter().map(|(c, h, d)| (c.to_string(), h.to_string(), *d))).collect()
-    };
     let throughput = varying(display(
         summary,
-        &with(
-            &cell_headers,
-            &[
-                ("requests", "requests", 0),
-                ("errors", "errors", 0),
-                ("in_flight_mean", "in flight (mean)", 2),
-                ("requests_per_s", "requests/s", 2),
-                ("output_tok_per_s", "output tokens/s", 1),
-                ("goodput_req_per_s", "goodput (req/s)", 2),
-                ("slo_met_pct", "SLO met (%)", 1),
-            ],
-        ),
+        cell,
+        &[
+            ("requests", "requests", Whole),
+            ("errors", "errors", Whole),
+            ("in_flight_mean", "in flight (mean)", Three),
+            ("requests_per_s", "requests/s", Three),
+            ("output_tok_per_s", "output tokens/s", Three),
+            ("goodput_req_per_s", "goodput (req/s)", Three),
+            ("slo_met_pct", "SLO met (%)", Three),
+        ],
     )?);
     let latency = varying(display(
         summary,
-        &with(
-            &cell_headers,
-            &[
-                ("ttft_p50_ms", "TTFT p50 (ms)", 2),
-                ("ttft_p95_ms", "TTFT p95 (ms)", 2),
-                ("ttft_p99_ms", "TTFT p99 (ms)", 2),
-                ("itl_p50_ms", "ITL p50 (ms)", 2),
-                ("itl_p99_ms", "ITL p99 (ms)", 2),
-                ("tpot_p50_ms", "TPOT p50 (ms)", 2),
-                ("e2e_p50_ms", "E2E p50 (ms)", 2),
-                ("e2e_p95_ms", "E2E p95 (ms)", 2),
-                ("e2e_p99_ms", "E2E p99 (ms)", 2),
-            ],
-        ),
+        cell,
+        &[
+            ("ttft_p50_ms", "TTFT p50 (ms)", Three),
+            ("ttft_p95_ms", "TTFT p95 (ms)", Three),
+            ("ttft_p99_ms", "TTFT p99 (ms)", Three),
+            ("itl_p50_ms", "ITL p50 (ms)", Three),
+            ("itl_p99_ms", "ITL p99 (ms)", Three),
+            ("tpot_p50_ms", "TPOT p50 (ms)", Three),
+            ("e2e_p50_ms", "E2E p50 (ms)", Three),
+            ("e2e_p95_ms", "E2E p95 (ms)", Three),
+            ("e2e_p99_ms", "E2E p99 (ms)", Three),
+        ],
     )?);
     let has_gpu = summary.column("power_mean_w")?.null_count() < summary.height();
     let gpu_table = if has_gpu {
         Some(display(
             summary,
-            &with(
-                &cell_headers,
-                &[
-                    ("power_mean_w", "power mean (W)", 1),
-                    ("power_peak_w", "power peak (W)", 1),
-                    ("energy_per_token_j", "energy per output token (J)", 3),
-                    ("temperature_peak_c", "temperature peak (°C)", 0),
-                    ("throttle_seen", "clocks held down by", 0),
-                ],
-            ),
+            cell,
+            &[
+                ("power_mean_w", "power mean (W)", Three),
+                ("power_peak_w", "power peak (W)", Three),
+                ("energy_per_token_j", "energy per output token (J)", Three),
+                ("temperature_peak_c", "temperature peak (°C)", Whole),
+                ("throttle_seen", "clocks held down by", Whole),
+            ],
         )?)
     } else {
         None
     };
-    let points_table = display(
+    let points_table = varying(display(
         points,
-        &with(
-            &group_headers,
-            &[
-                ("output_tok_per_s", "output tokens/s", 1),
-                ("ttft_p50_ms", "TTFT p50 (ms)", 2),
-                ("e2e_p50_ms", "E2E p50 (ms)", 2),
-                ("slo_met_pct", "SLO met (%)", 1),
-                ("pareto", "Pareto front", 0),
-                ("best", "best under SLO", 0),
-            ],
-        ),
-    )?;
+        group,
+        &[
+            ("output_tok_per_s", "output tokens/s", Three),
+            ("ttft_p50_ms", "TTFT p50 (ms)", Three),
+            ("e2e_p50_ms", "E2E p50 (ms)", Three),
+            ("slo_met_pct", "SLO met (%)", Three),
+            ("pareto", "Pareto front", Whole),
+            ("best", "best under SLO", Whole),
+        ],
+    )?);
     let errors_table = (errors.height() > 0)
-        .then(|| {
-            display(errors, &with(&cell_headers, &[("error", "error", 0), ("count", "requests", 0), ("last_status", "HTTP status", 0)]))
-        })
+        .then(|| display(errors, cell, &[("error", "error", Whole), ("count", "requests", Whole), ("last_status", "HTTP status", Whole)]))
         .transpose()?;
     Ok(DisplayTables { throughput, latency, gpu: gpu_table, points: points_table, errors: errors_table })
 }
@@ -394,6 +422,7 @@ fn render(page: &Page, templates: Option<&Path>, out: &Path) -> Result<()> {
     env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build()?);
     env.add_filter("md", |v: JValue| markdown::md(&v.to_string()));
     env.add_filter("mdcode", |v: JValue, table: Option<bool>| markdown::mdcode(&v.to_string(), table));
+    env.add_filter("anchor", |v: JValue| anchor(&v.to_string()));
     for (name, source) in params::template_sources(templates) {
         env.add_template_owned(name.clone(), source).with_context(|| format!("template `{name}`"))?;
     }
@@ -409,101 +438,6 @@ fn ser<T: serde::Serialize>(v: T) -> JValue {
     JValue::from(minijinja::value::Serde(v))
 }
 
-/// Columns of `df` as a table of display strings: (column, header, decimals) each;
-/// booleans as ✓, missing values as –. `align` is each column's Markdown alignment:
-/// numbers to the right.
-fn display(df: &DataFrame, cols: &[(String, String, usize)]) -> Result<Table> {
-    let (mut columns, mut align) = (Vec::new(), Vec::new());
-    let mut data: Vec<Vec<String>> = Vec::new();
-    for (name, header, decimals) in cols {
-        let Ok(c) = df.column(name) else { continue };
-        columns.push(header.clone());
-        align.push(if c.dtype().is_primitive_numeric() { "---:" } else { "---" });
-        data.push((0..df.height()).map(|r| Ok(cell_text(&c.get(r)?, *decimals))).collect::<Result<_>>()?);
-    }
-    let rows: Vec<Vec<String>> = (0..df.height()).map(|r| data.iter().map(|c| c[r].clone()).collect()).collect();
-    Ok(Table { columns, align, rows, same: String::new() })
-}
-
-/// A table as display text: headers, each column's Markdown alignment (numbers to
-/// the right), rows, and what every row has in common when that was taken out.
-#[derive(Debug, Default, serde::Serialize)]
-struct Table {
-    columns: Vec<String>,
-    align: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
-    same: String,
-}
-
-/// `table` without the columns that hold one value in every row (of two or more),
-/// which it names once instead, in `same` ("frames 1, errors 0").
-fn varying(table: Table) -> Table {
-    let constant = |c: usize| table.rows.len() > 1 && table.rows.iter().all(|r| r[c] == table.rows[0][c]);
-    let keep: Vec<usize> = (0..table.columns.len()).filter(|&c| !constant(c)).collect();
-    let same: Vec<String> =
-        (0..table.columns.len()).filter(|&c| constant(c)).map(|c| format!("{} {}", table.columns[c], table.rows[0][c])).collect();
-    let pick = |v: &[String]| keep.iter().map(|&c| v[c].clone()).collect::<Vec<_>>();
-    Table {
-        columns: pick(&table.columns),
-        align: keep.iter().map(|&c| table.align[c]).collect(),
-        rows: table.rows.iter().map(|r| pick(r)).collect(),
-        same: same.join(", "),
-    }
-}
-
-fn cell_text(v: &AnyValue, decimals: usize) -> String {
-    match v {
-        AnyValue::Null => "–".into(),
-        AnyValue::Float64(x) => format!("{x:.decimals$}"),
-        AnyValue::Float32(x) => format!("{x:.decimals$}"),
-        AnyValue::Boolean(b) => if *b { "✓" } else { "" }.into(),
-        AnyValue::String(s) => s.to_string(),
-        other => other.to_string().trim_matches('"').to_string(),
-    }
-}
-
-fn metric_name(metric: &str) -> String {
-    let (base, unit) = match metric.rsplit_once('_') {
-        Some((b, "ms")) => (b, "ms"),
-        _ => (metric, ""),
-    };
-    let pretty = base
-        .replace("ttft_mean", "TTFT mean")
-        .replace("tpot_mean", "TPOT mean")
-        .replace("e2e_mean", "E2E mean")
-        .replace("output_tok_per_s", "output tokens/s")
-        .replace("requests_per_s", "requests/s")
-        .replace("goodput_req_per_s", "goodput (req/s)");
-    if unit.is_empty() { pretty } else { format!("{pretty} ({unit})") }
-}
-
-/// The across-seeds table: one row per curve and metric.
-fn seeds_display(seeds: &DataFrame, group: &[String]) -> Result<Table> {
-    let label = labels_of(seeds, group)?;
-    let metric = strs(seeds, "metric")?;
-    let n = strs(seeds, "seeds")?;
-    let get = |c: &str| f64s(seeds, c);
-    let (med, min, max, mean, std, lo, hi) =
-        (get("median")?, get("min")?, get("max")?, get("mean")?, get("std")?, get("ci_low")?, get("ci_high")?);
-    let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into());
-    let rows: Vec<Vec<String>> = (0..seeds.height())
-        .filter(|&r| SEEDS_SHOWN.contains(&metric[r].as_str()))
-        .map(|r| {
-            vec![
-                label[r].clone(),
-                metric_name(&metric[r]),
-                n[r].clone(),
-                format!("{} [{} – {}]", f(med[r]), f(min[r]), f(max[r])),
-                format!("{} ± {}", f(mean[r]), f(std[r])),
-                format!("{} – {}", f(lo[r]), f(hi[r])),
-            ]
-        })
-        .collect();
-    let columns = ["curve", "metric", "seeds", "median [min – max]", "mean ± std", "95% CI (bootstrap)"].map(String::from).to_vec();
-    let align = vec!["---", "---", "---:", "---:", "---:", "---:"];
-    Ok(Table { columns, align, rows, same: String::new() })
-}
-
 /// "qwen-3b (awq), batch-size=2, frames=1" per row.
 fn labels_of(df: &DataFrame, cols: &[String]) -> Result<Vec<String>> {
     charts::labels(df, &cols.iter().map(String::as_str).collect::<Vec<_>>())
@@ -517,12 +451,13 @@ fn best_points(points: &DataFrame, group: &[String]) -> Result<Vec<String>> {
     Ok((0..points.height())
         .filter(|&r| best[r])
         .map(|r| {
+            let s = |v: Option<f64>| v.map(table::sig3).unwrap_or_else(|| "–".into());
             format!(
-                "{}: {:.1} output tokens/s at an end-to-end p50 of {:.1} ms ({:.0}% of requests within the SLO)",
+                "{}: {} output tokens/s at an end-to-end p50 of {} ms ({}% of requests within the SLO)",
                 label[r],
-                tput[r].unwrap_or(f64::NAN),
-                e2e[r].unwrap_or(f64::NAN),
-                met[r].unwrap_or(f64::NAN)
+                s(tput[r]),
+                s(e2e[r]),
+                s(met[r])
             )
         })
         .collect())

@@ -8,7 +8,7 @@ use minijinja::Value as JValue;
 use polars::prelude::*;
 
 use super::charts::{f64s, strs};
-use super::display;
+use super::table::{Digits, display, varying};
 
 /// What the section shows: sentences on isolation and scraping, and the table.
 pub fn section(server: &DataFrame, cell: &[String]) -> Result<JValue> {
@@ -59,26 +59,24 @@ pub fn section(server: &DataFrame, cell: &[String]) -> Result<JValue> {
     for c in ["prefix_cache_hit_rate", "mm_cache_hit_rate", "kv_cache_usage_peak"] {
         shown.with_column(pct(c)?)?;
     }
-    let mut cols: Vec<(String, String, usize)> = cell.iter().map(|c| (c.clone(), c.replace('_', " "), 2)).collect();
-    for (c, h, d) in [
-        ("isolation", "isolation", 0),
-        ("prefix_cache_hit_rate_pct", "prefix cache hits (%)", 1),
-        ("mm_cache_hit_rate_pct", "multimodal cache hits (%)", 1),
-        ("kv_cache_usage_peak_pct", "KV cache peak (%)", 1),
-        ("running_peak", "running peak", 0),
-        ("waiting_peak", "waiting peak", 0),
-        ("preemptions", "preemptions", 0),
-        ("server_ttft_ms_mean", "server TTFT mean (ms)", 2),
-        ("client_ttft_ms_mean", "client TTFT mean (ms)", 2),
-        ("client_overhead_ms", "client overhead (ms)", 2),
-        ("server_queue_ms_mean", "queue mean (ms)", 2),
-    ] {
-        cols.push((c.to_string(), h.to_string(), d));
-    }
+    use Digits::{Three, Whole};
+    let cols = [
+        ("isolation", "isolation", Whole),
+        ("prefix_cache_hit_rate_pct", "prefix cache hits (%)", Three),
+        ("mm_cache_hit_rate_pct", "multimodal cache hits (%)", Three),
+        ("kv_cache_usage_peak_pct", "KV cache peak (%)", Three),
+        ("running_peak", "running peak", Whole),
+        ("waiting_peak", "waiting peak", Whole),
+        ("preemptions", "preemptions", Whole),
+        ("server_ttft_ms_mean", "server TTFT mean (ms)", Three),
+        ("client_ttft_ms_mean", "client TTFT mean (ms)", Three),
+        ("client_overhead_ms", "client overhead (ms)", Three),
+        ("server_queue_ms_mean", "queue mean (ms)", Three),
+    ];
     Ok(minijinja::context! {
         summary => summary,
         notes => seen_notes,
         metrics_note => metrics_note,
-        table => super::ser(display(&shown, &cols)?),
+        table => super::ser(varying(display(&shown, cell, &cols)?)),
     })
 }
