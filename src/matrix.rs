@@ -176,10 +176,47 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
             Some("the exclude rules remove every cell".into()),
         ));
     }
+    issues.extend(imported(exp, source, &cells));
     if !issues.is_empty() {
         return Err(ConfigError::invalid(source, issues));
     }
     Ok(cells.into_iter().collect())
+}
+
+/// An imported model's cells: each seed needs its file, and a file is one cell (its
+/// batch size and frames are what that run used, not axes to sweep).
+fn imported(exp: &Experiment, source: &Source, cells: &BTreeSet<Cell>) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    let mut seen: BTreeSet<(&str, u64)> = BTreeSet::new();
+    for cell in cells {
+        let Some(import) = &exp.models[&cell.model].import else { continue };
+        let at = format!("models.{}.results", cell.model);
+        let first = seen.insert((cell.model.as_str(), cell.seed));
+        if !import.files.contains_key(&cell.seed) {
+            if first {
+                issues.push(config::issue_at(
+                    source,
+                    &at,
+                    format!("no file for seed {} of the matrix", cell.seed),
+                    Some(format!(
+                        "add {} = \"path/to/its/results\", or leave the seed out for this model: [[matrix.exclude]] model = \"{}\", seed = {}",
+                        cell.seed, cell.model, cell.seed
+                    )),
+                ));
+            }
+        } else if !first {
+            issues.push(config::issue_at(
+                source,
+                &at,
+                format!("the matrix gives seed {} of `{}` more than one cell ({cell}, …)", cell.seed, cell.model),
+                Some(format!(
+                    "one file is one run: keep one batch size and frame count for it with [[matrix.exclude]] rules on model = \"{}\"",
+                    cell.model
+                )),
+            ));
+        }
+    }
+    issues
 }
 
 /// Call `f` with every cell of the product of `axes` (one list of values per axis, in

@@ -18,6 +18,7 @@ mod config_errors;
 mod fake;
 mod first_minutes;
 mod hardening;
+mod imports;
 mod isolation;
 mod lifecycle;
 mod planning;

@@ -285,7 +285,10 @@ fn report(
         .steps
         .iter()
         .zip(&statuses)
-        .filter(|(s, st)| matches!(s.kind, crate::plan::StepKind::Measure | crate::plan::StepKind::Datagen) && st.state != State::Fresh)
+        .filter(|(s, st)| {
+            matches!(s.kind, crate::plan::StepKind::Measure | crate::plan::StepKind::Import | crate::plan::StepKind::Datagen)
+                && st.state != State::Fresh
+        })
         .map(|(s, _)| s.id.as_str())
         .collect();
     if let Some(first) = missing.first() {

@@ -1,7 +1,9 @@
 //! Between parsing and validation: read what the experiment file points to (the
-//! questions file, the image folder), so that validation itself touches no file.
+//! questions file, the image folder, the files an `import` model reads), so that
+//! validation itself touches no file.
 //! Problems are [`Issue`]s located in the file like every other.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{ImageFolder, Issue, Source, issue_at, raw, read_capped};
@@ -12,11 +14,15 @@ pub struct Inputs {
     /// The questions file's lines, blank ones dropped.
     pub questions: Vec<String>,
     pub images: Option<ImageFolder>,
+    /// Each `import` model's files, by (model, seed as written): their digests.
+    pub results: BTreeMap<(String, String), String>,
     pub issues: Vec<Issue>,
 }
 
-/// Read `workload.questions-file` and `workload.images-dir`, relative to the project.
-pub fn read(source: &Source, w: &raw::RawWorkload) -> Inputs {
+/// Read `workload.questions-file`, `workload.images-dir` and each model's `results`,
+/// relative to the project.
+pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
+    let w = &raw.workload;
     let mut inputs = Inputs::default();
     let error = |path: &str, message: String, hint: &str| issue_at(source, path, message, Some(hint.to_string()));
     if let Some(file) = &w.questions_file {
@@ -35,7 +41,28 @@ pub fn read(source: &Source, w: &raw::RawWorkload) -> Inputs {
             Err((message, hint)) => inputs.issues.push(error("workload.images-dir", format!("`{dir}`: {message}"), hint)),
         }
     }
+    for (name, m) in &raw.models {
+        for (seed, file) in m.results.iter().flatten() {
+            match digest(&source.base_dir.join(file)) {
+                Ok(d) => {
+                    inputs.results.insert((name.clone(), seed.clone()), d);
+                }
+                Err(e) => inputs.issues.push(error(
+                    &format!("models.{name}.results.{seed}"),
+                    format!("cannot read `{file}`: {e}"),
+                    "paths are relative to the project root",
+                )),
+            }
+        }
+    }
     inputs
+}
+
+/// A file's content digest, read in pieces (an AIPerf export can be large).
+fn digest(path: &std::path::Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// The folder's image files, sorted, and one digest over their contents: the datagen

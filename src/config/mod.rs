@@ -101,16 +101,19 @@ pub enum Backend {
     Openai,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Results another tool recorded, read from files instead of measured ([`Import`]).
+    Import,
 }
 
 impl Backend {
-    const ALL: [(&'static str, Backend); 6] = [
+    const ALL: [(&'static str, Backend); 7] = [
         ("sim", Backend::Sim),
         ("vllm", Backend::Vllm),
         ("command", Backend::Command),
         ("endpoint", Backend::Endpoint),
         ("openai", Backend::Openai),
         ("anthropic", Backend::Anthropic),
+        ("import", Backend::Import),
     ];
 
     pub fn name(self) -> &'static str {
@@ -143,6 +146,46 @@ pub struct Model {
     pub gpus: Option<u32>,
     /// Always holds `base`.
     pub variants: BTreeMap<String, Variant>,
+    /// Backend `import`: the files its results come from.
+    pub import: Option<Import>,
+}
+
+/// Results recorded by another tool, one file per seed (`backend = "import"`).
+#[derive(Debug, Clone)]
+pub struct Import {
+    pub format: ImportFormat,
+    /// By seed: the file as written in the experiment file, resolved, and its digest.
+    pub files: BTreeMap<u64, ImportFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportFile {
+    pub written: String,
+    pub path: PathBuf,
+    pub digest: String,
+}
+
+/// The formats `import` reads; the mapping of each to our columns is in
+/// `steps::import` and docs/experiment-file.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImportFormat {
+    /// The reference study's per-run CSV: `times_to_first_token,times_to_completion`
+    /// in seconds, one row per turn of one conversation.
+    StudyCsv,
+    /// AIPerf's `profile_export.jsonl`: one JSON record per request.
+    Aiperf,
+    /// `vllm bench serve --save-result --save-detailed`: one JSON object.
+    VllmBench,
+}
+
+impl ImportFormat {
+    pub const CHOICES: [(&'static str, ImportFormat); 3] =
+        [("study-csv", ImportFormat::StudyCsv), ("aiperf", ImportFormat::Aiperf), ("vllm-bench", ImportFormat::VllmBench)];
+
+    pub fn name(self) -> &'static str {
+        Self::CHOICES.iter().find(|(_, f)| *f == self).map_or("?", |(n, _)| n)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

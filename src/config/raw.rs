@@ -69,7 +69,7 @@ pub struct RawSlurm {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawModel {
-    /// `vllm`, `sim` (built-in simulator), `command` (any OpenAI-compatible server from a command template), `endpoint` (a server someone else started), `openai`, `anthropic` (required)
+    /// `vllm`, `sim` (built-in simulator), `command` (any OpenAI-compatible server from a command template), `endpoint` (a server someone else started), `openai`, `anthropic`, `import` (results another tool recorded, read from files) (required)
     pub backend: String,
     /// model path or id passed to the server (`vllm serve MODEL`) (default: `NAME`)
     pub model: Option<String>,
@@ -87,6 +87,10 @@ pub struct RawModel {
     pub gpus: Option<i64>,
     /// simulator latency model (default: see below)
     pub sim: Option<RawSim>,
+    /// for `import`: the results' format: `study-csv` (the reference study's per-run CSVs), `aiperf` (AIPerf's `profile_export.jsonl`), `vllm-bench` (`vllm bench serve --save-result --save-detailed`)
+    pub format: Option<String>,
+    /// for `import`: one file per seed, `{ 1337 = "results/run_1.csv", … }`, relative to the project root; every seed of the matrix needs one. Their contents are the step's key
+    pub results: Option<BTreeMap<String, String>>,
     #[serde(default)]
     pub variants: BTreeMap<String, RawVariant>,
 }

@@ -13,8 +13,8 @@ use super::*;
 /// Parse the file, read what it points to, and validate both.
 pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let raw = parse(source)?;
-    let inputs = inputs::read(source, &raw.workload);
-    let mut v = Validator { source, issues: inputs.issues };
+    let inputs = inputs::read(source, &raw);
+    let mut v = Validator { source, issues: inputs.issues, results: inputs.results };
     let experiment = v.experiment(raw, inputs.questions, inputs.images);
     if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::invalid(source, v.issues)) }
 }
@@ -77,6 +77,8 @@ fn isolation_hint(text: &str) -> String {
 struct Validator<'a> {
     source: &'a Source,
     issues: Vec<Issue>,
+    /// The digests of the `import` models' files ([`inputs::read`]).
+    results: BTreeMap<(String, String), String>,
 }
 
 impl Validator<'_> {
@@ -212,6 +214,54 @@ impl Validator<'_> {
         }
     }
 
+    /// An `import` model's `format` and `results` (seed → file; the files were read,
+    /// and their digests taken, by [`inputs::read`]).
+    fn import(&mut self, at: &str, name: &str, format: Option<&str>, results: BTreeMap<String, String>) -> Import {
+        let names = ImportFormat::CHOICES.map(|(n, _)| n);
+        let format = match format {
+            None => {
+                self.error(at, "backend `import` needs a `format`", Some(format!("one of: {}", names.join(", "))));
+                ImportFormat::StudyCsv
+            }
+            Some(f) => match ImportFormat::CHOICES.iter().find(|(n, _)| *n == f) {
+                Some((_, format)) => *format,
+                None => {
+                    let hint = closest(f, names.iter().copied()).map(|b| format!("did you mean `{b}`? (one of: {})", names.join(", ")));
+                    self.error(
+                        format!("{at}.format"),
+                        format!("unknown format `{f}`"),
+                        hint.or(Some(format!("one of: {}", names.join(", ")))),
+                    );
+                    ImportFormat::StudyCsv
+                }
+            },
+        };
+        if results.is_empty() {
+            self.error(
+                at,
+                "backend `import` needs `results`, one file per seed",
+                Some("for example results = { 1337 = \"results/run_1.csv\", 66 = \"results/run_2.csv\" }".into()),
+            );
+        }
+        let mut files = BTreeMap::new();
+        for (seed, written) in results {
+            let Ok(n) = seed.parse::<u64>() else {
+                self.error(
+                    format!("{at}.results.{seed}"),
+                    format!("`{seed}` is not a seed"),
+                    Some("key each file by its seed, a whole number".into()),
+                );
+                continue;
+            };
+            // A file that could not be read is reported already.
+            if let Some(digest) = self.results.get(&(name.to_string(), seed.clone())) {
+                let path = self.source.base_dir.join(&written);
+                files.insert(n, ImportFile { written, path, digest: digest.clone() });
+            }
+        }
+        Import { format, files }
+    }
+
     fn model(&mut self, name: String, m: raw::RawModel) -> Model {
         let at = format!("models.{name}");
         self.name(&at, "model", &name);
@@ -300,7 +350,19 @@ impl Validator<'_> {
                 },
             );
         }
+        if backend != Backend::Import && (m.format.is_some() || m.results.is_some()) {
+            self.error(&at, "`format` and `results` are for backend `import`", Some("remove them, or set backend = \"import\"".into()));
+        }
+        let import = (backend == Backend::Import).then(|| self.import(&at, &name, m.format.as_deref(), m.results.unwrap_or_default()));
+        if backend == Backend::Import && variants.len() > 1 {
+            self.error(
+                format!("{at}.variants"),
+                "an imported model has no variants",
+                Some("import each variant's results as a model of its own".into()),
+            );
+        }
         Model {
+            import,
             served_name: m.served_name.unwrap_or_else(|| model_id.clone()),
             name,
             backend,

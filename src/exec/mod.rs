@@ -364,6 +364,11 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
             let dataset = &inputs.first().context("a measure step without data")?.1;
             steps::measure::run(&p, dataset, &endpoint, &ctx.plan.hardware, &out).await?;
         }
+        StepKind::Import => {
+            let p = params::<steps::import::Params>(step)?;
+            let path = exp.base_dir.join(&p.file);
+            tokio::task::spawn_blocking(move || steps::import::run(&p, &path, &out)).await??;
+        }
         StepKind::Aggregate => {
             let (p, inputs) = (params::<steps::aggregate::Params>(step)?, inputs.to_vec());
             tokio::task::spawn_blocking(move || steps::aggregate::run(&p, &inputs, &out)).await??;

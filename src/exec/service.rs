@@ -198,6 +198,8 @@ impl Services {
             // shows as the first request's error (with the server's own message).
             Backend::Openai => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.openai.com")))),
             Backend::Anthropic => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.anthropic.com")))),
+            // The plan gives an imported model's cells no server.
+            Backend::Import => anyhow::bail!("an imported model has no server"),
             Backend::Sim | Backend::Vllm | Backend::Command => {}
         }
         let log_path = self.log_path(i);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use rayon::prelude::*;
 
 use super::{Plan, PlanError, ServerSpec, Step, StepKind};
-use crate::config::{Arrival, Backend, CacheIsolation, Experiment, Feeds};
+use crate::config::{Arrival, Backend, CacheIsolation, Experiment, Feeds, Import};
 use crate::hash;
 use crate::matrix::Cell;
 use crate::steps;
@@ -29,6 +29,12 @@ impl Plan {
             cells.par_iter().map(|cell| (format!("measure[{cell}]"), cell.coords(), measure_params(&experiment, cell))).collect();
         let mut measures = Vec::new();
         for (ci, (cell, (id, coords, params))) in cells.iter().zip(described).enumerate() {
+            // Imported results: read from files, with no data and no server.
+            if let Some(import) = &experiment.models[&cell.model].import {
+                let params = import_params(import, cell);
+                measures.push(b.add(StepKind::Import, id.replacen("measure", "import", 1), coords, params, vec![], None, Some(ci)));
+                continue;
+            }
             let server = b.server(&experiment, cell);
             let datagen = b.datagen(&experiment, cell);
             measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen], Some(server), Some(ci)));
@@ -177,7 +183,7 @@ impl Builder {
                     obj.insert("command".into(), cmd.clone().into());
                 }
             }
-            Backend::Endpoint | Backend::Openai | Backend::Anthropic => {
+            Backend::Endpoint | Backend::Openai | Backend::Anthropic | Backend::Import => {
                 obj.insert("url".into(), model.url.clone().into());
             }
         }
@@ -244,6 +250,18 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
             .and_then(|v| v.as_str().and_then(CacheIsolation::parse))
             .unwrap_or(w.cache_isolation),
         metrics_interval_s: w.metrics_interval_s,
+    })
+}
+
+/// An imported cell's parameters: its format and its file's digest (a file matrix
+/// expansion checked is there).
+fn import_params(import: &Import, cell: &Cell) -> Value {
+    let file = import.files.get(&cell.seed);
+    to_params(&steps::import::Params {
+        cell: cell.coords(),
+        format: import.format,
+        file: file.map(|f| f.written.clone()).unwrap_or_default(),
+        digest: file.map(|f| f.digest.clone()).unwrap_or_default(),
     })
 }
 

@@ -35,6 +35,8 @@ use crate::steps;
 pub enum StepKind {
     Datagen,
     Measure,
+    /// Results another tool recorded, read from a file in place of a measure.
+    Import,
     Aggregate,
     Report,
 }
@@ -44,6 +46,7 @@ impl StepKind {
         match self {
             StepKind::Datagen => "datagen",
             StepKind::Measure => "measure",
+            StepKind::Import => "import",
             StepKind::Aggregate => "aggregate",
             StepKind::Report => "report",
         }
@@ -54,6 +57,7 @@ impl StepKind {
         match self {
             StepKind::Datagen => steps::datagen::VERSION,
             StepKind::Measure => steps::measure::VERSION,
+            StepKind::Import => steps::import::VERSION,
             StepKind::Aggregate => steps::aggregate::VERSION,
             StepKind::Report => steps::report::VERSION,
         }

@@ -72,10 +72,10 @@ pub fn needs_node(spec: &ServerSpec) -> bool {
     spec.backend.launches()
 }
 
-/// The job name of a datagen, aggregate or report step sent to Slurm on its own.
+/// The job name of a datagen, import, aggregate or report step sent to Slurm on its own.
 fn step_job_name(plan: &Plan, i: usize) -> String {
     match plan.steps[i].kind {
-        StepKind::Datagen => format!("pipeline.{}.datagen.{i}", plan.experiment.name),
+        StepKind::Datagen | StepKind::Import => format!("pipeline.{}.{}.{i}", plan.experiment.name, plan.steps[i].kind.name()),
         kind => format!("pipeline.{}.{}", plan.experiment.name, kind.name()),
     }
 }

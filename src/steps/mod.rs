@@ -3,5 +3,6 @@
 
 pub mod aggregate;
 pub mod datagen;
+pub mod import;
 pub mod measure;
 pub mod report;

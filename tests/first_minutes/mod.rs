@@ -60,7 +60,11 @@ fn the_schema_is_the_loaders_and_the_shipped_experiments_meet_it() {
     let validator = jsonschema::validator_for(&schema).unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     p.pipeline(&["init", "--name", "mine", "--vllm", "org/model"]).status(0);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("experiments")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("experiments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml" || e == "yaml"))
+        .collect();
     files.push(p.path().join("experiments/mine.toml"));
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();

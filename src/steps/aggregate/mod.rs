@@ -326,6 +326,10 @@ fn runs(metas: &[serde_json::Value]) -> Vec<serde_json::Value> {
             "nvml": meta["nvml"],
             "telemetry": meta["telemetry"].get("reason").cloned().map(|r| serde_json::json!({"available": false, "reason": r})).unwrap_or(serde_json::json!({"available": true})),
         });
+        // Imported results: the file, its format and what it does not record.
+        if server["import"].is_object() {
+            entry["import"] = server["import"].clone();
+        }
         // Under Slurm: the job and node (only then, so local reports do not change).
         if server["slurm"].is_object() {
             entry["slurm"] = serde_json::json!({"job_id": server["slurm"]["job_id"], "node": server["slurm"]["node"]});

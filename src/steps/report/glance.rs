@@ -213,6 +213,24 @@ pub fn against_baseline(g: &mut Glance, c: &super::baseline::Comparison) {
     }
 }
 
+/// What imported results do not record (`runs.json`'s `import` entries), once per
+/// format: the numbers that depend on it are missing from their curves.
+pub fn imported(g: &mut Glance, runs: &[serde_json::Value]) {
+    let mut by_format: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r["import"].is_object()) {
+        let lacks: Vec<String> =
+            r["import"]["lacks"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(String::from)).collect();
+        let slot = by_format.entry(r["import"]["format"].as_str().unwrap_or("?").to_string()).or_insert((0, lacks));
+        slot.0 += r["cells"].as_u64().unwrap_or(0);
+    }
+    for (format, (cells, lacks)) in by_format {
+        g.warnings.push(format!(
+            "{cells} cell(s) were imported from `{format}` files, which do not record {}: those numbers are missing from their curves.",
+            lacks.join(", ")
+        ));
+    }
+}
+
 fn warnings(t: &Tables) -> Result<Vec<String>> {
     let s = t.summary;
     let mut out = Vec::new();

@@ -259,6 +259,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
     if let Some(c) = &baseline {
         glance::against_baseline(&mut glance, c);
     }
+    glance::imported(&mut glance, runs);
     let toc = sections(!charts.sweeps.is_empty() || charts.tradeoff.is_some(), baseline.is_some());
     Ok(Page {
         glance,

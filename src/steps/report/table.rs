@@ -130,7 +130,9 @@ pub fn across_seeds(seeds: &DataFrame, group: &[String], metrics: &[&str]) -> Re
             t.rows.push(key.into_iter().chain([n[r].clone()]).chain(std::iter::repeat_n("–".to_string(), metrics.len())).collect());
             t.rows.len() - 1
         });
-        t.rows[i][group.len() + 1 + k] = format!("{} [{}–{}]", s(median[r]), s(low[r]), s(high[r]));
+        if median[r].is_some() {
+            t.rows[i][group.len() + 1 + k] = format!("{} [{}–{}]", s(median[r]), s(low[r]), s(high[r]));
+        }
     }
     Ok(varying(t))
 }

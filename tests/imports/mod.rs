@@ -1,0 +1,158 @@
+//! Results from other tools: the reference study's CSVs, AIPerf's `profile_export.jsonl`
+//! and `vllm bench serve`'s detailed JSON, read into the same rows as a measurement.
+
+use super::*;
+
+/// The shipped example, as a user runs it (the simulator's conversation shortened to
+/// keep the test quick): each imported turn's median and min–max across seeds is the
+/// fixtures' own, the report says what the files lack, a rerun reads nothing again,
+/// and an edited file is read again alone.
+#[test]
+fn the_study_example_imports_its_runs_beside_the_simulator() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = Project::new();
+    let example = std::fs::read_to_string(root.join("experiments/study_import.toml")).unwrap();
+    p.write("experiments/t.toml", &example.replace("turns = 60", "turns = 2"));
+    for e in std::fs::read_dir(root.join("experiments/study")).unwrap().flatten() {
+        p.write(&format!("experiments/study/{}", e.file_name().to_string_lossy()), &std::fs::read_to_string(e.path()).unwrap());
+    }
+    let first = p.run_ok();
+    let imports: BTreeSet<String> = first.ran().into_iter().filter(|id| id.starts_with("import[")).collect();
+    assert_eq!(imports.len(), 6, "two models, three seeds: {imports:?}");
+
+    // Turn 7 of qwen-32b, from the three files by hand.
+    let completion = |run: u32, turn: usize| -> f64 {
+        let text = p.read(&format!("experiments/study/qwen2.5-vl-32b_run_{run}.csv"));
+        text.lines().nth(turn + 1).unwrap().split(',').nth(1).unwrap().parse::<f64>().unwrap() * 1e3
+    };
+    let mut at7: Vec<f64> = (1..=3).map(|run| completion(run, 7)).collect();
+    at7.sort_by(f64::total_cmp);
+    let per_turn = csv_rows(&p.read("reports/study/per_turn.csv"));
+    let row = per_turn.iter().find(|r| r["model"] == "qwen-32b" && r["turn"] == "7").expect("turn 7 of qwen-32b");
+    let got = |c: &str| row[c].parse::<f64>().unwrap();
+    assert!((got("e2e_median_ms") - at7[1]).abs() < 1e-6, "{row:?} vs {at7:?}");
+    assert!((got("e2e_min_ms") - at7[0]).abs() < 1e-6 && (got("e2e_max_ms") - at7[2]).abs() < 1e-6, "{row:?}");
+    assert_eq!(per_turn.iter().filter(|r| r["model"] == "qwen-32b").count(), 60, "all 60 turns of the files");
+
+    let summary = csv_rows(&p.read("reports/study/summary.csv"));
+    let imported = summary.iter().find(|r| r["model"] == "claude-sonnet").unwrap();
+    assert_eq!((imported["output_tok_per_s"].as_str(), imported["tpot_p50_ms"].as_str()), ("", ""), "nothing the files lack is made up");
+    let readme = p.read("reports/study/README.md");
+    assert!(readme.contains("6 cell(s) were imported from \\`study-csv\\` files, which do not record request timestamps"), "{readme}");
+
+    assert!(p.run_ok().ran().is_empty(), "a rerun reads nothing again");
+    let file = "experiments/study/claude-sonnet_run_2.csv";
+    let text = p.read(file);
+    p.write(file, &text.replacen("\n", "\n0.5,0.9\n", 1));
+    let again = p.run_ok().ran();
+    assert_eq!(again.len(), 3, "the edited file's import, the aggregate and the report: {again:?}");
+    assert!(again.iter().any(|id| id.starts_with("import[model=claude-sonnet,variant=base,seed=66")), "{again:?}");
+}
+
+/// AIPerf's records and vLLM's benchmark JSON: latencies, token counts, per-chunk gaps
+/// (the inter-token latency), warm-up and failed requests land where a measurement
+/// puts them.
+#[test]
+fn aiperf_and_vllm_bench_results_join_the_tables() {
+    let p = Project::new();
+    let record = |session: u32, turn: u32, phase: &str, ttft_ms: f64, e2e_ms: f64| {
+        format!(
+            r#"{{"metadata":{{"session_num":{session},"turn_index":{turn},"request_start_ns":{start},"request_end_ns":{end},"benchmark_phase":"{phase}"}},"metrics":{{"time_to_first_token":{{"value":{ttft_ms},"unit":"ms"}},"request_latency":{{"value":{e2e_ms},"unit":"ms"}},"input_sequence_length":{{"value":500,"unit":"tokens"}},"output_sequence_length":{{"value":5,"unit":"tokens"}},"inter_chunk_latency":{{"value":[10.0,10.0,10.0,30.0],"unit":"ms"}}}},"error":null}}"#,
+            start = 1_000_000_000u64 * (session as u64 * 2 + turn as u64 + 1),
+            end = 1_000_000_000u64 * (session as u64 * 2 + turn as u64 + 1) + (e2e_ms * 1e6) as u64,
+        )
+    };
+    let failed = r#"{"metadata":{"session_num":2,"turn_index":0,"request_start_ns":9000000000,"request_end_ns":9000100000,"benchmark_phase":"profiling"},"metrics":{},"error":{"code":429,"type":"RateLimited","message":"slow down"}}"#;
+    let lines = [
+        record(0, 0, "warmup", 900.0, 990.0),
+        record(0, 0, "profiling", 100.0, 160.0),
+        record(0, 1, "profiling", 120.0, 180.0),
+        record(1, 0, "profiling", 110.0, 170.0),
+        record(1, 1, "profiling", 130.0, 190.0),
+        failed.to_string(),
+    ];
+    p.write("runs/aiperf.jsonl", &lines.join("\n"));
+    p.write(
+        "runs/bench.json",
+        r#"{"backend":"openai-chat","ttfts":[0.05,0.07,0.0],"latencies":[0.25,0.27,0.0],"itls":[[0.05,0.05],[0.1,0.1],[]],
+            "start_times":[100.0,100.1,100.2],"input_lens":[200,200,200],"output_lens":[3,3,0],"generated_texts":["a b c","d e f",""],
+            "errors":["","","Bad Request"]}"#,
+    );
+    p.write(
+        "experiments/t.toml",
+        r#"
+name = "imports"
+[models.a]
+backend = "import"
+format = "aiperf"
+results = { 1 = "runs/aiperf.jsonl" }
+[models.b]
+backend = "import"
+format = "vllm-bench"
+results = { 1 = "runs/bench.json" }
+[matrix]
+model = ["a", "b"]
+seed = [1]
+[report]
+dir = "reports/t"
+"#,
+    );
+    p.run_ok();
+    let summary = csv_rows(&p.read("reports/t/summary.csv"));
+    let (a, b) = (&summary[0], &summary[1]);
+    let num = |r: &Row, c: &str| r[c].parse::<f64>().unwrap_or_else(|_| panic!("{c} of {r:?}"));
+    // AIPerf: the warm-up left out, the 429 counted, TTFT p50 of 100/110/120/130.
+    assert_eq!((a["requests"].as_str(), a["errors"].as_str()), ("5", "1"), "{a:?}");
+    assert_eq!(num(a, "ttft_p50_ms"), 115.0);
+    assert_eq!(num(a, "e2e_max_ms"), 190.0);
+    // (e2e − ttft) / (tokens − 1) = 60 / 4.
+    assert_eq!(num(a, "tpot_p50_ms"), 15.0);
+    // Every gap pooled: three of 10 ms and one of 30 ms per request.
+    assert_eq!((num(a, "itl_p50_ms"), num(a, "itl_max_ms")), (10.0, 30.0));
+    // vLLM's bench: seconds to ms, the failed request counted, its gaps kept.
+    assert_eq!((b["requests"].as_str(), b["errors"].as_str()), ("3", "1"), "{b:?}");
+    assert_eq!((num(b, "ttft_p50_ms"), num(b, "e2e_p50_ms")), (60.0, 260.0));
+    assert_eq!((num(b, "itl_p50_ms"), num(b, "itl_max_ms")), (75.0, 100.0));
+    let errors = csv_rows(&p.read("reports/t/errors.csv"));
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().any(|r| r["model"] == "a" && r["error"] == "http_429" && r["last_status"] == "429"), "{errors:?}");
+    assert!(errors.iter().any(|r| r["model"] == "b" && r["error"] == "failed"), "{errors:?}");
+}
+
+/// Bad files and bad settings: each message names the file and line, and the fix.
+#[test]
+fn bad_imports_name_the_file_and_line() {
+    let p = Project::new();
+    let experiment = |format: &str, files: &str, seeds: &str| {
+        format!(
+            "name = \"bad\"\n[models.a]\nbackend = \"import\"\nformat = \"{format}\"\nresults = {{ {files} }}\n[matrix]\nmodel = [\"a\"]\nseed = [{seeds}]\n"
+        )
+    };
+    p.write("r/ok.csv", "times_to_first_token,times_to_completion\n0.2,1.0\n");
+    p.write("r/units.csv", "times_to_first_token,times_to_completion\n0.2,1.0\n1000000,1000001\n");
+    p.write("r/bench.json", r#"{"ttfts":[0.1],"latencies":[0.2]}"#);
+
+    // A seed without a file: a config error at the line of `results`.
+    p.write("experiments/t.toml", &experiment("study-csv", "1 = \"r/ok.csv\"", "1, 2"));
+    p.pipeline(&["run", "experiments/t.toml"])
+        .status(2)
+        .stderr_has("experiments/t.toml:5:")
+        .stderr_has("no file for seed 2 of the matrix")
+        .stderr_has("[[matrix.exclude]] model = \"a\", seed = 2");
+    // A misspelt format, and a file that is not there.
+    p.write("experiments/t.toml", &experiment("study_csv", "1 = \"r/missing.csv\"", "1"));
+    p.pipeline(&["run", "experiments/t.toml"])
+        .status(2)
+        .stderr_has("unknown format `study_csv`")
+        .stderr_has("did you mean `study-csv`?")
+        .stderr_has("cannot read `r/missing.csv`");
+    // A time in the wrong unit: the file and its line.
+    p.write("experiments/t.toml", &experiment("study-csv", "1 = \"r/units.csv\"", "1"));
+    p.pipeline(&["run", "experiments/t.toml"])
+        .status(1)
+        .stderr_has("r/units.csv:3: times_to_first_token is 1000000 s, longer than any request takes")
+        .stderr_has("format `study-csv` reads a CSV");
+    // A file of another format.
+    p.write("experiments/t.toml", &experiment("study-csv", "1 = \"r/bench.json\"", "1"));
+    p.pipeline(&["run", "experiments/t.toml"]).status(1).stderr_has("r/bench.json:1: no column `times_to_first_token` in the header");
+}
