@@ -38,7 +38,7 @@ fn the_study_example_imports_its_runs_beside_the_simulator() {
     let imported = summary.iter().find(|r| r["model"] == "claude-sonnet").unwrap();
     assert_eq!((imported["output_tok_per_s"].as_str(), imported["tpot_p50_ms"].as_str()), ("", ""), "nothing the files lack is made up");
     let readme = p.read("reports/study/README.md");
-    assert!(readme.contains("6 cell(s) were imported from \\`study-csv\\` files, which do not record request timestamps"), "{readme}");
+    assert!(readme.contains("6 cell(s) were imported from study-csv files, which do not record request timestamps"), "{readme}");
 
     assert!(p.run_ok().ran().is_empty(), "a rerun reads nothing again");
     let file = "experiments/study/claude-sonnet_run_2.csv";

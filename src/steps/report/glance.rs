@@ -225,7 +225,7 @@ pub fn imported(g: &mut Glance, runs: &[serde_json::Value]) {
     }
     for (format, (cells, lacks)) in by_format {
         g.warnings.push(format!(
-            "{cells} cell(s) were imported from `{format}` files, which do not record {}: those numbers are missing from their curves.",
+            "{cells} cell(s) were imported from {format} files, which do not record {}: those numbers are missing from their curves.",
             lacks.join(", ")
         ));
     }
