@@ -288,14 +288,7 @@ fn vllm_bench(text: &str) -> Result<Read, Bad> {
 fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
     let rows = &read.rows;
     let n = rows.len();
-    let mut cols: Vec<Column> = Vec::new();
-    for (k, v) in &p.cell {
-        let name = k.replace('-', "_");
-        cols.push(match k.as_str() {
-            "seed" | "batch-size" | "frames" => Column::new(name.into(), vec![v.parse::<u64>().unwrap_or_default(); n]),
-            _ => Column::new(name.into(), vec![v.clone(); n]),
-        });
-    }
+    let mut cols = super::measure::cell_columns(&p.cell, n);
     let u32s = |f: &dyn Fn(&Row) -> u32| rows.iter().map(f).collect::<Vec<u32>>();
     let opt = |f: &dyn Fn(&Row) -> Option<u64>| rows.iter().map(f).collect::<Vec<Option<u64>>>();
     let optf = |f: &dyn Fn(&Row) -> Option<f64>| rows.iter().map(f).collect::<Vec<Option<f64>>>();

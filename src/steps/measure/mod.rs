@@ -547,16 +547,23 @@ fn ms(from: u64, to: Option<u64>) -> Option<f64> {
     to.filter(|&t| t >= from).map(|t| (t - from) as f64 / 1e6)
 }
 
+/// The cell's coordinates as `n` rows of leading columns (numbers for the numeric
+/// axes), as every request table starts.
+pub fn cell_columns(cell: &[(String, String)], n: usize) -> Vec<Column> {
+    cell.iter()
+        .map(|(k, v)| {
+            let name = k.replace('-', "_");
+            match k.as_str() {
+                "seed" | "batch-size" | "frames" => Column::new(name.into(), vec![v.parse::<u64>().unwrap_or_default(); n]),
+                _ => Column::new(name.into(), vec![v.clone(); n]),
+            }
+        })
+        .collect()
+}
+
 fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
     let n = records.len();
-    let mut cols: Vec<Column> = Vec::new();
-    for (k, v) in &p.cell {
-        let name = k.replace('-', "_");
-        cols.push(match k.as_str() {
-            "seed" | "batch-size" | "frames" => Column::new(name.into(), vec![v.parse::<u64>().unwrap_or_default(); n]),
-            _ => Column::new(name.into(), vec![v.clone(); n]),
-        });
-    }
+    let mut cols = cell_columns(&p.cell, n);
     let u32s = |f: &dyn Fn(&Record) -> u32| records.iter().map(f).collect::<Vec<u32>>();
     let u64s = |f: &dyn Fn(&Record) -> u64| records.iter().map(f).collect::<Vec<u64>>();
     let opt = |f: &dyn Fn(&Record) -> Option<u64>| records.iter().map(f).collect::<Vec<Option<u64>>>();
