@@ -119,6 +119,32 @@ dir = "reports/t"
     assert!(errors.iter().any(|r| r["model"] == "b" && r["error"] == "failed"), "{errors:?}");
 }
 
+/// A real `vllm bench serve --save-result --save-detailed` file (vLLM 0.32.0's CPU
+/// build and the tiny model of `tests/vllm`, 20 random prompts at concurrency 2; the
+/// tokenizer's local path replaced by its name): imported, its per-request lists give
+/// exactly the summary vLLM wrote beside them in the same file.
+#[test]
+fn a_real_vllm_bench_file_agrees_with_vllms_own_summary() {
+    let p = Project::new();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vllm-bench-tiny.json")).unwrap();
+    p.write("runs/bench.json", &text);
+    p.write(
+        "experiments/t.toml",
+        "name = \"vb\"\n[models.tiny]\nbackend = \"import\"\nformat = \"vllm-bench\"\nresults = { 1 = \"runs/bench.json\" }\n[matrix]\nmodel = [\"tiny\"]\nseed = [1]\nbatch-size = [2]\n[report]\ndir = \"reports/t\"\n",
+    );
+    p.run_ok();
+    let theirs: Value = serde_json::from_str(&text).unwrap();
+    let ours = &csv_rows(&p.read("reports/t/summary.csv"))[0];
+    assert_eq!(ours["requests"], theirs["completed"].to_string());
+    for metric in ["ttft", "tpot", "itl"] {
+        for (stat, vllm) in [("mean", "mean"), ("p50", "median"), ("p99", "p99")] {
+            let mine: f64 = ours[&format!("{metric}_{stat}_ms")].parse().unwrap();
+            let vllm = theirs[format!("{vllm}_{metric}_ms")].as_f64().unwrap();
+            assert!((mine - vllm).abs() < 1e-9 * vllm.max(1.0), "{metric} {stat}: ours {mine}, vLLM's {vllm}");
+        }
+    }
+}
+
 /// Bad files and bad settings: each message names the file and line, and the fix.
 #[test]
 fn bad_imports_name_the_file_and_line() {
