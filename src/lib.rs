@@ -28,6 +28,7 @@ pub mod hash;
 pub mod matrix;
 pub mod plan;
 pub mod processes;
+pub mod search;
 pub mod secrets;
 pub mod sim;
 pub mod slurm;

@@ -23,6 +23,7 @@ mod isolation;
 mod lifecycle;
 mod planning;
 mod reports;
+mod search;
 mod slurm;
 mod vllm;
 
@@ -87,6 +88,11 @@ impl Output {
 
     fn stdout_has(&self, text: &str) -> &Output {
         assert!(self.stdout.contains(text), "expected `{text}` in stdout:\n{}", self.stdout);
+        self
+    }
+
+    fn stdout_lacks(&self, text: &str) -> &Output {
+        assert!(!self.stdout.contains(text), "`{text}` should not be in stdout:\n{}", self.stdout);
         self
     }
 

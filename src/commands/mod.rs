@@ -13,10 +13,12 @@ use crate::cli::{CacheCommand, Cli, Command, DagFormat, SimArgs, Target};
 use crate::config::{self, Source};
 use crate::error::{Kind, WithHint};
 use crate::exec::{self, RunOptions};
-use crate::plan::{Plan, Selection, State, StepStatus};
+use crate::matrix::Cell;
+use crate::plan::{Plan, Selection, State, StepKind, StepStatus};
 use crate::{exit, matrix, sim, steps};
 
 mod init;
+mod search;
 mod slurm;
 
 /// An error with the kind that decides its exit code.
@@ -163,10 +165,26 @@ fn out(text: &str) -> Result<(), Failure> {
 }
 
 fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> {
-    let (source, plan) = load_target(target)?;
+    let (source, mut plan) = load_target(target)?;
+    // A search shows the probes known so far: those the cache lets it walk, and the
+    // next ones; what follows depends on their results.
+    let mut continues = 0;
+    if plan.experiment.search.is_some() {
+        let walked = search::walk_all(cache, &plan.experiment, &plan.cells, &plan.hardware).map_err(fail(Kind::Environment))?;
+        continues = search::searching(&walked);
+        let (exp, hardware) = (plan.experiment.clone(), plan.hardware.clone());
+        let mut cells = walked.cells;
+        cells.sort();
+        cells.dedup();
+        plan = Plan::build(exp, cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
+        plan.set_search(walked.summary);
+    }
     let sel = selection(target, &plan)?;
     let statuses = plan.status(cache, &sel);
-    let text = plan_text(&source, &plan, &statuses, json);
+    let mut text = plan_text(&source, &plan, &statuses, json);
+    if continues > 0 && !json {
+        text.push_str(&format!("search: {continues} curve(s) go on after the probes above; which come next depends on their results\n"));
+    }
     // The process ends right after this; freeing a 100k-step plan only costs time.
     std::mem::forget((plan, statuses));
     out(&text).map(|_| exit::OK)
@@ -241,11 +259,56 @@ fn counts_line(statuses: &[StepStatus]) -> String {
 }
 
 fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<i32, Failure> {
-    let (source, plan) = load_target(target)?;
-    let sel = selection(target, &plan)?;
+    let (source, mut plan) = load_target(target)?;
     let _lock = cache.lock()?;
+    if plan.experiment.search.is_some() {
+        plan = match search_rounds(cache, &source, target, plan, jobs, keep_going)? {
+            Ok(plan) => plan,
+            Err(code) => return Ok(code),
+        };
+    }
+    let sel = selection(target, &plan)?;
     let statuses = plan.status(cache, &sel);
     execute(cache, source, target.file.as_deref(), plan, statuses, jobs, keep_going)
+}
+
+/// `[search]`: measure the probes the walks ask for, round by round, until every curve
+/// has its answer (or a round measures nothing new: probes `--only` leaves out); then
+/// the plan over every probe walked, or the exit code of a round that failed.
+fn search_rounds(
+    cache: &Cache,
+    source: &Source,
+    target: &Target,
+    plan: Plan,
+    jobs: usize,
+    keep_going: bool,
+) -> Result<Result<Plan, i32>, Failure> {
+    let (exp, base, hardware) = (plan.experiment.clone(), plan.cells.clone(), plan.hardware.clone());
+    drop(plan);
+    let mut last_need = None;
+    loop {
+        let walked = search::walk_all(cache, &exp, &base, &hardware).map_err(fail(Kind::Environment))?;
+        if walked.need.is_empty() || last_need.as_ref() == Some(&walked.need) {
+            if !walked.need.is_empty() {
+                eprintln!("search: {} curve(s) stop at probes that were not measured (not selected?)", search::searching(&walked));
+            }
+            let mut cells: Vec<Cell> = walked.cells.iter().filter(|c| !walked.need.contains(c)).cloned().collect();
+            cells.sort();
+            cells.dedup();
+            let mut plan = Plan::build(exp, cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
+            plan.set_search(walked.summary);
+            return Ok(Ok(plan));
+        }
+        eprintln!("search: {} probe cell(s) to measure on {} curve(s)", walked.need.len(), search::searching(&walked));
+        let plan = Plan::build(exp.clone(), walked.need.clone(), hardware.clone()).map_err(|e| fail(Kind::User)(e.into()))?;
+        let sel = Selection { kinds: vec![StepKind::Datagen, StepKind::Measure], only: target.only.clone(), force: false };
+        let statuses = plan.status(cache, &sel);
+        let code = execute(cache, source.clone(), target.file.as_deref(), plan, statuses, jobs, keep_going)?;
+        if code != exit::OK {
+            return Ok(Err(code));
+        }
+        last_need = Some(walked.need);
+    }
 }
 
 /// Re-render the report from cached measurements: aggregate and report run if they

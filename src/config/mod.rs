@@ -42,6 +42,21 @@ pub struct Experiment {
     /// Where steps run: here, or as Slurm jobs (`--executor` overrides it).
     pub executor: ExecutorKind,
     pub slurm: SlurmSettings,
+    /// `[search]`: one axis searched per curve instead of swept (see `crate::search`).
+    pub search: Option<SearchSpec>,
+}
+
+/// `[search]`, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SearchSpec {
+    pub axis: String,
+    /// Whole values only (batch sizes): stop at neighbours.
+    pub integer: bool,
+    pub min: f64,
+    pub max: f64,
+    pub tolerance: f64,
+    pub extra_seeds: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

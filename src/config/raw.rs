@@ -39,6 +39,24 @@ pub struct RawExperiment {
     pub executor: Option<String>,
     /// `[slurm]`: how jobs are submitted when `executor = "slurm"`.
     pub slurm: Option<RawSlurm>,
+    /// `[search]`: find the largest value of one axis that meets the SLO, per curve, instead of sweeping a grid.
+    pub search: Option<RawSearch>,
+}
+
+/// `[search]`: the axis to search, its range, and how close the answer must be.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawSearch {
+    /// `batch-size`, or a numeric `[[axis]]` of your own (a request rate, say) (required)
+    pub axis: String,
+    /// the first value probed (required)
+    pub min: f64,
+    /// the largest value probed (required)
+    pub max: f64,
+    /// for a numeric axis: stop when the interval between the largest passing and the smallest failing value is at most this share of the passing one; batch sizes stop at neighbours (default: 0.1)
+    pub tolerance: Option<f64>,
+    /// extra seeds a probe is measured with when its seeds disagree (some meet the SLO, some do not), before the median seed decides and the answer is marked uncertain (default: 2)
+    pub extra_seeds: Option<i64>,
 }
 
 /// `[slurm]`: how jobs are submitted when `executor = "slurm"`.

@@ -129,6 +129,39 @@ impl Validator<'_> {
         }
     }
 
+    /// `[search]`: a known axis, a range of positive values, and how close to stop.
+    fn search(&mut self, raw: raw::RawSearch, matrix: &Matrix) -> SearchSpec {
+        let custom = matrix.custom.iter().find(|a| a.name == raw.axis);
+        let integer = raw.axis == "batch-size";
+        if !integer && custom.is_none_or(|a| !a.values.iter().all(|v| v.is_number())) {
+            let names: Vec<&str> = ["batch-size"]
+                .into_iter()
+                .chain(matrix.custom.iter().filter(|a| a.values.iter().all(|v| v.is_number())).map(|a| a.name.as_str()))
+                .collect();
+            let hint = closest(&raw.axis, names.iter().copied())
+                .map(|b| format!("did you mean `{b}`?"))
+                .unwrap_or_else(|| format!("one of: {}", names.join(", ")));
+            self.error("search.axis", format!("`{}` is not an axis with numbers to search", raw.axis), Some(hint));
+        }
+        let limit = if integer { limits::BATCH_SIZE } else { limits::REQUEST_RATE };
+        let min = self.num("search.min", Some(raw.min), 1.0, limit);
+        let max = self.num("search.max", Some(raw.max), min, limit);
+        if integer && (raw.min.fract() != 0.0 || raw.max.fract() != 0.0) {
+            self.error("search.min", "batch sizes are whole numbers", Some("for example min = 1, max = 64".into()));
+        }
+        if max <= min {
+            self.error("search.max", format!("must be above min ({min})"), None);
+        }
+        SearchSpec {
+            axis: raw.axis,
+            integer,
+            min,
+            max,
+            tolerance: self.num("search.tolerance", raw.tolerance, 0.1, limits::SEARCH_TOLERANCE),
+            extra_seeds: self.int("search.extra-seeds", raw.extra_seeds, 2, limits::SEARCH_EXTRA_SEEDS),
+        }
+    }
+
     fn slo(&mut self, raw: Option<raw::RawSlo>) -> Slo {
         let Some(raw) = raw else { return Slo::default() };
         let mut ms = |key: &str, v: Option<f64>| {
@@ -199,7 +232,9 @@ impl Validator<'_> {
             }
         };
         let slurm = self.slurm(raw.slurm.unwrap_or_default());
+        let search = raw.search.map(|s| self.search(s, &matrix));
         Experiment {
+            search,
             executor,
             slurm,
             name: raw.name,

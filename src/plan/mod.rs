@@ -131,6 +131,18 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Put a search's paths into the report's parameters (and so its key).
+    pub fn set_search(&mut self, summary: crate::search::Summary) {
+        for step in self.steps.iter_mut().filter(|s| s.kind == StepKind::Report) {
+            if let Ok(mut p) = step.typed::<steps::report::Params>() {
+                p.search = Some(summary.clone());
+                step.params = Arc::new(serde_json::to_value(&p).unwrap_or_default());
+            }
+        }
+    }
+}
+
 /// Which steps a command applies to.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {

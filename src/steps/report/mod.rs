@@ -12,6 +12,7 @@ mod charts;
 mod glance;
 mod markdown;
 mod params;
+mod search;
 mod server;
 mod table;
 
@@ -235,6 +236,8 @@ struct Page<'a> {
     answers: Vec<JValue>,
     /// The Server section ([`server::section`]).
     server: JValue,
+    /// The Search section, with `[search]` ([`search::section`]).
+    search: Option<search::Section>,
     per_turn_charts: Vec<&'a charts::Chart>,
     cached_share_chart: Option<&'a charts::Chart>,
     sweep_charts: Vec<&'a charts::Chart>,
@@ -260,7 +263,15 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         glance::against_baseline(&mut glance, c);
     }
     glance::imported(&mut glance, runs);
-    let toc = sections(!charts.sweeps.is_empty() || charts.tradeoff.is_some(), baseline.is_some());
+    let search = match &p.search {
+        Some(s) => {
+            let (section, sentence) = search::section(s, points, group)?;
+            glance.findings.insert(0, sentence);
+            Some(section)
+        }
+        None => None,
+    };
+    let toc = sections(!charts.sweeps.is_empty() || charts.tradeoff.is_some(), search.is_some(), baseline.is_some());
     Ok(Page {
         glance,
         toc,
@@ -297,6 +308,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         baseline,
         answers: answers(requests, cell)?,
         server: server::section(&t.server, cell)?,
+        search,
         per_turn_charts: pick(&charts.per_turn),
         cached_share_chart: one(charts.cached_share),
         sweep_charts: pick(&charts.sweeps),
@@ -314,11 +326,12 @@ struct Section {
     id: String,
 }
 
-fn sections(sweeps: bool, baseline: bool) -> Vec<Section> {
+fn sections(sweeps: bool, search: bool, baseline: bool) -> Vec<Section> {
     let titles = [
         ("Results at a glance", true),
         ("Per-turn latency", true),
         ("Sweeps and operating points", sweeps),
+        ("Search", search),
         ("Across seeds", true),
         ("Per cell", true),
         ("Server", true),

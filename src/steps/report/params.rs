@@ -27,6 +27,10 @@ pub struct Params {
     pub noise_pct: f64,
     /// Everything else the templates show.
     pub shown: Shown,
+    /// `[search]`: each curve's path and what it found (absent without a search, so
+    /// that other reports keep their keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<crate::search::Summary>,
 }
 
 /// The experiment as the report describes it.
@@ -133,6 +137,7 @@ impl Params {
                 models,
                 servers,
             },
+            search: None,
         }
     }
 }

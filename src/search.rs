@@ -1,0 +1,300 @@
+//! `[search]`: per curve (model × variant × other axes), find the largest value of one
+//! axis whose cells meet the SLO, instead of sweeping a grid.
+//!
+//! The walk is deterministic for given results: probe `min`, double while the probe
+//! meets the SLO (up to `max`), then bisect between the largest value that met it and
+//! the smallest that did not, down to neighbours (batch sizes) or `tolerance` (a
+//! numeric axis). A probe is the curve's cells at that value, one per seed: ordinary
+//! measure cells with their own keys, so a rerun walks the same path without
+//! measuring, and a changed SLO walks again and measures only the probes it has not
+//! seen (attainment is computed from the cached requests under the current SLO).
+//!
+//! Noise is part of the answer. A probe meets the SLO when every seed's attainment
+//! does (the interval across seeds clears the threshold) and misses it when none does;
+//! when the seeds disagree, it is measured again with extra seeds (`extra-seeds`), and
+//! if they still disagree the median seed decides and the answer is marked uncertain.
+//!
+//! The plan cannot know every probe in advance: [`walk`] replays the path from the
+//! results known so far and stops at the first probe that is not measured; the command
+//! measures those and walks again (see `commands::run`), as Snakemake re-evaluates the
+//! DAG after a checkpoint.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{SearchSpec, Slo};
+use crate::matrix::Cell;
+
+/// One probe on a curve's path: its value, each seed's attainment (percent of turns
+/// within the SLO), and what was concluded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub value: f64,
+    pub seeds: Vec<(u64, f64)>,
+    pub meets: bool,
+    /// The seeds disagreed even with the extra ones: the median seed decided.
+    pub uncertain: bool,
+}
+
+/// A curve's walk so far: the probes in the order walked, the cells it needs measured
+/// next (empty when it is done), and the value found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Walk {
+    pub probes: Vec<Probe>,
+    pub need: Vec<(f64, u64)>,
+    pub done: bool,
+    /// The largest value that met the SLO; none when even `min` did not.
+    pub found: Option<f64>,
+}
+
+/// What a curve's walk found, as the report shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurveResult {
+    pub curve: String,
+    pub probes: Vec<Probe>,
+    pub found: Option<f64>,
+    /// Whether the found value is `max`: the limit may lie higher.
+    pub at_max: bool,
+}
+
+/// The search as the report's key holds it: the spec, the SLO it judged by, and each
+/// curve's path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub axis: String,
+    pub min: f64,
+    pub max: f64,
+    pub attainment_pct: f64,
+    pub curves: Vec<CurveResult>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Meets,
+    Misses,
+    Split,
+}
+
+fn judge(results: &[(u64, f64)], threshold: f64) -> Verdict {
+    if results.iter().all(|(_, a)| *a >= threshold) {
+        Verdict::Meets
+    } else if results.iter().all(|(_, a)| *a < threshold) {
+        Verdict::Misses
+    } else {
+        Verdict::Split
+    }
+}
+
+fn median(results: &[(u64, f64)]) -> f64 {
+    let mut v: Vec<f64> = results.iter().map(|(_, a)| *a).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// The extra seeds a split probe is measured with: after the largest base seed.
+pub fn extra_seed(seeds: &[u64], k: u32) -> u64 {
+    seeds.iter().max().copied().unwrap_or(0).saturating_add(k as u64)
+}
+
+/// Replay a curve's walk from the results `lookup` knows (attainment of the cell at
+/// `value` and `seed`, or `None` when it is not measured), stopping at the first probe
+/// with cells to measure.
+pub fn walk(spec: &SearchSpec, threshold: f64, seeds: &[u64], mut lookup: impl FnMut(f64, u64) -> Option<f64>) -> Walk {
+    let mut w = Walk::default();
+    let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
+    let mut v = spec.min;
+    loop {
+        let mut results = Vec::new();
+        for &s in seeds {
+            match lookup(v, s) {
+                Some(a) => results.push((s, a)),
+                None => w.need.push((v, s)),
+            }
+        }
+        if !w.need.is_empty() {
+            return w;
+        }
+        let mut extra = 0;
+        while judge(&results, threshold) == Verdict::Split && extra < spec.extra_seeds {
+            extra += 1;
+            let s = extra_seed(seeds, extra);
+            match lookup(v, s) {
+                Some(a) => results.push((s, a)),
+                None => {
+                    w.need.push((v, s));
+                    return w;
+                }
+            }
+        }
+        let (meets, uncertain) = match judge(&results, threshold) {
+            Verdict::Meets => (true, false),
+            Verdict::Misses => (false, false),
+            Verdict::Split => (median(&results) >= threshold, true),
+        };
+        w.probes.push(Probe { value: v, seeds: results, meets, uncertain });
+        if meets {
+            lo = Some(v);
+        } else {
+            hi = Some(v);
+        }
+        v = match (lo, hi) {
+            (Some(l), None) if l >= spec.max => return finish(w, Some(l)),
+            (Some(l), None) => {
+                let grown = if spec.integer { (2.0 * l).max(l + 1.0) } else { 2.0 * l };
+                grown.min(spec.max)
+            }
+            (Some(l), Some(h)) => {
+                let close = if spec.integer { h - l <= 1.0 } else { (h - l) / l <= spec.tolerance };
+                if close {
+                    return finish(w, Some(l));
+                }
+                if spec.integer { ((l + h) / 2.0).floor() } else { (l + h) / 2.0 }
+            }
+            (None, _) => return finish(w, None),
+        };
+    }
+}
+
+fn finish(mut w: Walk, found: Option<f64>) -> Walk {
+    w.done = true;
+    w.found = found;
+    w
+}
+
+/// A curve's template: `cell` with its seed and searched value cleared, so that the
+/// cells of one curve share it.
+pub fn curve_of(cell: &Cell, axis: &str) -> Cell {
+    let mut c = at(cell, axis, 0.0);
+    c.seed = 0;
+    c
+}
+
+/// `cell` with `axis` at `value` (batch size, or a custom axis's number).
+pub fn at(cell: &Cell, axis: &str, value: f64) -> Cell {
+    let mut c = cell.clone();
+    if axis == "batch-size" {
+        c.batch_size = value as u32;
+    } else if let Some(slot) = c.custom.iter_mut().find(|(n, _)| n == axis) {
+        slot.1 = serde_json::Number::from_f64(value).map_or_else(|| value.to_string(), |n| n.to_string());
+    }
+    c
+}
+
+/// The percent of a cell's turns that met `slo`, from its `requests.parquet`, as the
+/// aggregate counts it (`slo_met_pct`): successful non-warm-up requests within every
+/// threshold (a one-token answer has no TPOT and does not fail on it), over the turns.
+pub fn attainment(measure_dir: &Path, slo: &Slo) -> Result<f64> {
+    let path = measure_dir.join("requests.parquet");
+    let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+    let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms"].map(|c| c.into()).to_vec();
+    let df = ParquetReader::new(file).with_columns(Some(cols)).finish()?;
+    let u32s = |c: &str| -> Result<Vec<u32>> { Ok(df.column(c)?.cast(&DataType::UInt32)?.u32()?.iter().map(|v| v.unwrap_or(0)).collect()) };
+    let f64s = |c: &str| -> Result<Vec<Option<f64>>> { Ok(df.column(c)?.cast(&DataType::Float64)?.f64()?.iter().collect()) };
+    let (conv, turn) = (u32s("conversation")?, u32s("turn")?);
+    let warmup: Vec<bool> = df.column("warmup")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
+    let error: Vec<String> = df.column("error")?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect();
+    let (ttft, tpot, e2e) = (f64s("ttft_ms")?, f64s("tpot_ms")?, f64s("e2e_ms")?);
+    let within = |v: Option<f64>, limit: Option<f64>| limit.is_none_or(|l| v.is_some_and(|v| v <= l));
+    let mut turns = std::collections::BTreeSet::new();
+    let mut good = 0usize;
+    for r in 0..df.height() {
+        if warmup[r] {
+            continue;
+        }
+        turns.insert((conv[r], turn[r]));
+        let tpot_ok = tpot[r].is_none() || within(tpot[r], slo.tpot_ms);
+        if error[r] == "none" && within(ttft[r], slo.ttft_ms) && within(e2e[r], slo.e2e_ms) && tpot_ok {
+            good += 1;
+        }
+    }
+    Ok(if turns.is_empty() { 0.0 } else { 100.0 * good as f64 / turns.len() as f64 })
+}
+
+/// The curves of `cells` (the matrix's cells, whose values of the searched axis are
+/// replaced) with their seeds, in order.
+pub fn curves(cells: &[Cell], axis: &str) -> BTreeMap<Cell, Vec<u64>> {
+    let mut out: BTreeMap<Cell, Vec<u64>> = BTreeMap::new();
+    for c in cells {
+        let seeds = out.entry(curve_of(c, axis)).or_default();
+        if !seeds.contains(&c.seed) {
+            seeds.push(c.seed);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(integer: bool, min: f64, max: f64) -> SearchSpec {
+        SearchSpec { axis: "batch-size".into(), integer, min, max, tolerance: 0.1, extra_seeds: 2 }
+    }
+
+    /// A server that meets the SLO up to `limit`, every seed alike.
+    fn up_to(limit: f64) -> impl FnMut(f64, u64) -> Option<f64> {
+        move |v, _| Some(if v <= limit { 100.0 } else { 0.0 })
+    }
+
+    #[test]
+    fn doubles_then_bisects_to_neighbours() {
+        let w = walk(&spec(true, 1.0, 64.0), 90.0, &[1, 2], up_to(5.0));
+        let path: Vec<f64> = w.probes.iter().map(|p| p.value).collect();
+        assert_eq!(path, [1.0, 2.0, 4.0, 8.0, 6.0, 5.0]);
+        assert_eq!((w.done, w.found), (true, Some(5.0)));
+    }
+
+    #[test]
+    fn stops_at_max_and_at_a_failing_min() {
+        let w = walk(&spec(true, 1.0, 12.0), 90.0, &[1], up_to(100.0));
+        assert_eq!(w.probes.iter().map(|p| p.value).collect::<Vec<_>>(), [1.0, 2.0, 4.0, 8.0, 12.0]);
+        assert_eq!(w.found, Some(12.0));
+        let w = walk(&spec(true, 1.0, 12.0), 90.0, &[1], up_to(0.5));
+        assert_eq!((w.probes.len(), w.found, w.done), (1, None, true));
+    }
+
+    #[test]
+    fn a_numeric_axis_stops_within_its_tolerance() {
+        let w = walk(&spec(false, 1.0, 100.0), 90.0, &[1], up_to(13.3));
+        let found = w.found.unwrap();
+        assert!(found <= 13.3 && (13.3 - found) / found <= 0.1, "{found} {:?}", w.probes);
+    }
+
+    #[test]
+    fn stops_where_results_are_missing_and_resumes_from_them() {
+        let mut known: BTreeMap<(u64, u64), f64> = BTreeMap::new();
+        let mut measured = 0;
+        loop {
+            let w = walk(&spec(true, 1.0, 64.0), 90.0, &[7], |v, s| known.get(&(v as u64, s)).copied());
+            if w.done {
+                assert_eq!(w.found, Some(5.0));
+                break;
+            }
+            assert_eq!(w.need.len(), 1, "one seed, one cell at a time");
+            for (v, s) in w.need {
+                known.insert((v as u64, s), if v <= 5.0 { 95.0 } else { 50.0 });
+                measured += 1;
+            }
+        }
+        assert_eq!(measured, 6);
+    }
+
+    #[test]
+    fn disagreeing_seeds_get_extra_seeds_then_the_median_decides() {
+        // Seed 1 meets, seed 2 misses; extra seeds 3 and 4 (after the largest, 2) too.
+        let attain = |v: f64, s: u64| Some(if v <= 2.0 || (v <= 4.0 && s % 2 == 1) { 100.0 } else { 0.0 });
+        let w = walk(&spec(true, 1.0, 8.0), 90.0, &[1, 2], attain);
+        let four = w.probes.iter().find(|p| p.value == 4.0).unwrap();
+        assert_eq!(four.seeds.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert!(four.uncertain);
+        // A median of 50% is below 90%: it misses; so does 3, and 2 is the answer.
+        assert!(!four.meets);
+        assert_eq!(w.probes.iter().map(|p| p.value).collect::<Vec<_>>(), [1.0, 2.0, 4.0, 3.0]);
+        assert_eq!(w.found, Some(2.0));
+    }
+}

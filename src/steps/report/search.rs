@@ -1,0 +1,119 @@
+//! The report's "Search" section: each curve's probes in the order walked (value,
+//! seeds, attainment across seeds, verdict) and the value found, with its throughput
+//! and latency from the `points` table; and the sentence "Results at a glance" gives it.
+
+use anyhow::Result;
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::charts::{f64s, labels};
+use super::table::{Table, sig3};
+use crate::search::{CurveResult, Summary};
+
+#[derive(Debug, Serialize)]
+pub struct Section {
+    pub axis: String,
+    pub threshold: f64,
+    pub curves: Vec<ShownCurve>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownCurve {
+    pub curve: String,
+    /// What was found, in a sentence.
+    pub answer: String,
+    pub table: Table,
+}
+
+/// The section, and the sentence for the glance.
+pub fn section(s: &Summary, points: &DataFrame, group: &[String]) -> Result<(Section, String)> {
+    let column = s.axis.replace('-', "_");
+    let others: Vec<&str> = group.iter().map(String::as_str).filter(|c| *c != column).collect();
+    let curve_of = labels(points, &others)?;
+    let value = f64s(points, &column)?;
+    let (tput, e2e) = (f64s(points, "output_tok_per_s")?, f64s(points, "e2e_p50_ms")?);
+    let at = |curve: &str, v: f64| (0..points.height()).find(|&r| curve_of[r] == curve && value[r] == Some(v));
+    let mut curves = Vec::new();
+    let mut short = Vec::new();
+    for c in &s.curves {
+        let found = c.found.map(|v| {
+            let shown = at(&c.curve, v).map(|r| {
+                let n = |x: Option<f64>| x.map(sig3).unwrap_or_else(|| "–".into());
+                format!(": {} output tokens/s at {} ms end-to-end p50", n(tput[r]), n(e2e[r]))
+            });
+            (v, shown.unwrap_or_default())
+        });
+        let answer = answer(s, c, found.as_ref());
+        short.push(format!("{} {}", c.curve, c.found.map_or_else(|| "none".to_string(), |v| bound(c, v))));
+        curves.push(ShownCurve { curve: c.curve.clone(), answer, table: probes(s, c) });
+    }
+    let uncertain = s.curves.iter().any(|c| c.probes.iter().any(|p| p.uncertain));
+    let glance = format!(
+        "Search: the largest {} within the SLO, per curve: {}{}.",
+        s.axis,
+        short.join("; "),
+        if uncertain { " (uncertain where seeds disagreed; see Search)" } else { "" }
+    );
+    Ok((Section { axis: s.axis.clone(), threshold: s.attainment_pct, curves }, glance))
+}
+
+/// "5", or "at least 64" when the largest value probed still met the SLO.
+fn bound(c: &CurveResult, v: f64) -> String {
+    if c.at_max { format!("at least {} (the largest probed)", num(v)) } else { num(v) }
+}
+
+fn num(v: f64) -> String {
+    if v.fract() == 0.0 { format!("{v:.0}") } else { sig3(v) }
+}
+
+fn answer(s: &Summary, c: &CurveResult, found: Option<&(f64, String)>) -> String {
+    let path: Vec<String> = c.probes.iter().map(|p| num(p.value)).collect();
+    let walked = format!("probes {}", path.join(", "));
+    match found {
+        None => format!("Even {} = {} misses the SLO ({walked}).", s.axis, num(s.min)),
+        Some((v, at)) => {
+            let next = c.probes.iter().filter(|p| !p.meets && p.value > *v).map(|p| p.value).reduce(f64::min);
+            let above = next.map(|n| format!("; {} misses it", num(n))).unwrap_or_default();
+            format!("{} = {} meets the SLO{at}{above} ({walked}).", s.axis, bound(c, *v))
+        }
+    }
+}
+
+fn probes(s: &Summary, c: &CurveResult) -> Table {
+    let rows = c
+        .probes
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut a: Vec<f64> = p.seeds.iter().map(|(_, a)| *a).collect();
+            a.sort_by(f64::total_cmp);
+            let mid = if a.len() % 2 == 1 { a[a.len() / 2] } else { (a[a.len() / 2 - 1] + a[a.len() / 2]) / 2.0 };
+            let verdict = match (p.meets, p.uncertain) {
+                (true, false) => "meets",
+                (false, false) => "misses",
+                (true, true) => "meets (seeds disagree: the median decides)",
+                (false, true) => "misses (seeds disagree: the median decides)",
+            };
+            vec![
+                (i + 1).to_string(),
+                num(p.value),
+                p.seeds.len().to_string(),
+                format!("{} [{}–{}]", sig3(mid), sig3(a[0]), sig3(a[a.len() - 1])),
+                verdict.to_string(),
+            ]
+        })
+        .collect();
+    Table {
+        columns: vec![
+            "probe".into(),
+            s.axis.clone(),
+            "seeds".into(),
+            "SLO met (%), median [min–max] across seeds".into(),
+            "verdict".into(),
+        ],
+        align: vec!["---:", "---:", "---:", "---:", "---"],
+        rows,
+        lead: 0,
+        same: String::new(),
+    }
+}

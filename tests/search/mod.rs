@@ -1,0 +1,79 @@
+//! `[search]`: the largest batch size within the SLO, found by probes that are ordinary
+//! cached cells.
+
+use super::*;
+
+/// The simulator's inter-token time is `itl-base-ms + itl-us-per-inflight × requests in
+/// flight`: 2 ms + 4 ms per conversation here, so TPOT is about 2 + 4B ms at batch size
+/// B (less while a conversation is between turns), and an SLO of TPOT ≤ 24 ms breaks
+/// between 5 (22 ms) and 6 (26 ms), 2 ms from either, for a loaded machine's delays.
+/// The search lands on 5; a rerun measures nothing; a tighter SLO (16 ms: 3) walks again
+/// and measures only the one probe it has not seen. `pipeline plan` shows the probes
+/// known so far.
+#[test]
+fn the_search_finds_the_simulators_breaking_point_and_remembers_its_probes() {
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        r#"
+name = "search"
+[models.a]
+backend = "sim"
+sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 2.0, itl-us-per-inflight = 4000.0, jitter = 0.0, answer-tokens = 8 }
+[workload]
+turns = 2
+max-tokens = 8
+warmup-requests = 0
+resolution = "64x48"
+[matrix]
+model = ["a"]
+seed = [1, 2]
+[search]
+axis = "batch-size"
+min = 1
+max = 64
+[report]
+dir = "reports/t"
+slo = { tpot-ms = 24.0 }
+"#,
+    );
+    p.pipeline(&["plan", "experiments/t.toml"])
+        .status(0)
+        .stdout_has("measure[model=a,variant=base,seed=1,batch-size=1,frames=1]")
+        .stdout_has("search: 1 curve(s) go on after the probes above");
+    let first = p.run_ok();
+    let measured = |out: &Output| -> BTreeSet<String> { out.ran().into_iter().filter(|id| id.starts_with("measure[")).collect() };
+    let batches = |ids: &BTreeSet<String>| -> BTreeSet<u32> {
+        ids.iter().map(|id| id.split("batch-size=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()).collect()
+    };
+    // 1, 2, 4 meet; 8 misses; then 6 misses and 5 meets: two seeds each.
+    assert_eq!(batches(&measured(&first)), BTreeSet::from([1, 2, 4, 8, 6, 5]), "{}", first.stderr);
+    assert_eq!(measured(&first).len(), 12);
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("- Search: the largest batch-size within the SLO, per curve: a (base), frames=1 5."), "{readme}");
+    assert!(readme.contains("batch-size = 5 meets the SLO") && readme.contains("; 6 misses it (probes 1, 2, 4, 8, 6, 5)"), "{readme}");
+    assert!(readme.contains("| 4 | 8 | 2 | 0 [0–0] | misses |"), "{readme}");
+
+    let again = p.run_ok();
+    assert!(measured(&again).is_empty(), "a rerun walks the same path from the cache:\n{}", again.stderr);
+    p.pipeline(&["plan", "experiments/t.toml"]).status(0).stdout_has("0 to run").stdout_lacks("go on after");
+
+    p.edit("tpot-ms = 24.0", "tpot-ms = 16.0");
+    let tighter = p.run_ok();
+    assert_eq!(batches(&measured(&tighter)), BTreeSet::from([3]), "only the new probe:\n{}", tighter.stderr);
+    assert!(p.read("reports/t/README.md").contains("per curve: a (base), frames=1 3."));
+}
+
+/// A search needs an axis with numbers and a range.
+#[test]
+fn a_search_without_an_axis_or_a_range_is_refused() {
+    let p = Project::with_base("bad-search");
+    let text = p.read("experiments/t.toml");
+    p.write("experiments/t.toml", &format!("{text}\n[search]\naxis = \"batch_size\"\nmin = 4\nmax = 2\n"));
+    p.pipeline(&["plan", "experiments/t.toml"])
+        .status(2)
+        .stderr_has("`batch_size` is not an axis with numbers to search")
+        .stderr_has("did you mean `batch-size`?")
+        .stderr_has("search.max")
+        .stderr_has("must be above min (4)");
+}
