@@ -50,9 +50,10 @@ slo = { tpot-ms = 24.0 }
     assert_eq!(batches(&measured(&first)), BTreeSet::from([1, 2, 4, 8, 6, 5]), "{}", first.stderr);
     assert_eq!(measured(&first).len(), 12);
     let readme = p.read("reports/t/README.md");
-    assert!(readme.contains("- Search: the largest batch-size within the SLO, per curve: a (base), frames=1 5."), "{readme}");
+    assert!(readme.contains("- Search: the largest batch-size within the SLO, per curve: a (base), frames=1: 5."), "{readme}");
     assert!(readme.contains("batch-size = 5 meets the SLO") && readme.contains("; 6 misses it (probes 1, 2, 4, 8, 6, 5)"), "{readme}");
     assert!(readme.contains("| 4 | 8 | 2 | 0 [0–0] | misses |"), "{readme}");
+    assert!(readme.contains("](search.svg)") && p.path().join("reports/t/search.svg").exists(), "the probes' chart");
 
     let again = p.run_ok();
     assert!(measured(&again).is_empty(), "a rerun walks the same path from the cache:\n{}", again.stderr);
@@ -61,7 +62,7 @@ slo = { tpot-ms = 24.0 }
     p.edit("tpot-ms = 24.0", "tpot-ms = 16.0");
     let tighter = p.run_ok();
     assert_eq!(batches(&measured(&tighter)), BTreeSet::from([3]), "only the new probe:\n{}", tighter.stderr);
-    assert!(p.read("reports/t/README.md").contains("per curve: a (base), frames=1 3."));
+    assert!(p.read("reports/t/README.md").contains("per curve: a (base), frames=1: 3."));
 }
 
 /// A search needs an axis with numbers and a range.

@@ -189,6 +189,30 @@ pub fn sweep(points: &DataFrame, axis: &str, group: &[String], file: &str) -> Re
     Ok(Some(Chart { file: file.into(), title, svg }))
 }
 
+/// A search's probes: per curve, the percent of turns within the SLO at each value
+/// probed (median across seeds; bars: min–max), and the threshold as a flat line.
+pub fn search(s: &crate::search::Summary, file: &str) -> Result<Chart> {
+    let mut series = Series::new();
+    for c in &s.curves {
+        let pts = series.entry(c.curve.clone()).or_default();
+        for p in &c.probes {
+            let mut a: Vec<f64> = p.seeds.iter().map(|(_, a)| *a).collect();
+            a.sort_by(f64::total_cmp);
+            let n = a.len();
+            let y = if n % 2 == 1 { a[n / 2] } else { (a[n / 2 - 1] + a[n / 2]) / 2.0 };
+            pts.push(Pt { x: p.value, y, lo: a[0], hi: a[n - 1] });
+        }
+        pts.sort_by(|a, b| a.x.total_cmp(&b.x));
+    }
+    let (lo, hi) = series.values().flatten().fold((s.min, s.min), |(lo, hi), p| (lo.min(p.x), hi.max(p.x)));
+    let t = s.attainment_pct;
+    series.insert(format!("SLO: {t}% of turns"), vec![Pt { x: lo, y: t, lo: t, hi: t }, Pt { x: hi, y: t, lo: t, hi: t }]);
+    let name = s.axis.replace('-', " ");
+    let title = format!("Search: turns within the SLO against {name}, each probe (median across seeds; bars: min–max)");
+    let svg = draw(&title, (1000, 440), |root| panel(root, "", &name, "turns within the SLO (%)", &series, Style::Bars, Frame::OWN))?;
+    Ok(Chart { file: file.into(), title, svg })
+}
+
 /// Output throughput against end-to-end p50 latency, one line per curve along its
 /// batch sizes; Pareto-optimal points filled, the best point under the SLO ringed.
 pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> Result<Option<Chart>> {

@@ -103,6 +103,7 @@ struct Charts {
     gpu: Option<usize>,
     cached_share: Option<usize>,
     server: Option<usize>,
+    search: Option<usize>,
 }
 
 /// Render the report of `p` from the aggregate in `aggregate` into `out`. Its other
@@ -110,7 +111,7 @@ struct Charts {
 /// the baseline report (`p.baseline` holds its digest).
 pub fn run(p: &Params, aggregate: &Path, templates: Option<&Path>, baseline: Option<&Path>, out: &Path) -> Result<()> {
     let tables = load(aggregate, out)?;
-    let charts = draw(&tables)?;
+    let charts = draw(&tables, p.search.as_ref())?;
     for c in &charts.all {
         std::fs::write(out.join(&c.file), &c.svg).with_context(|| format!("writing {}", c.file))?;
     }
@@ -151,7 +152,7 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
 }
 
 /// Every chart the tables call for.
-fn draw(t: &Tables) -> Result<Charts> {
+fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
     let group = &t.group;
     let load = if group.iter().any(|c| c == "request_rate") { "request_rate" } else { "batch_size" };
     let mut all = charts::per_turn(&t.per_turn)?;
@@ -187,7 +188,14 @@ fn draw(t: &Tables) -> Result<Charts> {
         server = Some(all.len());
         all.push(charts::server_over_time(series, &t.cell)?);
     }
-    Ok(Charts { all, per_turn, sweeps, tradeoff, gpu, cached_share, server })
+    let search = match search {
+        Some(s) => {
+            all.push(charts::search(s, "search.svg")?);
+            Some(all.len() - 1)
+        }
+        None => None,
+    };
+    Ok(Charts { all, per_turn, sweeps, tradeoff, gpu, cached_share, server, search })
 }
 
 /// What the templates see, by the names they use (see `templates/README.md.j2`): the
@@ -236,8 +244,9 @@ struct Page<'a> {
     answers: Vec<JValue>,
     /// The Server section ([`server::section`]).
     server: JValue,
-    /// The Search section, with `[search]` ([`search::section`]).
+    /// The Search section, with `[search]` ([`search::section`]), and its chart.
     search: Option<search::Section>,
+    search_chart: Option<&'a charts::Chart>,
     per_turn_charts: Vec<&'a charts::Chart>,
     cached_share_chart: Option<&'a charts::Chart>,
     sweep_charts: Vec<&'a charts::Chart>,
@@ -309,6 +318,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         answers: answers(requests, cell)?,
         server: server::section(&t.server, cell)?,
         search,
+        search_chart: one(charts.search),
         per_turn_charts: pick(&charts.per_turn),
         cached_share_chart: one(charts.cached_share),
         sweep_charts: pick(&charts.sweeps),

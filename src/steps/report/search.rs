@@ -44,7 +44,7 @@ pub fn section(s: &Summary, points: &DataFrame, group: &[String]) -> Result<(Sec
             (v, shown.unwrap_or_default())
         });
         let answer = answer(s, c, found.as_ref());
-        short.push(format!("{} {}", c.curve, c.found.map_or_else(|| "none".to_string(), |v| bound(c, v))));
+        short.push(format!("{}: {}", c.curve, c.found.map_or_else(|| "none".to_string(), |v| bound(c, v))));
         curves.push(ShownCurve { curve: c.curve.clone(), answer, table: probes(s, c) });
     }
     let uncertain = s.curves.iter().any(|c| c.probes.iter().any(|p| p.uncertain));
