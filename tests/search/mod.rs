@@ -4,12 +4,13 @@
 use super::*;
 
 /// The simulator's inter-token time is `itl-base-ms + itl-us-per-inflight × requests in
-/// flight`: 2 ms + 4 ms per conversation here, so TPOT is about 2 + 4B ms at batch size
-/// B (less while a conversation is between turns), and an SLO of TPOT ≤ 24 ms breaks
-/// between 5 (22 ms) and 6 (26 ms), 2 ms from either, for a loaded machine's delays.
-/// The search lands on 5; a rerun measures nothing; a tighter SLO (16 ms: 3) walks again
-/// and measures only the one probe it has not seen. `pipeline plan` shows the probes
-/// known so far.
+/// flight`: 4 ms + 8 ms per conversation here, so TPOT is about 4 + 8B ms at batch size
+/// B (less while a conversation is between turns), and an SLO of TPOT ≤ 48 ms breaks
+/// between 5 (44 ms) and 6 (52 ms). Answers of 32 tokens average out a loaded machine's
+/// stalls (one of 120 ms moves a TPOT by 4 ms). The search lands on 5; a rerun measures
+/// nothing; a tighter SLO (32 ms: 3) walks again and measures no cell it has measured
+/// before, only new ones (3, and extra seeds where seeds disagree). `pipeline plan`
+/// shows the probes known so far.
 #[test]
 fn the_search_finds_the_simulators_breaking_point_and_remembers_its_probes() {
     let p = Project::new();
@@ -19,10 +20,10 @@ fn the_search_finds_the_simulators_breaking_point_and_remembers_its_probes() {
 name = "search"
 [models.a]
 backend = "sim"
-sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 2.0, itl-us-per-inflight = 4000.0, jitter = 0.0, answer-tokens = 8 }
+sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32 }
 [workload]
 turns = 2
-max-tokens = 8
+max-tokens = 32
 warmup-requests = 0
 resolution = "64x48"
 [matrix]
@@ -34,7 +35,7 @@ min = 1
 max = 64
 [report]
 dir = "reports/t"
-slo = { tpot-ms = 24.0 }
+slo = { tpot-ms = 48.0 }
 "#,
     );
     p.pipeline(&["plan", "experiments/t.toml"])
@@ -48,7 +49,7 @@ slo = { tpot-ms = 24.0 }
     };
     // 1, 2, 4 meet; 8 misses; then 6 misses and 5 meets: two seeds each.
     assert_eq!(batches(&measured(&first)), BTreeSet::from([1, 2, 4, 8, 6, 5]), "{}", first.stderr);
-    assert_eq!(measured(&first).len(), 12);
+    assert!(measured(&first).len() >= 12, "two seeds each, and extra ones where they disagree");
     let readme = p.read("reports/t/README.md");
     assert!(readme.contains("- Search: the largest batch-size within the SLO, per curve: a (base), frames=1: 5."), "{readme}");
     assert!(readme.contains("batch-size = 5 meets the SLO") && readme.contains("; 6 misses it (probes 1, 2, 4, 8, 6, 5)"), "{readme}");
@@ -59,9 +60,12 @@ slo = { tpot-ms = 24.0 }
     assert!(measured(&again).is_empty(), "a rerun walks the same path from the cache:\n{}", again.stderr);
     p.pipeline(&["plan", "experiments/t.toml"]).status(0).stdout_has("0 to run").stdout_lacks("go on after");
 
-    p.edit("tpot-ms = 24.0", "tpot-ms = 16.0");
+    p.edit("tpot-ms = 48.0", "tpot-ms = 32.0");
     let tighter = p.run_ok();
-    assert_eq!(batches(&measured(&tighter)), BTreeSet::from([3]), "only the new probe:\n{}", tighter.stderr);
+    let again: BTreeSet<String> = measured(&tighter);
+    assert!(again.is_disjoint(&measured(&first)), "no cell is measured twice:\n{}", tighter.stderr);
+    assert!(batches(&again).contains(&3), "the new probe:\n{}", tighter.stderr);
+    assert!(again.iter().all(|id| id.contains("batch-size=3,") || !id.contains("seed=1,") && !id.contains("seed=2,")), "besides 3, only extra seeds:\n{}", tighter.stderr);
     assert!(p.read("reports/t/README.md").contains("per curve: a (base), frames=1: 3."));
 }
 
