@@ -26,7 +26,7 @@ use anyhow::{Context, Result};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{SearchSpec, Slo};
+use crate::config::{Objective, SearchSpec, Slo};
 use crate::matrix::Cell;
 
 /// One probe on a curve's path: its value, each seed's attainment (percent of turns
@@ -66,6 +66,7 @@ pub struct CurveResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub axis: String,
+    pub objective: Objective,
     pub min: f64,
     pub max: f64,
     pub attainment_pct: f64,
@@ -101,10 +102,18 @@ pub fn extra_seed(seeds: &[u64], k: u32) -> u64 {
     seeds.iter().max().copied().unwrap_or(0).saturating_add(k as u64)
 }
 
-/// Replay a curve's walk from the results `lookup` knows (attainment of the cell at
-/// `value` and `seed`, or `None` when it is not measured), stopping at the first probe
+/// Replay a curve's walk from the results `lookup` knows (what the cell at `value` and
+/// `seed` measured, or `None` when it is not measured), stopping at the first probe
 /// with cells to measure.
-pub fn walk(spec: &SearchSpec, threshold: f64, seeds: &[u64], mut lookup: impl FnMut(f64, u64) -> Option<f64>) -> Walk {
+pub fn walk(spec: &SearchSpec, threshold: f64, seeds: &[u64], mut lookup: impl FnMut(f64, u64) -> Option<Observed>) -> Walk {
+    match spec.objective {
+        Objective::Slo => walk_slo(spec, threshold, seeds, |v, s| lookup(v, s).map(|o| o.attainment)),
+        Objective::Goodput => walk_peak(spec, seeds, |v, s| lookup(v, s).map(|o| o.goodput)),
+    }
+}
+
+/// The largest value whose cells meet the SLO: double, then bisect.
+fn walk_slo(spec: &SearchSpec, threshold: f64, seeds: &[u64], mut lookup: impl FnMut(f64, u64) -> Option<f64>) -> Walk {
     let mut w = Walk::default();
     let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
     let mut v = spec.min;
@@ -144,20 +153,100 @@ pub fn walk(spec: &SearchSpec, threshold: f64, seeds: &[u64], mut lookup: impl F
         }
         v = match (lo, hi) {
             (Some(l), None) if l >= spec.max => return finish(w, Some(l)),
-            (Some(l), None) => {
-                let grown = if spec.integer { (2.0 * l).max(l + 1.0) } else { 2.0 * l };
-                grown.min(spec.max)
-            }
+            (Some(l), None) => grow(spec, l),
             (Some(l), Some(h)) => {
                 let close = if spec.integer { h - l <= 1.0 } else { (h - l) / l <= spec.tolerance };
                 if close {
                     return finish(w, Some(l));
                 }
-                if spec.integer { ((l + h) / 2.0).floor() } else { (l + h) / 2.0 }
+                mid(spec, l, h)
             }
             (None, _) => return finish(w, None),
         };
     }
+}
+
+fn grow(spec: &SearchSpec, v: f64) -> f64 {
+    let grown = if spec.integer { (2.0 * v).max(v + 1.0) } else { 2.0 * v };
+    grown.min(spec.max)
+}
+
+fn mid(spec: &SearchSpec, a: f64, b: f64) -> f64 {
+    if spec.integer { ((a + b) / 2.0).floor() } else { (a + b) / 2.0 }
+}
+
+/// The value of peak goodput, for a curve that rises and then falls: double while
+/// goodput (the median across seeds) grows; then narrow the bracket around the best
+/// value so far, probing the middle of its wider side, down to neighbours or
+/// `tolerance`. The found probe is marked uncertain when its seeds' range overlaps a
+/// neighbouring probe's (the peak is within noise of it).
+fn walk_peak(spec: &SearchSpec, seeds: &[u64], mut lookup: impl FnMut(f64, u64) -> Option<f64>) -> Walk {
+    let mut w = Walk::default();
+    // A probe's median goodput; `None` (with the cells to measure in `w.need`) when
+    // it is not measured yet.
+    let mut g = |w: &mut Walk, v: f64| -> Option<f64> {
+        if let Some(p) = w.probes.iter().find(|p| p.value == v) {
+            return Some(median(&p.seeds));
+        }
+        let results: Vec<(u64, Option<f64>)> = seeds.iter().map(|&s| (s, lookup(v, s))).collect();
+        w.need.extend(results.iter().filter(|(_, r)| r.is_none()).map(|(s, _)| (v, *s)));
+        if !w.need.is_empty() {
+            return None;
+        }
+        let results: Vec<(u64, f64)> = results.into_iter().map(|(s, r)| (s, r.unwrap_or_default())).collect();
+        let m = median(&results);
+        w.probes.push(Probe { value: v, seeds: results, meets: false, uncertain: false });
+        Some(m)
+    };
+    let Some(mut g_best) = g(&mut w, spec.min) else { return w };
+    let (mut a, mut best) = (spec.min, spec.min);
+    let b = loop {
+        if best >= spec.max {
+            return peak(w, best);
+        }
+        let next = grow(spec, best);
+        let Some(g_next) = g(&mut w, next) else { return w };
+        if g_next > g_best {
+            (a, best, g_best) = (best, next, g_next);
+        } else {
+            break next;
+        }
+    };
+    let mut b = b;
+    loop {
+        let close = if spec.integer { best - a <= 1.0 && b - best <= 1.0 } else { (b - a) / best <= spec.tolerance };
+        let x = if best - a > b - best { mid(spec, a, best) } else { mid(spec, best, b) };
+        if close || x <= a || x >= b || x == best {
+            return peak(w, best);
+        }
+        let Some(g_x) = g(&mut w, x) else { return w };
+        if g_x > g_best {
+            if x < best {
+                b = best;
+            } else {
+                a = best;
+            }
+            (best, g_best) = (x, g_x);
+        } else if x < best {
+            a = x;
+        } else {
+            b = x;
+        }
+    }
+}
+
+/// Finish a peak search at `best`: mark its probe, and whether a neighbour's seeds
+/// reach as high as its own lowest.
+fn peak(mut w: Walk, best: f64) -> Walk {
+    let range = |p: &Probe| p.seeds.iter().map(|(_, g)| *g).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), g| (lo.min(g), hi.max(g)));
+    let below = w.probes.iter().filter(|p| p.value < best).max_by(|a, b| a.value.total_cmp(&b.value)).map(range);
+    let above = w.probes.iter().filter(|p| p.value > best).min_by(|a, b| a.value.total_cmp(&b.value)).map(range);
+    if let Some(p) = w.probes.iter_mut().find(|p| p.value == best) {
+        let (lo, _) = range(p);
+        p.meets = true;
+        p.uncertain = [below, above].into_iter().flatten().any(|(_, hi)| hi >= lo);
+    }
+    finish(w, Some(best))
 }
 
 fn finish(mut w: Walk, found: Option<f64>) -> Walk {
@@ -185,34 +274,52 @@ pub fn at(cell: &Cell, axis: &str, value: f64) -> Cell {
     c
 }
 
-/// The percent of a cell's turns that met `slo`, from its `requests.parquet`, as the
-/// aggregate counts it (`slo_met_pct`): successful non-warm-up requests within every
-/// threshold (a one-token answer has no TPOT and does not fail on it), over the turns.
-pub fn attainment(measure_dir: &Path, slo: &Slo) -> Result<f64> {
+/// What a probe cell measured, as the walks judge it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observed {
+    /// Percent of the cell's turns within the SLO (the aggregate's `slo_met_pct`).
+    pub attainment: f64,
+    /// Requests within the SLO per second of the cell (`goodput_req_per_s`).
+    pub goodput: f64,
+}
+
+/// A cell's attainment and goodput under `slo`, from its `requests.parquet`, as the
+/// aggregate counts them: successful non-warm-up requests within every threshold (a
+/// one-token answer has no TPOT and does not fail on it), over the turns, and over the
+/// span from the first request sent to the last answered.
+pub fn observe(measure_dir: &Path, slo: &Slo) -> Result<Observed> {
     let path = measure_dir.join("requests.parquet");
     let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms"].map(|c| c.into()).to_vec();
+    let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms", "sent_ns", "end_ns"].map(|c| c.into()).to_vec();
     let df = ParquetReader::new(file).with_columns(Some(cols)).finish()?;
     let u32s = |c: &str| -> Result<Vec<u32>> { Ok(df.column(c)?.cast(&DataType::UInt32)?.u32()?.iter().map(|v| v.unwrap_or(0)).collect()) };
+    let u64s = |c: &str| -> Result<Vec<Option<u64>>> { Ok(df.column(c)?.cast(&DataType::UInt64)?.u64()?.iter().collect()) };
     let f64s = |c: &str| -> Result<Vec<Option<f64>>> { Ok(df.column(c)?.cast(&DataType::Float64)?.f64()?.iter().collect()) };
     let (conv, turn) = (u32s("conversation")?, u32s("turn")?);
+    let (sent, end) = (u64s("sent_ns")?, u64s("end_ns")?);
     let warmup: Vec<bool> = df.column("warmup")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
     let error: Vec<String> = df.column("error")?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect();
     let (ttft, tpot, e2e) = (f64s("ttft_ms")?, f64s("tpot_ms")?, f64s("e2e_ms")?);
     let within = |v: Option<f64>, limit: Option<f64>| limit.is_none_or(|l| v.is_some_and(|v| v <= l));
     let mut turns = std::collections::BTreeSet::new();
-    let mut good = 0usize;
+    let (mut good, mut first, mut last) = (0usize, u64::MAX, 0u64);
     for r in 0..df.height() {
         if warmup[r] {
             continue;
         }
         turns.insert((conv[r], turn[r]));
+        first = first.min(sent[r].unwrap_or(u64::MAX));
+        last = last.max(end[r].unwrap_or(0));
         let tpot_ok = tpot[r].is_none() || within(tpot[r], slo.tpot_ms);
         if error[r] == "none" && within(ttft[r], slo.ttft_ms) && within(e2e[r], slo.e2e_ms) && tpot_ok {
             good += 1;
         }
     }
-    Ok(if turns.is_empty() { 0.0 } else { 100.0 * good as f64 / turns.len() as f64 })
+    let span_s = if last > first { (last - first) as f64 / 1e9 } else { f64::NAN };
+    Ok(Observed {
+        attainment: if turns.is_empty() { 0.0 } else { 100.0 * good as f64 / turns.len() as f64 },
+        goodput: if span_s.is_finite() { good as f64 / span_s } else { 0.0 },
+    })
 }
 
 /// The curves of `cells` (the matrix's cells, whose values of the searched axis are
@@ -233,7 +340,7 @@ mod tests {
     use super::*;
 
     fn spec(integer: bool, min: f64, max: f64) -> SearchSpec {
-        SearchSpec { axis: "batch-size".into(), integer, min, max, tolerance: 0.1, extra_seeds: 2 }
+        SearchSpec { axis: "batch-size".into(), objective: Objective::Slo, integer, min, max, tolerance: 0.1, extra_seeds: 2 }
     }
 
     /// A server that meets the SLO up to `limit`, every seed alike.
@@ -243,7 +350,7 @@ mod tests {
 
     #[test]
     fn doubles_then_bisects_to_neighbours() {
-        let w = walk(&spec(true, 1.0, 64.0), 90.0, &[1, 2], up_to(5.0));
+        let w = walk_slo(&spec(true, 1.0, 64.0), 90.0, &[1, 2], up_to(5.0));
         let path: Vec<f64> = w.probes.iter().map(|p| p.value).collect();
         assert_eq!(path, [1.0, 2.0, 4.0, 8.0, 6.0, 5.0]);
         assert_eq!((w.done, w.found), (true, Some(5.0)));
@@ -251,16 +358,16 @@ mod tests {
 
     #[test]
     fn stops_at_max_and_at_a_failing_min() {
-        let w = walk(&spec(true, 1.0, 12.0), 90.0, &[1], up_to(100.0));
+        let w = walk_slo(&spec(true, 1.0, 12.0), 90.0, &[1], up_to(100.0));
         assert_eq!(w.probes.iter().map(|p| p.value).collect::<Vec<_>>(), [1.0, 2.0, 4.0, 8.0, 12.0]);
         assert_eq!(w.found, Some(12.0));
-        let w = walk(&spec(true, 1.0, 12.0), 90.0, &[1], up_to(0.5));
+        let w = walk_slo(&spec(true, 1.0, 12.0), 90.0, &[1], up_to(0.5));
         assert_eq!((w.probes.len(), w.found, w.done), (1, None, true));
     }
 
     #[test]
     fn a_numeric_axis_stops_within_its_tolerance() {
-        let w = walk(&spec(false, 1.0, 100.0), 90.0, &[1], up_to(13.3));
+        let w = walk_slo(&spec(false, 1.0, 100.0), 90.0, &[1], up_to(13.3));
         let found = w.found.unwrap();
         assert!(found <= 13.3 && (13.3 - found) / found <= 0.1, "{found} {:?}", w.probes);
     }
@@ -270,7 +377,7 @@ mod tests {
         let mut known: BTreeMap<(u64, u64), f64> = BTreeMap::new();
         let mut measured = 0;
         loop {
-            let w = walk(&spec(true, 1.0, 64.0), 90.0, &[7], |v, s| known.get(&(v as u64, s)).copied());
+            let w = walk_slo(&spec(true, 1.0, 64.0), 90.0, &[7], |v, s| known.get(&(v as u64, s)).copied());
             if w.done {
                 assert_eq!(w.found, Some(5.0));
                 break;
@@ -285,10 +392,28 @@ mod tests {
     }
 
     #[test]
+    fn goodput_rises_then_falls_and_the_peak_is_found() {
+        let g = |v: f64, _: u64| Some(if v <= 12.0 { v } else { 24.0 - v });
+        let w = walk_peak(&spec(true, 1.0, 64.0), &[1, 2], g);
+        let path: Vec<f64> = w.probes.iter().map(|p| p.value).collect();
+        assert_eq!(path, [1.0, 2.0, 4.0, 8.0, 16.0, 12.0, 14.0, 10.0, 13.0, 11.0]);
+        assert_eq!((w.done, w.found), (true, Some(12.0)));
+        let top = w.probes.iter().find(|p| p.value == 12.0).unwrap();
+        assert!(top.meets && !top.uncertain, "11 and 13 stay below 12 on every seed");
+        // Still rising at max: the answer is max.
+        let w = walk_peak(&spec(true, 1.0, 6.0), &[1], |v, _| Some(v));
+        assert_eq!(w.found, Some(6.0));
+        // A flat curve: within noise everywhere, so uncertain.
+        let w = walk_peak(&spec(true, 1.0, 64.0), &[1, 2], |_, s| Some(10.0 + s as f64));
+        assert_eq!(w.found, Some(1.0));
+        assert!(w.probes[0].uncertain);
+    }
+
+    #[test]
     fn disagreeing_seeds_get_extra_seeds_then_the_median_decides() {
         // Seed 1 meets, seed 2 misses; extra seeds 3 and 4 (after the largest, 2) too.
         let attain = |v: f64, s: u64| Some(if v <= 2.0 || (v <= 4.0 && s % 2 == 1) { 100.0 } else { 0.0 });
-        let w = walk(&spec(true, 1.0, 8.0), 90.0, &[1, 2], attain);
+        let w = walk_slo(&spec(true, 1.0, 8.0), 90.0, &[1, 2], attain);
         let four = w.probes.iter().find(|p| p.value == 4.0).unwrap();
         assert_eq!(four.seeds.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert!(four.uncertain);

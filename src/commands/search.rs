@@ -27,7 +27,7 @@ pub fn walk_all(cache: &Cache, exp: &Experiment, base: &[Cell], hardware: &str) 
     let spec = exp.search.as_ref().expect("walk_all is called for a search");
     let curves = search::curves(base, &spec.axis);
     let threshold = exp.report.slo.attainment_pct;
-    let mut known: HashMap<Cell, Option<f64>> = HashMap::new();
+    let mut known: HashMap<Cell, Option<search::Observed>> = HashMap::new();
     loop {
         let mut asked: BTreeSet<Cell> = BTreeSet::new();
         let walks: Vec<(&Cell, search::Walk)> = curves
@@ -56,7 +56,7 @@ pub fn walk_all(cache: &Cache, exp: &Experiment, base: &[Cell], hardware: &str) 
         for (step, st) in plan.steps.iter().zip(&statuses) {
             let Some(ci) = step.cell.filter(|_| step.kind == StepKind::Measure) else { continue };
             let result = match (st.state, st.key) {
-                (State::Fresh, Some(key)) => Some(search::attainment(&cache.entry_dir("measure", &key), &exp.report.slo)?),
+                (State::Fresh, Some(key)) => Some(search::observe(&cache.entry_dir("measure", &key), &exp.report.slo)?),
                 _ => None,
             };
             known.insert(plan.cells[ci].clone(), result);
@@ -89,7 +89,14 @@ fn conclude(exp: &Experiment, walks: &[(&Cell, search::Walk)]) -> Walked {
         });
     }
     cells.extend(need.iter().cloned());
-    let summary = Summary { axis: spec.axis.clone(), min: spec.min, max: spec.max, attainment_pct: exp.report.slo.attainment_pct, curves };
+    let summary = Summary {
+        axis: spec.axis.clone(),
+        objective: spec.objective,
+        min: spec.min,
+        max: spec.max,
+        attainment_pct: exp.report.slo.attainment_pct,
+        curves,
+    };
     Walked { cells, need, summary }
 }
 

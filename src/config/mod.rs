@@ -46,11 +46,22 @@ pub struct Experiment {
     pub search: Option<SearchSpec>,
 }
 
+/// What a search looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The largest value whose cells meet the SLO.
+    Slo,
+    /// The value of peak goodput (requests within the SLO per second).
+    Goodput,
+}
+
 /// `[search]`, validated.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SearchSpec {
     pub axis: String,
+    pub objective: Objective,
     /// Whole values only (batch sizes): stop at neighbours.
     pub integer: bool,
     pub min: f64,

@@ -49,6 +49,8 @@ pub struct RawExperiment {
 pub struct RawSearch {
     /// `batch-size`, or a numeric `[[axis]]` of your own (a request rate, say) (required)
     pub axis: String,
+    /// `slo`: the largest value whose cells meet the SLO; `goodput`: the value of peak goodput (requests within the SLO per second) (default: `slo`)
+    pub objective: Option<String>,
     /// the first value probed (required)
     pub min: f64,
     /// the largest value probed (required)

@@ -152,8 +152,21 @@ impl Validator<'_> {
         if max <= min {
             self.error("search.max", format!("must be above min ({min})"), None);
         }
+        let objective = match raw.objective.as_deref() {
+            None | Some("slo") => Objective::Slo,
+            Some("goodput") => Objective::Goodput,
+            Some(other) => {
+                self.error(
+                    "search.objective",
+                    format!("unknown objective `{other}`"),
+                    Some("one of: slo (the largest value within the SLO), goodput (the value of peak goodput)".into()),
+                );
+                Objective::Slo
+            }
+        };
         SearchSpec {
             axis: raw.axis,
+            objective,
             integer,
             min,
             max,

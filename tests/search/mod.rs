@@ -5,12 +5,13 @@ use super::*;
 
 /// The simulator's inter-token time is `itl-base-ms + itl-us-per-inflight × requests in
 /// flight`: 4 ms + 8 ms per conversation here, so TPOT is about 4 + 8B ms at batch size
-/// B (less while a conversation is between turns), and an SLO of TPOT ≤ 48 ms breaks
+/// B (one turn each, all in flight together), and an SLO of TPOT ≤ 48 ms breaks
 /// between 5 (44 ms) and 6 (52 ms). Answers of 32 tokens average out a loaded machine's
 /// stalls (one of 120 ms moves a TPOT by 4 ms). The search lands on 5; a rerun measures
 /// nothing; a tighter SLO (32 ms: 3) walks again and measures no cell it has measured
-/// before, only new ones (3, and extra seeds where seeds disagree). `pipeline plan`
-/// shows the probes known so far.
+/// before, only new ones (3, and extra seeds where seeds disagree). Asking for peak
+/// goodput instead finds 5 from the same probes. `pipeline plan` shows the probes known
+/// so far.
 #[test]
 fn the_search_finds_the_simulators_breaking_point_and_remembers_its_probes() {
     let p = Project::new();
@@ -22,7 +23,7 @@ name = "search"
 backend = "sim"
 sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32 }
 [workload]
-turns = 2
+turns = 1
 max-tokens = 32
 warmup-requests = 0
 resolution = "64x48"
@@ -60,12 +61,26 @@ slo = { tpot-ms = 48.0 }
     assert!(measured(&again).is_empty(), "a rerun walks the same path from the cache:\n{}", again.stderr);
     p.pipeline(&["plan", "experiments/t.toml"]).status(0).stdout_has("0 to run").stdout_lacks("go on after");
 
+    // Peak goodput instead: goodput grows with the batch size until the SLO breaks, so
+    // its peak is 5 too, and the walk visits only probes it has already measured.
+    p.edit("max = 64", "max = 64\nobjective = \"goodput\"");
+    let peak = p.run_ok();
+    assert!(measured(&peak).is_empty(), "the same probes, from the cache:\n{}", peak.stderr);
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("- Search: the batch-size of peak goodput, per curve: a (base), frames=1: 5"), "{readme}");
+    assert!(readme.contains("batch-size = 5 gives the peak goodput"), "{readme}");
+    p.edit("\nobjective = \"goodput\"", "");
+
     p.edit("tpot-ms = 48.0", "tpot-ms = 32.0");
     let tighter = p.run_ok();
     let again: BTreeSet<String> = measured(&tighter);
     assert!(again.is_disjoint(&measured(&first)), "no cell is measured twice:\n{}", tighter.stderr);
     assert!(batches(&again).contains(&3), "the new probe:\n{}", tighter.stderr);
-    assert!(again.iter().all(|id| id.contains("batch-size=3,") || !id.contains("seed=1,") && !id.contains("seed=2,")), "besides 3, only extra seeds:\n{}", tighter.stderr);
+    assert!(
+        again.iter().all(|id| id.contains("batch-size=3,") || !id.contains("seed=1,") && !id.contains("seed=2,")),
+        "besides 3, only extra seeds:\n{}",
+        tighter.stderr
+    );
     assert!(p.read("reports/t/README.md").contains("per curve: a (base), frames=1: 3."));
 }
 

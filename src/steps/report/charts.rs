@@ -189,8 +189,9 @@ pub fn sweep(points: &DataFrame, axis: &str, group: &[String], file: &str) -> Re
     Ok(Some(Chart { file: file.into(), title, svg }))
 }
 
-/// A search's probes: per curve, the percent of turns within the SLO at each value
-/// probed (median across seeds; bars: min–max), and the threshold as a flat line.
+/// A search's probes: per curve, the percent of turns within the SLO (or the goodput)
+/// at each value probed (median across seeds; bars: min–max); the SLO's threshold as a
+/// flat line.
 pub fn search(s: &crate::search::Summary, file: &str) -> Result<Chart> {
     let mut series = Series::new();
     for c in &s.curves {
@@ -204,12 +205,18 @@ pub fn search(s: &crate::search::Summary, file: &str) -> Result<Chart> {
         }
         pts.sort_by(|a, b| a.x.total_cmp(&b.x));
     }
-    let (lo, hi) = series.values().flatten().fold((s.min, s.min), |(lo, hi), p| (lo.min(p.x), hi.max(p.x)));
-    let t = s.attainment_pct;
-    series.insert(format!("SLO: {t}% of turns"), vec![Pt { x: lo, y: t, lo: t, hi: t }, Pt { x: hi, y: t, lo: t, hi: t }]);
     let name = s.axis.replace('-', " ");
-    let title = format!("Search: turns within the SLO against {name}, each probe (median across seeds; bars: min–max)");
-    let svg = draw(&title, (1000, 440), |root| panel(root, "", &name, "turns within the SLO (%)", &series, Style::Bars, Frame::OWN))?;
+    let y_desc = match s.objective {
+        crate::config::Objective::Slo => {
+            let (lo, hi) = series.values().flatten().fold((s.min, s.min), |(lo, hi), p| (lo.min(p.x), hi.max(p.x)));
+            let t = s.attainment_pct;
+            series.insert(format!("SLO: {t}% of turns"), vec![Pt { x: lo, y: t, lo: t, hi: t }, Pt { x: hi, y: t, lo: t, hi: t }]);
+            "turns within the SLO (%)"
+        }
+        crate::config::Objective::Goodput => "goodput (requests/s within the SLO)",
+    };
+    let title = format!("Search: {y_desc} against {name}, each probe (median across seeds; bars: min–max)");
+    let svg = draw(&title, (1000, 440), |root| panel(root, "", &name, y_desc, &series, Style::Bars, Frame::OWN))?;
     Ok(Chart { file: file.into(), title, svg })
 }
 

@@ -8,12 +8,14 @@ use serde::Serialize;
 
 use super::charts::{f64s, labels};
 use super::table::{Table, sig3};
+use crate::config::Objective;
 use crate::search::{CurveResult, Summary};
 
 #[derive(Debug, Serialize)]
 pub struct Section {
     pub axis: String,
-    pub threshold: f64,
+    /// How the walk went, in words.
+    pub intro: String,
     pub curves: Vec<ShownCurve>,
 }
 
@@ -48,13 +50,26 @@ pub fn section(s: &Summary, points: &DataFrame, group: &[String]) -> Result<(Sec
         curves.push(ShownCurve { curve: c.curve.clone(), answer, table: probes(s, c) });
     }
     let uncertain = s.curves.iter().any(|c| c.probes.iter().any(|p| p.uncertain));
-    let glance = format!(
-        "Search: the largest {} within the SLO, per curve: {}{}.",
-        s.axis,
-        short.join("; "),
-        if uncertain { " (uncertain where seeds disagreed; see Search)" } else { "" }
-    );
-    Ok((Section { axis: s.axis.clone(), threshold: s.attainment_pct, curves }, glance))
+    let (what, doubt, intro) = match s.objective {
+        Objective::Slo => (
+            format!("the largest {} within the SLO", s.axis),
+            " (uncertain where seeds disagreed; see Search)",
+            format!(
+                "Per curve, the largest {} whose cells meet the SLO (at least {}% of turns within it, for every seed), probed in this order: doubling while it holds, then halving the gap. Seeds that disagree get extra seeds; if they still disagree the median seed decides.",
+                s.axis, s.attainment_pct
+            ),
+        ),
+        Objective::Goodput => (
+            format!("the {} of peak goodput", s.axis),
+            " (within noise of a neighbouring probe; see Search)",
+            format!(
+                "Per curve, the {} of peak goodput (requests within the SLO per second, the median across seeds), probed in this order: doubling while goodput grows, then narrowing the bracket around the best value so far.",
+                s.axis
+            ),
+        ),
+    };
+    let glance = format!("Search: {what}, per curve: {}{}.", short.join("; "), if uncertain { doubt } else { "" });
+    Ok((Section { axis: s.axis.clone(), intro, curves }, glance))
 }
 
 /// "5", or "at least 64" when the largest value probed still met the SLO.
@@ -69,14 +84,27 @@ fn num(v: f64) -> String {
 fn answer(s: &Summary, c: &CurveResult, found: Option<&(f64, String)>) -> String {
     let path: Vec<String> = c.probes.iter().map(|p| num(p.value)).collect();
     let walked = format!("probes {}", path.join(", "));
-    match found {
-        None => format!("Even {} = {} misses the SLO ({walked}).", s.axis, num(s.min)),
-        Some((v, at)) => {
+    match (s.objective, found) {
+        (_, None) => format!("Even {} = {} misses the SLO ({walked}).", s.axis, num(s.min)),
+        (Objective::Slo, Some((v, at))) => {
             let next = c.probes.iter().filter(|p| !p.meets && p.value > *v).map(|p| p.value).reduce(f64::min);
             let above = next.map(|n| format!("; {} misses it", num(n))).unwrap_or_default();
             format!("{} = {} meets the SLO{at}{above} ({walked}).", s.axis, bound(c, *v))
         }
+        (Objective::Goodput, Some((v, at))) => {
+            let p = c.probes.iter().find(|p| p.value == *v);
+            let g = p.map(|p| sig3(median(p))).unwrap_or_default();
+            let rising = if c.at_max { ", still rising at the largest value probed" } else { "" };
+            format!("{} = {} gives the peak goodput, {g} requests/s within the SLO{rising}{at} ({walked}).", s.axis, num(*v))
+        }
     }
+}
+
+fn median(p: &crate::search::Probe) -> f64 {
+    let mut a: Vec<f64> = p.seeds.iter().map(|(_, a)| *a).collect();
+    a.sort_by(f64::total_cmp);
+    let n = a.len();
+    if n % 2 == 1 { a[n / 2] } else { (a[n / 2 - 1] + a[n / 2]) / 2.0 }
 }
 
 fn probes(s: &Summary, c: &CurveResult) -> Table {
@@ -87,12 +115,15 @@ fn probes(s: &Summary, c: &CurveResult) -> Table {
         .map(|(i, p)| {
             let mut a: Vec<f64> = p.seeds.iter().map(|(_, a)| *a).collect();
             a.sort_by(f64::total_cmp);
-            let mid = if a.len() % 2 == 1 { a[a.len() / 2] } else { (a[a.len() / 2 - 1] + a[a.len() / 2]) / 2.0 };
-            let verdict = match (p.meets, p.uncertain) {
-                (true, false) => "meets",
-                (false, false) => "misses",
-                (true, true) => "meets (seeds disagree: the median decides)",
-                (false, true) => "misses (seeds disagree: the median decides)",
+            let mid = median(p);
+            let verdict = match (s.objective, p.meets, p.uncertain) {
+                (Objective::Slo, true, false) => "meets",
+                (Objective::Slo, false, false) => "misses",
+                (Objective::Slo, true, true) => "meets (seeds disagree: the median decides)",
+                (Objective::Slo, false, true) => "misses (seeds disagree: the median decides)",
+                (Objective::Goodput, true, false) => "peak",
+                (Objective::Goodput, true, true) => "peak (within noise of a neighbour)",
+                (Objective::Goodput, false, _) => "",
             };
             vec![
                 (i + 1).to_string(),
