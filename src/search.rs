@@ -392,6 +392,24 @@ mod tests {
     }
 
     #[test]
+    fn a_probe_sets_the_searched_axis_of_its_curve() {
+        let cell = Cell {
+            model: "m".into(),
+            variant: "base".into(),
+            seed: 7,
+            batch_size: 16,
+            frames: 1,
+            custom: vec![("rate".into(), "1.0".into())],
+        };
+        assert_eq!(at(&cell, "rate", 12.5).value("rate"), Some(serde_json::json!(12.5)));
+        assert_eq!(at(&cell, "batch-size", 4.0).batch_size, 4);
+        let (a, b) = (curve_of(&at(&cell, "rate", 3.0), "rate"), curve_of(&Cell { seed: 8, ..cell.clone() }, "rate"));
+        assert_eq!(a, b, "one curve whatever the seed and the searched value");
+        let curves = curves(&[cell.clone(), Cell { seed: 8, ..cell }], "rate");
+        assert_eq!(curves.values().collect::<Vec<_>>(), [&vec![7, 8]]);
+    }
+
+    #[test]
     fn goodput_rises_then_falls_and_the_peak_is_found() {
         let g = |v: f64, _: u64| Some(if v <= 12.0 { v } else { 24.0 - v });
         let w = walk_peak(&spec(true, 1.0, 64.0), &[1, 2], g);
