@@ -40,6 +40,15 @@ pub struct Probe {
     pub uncertain: bool,
 }
 
+impl Probe {
+    /// The median, lowest and highest of its seeds' values.
+    pub fn spread(&self) -> (f64, f64, f64) {
+        let lo = self.seeds.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min);
+        let hi = self.seeds.iter().map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max);
+        (median(&self.seeds), lo, hi)
+    }
+}
+
 /// A curve's walk so far: the probes in the order walked, the cells it needs measured
 /// next (empty when it is done), and the value found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -90,7 +99,8 @@ fn judge(results: &[(u64, f64)], threshold: f64) -> Verdict {
     }
 }
 
-fn median(results: &[(u64, f64)]) -> f64 {
+/// The median of each seed's value.
+pub fn median(results: &[(u64, f64)]) -> f64 {
     let mut v: Vec<f64> = results.iter().map(|(_, a)| *a).collect();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -238,7 +248,10 @@ fn walk_peak(spec: &SearchSpec, seeds: &[u64], mut lookup: impl FnMut(f64, u64) 
 /// Finish a peak search at `best`: mark its probe, and whether a neighbour's seeds
 /// reach as high as its own lowest.
 fn peak(mut w: Walk, best: f64) -> Walk {
-    let range = |p: &Probe| p.seeds.iter().map(|(_, g)| *g).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), g| (lo.min(g), hi.max(g)));
+    let range = |p: &Probe| {
+        let (_, lo, hi) = p.spread();
+        (lo, hi)
+    };
     let below = w.probes.iter().filter(|p| p.value < best).max_by(|a, b| a.value.total_cmp(&b.value)).map(range);
     let above = w.probes.iter().filter(|p| p.value > best).min_by(|a, b| a.value.total_cmp(&b.value)).map(range);
     if let Some(p) = w.probes.iter_mut().find(|p| p.value == best) {

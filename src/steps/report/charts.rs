@@ -197,11 +197,8 @@ pub fn search(s: &crate::search::Summary, file: &str) -> Result<Chart> {
     for c in &s.curves {
         let pts = series.entry(c.curve.clone()).or_default();
         for p in &c.probes {
-            let mut a: Vec<f64> = p.seeds.iter().map(|(_, a)| *a).collect();
-            a.sort_by(f64::total_cmp);
-            let n = a.len();
-            let y = if n % 2 == 1 { a[n / 2] } else { (a[n / 2 - 1] + a[n / 2]) / 2.0 };
-            pts.push(Pt { x: p.value, y, lo: a[0], hi: a[n - 1] });
+            let (y, lo, hi) = p.spread();
+            pts.push(Pt { x: p.value, y, lo, hi });
         }
         pts.sort_by(|a, b| a.x.total_cmp(&b.x));
     }

@@ -93,18 +93,11 @@ fn answer(s: &Summary, c: &CurveResult, found: Option<&(f64, String)>) -> String
         }
         (Objective::Goodput, Some((v, at))) => {
             let p = c.probes.iter().find(|p| p.value == *v);
-            let g = p.map(|p| sig3(median(p))).unwrap_or_default();
+            let g = p.map(|p| sig3(p.spread().0)).unwrap_or_default();
             let rising = if c.at_max { ", still rising at the largest value probed" } else { "" };
             format!("{} = {} gives the peak goodput, {g} requests/s within the SLO{rising}{at} ({walked}).", s.axis, num(*v))
         }
     }
-}
-
-fn median(p: &crate::search::Probe) -> f64 {
-    let mut a: Vec<f64> = p.seeds.iter().map(|(_, a)| *a).collect();
-    a.sort_by(f64::total_cmp);
-    let n = a.len();
-    if n % 2 == 1 { a[n / 2] } else { (a[n / 2 - 1] + a[n / 2]) / 2.0 }
 }
 
 fn probes(s: &Summary, c: &CurveResult) -> Table {
@@ -113,9 +106,7 @@ fn probes(s: &Summary, c: &CurveResult) -> Table {
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let mut a: Vec<f64> = p.seeds.iter().map(|(_, a)| *a).collect();
-            a.sort_by(f64::total_cmp);
-            let mid = median(p);
+            let (mid, lo, hi) = p.spread();
             let verdict = match (s.objective, p.meets, p.uncertain) {
                 (Objective::Slo, true, false) => "meets",
                 (Objective::Slo, false, false) => "misses",
@@ -129,7 +120,7 @@ fn probes(s: &Summary, c: &CurveResult) -> Table {
                 (i + 1).to_string(),
                 num(p.value),
                 p.seeds.len().to_string(),
-                format!("{} [{}–{}]", sig3(mid), sig3(a[0]), sig3(a[a.len() - 1])),
+                format!("{} [{}–{}]", sig3(mid), sig3(lo), sig3(hi)),
                 verdict.to_string(),
             ]
         })
