@@ -9,7 +9,7 @@ use std::fmt;
 
 use crate::config::{self, ConfigError, Experiment, Issue, Rule, Source, limits};
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Cell {
     pub model: String,
     pub variant: String,

@@ -102,6 +102,17 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
         experiment.report.noise_pct = spec.noise_pct;
         Ok(())
     })?;
+    // A search's probes are not in the file's matrix: plan the cells the submitter did.
+    let plan = match spec.cells.clone() {
+        Some(cells) => {
+            let mut p = Plan::build(plan.experiment, cells, plan.hardware).map_err(|e| fail(Kind::User)(e.into()))?;
+            if let Some(s) = spec.search.clone() {
+                p.set_search(s);
+            }
+            p
+        }
+        None => plan,
+    };
     let statuses = plan.status(cache, &Selection::default());
     let wanted: std::collections::HashMap<&str, &str> = spec.steps.iter().map(|(id, key)| (id.as_str(), key.as_str())).collect();
     let forced: std::collections::HashSet<&str> = spec.forced.iter().map(String::as_str).collect();

@@ -132,6 +132,11 @@ impl Plan {
 }
 
 impl Plan {
+    /// The search's paths the report's parameters hold, if any.
+    pub fn search_summary(&self) -> Option<crate::search::Summary> {
+        self.steps.iter().find(|s| s.kind == StepKind::Report).and_then(|s| s.typed::<steps::report::Params>().ok()).and_then(|p| p.search)
+    }
+
     /// Put a search's paths into the report's parameters (and so its key).
     pub fn set_search(&mut self, summary: crate::search::Summary) {
         for step in self.steps.iter_mut().filter(|s| s.kind == StepKind::Report) {

@@ -198,6 +198,8 @@ async fn submit(ctx: &Ctx, sx: &SlurmExec, name: &str, gpus: u32, todo: &[(usize
         baseline: report.baseline.as_ref().map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone())),
         noise_pct: report.noise_pct,
         forced: forced.iter().map(|&i| ctx.plan.steps[i].id.clone()).collect(),
+        cells: ctx.plan.experiment.search.is_some().then(|| ctx.plan.cells.clone()),
+        search: ctx.plan.search_summary(),
     };
     let request = JobRequest {
         name: name.to_string(),

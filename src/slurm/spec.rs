@@ -37,4 +37,10 @@ pub struct JobSpec {
     /// Steps to run even where the cache has them (`--force`).
     #[serde(default)]
     pub forced: Vec<String>,
+    /// With `[search]`: the cells planned (the probes, which the file alone does not
+    /// name) and the paths walked (which enter the report's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells: Option<Vec<crate::matrix::Cell>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<crate::search::Summary>,
 }

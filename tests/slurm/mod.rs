@@ -147,6 +147,7 @@ fn slurm_runs_the_demo_and_explains_how_jobs_end() {
         s.spawn(a_submission_that_timed_out_is_not_repeated);
         s.spawn(cpu_steps_as_jobs_and_jobs_slurm_forgot);
         s.spawn(force_measures_again_on_the_node);
+        s.spawn(a_search_walks_through_slurm_jobs);
     });
 }
 
@@ -191,6 +192,45 @@ fn demo_runs_through_slurm_and_reruns_cached() {
     let status = p.pipeline(&["status", "experiments/t.toml"]);
     assert_eq!(status.stdout.matches("COMPLETED").count(), 4, "{}", status.stdout);
     assert!(status.stdout.contains("measure    42/42 up to date"), "{}", status.stdout);
+    let again = p.run_ok();
+    assert!(again.ran().is_empty() && !again.stderr.contains("submit "), "{}", again.stderr);
+}
+
+/// `[search]` under Slurm: each round's probes go to the node as a job, which plans
+/// the cells it is sent (they are not in the file's matrix); the search lands where it
+/// does locally (see tests/search), and a rerun submits nothing.
+fn a_search_walks_through_slurm_jobs() {
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        r#"
+name = "slurm-search"
+executor = "slurm"
+[models.a]
+backend = "sim"
+sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32 }
+[workload]
+turns = 1
+max-tokens = 32
+warmup-requests = 0
+resolution = "64x48"
+[matrix]
+model = ["a"]
+seed = [1]
+[search]
+axis = "batch-size"
+min = 1
+max = 8
+[report]
+dir = "reports/t"
+slo = { tpot-ms = 48.0 }
+"#,
+    );
+    let out = p.run_ok();
+    let submitted = out.stderr.lines().filter(|l| l.starts_with("submit pipeline.slurm-search.a.base")).count();
+    assert_eq!(submitted, 6, "one job per round (1, 2, 4, 8, 6, 5):\n{}", out.stderr);
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("per curve: a (base), frames=1: 5."), "{readme}");
     let again = p.run_ok();
     assert!(again.ran().is_empty() && !again.stderr.contains("submit "), "{}", again.stderr);
 }
