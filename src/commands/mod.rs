@@ -165,20 +165,9 @@ fn out(text: &str) -> Result<(), Failure> {
 }
 
 fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> {
-    let (source, mut plan) = load_target(target)?;
-    // A search shows the probes known so far: those the cache lets it walk, and the
-    // next ones; what follows depends on their results.
-    let mut continues = 0;
-    if plan.experiment.search.is_some() {
-        let walked = search::walk_all(cache, &plan.experiment, &plan.cells, &plan.hardware).map_err(fail(Kind::Environment))?;
-        continues = search::searching(&walked);
-        let (exp, hardware) = (plan.experiment.clone(), plan.hardware.clone());
-        let mut cells = walked.cells;
-        cells.sort();
-        cells.dedup();
-        plan = Plan::build(exp, cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
-        plan.set_search(walked.summary);
-    }
+    let (source, plan) = load_target(target)?;
+    // A search shows the probes known so far, and says that it goes on after them.
+    let (plan, continues) = searched(cache, plan)?;
     let sel = selection(target, &plan)?;
     let statuses = plan.status(cache, &sel);
     let mut text = plan_text(&source, &plan, &statuses, json);
@@ -272,6 +261,23 @@ fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<
     execute(cache, source, target.file.as_deref(), plan, statuses, jobs, keep_going)
 }
 
+/// With `[search]`: the plan over the probes the cache lets the walks reach and the
+/// next ones to measure, and how many curves go on after them (what follows depends on
+/// their results). Without: `plan` as it is.
+fn searched(cache: &Cache, plan: Plan) -> Result<(Plan, usize), Failure> {
+    if plan.experiment.search.is_none() {
+        return Ok((plan, 0));
+    }
+    let walked = search::walk_all(cache, &plan.experiment, &plan.cells, &plan.hardware).map_err(fail(Kind::Environment))?;
+    let continues = search::searching(&walked);
+    let mut cells = walked.cells;
+    cells.sort();
+    cells.dedup();
+    let mut plan = Plan::build(plan.experiment, cells, plan.hardware).map_err(|e| fail(Kind::User)(e.into()))?;
+    plan.set_search(walked.summary);
+    Ok((plan, continues))
+}
+
 /// `[search]`: measure the probes the walks ask for, round by round, until every curve
 /// has its answer (or a round measures nothing new: probes `--only` leaves out); then
 /// the plan over every probe walked, or the exit code of a round that failed.
@@ -342,6 +348,7 @@ fn report(
         Ok(())
     })?;
     let _lock = cache.lock()?;
+    let (plan, _) = searched(cache, plan)?;
     let sel = Selection { kinds: vec![crate::plan::StepKind::Report], ..Selection::default() };
     let statuses = plan.status(cache, &sel);
     let missing: Vec<&str> = plan
@@ -540,10 +547,14 @@ fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorK
         set_executor(experiment, executor);
         Ok(())
     })?;
+    let (plan, _) = searched(cache, plan)?;
     let statuses = plan.status(cache, &Selection::default());
     let mut text = format!("{}:\n", source.display);
-    for kind in ["datagen", "measure", "aggregate", "report"] {
+    for kind in ["datagen", "measure", "import", "aggregate", "report"] {
         let of_kind: Vec<&StepStatus> = plan.steps.iter().zip(&statuses).filter(|(s, _)| s.kind.name() == kind).map(|(_, st)| st).collect();
+        if of_kind.is_empty() && kind == "import" {
+            continue;
+        }
         let fresh = of_kind.iter().filter(|s| s.state == State::Fresh).count();
         text.push_str(&format!("  {kind:<10} {fresh}/{} up to date\n", of_kind.len()));
     }

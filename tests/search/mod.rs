@@ -59,6 +59,14 @@ slo = { tpot-ms = 48.0 }
 
     let again = p.run_ok();
     assert!(measured(&again).is_empty(), "a rerun walks the same path from the cache:\n{}", again.stderr);
+    // `status` and `report` see the probes too, not just the matrix's cell.
+    let status = p.pipeline(&["status", "experiments/t.toml"]);
+    let line = status.stdout.lines().find(|l| l.trim_start().starts_with("measure")).unwrap_or_default().to_string();
+    let (fresh, all) = line.split_whitespace().nth(1).and_then(|f| f.split_once('/')).unwrap_or_default();
+    assert!(fresh == all && all.parse::<usize>().unwrap_or(0) >= 12, "{}", status.stdout);
+    let report = p.pipeline(&["report", "experiments/t.toml"]);
+    report.status(0);
+    assert!(measured(&report).is_empty(), "{}", report.stderr);
     p.pipeline(&["plan", "experiments/t.toml"]).status(0).stdout_has("0 to run").stdout_lacks("go on after");
 
     // Peak goodput instead: goodput grows with the batch size until the SLO breaks, so
