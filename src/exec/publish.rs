@@ -5,7 +5,8 @@
 //! (`[report] dir = "."` would otherwise replace the project's own README.md). Only
 //! files whose bytes changed are rewritten, each through a temporary file and a
 //! rename, so an unchanged report leaves git and file times alone and a full disk
-//! leaves every file either old or new.
+//! leaves every file either old or new. Report files an earlier run wrote and this one
+//! does not are removed, so that nothing stale reads as current.
 
 use std::path::{Path, PathBuf};
 
@@ -59,9 +60,9 @@ pub fn publish_report(entry: &Path, dest: &Path, experiment: &str) -> Result<Vec
     }
     claim(dest, experiment, &files)?;
     let mut written = Vec::new();
-    for (name, source) in files {
-        let bytes = std::fs::read(&source).map_err(io(&source))?;
-        let target = dest.join(&name);
+    for (name, source) in &files {
+        let bytes = std::fs::read(source).map_err(io(source))?;
+        let target = dest.join(name);
         if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
             let tmp = dest.join(format!(".{}.tmp", name.to_string_lossy()));
             if let Err(e) = std::fs::write(&tmp, &bytes) {
@@ -70,6 +71,17 @@ pub fn publish_report(entry: &Path, dest: &Path, experiment: &str) -> Result<Vec
             }
             std::fs::rename(&tmp, &target).map_err(io(&target))?;
             written.push(target);
+        }
+    }
+    // What an earlier report had and this one does not (a chart of a batch size no
+    // longer swept) would read as current: remove it.
+    let names: Vec<&std::ffi::OsStr> = files.iter().map(|(n, _)| n.as_os_str()).collect();
+    for e in std::fs::read_dir(dest).map_err(io(dest))? {
+        let e = e.map_err(io(dest))?;
+        let name = e.file_name();
+        if e.path().is_file() && is_report_file(&name) && !names.contains(&name.as_os_str()) {
+            std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
+            written.push(e.path());
         }
     }
     Ok(written)
@@ -158,6 +170,10 @@ mod tests {
         assert_eq!(publish_report(&e, &fresh, "t").unwrap().len(), 2);
         assert!(fresh.join(MARKER).exists());
         assert!(publish_report(&e, &fresh, "t").unwrap().is_empty(), "nothing changed, nothing written");
+        // A chart the new report no longer draws goes; the marker stays.
+        std::fs::write(fresh.join("per_turn_9.svg"), "<svg/>").unwrap();
+        assert_eq!(publish_report(&e, &fresh, "t").unwrap(), [fresh.join("per_turn_9.svg")]);
+        assert!(!fresh.join("per_turn_9.svg").exists() && fresh.join(MARKER).exists());
         let err = publish_report(&e, &fresh, "u").unwrap_err();
         assert!(err.to_string().contains("holds the report of experiment `t`, not `u`"), "{err}");
         // A report written before the marker existed (an older chart name included).

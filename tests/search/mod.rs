@@ -56,6 +56,7 @@ slo = { tpot-ms = 48.0 }
     assert!(readme.contains("batch-size = 5 meets the SLO") && readme.contains("; 6 misses it (probes 1, 2, 4, 8, 6, 5)"), "{readme}");
     assert!(readme.contains("| 4 | 8 | 2 | 0 [0–0] | misses |"), "{readme}");
     assert!(readme.contains("](search.svg)") && p.path().join("reports/t/search.svg").exists(), "the probes' chart");
+    assert_eq!(readme.matches("](per_turn_").count(), 1, "one per-turn panel, at the value found:\n{readme}");
 
     let again = p.run_ok();
     assert!(measured(&again).is_empty(), "a rerun walks the same path from the cache:\n{}", again.stderr);

@@ -155,7 +155,12 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
 fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
     let group = &t.group;
     let load = if group.iter().any(|c| c == "request_rate") { "request_rate" } else { "batch_size" };
-    let mut all = charts::per_turn(&t.per_turn)?;
+    // A search probes many values; the per-turn panels show the ones it found.
+    let per_turn_rows = match search {
+        Some(s) => found_only(&t.per_turn, s, group)?,
+        None => t.per_turn.clone(),
+    };
+    let mut all = charts::per_turn(&per_turn_rows)?;
     let per_turn = (0..all.len()).collect();
     let mut sweeps = Vec::new();
     for (axis, file) in [("batch_size", "batch_size.svg"), ("frames", "frames.svg"), ("request_rate", "request_rate.svg")] {
@@ -196,6 +201,20 @@ fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
         None => None,
     };
     Ok(Charts { all, per_turn, sweeps, tradeoff, gpu, cached_share, server, search })
+}
+
+/// The rows of `df` (a table with the curve's columns) at the value each curve's search
+/// found; all rows when no curve found one.
+fn found_only(df: &DataFrame, s: &crate::search::Summary, group: &[String]) -> Result<DataFrame> {
+    let column = s.axis.replace('-', "_");
+    let others: Vec<&str> = group.iter().map(String::as_str).filter(|c| *c != column).collect();
+    let (curve, value) = (charts::labels(df, &others)?, f64s(df, &column)?);
+    let keep: Vec<bool> =
+        (0..df.height()).map(|r| s.curves.iter().any(|c| c.curve == curve[r] && c.found.is_some() && c.found == value[r])).collect();
+    if !keep.contains(&true) {
+        return Ok(df.clone());
+    }
+    Ok(df.filter(&BooleanChunked::new("keep".into(), keep))?)
 }
 
 /// What the templates see, by the names they use (see `templates/README.md.j2`): the
