@@ -117,6 +117,8 @@ impl fmt::Display for Limit {
 
 pub const SEED: Limit = Limit::int(0, i64::MAX, "seed");
 pub const BATCH_SIZE: Limit = Limit::int(1, 10_000, "concurrent conversations");
+/// A searched value of an axis that feeds a server flag: any positive number.
+pub const SEARCH_VALUE: Limit = Limit::num(0.0, 1e12, "value of the axis").above();
 pub const SEARCH_TOLERANCE: Limit = Limit::num(0.0, 1.0, "share of the value").above();
 pub const SEARCH_EXTRA_SEEDS: Limit = Limit::int(0, 16, "seeds");
 pub const FRAMES: Limit = Limit::int(1, 1_024, "images per turn");

@@ -143,7 +143,12 @@ impl Validator<'_> {
                 .unwrap_or_else(|| format!("one of: {}", names.join(", ")));
             self.error("search.axis", format!("`{}` is not an axis with numbers to search", raw.axis), Some(hint));
         }
-        let limit = if integer { limits::BATCH_SIZE } else { limits::REQUEST_RATE };
+        // The range is what the axis accepts: a batch size, or the workload key it feeds.
+        let limit = match custom.map(|a| &a.feeds) {
+            _ if integer => limits::BATCH_SIZE,
+            Some(Feeds::Workload(key)) => limits::workload(key).unwrap_or(limits::SEARCH_VALUE),
+            _ => limits::SEARCH_VALUE,
+        };
         let min = self.num("search.min", Some(raw.min), 1.0, limit);
         let max = self.num("search.max", Some(raw.max), min, limit);
         if integer && (raw.min.fract() != 0.0 || raw.max.fract() != 0.0) {

@@ -105,4 +105,10 @@ fn a_search_without_an_axis_or_a_range_is_refused() {
         .stderr_has("did you mean `batch-size`?")
         .stderr_has("search.max")
         .stderr_has("must be above min (4)");
+    // A range the axis cannot take is named in the axis's own terms.
+    p.write("experiments/t.toml", &format!("{text}\n[search]\naxis = \"batch-size\"\nmin = 0\nmax = 8\n"));
+    p.pipeline(&["plan", "experiments/t.toml"])
+        .status(2)
+        .stderr_has("search.min: must be a whole number from 1")
+        .stderr_has("concurrent conversations");
 }
