@@ -103,8 +103,7 @@ fn judge(results: &[(u64, f64)], threshold: f64) -> Verdict {
 pub fn median(results: &[(u64, f64)]) -> f64 {
     let mut v: Vec<f64> = results.iter().map(|(_, a)| *a).collect();
     v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    crate::steps::aggregate::quantile_sorted(&v, 0.5)
 }
 
 /// The extra seeds a split probe is measured with: after the largest base seed.
@@ -297,42 +296,15 @@ pub struct Observed {
 }
 
 /// A cell's attainment and goodput under `slo`, from its `requests.parquet`, as the
-/// aggregate counts them: successful non-warm-up requests within every threshold (a
-/// one-token answer has no TPOT and does not fail on it), over the turns, and over the
-/// span from the first request sent to the last answered.
+/// aggregate counts them (`aggregate::slo_figures`, the one definition).
 pub fn observe(measure_dir: &Path, slo: &Slo) -> Result<Observed> {
     let path = measure_dir.join("requests.parquet");
     let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
     let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms", "sent_ns", "end_ns"].map(|c| c.into()).to_vec();
     let df = ParquetReader::new(file).with_columns(Some(cols)).finish()?;
-    let u32s = |c: &str| -> Result<Vec<u32>> { Ok(df.column(c)?.cast(&DataType::UInt32)?.u32()?.iter().map(|v| v.unwrap_or(0)).collect()) };
-    let u64s = |c: &str| -> Result<Vec<Option<u64>>> { Ok(df.column(c)?.cast(&DataType::UInt64)?.u64()?.iter().collect()) };
-    let f64s = |c: &str| -> Result<Vec<Option<f64>>> { Ok(df.column(c)?.cast(&DataType::Float64)?.f64()?.iter().collect()) };
-    let (conv, turn) = (u32s("conversation")?, u32s("turn")?);
-    let (sent, end) = (u64s("sent_ns")?, u64s("end_ns")?);
-    let warmup: Vec<bool> = df.column("warmup")?.bool()?.iter().map(|v| v.unwrap_or(false)).collect();
-    let error: Vec<String> = df.column("error")?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect();
-    let (ttft, tpot, e2e) = (f64s("ttft_ms")?, f64s("tpot_ms")?, f64s("e2e_ms")?);
-    let within = |v: Option<f64>, limit: Option<f64>| limit.is_none_or(|l| v.is_some_and(|v| v <= l));
-    let mut turns = std::collections::BTreeSet::new();
-    let (mut good, mut first, mut last) = (0usize, u64::MAX, 0u64);
-    for r in 0..df.height() {
-        if warmup[r] {
-            continue;
-        }
-        turns.insert((conv[r], turn[r]));
-        first = first.min(sent[r].unwrap_or(u64::MAX));
-        last = last.max(end[r].unwrap_or(0));
-        let tpot_ok = tpot[r].is_none() || within(tpot[r], slo.tpot_ms);
-        if error[r] == "none" && within(ttft[r], slo.ttft_ms) && within(e2e[r], slo.e2e_ms) && tpot_ok {
-            good += 1;
-        }
-    }
-    let span_s = if last > first { (last - first) as f64 / 1e9 } else { f64::NAN };
-    Ok(Observed {
-        attainment: if turns.is_empty() { 0.0 } else { 100.0 * good as f64 / turns.len() as f64 },
-        goodput: if span_s.is_finite() { good as f64 / span_s } else { 0.0 },
-    })
+    let figures = df.lazy().filter(col("warmup").not()).select(crate::steps::aggregate::slo_figures(slo)).collect()?;
+    let get = |c: &str| -> Result<f64> { Ok(figures.column(c)?.f64()?.get(0).filter(|v| v.is_finite()).unwrap_or(0.0)) };
+    Ok(Observed { attainment: get("slo_met_pct")?, goodput: get("goodput_req_per_s")? })
 }
 
 /// The curves of `cells` (the matrix's cells, whose values of the searched axis are

@@ -395,6 +395,35 @@ model = ["s"]
     )
 }
 
+/// A search for the largest batch size within TPOT ≤ 48 ms on a simulator whose TPOT is
+/// about 4 + 8B ms at batch size B (one turn each, all in flight together): it breaks
+/// between 5 (44 ms) and 6 (52 ms). Seeds and the largest value probed as given.
+fn search_on_sim(name: &str, seeds: &str, max: u32) -> String {
+    format!(
+        r#"
+name = "{name}"
+[models.a]
+backend = "sim"
+sim = {{ ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32 }}
+[workload]
+turns = 1
+max-tokens = 32
+warmup-requests = 0
+resolution = "64x48"
+[matrix]
+model = ["a"]
+seed = [{seeds}]
+[search]
+axis = "batch-size"
+min = 1
+max = {max}
+[report]
+dir = "reports/t"
+slo = {{ tpot-ms = 48.0 }}
+"#
+    )
+}
+
 /// An experiment for the report tests: model `a` on the simulator, 3 turns,
 /// seeds 1 and 2, batch sizes 1 and 2.
 const FIXED: &str = r#"

@@ -270,9 +270,8 @@ fn searched(cache: &Cache, plan: Plan) -> Result<(Plan, usize), Failure> {
     }
     let walked = search::walk_all(cache, &plan.experiment, &plan.cells, &plan.hardware).map_err(fail(Kind::Environment))?;
     let continues = search::searching(&walked);
-    let mut cells = walked.cells;
+    let mut cells: Vec<Cell> = walked.cells.into_iter().chain(walked.need).collect();
     cells.sort();
-    cells.dedup();
     let mut plan = Plan::build(plan.experiment, cells, plan.hardware).map_err(|e| fail(Kind::User)(e.into()))?;
     plan.set_search(walked.summary);
     Ok((plan, continues))
@@ -298,10 +297,7 @@ fn search_rounds(
             if !walked.need.is_empty() {
                 eprintln!("search: {} curve(s) stop at probes that were not measured (not selected?)", search::searching(&walked));
             }
-            let mut cells: Vec<Cell> = walked.cells.iter().filter(|c| !walked.need.contains(c)).cloned().collect();
-            cells.sort();
-            cells.dedup();
-            let mut plan = Plan::build(exp, cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
+            let mut plan = Plan::build(exp, walked.cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
             plan.set_search(walked.summary);
             return Ok(Ok(plan));
         }

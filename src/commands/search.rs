@@ -3,7 +3,7 @@
 //! again, until every curve has its answer; then plan the experiment over the probes
 //! walked, with the paths in the report's parameters.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Result;
 
@@ -14,8 +14,10 @@ use crate::plan::{Plan, Selection, State, StepKind};
 use crate::search::{self, CurveResult, Summary};
 
 /// Every curve walked as far as the cache allows.
+///
+/// `cells` and `need` are apart: a run measures `need`, a plan shows both.
 pub struct Walked {
-    /// The probe cells walked and those to measure next, in order.
+    /// The probe cells walked (measured), sorted.
     pub cells: Vec<Cell>,
     /// The cells the walks need measured before they can go on.
     pub need: Vec<Cell>,
@@ -88,7 +90,8 @@ fn conclude(exp: &Experiment, walks: &[(&Cell, search::Walk)]) -> Walked {
             at_max: w.found == Some(spec.max),
         });
     }
-    cells.extend(need.iter().cloned());
+    cells.sort();
+    cells.dedup();
     let summary = Summary {
         axis: spec.axis.clone(),
         objective: spec.objective,
@@ -109,9 +112,5 @@ fn label(curve: &Cell, axis: &str) -> String {
 
 /// The curves still searching, for messages.
 pub fn searching(w: &Walked) -> usize {
-    let mut curves: BTreeMap<String, ()> = BTreeMap::new();
-    for c in &w.need {
-        curves.insert(label(&search::curve_of(c, &w.summary.axis), &w.summary.axis), ());
-    }
-    curves.len()
+    w.need.iter().map(|c| search::curve_of(c, &w.summary.axis)).collect::<BTreeSet<_>>().len()
 }

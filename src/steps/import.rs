@@ -150,11 +150,11 @@ fn study_csv(text: &str) -> Result<Read, Bad> {
     Ok(Read { rows, lacks })
 }
 
-/// A value with its unit, as AIPerf writes metrics (`{"value": 12.5, "unit": "ms"}`),
-/// in milliseconds.
-fn aiperf_ms(v: &Value, what: &str, line: usize) -> Result<Option<f64>, Bad> {
+/// A metric's values in milliseconds, as AIPerf writes them: `{"value": 12.5, "unit":
+/// "ms"}`, or a list of values (`inter_chunk_latency`); none when the metric is absent.
+fn aiperf_ms_all(v: &Value, what: &str, line: usize) -> Result<Vec<f64>, Bad> {
     if v.is_null() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let scale = match v["unit"].as_str() {
         Some("ms") => 1.0,
@@ -163,14 +163,25 @@ fn aiperf_ms(v: &Value, what: &str, line: usize) -> Result<Option<f64>, Bad> {
         Some("ns") => 1e-6,
         other => return Err((line, format!("{what} has unit {other:?}; expected ms, s, us or ns"))),
     };
-    let one = |x: &Value| -> Result<f64, Bad> {
-        let x = x.as_f64().ok_or((line, format!("{what} is not a number")))?;
-        Ok(seconds(x * scale / 1e3, what, line)? * 1e3)
+    let values = match &v["value"] {
+        Value::Array(list) => list.iter().collect(),
+        x => vec![x],
     };
-    match &v["value"] {
-        Value::Array(_) => Err((line, format!("{what} is a list, not one value"))),
-        x => one(x).map(Some),
+    values
+        .into_iter()
+        .map(|x| {
+            let x = x.as_f64().ok_or((line, format!("{what} is not a number")))?;
+            Ok(seconds(x * scale / 1e3, what, line)? * 1e3)
+        })
+        .collect()
+}
+
+/// One metric value in milliseconds.
+fn aiperf_ms(v: &Value, what: &str, line: usize) -> Result<Option<f64>, Bad> {
+    if v["value"].is_array() {
+        return Err((line, format!("{what} is a list, not one value")));
     }
+    Ok(aiperf_ms_all(v, what, line)?.first().copied())
 }
 
 /// AIPerf's `profile_export.jsonl`: one record per line with `metadata` (session,
@@ -198,14 +209,7 @@ fn aiperf(text: &str) -> Result<Read, Bad> {
             error: "none".into(),
             ..Row::default()
         };
-        if let Some(gaps) = metrics["inter_chunk_latency"]["value"].as_array() {
-            let unit = serde_json::json!({"unit": metrics["inter_chunk_latency"]["unit"]});
-            for g in gaps {
-                let mut v = unit.clone();
-                v["value"] = g.clone();
-                row.gaps_ms.extend(aiperf_ms(&v, "inter_chunk_latency", n)?);
-            }
-        }
+        row.gaps_ms = aiperf_ms_all(&metrics["inter_chunk_latency"], "inter_chunk_latency", n)?;
         if let (Some(sent), Some(ttft)) = (row.sent_ns, row.ttft_ms) {
             row.first_token_ns = Some(sent + (ttft * 1e6) as u64);
         }

@@ -15,30 +15,7 @@ use super::*;
 #[test]
 fn the_search_finds_the_simulators_breaking_point_and_remembers_its_probes() {
     let p = Project::new();
-    p.write(
-        "experiments/t.toml",
-        r#"
-name = "search"
-[models.a]
-backend = "sim"
-sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32 }
-[workload]
-turns = 1
-max-tokens = 32
-warmup-requests = 0
-resolution = "64x48"
-[matrix]
-model = ["a"]
-seed = [1, 2]
-[search]
-axis = "batch-size"
-min = 1
-max = 64
-[report]
-dir = "reports/t"
-slo = { tpot-ms = 48.0 }
-"#,
-    );
+    p.write("experiments/t.toml", &search_on_sim("search", "1, 2", 64));
     p.pipeline(&["plan", "experiments/t.toml"])
         .status(0)
         .stdout_has("measure[model=a,variant=base,seed=1,batch-size=1,frames=1]")

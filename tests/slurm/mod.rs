@@ -201,31 +201,7 @@ fn demo_runs_through_slurm_and_reruns_cached() {
 /// does locally (see tests/search), and a rerun submits nothing.
 fn a_search_walks_through_slurm_jobs() {
     let p = Project::new();
-    p.write(
-        "experiments/t.toml",
-        r#"
-name = "slurm-search"
-executor = "slurm"
-[models.a]
-backend = "sim"
-sim = { ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32 }
-[workload]
-turns = 1
-max-tokens = 32
-warmup-requests = 0
-resolution = "64x48"
-[matrix]
-model = ["a"]
-seed = [1]
-[search]
-axis = "batch-size"
-min = 1
-max = 8
-[report]
-dir = "reports/t"
-slo = { tpot-ms = 48.0 }
-"#,
-    );
+    p.write("experiments/t.toml", &format!("executor = \"slurm\"\n{}", search_on_sim("slurm-search", "1", 8)));
     let out = p.run_ok();
     let submitted = out.stderr.lines().filter(|l| l.starts_with("submit pipeline.slurm-search.a.base")).count();
     assert_eq!(submitted, 6, "one job per round (1, 2, 4, 8, 6, 5):\n{}", out.stderr);

@@ -169,17 +169,18 @@ fn summary_order(cell: &[String]) -> Vec<String> {
     order
 }
 
-fn summary(all: LazyFrame, cell: &[String], slo: &Slo) -> Result<DataFrame> {
-    let measured = all.filter(col("warmup").not());
-    let ok = col("error").eq(lit("none"));
-    let span_s = (col("end_ns").max() - col("sent_ns").min()).cast(DataType::Float64) / lit(1e9);
-    // Requests in flight on average over the span (busy time / span), to read next to
-    // the batch size: a client or server that fell behind shows here.
-    let busy_s = (col("end_ns") - col("sent_ns")).cast(DataType::Float64).sum() / lit(1e9);
-    // A turn counts once however often it was retried; at most one attempt succeeds.
-    let turns = (col("conversation").cast(DataType::UInt64) * lit(1u64 << 32) + col("turn").cast(DataType::UInt64)).n_unique();
+/// The seconds from a cell's first request sent to its last answered.
+fn span_s() -> Expr {
+    (col("end_ns").max() - col("sent_ns").min()).cast(DataType::Float64) / lit(1e9)
+}
+
+/// `goodput_req_per_s` and `slo_met_pct` over a cell's measured (non-warm-up) rows: the
+/// one definition the summary and a search's probes (`crate::search`) share. A request
+/// is good when it succeeded within every threshold of `slo`; a turn counts once however
+/// often it was retried (at most one attempt succeeds).
+pub fn slo_figures(slo: &Slo) -> [Expr; 2] {
     let within = |c: &str, limit: Option<f64>| limit.map(|l| col(c).lt_eq(lit(l)));
-    let mut good = ok.clone();
+    let mut good = col("error").eq(lit("none"));
     for cond in [within("ttft_ms", slo.ttft_ms), within("e2e_ms", slo.e2e_ms)].into_iter().flatten() {
         good = good.and(cond);
     }
@@ -187,16 +188,29 @@ fn summary(all: LazyFrame, cell: &[String], slo: &Slo) -> Result<DataFrame> {
         // TPOT is undefined for a one-token answer; such a request does not fail on it.
         good = good.and(col("tpot_ms").is_null().or(c));
     }
+    let turns = (col("conversation").cast(DataType::UInt64) * lit(1u64 << 32) + col("turn").cast(DataType::UInt64)).n_unique();
+    [
+        (good.clone().sum().cast(DataType::Float64) / span_s()).alias("goodput_req_per_s"),
+        (lit(100.0) * good.sum().cast(DataType::Float64) / turns.cast(DataType::Float64)).alias("slo_met_pct"),
+    ]
+}
+
+fn summary(all: LazyFrame, cell: &[String], slo: &Slo) -> Result<DataFrame> {
+    let measured = all.filter(col("warmup").not());
+    let ok = col("error").eq(lit("none"));
+    let span_s = span_s();
+    // Requests in flight on average over the span (busy time / span), to read next to
+    // the batch size: a client or server that fell behind shows here.
+    let busy_s = (col("end_ns") - col("sent_ns")).cast(DataType::Float64).sum() / lit(1e9);
     let mut aggs: Vec<Expr> = cell.iter().map(|c| col(c.as_str()).first()).collect();
     aggs.extend([
         len().cast(DataType::UInt32).alias("requests"),
         col("error").neq(lit("none")).sum().cast(DataType::UInt32).alias("errors"),
         (busy_s / span_s.clone()).alias("in_flight_mean"),
         (len().cast(DataType::Float64) / span_s.clone()).alias("requests_per_s"),
-        (col("completion_tokens").filter(ok.clone()).sum().cast(DataType::Float64) / span_s.clone()).alias("output_tok_per_s"),
-        (good.clone().sum().cast(DataType::Float64) / span_s).alias("goodput_req_per_s"),
-        (lit(100.0) * good.sum().cast(DataType::Float64) / turns.cast(DataType::Float64)).alias("slo_met_pct"),
+        (col("completion_tokens").filter(ok.clone()).sum().cast(DataType::Float64) / span_s).alias("output_tok_per_s"),
     ]);
+    aggs.extend(slo_figures(slo));
     for m in ["ttft", "tpot", "e2e"] {
         let c = format!("{m}_ms");
         for (s, q) in STATS {
