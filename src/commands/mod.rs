@@ -466,8 +466,20 @@ fn gate(dir: &Path, fail_on: &[String]) -> Result<bool, Failure> {
         .and_then(|b| Ok(serde_json::from_slice(&b)?))
         .map_err(|e| fail(Kind::Environment)(e.context(format!("reading {}", path.display()))))?;
     if let Some(note) = &comparison.note {
-        eprintln!("fail-on: nothing compared with {}: {note}", comparison.dir);
-        return Ok(false);
+        // A gate that compared nothing would pass every change: refuse it.
+        let error = anyhow::anyhow!("fail-on: nothing was compared with `{}`: {note}", comparison.dir)
+            .hint("--baseline takes an earlier report of this experiment (same axes, same models and variants)");
+        return Err(fail(Kind::User)(error));
+    }
+    if !comparison.not_compared.is_empty() {
+        let n = comparison.not_compared.len();
+        let shown: Vec<&str> = comparison.not_compared.iter().take(5).map(String::as_str).collect();
+        let more = if n > shown.len() { format!(" and {} more", n - shown.len()) } else { String::new() };
+        eprintln!(
+            "fail-on: {n} curve metric(s) have no counterpart in {} and are not compared: {}{more}",
+            comparison.dir,
+            shown.join("; ")
+        );
     }
     let worse = baseline::regressions(&comparison, fail_on);
     if worse.is_empty() {

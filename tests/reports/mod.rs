@@ -231,6 +231,25 @@ fn fail_on_worse_gates_on_the_baseline() {
     p.pipeline(&["report", "experiments/t.toml", "--baseline", "slow", "--fail-on", "e2e_mean"])
         .status(2)
         .stderr_has("did you mean `e2e_mean_ms`?");
+    // A curve without a counterpart is listed as not compared and fails nothing by
+    // itself; a baseline with no counterpart at all (another experiment's models) is
+    // no gate: it exits 2 and says why, instead of passing what it never compared.
+    p.write("experiments/t.toml", &text.replace("[models.b]", "[models.c]").replace(r#"model = ["a", "b"]"#, r#"model = ["a", "c"]"#));
+    p.run_ok();
+    report("fast", "e2e_mean_ms").status(0).stderr_has("are not compared: c (base), batch-size=1, frames=1: ");
+    assert!(p.read("reports/t/README.md").contains("Not compared (no counterpart in the baseline): c (base)"));
+    p.write(
+        "experiments/t.toml",
+        &text
+            .replace("[models.a]", "[models.y]")
+            .replace("[models.b]", "[models.z]")
+            .replace(r#"model = ["a", "b"]"#, r#"model = ["y", "z"]"#),
+    );
+    p.run_ok();
+    report("fast", "worse")
+        .status(2)
+        .stderr_has("fail-on: nothing was compared with `fast`: no curve of this run has a counterpart in the baseline")
+        .stderr_has("hint: --baseline takes an earlier report of this experiment");
 }
 
 /// The committed demo report as a person reads it, in headless Chromium (installed by

@@ -70,6 +70,10 @@ pub struct Comparison {
     pub note: Option<String>,
     pub noise: f64,
     pub rows: Vec<Row>,
+    /// This run's curves and metrics with no counterpart in the baseline
+    /// (`curve: metric`): shown as not compared, and never a failure by themselves.
+    #[serde(default)]
+    pub not_compared: Vec<String>,
 }
 
 /// One curve and metric, as shown.
@@ -122,6 +126,7 @@ pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) 
             note: Some("the baseline's axes differ from this experiment's; nothing to compare".into()),
             noise: noise_pct,
             rows: Vec::new(),
+            not_compared: Vec::new(),
         });
     }
     let key = |df: &DataFrame| -> Result<Vec<String>> {
@@ -135,10 +140,18 @@ pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) 
     };
     let before: HashMap<String, Option<Estimate>> = key(&base)?.into_iter().zip(estimates(&base)?).collect();
     let (keys, now, label, metric) = (key(seeds)?, estimates(seeds)?, labels_of(seeds, group)?, strs(seeds, "metric")?);
-    let mut rows = Vec::new();
+    let (mut rows, mut not_compared) = (Vec::new(), Vec::new());
     for r in 0..seeds.height() {
-        let (Some(Some(b)), Some(m)) = (before.get(&keys[r]), now[r]) else { continue };
-        let Some(c) = change(*b, m, LATENCY_METRICS.contains(&metric[r].as_str()), noise_pct) else { continue };
+        let Some(m) = now[r] else { continue };
+        let compared = before
+            .get(&keys[r])
+            .copied()
+            .flatten()
+            .and_then(|b| Some((b, change(b, m, LATENCY_METRICS.contains(&metric[r].as_str()), noise_pct)?)));
+        let Some((b, c)) = compared else {
+            not_compared.push(format!("{}: {}", label[r], metric_name(&metric[r])));
+            continue;
+        };
         rows.push(Row {
             curve: label[r].clone(),
             metric_key: metric[r].clone(),
@@ -150,7 +163,10 @@ pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) 
             verdict: c.verdict,
         });
     }
-    Ok(Comparison { dir: dir.display().to_string(), note: None, noise: noise_pct, rows })
+    // Another experiment's report, or one whose curves all changed name: the axes
+    // match but no curve does, so nothing was compared and a gate must not pass.
+    let note = rows.is_empty().then(|| "no curve of this run has a counterpart in the baseline; nothing to compare".to_string());
+    Ok(Comparison { dir: dir.display().to_string(), note, noise: noise_pct, rows, not_compared })
 }
 
 #[cfg(test)]
