@@ -48,49 +48,100 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PublishError + '_ {
 }
 
 /// Copy the report files of `entry` into `dest`, rewriting only those that changed;
-/// returns the files written.
+/// returns the files written (and removed).
+///
+/// Two runs publishing into one folder at once take turns on a lock of its marker, so
+/// the folder ends as one run's report, not a mix. Files the marker lists as written
+/// by an earlier publish and that this report no longer has are removed (a chart of a
+/// batch size no longer swept would read as current); anything else in the folder is
+/// the user's and stays.
 pub fn publish_report(entry: &Path, dest: &Path, experiment: &str) -> Result<Vec<PathBuf>, PublishError> {
-    let mut files: Vec<(std::ffi::OsString, PathBuf)> = Vec::new();
+    use std::io::{Read, Seek, Write};
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
     for e in std::fs::read_dir(entry).map_err(io(entry))? {
         let e = e.map_err(io(entry))?;
         let name = e.file_name();
         if name != crate::cache::MANIFEST && name != crate::cache::PREIMAGE && e.path().is_file() {
-            files.push((name, e.path()));
+            files.push((name.to_string_lossy().into_owned(), e.path()));
         }
     }
+    files.sort();
     claim(dest, experiment, &files)?;
+    // The marker is the lock, and is rewritten in place under it: a rename would give
+    // the next run a new file to lock while this one still holds the old.
+    let marker_path = dest.join(MARKER);
+    let mut marker = std::fs::OpenOptions::new().read(true).write(true).open(&marker_path).map_err(io(&marker_path))?;
+    marker.lock().map_err(io(&marker_path))?;
+    let mut before = String::new();
+    marker.read_to_string(&mut before).map_err(io(&marker_path))?;
+    let earlier = listed(&before);
     let mut written = Vec::new();
     for (name, source) in &files {
         let bytes = std::fs::read(source).map_err(io(source))?;
         let target = dest.join(name);
         if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
-            let tmp = dest.join(format!(".{}.tmp", name.to_string_lossy()));
-            if let Err(e) = std::fs::write(&tmp, &bytes) {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(PublishError::Io { path: target, source: e });
-            }
-            std::fs::rename(&tmp, &target).map_err(io(&target))?;
+            write_atomically(&target, &bytes)?;
             written.push(target);
         }
     }
-    // What an earlier report had and this one does not (a chart of a batch size no
-    // longer swept) would read as current: remove it.
-    let names: Vec<&std::ffi::OsStr> = files.iter().map(|(n, _)| n.as_os_str()).collect();
-    for e in std::fs::read_dir(dest).map_err(io(dest))? {
-        let e = e.map_err(io(dest))?;
-        let name = e.file_name();
-        if e.path().is_file() && is_report_file(&name) && !names.contains(&name.as_os_str()) {
-            std::fs::remove_file(e.path()).map_err(io(&e.path()))?;
-            written.push(e.path());
+    for name in earlier.iter().filter(|n| !files.iter().any(|(f, _)| f == *n)) {
+        let path = dest.join(name);
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            written.push(path);
         }
     }
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    let text = marker_text(experiment, &names);
+    if before != text {
+        let rewrite = |m: &mut std::fs::File| {
+            m.set_len(0)?;
+            m.rewind()?;
+            m.write_all(text.as_bytes())
+        };
+        rewrite(&mut marker).map_err(io(&marker_path))?;
+    }
     Ok(written)
+}
+
+/// Write through a temporary file and a rename: a full disk leaves the old file.
+fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = target.with_file_name(format!(".{name}.tmp"));
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(PublishError::Io { path: target.to_path_buf(), source: e });
+    }
+    std::fs::rename(&tmp, target).map_err(io(target))
+}
+
+/// The marker: who owns the folder, and the files the last publish wrote (the only
+/// ones a later publish may remove).
+fn marker_text(experiment: &str, files: &[&str]) -> String {
+    let mut text = format!(
+        "This folder is the report of experiment `{experiment}`, written by `pipeline`: each run rewrites the files listed here.\nexperiment: {experiment}\n"
+    );
+    for f in files {
+        text.push_str(&format!("file: {f}\n"));
+    }
+    text
+}
+
+/// The files a marker lists. Only plain names: a marker edited to name `../x` or a
+/// path elsewhere removes nothing outside the folder.
+fn listed(marker: &str) -> Vec<String> {
+    marker
+        .lines()
+        .filter_map(|l| l.strip_prefix("file: "))
+        .filter(|n| !n.is_empty() && !n.contains(['/', '\\']) && *n != "." && *n != ".." && *n != MARKER)
+        .map(str::to_string)
+        .collect()
 }
 
 /// Make sure `dest` is this experiment's report folder, creating it (with its marker)
 /// if need be. A folder from before markers existed is taken over when it holds only
 /// report files and its README.md says `pipeline` generated it.
-fn claim(dest: &Path, experiment: &str, files: &[(std::ffi::OsString, PathBuf)]) -> Result<(), PublishError> {
+fn claim(dest: &Path, experiment: &str, files: &[(String, PathBuf)]) -> Result<(), PublishError> {
     let marker = dest.join(MARKER);
     if let Ok(text) = std::fs::read_to_string(&marker) {
         return match text.lines().find_map(|l| l.strip_prefix("experiment: ")) {
@@ -102,12 +153,13 @@ fn claim(dest: &Path, experiment: &str, files: &[(std::ffi::OsString, PathBuf)])
     }
     let mut foreign = Vec::new();
     if dest.exists() {
-        let report_names: Vec<&std::ffi::OsStr> = files.iter().map(|(n, _)| n.as_os_str()).collect();
+        let report_names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         let generated = std::fs::read_to_string(dest.join("README.md")).is_ok_and(|t| t.contains("Generated by `pipeline "));
         for e in std::fs::read_dir(dest).map_err(io(dest))? {
             let e = e.map_err(io(dest))?;
             let name = e.file_name();
-            let ours = e.path().is_file() && generated && (report_names.contains(&name.as_os_str()) || is_report_file(&name));
+            let ours =
+                e.path().is_file() && generated && (report_names.contains(&name.to_string_lossy().as_ref()) || is_report_file(&name));
             if !ours {
                 let shown = name.to_string_lossy().into_owned();
                 foreign.push(if e.path().is_dir() { format!("{shown}/") } else { shown });
@@ -124,13 +176,13 @@ fn claim(dest: &Path, experiment: &str, files: &[(std::ffi::OsString, PathBuf)])
         return Err(PublishError::NotOurs { dir: dest.to_path_buf(), foreign, experiment: experiment.to_string() });
     }
     std::fs::create_dir_all(dest).map_err(io(dest))?;
-    let text = format!(
-        "This folder is the report of experiment `{experiment}`, written by `pipeline`: each run rewrites its files.\nexperiment: {experiment}\n"
-    );
-    std::fs::write(&marker, text).map_err(io(&marker))
+    // No file is listed yet: a folder taken over from before markers keeps its files
+    // until the report writes over them.
+    std::fs::write(&marker, marker_text(experiment, &[])).map_err(io(&marker))
 }
 
-/// A file name an earlier version of the report may have written.
+/// A file name an earlier version of the report may have written (before markers
+/// listed them): enough to take such a folder over, never to delete.
 fn is_report_file(name: &std::ffi::OsStr) -> bool {
     let name = name.to_string_lossy();
     ["README.md", "index.html", "runs.json"].contains(&name.as_ref())
@@ -170,10 +222,25 @@ mod tests {
         assert_eq!(publish_report(&e, &fresh, "t").unwrap().len(), 2);
         assert!(fresh.join(MARKER).exists());
         assert!(publish_report(&e, &fresh, "t").unwrap().is_empty(), "nothing changed, nothing written");
-        // A chart the new report no longer draws goes; the marker stays.
-        std::fs::write(fresh.join("per_turn_9.svg"), "<svg/>").unwrap();
+        // A chart an earlier report wrote and the new one no longer draws goes; the
+        // user's own files (of the same extensions) and the marker stay.
+        std::fs::write(e.join("per_turn_9.svg"), "<svg/>").unwrap();
+        publish_report(&e, &fresh, "t").unwrap();
+        std::fs::remove_file(e.join("per_turn_9.svg")).unwrap();
+        for mine in ["notes.csv", "figure.svg", "data.parquet"] {
+            std::fs::write(fresh.join(mine), "mine").unwrap();
+        }
         assert_eq!(publish_report(&e, &fresh, "t").unwrap(), [fresh.join("per_turn_9.svg")]);
         assert!(!fresh.join("per_turn_9.svg").exists() && fresh.join(MARKER).exists());
+        for mine in ["notes.csv", "figure.svg", "data.parquet"] {
+            assert_eq!(std::fs::read_to_string(fresh.join(mine)).unwrap(), "mine", "{mine} is the user's");
+        }
+        // A marker edited to list a path outside the folder removes nothing there.
+        std::fs::write(dir.path().join("outside.csv"), "x").unwrap();
+        let marker = std::fs::read_to_string(fresh.join(MARKER)).unwrap();
+        std::fs::write(fresh.join(MARKER), format!("{marker}file: ../../outside.csv\n")).unwrap();
+        publish_report(&e, &fresh, "t").unwrap();
+        assert!(dir.path().join("outside.csv").exists());
         let err = publish_report(&e, &fresh, "u").unwrap_err();
         assert!(err.to_string().contains("holds the report of experiment `t`, not `u`"), "{err}");
         // A report written before the marker existed (an older chart name included).
@@ -183,5 +250,35 @@ mod tests {
         std::fs::write(old.join("gone_chart.svg"), "<svg/>").unwrap();
         publish_report(&e, &old, "t").unwrap();
         assert!(old.join(MARKER).exists());
+    }
+
+    #[test]
+    fn two_publishes_at_once_leave_one_whole_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<PathBuf> = ["one", "two"]
+            .iter()
+            .map(|who| {
+                let e = dir.path().join(who);
+                std::fs::create_dir_all(&e).unwrap();
+                std::fs::write(e.join("README.md"), format!("Generated by `pipeline 0.1.0` for {who}\n")).unwrap();
+                for i in 0..40 {
+                    std::fs::write(e.join(format!("t{i}.csv")), format!("{who}\n")).unwrap();
+                }
+                e
+            })
+            .collect();
+        let dest = dir.path().join("reports/t");
+        for _ in 0..5 {
+            std::thread::scope(|s| {
+                for e in &entries {
+                    s.spawn(|| publish_report(e, &dest, "t").unwrap());
+                }
+            });
+            let readme = std::fs::read_to_string(dest.join("README.md")).unwrap();
+            let who = if readme.contains("for one") { "one" } else { "two" };
+            for i in 0..40 {
+                assert_eq!(std::fs::read_to_string(dest.join(format!("t{i}.csv"))).unwrap(), format!("{who}\n"), "t{i}.csv");
+            }
+        }
     }
 }
