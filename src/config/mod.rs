@@ -44,6 +44,9 @@ pub struct Experiment {
     pub slurm: SlurmSettings,
     /// `[search]`: one axis searched per curve instead of swept (see `crate::search`).
     pub search: Option<SearchSpec>,
+    /// The values of secret flags written in command lines (`--api-key x`), which the
+    /// text of `command` and `extra-args` shows as `[redacted N]`: for the launcher.
+    pub literal_secrets: crate::secrets::LiteralSecrets,
 }
 
 /// What a search looks for.
@@ -617,7 +620,7 @@ fn masked(line: &str, start: usize) -> (Vec<char>, usize) {
                 moved = out.len();
             }
             let credentials = reqwest::Url::parse(&inner).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
-            if limits::looks_like_secret(&inner) || credentials {
+            if limits::looks_like_secret(&inner) || credentials || crate::secrets::key_shaped(&inner).is_some() {
                 out.extend(['"', '…', '"']);
             } else {
                 out.extend(&chars[i..i + len + 2]);
@@ -630,6 +633,30 @@ fn masked(line: &str, start: usize) -> (Vec<char>, usize) {
         }
         out.push(chars[i]);
         i += 1;
+    }
+    mask_bare_keys(out, moved)
+}
+
+/// A key written without quotes (YAML's plain scalars): each word that holds one
+/// becomes `…`, and the caret's character moves with what is left.
+fn mask_bare_keys(chars: Vec<char>, start: usize) -> (Vec<char>, usize) {
+    let boundary = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | '[' | ']' | '{' | '}');
+    let (mut out, mut moved, mut i) = (Vec::with_capacity(chars.len()), start, 0);
+    while i < chars.len() {
+        let end = (i..chars.len()).find(|&j| boundary(chars[j])).unwrap_or(chars.len()).max(i + 1);
+        let word: String = chars[i..end].iter().collect();
+        if start >= i && start < end {
+            moved = out.len() + if crate::secrets::key_shaped(&word).is_some() { 0 } else { start - i };
+        }
+        if crate::secrets::key_shaped(&word).is_some() {
+            out.push('…');
+        } else {
+            out.extend(&chars[i..end]);
+        }
+        i = end;
+    }
+    if start >= chars.len() {
+        moved = out.len();
     }
     (out, moved)
 }

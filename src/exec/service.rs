@@ -89,7 +89,8 @@ impl Services {
         in_job: bool,
     ) -> Services {
         let slots = remaining.into_iter().map(|n| Mutex::new(Slot { remaining: n, ..Default::default() })).collect();
-        let secrets = Secrets::from_env(experiment.models.values().filter_map(|m| m.api_key_env.as_deref()));
+        let secrets = Secrets::from_env(experiment.models.values().filter_map(|m| m.api_key_env.as_deref()))
+            .with_literals(&experiment.literal_secrets);
         Services { specs, experiment, logs, sim_bin, slots, in_job, secrets }
     }
 
@@ -160,8 +161,10 @@ impl Services {
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        let name: String =
-            self.specs[i].id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '=' { c } else { '_' }).collect();
+        // Names hold only letters, digits, `-`, `_` and `.`: keeping all of those (and
+        // `=`) keeps two servers' logs apart (`a.b` and `a_b` once shared one).
+        let keep = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '=' | '.' | '_');
+        let name: String = self.specs[i].id.chars().map(|c| if keep(c) { c } else { '_' }).collect();
         self.logs.join(format!("{name}.log"))
     }
 
@@ -305,11 +308,15 @@ impl Services {
                 a
             }
             _ => {
+                // In a shell script (`sh -c "…"`), a value goes in quoted: a model name
+                // is text from the file, not shell syntax.
+                let script = model.command.iter().flatten().any(|a| a == "-c");
+                let value = |v: &str| if script { shell_quote(v) } else { v.to_string() };
                 let fill = |s: &String| {
                     s.replace("{port}", &port)
                         .replace("{host}", "127.0.0.1")
-                        .replace("{model}", &variant.model)
-                        .replace("{served_name}", &model.served_name)
+                        .replace("{model}", &value(&variant.model))
+                        .replace("{served_name}", &value(&model.served_name))
                         .replace("{tp}", &server.tensor_parallel_size.to_string())
                 };
                 model.command.iter().flatten().map(fill).collect()
@@ -351,8 +358,11 @@ impl Services {
         let spec = &self.specs[i];
         std::fs::create_dir_all(&self.logs)?;
         let log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        // `argv` is what keys, logs and reports show; only here do the file's secret
+        // values (`--api-key x`, shown as `[redacted N]`) go back in.
+        let literals = &self.experiment.literal_secrets;
+        let mut cmd = tokio::process::Command::new(literals.restore(&argv[0]));
+        cmd.args(argv[1..].iter().map(|a| literals.restore(a))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         if spec.gpus_needed > 0 {
             cmd.env("CUDA_VISIBLE_DEVICES", self.visible_devices(i));
         }
@@ -360,6 +370,12 @@ impl Services {
             // The cache reset routes that isolate cells (`cache-isolation`); the server
             // listens on 127.0.0.1 only.
             cmd.env("VLLM_SERVER_DEV_MODE", "1");
+            // The key the client sends is the one the server checks, and vLLM does
+            // not print its environment as it prints its arguments.
+            let model = &self.experiment.models[&spec.model];
+            if let Some(key) = model.api_key_env.as_deref().and_then(|var| std::env::var(var).ok()) {
+                cmd.env("VLLM_API_KEY", key);
+            }
         }
         ServerProcess::spawn(cmd, &self.sim_bin).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -456,4 +472,12 @@ fn explain_log(path: &Path) -> String {
         "read the full log for the cause"
     };
     format!("log `{}` ends with:\n    {tail}\nhint: {hint}", path.display())
+}
+
+/// `text` as one word for `sh`: in single quotes, each `'` written as `'\''`.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '@' | '+' | '=')) {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', "'\\''"))
 }

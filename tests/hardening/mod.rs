@@ -401,3 +401,76 @@ fn write_failures_name_their_file_and_leave_nothing_half_written() {
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("failed to write the report file `reports/t/README.md`"), "{}", out.stderr);
 }
+
+/// Second round, item 7: a key written into the experiment file is refused wherever it
+/// is written (the message does not repeat it), and nothing of it reaches the cache,
+/// a report or the terminal; a secret flag's value that is not key-shaped is shown as
+/// `[redacted N]` everywhere and put back only in the argv that starts the server.
+/// Item 14: a served name goes into a shell script quoted.
+#[test]
+fn keys_written_into_the_file_are_refused_or_redacted() {
+    const CANARY: &str = "sk-proj-canary0123456789abcdef";
+    let p = Project::with_base("keys-in-file");
+    let base = p.read("experiments/t.toml");
+    let places: [(&str, String); 6] = [
+        (
+            "models.a.url",
+            base.replace(
+                "backend = \"sim\"\nserved-name = \"a-",
+                &format!("backend = \"endpoint\"\nurl = \"http://127.0.0.1:9/v1?x={CANARY}\"\nserved-name = \"a-"),
+            ),
+        ),
+        (
+            "models.b.command[1]",
+            base.replace(
+                "[models.b]\nbackend = \"sim\"",
+                &format!("[models.b]\nbackend = \"command\"\ncommand = [\"srv\", \"--api-key={CANARY}\"]"),
+            ),
+        ),
+        (
+            "server.extra-args[1]",
+            base.replace("[workload]", &format!("[server]\nextra-args = [\"--api-key\", \"{CANARY}\"]\n\n[workload]")),
+        ),
+        ("models.a.served-name", base.replace("served-name = \"a-", &format!("served-name = \"{CANARY}-"))),
+        ("axis[0].values[1]", format!("{base}\n[[axis]]\nname = \"k\"\nvalues = [\"x\", \"{CANARY}\"]\nserver-flag = \"--k\"\n")),
+        ("title", base.replace("title = \"Test\"", &format!("title = \"Bearer {CANARY}\""))),
+    ];
+    for (path, text) in places {
+        p.write("experiments/t.toml", &text);
+        for command in ["plan", "run"] {
+            let out = p.pipeline(&[command, "experiments/t.toml"]);
+            out.status(2).stderr_has(&format!("{path}: holds what looks like an API key (`")).stderr_has("api-key-env");
+            assert!(!out.stderr.contains(CANARY) && !out.stdout.contains(CANARY), "{path}: {}", out.stderr);
+        }
+    }
+    for (path, bytes) in p.all_files().iter().filter(|(path, _)| !path.ends_with("experiments/t.toml")) {
+        assert!(!bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()), "the key was written to {}", path.display());
+    }
+
+    // A secret flag's value that looks like no key: redacted in keys, plans, logs and
+    // reports, real in the server's argv. The server is a shell script that writes its
+    // arguments outside the cache, then runs the simulator under a name that would be
+    // shell syntax if it went in raw.
+    const SECRET: &str = "hunter2-literal-secret";
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let server = format!(
+        "[models.b]\nbackend = \"command\"\nserved-name = \"b; touch pwned\"\ncommand = [\"sh\", \"-c\", \"echo \\\"$@\\\" > argv.txt; exec {bin} sim-server --port {{port}} --served-model-name {{served_name}}\", \"sh\", \"--api-key\", \"{SECRET}\"]"
+    );
+    let text = base.replace(&base[base.find("[models.b]").unwrap()..base.find("[workload]").unwrap()], &format!("{server}\n\n"));
+    p.write("experiments/t.toml", &text);
+    let plan = p.pipeline(&["plan", "experiments/t.toml", "--json"]);
+    let run = p.pipeline(&["run", "experiments/t.toml"]);
+    run.status(0);
+    assert!(p.read("argv.txt").contains(&format!("--api-key {SECRET}")), "the server got the real value: {}", p.read("argv.txt"));
+    assert!(!p.path().join("pwned").exists(), "the served name ran as shell syntax");
+    assert!(p.read("reports/t/README.md").contains("--api-key [redacted 1]"), "the report shows the placeholder");
+    for out in [&plan, &run] {
+        assert!(!out.stderr.contains(SECRET) && !out.stdout.contains(SECRET), "{}{}", out.stdout, out.stderr);
+    }
+    for (path, bytes) in p.all_files() {
+        if path.file_name().is_some_and(|n| n == "argv.txt" || n == "t.toml") {
+            continue;
+        }
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the secret was written to {}", path.display());
+    }
+}
