@@ -14,8 +14,10 @@ use super::*;
 pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let raw = parse(source)?;
     let inputs = inputs::read(source, &raw);
-    let mut v = Validator { source, issues: inputs.issues, results: inputs.results };
-    let experiment = v.experiment(raw, inputs.questions, inputs.images);
+    let mut v = Validator { source, issues: inputs.issues, results: inputs.results, literals: Default::default() };
+    v.no_keys();
+    let mut experiment = v.experiment(raw, inputs.questions, inputs.images);
+    experiment.literal_secrets = std::mem::take(&mut v.literals);
     if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::invalid(source, v.issues)) }
 }
 
@@ -65,6 +67,29 @@ fn parse_hint(message: &str) -> Option<String> {
     None
 }
 
+/// The key paths (as [`KeyPath`] prints them) of the strings and keys in `value`
+/// that hold something key-shaped, with how it is shown.
+fn key_shaped_paths(value: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::String(s) => out.extend(crate::secrets::key_shaped(s).map(|k| (path, k))),
+        serde_json::Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                key_shaped_paths(v, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                if let Some(shown) = crate::secrets::key_shaped(k) {
+                    out.push((at.clone(), shown));
+                }
+                key_shaped_paths(v, at, out);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The choices for `cache-isolation`, the closest first.
 fn isolation_hint(text: &str) -> String {
     let names = CacheIsolation::CHOICES.map(|(name, _)| name);
@@ -79,9 +104,32 @@ struct Validator<'a> {
     issues: Vec<Issue>,
     /// The digests of the `import` models' files ([`inputs::read`]).
     results: BTreeMap<(String, String), String>,
+    /// The values of secret flags in command lines, taken out of the text.
+    literals: crate::secrets::LiteralSecrets,
 }
 
 impl Validator<'_> {
+    /// Refuse what looks like an API key wherever the file writes it: a file's text
+    /// enters step keys, plans, logs and reports, and keys come from the environment.
+    fn no_keys(&mut self) {
+        let doc: Option<serde_json::Value> =
+            if self.source.yaml { serde_saphyr::from_str(&self.source.text).ok() } else { toml::from_str(&self.source.text).ok() };
+        let mut found = Vec::new();
+        if let Some(doc) = &doc {
+            key_shaped_paths(doc, String::new(), &mut found);
+        }
+        for (path, shown) in found {
+            // `api-key-env` says it its own way.
+            if !path.ends_with("api-key-env") {
+                self.error(
+                    path,
+                    format!("holds what looks like an API key (`{shown}`); the file's text is written into step keys, plans and reports"),
+                    Some("export the key in your shell and name its variable with `api-key-env` (for a launched vLLM that also sets VLLM_API_KEY)".into()),
+                );
+            }
+        }
+    }
+
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>, hint: Option<String>) {
         let path = path.into();
         let at = locate::locate(&self.source.text, self.source.yaml, &KeyPath::parse(&path));
@@ -252,6 +300,7 @@ impl Validator<'_> {
         let slurm = self.slurm(raw.slurm.unwrap_or_default());
         let search = raw.search.map(|s| self.search(s, &matrix));
         Experiment {
+            literal_secrets: Default::default(),
             search,
             executor,
             slurm,
@@ -398,7 +447,7 @@ impl Validator<'_> {
                     model: v.model.unwrap_or_else(|| model_id.clone()),
                     quantization: v.quantization,
                     dtype: v.dtype,
-                    extra_args: v.extra_args,
+                    extra_args: self.literals.take(&v.extra_args),
                     sim,
                 },
             );
@@ -421,7 +470,7 @@ impl Validator<'_> {
             backend,
             url: m.url,
             api_key_env: m.api_key_env,
-            command: m.command,
+            command: m.command.map(|c| self.literals.take(&c)),
             port: m.port,
             gpus,
             variants,
@@ -454,6 +503,11 @@ impl Validator<'_> {
                 path,
                 "holds a user name or password; they would be written into step keys, logs and reports",
                 Some("remove them from the URL and put the key in the variable named by `api-key-env`".into()),
+            ),
+            Ok(url) if url.query().is_some() || url.fragment().is_some() => self.error(
+                path,
+                "holds a query string or fragment; a base URL takes neither (request paths are appended to it), and a `key=` or `token=` there would be written into step keys, logs and reports",
+                Some("remove everything from `?` on; put a key in the variable named by `api-key-env`".into()),
             ),
             Ok(_) => {}
             Err(e) => self.error(path, format!("is not a URL ({e})"), Some("for example url = \"http://gpu-node:8000\"".into())),
@@ -505,7 +559,7 @@ impl Validator<'_> {
         ServerSettings {
             tensor_parallel_size: self.int("server.tensor-parallel-size", s.tensor_parallel_size, 1, limits::TENSOR_PARALLEL),
             dtype: s.dtype.unwrap_or_else(|| "auto".into()),
-            extra_args: s.extra_args,
+            extra_args: self.literals.take(&s.extra_args),
             max_model_len: s.max_model_len.map(|n| self.int("server.max-model-len", Some(n), 1, limits::MAX_MODEL_LEN)),
             prefix_caching: s.prefix_caching,
             gpus: s.gpus,
@@ -646,18 +700,21 @@ impl Validator<'_> {
                 self.error(format!("matrix.model[{i}]"), format!("model `{name}` is not defined"), Some(hint));
             }
         }
+        self.no_repeats("matrix.model", &m.model);
         let variants = m.variant.unwrap_or_else(|| vec!["base".into()]);
+        self.no_repeats("matrix.variant", &variants);
         if variants.is_empty() {
             self.error("matrix.variant", "axis is empty", Some("remove it to use only `base`".into()));
         }
         for (i, v) in variants.iter().enumerate() {
             let defined = m.model.iter().filter_map(|n| models.get(n)).any(|model| model.variants.contains_key(v));
             if !defined {
-                self.error(
-                    format!("matrix.variant[{i}]"),
-                    format!("no model in the matrix defines variant `{v}`"),
-                    Some(format!("add [models.NAME.variants.{v}]")),
-                );
+                let all = m.model.iter().filter_map(|n| models.get(n)).flat_map(|model| model.variants.keys().map(String::as_str));
+                let hint = match closest(v, all) {
+                    Some(c) => format!("did you mean `{c}`? (or add [models.NAME.variants.{v}])"),
+                    None => format!("add [models.NAME.variants.{v}]"),
+                };
+                self.error(format!("matrix.variant[{i}]"), format!("no model in the matrix defines variant `{v}`"), Some(hint));
             }
         }
         // The values in range; an error for each one that is not.
@@ -670,6 +727,7 @@ impl Validator<'_> {
                     Some(format!("list at least one value, or remove the key for the default [{default}]")),
                 );
             }
+            v.no_repeats(&format!("matrix.{key}"), &values);
             let mut ok = Vec::new();
             for (i, x) in values.into_iter().enumerate() {
                 match (limit.check(x as f64), u64::try_from(x)) {
@@ -695,29 +753,16 @@ impl Validator<'_> {
             if a.values.is_empty() {
                 self.error(format!("{at}.values"), "axis is empty", None);
             }
-            // A value that sets a workload parameter passes that key's own check.
-            let limit = a.workload.as_deref().and_then(limits::workload);
             for (j, v) in a.values.iter().enumerate() {
-                let path = format!("{at}.values[{j}]");
-                match (v, limit) {
-                    (serde_json::Value::Array(_) | serde_json::Value::Object(_) | serde_json::Value::Null, _) => {
-                        self.error(path, "values must be strings, numbers or booleans", None)
-                    }
-                    _ if a.workload.as_deref() == Some("cache-isolation") => {
-                        let text = v.as_str().unwrap_or_default();
-                        if CacheIsolation::parse(text).is_none() {
-                            self.error(path, format!("unknown cache isolation {}", quoted(text)), Some(isolation_hint(text)));
-                        }
-                    }
-                    (_, Some(limit)) => {
-                        if let Err(message) = limit.check_json(v) {
-                            let key = a.workload.as_deref().unwrap_or_default();
-                            self.error(path, message, Some(format!("the values set `{key}`, and take what `{key}` takes")));
-                        }
-                    }
-                    (serde_json::Value::String(text), None) => self.text(&path, text),
-                    _ => {}
-                }
+                self.custom_value(&format!("{at}.values[{j}]"), a.workload.as_deref(), v);
+            }
+            self.no_repeats(&format!("{at}.values"), &a.values);
+            if let Some(flag) = a.server_flag.as_deref().filter(|f| crate::secrets::SECRET_FLAGS.contains(f)) {
+                self.error(
+                    format!("{at}.server-flag"),
+                    format!("`{flag}` carries a secret, and an axis's values are written into step ids, plans and reports"),
+                    Some("put the key in an environment variable and name it with `api-key-env`".into()),
+                );
             }
             let feeds = match (a.server_flag, a.workload) {
                 (Some(flag), None) => Feeds::ServerFlag(flag),
@@ -742,11 +787,11 @@ impl Validator<'_> {
             custom.push(CustomAxis { name: a.name, values: a.values, feeds });
         }
         let axis_names: Vec<String> = BUILTIN_AXES.iter().map(|s| s.to_string()).chain(custom.iter().map(|c| c.name.clone())).collect();
-        let custom_limits: Vec<(String, Limit)> = custom
+        let custom_workload: Vec<(String, Option<String>)> = custom
             .iter()
-            .filter_map(|c| match &c.feeds {
-                Feeds::Workload(key) => limits::workload(key).map(|l| (c.name.clone(), l)),
-                Feeds::ServerFlag(_) => None,
+            .map(|c| match &c.feeds {
+                Feeds::Workload(key) => (c.name.clone(), Some(key.clone())),
+                Feeds::ServerFlag(_) => (c.name.clone(), None),
             })
             .collect();
         let rules = |v: &mut Self, kind: &str, raw: Vec<BTreeMap<String, serde_json::Value>>| -> Vec<Rule> {
@@ -773,17 +818,19 @@ impl Validator<'_> {
                             serde_json::Value::Array(a) => a,
                             other => vec![other],
                         };
-                        // An include rule can add values the axis does not list: they
-                        // pass the axis's own check.
-                        let limit = match axis.as_str() {
-                            "seed" => Some(limits::SEED),
-                            "batch-size" => Some(limits::BATCH_SIZE),
-                            "frames" => Some(limits::FRAMES),
-                            _ => custom_limits.iter().find(|(n, _)| *n == axis).map(|(_, l)| *l),
-                        };
+                        // An include rule can add values the axis does not list: each
+                        // passes the same check as the axis's own.
                         for (j, value) in values.iter().enumerate() {
-                            if let Some(Err(message)) = limit.map(|l| l.check_json(value)) {
-                                v.error(format!("{key_path}.{axis}[{j}]"), message, None);
+                            let path = format!("{key_path}.{axis}[{j}]");
+                            match axis.as_str() {
+                                "seed" => v.limited(&path, limits::SEED, value),
+                                "batch-size" => v.limited(&path, limits::BATCH_SIZE, value),
+                                "frames" => v.limited(&path, limits::FRAMES, value),
+                                "model" | "variant" => v.rule_name(&path, &axis, value, models),
+                                _ => match custom_workload.iter().find(|(n, _)| *n == axis) {
+                                    Some((_, workload)) => v.custom_value(&path, workload.as_deref(), value),
+                                    None => {}
+                                },
                             }
                         }
                         conditions.insert(axis, values);
@@ -795,6 +842,66 @@ impl Validator<'_> {
         let exclude = rules(self, "exclude", m.exclude);
         let include = rules(self, "include", m.include);
         Matrix { models: m.model, variants, seeds, batch_sizes, frames, custom, exclude, include }
+    }
+
+    /// One value of a custom axis (or of an include rule for it): what the workload key
+    /// it feeds takes, else any one-line string, number or boolean.
+    fn custom_value(&mut self, path: &str, workload: Option<&str>, v: &serde_json::Value) {
+        match (v, workload) {
+            (serde_json::Value::Array(_) | serde_json::Value::Object(_) | serde_json::Value::Null, _) => {
+                self.error(path, "values must be strings, numbers or booleans", None)
+            }
+            (_, Some("cache-isolation")) => {
+                let text = v.as_str().unwrap_or_default();
+                if CacheIsolation::parse(text).is_none() {
+                    self.error(path, format!("unknown cache isolation {}", quoted(text)), Some(isolation_hint(text)));
+                }
+            }
+            (_, Some(key)) => {
+                if let Some(Err(message)) = limits::workload(key).map(|l| l.check_json(v)) {
+                    self.error(path, message, Some(format!("the values set `{key}`, and take what `{key}` takes")));
+                }
+            }
+            (serde_json::Value::String(text), None) => self.text(path, text),
+            _ => {}
+        }
+    }
+
+    /// A seed, batch size or frame count written in a rule.
+    fn limited(&mut self, path: &str, limit: Limit, v: &serde_json::Value) {
+        if let Err(message) = limit.check_json(v) {
+            self.error(path, message, None);
+        }
+    }
+
+    /// A model or variant named in a rule: one the experiment defines.
+    fn rule_name(&mut self, path: &str, axis: &str, v: &serde_json::Value, models: &BTreeMap<String, Model>) {
+        let name = v.as_str().unwrap_or_default();
+        let known: Vec<&str> = if axis == "model" {
+            models.keys().map(String::as_str).collect()
+        } else {
+            let mut all: Vec<&str> = models.values().flat_map(|m| m.variants.keys().map(String::as_str)).collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        };
+        if !known.contains(&name) {
+            let hint = closest(name, known.iter().copied())
+                .map(|c| format!("did you mean `{c}`?"))
+                .unwrap_or_else(|| format!("one of: {}", known.join(", ")));
+            let shown = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            self.error(path, format!("{axis} {} is not defined", quoted(&shown)), Some(hint));
+        }
+    }
+
+    /// A value listed twice would be merged into one cell without a word.
+    fn no_repeats<T: PartialEq + std::fmt::Debug + Serialize>(&mut self, path: &str, values: &[T]) {
+        for (j, x) in values.iter().enumerate() {
+            if values[..j].contains(x) {
+                let shown = serde_json::to_string(x).unwrap_or_default();
+                self.error(format!("{path}[{j}]"), format!("{} is listed twice", quoted(&shown)), Some("remove the repeat".into()));
+            }
+        }
     }
 }
 
