@@ -99,22 +99,53 @@ const KEY_TAIL: usize = 12;
 /// The first thing in `text` that looks like an API key, shown as its prefix and
 /// two characters (`sk-ab…`), so that the message naming it does not repeat it.
 pub fn key_shaped(text: &str) -> Option<String> {
-    for (i, _) in text.char_indices() {
+    let (start, prefix, _) = key_spans(text).next()?;
+    let shown: String = text[start + prefix.len()..].chars().take(2).collect();
+    Some(format!("{}{shown}…", prefix.trim_end()))
+}
+
+/// `text` with every key-shaped value ([`key_shaped`]) but its prefix replaced by
+/// `[redacted]` (`sk-[redacted]`, which says what kind of key it was): for
+/// untrusted text (a server's metric labels) that may carry a key nobody told us of.
+pub fn mask_key_shaped(text: &str) -> Cow<'_, str> {
+    let mut spans = key_spans(text).peekable();
+    if spans.peek().is_none() {
+        return Cow::Borrowed(text);
+    }
+    let (mut out, mut at) = (String::with_capacity(text.len()), 0);
+    for (start, prefix, end) in spans {
+        out.push_str(&text[at..start]);
+        out.push_str(prefix.trim_end());
+        out.push_str(if prefix.ends_with(' ') { " [redacted]" } else { "[redacted]" });
+        at = end;
+    }
+    out.push_str(&text[at..]);
+    Cow::Owned(out)
+}
+
+/// Each key-shaped value in `text`: where it starts, its prefix, and where it ends.
+fn key_spans(text: &str) -> impl Iterator<Item = (usize, &'static str, usize)> + '_ {
+    let mut next = 0;
+    text.char_indices().filter_map(move |(i, _)| {
         let word_start = text[..i].chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric());
-        if !word_start {
-            continue;
+        if i < next || !word_start {
+            return None;
         }
         let rest = &text[i..];
         for prefix in KEY_PREFIXES {
             let Some(tail) = rest.strip_prefix(prefix) else { continue };
-            let n = tail.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/')).count();
-            if n >= KEY_TAIL {
-                let shown: String = tail.chars().take(2).collect();
-                return Some(format!("{}{shown}…", prefix.trim_end()));
+            let n: usize = tail
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/'))
+                .map(char::len_utf8)
+                .sum();
+            if tail[..n].chars().count() >= KEY_TAIL {
+                next = i + prefix.len() + n;
+                return Some((i, prefix, next));
             }
         }
-    }
-    None
+        None
+    })
 }
 
 /// Command-line flags whose value is a secret (vLLM's `--api-key`, Hugging Face's
@@ -221,6 +252,14 @@ mod tests {
         let mut v = serde_json::json!({"detail": ["sk-abc"], "sk-abc": 1});
         s.scrub_json(&mut v);
         assert_eq!(v.to_string(), r#"{"[redacted $A_KEY]":1,"detail":["[redacted $A_KEY]"]}"#);
+    }
+
+    #[test]
+    fn key_shaped_words_are_masked_in_untrusted_text() {
+        assert_eq!(mask_key_shaped("api_key=sk-canary0123456789abcdef,port=8000"), "api_key=sk-[redacted],port=8000");
+        assert_eq!(mask_key_shaped("Authorization: Bearer abcdefghijklmnopqrstu."), "Authorization: Bearer [redacted]");
+        assert!(matches!(mask_key_shaped("model=sk-tiny"), Cow::Borrowed(_)), "a short sk- name is not a key");
+        assert!(!mask_key_shaped("x hf_abcdefghijklmnopqrst y").contains("hf_abc"));
     }
 
     #[test]

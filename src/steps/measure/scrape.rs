@@ -7,7 +7,11 @@
 //!
 //! Scraping runs in its own task, off the request path, with its own connection and a
 //! bounded body and row count. A server without `/metrics`, or one that answers slowly
-//! or with garbage, costs the measurement nothing: what happened is recorded.
+//! or with garbage, costs the measurement nothing: what happened is recorded. What a
+//! server says is untrusted: a body that breaks off is not parsed as if whole, a
+//! sample that is not a finite number (`+Inf`, `NaN`, `1e999`) is dropped and counted,
+//! and label values are redacted as everything else a server says is (a key it echoes
+//! is never stored).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,8 +20,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client;
+use crate::client::{self, BodyEnd};
 use crate::clock::monotonic_ns;
+use crate::secrets::{self, Secrets};
 
 /// The most one scrape may read; vLLM's whole exposition is about 60 kB.
 const MAX_BODY: usize = 8 << 20;
@@ -46,6 +51,8 @@ pub struct Scraped {
     pub first_failure: Option<String>,
     /// Scraping stopped at [`MAX_ROWS`].
     pub truncated: bool,
+    /// Samples dropped because their value was not a finite number.
+    pub non_finite: u64,
 }
 
 /// A scraper running beside a cell's requests.
@@ -58,13 +65,13 @@ impl Scraper {
     /// Scrape `base_url/metrics` now, before the cell's first request, then every
     /// `interval` (none: only at the end) in a task of its own. A scrape may take
     /// `timeout`, at most 5 s.
-    pub async fn start(base_url: &str, api_key: Option<String>, interval: Option<Duration>, timeout: Duration) -> Scraper {
+    pub async fn start(base_url: &str, api_key: Option<String>, secrets: Secrets, interval: Option<Duration>, timeout: Duration) -> Scraper {
         let (stop, mut stopped) = watch::channel(false);
         let url = format!("{}/metrics", base_url.trim_end_matches('/'));
         let mut out = Scraped::default();
         let client = client::builder().timeout(timeout.min(TIMEOUT)).build();
         match &client {
-            Ok(client) => scrape_into(client, &url, api_key.as_deref(), &mut out).await,
+            Ok(client) => scrape_into(client, &url, api_key.as_deref(), &secrets, &mut out).await,
             Err(e) => out.first_failure = Some(format!("cannot build an HTTP client: {e}")),
         }
         let task = tokio::spawn(async move {
@@ -83,7 +90,7 @@ impl Scraper {
                     // The cell is over (or the step was dropped): the last scrape.
                     _ = stopped.changed() => true,
                 };
-                scrape_into(&client, &url, api_key.as_deref(), &mut out).await;
+                scrape_into(&client, &url, api_key.as_deref(), &secrets, &mut out).await;
                 if last {
                     break;
                 }
@@ -100,7 +107,7 @@ impl Scraper {
     }
 }
 
-async fn scrape_into(client: &reqwest::Client, url: &str, api_key: Option<&str>, out: &mut Scraped) {
+async fn scrape_into(client: &reqwest::Client, url: &str, api_key: Option<&str>, secrets: &Secrets, out: &mut Scraped) {
     let mut req = client.get(url);
     if let Some(key) = api_key {
         req = req.bearer_auth(key);
@@ -111,21 +118,29 @@ async fn scrape_into(client: &reqwest::Client, url: &str, api_key: Option<&str>,
     };
     let resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return fail(out, format!("GET /metrics: {e}")),
+        Err(e) => return fail(out, format!("GET /metrics: {}", client::why(&e))),
     };
     let status = resp.status();
     if !status.is_success() {
         return fail(out, format!("GET /metrics answered HTTP {}", status.as_u16()));
     }
-    let (body, more) = client::read_capped(resp, MAX_BODY).await;
+    let (body, end) = client::read_capped(resp, MAX_BODY).await;
     // Stamped when the answer is in: the server's values are at most this old.
     let t_ns = monotonic_ns();
-    if more {
-        return fail(out, format!("GET /metrics answered more than {} MiB", MAX_BODY >> 20));
+    match end {
+        BodyEnd::Complete => {}
+        BodyEnd::TooLong => return fail(out, format!("GET /metrics answered more than {} MiB", MAX_BODY >> 20)),
+        BodyEnd::Broken => {
+            return fail(out, format!("GET /metrics broke off after {} bytes (timed out or closed): a part is not the whole", body.len()));
+        }
     }
-    match parse(&String::from_utf8_lossy(&body), t_ns) {
-        Ok(rows) if rows.is_empty() => fail(out, "GET /metrics held no samples".into()),
-        Ok(rows) => {
+    match parse(&String::from_utf8_lossy(&body), t_ns, secrets) {
+        Ok(Parsed { rows, non_finite }) if rows.is_empty() => {
+            out.non_finite += non_finite;
+            fail(out, "GET /metrics held no finite samples".into())
+        }
+        Ok(Parsed { rows, non_finite }) => {
+            out.non_finite += non_finite;
             out.scrapes += 1;
             if out.rows.len() + rows.len() > MAX_ROWS {
                 out.truncated = true;
@@ -137,9 +152,18 @@ async fn scrape_into(client: &reqwest::Client, url: &str, api_key: Option<&str>,
     }
 }
 
-/// One exposition in Prometheus's text format, as rows at `t_ns`; the parser's
-/// complaint when it is not one.
-pub fn parse(text: &str, t_ns: u64) -> Result<Vec<Row>, String> {
+/// The samples of one exposition.
+#[derive(Debug, PartialEq)]
+pub struct Parsed {
+    pub rows: Vec<Row>,
+    /// Samples dropped because their value was `±Inf`, `NaN` or out of `f64`'s range.
+    pub non_finite: u64,
+}
+
+/// One exposition in Prometheus's text format, as rows at `t_ns` (label values
+/// redacted with `secrets` and of key-shaped words); the parser's complaint when it is
+/// not one.
+pub fn parse(text: &str, t_ns: u64, secrets: &Secrets) -> Result<Parsed, String> {
     let (_, families) = nom_openmetrics::parser::prometheus(text).map_err(|e| match e {
         nom::Err::Error(e) | nom::Err::Failure(e) => {
             let at = e.errors.first().map(|(rest, _)| text.len() - rest.len()).unwrap_or_default();
@@ -148,14 +172,22 @@ pub fn parse(text: &str, t_ns: u64) -> Result<Vec<Row>, String> {
         }
         nom::Err::Incomplete(_) => "it ends mid-line".to_string(),
     })?;
-    let mut rows = Vec::new();
+    let (mut rows, mut non_finite) = (Vec::new(), 0);
     for sample in families.iter().flat_map(|f| &f.samples) {
-        let mut labels: Vec<String> = sample.labels().iter().map(|l| format!("{}={:?}", l.name, l.value)).collect();
+        if !sample.number().is_finite() {
+            non_finite += 1;
+            continue;
+        }
+        let mut labels: Vec<String> = sample
+            .labels()
+            .iter()
+            .map(|l| format!("{}={:?}", l.name, secrets::mask_key_shaped(&secrets.redact(&l.value))))
+            .collect();
         labels.sort();
         rows.push(Row { t_ns, metric: sample.name().to_string(), labels: labels.join(","), value: sample.number() });
     }
     rows.sort_by(|a, b| (&a.metric, &a.labels).cmp(&(&b.metric, &b.labels)));
-    Ok(rows)
+    Ok(Parsed { rows, non_finite })
 }
 
 /// Each series' values in time order, by metric name.
@@ -240,6 +272,7 @@ pub fn summarize(scraped: &Scraped, interval: Option<Duration>) -> Value {
         "failures": scraped.failures,
         "first_failure": scraped.first_failure,
         "truncated": scraped.truncated,
+        "non_finite_dropped": scraped.non_finite,
         "counter_resets": resets,
         "prefix_cache_queries": prefix_queries,
         "prefix_cache_hit_rate": prefix,
@@ -337,7 +370,7 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} SUM
             .replace("B2", &buckets[1].to_string())
             .replace("B3", &buckets[2].to_string())
             .replace("SUM", &sum.to_string());
-        parse(&text, t).unwrap()
+        parse(&text, t, &Secrets::default()).unwrap().rows
     }
 
     #[test]
@@ -388,6 +421,23 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} SUM
         let s =
             summarize(&Scraped { failures: 1, first_failure: Some("GET /metrics answered HTTP 404".into()), ..Default::default() }, None);
         assert_eq!(s, json!({"available": false, "reason": "GET /metrics answered HTTP 404"}));
-        assert_eq!(parse("ok 1\nthis is { not \"prometheus\n", 0), Err("cannot parse line 2".to_string()));
+        assert_eq!(parse("ok 1\nthis is { not \"prometheus\n", 0, &Secrets::default()), Err("cannot parse line 2".to_string()));
+    }
+
+    #[test]
+    fn a_sample_that_is_not_a_finite_number_is_dropped_and_counted() {
+        let text = "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{engine=\"0\"} +Inf\nvllm:num_requests_waiting{engine=\"0\"} NaN\nvllm:kv_cache_usage_perc{engine=\"0\"} 1e999\nvllm:num_preemptions_total{engine=\"0\"} 1e308\n";
+        let parsed = parse(text, 1, &Secrets::default()).unwrap();
+        assert_eq!(parsed.non_finite, 3, "{parsed:?}");
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(parsed.rows[0].value, 1e308, "a huge finite value is a value");
+    }
+
+    #[test]
+    fn a_key_in_a_label_is_not_stored() {
+        let text = "vllm:info{api_key=\"sk-canary0123456789abcdef\",args=\"--api-key mysecretvalue1\"} 1\n";
+        let secrets = Secrets::new([("MY_KEY".to_string(), "mysecretvalue1".to_string())]);
+        let rows = parse(text, 1, &secrets).unwrap().rows;
+        assert_eq!(rows[0].labels, r#"api_key="sk-[redacted]",args="--api-key [redacted $MY_KEY]""#);
     }
 }

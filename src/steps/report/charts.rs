@@ -365,8 +365,9 @@ fn panel(
     let Frame { y_max, legend: with_legend } = frame;
     let pts = series.values().flatten();
     let (min_x, max_x) = pts.clone().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
-    let (min_x, max_x) = if min_x > max_x { (0.0, 1.0) } else { (min_x, max_x.max(min_x + 1.0)) };
+    let (min_x, max_x) = if min_x > max_x { (0.0, 1.0) } else { axis_range(min_x, max_x, 1.0) };
     let max_y = y_max.unwrap_or_else(|| pts.map(|p| p.hi).fold(1.0, f64::max) * 1.1);
+    let (_, max_y) = axis_range(0.0, max_y, 1.0);
     // The legend goes beside the plot, where it hides nothing.
     let looks = looks(series);
     let width = area.dim_in_pixel().0;
@@ -380,6 +381,18 @@ fn panel(
     // A little room at both ends, so that no marker sits on an axis.
     let pad = (max_x - min_x) * 0.04;
     let mut chart = builder.build_cartesian_2d(min_x - pad..max_x + pad, 0.0..max_y).map_err(e)?;
+    // What lies outside the axes (beyond AXIS_LIMIT) is drawn on their edge: a
+    // point mapped far off the canvas overflows the backend's pixel arithmetic.
+    let (x_range, y_range) = ((min_x - pad, max_x + pad), (0.0, max_y));
+    let on_axes = |p: &Pt| Pt {
+        x: p.x.clamp(x_range.0, x_range.1),
+        y: p.y.clamp(y_range.0, y_range.1),
+        lo: p.lo.clamp(y_range.0, y_range.1),
+        hi: p.hi.clamp(y_range.0, y_range.1),
+    };
+    let finite = |p: &&Pt| [p.x, p.y, p.lo, p.hi].iter().all(|v| v.is_finite());
+    let clamped: Series = series.iter().map(|(k, pts)| (k.clone(), pts.iter().filter(finite).map(on_axes).collect())).collect();
+    let series = &clamped;
     let integer_x = series.values().flatten().all(|p| p.x.fract() == 0.0);
     let mut mesh = chart.configure_mesh();
     // Small ranges (a few requests in flight) need a decimal, or ticks repeat.
@@ -394,7 +407,7 @@ fn panel(
     let fmt_int = |x: &f64| format!("{x:.0}");
     let fmt_real = |x: &f64| format!("{x:.1}");
     if integer_x {
-        mesh.x_labels(((max_x - min_x) as usize + 1).min(12)).x_label_formatter(&fmt_int);
+        mesh.x_labels(((max_x - min_x) as usize).saturating_add(1).min(12)).x_label_formatter(&fmt_int);
     } else {
         mesh.x_label_formatter(&fmt_real);
     }
@@ -418,6 +431,23 @@ fn panel(
         line(&mut chart, points.iter().map(|p| (p.x, p.y)), look)?;
     }
     if with_legend { legend(&legend_area, series, &looks) } else { Ok(()) }
+}
+
+/// The largest magnitude an axis shows; values beyond it sit on its edge. Far past
+/// any latency, count or share, and small enough that a width and a margin of it stay
+/// finite.
+const AXIS_LIMIT: f64 = 1e300;
+
+/// The range an axis shows for values from `lo` to `hi`: finite, at least `min_width`
+/// wide, and wide enough for its magnitude that a tick a hundredth of the way along
+/// is a different number (the tick loop steps by such a share, and a step lost in
+/// rounding, as 1 is against 1e308, would never end it). Non-finite bounds sit on
+/// the edge ([`AXIS_LIMIT`]), NaN at 0.
+fn axis_range(lo: f64, hi: f64, min_width: f64) -> (f64, f64) {
+    let clamp = |v: f64| if v.is_nan() { 0.0 } else { v.clamp(-AXIS_LIMIT, AXIS_LIMIT) };
+    let (lo, hi) = (clamp(lo).min(clamp(hi)), clamp(lo).max(clamp(hi)));
+    let width = (hi - lo).max(min_width).max(lo.abs().max(hi.abs()) * 1e-6);
+    if hi - lo >= width { (lo, hi) } else { (lo, lo + width) }
 }
 
 /// A panel's y axis top (none: its own) and whether it carries the legend (of two
@@ -509,4 +539,61 @@ fn legend(area: &DrawingArea<SVGBackend, Shift>, series: &Series, looks: &[Look]
         area.draw(&Text::new(name.clone(), (36, y - LABEL_PX as i32 / 2), font.clone())).map_err(e)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Any f64 a server or a file can produce, the edges first.
+    fn any_value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            Just(0.0),
+            Just(1e308),
+            Just(-1e308),
+            Just(f64::MAX),
+            Just(f64::MIN_POSITIVE),
+            Just(f64::INFINITY),
+            Just(f64::NAN),
+            -1e6f64..1e6,
+            proptest::num::f64::ANY,
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn an_axis_range_is_finite_wide_and_resolvable(a in any_value(), b in any_value(), w in 0.0f64..10.0) {
+            let (lo, hi) = axis_range(a, b, w);
+            prop_assert!(lo.is_finite() && hi.is_finite(), "{lo} {hi}");
+            prop_assert!(hi - lo >= w && (hi - lo).is_finite());
+            // A tick a hundredth of the way along is another number, and so is the
+            // margin a panel adds.
+            prop_assert!(lo + (hi - lo) / 100.0 > lo && hi - (hi - lo) / 100.0 < hi);
+            prop_assert!((hi + (hi - lo) * 0.04).is_finite());
+        }
+
+        #[test]
+        fn a_panel_draws_whatever_the_values(xs in proptest::collection::vec((any_value(), any_value()), 1..4)) {
+            let series: Series =
+                [("s".to_string(), xs.iter().map(|&(x, y)| Pt { x, y, lo: y, hi: y }).collect())].into_iter().collect();
+            for style in [Style::Band, Style::Bars, Style::Line] {
+                let svg = draw("t", (400, 300), |root| panel(root, "", "x", "y", &series, style, Frame::OWN));
+                prop_assert!(svg.is_ok_and(|s| s.contains("<svg")));
+            }
+        }
+    }
+
+    #[test]
+    fn huge_values_from_a_server_draw_in_a_chart() {
+        // One gauge of 1e308 (as a server sent it) hung every report: the tick loop
+        // stepped by less than the value's precision.
+        let series: Series = [("running".to_string(), vec![Pt { x: 0.0, y: 1.0, lo: 1.0, hi: 1.0 }, Pt { x: 1.0, y: 1e308, lo: 1e308, hi: 1e308 }])]
+            .into_iter()
+            .collect();
+        let svg = draw("t", (400, 300), |root| panel(root, "", "x", "y", &series, Style::Line, Frame::OWN)).unwrap();
+        assert!(svg.contains("<svg"));
+        let at_one: Series = [("x".to_string(), vec![Pt { x: 1e308, y: 1.0, lo: 1.0, hi: 1.0 }])].into_iter().collect();
+        assert!(draw("t", (400, 300), |root| panel(root, "", "x", "y", &at_one, Style::Bars, Frame::OWN)).is_ok());
+    }
 }
