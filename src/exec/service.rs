@@ -42,6 +42,8 @@ struct Slot {
     remaining: usize,
     running: Option<Running>,
     failed: Option<String>,
+    /// The server's reset routes hung once ([`Endpoint::resets_hang`]).
+    resets_hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Running {
@@ -104,7 +106,7 @@ impl Services {
             bail!("{e}");
         }
         let gpu_baseline = gpu::memory_used_mib(&self.gpus(i));
-        match self.start(i).await {
+        match self.start(i, slot.resets_hang.clone()).await {
             Ok((process, endpoint)) => {
                 let endpoint = Arc::new(endpoint);
                 if let Some(process) = process {
@@ -168,7 +170,7 @@ impl Services {
         self.logs.join(format!("{name}.log"))
     }
 
-    async fn start(&self, i: usize) -> Result<(Option<ServerProcess>, Endpoint)> {
+    async fn start(&self, i: usize, resets_hang: Arc<std::sync::atomic::AtomicBool>) -> Result<(Option<ServerProcess>, Endpoint)> {
         let spec = &self.specs[i];
         let model = &self.experiment.models[&spec.model];
         let api_key = match &model.api_key_env {
@@ -187,6 +189,7 @@ impl Services {
             secrets: secrets.clone(),
             server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url, "api": api.path()}),
             gpus: Vec::new(),
+            resets_hang: resets_hang.clone(),
         };
         match spec.backend {
             Backend::Endpoint => {
@@ -253,7 +256,7 @@ impl Services {
             meta["slurm"] =
                 serde_json::json!({"job_id": var("SLURM_JOB_ID"), "node": var("SLURMD_NODENAME"), "partition": var("SLURM_JOB_PARTITION")});
         }
-        Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus: self.gpus(i) }))
+        Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus: self.gpus(i), resets_hang }))
     }
 
     /// The argv that launches server `i` on `port`.
@@ -377,7 +380,7 @@ impl Services {
                 cmd.env("VLLM_API_KEY", key);
             }
         }
-        ServerProcess::spawn(cmd, &self.sim_bin).map_err(|e| {
+        ServerProcess::spawn(cmd, &self.sim_bin, &spec.id).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 anyhow!("server command `{}` not found", argv[0])
                     .hint(format!("install it (for vLLM: pip install vllm) or fix `command` in [models.{}]", spec.model))
@@ -424,7 +427,7 @@ fn free_port() -> Result<u16> {
 pub async fn served_names(client: &reqwest::Client, base_url: &str) -> Result<Vec<String>> {
     let url = format!("{}/v1/models", base_url.trim_end_matches('/'));
     let resp =
-        client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {e}").hint("is the server running and the URL right?"))?;
+        client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {}", client::why(&e)).hint("is the server running and the URL right?"))?;
     if resp.status().is_redirection() {
         return Err(anyhow!("`{url}` answered {} (a redirect), which pipeline does not follow", resp.status())
             .hint("set the model's `url` to the server's own address"));
@@ -438,7 +441,7 @@ async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) ->
     if !ids.iter().any(|id| id == served) {
         return Err(anyhow!(
             "the server at `{base_url}` does not serve model `{served}` (it lists: {})",
-            client::printable(&ids.join(", "), 500)
+            crate::untrusted::escaped(&ids.join(", "), 500)
         )
         .hint("set `served-name` to one of those"));
     }
@@ -447,13 +450,15 @@ async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) ->
 
 async fn server_version(client: &reqwest::Client, base_url: &str) -> Option<String> {
     let v = small_json(client.get(format!("{base_url}/version")).send().await.ok()?).await?;
-    v["version"].as_str().map(|s| client::printable(s, 200))
+    v["version"].as_str().map(|s| crate::untrusted::escaped(s, 200))
 }
 
 /// A small JSON answer (`/v1/models`, `/version`): at most 1 MiB is read.
 async fn small_json(resp: reqwest::Response) -> Option<serde_json::Value> {
-    let (body, truncated) = client::read_capped(resp, 1 << 20).await;
-    if truncated { None } else { serde_json::from_slice(&body).ok() }
+    match client::read_capped(resp, 1 << 20).await {
+        (body, client::BodyEnd::Complete) => serde_json::from_slice(&body).ok(),
+        _ => None,
+    }
 }
 
 /// The tail of a server log, with what it probably means.

@@ -93,6 +93,10 @@ pub struct Endpoint {
     /// NVML indices of the GPUs the server runs on (empty: not this machine's GPUs),
     /// sampled during the measurement.
     pub gpus: Vec<u32>,
+    /// Set once a cache-reset route of this server did not answer in time: its later
+    /// cells are salted at once rather than wait for it again (one per server, shared
+    /// by every cell that measures on it).
+    pub resets_hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One request as recorded.
@@ -122,16 +126,23 @@ struct Wire {
 /// the server's `/metrics` alongside, and write down everything.
 pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: &str, out: &Path) -> Result<()> {
     let (by_id, video) = (p.image_reuse.as_deref() == Some("uuid"), p.frames_as.as_deref() == Some("video"));
-    let (dataset, parts) = load(p, dataset_dir, endpoint.api, by_id, video).await?;
+    let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
+    let timeout = Duration::try_from_secs_f64(p.request_timeout_s).context("request-timeout-s")?;
+    let mut isolated = isolation::isolate(endpoint, &p.backend, p.cache_isolation, &format!("pipeline-{run_id}"), timeout).await?;
+    // Under a salt, the images carry it too, or vLLM's multimodal caches (keyed by
+    // the image's bytes) hand this cell what an earlier one processed.
+    let nonce = isolated.salt.clone();
+    let (dataset, parts) = load(p, dataset_dir, endpoint.api, by_id, video, nonce.as_deref()).await?;
+    if let Some(nonce) = nonce {
+        isolated.images_salted(&nonce, parts.values().filter(|part| !part.salted).count());
+    }
     let target = Arc::new(Target {
         url: format!("{}{}", endpoint.base_url.trim_end_matches('/'), endpoint.api.path()),
         api: endpoint.api,
         api_key: endpoint.api_key.clone(),
-        timeout: Duration::try_from_secs_f64(p.request_timeout_s).context("request-timeout-s")?,
+        timeout,
         secrets: endpoint.secrets.clone(),
     });
-    let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
-    let isolated = isolation::isolate(endpoint, &p.backend, p.cache_isolation, &format!("pipeline-{run_id}"), target.timeout).await?;
     let wire = Wire {
         client: client::http_client(p.batch_size as usize + 1)?,
         header: Arc::new(request_header(p, endpoint.api, isolated.salt.as_deref())),
@@ -149,7 +160,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     let mut records = warm_up(p, &dataset.warmup, &wire).await;
     // The server's own numbers, for the measured requests (warm-up done).
     let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
-    let scraper = scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), interval, wire.target.timeout).await;
+    let scraper = scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), endpoint.secrets.clone(), interval, wire.target.timeout).await;
     let planned = p.batch_size as u64 * p.turns as u64;
     let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
     records.extend(converse(p, dataset.conversations, &wire, &budget).await?);
@@ -195,7 +206,15 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
 /// The dataset and its images as request parts, once the options that constrain them
 /// (`by_id`: images sent once and then referred to; `video`: a turn's frames as one
 /// video) are known to fit the server.
-async fn load(p: &Params, dataset_dir: &Path, api: Api, by_id: bool, video: bool) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
+/// With `nonce`, every image's bytes carry it (pixels unchanged).
+async fn load(
+    p: &Params,
+    dataset_dir: &Path,
+    api: Api,
+    by_id: bool,
+    video: bool,
+    nonce: Option<&str>,
+) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
     if by_id && api != Api::OpenAiChat {
         bail!("image-reuse = \"uuid\" needs a vLLM-compatible server (multimodal UUIDs); `{}` does not take them", p.backend);
     }
@@ -203,7 +222,8 @@ async fn load(p: &Params, dataset_dir: &Path, api: Api, by_id: bool, video: bool
         bail!("frames-as = \"video\" needs a vLLM-compatible server and image-reuse = \"resend\"");
     }
     let dir = dataset_dir.to_path_buf();
-    let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir, api, by_id)).await??;
+    let nonce = nonce.map(str::to_string);
+    let (dataset, parts) = tokio::task::spawn_blocking(move || load_dataset(&dir, api, by_id, nonce.as_deref())).await??;
     if video && let Some((name, _)) = parts.iter().find(|(_, p)| !p.jpeg) {
         bail!("frames-as = \"video\" sends frames as `data:video/jpeg`, but `{name}` is not a JPEG");
     }
@@ -468,11 +488,14 @@ struct ImagePart {
     /// The bare base64 of a JPEG (for frames sent as one video), else empty.
     jpeg_b64: String,
     jpeg: bool,
+    /// Its bytes carry the cell's nonce.
+    salted: bool,
 }
 
 /// The dataset, and every image as ready-made JSON content parts for `api`; with
-/// `by_id`, parts carry a stable id (vLLM's multimodal UUIDs) derived from the bytes.
-fn load_dataset(dir: &Path, api: Api, by_id: bool) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
+/// `by_id`, parts carry a stable id (vLLM's multimodal UUIDs) derived from the bytes;
+/// with `nonce`, the bytes carry it ([`isolation::with_nonce`]).
+fn load_dataset(dir: &Path, api: Api, by_id: bool, nonce: Option<&str>) -> Result<(Dataset, BTreeMap<String, ImagePart>)> {
     let dataset: Dataset = serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?)?;
     let mut parts = BTreeMap::new();
     let all = dataset.conversations.iter().flat_map(|c| c.turns.iter()).chain([&dataset.warmup]);
@@ -481,7 +504,14 @@ fn load_dataset(dir: &Path, api: Api, by_id: bool) -> Result<(Dataset, BTreeMap<
             if parts.contains_key(img) {
                 continue;
             }
-            let bytes = std::fs::read(dir.join(img)).with_context(|| format!("reading {img}"))?;
+            let mut bytes = std::fs::read(dir.join(img)).with_context(|| format!("reading {img}"))?;
+            let salted = match nonce.map(|n| isolation::with_nonce(&bytes, n)) {
+                Some(Some(changed)) => {
+                    bytes = changed;
+                    true
+                }
+                _ => false,
+            };
             let mime = match image::guess_format(&bytes) {
                 Ok(image::ImageFormat::Png) => "image/png",
                 _ => "image/jpeg",
@@ -499,7 +529,7 @@ fn load_dataset(dir: &Path, api: Api, by_id: bool) -> Result<(Dataset, BTreeMap<
             };
             let by_id = by_id.then(|| format!(r#"{{"type":"image_url","image_url":null,"uuid":"{uuid}"}}"#));
             let jpeg = mime == "image/jpeg";
-            parts.insert(img.clone(), ImagePart { full: part, by_id, jpeg_b64: if jpeg { b64 } else { String::new() }, jpeg });
+            parts.insert(img.clone(), ImagePart { full: part, by_id, jpeg_b64: if jpeg { b64 } else { String::new() }, jpeg, salted });
         }
     }
     Ok((dataset, parts))
