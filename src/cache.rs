@@ -221,6 +221,8 @@ impl Cache {
         }
         let staged_path = staged.keep();
         fs::rename(&staged_path, &dest).map_err(io_err(&dest))?;
+        // An earlier failure of this step is history now.
+        let _ = fs::remove_dir_all(self.root.join("failed").join(&manifest.kind).join(key.hex()));
         Ok(manifest)
     }
 
@@ -304,6 +306,20 @@ impl Cache {
                         fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
                         removed.0 += 1;
                     }
+                }
+            }
+        }
+        // What failed steps left: kept for a look while their step is in the plan,
+        // removed with the entries once it is not.
+        let failed = self.root.join("failed");
+        for kind in fs::read_dir(&failed).into_iter().flatten().filter_map(|e| e.ok()) {
+            for entry in fs::read_dir(kind.path()).into_iter().flatten().filter_map(|e| e.ok()) {
+                if !keep.contains(entry.file_name().to_string_lossy().as_ref()) {
+                    let mut files = Vec::new();
+                    let _ = collect_files(&entry.path(), &entry.path(), &mut files);
+                    removed.1 += files.iter().map(|f| f.size).sum::<u64>();
+                    fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+                    removed.0 += 1;
                 }
             }
         }

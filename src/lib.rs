@@ -11,8 +11,10 @@
 //!
 //! Beside the stages, what several of them use: [`client`] (one timed chat request
 //! over HTTP), [`gpu`] (NVML identity and telemetry), [`clock`] (the timestamps'
-//! clock), [`secrets`] (API keys, redacted), [`processes`] (what still runs), and
-//! [`export`] (tables as Parquet and CSV).
+//! clock), [`secrets`] (API keys, redacted), [`processes`] (what still runs),
+//! [`interrupt`] (signals: a clean stop, then a watchdog), [`untrusted`] (the one
+//! escaping function for text from outside), and [`export`] (tables as Parquet and
+//! CSV).
 
 pub mod cache;
 pub mod cli;
@@ -25,6 +27,7 @@ pub mod exec;
 pub mod export;
 pub mod gpu;
 pub mod hash;
+pub mod interrupt;
 pub mod matrix;
 pub mod plan;
 pub mod processes;
@@ -33,6 +36,7 @@ pub mod secrets;
 pub mod sim;
 pub mod slurm;
 pub mod steps;
+pub mod untrusted;
 
 /// Exit codes, documented in `pipeline --help` and the README.
 pub mod exit {

@@ -22,6 +22,7 @@ pub mod sse;
 
 use crate::clock::monotonic_ns;
 use crate::secrets::Secrets;
+use crate::untrusted::escaped;
 use sse::SseParser;
 
 /// Most bytes one answer's event stream may carry: about a million tokens of vLLM
@@ -168,26 +169,32 @@ pub fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none())
 }
 
-/// Up to `limit` bytes of a response body (the rest is not read), and whether there
-/// was more.
-pub async fn read_capped(resp: reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
+/// How a capped read of a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// The server ended the body.
+    Complete,
+    /// The body ran past the cap; the rest was not read.
+    TooLong,
+    /// The connection failed or timed out before the body ended: what was read is a
+    /// fragment, not the answer.
+    Broken,
+}
+
+/// Up to `limit` bytes of a response body, and how reading it ended.
+pub async fn read_capped(resp: reqwest::Response, limit: usize) -> (Vec<u8>, BodyEnd) {
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
-    while let Some(Ok(piece)) = stream.next().await {
+    while let Some(piece) = stream.next().await {
+        let Ok(piece) = piece else { return (body, BodyEnd::Broken) };
         let room = limit - body.len();
         if piece.len() > room {
             body.extend_from_slice(&piece[..room]);
-            return (body, true);
+            return (body, BodyEnd::TooLong);
         }
         body.extend_from_slice(&piece);
     }
-    (body, false)
-}
-
-/// Text from a server for a message: control characters shown escaped, at most `n`
-/// characters.
-pub fn printable(text: &str, n: usize) -> String {
-    text.chars().take(n).flat_map(|c| if c.is_control() && c != '\n' { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    (body, BodyEnd::Complete)
 }
 
 /// One event of Anthropic's Messages stream (the ones that carry what we record).
@@ -269,14 +276,14 @@ async fn read(req: reqwest::RequestBuilder, api: Api, ex: &mut Exchange) {
         Ok(r) => r,
         Err(e) => {
             ex.error = if e.is_timeout() { ErrorClass::Timeout } else { ErrorClass::Connect };
-            ex.error_detail = error_chain(&e);
+            ex.error_detail = why(&e);
             return;
         }
     };
     ex.headers_ns = Some(monotonic_ns());
     ex.status = resp.status().as_u16();
     if resp.status().is_redirection() {
-        let to = resp.headers().get("location").map(|v| printable(&String::from_utf8_lossy(v.as_bytes()), 200));
+        let to = resp.headers().get("location").map(|v| escaped(&String::from_utf8_lossy(v.as_bytes()), 200));
         ex.error = ErrorClass::Redirect;
         ex.error_detail = format!(
             "answered {} redirecting to `{}`; redirects are not followed, so that no key travels to another address",
@@ -298,10 +305,10 @@ async fn read(req: reqwest::RequestBuilder, api: Api, ex: &mut Exchange) {
             _ => ErrorClass::Http5xx,
         };
         let (body, _) = read_capped(resp, MAX_ERROR_BODY_BYTES).await;
-        ex.error_detail = printable(&String::from_utf8_lossy(&body), DETAIL_CHARS);
+        ex.error_detail = escaped(&String::from_utf8_lossy(&body), DETAIL_CHARS);
         return;
     }
-    let content_type = resp.headers().get("content-type").map(|v| printable(&String::from_utf8_lossy(v.as_bytes()), 100));
+    let content_type = resp.headers().get("content-type").map(|v| escaped(&String::from_utf8_lossy(v.as_bytes()), 100));
     let mut parser = SseParser::default();
     let mut done = false;
     let mut events = 0usize;
@@ -349,7 +356,7 @@ async fn read(req: reqwest::RequestBuilder, api: Api, ex: &mut Exchange) {
             ex.error_detail = format!(
                 "expected an event stream (text/event-stream), got {} starting with `{}`",
                 content_type.map_or("no content-type".to_string(), |t| format!("`{t}`")),
-                printable(&String::from_utf8_lossy(&head), 200)
+                escaped(&String::from_utf8_lossy(&head), 200)
             );
             return;
         }
@@ -429,6 +436,21 @@ fn anthropic_event(data: &str, now: u64, ex: &mut Exchange, done: &mut bool) {
         Ok(AnthropicEvent::Other) => {}
         Err(e) => malformed(ex, e, data),
     }
+}
+
+/// Why a request got no answer, cause first: reqwest says "error sending request"
+/// for a timeout and a refused connection alike, and only its sources tell which.
+pub fn why(e: &reqwest::Error) -> String {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "the request failed"
+    };
+    format!("{what} ({})", error_chain(e))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

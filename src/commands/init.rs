@@ -94,6 +94,15 @@ fn toml_str(text: &str) -> String {
 }
 
 fn model(args: &InitArgs) -> anyhow::Result<Model> {
+    // A name goes into the file as a TOML string (and into a comment): one line of
+    // printable text, or it could write keys of its own.
+    for (flag, name) in [("--vllm", &args.vllm), ("--openai", &args.openai), ("--anthropic", &args.anthropic), ("--api-key-env", &args.api_key_env)] {
+        if let Some(name) = name
+            && (name.is_empty() || name.chars().any(crate::untrusted::is_unsafe_char))
+        {
+            return Err(anyhow!("{flag} {}: not a model name", config::quoted(name)).hint("a name is one line of printable text"));
+        }
+    }
     if let Some(name) = &args.vllm {
         let key = key_of(name);
         let header = toml_key(&key);
@@ -105,7 +114,7 @@ fn model(args: &InitArgs) -> anyhow::Result<Model> {
              # Another configuration of the same model, measured beside it (add \"awq\" to\n\
              # [matrix] variant):\n\
              # [models.{header}.variants.awq]\n\
-             # model = \"{name}-AWQ\"\n\
+             # model = {}\n\
              # quantization = \"awq\"\n\n\
              [server]\n\
              tensor-parallel-size = {}\n\
@@ -113,12 +122,17 @@ fn model(args: &InitArgs) -> anyhow::Result<Model> {
              # one 720p image are about 72k tokens.\n\
              max-model-len = 32768\n",
             toml_str(name),
+            toml_str(&format!("{name}-AWQ")),
             args.tensor_parallel_size
         );
         return Ok(Model { key, table, note: Some("`vllm` must be on PATH where the run happens (pip install vllm)".into()) });
     }
     if let Some(url) = &args.endpoint {
         let url = url.trim_end_matches('/');
+        // Checked before anything is sent: a URL with a key in it is refused, not used.
+        if let Some((message, hint)) = config::validate::url_problem(url) {
+            return Err(anyhow!("--endpoint: {message}").hint(hint));
+        }
         let (served, note) = match served_models(url) {
             Ok(names) if !names.is_empty() => {
                 let note = (names.len() > 1).then(|| format!("the server serves {}; the file measures the first", names.join(", ")));

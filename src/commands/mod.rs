@@ -52,6 +52,10 @@ impl From<CacheError> for Failure {
 
 pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
     let cache = Cache::new(&cli.cache);
+    // Commands that start servers or may run long stop within seconds of a signal.
+    if !matches!(cli.command, Command::SimServer(_) | Command::Guard { .. } | Command::Schema | Command::Completions { .. }) {
+        crate::interrupt::install();
+    }
     match cli.command {
         Command::Run { target, jobs, keep_going } => run(&cache, &target, jobs, keep_going),
         Command::Plan { target, json } => plan_cmd(&cache, &target, json),
@@ -406,8 +410,10 @@ fn execute(
             kind: Kind::User,
         });
     }
-    eprintln!("pipeline: {} ({} cells, {} steps): {}", source.display, plan.cells.len(), plan.steps.len(), counts_line(&statuses));
     let report_dest = plan.experiment.base_dir.join(&plan.experiment.report.dir);
+    // A folder the report cannot go into is refused before anything is measured.
+    exec::check_report_dir(&report_dest, &plan.experiment.name).map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
+    eprintln!("pipeline: {} ({} cells, {} steps): {}", source.display, plan.cells.len(), plan.steps.len(), counts_line(&statuses));
     let sim_bin = std::env::current_exe().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let slurm = match plan.experiment.executor {
@@ -420,7 +426,7 @@ fn execute(
     let outcome = rt.block_on(async {
         tokio::select! {
             r = exec::execute(plan.clone(), cache.clone(), statuses, opts) => Ok(r),
-            code = interrupted() => Err(code),
+            code = crate::interrupt::requested() => Err(code),
         }
     });
     // Dropping the runtime drops every task: staging folders are removed and servers'
@@ -510,44 +516,6 @@ fn stopped(slurm: Option<&crate::slurm::SlurmExec>, code: i32) -> i32 {
     }
     eprintln!("interrupted: completed steps are kept in the cache; run the same command again to resume");
     code
-}
-
-/// Ctrl-C, SIGTERM (`kill`, or Slurm ending a job) or SIGHUP (the terminal closed, an
-/// SSH session dropped): each stops a run cleanly. Returns the exit code, 128 + the
-/// signal's number.
-async fn interrupted() -> i32 {
-    use tokio::signal::unix::{SignalKind, signal};
-    let wait = |kind: SignalKind| async move {
-        match signal(kind) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            // Without the handler the default action applies: nothing to wait for.
-            Err(_) => std::future::pending().await,
-        }
-    };
-    // Under `nohup` SIGHUP is ignored, and stays so: the user asked to outlive the terminal.
-    let hangup = async {
-        match ignored(libc::SIGHUP) {
-            true => std::future::pending().await,
-            false => wait(SignalKind::hangup()).await,
-        }
-    };
-    tokio::select! {
-        _ = wait(SignalKind::interrupt()) => 128 + 2,
-        _ = wait(SignalKind::terminate()) => 128 + 15,
-        _ = hangup => 128 + 1,
-    }
-}
-
-/// Whether `signal` was set to be ignored when this process started.
-fn ignored(signal: libc::c_int) -> bool {
-    // SAFETY: sigaction with a null new action only reads the current disposition
-    // into `old`, a zeroed struct of the right type.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(signal, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-    }
 }
 
 fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorKind>) -> Result<i32, Failure> {

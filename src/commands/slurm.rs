@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
-use super::{Failure, fail, interrupted, load_with};
+use super::{Failure, fail, load_with};
 use crate::cache::Cache;
 use crate::config;
 use crate::error::{Kind, WithHint};
@@ -154,7 +154,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     let outcome = rt.block_on(async {
         tokio::select! {
             r = exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts) => Ok(r),
-            code = interrupted() => Err(code),
+            code = crate::interrupt::requested() => Err(code),
         }
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(15));

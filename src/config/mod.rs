@@ -10,7 +10,7 @@ mod inputs;
 pub mod limits;
 mod locate;
 pub mod raw;
-mod validate;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -704,22 +704,7 @@ pub fn slurm_minutes(text: &str) -> Option<u64> {
     Some(days.unwrap_or(0) * 1440 + h * 60 + m + s.div_ceil(60))
 }
 
-/// A control character, or a Unicode formatting character that reorders or hides text
-/// (bidirectional overrides and isolates, zero-width marks).
-pub fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}')
-}
-
-/// `text` in backticks for a message, control characters escaped and cut at 60
-/// characters, so a hostile name cannot break the terminal or the message's lines.
-pub fn quoted(text: &str) -> String {
-    let mut shown: String =
-        text.chars().take(60).flat_map(|c| if is_unsafe_char(c) { c.escape_unicode().collect::<Vec<_>>() } else { vec![c] }).collect();
-    if text.chars().count() > 60 {
-        shown.push('…');
-    }
-    format!("`{shown}`")
-}
+pub use crate::untrusted::{is_unsafe_char, quoted};
 
 /// A text file of at most [`limits::MAX_FILE_BYTES`], whatever the path points at.
 pub fn read_capped(path: &Path) -> std::io::Result<String> {

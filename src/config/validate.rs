@@ -406,10 +406,16 @@ impl Validator<'_> {
                 None
             };
             if let Some(why) = why {
+                // The variable each API's own tools read.
+                let var = match backend {
+                    Backend::Anthropic => "ANTHROPIC_API_KEY",
+                    Backend::Openai => "OPENAI_API_KEY",
+                    _ => "VLLM_API_KEY",
+                };
                 self.error(
                     format!("{at}.api-key-env"),
                     why,
-                    Some("export the key in your shell (export ANTHROPIC_API_KEY=...) and write its name: api-key-env = \"ANTHROPIC_API_KEY\"".into()),
+                    Some(format!("export the key in your shell (export {var}=...) and write its name: api-key-env = \"{var}\"")),
                 );
             }
         }
@@ -490,27 +496,10 @@ impl Validator<'_> {
         merged
     }
 
-    /// An `http://` or `https://` base URL without credentials in it: keys come from
-    /// `api-key-env`, and a URL is written into step keys, logs and reports.
+    /// An `http://` or `https://` base URL without credentials in it ([`url_problem`]).
     fn url(&mut self, path: &str, text: &str) {
-        match reqwest::Url::parse(text) {
-            Ok(url) if !matches!(url.scheme(), "http" | "https") || url.host().is_none() => self.error(
-                path,
-                format!("{} is not an http:// or https:// address", quoted(text)),
-                Some("for example url = \"http://gpu-node:8000\"".into()),
-            ),
-            Ok(url) if !url.username().is_empty() || url.password().is_some() => self.error(
-                path,
-                "holds a user name or password; they would be written into step keys, logs and reports",
-                Some("remove them from the URL and put the key in the variable named by `api-key-env`".into()),
-            ),
-            Ok(url) if url.query().is_some() || url.fragment().is_some() => self.error(
-                path,
-                "holds a query string or fragment; a base URL takes neither (request paths are appended to it), and a `key=` or `token=` there would be written into step keys, logs and reports",
-                Some("remove everything from `?` on; put a key in the variable named by `api-key-env`".into()),
-            ),
-            Ok(_) => {}
-            Err(e) => self.error(path, format!("is not a URL ({e})"), Some("for example url = \"http://gpu-node:8000\"".into())),
+        if let Some((message, hint)) = url_problem(text) {
+            self.error(path, message, Some(hint.into()));
         }
     }
 
@@ -902,6 +891,28 @@ impl Validator<'_> {
                 self.error(format!("{path}[{j}]"), format!("{} is listed twice", quoted(&shown)), Some("remove the repeat".into()));
             }
         }
+    }
+}
+
+
+/// What is wrong with `text` as a server's base URL (the message and a hint), if
+/// anything: it must be `http://` or `https://` with a host, and hold no credentials,
+/// query string or fragment, since a URL is written into step keys, logs and reports.
+pub fn url_problem(text: &str) -> Option<(String, &'static str)> {
+    match reqwest::Url::parse(text) {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") || url.host().is_none() => {
+            Some((format!("{} is not an http:// or https:// address", quoted(text)), "for example url = \"http://gpu-node:8000\""))
+        }
+        Ok(url) if !url.username().is_empty() || url.password().is_some() => Some((
+            "holds a user name or password; they would be written into step keys, logs and reports".into(),
+            "remove them from the URL and put the key in the variable named by `api-key-env`",
+        )),
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => Some((
+            "holds a query string or fragment; a base URL takes neither (request paths are appended to it), and a `key=` or `token=` there would be written into step keys, logs and reports".into(),
+            "remove everything from `?` on; put a key in the variable named by `api-key-env`",
+        )),
+        Ok(_) => None,
+        Err(e) => Some((format!("is not a URL ({e})"), "for example url = \"http://gpu-node:8000\"")),
     }
 }
 

@@ -28,7 +28,7 @@ use crate::hash::{Digest, StepKey};
 use crate::plan::{Plan, ServerSpec, State, StepKind, StepStatus};
 use crate::steps;
 use progress::Progress;
-pub use publish::{PublishError, publish_report};
+pub use publish::{PublishError, check as check_report_dir, publish_report};
 use service::Services;
 
 #[derive(Clone)]

@@ -8,13 +8,18 @@
 //! Each group also gets a **guard**: a small `pipeline guard PGID` process in a group
 //! of its own, whose stdin is a pipe from this process. When this process ends by any
 //! means, SIGKILL and the OOM killer included, the kernel closes the pipe, and the
-//! guard stops the group. `PR_SET_PDEATHSIG` would only reach the leader (not its
+//! guard stops the group. A guard that dies first (killed by hand, by the OOM
+//! killer) leaves its server unprotected: the run notices at once, says so, and stops
+//! that server (the next measure that needs it starts it again, with a new guard).
+//! `PR_SET_PDEATHSIG` would only reach the leader (not its
 //! children), and it fires when the *thread* that spawned the child exits, which in a
 //! thread pool is not the process; the pipe depends on neither.
 
 use std::io::Read;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
@@ -25,14 +30,23 @@ pub const GRACE: Duration = Duration::from_secs(10);
 pub struct ServerProcess {
     child: tokio::process::Child,
     pgid: Pid,
-    /// The guard and the write end of its pipe; dropping the pipe releases the guard.
-    guard: Option<(tokio::process::Child, tokio::process::ChildStdin)>,
+    /// The guard, watched by a task of its own, and the write end of its pipe;
+    /// dropping the pipe releases the guard.
+    guard: Option<Guard>,
+}
+
+struct Guard {
+    watch: tokio::task::JoinHandle<()>,
+    pipe: tokio::process::ChildStdin,
+    /// Set before the pipe is dropped: the guard's exit is expected.
+    released: Arc<AtomicBool>,
 }
 
 impl ServerProcess {
     /// Spawn `cmd` as the leader of a new process group, with a guard (`guard_bin
     /// guard PGID`) that stops the group if this process dies.
-    pub fn spawn(mut cmd: tokio::process::Command, guard_bin: &Path) -> std::io::Result<ServerProcess> {
+    /// `name` is the server's, for the warning when its guard dies first.
+    pub fn spawn(mut cmd: tokio::process::Command, guard_bin: &Path, name: &str) -> std::io::Result<ServerProcess> {
         cmd.process_group(0).kill_on_drop(true);
         let mut child = cmd.spawn()?;
         let pgid = child.id().and_then(|p| Pid::from_raw(p as i32)).ok_or_else(|| std::io::Error::other("the server exited at once"))?;
@@ -46,7 +60,11 @@ impl ServerProcess {
             .spawn()
             .and_then(|mut g| g.stdin.take().map(|pipe| (g, pipe)).ok_or_else(|| std::io::Error::other("it has no stdin")));
         match guard {
-            Ok(guard) => Ok(ServerProcess { child, pgid, guard: Some(guard) }),
+            Ok((guard, pipe)) => {
+                let released = Arc::new(AtomicBool::new(false));
+                let watch = tokio::spawn(watch_guard(guard, pgid, name.to_string(), released.clone()));
+                Ok(ServerProcess { child, pgid, guard: Some(Guard { watch, pipe, released }) })
+            }
             // No server runs without its guard.
             Err(e) => {
                 let _ = kill_process_group(pgid, Signal::KILL);
@@ -75,18 +93,40 @@ impl ServerProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = kill_process_group(self.pgid, Signal::KILL);
-        if let Some((mut guard, pipe)) = self.guard.take() {
+        if let Some(Guard { watch, pipe, released }) = self.guard.take() {
+            released.store(true, Ordering::SeqCst);
             drop(pipe);
-            let _ = tokio::time::timeout(Duration::from_secs(2), guard.wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), watch).await;
         }
     }
+}
+
+/// Wait for a server's guard to exit; unless it was released, the server has lost its
+/// protection against this run dying: say so and stop the server's group now (the
+/// leader's exit then shows as the server exiting during its measurement).
+async fn watch_guard(mut guard: tokio::process::Child, pgid: Pid, name: String, released: Arc<AtomicBool>) {
+    let status = guard.wait().await;
+    if released.load(Ordering::SeqCst) || !group_alive(pgid) {
+        return;
+    }
+    let how = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+    eprintln!(
+        "warning: the guard of server `{name}` ended ({how}); stopping the server now, since nothing would stop it if this run were killed"
+    );
+    let _ = kill_process_group(pgid, Signal::TERM);
+    let deadline = Instant::now() + GRACE;
+    while group_alive(pgid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = kill_process_group(pgid, Signal::KILL);
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         // A server dropped without `stop` (a panic, an early return) takes its group
         // along at once: the last line of defence, where nothing can wait.
-        if self.guard.is_some() {
+        if let Some(guard) = &self.guard {
+            guard.released.store(true, Ordering::SeqCst);
             let _ = kill_process_group(self.pgid, Signal::KILL);
         }
     }

@@ -141,14 +141,21 @@ fn listed(marker: &str) -> Vec<String> {
 /// Make sure `dest` is this experiment's report folder, creating it (with its marker)
 /// if need be. A folder from before markers existed is taken over when it holds only
 /// report files and its README.md says `pipeline` generated it.
-fn claim(dest: &Path, experiment: &str, files: &[(String, PathBuf)]) -> Result<(), PublishError> {
-    let marker = dest.join(MARKER);
-    if let Ok(text) = std::fs::read_to_string(&marker) {
+/// Whether a report of `experiment` may be published into `dest`, checked before a
+/// run measures anything (`dir = "."` is refused before an hour of measuring, not
+/// after), and again when it publishes.
+pub fn check(dest: &Path, experiment: &str) -> Result<(), PublishError> {
+    check_with(dest, experiment, &[]).map(|_| ())
+}
+
+/// [`check`], knowing the report's own file names; whether the folder has a marker.
+fn check_with(dest: &Path, experiment: &str, files: &[(String, PathBuf)]) -> Result<bool, PublishError> {
+    if let Ok(text) = std::fs::read_to_string(dest.join(MARKER)) {
         return match text.lines().find_map(|l| l.strip_prefix("experiment: ")) {
             Some(other) if other != experiment => {
                 Err(PublishError::OtherExperiment { dir: dest.to_path_buf(), other: other.to_string(), experiment: experiment.to_string() })
             }
-            _ => Ok(()),
+            _ => Ok(true),
         };
     }
     let mut foreign = Vec::new();
@@ -175,6 +182,14 @@ fn claim(dest: &Path, experiment: &str, files: &[(String, PathBuf)]) -> Result<(
         }
         return Err(PublishError::NotOurs { dir: dest.to_path_buf(), foreign, experiment: experiment.to_string() });
     }
+    Ok(false)
+}
+
+fn claim(dest: &Path, experiment: &str, files: &[(String, PathBuf)]) -> Result<(), PublishError> {
+    if check_with(dest, experiment, files)? {
+        return Ok(());
+    }
+    let marker = dest.join(MARKER);
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     // No file is listed yet: a folder taken over from before markers keeps its files
     // until the report writes over them.

@@ -81,7 +81,7 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "a newline in a served name",
         "backend = \"sim\"",
         "backend = \"sim\"\nserved-name = \"x\\ny\"",
-        "4:15 models.a.served-name: `x\\u{a}y` holds a line break or another control character",
+        "4:15 models.a.served-name: `x\\ny` holds a line break or another control character",
     ),
     (
         "a URL that is not one",

@@ -7,7 +7,7 @@
 //! allows HTML, and a bidirectional override make a line read other than it is. Every
 //! value the Markdown template prints goes through one of these filters.
 
-use crate::config::is_unsafe_char;
+use crate::untrusted::is_unsafe_char;
 
 /// Text for a Markdown line or a table cell: one line, without control or
 /// bidirectional-formatting characters, with Markdown's active characters escaped.
@@ -15,6 +15,10 @@ use crate::config::is_unsafe_char;
 /// it could start or end emphasis (not in `snake_case`), and `]` before `(`, which is
 /// what makes `[text](url)` a link (a bare `[17.0 – 18.0]` is text).
 pub fn md(text: &str) -> String {
+    escape(text, false)
+}
+
+fn escape(text: &str, brackets: bool) -> String {
     let chars: Vec<char> = text.chars().filter(|c| !is_unsafe_char(*c) || *c == '\n').collect();
     let mut out = String::with_capacity(text.len());
     for (i, &c) in chars.iter().enumerate() {
@@ -26,11 +30,21 @@ pub fn md(text: &str) -> String {
                 out.push(c);
             }
             '_' if !(word(i.checked_sub(1)) && word(Some(i + 1))) => out.push_str("\\_"),
+            '[' | ']' if brackets => {
+                out.push('\\');
+                out.push(c);
+            }
             ']' if chars.get(i + 1) == Some(&'(') => out.push_str("\\]"),
             c => out.push(c),
         }
     }
     out
+}
+
+/// An image's alt text (`![alt](file)`): [`md`], and every bracket escaped, since
+/// any unbalanced `]` ends the alt text and the rest would be read as Markdown.
+pub fn mdalt(text: &str) -> String {
+    escape(text, true)
 }
 
 /// A code span holding `text` literally: a fence of more backticks than any run
@@ -58,6 +72,7 @@ mod tests {
         assert_eq!(md("[link](http://x) ![img](y)"), "[link\\](http://x) ![img\\](y)");
         assert_eq!(md("17.5 [17.0 – 18.0]"), "17.5 [17.0 – 18.0]");
         assert_eq!(md("&#x202E;"), "\\&\\#x202E;");
+        assert_eq!(mdalt("latency, m [a] b](x) \\]"), "latency, m \\[a\\] b\\](x) \\\\\\]");
     }
 
     #[test]

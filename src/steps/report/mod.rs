@@ -464,6 +464,7 @@ fn render(page: &Page, templates: Option<&Path>, out: &Path) -> Result<()> {
     let mut env = Environment::new();
     env.set_syntax(minijinja::syntax::SyntaxConfig::builder().keep_trailing_newline(true).build()?);
     env.add_filter("md", |v: JValue| markdown::md(&v.to_string()));
+    env.add_filter("mdalt", |v: JValue| markdown::mdalt(&v.to_string()));
     env.add_filter("mdcode", |v: JValue, table: Option<bool>| markdown::mdcode(&v.to_string(), table));
     env.add_filter("anchor", |v: JValue| anchor(&v.to_string()));
     for (name, source) in params::template_sources(templates) {
