@@ -403,4 +403,21 @@ mod tests {
         let more: HashSet<&str> = ["s1", "s2", "s3"].into_iter().collect();
         assert!(!cache.run_matches("exp", &more, [("s3", &c)].into_iter()), "a new step has no record yet");
     }
+
+    #[test]
+    fn what_failed_is_kept_while_its_step_is_planned_and_then_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let (planned, gone) = (Digest([4; 32]), Digest([5; 32]));
+        for key in [&planned, &gone] {
+            let staged = cache.stage().unwrap();
+            fs::write(staged.path().join("requests.csv"), "turn\n0\n").unwrap();
+            assert!(cache.keep_failed(staged, "measure", key).is_some());
+        }
+        let keep: HashSet<String> = [planned.hex()].into_iter().collect();
+        let (removed, _) = cache.gc(&keep).unwrap();
+        assert_eq!(removed, 1);
+        assert!(dir.path().join("failed/measure").join(planned.hex()).exists());
+        assert!(!dir.path().join("failed/measure").join(gone.hex()).exists(), "cache/failed/ was never cleaned");
+    }
 }

@@ -307,6 +307,13 @@ impl Background {
         (status.code(), seen)
     }
 
+    /// Wait for the run to end by itself: the exit status and every stderr line.
+    fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.rest.join().unwrap());
+        (status, self.seen)
+    }
+
     /// Send `signal`; the exit status and every stderr line.
     fn signal(mut self, signal: rustix::process::Signal) -> (std::process::ExitStatus, Vec<String>) {
         rustix::process::kill_process(rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(), signal).unwrap();

@@ -533,3 +533,105 @@ fn an_interrupt_ends_any_run_within_two_seconds() {
         assert!(took < Duration::from_secs(2), "planning took {took:?} to stop");
     }
 }
+
+/// Items 2, 8 and the reset minor: a server we did not start sends `+Inf` and 1e308
+/// in its `/metrics`, a key in a label, and never answers its reset route. The run
+/// ends, the report draws, the key is stored nowhere, and the hanging route costs
+/// one timeout per server, not one per cell.
+#[test]
+fn what_a_foreign_server_says_is_bounded() {
+    const CANARY: &str = "sk-metricscanary0123456789";
+    let server = FakeServer::start(|req| match req.path.as_str() {
+        "/v1/models" => fake::models("m"),
+        "/version" => Reply::Ok("application/json", r#"{"version":"fake"}"#.into()),
+        "/metrics" => Reply::Ok(
+            "text/plain",
+            format!(
+                "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{{engine=\"0\",api_key=\"{CANARY}\"}} +Inf\n\
+                 # TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{{engine=\"0\"}} 1e308\n\
+                 # TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{{engine=\"0\",api_key=\"{CANARY}\"}} 0.5\n"
+            ),
+        ),
+        "/reset_prefix_cache" => Reply::Silence,
+        _ => Reply::Ok("text/event-stream", stream_of("ok")),
+    });
+    let p = Project::new();
+    let model = endpoint_model("far", &server.base, "");
+    p.write("experiments/t.toml", &experiment("foreign", &[model], "request-timeout-s = 2\nmetrics-interval-s = 0.2").replace("seed = [1]", "seed = [1, 2, 3]"));
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("sign:"), "the parser's stray line: {}", out.stderr);
+    let resets = server.requests().iter().filter(|r| r.path == "/reset_prefix_cache").count();
+    assert_eq!(resets, 1, "the hanging route is asked once for three cells");
+    let metas: Vec<serde_json::Value> = p
+        .all_files()
+        .into_iter()
+        .filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
+        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
+        .collect();
+    assert_eq!(metas.len(), 3);
+    for meta in &metas {
+        assert_eq!(meta["isolation"]["done"], "salt", "{meta}");
+        assert!(meta["server_metrics"]["non_finite_dropped"].as_u64().unwrap() >= 2, "{}", meta["server_metrics"]);
+    }
+    let not_asked = metas.iter().filter(|m| m["isolation"]["notes"].to_string().contains("did not answer an earlier cell in time")).count();
+    assert_eq!(not_asked, 2, "{metas:?}");
+    // The report drew the server chart with 1e308 in it, and draws it again.
+    assert!(p.read("reports/foreign/README.md").contains("/metrics"));
+    p.pipeline(&["report", "experiments/t.toml"]).status(0);
+    for (path, bytes) in p.all_files() {
+        assert!(!String::from_utf8_lossy(&bytes).contains(CANARY), "the label's key is in {}", path.display());
+    }
+}
+
+/// A server's guard killed by hand: the run says so at once and stops that server,
+/// which nothing would stop any more if the run died.
+#[test]
+fn a_killed_guard_is_noticed_and_its_server_stopped() {
+    let p = Project::with_base("guard-5e1d");
+    p.edit("turns = 2", "turns = 3");
+    let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
+    p.write("experiments/t.toml", &text);
+    let run = Background::start(&p, &["run", "experiments/t.toml"], "done   measure");
+    let run_pid = run.child.id() as i32;
+    let cmdline = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+    let children: Vec<(i32, i32, i32)> = processes().into_iter().filter(|(_, parent, _)| *parent == run_pid).collect();
+    let guard = children.iter().find(|(pid, _, _)| cmdline(*pid).contains(" guard ")).expect("a guard runs").0;
+    let server_group = children.iter().find(|(pid, _, _)| cmdline(*pid).contains("sim-server")).expect("a server runs").2;
+    rustix::process::kill_process(rustix::process::Pid::from_raw(guard).unwrap(), Signal::KILL).unwrap();
+    assert_eq!(left_in_groups(&BTreeSet::from([server_group]), 5), vec![], "the unguarded server was left running");
+    let (_, seen) = run.wait();
+    assert!(seen.iter().any(|l| l.starts_with("warning: the guard of server") && l.contains("stopping the server now")), "{seen:?}");
+    assert_eq!(left_in_groups(&BTreeSet::from([run_pid]), 5), vec![]);
+}
+
+/// `init` checks what it is given before it sends or writes anything.
+#[test]
+fn init_refuses_before_it_sends_or_writes() {
+    let server = FakeServer::start(|_| fake::models("m"));
+    let p = Project::new();
+    let with_key = server.base.replace("http://", "http://user:sk-initcanary0123456789@");
+    p.pipeline(&["init", "--name", "x", "--endpoint", &with_key]).status(2).stderr_has("holds a user name or password").stderr_lacks("sk-initcanary");
+    let with_query = format!("{}/?api_key=sk-initcanary0123456789", server.base);
+    p.pipeline(&["init", "--name", "x", "--endpoint", &with_query]).status(2).stderr_has("query string").stderr_lacks("sk-initcanary");
+    assert!(server.requests().is_empty(), "nothing is sent to a refused URL: {:?}", server.requests());
+    p.pipeline(&["init", "--name", "x", "--vllm", "Qwen/Q\n[models.evil]\nbackend = \"sim\""]).status(2).stderr_has("not a model name");
+    assert!(!p.path().join("experiments/x.toml").exists());
+    // A good URL is then asked for its models, and the file plans.
+    p.pipeline(&["init", "--name", "x", "--endpoint", &server.base]).status(0);
+    p.pipeline(&["plan", "experiments/x.toml"]).status(0);
+}
+
+/// `dir = "."` (a folder with the user's own README.md) is refused before anything is
+/// measured, not after.
+#[test]
+fn a_report_folder_that_is_not_ours_is_refused_before_measuring() {
+    let p = Project::with_base("dot-19ac");
+    p.write("README.md", "# my project\n");
+    p.edit("dir = \"reports/t\"", "dir = \".\"");
+    let out = p.pipeline(&["run", "experiments/t.toml"]);
+    out.status(2).stderr_has("holds files that pipeline did not write");
+    assert!(out.ran().is_empty(), "nothing ran: {}", out.stderr);
+    assert!(!p.path().join("cache/measure").exists());
+    assert_eq!(p.read("README.md"), "# my project\n");
+}

@@ -90,6 +90,7 @@ turns = 3
 max-tokens = 4
 warmup-requests = 0
 request-timeout-s = 300
+metrics-interval-s = 0.1
 questions = ["{QUESTION}"]
 
 [matrix]
@@ -100,7 +101,7 @@ batch-size = [1, 2]
 [[axis]]
 name = "isolation"
 workload = "cache-isolation"
-values = ["reset", "none"]
+values = ["reset", "none", "salt"]
 
 [report]
 dir = "reports/v"
@@ -129,7 +130,7 @@ dir = "reports/v"
     assert!(processes_with("vllm serve").iter().all(|c| !c.contains(&model.display().to_string())), "a vLLM is left behind");
 
     let cells = super::isolation::rows_by_cell(&p);
-    assert_eq!(cells.len(), 4, "{:?}", cells.keys());
+    assert_eq!(cells.len(), 6, "{:?}", cells.keys());
     // What was measured, for the log: per request, the cached share and the TTFT.
     for ((batch, isolation), rows) in &cells {
         for r in rows {
@@ -159,19 +160,55 @@ dir = "reports/v"
     // Conversation 0 of the batch-2 cell sends what the batch-1 cell sent first.
     let first = |batch: &str, iso: &str| -> i64 { cells[&(batch.into(), iso.into())][0]["cached_tokens"].parse().unwrap() };
     assert_eq!(first("2", "reset"), 0, "isolated: the second cell's first request is cold");
+    assert_eq!(first("1", "salt"), 0, "salted: cold as well");
+    assert_eq!(first("2", "salt"), 0, "salted: cold as well");
     assert!(first("2", "none") >= IMAGE_TOKENS - 64, "not isolated: it reads what an earlier cell cached");
 
-    for meta in p.all_files().into_iter().filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")) {
-        let meta: serde_json::Value = serde_json::from_slice(&meta.1).unwrap();
+    let mut salted = 0;
+    for (path, meta) in p.all_files().into_iter().filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")) {
+        let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
         let iso = &meta["isolation"];
         assert!(iso["done"] == iso["asked"], "{iso}");
+        if iso["done"] == "salt" {
+            salted += 1;
+            assert!(iso["image_nonce"].is_string() && iso["complete"] == true, "{iso}");
+            // vLLM's multimodal cache is keyed by an image's bytes: with the nonce in
+            // them, no first turn reads an image an earlier cell sent.
+            assert_eq!(mm_hits_in_first_turns(path.parent().unwrap()), 0.0, "{}", path.display());
+        }
         let m = &meta["server_metrics"];
         assert_eq!(m["available"], true, "{m}");
         assert!(m["prefix_cache_queries"].as_f64().unwrap() > 0.0, "{m}");
         assert!(m["server_ttft_ms_mean"].as_f64().unwrap() > 0.0, "{m}");
         assert!(meta["server"]["command"].as_array().unwrap().iter().any(|a| a == "bfloat16"), "{meta}");
     }
+    assert_eq!(salted, 2);
     let report = p.read("reports/v/README.md");
     let models = report.lines().find(|l| l.starts_with("| tiny | vllm |")).unwrap_or_default();
     assert!(models.contains("bfloat16"), "the report shows the dtype the server ran with: {models}");
+}
+
+/// How much `vllm:mm_cache_hits_total` grew in a cell before any of its second turns
+/// was sent: the scrapes (every 0.1 s) and the requests share one monotonic clock.
+fn mm_hits_in_first_turns(cell: &std::path::Path) -> f64 {
+    use polars::prelude::*;
+    let requests = pipeline::export::read_parquet(&cell.join("requests.parquet")).unwrap();
+    let turns = requests.column("turn").unwrap().cast(&DataType::Int64).unwrap();
+    let sent = requests.column("sent_ns").unwrap().cast(&DataType::Int64).unwrap();
+    let second_turn = turns.i64().unwrap().iter().zip(sent.i64().unwrap().iter()).filter(|(t, _)| *t == Some(1)).filter_map(|(_, s)| s).min().unwrap();
+    let metrics = pipeline::export::read_parquet(&cell.join("metrics.parquet")).unwrap();
+    let (t, name, value) = (metrics.column("t_ns").unwrap().cast(&DataType::Int64).unwrap(), metrics.column("metric").unwrap().clone(), metrics.column("value").unwrap().clone());
+    let mut by_scrape: std::collections::BTreeMap<i64, f64> = std::collections::BTreeMap::new();
+    for ((t, n), v) in t.i64().unwrap().iter().zip(name.str().unwrap().iter()).zip(value.f64().unwrap().iter()) {
+        if n == Some("vllm:mm_cache_hits_total") {
+            *by_scrape.entry(t.unwrap()).or_default() += v.unwrap();
+        }
+    }
+    assert!(by_scrape.len() >= 2, "the server exports vllm:mm_cache_hits_total, scraped more than once: {by_scrape:?}");
+    let start = *by_scrape.values().next().unwrap();
+    assert!(by_scrape.range(..second_turn).count() >= 2, "a scrape during the first turns: {by_scrape:?}");
+    let before_second = by_scrape.range(..second_turn).next_back().map(|(_, v)| *v).unwrap();
+    // The counter works: later turns resend the cell's own images, and those hit.
+    assert!(by_scrape.values().next_back().unwrap() - start > 0.0, "{by_scrape:?}");
+    before_second - start
 }
