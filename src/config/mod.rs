@@ -570,16 +570,20 @@ impl ConfigError {
 }
 
 fn render_issues(file: &str, issues: &[Issue]) -> String {
+    // Paths, messages and hints may quote the file (a key with a control character in
+    // it, a parser's message): shown escaped, one line each.
+    let shown = |text: &str| crate::untrusted::escaped(text, 2000);
+    let file = &shown(file);
     let mut out = format!("invalid experiment file `{file}` ({} problem{})", issues.len(), if issues.len() == 1 { "" } else { "s" });
     for issue in issues {
         let at = issue.at.map(|p| format!(":{}:{}", p.line, p.column)).unwrap_or_default();
-        let path = if issue.path.is_empty() { String::new() } else { format!("{}: ", issue.path) };
-        out.push_str(&format!("\n  --> {file}{at}: {path}{}", issue.message));
+        let path = if issue.path.is_empty() { String::new() } else { format!("{}: ", shown(&issue.path)) };
+        out.push_str(&format!("\n  --> {file}{at}: {path}{}", shown(&issue.message)));
         if let (Some(at), Some(line)) = (issue.at, &issue.line) {
             out.push_str(&caret(at, line));
         }
         if let Some(hint) = &issue.hint {
-            out.push_str(&format!("\n      hint: {hint}"));
+            out.push_str(&format!("\n      hint: {}", shown(hint)));
         }
     }
     out

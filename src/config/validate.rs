@@ -33,7 +33,8 @@ fn parse(source: &Source) -> Result<raw::RawExperiment, ConfigError> {
                 Some((_, rest)) => rest.to_string(),
                 None => first.to_string(),
             };
-            invalid(Issue { at, hint: parse_hint(&first), message: first, ..Default::default() })
+            let (message, hint) = yaml_message(&first);
+            invalid(Issue { at, hint: hint.or_else(|| parse_hint(&message)), message, ..Default::default() })
         })
     } else {
         toml::from_str(&source.text).map_err(|e| {
@@ -43,6 +44,27 @@ fn parse(source: &Source) -> Result<raw::RawExperiment, ConfigError> {
         })
     }
 }
+
+/// serde-saphyr's messages that speak of its own API or types, in the file's terms.
+fn yaml_message(message: &str) -> (String, Option<String>) {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest);
+        return (
+            format!("key {} is written twice in one table", quoted(key)),
+            Some("keep one of them: a later value would silently replace the earlier".into()),
+        );
+    }
+    if message.starts_with("budget breached") {
+        return (
+            format!("the YAML expands past {} nodes through its aliases (`*name`): nested aliases that multiply, refused before they fill memory", YAML_NODES),
+            Some("write the values out, or reuse fewer anchors; an experiment file needs no deeply nested aliases".into()),
+        );
+    }
+    (message.to_string(), None)
+}
+
+/// The most nodes serde-saphyr builds from one document (its default budget).
+const YAML_NODES: u32 = 250_000;
 
 /// A fix for serde's own messages: did-you-mean for unknown keys, the shape for missing ones.
 fn parse_hint(message: &str) -> Option<String> {

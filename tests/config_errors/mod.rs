@@ -69,6 +69,12 @@ fn bad_experiment_files_are_explained() {
         ),
         ("unknown backend", "backend = \"sim\"", "backend = \"vlm\"", &["t.toml:6:11", "unknown backend `vlm`", "did you mean `vllm`?"]),
         (
+            "a control character in a key",
+            "turns = 2",
+            "turns = 2\n\"tu\\u0007rns\" = 3",
+            &["t.toml:17:1", "unknown field `tu\\u{7}rns`", "!\u{7}"],
+        ),
+        (
             "open loop without a rate",
             "turns = 2",
             "turns = 2\narrival = \"poisson\"",
@@ -326,4 +332,28 @@ fn include_rules_add_cells_and_must_add_something() {
     let out = p.pipeline(&["plan", "experiments/t.toml"]);
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("matrix.include[0]: include rule adds no cell"), "{}", out.stderr);
+}
+
+/// The YAML parser's own words (its API's `DuplicateKeyPolicy`, a Debug dump of its
+/// budget) become the file's terms.
+#[test]
+fn yaml_parser_messages_speak_the_files_terms() {
+    let p = Project::new();
+    p.write("experiments/dup.yaml", "name: t\nname: u\nmodels:\n  a: {backend: sim}\nmatrix: {model: [a]}\n");
+    p.pipeline(&["plan", "experiments/dup.yaml"])
+        .status(2)
+        .stderr_has("dup.yaml:2:1: key `name` is written twice in one table")
+        .stderr_has("hint: keep one of them")
+        .stderr_lacks("DuplicateKeyPolicy");
+    let mut bomb = String::from("name: t\nmodels: {a: {backend: sim}}\nmatrix:\n  model: [a]\n  exclude:\n    - {model: [&a0 [x,x,x,x,x,x,x,x,x,x]");
+    for i in 1..8 {
+        bomb.push_str(&format!(", &a{i} [{}]", vec![format!("*a{}", i - 1); 10].join(",")));
+    }
+    bomb.push_str("]}\n");
+    p.write("experiments/bomb.yaml", &bomb);
+    p.pipeline(&["plan", "experiments/bomb.yaml"])
+        .status(2)
+        .stderr_has("expands past 250000 nodes through its aliases")
+        .stderr_lacks("Nodes {")
+        .stderr_lacks("budget breached");
 }
