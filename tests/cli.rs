@@ -501,7 +501,7 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
             rows.iter()
                 .map(|r| {
                     if r.0 == 0 && r.1 == 0 {
-                        "<script>alert(1)</script> a red square".to_string()
+                        "<script>alert(1)</script> a red\u{202E} square".to_string()
                     } else {
                         format!("answer to turn {}", r.1 + 1)
                     }

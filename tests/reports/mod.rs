@@ -76,6 +76,7 @@ fn report_from_fixed_inputs_matches_its_snapshot() {
     let html = std::fs::read_to_string(one.join("index.html")).unwrap();
     assert!(html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "the answer is escaped");
     assert!(!html.contains("<script>"), "no script tag gets through");
+    assert!(!html.contains('\u{202E}') && html.contains("a red square"), "a bidirectional override is dropped from answers");
     let readme = std::fs::read_to_string(one.join("README.md")).unwrap();
     assert!(readme.contains("\\<script\\>alert(1)\\</script\\> a red square") && !readme.contains("<script>"), "{readme}");
 

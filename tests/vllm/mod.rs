@@ -171,10 +171,10 @@ dir = "reports/v"
         assert!(iso["done"] == iso["asked"], "{iso}");
         if iso["done"] == "salt" {
             salted += 1;
-            assert!(iso["image_nonce"].is_string() && iso["complete"] == true, "{iso}");
             // vLLM's multimodal cache is keyed by an image's bytes: with the nonce in
             // them, no first turn reads an image an earlier cell sent.
             assert_eq!(mm_hits_in_first_turns(path.parent().unwrap()), 0.0, "{}", path.display());
+            assert!(iso["image_nonce"].is_string() && iso["complete"] == true, "{iso}");
         }
         let m = &meta["server_metrics"];
         assert_eq!(m["available"], true, "{m}");

@@ -467,6 +467,20 @@ fn render(page: &Page, templates: Option<&Path>, out: &Path) -> Result<()> {
     env.add_filter("mdalt", |v: JValue| markdown::mdalt(&v.to_string()));
     env.add_filter("mdcode", |v: JValue, table: Option<bool>| markdown::mdcode(&v.to_string(), table));
     env.add_filter("anchor", |v: JValue| anchor(&v.to_string()));
+    // Every string printed, in either file: no control, zero-width or bidirectional-
+    // formatting character (an answer with U+202E would read backwards), then escaped
+    // as the file's type needs (HTML auto-escaped; Markdown by the filters above).
+    env.set_formatter(|out, state, value| {
+        let shown = |c: &char| !crate::untrusted::is_unsafe_char(*c) || matches!(c, '\n' | '\t');
+        match value.as_str() {
+            Some(text) if !text.chars().all(|c| shown(&c)) => {
+                let clean: String = text.chars().filter(shown).collect();
+                let clean = if value.is_safe() { JValue::from_safe_string(clean) } else { JValue::from(clean) };
+                minijinja::escape_formatter(out, state, &clean)
+            }
+            _ => minijinja::escape_formatter(out, state, value),
+        }
+    });
     for (name, source) in params::template_sources(templates) {
         env.add_template_owned(name.clone(), source).with_context(|| format!("template `{name}`"))?;
     }
