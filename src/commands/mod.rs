@@ -429,13 +429,18 @@ fn execute(
             code = crate::interrupt::requested() => Err(code),
         }
     });
-    // Dropping the runtime drops every task: staging folders are removed and servers'
-    // process groups are killed before we return.
-    rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = match outcome {
         Ok(summary) => summary,
-        Err(code) => return Ok(stopped(slurm.as_deref(), code)),
+        Err(code) => {
+            // Interrupted: the watchdog ends the process 1.5 s from now, so the Slurm
+            // jobs are cancelled first; dropping the runtime then drops every task,
+            // which removes staging folders and kills servers' process groups.
+            let code = stopped(slurm.as_deref(), code);
+            rt.shutdown_timeout(std::time::Duration::from_millis(500));
+            return Ok(code);
+        }
     };
+    rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = summary.map_err(fail(Kind::Environment))?;
     if let Some(dir) = &summary.report_dir {
         let written =

@@ -157,14 +157,16 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
             code = crate::interrupt::requested() => Err(code),
         }
     });
-    rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = match outcome {
         Ok(summary) => summary,
         Err(code) => {
+            // Said before the runtime is dropped: the watchdog ends the process soon.
             eprintln!("interrupted (cancelled, or the time limit): every published step is kept");
+            rt.shutdown_timeout(std::time::Duration::from_millis(500));
             return Ok(code);
         }
     };
+    rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = summary.map_err(fail(Kind::Environment))?;
     eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());
     Ok(if summary.failed.is_empty() { exit::OK } else { exit::STEP_FAILED })
