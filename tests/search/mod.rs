@@ -172,3 +172,51 @@ fn probes_of_whole_number_axes_reach_the_server_and_the_workload() {
         }
     }
 }
+
+/// `--only seed=2` on a search of seeds 1 and 2 walks seed 2's curve alone, to its
+/// end (it used to measure one probe, then exit 2 with "no cell has seed=2"). A value
+/// no cell has, and the searched axis itself, are refused before anything runs.
+#[test]
+fn only_narrows_a_search_to_the_selected_seeds() {
+    let p = Project::new();
+    p.write("experiments/t.toml", &search_on_sim("only", "1, 2", 64));
+    let out = p.pipeline(&["run", "experiments/t.toml", "--only", "seed=2"]);
+    out.status(0);
+    let measured: BTreeSet<String> = out.ran().into_iter().filter(|id| id.starts_with("measure[")).collect();
+    assert!(!measured.is_empty() && measured.iter().all(|id| id.contains(",seed=2,")), "{}", out.stderr);
+    let batches: BTreeSet<u32> =
+        measured.iter().map(|id| id.split("batch-size=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(batches, BTreeSet::from([1, 2, 4, 8, 6, 5]), "the whole walk:\n{}", out.stderr);
+    p.pipeline(&["run", "experiments/t.toml", "--only", "seed=9"])
+        .status(2)
+        .stderr_has("--only: no cell has seed=9")
+        .stderr_has("hint: seed takes: 1, 2");
+    p.pipeline(&["plan", "experiments/t.toml", "--only", "batch-size=4"])
+        .status(2)
+        .stderr_has("`batch-size` is the searched axis")
+        .stderr_has("hint: narrow the search by the other axes");
+    // `plan` walks the same narrowed curve: seed 2's probes are all measured.
+    p.pipeline(&["plan", "experiments/t.toml", "--only", "seed=2"]).status(0).stdout_lacks("go on after").stdout_lacks("seed=1,");
+}
+
+/// The run record names every probe a search has measured, not only its last round's:
+/// `cache gc` after a search interrupted in its third round keeps the first two
+/// rounds' probes (it used to delete them), and the next run does not measure them again.
+#[test]
+fn cache_gc_after_an_interrupted_search_keeps_its_probes() {
+    let p = Project::new();
+    p.write("experiments/t.toml", &search_on_sim("gc", "1, 2", 64));
+    // Two measures a round (seeds 1 and 2): the fifth is the third round's first.
+    let run = Background::start_nth(&p, &["run", "experiments/t.toml"], "run    measure[", 5);
+    let (code, lines) = run.interrupt();
+    assert_eq!(code, Some(130), "{}", lines.join("\n"));
+    // The steps of the first two rounds, which ended before the third began.
+    let third = lines.iter().enumerate().filter(|(_, l)| l.starts_with("search: ")).nth(2).map_or(0, |(i, _)| i);
+    let first: BTreeSet<String> =
+        lines[..third].iter().filter_map(|l| l.strip_prefix("run    ")).map(|l| l.split(" (").next().unwrap_or(l).to_string()).collect();
+    assert!(first.iter().any(|id| id.contains("batch-size=1,")), "{}", lines.join("\n"));
+    p.pipeline(&["cache", "gc"]).status(0);
+    let again = p.run_ok();
+    let remeasured: Vec<String> = again.ran().into_iter().filter(|id| first.contains(id)).collect();
+    assert!(remeasured.is_empty(), "measured again after gc: {remeasured:?}\n{}", again.stderr);
+}
