@@ -434,7 +434,14 @@ mod tests {
 
     #[test]
     fn probes_of_an_axis_of_whole_numbers_are_whole_numbers() {
-        let cell = Cell { model: "m".into(), variant: "base".into(), seed: 7, batch_size: 16, frames: 1, custom: vec![("seqs".into(), "64".into())] };
+        let cell = Cell {
+            model: "m".into(),
+            variant: "base".into(),
+            seed: 7,
+            batch_size: 16,
+            frames: 1,
+            custom: vec![("seqs".into(), "64".into())],
+        };
         assert_eq!(at(&cell, "seqs", 4.0, true).custom[0].1, "4", "not `4.0`");
         assert_eq!(at(&cell, "seqs", 4.0, true).value("seqs").and_then(|v| v.as_u64()), Some(4));
         assert_eq!(at(&cell, "seqs", 4.0, false).custom[0].1, "4.0", "a numeric axis keeps its floats");

@@ -208,7 +208,11 @@ impl Validator<'_> {
             self.error("search.max", format!("must be above min ({min})"), None);
         } else if min <= 0.0 {
             // A workload key may take 0 (`warmup-requests`, `temperature`); twice 0 is 0.
-            self.error("search.min", "must be above 0: the walk starts at min and doubles it", Some(format!("for example min = {}", if integer { "1" } else { "0.1" })));
+            self.error(
+                "search.min",
+                "must be above 0: the walk starts at min and doubles it",
+                Some(format!("for example min = {}", if integer { "1" } else { "0.1" })),
+            );
         } else if (max / min).log2() > f64::from(crate::search::MAX_DOUBLINGS) {
             let most = crate::search::MAX_DOUBLINGS;
             self.error(

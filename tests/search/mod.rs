@@ -157,7 +157,8 @@ fn probes_of_whole_number_axes_reach_the_server_and_the_workload() {
         p.write("experiments/t.toml", &text);
         let out = p.run_ok();
         let measured: BTreeSet<String> = out.ran().into_iter().filter(|id| id.starts_with("measure[")).collect();
-        let values: BTreeSet<String> = measured.iter().filter_map(|id| id.split(",n=").nth(1)).map(|v| v.trim_end_matches(']').to_string()).collect();
+        let values: BTreeSet<String> =
+            measured.iter().filter_map(|id| id.split(",n=").nth(1)).map(|v| v.trim_end_matches(']').to_string()).collect();
         assert_eq!(values, set(&["1", "2", "4"]), "{what}: whole numbers, not `1.0`:\n{}", out.stderr);
         let tables = p.requests_tables("measure");
         let probed: Vec<&Vec<Row>> = tables.iter().filter(|rows| rows.first().is_some_and(|r| values.contains(&r["n"]))).collect();
