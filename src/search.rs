@@ -18,6 +18,11 @@
 //! results known so far and stops at the first probe that is not measured; the command
 //! measures those and walks again (see `commands::run`), as Snakemake re-evaluates the
 //! DAG after a checkpoint.
+//!
+//! Every walk ends: it stops when the next probe would repeat one already on its path
+//! (a midpoint that rounds to an end, as adjacent floats do), and after [`MAX_PROBES`]
+//! probes whatever happens. Validation keeps real searches far below that bound
+//! ([`MAX_DOUBLINGS`], a `tolerance` of at least 1e-4).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +33,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Objective, SearchSpec, Slo};
 use crate::matrix::Cell;
+
+/// Most probes one curve's walk takes. Validation bounds a walk well below it: at most
+/// [`MAX_DOUBLINGS`] doublings from `min` to `max`, then a bisection of the last
+/// doubling, which halves a gap of 100% of the value down to a tolerance of 1e-4 in 14
+/// steps, or a gap of whole numbers below 2^40 down to neighbours in 40. The bound
+/// only keeps a walk finite if those ever change.
+pub const MAX_PROBES: usize = 128;
+
+/// Most doublings from `min` to `max` a search may need (`max / min` at most 2^40):
+/// batch sizes 1 to 10,000 need 14, request rates 0.001 to 100,000 need 27.
+pub const MAX_DOUBLINGS: i32 = 40;
+
+/// Most rounds of measuring a run of `spec` may take: every round measures at least
+/// one cell of each walk still going (a probe's seed or an extra seed).
+pub fn max_rounds(spec: &SearchSpec) -> usize {
+    MAX_PROBES * (1 + spec.extra_seeds as usize) + 1
+}
 
 /// One probe on a curve's path: its value, each seed's attainment (percent of turns
 /// within the SLO), and what was concluded.
@@ -127,6 +149,10 @@ fn walk_slo(spec: &SearchSpec, threshold: f64, seeds: &[u64], mut lookup: impl F
     let (mut lo, mut hi): (Option<f64>, Option<f64>) = (None, None);
     let mut v = spec.min;
     loop {
+        // A probe already on the path would be judged as before, and so on forever.
+        if w.probes.len() >= MAX_PROBES || w.probes.iter().any(|p| p.value == v) {
+            return finish(w, lo);
+        }
         let mut results = Vec::new();
         for &s in seeds {
             match lookup(v, s) {
@@ -165,10 +191,12 @@ fn walk_slo(spec: &SearchSpec, threshold: f64, seeds: &[u64], mut lookup: impl F
             (Some(l), None) => grow(spec, l),
             (Some(l), Some(h)) => {
                 let close = if spec.integer { h - l <= 1.0 } else { (h - l) / l <= spec.tolerance };
-                if close {
+                let m = mid(spec, l, h);
+                // Adjacent floats have no value between them: the midpoint is an end.
+                if close || m <= l || m >= h {
                     return finish(w, Some(l));
                 }
-                mid(spec, l, h)
+                m
             }
             (None, _) => return finish(w, None),
         };
@@ -210,7 +238,7 @@ fn walk_peak(spec: &SearchSpec, seeds: &[u64], mut lookup: impl FnMut(f64, u64) 
     let Some(mut g_best) = g(&mut w, spec.min) else { return w };
     let (mut a, mut best) = (spec.min, spec.min);
     let b = loop {
-        if best >= spec.max {
+        if best >= spec.max || w.probes.len() >= MAX_PROBES {
             return peak(w, best);
         }
         let next = grow(spec, best);
@@ -225,7 +253,7 @@ fn walk_peak(spec: &SearchSpec, seeds: &[u64], mut lookup: impl FnMut(f64, u64) 
     loop {
         let close = if spec.integer { best - a <= 1.0 && b - best <= 1.0 } else { (b - a) / best <= spec.tolerance };
         let x = if best - a > b - best { mid(spec, a, best) } else { mid(spec, best, b) };
-        if close || x <= a || x >= b || x == best {
+        if close || x <= a || x >= b || x == best || w.probes.len() >= MAX_PROBES {
             return peak(w, best);
         }
         let Some(g_x) = g(&mut w, x) else { return w };
@@ -270,18 +298,24 @@ fn finish(mut w: Walk, found: Option<f64>) -> Walk {
 /// A curve's template: `cell` with its seed and searched value cleared, so that the
 /// cells of one curve share it.
 pub fn curve_of(cell: &Cell, axis: &str) -> Cell {
-    let mut c = at(cell, axis, 0.0);
+    let mut c = at(cell, axis, 0.0, false);
     c.seed = 0;
     c
 }
 
-/// `cell` with `axis` at `value` (batch size, or a custom axis's number).
-pub fn at(cell: &Cell, axis: &str, value: f64) -> Cell {
+/// `cell` with `axis` at `value` (batch size, or a custom axis's number). On an axis of
+/// whole numbers (`integer`) the value is written as one: a server flag gets
+/// `--max-num-seqs 4`, not `4.0`, which vLLM refuses, and a workload key such as
+/// `max-tokens` reads it (a `4.0` is not a whole number to it).
+pub fn at(cell: &Cell, axis: &str, value: f64, integer: bool) -> Cell {
     let mut c = cell.clone();
     if axis == "batch-size" {
         c.batch_size = value as u32;
     } else if let Some(slot) = c.custom.iter_mut().find(|(n, _)| n == axis) {
-        slot.1 = serde_json::Number::from_f64(value).map_or_else(|| value.to_string(), |n| n.to_string());
+        slot.1 = match integer && value.fract() == 0.0 && value.abs() < 2f64.powi(53) {
+            true => (value as i64).to_string(),
+            false => serde_json::Number::from_f64(value).map_or_else(|| value.to_string(), |n| n.to_string()),
+        };
     }
     c
 }
@@ -322,6 +356,8 @@ pub fn curves(cells: &[Cell], axis: &str) -> BTreeMap<Cell, Vec<u64>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn spec(integer: bool, min: f64, max: f64) -> SearchSpec {
@@ -357,6 +393,66 @@ mod tests {
         assert!(found <= 13.3 && (13.3 - found) / found <= 0.1, "{found} {:?}", w.probes);
     }
 
+    /// A lookup that fails the test once a walk has asked for more than `limit`
+    /// results: a walk that does not end asks forever.
+    fn bounded(limit: usize, mut f: impl FnMut(f64, u64) -> Option<f64>) -> impl FnMut(f64, u64) -> Option<f64> {
+        let mut asked = 0;
+        move |v, s| {
+            asked += 1;
+            assert!(asked <= limit, "the walk does not end: {asked} lookups, now at {v}");
+            f(v, s)
+        }
+    }
+
+    #[test]
+    fn a_walk_ends_when_no_value_lies_between_its_bounds() {
+        // A tolerance no float gap can meet: the bisection reaches adjacent floats,
+        // whose midpoint is one of them, and stops there rather than probe it again.
+        let tiny = SearchSpec { axis: "rate".into(), tolerance: 1e-300, ..spec(false, 1.0, 100.0) };
+        let w = walk_slo(&tiny, 90.0, &[1], bounded(10_000, up_to(13.3)));
+        assert!(w.done && w.probes.len() <= MAX_PROBES, "{} probes", w.probes.len());
+        let found = w.found.unwrap();
+        assert!(found <= 13.3 && 13.3 - found < 1e-12, "{found}");
+        let values: BTreeSet<u64> = w.probes.iter().map(|p| p.value.to_bits()).collect();
+        assert_eq!(values.len(), w.probes.len(), "no value is probed twice");
+        // Peak goodput too.
+        let tiny = SearchSpec { objective: Objective::Goodput, ..tiny };
+        let w = walk_peak(&tiny, &[1], bounded(10_000, |v, _| Some(if v <= 12.0 { v } else { 24.0 - v })));
+        assert!(w.done && w.probes.len() <= MAX_PROBES, "{} probes", w.probes.len());
+    }
+
+    #[test]
+    fn a_walk_stops_at_its_bound_whatever_the_results() {
+        // A range past what validation accepts (2^200 doublings away): the walk stops
+        // at MAX_PROBES with the best value so far instead of doubling on.
+        let wide = spec(false, 1e-300, 1e300);
+        let w = walk_slo(&wide, 90.0, &[1], bounded(10_000, up_to(1e299)));
+        assert!(w.done && w.probes.len() == MAX_PROBES, "{} probes", w.probes.len());
+        let w = walk_peak(&wide, &[1], bounded(10_000, |v, _| Some(v)));
+        assert!(w.done && w.probes.len() <= MAX_PROBES + 1, "{} probes", w.probes.len());
+    }
+
+    #[test]
+    fn probes_of_an_axis_of_whole_numbers_are_whole_numbers() {
+        let cell = Cell {
+            model: "m".into(),
+            variant: "base".into(),
+            seed: 7,
+            batch_size: 16,
+            frames: 1,
+            custom: vec![("seqs".into(), "64".into())],
+        };
+        assert_eq!(at(&cell, "seqs", 4.0, true).custom[0].1, "4", "not `4.0`");
+        assert_eq!(at(&cell, "seqs", 4.0, true).value("seqs").and_then(|v| v.as_u64()), Some(4));
+        assert_eq!(at(&cell, "seqs", 4.0, false).custom[0].1, "4.0", "a numeric axis keeps its floats");
+        // Every probe of a walk over whole numbers is one, within min and max.
+        let whole = SearchSpec { axis: "seqs".into(), ..spec(true, 3.0, 1000.0) };
+        for limit in [2.0, 3.0, 17.0, 500.0, 999.0, 2000.0] {
+            let w = walk_slo(&whole, 90.0, &[1, 2], up_to(limit));
+            assert!(w.probes.iter().all(|p| p.value.fract() == 0.0 && (3.0..=1000.0).contains(&p.value)), "{:?}", w.probes);
+        }
+    }
+
     #[test]
     fn stops_where_results_are_missing_and_resumes_from_them() {
         let mut known: BTreeMap<(u64, u64), f64> = BTreeMap::new();
@@ -386,9 +482,9 @@ mod tests {
             frames: 1,
             custom: vec![("rate".into(), "1.0".into())],
         };
-        assert_eq!(at(&cell, "rate", 12.5).value("rate"), Some(serde_json::json!(12.5)));
-        assert_eq!(at(&cell, "batch-size", 4.0).batch_size, 4);
-        let (a, b) = (curve_of(&at(&cell, "rate", 3.0), "rate"), curve_of(&Cell { seed: 8, ..cell.clone() }, "rate"));
+        assert_eq!(at(&cell, "rate", 12.5, false).value("rate"), Some(serde_json::json!(12.5)));
+        assert_eq!(at(&cell, "batch-size", 4.0, true).batch_size, 4);
+        let (a, b) = (curve_of(&at(&cell, "rate", 3.0, false), "rate"), curve_of(&Cell { seed: 8, ..cell.clone() }, "rate"));
         assert_eq!(a, b, "one curve whatever the seed and the searched value");
         let curves = curves(&[cell.clone(), Cell { seed: 8, ..cell }], "rate");
         assert_eq!(curves.values().collect::<Vec<_>>(), [&vec![7, 8]]);

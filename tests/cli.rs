@@ -279,6 +279,11 @@ impl Background {
     /// Start `pipeline ARGS` in a process group of its own (as a shell starts a job),
     /// and read its stderr up to a line starting with `prefix`.
     fn start(p: &Project, args: &[&str], prefix: &str) -> Background {
+        Background::start_nth(p, args, prefix, 1)
+    }
+
+    /// Like [`Background::start`], reading up to the `n`th line starting with `prefix`.
+    fn start_nth(p: &Project, args: &[&str], prefix: &str, n: usize) -> Background {
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
             .current_dir(p.path())
@@ -290,10 +295,12 @@ impl Background {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut seen = Vec::new();
+        let mut found = 0;
         for line in lines.by_ref() {
             let line = line.unwrap();
             seen.push(line.clone());
-            if line.starts_with(prefix) {
+            found += usize::from(line.starts_with(prefix));
+            if found == n {
                 break;
             }
         }

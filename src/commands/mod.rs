@@ -150,9 +150,12 @@ fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
         values.sort();
         values.dedup();
         if !values.contains(value) {
+            let hint = match values.is_empty() {
+                true => "no cell has this axis; run `pipeline plan` to see the cells".to_string(),
+                false => format!("{axis} takes: {}", values.join(", ")),
+            };
             return Err(Failure {
-                error: anyhow!("--only: no cell has {axis}={}", config::quoted(value).trim_matches('`'))
-                    .hint(format!("{axis} takes: {}", values.join(", "))),
+                error: anyhow!("--only: no cell has {axis}={}", config::quoted(value).trim_matches('`')).hint(hint),
                 kind: Kind::User,
             });
         }
@@ -170,8 +173,9 @@ fn out(text: &str) -> Result<(), Failure> {
 
 fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> {
     let (source, plan) = load_target(target)?;
+    check_search_only(target, &plan)?;
     // A search shows the probes known so far, and says that it goes on after them.
-    let (plan, continues) = searched(cache, plan)?;
+    let (plan, continues) = searched(cache, plan, &target.only)?;
     let sel = selection(target, &plan)?;
     let statuses = plan.status(cache, &sel);
     let mut text = plan_text(&source, &plan, &statuses, json);
@@ -253,6 +257,7 @@ fn counts_line(statuses: &[StepStatus]) -> String {
 
 fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<i32, Failure> {
     let (source, mut plan) = load_target(target)?;
+    check_search_only(target, &plan)?;
     let _lock = cache.lock()?;
     if plan.experiment.search.is_some() {
         plan = match search_rounds(cache, &source, target, plan, jobs, keep_going)? {
@@ -268,11 +273,12 @@ fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<
 /// With `[search]`: the plan over the probes the cache lets the walks reach and the
 /// next ones to measure, and how many curves go on after them (what follows depends on
 /// their results). Without: `plan` as it is.
-fn searched(cache: &Cache, plan: Plan) -> Result<(Plan, usize), Failure> {
+fn searched(cache: &Cache, plan: Plan, only: &[(String, String)]) -> Result<(Plan, usize), Failure> {
     if plan.experiment.search.is_none() {
         return Ok((plan, 0));
     }
-    let walked = search::walk_all(cache, &plan.experiment, &plan.cells, &plan.hardware).map_err(fail(Kind::Environment))?;
+    let base = narrowed(&plan, only);
+    let walked = search::walk_all(cache, &plan.experiment, &base, &plan.hardware).map_err(fail(Kind::Environment))?;
     let continues = search::searching(&walked);
     let mut cells: Vec<Cell> = walked.cells.into_iter().chain(walked.need).collect();
     cells.sort();
@@ -282,8 +288,12 @@ fn searched(cache: &Cache, plan: Plan) -> Result<(Plan, usize), Failure> {
 }
 
 /// `[search]`: measure the probes the walks ask for, round by round, until every curve
-/// has its answer (or a round measures nothing new: probes `--only` leaves out); then
-/// the plan over every probe walked, or the exit code of a round that failed.
+/// has its answer (or a round measures nothing new: probes that failed to measure);
+/// then the plan over every probe walked, or the exit code of a round that failed.
+///
+/// Each round's plan holds every probe walked so far besides the new ones (cached, so
+/// only the new ones run): the run record then names every probe of the walk, and a
+/// `cache gc` after an interrupted search keeps what it measured.
 fn search_rounds(
     cache: &Cache,
     source: &Source,
@@ -292,21 +302,26 @@ fn search_rounds(
     jobs: usize,
     keep_going: bool,
 ) -> Result<Result<Plan, i32>, Failure> {
-    let (exp, base, hardware) = (plan.experiment.clone(), plan.cells.clone(), plan.hardware.clone());
+    let (exp, hardware) = (plan.experiment.clone(), plan.hardware.clone());
+    let base = narrowed(&plan, &target.only);
     drop(plan);
     let mut last_need = None;
-    loop {
+    let spec = exp.search.as_ref().expect("search_rounds is called for a search");
+    for _ in 0..crate::search::max_rounds(spec) {
         let walked = search::walk_all(cache, &exp, &base, &hardware).map_err(fail(Kind::Environment))?;
         if walked.need.is_empty() || last_need.as_ref() == Some(&walked.need) {
             if !walked.need.is_empty() {
-                eprintln!("search: {} curve(s) stop at probes that were not measured (not selected?)", search::searching(&walked));
+                eprintln!("search: {} curve(s) stop at probes that were not measured", search::searching(&walked));
             }
             let mut plan = Plan::build(exp, walked.cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
             plan.set_search(walked.summary);
             return Ok(Ok(plan));
         }
         eprintln!("search: {} probe cell(s) to measure on {} curve(s)", walked.need.len(), search::searching(&walked));
-        let plan = Plan::build(exp.clone(), walked.need.clone(), hardware.clone()).map_err(|e| fail(Kind::User)(e.into()))?;
+        let mut cells: Vec<Cell> = walked.cells.into_iter().chain(walked.need.iter().cloned()).collect();
+        cells.sort();
+        cells.dedup();
+        let plan = Plan::build(exp.clone(), cells, hardware.clone()).map_err(|e| fail(Kind::User)(e.into()))?;
         let sel = Selection { kinds: vec![StepKind::Datagen, StepKind::Measure], only: target.only.clone(), force: false };
         let statuses = plan.status(cache, &sel);
         let code = execute(cache, source.clone(), target.file.as_deref(), plan, statuses, jobs, keep_going)?;
@@ -315,6 +330,33 @@ fn search_rounds(
         }
         last_need = Some(walked.need);
     }
+    let error = anyhow!("search: the walks did not end within {} rounds", crate::search::max_rounds(spec));
+    Err(fail(Kind::Environment)(error))
+}
+
+/// The matrix's cells that `--only` selects: a search walks only their curves, with
+/// only their seeds.
+fn narrowed(plan: &Plan, only: &[(String, String)]) -> Vec<Cell> {
+    let selected = |c: &Cell| {
+        let coords = c.coords();
+        only.iter().all(|(axis, value)| coords.iter().find(|(k, _)| k == axis).is_none_or(|(_, v)| v == value))
+    };
+    plan.cells.iter().filter(|c| selected(c)).cloned().collect()
+}
+
+/// `--only` on a search, checked against the matrix before any walk: a value no cell
+/// has is an error that lists the values, and the searched axis cannot be narrowed
+/// (the walk chooses its values).
+fn check_search_only(target: &Target, plan: &Plan) -> Result<(), Failure> {
+    let Some(spec) = &plan.experiment.search else { return Ok(()) };
+    if target.only.iter().any(|(axis, _)| *axis == spec.axis) {
+        return Err(Failure {
+            error: anyhow!("--only: `{}` is the searched axis; the walk chooses its values", spec.axis)
+                .hint("narrow the search by the other axes (model, variant, seed, …), or set `min` and `max` under [search]"),
+            kind: Kind::User,
+        });
+    }
+    selection(target, plan).map(|_| ())
 }
 
 /// Re-render the report from cached measurements: aggregate and report run if they
@@ -348,7 +390,7 @@ fn report(
         Ok(())
     })?;
     let _lock = cache.lock()?;
-    let (plan, _) = searched(cache, plan)?;
+    let (plan, _) = searched(cache, plan, &[])?;
     let sel = Selection { kinds: vec![crate::plan::StepKind::Report], ..Selection::default() };
     let statuses = plan.status(cache, &sel);
     let missing: Vec<&str> = plan
@@ -528,7 +570,7 @@ fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorK
         set_executor(experiment, executor);
         Ok(())
     })?;
-    let (plan, _) = searched(cache, plan)?;
+    let (plan, _) = searched(cache, plan, &[])?;
     let statuses = plan.status(cache, &Selection::default());
     let mut text = format!("{}:\n", source.display);
     for kind in ["datagen", "measure", "import", "aggregate", "report"] {

@@ -5,10 +5,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::cache::Cache;
-use crate::config::Experiment;
+use crate::config::{Experiment, SearchSpec};
 use crate::matrix::Cell;
 use crate::plan::{Plan, Selection, State, StepKind};
 use crate::search::{self, CurveResult, Summary};
@@ -30,13 +30,15 @@ pub fn walk_all(cache: &Cache, exp: &Experiment, base: &[Cell], hardware: &str) 
     let curves = search::curves(base, &spec.axis);
     let threshold = exp.report.slo.attainment_pct;
     let mut known: HashMap<Cell, Option<search::Observed>> = HashMap::new();
-    loop {
+    // Each round learns every cell it asks about, and a walk asks about at most
+    // MAX_PROBES probes of its seeds and extra seeds: the rounds are bounded.
+    for _ in 0..search::max_rounds(spec) {
         let mut asked: BTreeSet<Cell> = BTreeSet::new();
         let walks: Vec<(&Cell, search::Walk)> = curves
             .iter()
             .map(|(curve, seeds)| {
                 let w = search::walk(spec, threshold, seeds, |v, s| {
-                    let cell = probe_cell(curve, &spec.axis, v, s);
+                    let cell = probe_cell(spec, curve, v, s);
                     match known.get(&cell) {
                         Some(a) => *a,
                         None => {
@@ -53,7 +55,7 @@ pub fn walk_all(cache: &Cache, exp: &Experiment, base: &[Cell], hardware: &str) 
         }
         // What the cache holds for the cells asked about: their attainment under the
         // current SLO, or nothing when they are not measured.
-        let plan = Plan::build(exp.clone(), asked.into_iter().collect(), hardware.to_string())?;
+        let plan = Plan::build(exp.clone(), asked.iter().cloned().collect(), hardware.to_string())?;
         let statuses = plan.status(cache, &Selection { kinds: vec![StepKind::Measure], ..Selection::default() });
         for (step, st) in plan.steps.iter().zip(&statuses) {
             let Some(ci) = step.cell.filter(|_| step.kind == StepKind::Measure) else { continue };
@@ -63,11 +65,18 @@ pub fn walk_all(cache: &Cache, exp: &Experiment, base: &[Cell], hardware: &str) 
             };
             known.insert(plan.cells[ci].clone(), result);
         }
+        // A cell without a measure step (validation refuses the models that have
+        // none) would be asked about again in every round.
+        if let Some(cell) = asked.iter().find(|c| !known.contains_key(*c)) {
+            bail!("search: probe cell {cell} has no measure step to measure it");
+        }
     }
+    bail!("search: the walks did not end within {} rounds", search::max_rounds(spec))
 }
 
-fn probe_cell(curve: &Cell, axis: &str, value: f64, seed: u64) -> Cell {
-    let mut c = search::at(curve, axis, value);
+/// The cell of `curve` at `value` of the searched axis, with `seed`.
+fn probe_cell(spec: &SearchSpec, curve: &Cell, value: f64, seed: u64) -> Cell {
+    let mut c = search::at(curve, &spec.axis, value, spec.integer);
     c.seed = seed;
     c
 }
@@ -80,9 +89,9 @@ fn conclude(exp: &Experiment, walks: &[(&Cell, search::Walk)]) -> Walked {
     let mut curves = Vec::new();
     for (curve, w) in walks {
         for p in &w.probes {
-            cells.extend(p.seeds.iter().map(|(s, _)| probe_cell(curve, &spec.axis, p.value, *s)));
+            cells.extend(p.seeds.iter().map(|(s, _)| probe_cell(spec, curve, p.value, *s)));
         }
-        need.extend(w.need.iter().map(|(v, s)| probe_cell(curve, &spec.axis, *v, *s)));
+        need.extend(w.need.iter().map(|(v, s)| probe_cell(spec, curve, *v, *s)));
         curves.push(CurveResult {
             curve: label(curve, &spec.axis),
             probes: w.probes.clone(),

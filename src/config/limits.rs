@@ -119,7 +119,11 @@ pub const SEED: Limit = Limit::int(0, i64::MAX, "seed");
 pub const BATCH_SIZE: Limit = Limit::int(1, 10_000, "concurrent conversations");
 /// A searched value of an axis that feeds a server flag: any positive number.
 pub const SEARCH_VALUE: Limit = Limit::num(0.0, 1e12, "value of the axis").above();
-pub const SEARCH_TOLERANCE: Limit = Limit::num(0.0, 1.0, "share of the value").above();
+/// A searched value of a server flag whose values are whole numbers (`--max-num-seqs`).
+pub const SEARCH_WHOLE_VALUE: Limit = Limit::int(1, 1_000_000_000_000, "value of the axis");
+/// From 1e-4: the walk bisects down to it, and a finer gap is below any measurement's
+/// noise (and, at 1e-300, below the gap between adjacent floats: the walk never ended).
+pub const SEARCH_TOLERANCE: Limit = Limit::num(1e-4, 1.0, "share of the value");
 pub const SEARCH_EXTRA_SEEDS: Limit = Limit::int(0, 16, "seeds");
 pub const FRAMES: Limit = Limit::int(1, 1_024, "images per turn");
 pub const TURNS: Limit = Limit::int(1, 10_000, "turns per conversation");

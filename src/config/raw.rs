@@ -55,7 +55,7 @@ pub struct RawSearch {
     pub min: f64,
     /// the largest value probed (required)
     pub max: f64,
-    /// for a numeric axis: stop when the interval between the largest passing and the smallest failing value is at most this share of the passing one; batch sizes stop at neighbours (default: 0.1)
+    /// for a numeric axis: stop when the interval between the largest passing and the smallest failing value is at most this share of the passing one, from 0.0001 to 1; axes of whole numbers stop at neighbours (default: 0.1)
     pub tolerance: Option<f64>,
     /// extra seeds a probe is measured with when its seeds disagree (some meet the SLO, some do not), before the median seed decides and the answer is marked uncertain (default: 2)
     pub extra_seeds: Option<i64>,

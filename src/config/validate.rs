@@ -200,10 +200,12 @@ impl Validator<'_> {
     }
 
     /// `[search]`: a known axis, a range of positive values, and how close to stop.
-    fn search(&mut self, raw: raw::RawSearch, matrix: &Matrix) -> SearchSpec {
+    /// Probes take the axis's type: whole numbers for batch sizes, a workload key that
+    /// counts (`max-tokens`, `turns`, `warmup-requests`) and a server flag whose values
+    /// are all whole numbers.
+    fn search(&mut self, raw: raw::RawSearch, matrix: &Matrix, models: &BTreeMap<String, Model>) -> SearchSpec {
         let custom = matrix.custom.iter().find(|a| a.name == raw.axis);
-        let integer = raw.axis == "batch-size";
-        if !integer && custom.is_none_or(|a| !a.values.iter().all(|v| v.is_number())) {
+        if raw.axis != "batch-size" && custom.is_none_or(|a| !a.values.iter().all(|v| v.is_number())) {
             let names: Vec<&str> = ["batch-size"]
                 .into_iter()
                 .chain(matrix.custom.iter().filter(|a| a.values.iter().all(|v| v.is_number())).map(|a| a.name.as_str()))
@@ -214,18 +216,32 @@ impl Validator<'_> {
             self.error("search.axis", format!("`{}` is not an axis with numbers to search", raw.axis), Some(hint));
         }
         // The range is what the axis accepts: a batch size, or the workload key it feeds.
-        let limit = match custom.map(|a| &a.feeds) {
-            _ if integer => limits::BATCH_SIZE,
-            Some(Feeds::Workload(key)) => limits::workload(key).unwrap_or(limits::SEARCH_VALUE),
+        let whole = |a: &CustomAxis| a.values.iter().all(|v| v.is_i64() || v.is_u64());
+        let limit = match custom.map(|a| (&a.feeds, a)) {
+            _ if raw.axis == "batch-size" => limits::BATCH_SIZE,
+            Some((Feeds::Workload(key), _)) => limits::workload(key).unwrap_or(limits::SEARCH_VALUE),
+            Some((Feeds::ServerFlag(_), a)) if whole(a) => limits::SEARCH_WHOLE_VALUE,
             _ => limits::SEARCH_VALUE,
         };
+        let integer = limit.integer;
         let min = self.num("search.min", Some(raw.min), 1.0, limit);
         let max = self.num("search.max", Some(raw.max), min, limit);
-        if integer && (raw.min.fract() != 0.0 || raw.max.fract() != 0.0) {
-            self.error("search.min", "batch sizes are whole numbers", Some("for example min = 1, max = 64".into()));
-        }
         if max <= min {
             self.error("search.max", format!("must be above min ({min})"), None);
+        } else if min <= 0.0 {
+            // A workload key may take 0 (`warmup-requests`, `temperature`); twice 0 is 0.
+            self.error(
+                "search.min",
+                "must be above 0: the walk starts at min and doubles it",
+                Some(format!("for example min = {}", if integer { "1" } else { "0.1" })),
+            );
+        } else if (max / min).log2() > f64::from(crate::search::MAX_DOUBLINGS) {
+            let most = crate::search::MAX_DOUBLINGS;
+            self.error(
+                "search.min",
+                format!("min to max spans {:.0} doublings (at most {most}); the walk starts at min and doubles", (max / min).log2().ceil()),
+                Some(format!("raise min to at least `{:.2e}` (max / 2^{most}), or lower max", max / 2f64.powi(most))),
+            );
         }
         let objective = match raw.objective.as_deref() {
             None | Some("slo") => Objective::Slo,
@@ -239,14 +255,42 @@ impl Validator<'_> {
                 Objective::Slo
             }
         };
+        let tolerance = match raw.tolerance.map(|t| limits::SEARCH_TOLERANCE.check(t)) {
+            None => 0.1,
+            Some(Ok(t)) => t,
+            Some(Err(message)) => {
+                let hint = "the walk stops when the largest passing and the smallest failing value are this share apart: 0.01 is 1%; a finer answer is within the noise of the measurement";
+                self.error("search.tolerance", message, Some(hint.into()));
+                0.1
+            }
+        };
+        self.search_models(matrix, models);
         SearchSpec {
             axis: raw.axis,
             objective,
             integer,
             min,
             max,
-            tolerance: self.num("search.tolerance", raw.tolerance, 0.1, limits::SEARCH_TOLERANCE),
+            tolerance,
             extra_seeds: self.int("search.extra-seeds", raw.extra_seeds, 2, limits::SEARCH_EXTRA_SEEDS),
+        }
+    }
+
+    /// A search measures new probes; an `import` model's results are fixed files, so
+    /// its walk could never go on.
+    fn search_models(&mut self, matrix: &Matrix, models: &BTreeMap<String, Model>) {
+        let included = matrix.include.iter().flat_map(|r| r.conditions.get("model").into_iter().flatten()).filter_map(|v| v.as_str());
+        let mut used: Vec<&str> = matrix.models.iter().map(String::as_str).chain(included).collect();
+        used.sort();
+        used.dedup();
+        for name in used {
+            if models.get(name).is_some_and(|m| m.backend == Backend::Import) {
+                self.error(
+                    "search",
+                    format!("model `{name}` is imported (`backend = \"import\"`): its results are fixed files, and a search measures new probes"),
+                    Some(format!("search the models that run (launched, endpoint or hosted), and compare `{name}` in an experiment of its own without [search]")),
+                );
+            }
         }
     }
 
@@ -320,7 +364,7 @@ impl Validator<'_> {
             }
         };
         let slurm = self.slurm(raw.slurm.unwrap_or_default());
-        let search = raw.search.map(|s| self.search(s, &matrix));
+        let search = raw.search.map(|s| self.search(s, &matrix, &models));
         Experiment {
             literal_secrets: Default::default(),
             search,

@@ -89,3 +89,135 @@ fn a_search_without_an_axis_or_a_range_is_refused() {
         .stderr_has("search.min: must be a whole number from 1")
         .stderr_has("concurrent conversations");
 }
+
+/// `pipeline ARGS` that must end within `secs`; one that spins is killed and fails the
+/// test rather than hang it.
+fn pipeline_within(p: &Project, args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
+        .current_dir(p.path())
+        .env_remove("PIPELINE_CACHE")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`pipeline {}` did not end within {secs} s", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+/// An imported model has fixed results: a search over it could never measure its next
+/// probe. Every command refuses it at once (they used to spin at full CPU).
+#[test]
+fn a_search_over_an_imported_model_is_refused() {
+    let p = Project::new();
+    p.write("runs/ok.csv", "times_to_first_token,times_to_completion\n0.2,1.0\n");
+    p.write(
+        "experiments/t.toml",
+        "name = \"imp\"\n[models.a]\nbackend = \"import\"\nformat = \"study-csv\"\nresults = { 1 = \"runs/ok.csv\" }\n[matrix]\nmodel = [\"a\"]\nseed = [1]\n[search]\naxis = \"batch-size\"\nmin = 1\nmax = 8\n[report]\ndir = \"reports/t\"\nslo = { e2e-ms = 500.0 }\n",
+    );
+    for cmd in ["plan", "run", "status", "report"] {
+        pipeline_within(&p, &[cmd, "experiments/t.toml"], 30)
+            .status(2)
+            .stderr_has("t.toml:9:")
+            .stderr_has("search: model `a` is imported")
+            .stderr_has("hint: search the models that run");
+    }
+}
+
+/// A probe takes its axis's type: on a server flag of whole numbers it is sent as `1`
+/// (the simulator, like vLLM, refuses `--answer-tokens 1.0`), and on `max-tokens` it is
+/// what the requests ask for (it used to be dropped for the file's own value). Each
+/// measured cell's requests show the probed value.
+#[test]
+fn probes_of_whole_number_axes_reach_the_server_and_the_workload() {
+    let p = Project::new();
+    let search = "[search]\naxis = \"n\"\nmin = 1\nmax = 4\n[report]\ndir = \"reports/t\"\nslo = { e2e-ms = 60000.0 }\n";
+    let workload = "[workload]\nturns = 1\nresolution = \"64x48\"\nmax-tokens = 16\nwarmup-requests = 0\n";
+    let flag = format!(
+        "name = \"flag\"\n{}{workload}[matrix]\nmodel = [\"g\"]\nseed = [1]\n[[axis]]\nname = \"n\"\nvalues = [8]\nserver-flag = \"--answer-tokens\"\n{search}",
+        sim_command_model("g", &["--itl-base-ms", "1"])
+    );
+    let key = format!(
+        "name = \"key\"\n[models.s]\nbackend = \"sim\"\nsim = {{ ttft-base-ms = 1.0, itl-base-ms = 1.0, answer-tokens = 32 }}\n{workload}[matrix]\nmodel = [\"s\"]\nseed = [1]\n[[axis]]\nname = \"n\"\nvalues = [8]\nworkload = \"max-tokens\"\n{search}"
+    );
+    for (what, text) in [("server flag", flag), ("max-tokens", key)] {
+        p.write("experiments/t.toml", &text);
+        let out = p.run_ok();
+        let measured: BTreeSet<String> = out.ran().into_iter().filter(|id| id.starts_with("measure[")).collect();
+        let values: BTreeSet<String> =
+            measured.iter().filter_map(|id| id.split(",n=").nth(1)).map(|v| v.trim_end_matches(']').to_string()).collect();
+        assert_eq!(values, set(&["1", "2", "4"]), "{what}: whole numbers, not `1.0`:\n{}", out.stderr);
+        let tables = p.requests_tables("measure");
+        let probed: Vec<&Vec<Row>> = tables.iter().filter(|rows| rows.first().is_some_and(|r| values.contains(&r["n"]))).collect();
+        assert!(probed.len() >= 3, "{what}: {} tables", probed.len());
+        for rows in probed {
+            for r in rows {
+                assert_eq!(r["completion_tokens"], r["n"], "{what}: the answer is as long as the probe says: {r:?}");
+            }
+        }
+        for dir in ["cache", "reports"] {
+            std::fs::remove_dir_all(p.path().join(dir)).unwrap();
+        }
+    }
+}
+
+/// `--only seed=2` on a search of seeds 1 and 2 walks seed 2's curve alone, to its
+/// end (it used to measure one probe, then exit 2 with "no cell has seed=2"). A value
+/// no cell has, and the searched axis itself, are refused before anything runs.
+#[test]
+fn only_narrows_a_search_to_the_selected_seeds() {
+    let p = Project::new();
+    p.write("experiments/t.toml", &search_on_sim("only", "1, 2", 64));
+    let out = p.pipeline(&["run", "experiments/t.toml", "--only", "seed=2"]);
+    out.status(0);
+    let measured: BTreeSet<String> = out.ran().into_iter().filter(|id| id.starts_with("measure[")).collect();
+    assert!(!measured.is_empty() && measured.iter().all(|id| id.contains(",seed=2,")), "{}", out.stderr);
+    let batches: BTreeSet<u32> =
+        measured.iter().map(|id| id.split("batch-size=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(batches, BTreeSet::from([1, 2, 4, 8, 6, 5]), "the whole walk:\n{}", out.stderr);
+    p.pipeline(&["run", "experiments/t.toml", "--only", "seed=9"])
+        .status(2)
+        .stderr_has("--only: no cell has seed=9")
+        .stderr_has("hint: seed takes: 1, 2");
+    p.pipeline(&["plan", "experiments/t.toml", "--only", "batch-size=4"])
+        .status(2)
+        .stderr_has("`batch-size` is the searched axis")
+        .stderr_has("hint: narrow the search by the other axes");
+    // `plan` walks the same narrowed curve: seed 2's probes are all measured.
+    p.pipeline(&["plan", "experiments/t.toml", "--only", "seed=2"]).status(0).stdout_lacks("go on after").stdout_lacks("seed=1,");
+}
+
+/// The run record names every probe a search has measured, not only its last round's:
+/// `cache gc` after a search interrupted in its third round keeps the first two
+/// rounds' probes (it used to delete them), and the next run does not measure them again.
+#[test]
+fn cache_gc_after_an_interrupted_search_keeps_its_probes() {
+    let p = Project::new();
+    p.write("experiments/t.toml", &search_on_sim("gc", "1, 2", 64));
+    // Two measures a round (seeds 1 and 2): the fifth is the third round's first.
+    let run = Background::start_nth(&p, &["run", "experiments/t.toml"], "run    measure[", 5);
+    let (code, lines) = run.interrupt();
+    assert_eq!(code, Some(130), "{}", lines.join("\n"));
+    // The steps of the first two rounds, which ended before the third began.
+    let third = lines.iter().enumerate().filter(|(_, l)| l.starts_with("search: ")).nth(2).map_or(0, |(i, _)| i);
+    let first: BTreeSet<String> =
+        lines[..third].iter().filter_map(|l| l.strip_prefix("run    ")).map(|l| l.split(" (").next().unwrap_or(l).to_string()).collect();
+    assert!(first.iter().any(|id| id.contains("batch-size=1,")), "{}", lines.join("\n"));
+    p.pipeline(&["cache", "gc"]).status(0);
+    let again = p.run_ok();
+    let remeasured: Vec<String> = again.ran().into_iter().filter(|id| first.contains(id)).collect();
+    assert!(remeasured.is_empty(), "measured again after gc: {remeasured:?}\n{}", again.stderr);
+}

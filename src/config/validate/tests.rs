@@ -114,6 +114,18 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "10:11 axis[0].values[0]: must be a whole number from 1 to 1,000,000 (tokens per answer), found `0.5` (not a whole number)",
     ),
     (
+        "a search from 0, which doubles to 0",
+        "model = [\"a\"]",
+        "model = [\"a\"]\n[[axis]]\nname = \"w\"\nvalues = [1]\nworkload = \"warmup-requests\"\n[search]\naxis = \"w\"\nmin = 0\nmax = 8",
+        "14:7 search.min: must be above 0: the walk starts at min and doubles it",
+    ),
+    (
+        "a search of a whole-number server flag from 1.5",
+        "model = [\"a\"]",
+        "model = [\"a\"]\n[[axis]]\nname = \"n\"\nvalues = [4]\nserver-flag = \"--max-num-seqs\"\n[search]\naxis = \"n\"\nmin = 1.5\nmax = 8",
+        "14:7 search.min: must be a whole number from 1 to 1,000,000,000,000 (value of the axis), found `1.5`",
+    ),
+    (
         "an SLO of 0 ms",
         "turns = 2",
         "turns = 2\n[report]\nslo = { e2e-ms = 0 }",
