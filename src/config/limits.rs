@@ -121,7 +121,8 @@ pub const BATCH_SIZE: Limit = Limit::int(1, 10_000, "concurrent conversations");
 pub const SEARCH_VALUE: Limit = Limit::num(0.0, 1e12, "value of the axis").above();
 pub const SEARCH_TOLERANCE: Limit = Limit::num(0.0, 1.0, "share of the value").above();
 pub const SEARCH_EXTRA_SEEDS: Limit = Limit::int(0, 16, "seeds");
-pub const FRAMES: Limit = Limit::int(1, 1_024, "images per turn");
+/// 0: text-only turns, a turn is its question (or passage) alone.
+pub const FRAMES: Limit = Limit::int(0, 1_024, "images per turn");
 pub const TURNS: Limit = Limit::int(1, 10_000, "turns per conversation");
 pub const MAX_TOKENS: Limit = Limit::int(1, 1_000_000, "tokens per answer");
 pub const WARMUP_REQUESTS: Limit = Limit::int(0, 10_000, "requests");

@@ -182,3 +182,42 @@ fn bad_imports_name_the_file_and_line() {
     p.write("experiments/t.toml", &experiment("study-csv", "1 = \"r/bench.json\"", "1"));
     p.pipeline(&["run", "experiments/t.toml"]).status(1).stderr_has("r/bench.json:1: no column `times_to_first_token` in the header");
 }
+
+/// Text-only turns (`frames = 0`, refused before as "must be a whole number from 1 to
+/// 1,024"): each turn is its question alone, resent with the history like any turn, and
+/// the report shows the text-only curve beside the image curve of the same model.
+#[test]
+fn text_only_turns_run_on_the_simulator_beside_image_turns() {
+    let p = Project::new();
+    p.write(
+        "experiments/t.toml",
+        &one_sim_model(
+            "text",
+            "m",
+            "turns = 3\nresolution = \"64x48\"\nquestions = [\"A passage of text, then: what is it about?\"]",
+            "seed = [1]\nframes = [0, 1]\n[report]\ndir = \"reports/t\"",
+        ),
+    );
+    p.run_ok();
+    let requests = p.requests_tables("measure");
+    assert_eq!(requests.len(), 2, "one cell per frame count");
+    let tokens = |frames: &str| -> Vec<u64> {
+        let table = requests.iter().find(|t| t[0]["frames"] == frames).unwrap_or_else(|| panic!("frames = {frames}"));
+        table.iter().map(|r| r["prompt_tokens"].parse().unwrap()).collect()
+    };
+    let (text, image) = (tokens("0"), tokens("1"));
+    // The simulator counts an image's tokens as Qwen2.5-VL does: without images the
+    // prompts are shorter, and they still grow with the resent history.
+    assert!(text.iter().zip(&image).all(|(t, i)| t < i), "{text:?} vs {image:?}");
+    assert!(text.windows(2).all(|w| w[0] < w[1]), "{text:?}");
+    let datagen = p.all_files().into_iter().filter(|(path, _)| path.ends_with("conversations.json")).collect::<Vec<_>>();
+    let no_image = datagen.iter().any(|(_, bytes)| {
+        let d: Value = serde_json::from_slice(bytes).unwrap();
+        d["conversations"][0]["turns"].as_array().unwrap().iter().all(|t| t["images"].as_array().unwrap().is_empty())
+    });
+    assert!(no_image, "a dataset without images");
+    let per_turn = csv_rows(&p.read("reports/t/per_turn.csv"));
+    let curves: BTreeSet<&str> = per_turn.iter().map(|r| r["frames"].as_str()).collect();
+    assert_eq!(curves, BTreeSet::from(["0", "1"]), "a text-only curve beside the image curve");
+    assert!(p.read("reports/t/README.md").contains("frames=0"), "the report names the text-only curve");
+}
