@@ -370,3 +370,49 @@ fn text_only_turns_run_on_the_simulator_beside_image_turns() {
     assert_eq!(curves, BTreeSet::from(["0", "1"]), "a text-only curve beside the image curve");
     assert!(p.read("reports/t/README.md").contains("frames=0"), "the report names the text-only curve");
 }
+
+/// The experiment docs/experiment-file.md gives for the study's 18 configurations, run
+/// as written on files of the study's shape (the study's own are not committed; they
+/// were checked by hand against pandas): 50 files, one import each, 18 curves, the
+/// text-only ones at frames = 0, and the configurations without a TTFT column named.
+#[test]
+fn the_documented_study_experiment_imports_all_50_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/experiment-file.md")).unwrap();
+    let section = &docs[docs.find("### The reference study's 18 configurations").expect("the section")..];
+    let start = section.find("```toml\n").unwrap() + 8;
+    let toml = &section[start..start + section[start..].find("```\n").unwrap()];
+    let p = Project::new();
+    p.write("experiments/t.toml", toml);
+    let experiment: toml::Value = toml::from_str(toml).unwrap();
+    let mut files = 0;
+    for (name, model) in experiment["models"].as_table().unwrap() {
+        // As the study has them: TTFT in the base, AWQ and Claude image runs only.
+        let ttft =
+            ["qwen-3b", "qwen-3b-awq", "qwen-7b", "qwen-7b-awq", "qwen-32b", "qwen-32b-awq", "claude-sonnet"].contains(&name.as_str());
+        for (run, file) in model["results"].as_table().unwrap() {
+            let turns: String = (0..60)
+                .map(|t| {
+                    let total = 1.0 + t as f64 / 100.0 + run.parse::<f64>().unwrap() / 1000.0;
+                    if ttft { format!("{},{total},\"turn {t}, answered\"\n", total / 2.0) } else { format!("{total},\"turn {t}\"\n") }
+                })
+                .collect();
+            let header = if ttft {
+                "times_to_first_token,times_to_completion,assistant_responses\n"
+            } else {
+                "times_to_completion,assistant_responses\n"
+            };
+            p.write(file.as_str().unwrap(), &format!("{header}{turns}"));
+            files += 1;
+        }
+    }
+    assert_eq!(files, 50, "the study's 50 files");
+    let ran = p.run_ok().ran();
+    assert_eq!(ran.iter().filter(|id| id.starts_with("import[")).count(), 50, "{ran:?}");
+    let per_turn = csv_rows(&p.read("reports/vlm-latency-bench/per_turn.csv"));
+    let curves: BTreeSet<(&str, &str)> = per_turn.iter().map(|r| (r["model"].as_str(), r["frames"].as_str())).collect();
+    assert_eq!(curves.len(), 18, "{curves:?}");
+    assert_eq!(curves.iter().filter(|(_, frames)| *frames == "0").count(), 5, "five text-only configurations");
+    let readme = p.read("reports/vlm-latency-bench/README.md");
+    assert!(readme.contains("29 cell(s) of claude-sonnet-text, qwen-32b-4gpu, "), "{readme}");
+}
