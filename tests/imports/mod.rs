@@ -71,11 +71,11 @@ fn the_study_example_imports_its_runs_beside_the_simulator() {
         "{readme}"
     );
     // The answers as the files have them (one run's first turns), on one line of the
-    // Markdown table.
+    // Markdown table, with their length in characters (the files record no tokens).
     let shown = |run: u32| {
         let answer = &turns(&format!("claude-sonnet_run_{run}.csv"))[0].2;
         let line: String = answer.chars().take(40).map(|c| if c == '\n' { ' ' } else { c }).collect();
-        format!("| 1 | {}", line.replace('*', "\\*").replace('#', "\\#").replace('`', "\\`"))
+        format!("| 1 | {} | {}", answer.chars().count(), line.replace('*', "\\*").replace('#', "\\#").replace('`', "\\`"))
     };
     assert!((1..=3).any(|run| readme.contains(&shown(run))), "{:?} not in the README's sample answers", shown(2));
 
