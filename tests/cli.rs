@@ -381,11 +381,12 @@ fn one_command_model(name: &str, flags: &[&str]) -> String {
 /// One CSV row: column name → text.
 type Row = std::collections::BTreeMap<String, String>;
 
-/// Rows of a CSV file (our tables quote nothing we read here).
+/// Rows of a CSV file, through a real parser: answers and error details hold commas,
+/// quotes and newlines.
 fn csv_rows(text: &str) -> Vec<Row> {
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    lines.map(|l| header.iter().map(|h| h.to_string()).zip(l.split(',').map(String::from)).collect()).collect()
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect()
 }
 
 /// An experiment with one quick simulated model `s` (served as `served`), two-token

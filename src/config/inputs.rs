@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{ImageFolder, Issue, Source, issue_at, raw, read_capped};
+use super::{ImageFolder, Issue, Source, issue_at, raw, read_capped, read_results};
 
 /// What the file's paths hold.
 #[derive(Debug, Default)]
@@ -43,26 +43,20 @@ pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
     }
     for (name, m) in &raw.models {
         for (seed, file) in m.results.iter().flatten() {
-            match digest(&source.base_dir.join(file)) {
-                Ok(d) => {
-                    inputs.results.insert((name.clone(), seed.clone()), d);
+            match read_results(&source.base_dir.join(file)) {
+                Ok(bytes) => {
+                    inputs.results.insert((name.clone(), seed.clone()), blake3::hash(&bytes).to_hex().to_string());
                 }
-                Err(e) => inputs.issues.push(error(
+                Err((message, hint)) => inputs.issues.push(issue_at(
+                    source,
                     &format!("models.{name}.results.{seed}"),
-                    format!("cannot read `{file}`: {e}"),
-                    "paths are relative to the project root",
+                    format!("cannot read `{file}`: {message}"),
+                    Some(hint),
                 )),
             }
         }
     }
     inputs
-}
-
-/// A file's content digest, read in pieces (an AIPerf export can be large).
-fn digest(path: &std::path::Path) -> std::io::Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
-    Ok(hasher.finalize().to_hex().to_string())
 }
 
 /// The folder's image files, sorted, and one digest over their contents: the datagen

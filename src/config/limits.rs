@@ -18,6 +18,20 @@ pub const MAX_CELLS: u64 = 100_000;
 /// `/dev/zero` or a mistyped path to a dataset from reading until memory runs out.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
+/// Largest results file an `import` model reads (it is read whole). An AIPerf export of
+/// 100,000 requests with their chunk gaps is about 150 MB; more than this is another
+/// file (`/dev/urandom`, a dataset) or a run to split into seeds.
+pub const MAX_IMPORT_BYTES: u64 = 256 << 20;
+
+/// Most requests one results file may hold: ten times the biggest real run we know of,
+/// and within what the aggregate handles in seconds.
+pub const MAX_IMPORT_ROWS: usize = 1_000_000;
+
+/// The longest a run recorded in one results file may span, first request sent to last
+/// answer, in seconds: a week. Timestamps further apart are corrupt (a value near
+/// 2⁶⁴, a clock of another epoch), and would give a throughput of almost nothing.
+pub const MAX_IMPORT_SPAN_S: f64 = 7.0 * 86_400.0;
+
 /// A closed range of accepted numbers, optionally whole numbers only, optionally with
 /// an open lower end (strictly above `lo`) or upper end (strictly below `hi`).
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +139,8 @@ pub const SEARCH_WHOLE_VALUE: Limit = Limit::int(1, 1_000_000_000_000, "value of
 /// noise (and, at 1e-300, below the gap between adjacent floats: the walk never ended).
 pub const SEARCH_TOLERANCE: Limit = Limit::num(1e-4, 1.0, "share of the value");
 pub const SEARCH_EXTRA_SEEDS: Limit = Limit::int(0, 16, "seeds");
-pub const FRAMES: Limit = Limit::int(1, 1_024, "images per turn");
+/// 0: text-only turns, a turn is its question (or passage) alone.
+pub const FRAMES: Limit = Limit::int(0, 1_024, "images per turn");
 pub const TURNS: Limit = Limit::int(1, 10_000, "turns per conversation");
 pub const MAX_TOKENS: Limit = Limit::int(1, 1_000_000, "tokens per answer");
 pub const WARMUP_REQUESTS: Limit = Limit::int(0, 10_000, "requests");

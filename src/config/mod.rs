@@ -724,6 +724,37 @@ pub fn read_capped(path: &Path) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// A results file an `import` model names, whole: a regular file (a FIFO or a device
+/// such as `/dev/zero` would block or never end, so neither is opened) of at most
+/// [`limits::MAX_IMPORT_BYTES`], read through a `take` so a file that grows while read
+/// stops there too. The error is a message and a hint.
+pub fn read_results(path: &Path) -> Result<Vec<u8>, (String, String)> {
+    use std::io::Read;
+    let io = |e: std::io::Error| (e.to_string(), "paths are relative to the project root".to_string());
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err((
+            "it is not a regular file (a device, a pipe or a folder)".into(),
+            "name the results file itself; a pipe or a device is not read".into(),
+        ));
+    }
+    let too_big = || {
+        (
+            format!("it is larger than {} MiB", limits::MAX_IMPORT_BYTES >> 20),
+            "split the run into several files, one per seed, or check that this is the results file".to_string(),
+        )
+    };
+    if meta.len() > limits::MAX_IMPORT_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path).map_err(io)?.take(limits::MAX_IMPORT_BYTES + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limits::MAX_IMPORT_BYTES {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
 /// An [`Issue`] at `path`, located in `source` (for errors found after validation).
 pub fn issue_at(source: &Source, path: &str, message: String, hint: Option<String>) -> Issue {
     let at = locate::locate(&source.text, source.yaml, &KeyPath::parse(path));

@@ -205,7 +205,7 @@ pub struct RawMatrix {
     pub seed: Option<Vec<i64>>,
     /// concurrent conversations (closed loop) (default: `[1]`)
     pub batch_size: Option<Vec<i64>>,
-    /// images per turn (default: `[1]`)
+    /// images per turn; 0: text-only turns, each its question (or passage) alone (default: `[1]`)
     pub frames: Option<Vec<i64>>,
     /// list of `{ axis = value or [values] }`: remove matching cells (default: `[]`)
     #[serde(default)]

@@ -7,9 +7,15 @@
 //! has no throughput, TPOT or ITL, and `meta.json`'s `import.lacks` says so (the report
 //! repeats it). Each format's mapping is in docs/experiment-file.md.
 //!
-//! A file is checked as it is read: a wrong format, a missing column, a value that is
-//! not a number, or a time no request can take (more than [`MAX_SECONDS`]: a file in
-//! milliseconds read as seconds, say) fails the step, naming the file and line.
+//! Every format goes through its own parser: the `csv` crate for CSV (RFC 4180 quoting,
+//! multi-line fields, CRLF), `serde_json` for JSON and JSON lines; a UTF-8 byte-order
+//! mark is dropped first. A file is checked as it is read: a wrong format, a missing
+//! column, a value that is not a number, a time no request can take (more than
+//! [`MAX_SECONDS`]: a file in milliseconds read as seconds, say), a first token after
+//! the completion, an end before its start, or timestamps further apart than
+//! [`limits::MAX_IMPORT_SPAN_S`] fail the step, naming the file and the line where the
+//! record starts. A file is read only if it is a regular file of at most
+//! [`limits::MAX_IMPORT_BYTES`] holding at most [`limits::MAX_IMPORT_ROWS`] requests.
 
 use std::path::Path;
 
@@ -18,12 +24,14 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::ImportFormat;
+use crate::config::{ImportFormat, limits};
 use crate::error::WithHint;
 use crate::export;
 
 /// Bump when written files would change.
-pub const VERSION: u32 = 1;
+/// 2: study-csv through the `csv` crate: `assistant_responses` is the `answer`, the
+/// time to first token optional; `meta.json`'s `import` names the model.
+pub const VERSION: u32 = 2;
 
 /// The longest time a request is believed to take, in seconds: one hour.
 pub const MAX_SECONDS: f64 = 3600.0;
@@ -62,25 +70,30 @@ struct Row {
     answer: String,
 }
 
-/// What a file holds: its rows, and what its format does not record.
+/// What a file holds: its rows, the line where each starts (1-based), and what its
+/// format does not record.
 struct Read {
     rows: Vec<Row>,
+    lines: Vec<usize>,
     lacks: Vec<&'static str>,
 }
 
 /// Read `path` (named `p.file` in messages) in `p.format`, and write the rows to `out`.
 pub fn run(p: &Params, path: &Path, out: &Path) -> Result<()> {
     let file = &p.file;
-    let bytes = std::fs::read(path).with_context(|| format!("reading `{file}`"))?;
+    let bytes = crate::config::read_results(path).map_err(|(message, hint)| anyhow!("cannot read `{file}`: {message}").hint(hint))?;
     if blake3::hash(&bytes).to_hex().as_str() != p.digest {
         return Err(anyhow!("`{file}` changed after the plan was made").hint("run the command again"));
     }
     let text = String::from_utf8(bytes).map_err(|_| anyhow!("`{file}` is not UTF-8 text").hint(format_hint(p.format)))?;
+    // A byte-order mark is no part of the first column's name or the first record.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let read = match p.format {
-        ImportFormat::StudyCsv => study_csv(&text),
-        ImportFormat::Aiperf => aiperf(&text),
-        ImportFormat::VllmBench => vllm_bench(&text),
+        ImportFormat::StudyCsv => study_csv(text),
+        ImportFormat::Aiperf => aiperf(text),
+        ImportFormat::VllmBench => vllm_bench(text),
     }
+    .and_then(check_span)
     .map_err(|(line, message)| anyhow!("{file}:{line}: {message}").hint(format_hint(p.format)))?;
     if read.rows.iter().all(|r| r.warmup) {
         bail!("`{file}` holds no measured request");
@@ -91,7 +104,7 @@ pub fn run(p: &Params, path: &Path, out: &Path) -> Result<()> {
 fn format_hint(format: ImportFormat) -> String {
     let what = match format {
         ImportFormat::StudyCsv => {
-            "a CSV with a header holding `times_to_first_token` and `times_to_completion` (seconds), one row per turn"
+            "a CSV with a header holding `times_to_completion` (seconds) and optionally `times_to_first_token` and `assistant_responses`, one record per turn"
         }
         ImportFormat::Aiperf => "AIPerf's `profile_export.jsonl`, one JSON record per line",
         ImportFormat::VllmBench => "the JSON of `vllm bench serve --save-result --save-detailed`",
@@ -116,38 +129,147 @@ fn seconds(v: f64, what: &str, line: usize) -> Result<f64, Bad> {
     Ok(v)
 }
 
-/// The reference study's CSV: a header naming `times_to_first_token` and
-/// `times_to_completion` (seconds; other columns are ignored), then one row per turn of
-/// one conversation.
-fn study_csv(text: &str) -> Result<Read, Bad> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().ok_or((1, "the file is empty".to_string()))?;
-    let names: Vec<&str> = header.split(',').map(|c| c.trim().trim_matches('"')).collect();
-    let column = |name: &str| {
-        names.iter().position(|c| *c == name).ok_or((1, format!("no column `{name}` in the header (it has: {})", names.join(", "))))
-    };
-    let (ttft_at, total_at) = (column("times_to_first_token")?, column("times_to_completion")?);
-    let mut rows = Vec::new();
-    for (turn, (i, line)) in lines.enumerate() {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let number = |at: usize, what: &str| -> Result<f64, Bad> {
-            let text = fields.get(at).ok_or((i + 1, format!("the row has {} field(s); `{what}` is field {}", fields.len(), at + 1)))?;
-            let v = text.trim_matches('"').parse::<f64>().map_err(|_| (i + 1, format!("`{what}` is `{text}`, not a number of seconds")))?;
-            seconds(v, what, i + 1)
-        };
-        let (ttft, total) = (number(ttft_at, "times_to_first_token")?, number(total_at, "times_to_completion")?);
-        if ttft > total {
-            return Err((i + 1, format!("the first token ({ttft} s) comes after the completion ({total} s)")));
-        }
-        rows.push(Row { turn: turn as u32, ttft_ms: Some(ttft * 1e3), e2e_ms: Some(total * 1e3), error: "none".into(), ..Row::default() });
+/// Another request would pass [`limits::MAX_IMPORT_ROWS`].
+fn row_cap(rows: &[Row], line: usize) -> Result<(), Bad> {
+    if rows.len() >= limits::MAX_IMPORT_ROWS {
+        return Err((line, format!("more than {} requests in one file", limits::count(limits::MAX_IMPORT_ROWS as u128))));
     }
-    let lacks = vec![
+    Ok(())
+}
+
+/// A request's own times, in the order they happen: its first token comes no later
+/// than its completion, and it ends no earlier than it starts.
+fn check_order(row: &Row, line: usize) -> Result<(), Bad> {
+    if let (Some(ttft), Some(e2e)) = (row.ttft_ms, row.e2e_ms)
+        && ttft > e2e
+    {
+        return Err((line, format!("the first token ({} s) comes after the completion ({} s)", ttft / 1e3, e2e / 1e3)));
+    }
+    if let (Some(sent), Some(end)) = (row.sent_ns, row.end_ns)
+        && end < sent
+    {
+        return Err((line, format!("the request ends (at {end} ns) before it starts (at {sent} ns)")));
+    }
+    Ok(())
+}
+
+/// All the file's timestamps lie within [`limits::MAX_IMPORT_SPAN_S`] of each other:
+/// one corrupt value (near 2⁶⁴, say) would otherwise stretch the run and make its
+/// throughput almost nothing. The record blamed is the one with the latest timestamp.
+fn check_span(read: Read) -> Result<Read, Bad> {
+    let stamped = read
+        .rows
+        .iter()
+        .zip(&read.lines)
+        .flat_map(|(r, l)| [r.sent_ns, r.first_token_ns, r.end_ns].into_iter().flatten().map(move |t| (t, *l)));
+    let (Some(first), Some(last)) = (stamped.clone().min(), stamped.max()) else {
+        return Ok(read);
+    };
+    let span_s = (last.0 - first.0) as f64 / 1e9;
+    if span_s > limits::MAX_IMPORT_SPAN_S {
+        return Err((
+            last.1,
+            format!(
+                "a timestamp of {} ns lies {span_s:.3e} s after the file's first ({} ns, line {}); one run spans at most a week",
+                last.0, first.0, first.1
+            ),
+        ));
+    }
+    Ok(read)
+}
+
+/// The line a CSV record starts on, from the byte where the reader says it starts.
+/// (The reader's own line count lags by one after a CRLF: it ends a record at the `\r`,
+/// so the next one "starts" at the `\n` of the line before.) Records come in order, so
+/// the count moves forward only.
+struct LineOf<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: usize,
+}
+
+impl LineOf<'_> {
+    fn record_at(&mut self, mut byte: usize) -> usize {
+        while matches!(self.text.get(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        let to = byte.min(self.text.len()).max(self.at);
+        self.line += self.text[self.at..to].iter().filter(|&&b| b == b'\n').count();
+        self.at = to;
+        self.line
+    }
+}
+
+/// The reference study's CSV, as pandas' `to_csv` wrote it: a header naming
+/// `times_to_completion` and, in most files, `times_to_first_token` (seconds) and
+/// `assistant_responses` (the answer, quoted and often several lines long), then one
+/// record per turn of one conversation. Other columns are ignored. A file without
+/// `times_to_first_token` leaves the TTFT empty and says so in `lacks`.
+fn study_csv(text: &str) -> Result<Read, Bad> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::Headers).from_reader(text.as_bytes());
+    // An error is rare: its line is counted from the start.
+    let line =
+        |pos: Option<&csv::Position>| LineOf { text: text.as_bytes(), at: 0, line: 1 }.record_at(pos.map_or(0, |p| p.byte() as usize));
+    let bad_csv = |e: &csv::Error| match e.kind() {
+        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => {
+            (line(pos.as_ref()), format!("the record has {len} field(s) and the header {expected_len}"))
+        }
+        csv::ErrorKind::Utf8 { pos, .. } => (line(pos.as_ref()), "a field is not UTF-8 text".into()),
+        _ => (line(e.position()), format!("not CSV: {e}")),
+    };
+    let names: Vec<String> = reader.headers().map_err(|e| bad_csv(&e))?.iter().map(String::from).collect();
+    if names.iter().all(|n| n.is_empty()) {
+        return Err((1, "the file is empty".into()));
+    }
+    let at = |name: &str| names.iter().position(|c| c == name);
+    let total_at = at("times_to_completion").ok_or_else(|| {
+        (
+            1,
+            format!(
+                "no column `times_to_completion` in the header (it has: {})",
+                names.iter().map(|n| format!("`{}`", n.escape_debug())).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let (ttft_at, answer_at) = (at("times_to_first_token"), at("assistant_responses"));
+    let (mut rows, mut lines) = (Vec::new(), Vec::new());
+    let mut line_of = LineOf { text: text.as_bytes(), at: 0, line: 1 };
+    for record in reader.records() {
+        let record = record.map_err(|e| bad_csv(&e))?;
+        let line = line_of.record_at(record.position().map_or(0, |p| p.byte() as usize));
+        row_cap(&rows, line)?;
+        let number = |at: usize, what: &str| -> Result<f64, Bad> {
+            let text = record.get(at).unwrap_or_default().trim();
+            let v = text.parse::<f64>().map_err(|_| (line, format!("`{what}` is `{text}`, not a number of seconds")))?;
+            seconds(v, what, line)
+        };
+        let ttft = ttft_at.map(|at| number(at, "times_to_first_token")).transpose()?;
+        let total = number(total_at, "times_to_completion")?;
+        let row = Row {
+            turn: rows.len() as u32,
+            ttft_ms: ttft.map(|t| t * 1e3),
+            e2e_ms: Some(total * 1e3),
+            answer: answer_at.and_then(|at| record.get(at)).unwrap_or_default().to_string(),
+            error: "none".into(),
+            ..Row::default()
+        };
+        check_order(&row, line)?;
+        rows.push(row);
+        lines.push(line);
+    }
+    let mut lacks = vec![];
+    if ttft_at.is_none() {
+        lacks.push("time to first token (no times_to_first_token column)");
+    }
+    lacks.extend([
         "request timestamps (so no throughput or concurrency)",
         "token counts (so no TPOT)",
         "per-chunk times (so no inter-token latency)",
-        "answers",
-    ];
-    Ok(Read { rows, lacks })
+    ]);
+    if answer_at.is_none() {
+        lacks.push("answers");
+    }
+    Ok(Read { rows, lines, lacks })
 }
 
 /// A metric's values in milliseconds, as AIPerf writes them: `{"value": 12.5, "unit":
@@ -187,34 +309,53 @@ fn aiperf_ms(v: &Value, what: &str, line: usize) -> Result<Option<f64>, Bad> {
 /// AIPerf's `profile_export.jsonl`: one record per line with `metadata` (session,
 /// turn, phase, epoch timestamps) and `metrics` (values with units), or an `error`.
 fn aiperf(text: &str) -> Result<Read, Bad> {
-    let mut rows = Vec::new();
+    let (mut rows, mut lines) = (Vec::new(), Vec::new());
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let n = i + 1;
+        row_cap(&rows, n)?;
         let r: Value = serde_json::from_str(line).map_err(|e| (n, format!("not a JSON record: {e}")))?;
         let (meta, metrics) = (&r["metadata"], &r["metrics"]);
         if !meta.is_object() {
             return Err((n, "a record without `metadata`: is this AIPerf's profile_export.jsonl?".into()));
         }
-        let int = |v: &Value| v.as_u64();
+        // A field that is there holds a whole number of its range, or the record is refused.
+        let int = |v: &Value, what: &str| -> Result<Option<u64>, Bad> {
+            match v {
+                Value::Null => Ok(None),
+                // `550.0` is a whole number too.
+                v => v
+                    .as_u64()
+                    .or_else(|| v.as_f64().filter(|x| x.fract() == 0.0 && (0.0..1.8e19).contains(x)).map(|x| x as u64))
+                    .map(Some)
+                    .ok_or((n, format!("`{what}` is `{v}`, not a whole number 0 or more"))),
+            }
+        };
+        let small = |v: &Value, what: &str| -> Result<u32, Bad> {
+            int(v, what)?.map_or(Ok(0), |x| u32::try_from(x).map_err(|_| (n, format!("`{what}` is {x}, more than {}", u32::MAX))))
+        };
         let mut row = Row {
-            conversation: int(&meta["session_num"]).unwrap_or(0) as u32,
-            turn: int(&meta["turn_index"]).unwrap_or(0) as u32,
+            conversation: small(&meta["session_num"], "metadata.session_num")?,
+            turn: small(&meta["turn_index"], "metadata.turn_index")?,
             warmup: meta["benchmark_phase"].as_str() == Some("warmup"),
-            sent_ns: int(&meta["request_start_ns"]),
-            end_ns: int(&meta["request_end_ns"]),
+            sent_ns: int(&meta["request_start_ns"], "metadata.request_start_ns")?,
+            end_ns: int(&meta["request_end_ns"], "metadata.request_end_ns")?,
             ttft_ms: aiperf_ms(&metrics["time_to_first_token"], "time_to_first_token", n)?,
             e2e_ms: aiperf_ms(&metrics["request_latency"], "request_latency", n)?,
-            prompt_tokens: int(&metrics["input_sequence_length"]["value"]),
-            completion_tokens: int(&metrics["output_sequence_length"]["value"]).or(int(&metrics["output_token_count"]["value"])),
+            prompt_tokens: int(&metrics["input_sequence_length"]["value"], "metrics.input_sequence_length")?,
+            completion_tokens: match int(&metrics["output_sequence_length"]["value"], "metrics.output_sequence_length")? {
+                Some(x) => Some(x),
+                None => int(&metrics["output_token_count"]["value"], "metrics.output_token_count")?,
+            },
             error: "none".into(),
             ..Row::default()
         };
         row.gaps_ms = aiperf_ms_all(&metrics["inter_chunk_latency"], "inter_chunk_latency", n)?;
         if let (Some(sent), Some(ttft)) = (row.sent_ns, row.ttft_ms) {
-            row.first_token_ns = Some(sent + (ttft * 1e6) as u64);
+            // At most MAX_SECONDS after `sent`: no overflow short of 2⁶⁴, which the span check refuses.
+            row.first_token_ns = Some(sent.saturating_add((ttft * 1e6) as u64));
         }
         if r["error"].is_object() {
-            let code = int(&r["error"]["code"]).map(|c| c as u32);
+            let code = r["error"]["code"].as_u64().and_then(|c| u32::try_from(c).ok());
             row.status = code;
             row.error = match code {
                 Some(429) => "http_429",
@@ -229,35 +370,60 @@ fn aiperf(text: &str) -> Result<Read, Bad> {
         } else if row.ttft_ms.is_none() || row.e2e_ms.is_none() {
             return Err((n, "a successful record without `time_to_first_token` or `request_latency`".into()));
         }
+        check_order(&row, n)?;
         rows.push(row);
+        lines.push(n);
     }
     let lacks = vec!["cached prompt tokens", "answers"];
-    Ok(Read { rows, lacks })
+    Ok(Read { rows, lines, lacks })
 }
 
 /// `vllm bench serve --save-result --save-detailed`: one JSON object with a list per
 /// field, one entry per request (`ttfts`, `latencies`, `itls` in seconds;
 /// `start_times` from the client's monotonic clock; `input_lens`, `output_lens`,
-/// `generated_texts`, `errors`).
+/// `generated_texts`, `errors`). The file is one JSON object, so a problem with a
+/// request is at line 1 and names the request's index in the lists.
 fn vllm_bench(text: &str) -> Result<Read, Bad> {
     let json: Value = serde_json::from_str(text).map_err(|e| (e.line(), format!("not JSON: {e}")))?;
     let list = |name: &str| json[name].as_array();
     let ttfts = list("ttfts").ok_or((1, "no `ttfts` list: was the benchmark saved with --save-detailed?".to_string()))?;
     let n = ttfts.len();
+    if n > limits::MAX_IMPORT_ROWS {
+        return Err((
+            1,
+            format!("{} requests; one file holds at most {}", limits::count(n as u128), limits::count(limits::MAX_IMPORT_ROWS as u128)),
+        ));
+    }
     for name in ["latencies", "itls", "start_times", "input_lens", "output_lens", "errors", "generated_texts"] {
         if let Some(l) = list(name).filter(|l| l.len() != n) {
             return Err((1, format!("`{name}` has {} entries and `ttfts` {n}", l.len())));
         }
     }
     let at = |name: &str, i: usize| list(name).map_or(&Value::Null, |l| &l[i]);
-    let secs = |v: &Value, what: &str| v.as_f64().map(|x| seconds(x, what, 1)).transpose();
-    let start0 = list("start_times").and_then(|l| l.iter().filter_map(Value::as_f64).reduce(f64::min));
+    let starts: Vec<Option<f64>> = (0..n).map(|i| at("start_times", i).as_f64()).collect();
+    let start0 = starts.iter().flatten().copied().reduce(f64::min);
     let mut rows = Vec::new();
     for i in 0..n {
+        let what = |name: &str| format!("request {i}'s {name}");
+        let secs = |v: &Value, name: &str| v.as_f64().map(|x| seconds(x, &what(name), 1)).transpose();
         let error = at("errors", i).as_str().unwrap_or_default();
-        let ttft = secs(at("ttfts", i), "a TTFT")?;
-        let latency = secs(at("latencies", i), "a latency")?;
-        let start = at("start_times", i).as_f64().zip(start0).map(|(s, s0)| ((s - s0) * 1e9) as u64);
+        let ttft = secs(at("ttfts", i), "TTFT")?;
+        let latency = secs(at("latencies", i), "latency")?;
+        let start = match (starts[i], start0) {
+            (Some(s), Some(s0)) => {
+                let from_first = s - s0;
+                if !s.is_finite() || from_first > limits::MAX_IMPORT_SPAN_S {
+                    return Err((
+                        1,
+                        format!(
+                            "request {i}'s start time is {s}, {from_first:.3e} s after the first request's; one run spans at most a week"
+                        ),
+                    ));
+                }
+                Some((from_first * 1e9) as u64)
+            }
+            _ => None,
+        };
         let mut row = Row {
             conversation: i as u32,
             sent_ns: start,
@@ -273,18 +439,20 @@ fn vllm_bench(text: &str) -> Result<Read, Bad> {
             ..Row::default()
         };
         for g in at("itls", i).as_array().into_iter().flatten() {
-            row.gaps_ms.extend(secs(g, "an inter-token latency")?.map(|s| s * 1e3));
+            row.gaps_ms.extend(secs(g, "inter-token latency")?.map(|s| s * 1e3));
         }
         if !error.is_empty() {
             (row.ttft_ms, row.e2e_ms) = (None, None);
         }
+        check_order(&row, 1).map_err(|(l, m)| (l, format!("request {i}: {m}")))?;
         rows.push(row);
     }
     let mut lacks = vec!["multi-turn conversations (every request is its own)", "cached prompt tokens"];
     if list("latencies").is_none() {
         lacks.push("end-to-end latency (no `latencies`: an older vLLM)");
     }
-    Ok(Read { rows, lacks })
+    let lines = vec![1; rows.len()];
+    Ok(Read { rows, lines, lacks })
 }
 
 /// The rows as a measure writes them: `requests` (and `chunks`) with the same columns,
@@ -358,11 +526,12 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
 
     let measured: Vec<&Row> = rows.iter().filter(|r| !r.warmup).collect();
     let why = "imported results record none";
+    let model = p.cell.iter().find(|(k, _)| k == "model").map_or("", |(_, v)| v.as_str());
     let meta = serde_json::json!({
         "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
         "cell": p.cell,
         "server": {"backend": "import", "url": Value::Null, "version": Value::Null,
-                   "import": {"format": p.format.name(), "file": p.file, "lacks": read.lacks}},
+                   "import": {"format": p.format.name(), "model": model, "file": p.file, "lacks": read.lacks}},
         "hardware": "not recorded (imported)",
         "nvml": {"available": false, "reason": why},
         "telemetry": {"available": false, "reason": why},
@@ -386,15 +555,44 @@ mod tests {
         assert_eq!(read.rows.len(), 2);
         assert_eq!((read.rows[1].turn, read.rows[1].ttft_ms, read.rows[1].e2e_ms), (1, Some(300.0), Some(1750.0)));
         assert_eq!(read.rows[0].sent_ns, None, "no timestamps are made up");
+        assert!(read.lacks.contains(&"answers"));
         let bad = |text: &str| study_csv(text).err().unwrap();
-        assert_eq!(bad("ttft,total\n1,2\n").0, 1);
-        assert!(bad("ttft,total\n1,2\n").1.contains("no column `times_to_first_token`"));
+        assert_eq!(bad("ttft,total\n1,2\n"), (1, "no column `times_to_completion` in the header (it has: `ttft`, `total`)".into()));
         assert_eq!(
             bad("times_to_first_token,times_to_completion\n0.2,1\n1000000,2\n"),
             (3, "times_to_first_token is 1000000 s, longer than any request takes (at most 3600 s): is the file in another unit?".into())
         );
         assert!(bad("times_to_first_token,times_to_completion\n0.2,abc\n").1.contains("`times_to_completion` is `abc`"));
         assert!(bad("times_to_first_token,times_to_completion\n2,1\n").1.contains("comes after the completion"));
+        assert_eq!(bad("times_to_completion\n1\n2,3\n"), (3, "the record has 2 field(s) and the header 1".into()));
+    }
+
+    /// The study's files as pandas wrote them: answers quoted per RFC 4180 (commas,
+    /// doubled quotes, Markdown, newlines), CRLF line ends, no final newline; a record
+    /// is one turn however many lines it spans, and a bad one is named by the line it
+    /// starts on.
+    #[test]
+    fn the_study_csv_reads_quoted_multi_line_answers() {
+        let text = "times_to_first_token,times_to_completion,assistant_responses\r\n\
+                    0.5,1.25,\"### Key Elements\r\n- a \"\"quoted\"\" word, and a comma\r\n\r\n**bold**\"\r\n\
+                    0.25,0.75,plain answer\r\n\
+                    0.125,0.5,\"last, without a newline\"";
+        let read = study_csv(text).unwrap();
+        assert_eq!(read.rows.len(), 3, "three turns, not seven lines");
+        assert_eq!(read.rows[0].answer, "### Key Elements\r\n- a \"quoted\" word, and a comma\r\n\r\n**bold**");
+        assert_eq!((read.rows[1].turn, read.rows[1].ttft_ms, read.rows[1].e2e_ms), (1, Some(250.0), Some(750.0)));
+        assert_eq!((read.rows[2].answer.as_str(), read.rows[2].e2e_ms), ("last, without a newline", Some(500.0)));
+        assert_eq!(read.lines, vec![2, 6, 7], "where each record starts");
+        assert!(!read.lacks.contains(&"answers"));
+
+        // Without `times_to_first_token` the TTFT stays empty, and `lacks` says so.
+        let read = study_csv("times_to_completion,assistant_responses\n1.5,\"a,\nb\"\n2.5,c\n").unwrap();
+        assert_eq!((read.rows[1].ttft_ms, read.rows[1].e2e_ms, read.rows[0].answer.as_str()), (None, Some(2500.0), "a,\nb"));
+        assert!(read.lacks[0].starts_with("time to first token"), "{:?}", read.lacks);
+
+        // A bad number in the record after a three-line answer: the line it starts on.
+        let bad = study_csv("times_to_first_token,times_to_completion,assistant_responses\n0.1,0.2,\"x\ny\nz\"\n0.1,oops,\"p\nq\"\n");
+        assert_eq!(bad.err().unwrap(), (5, "`times_to_completion` is `oops`, not a number of seconds".into()));
     }
 
     #[test]
@@ -414,6 +612,57 @@ mod tests {
         assert!(aiperf(r#"{"metrics":{}}"#).err().unwrap().1.contains("without `metadata`"));
         let unit = r#"{"metadata":{},"metrics":{"time_to_first_token":{"value":1,"unit":"fortnights"}},"error":null}"#;
         assert!(aiperf(unit).err().unwrap().1.contains("unit Some(\"fortnights\")"));
+    }
+
+    /// Issue 21, item 5: what no request can do is refused at the record that does it.
+    #[test]
+    fn impossible_records_are_refused_at_their_line() {
+        let record = |start: &str, end: &str, ttft_ms: f64, e2e_ms: f64| {
+            format!(
+                r#"{{"metadata":{{"session_num":0,"turn_index":0,"request_start_ns":{start},"request_end_ns":{end}}},"metrics":{{"time_to_first_token":{{"value":{ttft_ms},"unit":"ms"}},"request_latency":{{"value":{e2e_ms},"unit":"ms"}}}},"error":null}}"#
+            )
+        };
+        let ok = record("1000000000", "1300000000", 100.0, 300.0);
+        let read = |lines: &[String]| aiperf(&lines.join("\n")).and_then(check_span);
+        assert!(read(&[ok.clone(), ok.clone()]).is_ok());
+        // A first token after the completion (a negative TPOT).
+        let late = read(&[ok.clone(), record("1000000000", "1300000000", 400.0, 300.0)]).err().unwrap();
+        assert_eq!(late, (2, "the first token (0.4 s) comes after the completion (0.3 s)".into()));
+        // An end before its start.
+        let early = read(&[ok.clone(), ok.clone(), record("1300000000", "1000000000", 100.0, 300.0)]).err().unwrap();
+        assert_eq!(early, (3, "the request ends (at 1000000000 ns) before it starts (at 1300000000 ns)".into()));
+        // A timestamp near 2⁶⁴ beside real ones: refused, not a throughput of nothing.
+        let far = read(&[ok.clone(), record("18446744073709551000", "18446744073709551000", 100.0, 300.0)]).err().unwrap();
+        assert_eq!(far.0, 2);
+        assert!(far.1.contains("after the file's first (1000000000 ns, line 1); one run spans at most a week"), "{}", far.1);
+        // A negative or fractional timestamp is not a time.
+        let negative = read(&[record("-5", "1300000000", 100.0, 300.0)]).err().unwrap();
+        assert_eq!(negative, (1, "`metadata.request_start_ns` is `-5`, not a whole number 0 or more".into()));
+
+        let bench = |ttfts: &str, latencies: &str, starts: &str| {
+            vllm_bench(&format!(r#"{{"ttfts":{ttfts},"latencies":{latencies},"start_times":{starts},"errors":["",""]}}"#))
+                .and_then(check_span)
+        };
+        assert!(bench("[0.1,0.1]", "[0.2,0.3]", "[10.0,10.5]").is_ok());
+        assert_eq!(
+            bench("[0.1,0.5]", "[0.2,0.3]", "[10.0,10.5]").err().unwrap().1,
+            "request 1: the first token (0.5 s) comes after the completion (0.3 s)"
+        );
+        assert_eq!(
+            bench("[0.1,-0.5]", "[0.2,0.3]", "[10.0,10.5]").err().unwrap().1,
+            "request 1's TTFT is -0.5; a time is a number of seconds, 0 or more"
+        );
+        let far = bench("[0.1,0.1]", "[0.2,0.3]", "[10.0,1.8e19]").err().unwrap().1;
+        assert!(far.starts_with("request 1's start time is 18000000000000000000, 1.800e19 s after the first request's"), "{far}");
+    }
+
+    #[test]
+    fn a_file_holds_at_most_the_row_cap() {
+        let rows = "0.1,0.2\n".repeat(limits::MAX_IMPORT_ROWS);
+        let full = format!("times_to_first_token,times_to_completion\n{rows}");
+        assert_eq!(study_csv(&full).unwrap().rows.len(), limits::MAX_IMPORT_ROWS);
+        let over = study_csv(&format!("{full}0.1,0.2\n")).err().unwrap();
+        assert_eq!(over, (limits::MAX_IMPORT_ROWS + 2, "more than 1,000,000 requests in one file".into()));
     }
 
     #[test]

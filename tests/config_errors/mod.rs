@@ -160,7 +160,7 @@ fn bad_experiment_files_are_explained() {
             &[
                 "t.toml:25:15",
                 "matrix.batch-size[0]: must be a whole number from 1 to 10,000 (concurrent conversations), found `4,294,967,297`",
-                "matrix.frames[0]: must be a whole number from 1 to 1,024 (images per turn), found `4,294,967,296`",
+                "matrix.frames[0]: must be a whole number from 0 to 1,024 (images per turn), found `4,294,967,296`",
             ],
         ),
         (

@@ -102,10 +102,10 @@ const CASES: &[(&str, &str, &str, &str)] = &[
         "7:24 server.tensor-parallel-size: must be a whole number from 1 to 64 (GPUs), found `0`",
     ),
     (
-        "an include of frames 0",
+        "an include of frames 1025",
         "model = [\"a\"]",
-        "model = [\"a\"]\ninclude = [{ frames = 0 }]",
-        "8:23 matrix.include[0].frames[0]: must be a whole number from 1 to 1,024 (images per turn), found `0`",
+        "model = [\"a\"]\ninclude = [{ frames = 1025 }]",
+        "8:23 matrix.include[0].frames[0]: must be a whole number from 0 to 1,024 (images per turn), found `1,025`",
     ),
     (
         "an axis setting max-tokens to 0.5",

@@ -4,7 +4,7 @@
 //! The headline metric is the end-to-end latency, each seed's mean, with the across-
 //! seeds bootstrap interval of the `seeds` table.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
 use polars::prelude::*;
@@ -214,18 +214,22 @@ pub fn against_baseline(g: &mut Glance, c: &super::baseline::Comparison) {
 }
 
 /// What imported results do not record (`runs.json`'s `import` entries), once per
-/// format: the numbers that depend on it are missing from their curves.
+/// format and set of missing measures, naming the models (curves) concerned: the
+/// numbers that depend on it are missing from those curves.
 pub fn imported(g: &mut Glance, runs: &[serde_json::Value]) {
-    let mut by_format: BTreeMap<String, (u64, Vec<String>)> = BTreeMap::new();
+    let mut by_lack: BTreeMap<(String, Vec<String>), (u64, BTreeSet<String>)> = BTreeMap::new();
     for r in runs.iter().filter(|r| r["import"].is_object()) {
         let lacks: Vec<String> =
             r["import"]["lacks"].as_array().into_iter().flatten().filter_map(|l| l.as_str().map(String::from)).collect();
-        let slot = by_format.entry(r["import"]["format"].as_str().unwrap_or("?").to_string()).or_insert((0, lacks));
+        let format = r["import"]["format"].as_str().unwrap_or("?").to_string();
+        let slot = by_lack.entry((format, lacks)).or_default();
         slot.0 += r["cells"].as_u64().unwrap_or(0);
+        slot.1.extend(r["import"]["model"].as_str().map(String::from));
     }
-    for (format, (cells, lacks)) in by_format {
+    for ((format, lacks), (cells, models)) in by_lack {
+        let of = if models.is_empty() { String::new() } else { format!(" of {}", models.into_iter().collect::<Vec<_>>().join(", ")) };
         g.warnings.push(format!(
-            "{cells} cell(s) were imported from {format} files, which do not record {}: those numbers are missing from their curves.",
+            "{cells} cell(s){of} were imported from {format} files, which do not record {}: those numbers are missing from their curves.",
             lacks.join(", ")
         ));
     }

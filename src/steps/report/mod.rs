@@ -544,7 +544,8 @@ fn telemetry_reason(runs: &[serde_json::Value]) -> String {
 }
 
 /// The first turns of one conversation per model and variant (its first cell in
-/// table order), as answered: untrusted text, escaped by the HTML template.
+/// table order), as answered (the first 300 characters) with the answer's length in
+/// characters: untrusted text, escaped by the HTML template.
 fn answers(requests: &Path, cell: &[String]) -> Result<Vec<JValue>> {
     let mut df = ParquetReader::new(std::fs::File::open(requests)?)
         .with_columns(Some(cell.iter().cloned().chain(["conversation", "turn", "warmup", "error", "answer"].map(String::from)).collect()))
@@ -572,7 +573,10 @@ fn answers(requests: &Path, cell: &[String]) -> Result<Vec<JValue>> {
         let text: String = answer[r].chars().take(300).collect();
         let cut = if text.len() < answer[r].len() { "…" } else { "" };
         let t = turn[r].parse::<u32>().unwrap_or(0) + 1;
-        out.push(minijinja::context! { cell => label[r].clone(), turn => t, answer => format!("{text}{cut}") });
+        // The whole answer's length: the only measure of an answer's size where token
+        // counts were not recorded (imported study files), and the shown text may be cut.
+        let chars = answer[r].chars().count();
+        out.push(minijinja::context! { cell => label[r].clone(), turn => t, chars => chars, answer => format!("{text}{cut}") });
     }
     Ok(out)
 }
