@@ -18,7 +18,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Version of the preimage layout. Bumping it invalidates every cached step.
-pub const KEY_SCHEMA: u32 = 1;
+/// 2: a secret flag's value in a server's command line (`--api-key x`) enters keys as
+/// `[redacted N]`; keys written before held the value itself, and no entry of theirs
+/// should be found (or kept by `cache gc`) again.
+pub const KEY_SCHEMA: u32 = 2;
 
 /// Environment variables that change what a measurement means (server behaviour),
 /// and so enter the key of the steps that talk to a server when they are set.
@@ -141,9 +144,9 @@ mod tests {
         assert_eq!(text, sorted, "the struct's own serialization is canonical");
         assert_eq!(
             text,
-            r#"{"env":{},"hardware":null,"inputs":{},"kind":"datagen","params":{"resolution":[1280,720],"seed":66,"turns":60},"schema":1,"server":null,"version":1}"#
+            r#"{"env":{},"hardware":null,"inputs":{},"kind":"datagen","params":{"resolution":[1280,720],"seed":66,"turns":60},"schema":2,"server":null,"version":1}"#
         );
-        assert_eq!(k.digest().hex(), "4928fea517b4989c61c4a4209e95628fdff81e3efb75b400dd986ce28ca5df1c");
+        assert_eq!(k.digest().hex(), "9223f18dc049ed285cb9a33c86a5ddbd1d5801c6258a1438d49dcabaaa1fcdea");
     }
 
     #[test]

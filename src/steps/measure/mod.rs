@@ -38,7 +38,9 @@ pub mod scrape;
 /// answers classified.
 /// 6: cells isolated from each other's server caches (`cache-isolation`); the server's
 /// `/metrics` scraped beside the requests.
-pub const VERSION: u32 = 6;
+/// 7: under `salt`, images carry the cell's nonce; non-finite `/metrics` samples
+/// dropped and counted; label values redacted.
+pub const VERSION: u32 = 7;
 
 /// Attempts per turn when the server answers 429.
 pub const MAX_ATTEMPTS: u32 = 4;
