@@ -465,25 +465,18 @@ fn execute(
     let plan = Arc::new(plan);
     let remote = slurm.clone().map(|sx| sx as Arc<dyn exec::Remote>);
     let opts = RunOptions { jobs, keep_going, sim_bin, remote, in_job: false };
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = exec::execute(plan.clone(), cache.clone(), statuses, opts) => Ok(r),
-            code = crate::interrupt::requested() => Err(code),
-        }
-    });
-    let summary = match outcome {
-        Ok(summary) => summary,
-        Err(code) => {
-            // Interrupted: the watchdog ends the process 1.5 s from now, so the Slurm
-            // jobs are cancelled first; dropping the runtime then drops every task,
-            // which removes staging folders and kills servers' process groups.
-            let code = stopped(slurm.as_deref(), code);
-            rt.shutdown_timeout(std::time::Duration::from_millis(500));
-            return Ok(code);
-        }
-    };
+    // A signal ends `execute` early (`interrupted`), with what completed recorded.
+    let outcome = rt.block_on(exec::execute(plan.clone(), cache.clone(), statuses, opts));
+    if let Ok(exec::RunSummary { interrupted: Some(code), .. }) = outcome {
+        // The watchdog ends the process 1.5 s after the signal, so the Slurm jobs are
+        // cancelled first; dropping the runtime then drops every task, which removes
+        // staging folders and kills servers' process groups.
+        let code = stopped(slurm.as_deref(), code);
+        rt.shutdown_timeout(std::time::Duration::from_millis(500));
+        return Ok(code);
+    }
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
-    let summary = summary.map_err(fail(Kind::Environment))?;
+    let summary = outcome.map_err(fail(Kind::Environment))?;
     if let Some(dir) = &summary.report_dir {
         let written =
             exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(|e| Failure { kind: e.kind(), error: e.into() })?;

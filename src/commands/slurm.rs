@@ -151,23 +151,15 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     let sim_bin = std::env::current_exe().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let opts = RunOptions { jobs: 2, keep_going: spec.keep_going, sim_bin, remote: None, in_job: true };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(Kind::Environment)(e.into()))?;
-    let outcome = rt.block_on(async {
-        tokio::select! {
-            r = exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts) => Ok(r),
-            code = crate::interrupt::requested() => Err(code),
-        }
-    });
-    let summary = match outcome {
-        Ok(summary) => summary,
-        Err(code) => {
-            // Said before the runtime is dropped: the watchdog ends the process soon.
-            eprintln!("interrupted (cancelled, or the time limit): every published step is kept");
-            rt.shutdown_timeout(std::time::Duration::from_millis(500));
-            return Ok(code);
-        }
-    };
+    let outcome = rt.block_on(exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts));
+    if let Ok(exec::RunSummary { interrupted: Some(code), .. }) = outcome {
+        // Said before the runtime is dropped: the watchdog ends the process soon.
+        eprintln!("interrupted (cancelled, or the time limit): every published step is kept");
+        rt.shutdown_timeout(std::time::Duration::from_millis(500));
+        return Ok(code);
+    }
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
-    let summary = summary.map_err(fail(Kind::Environment))?;
+    let summary = outcome.map_err(fail(Kind::Environment))?;
     eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());
     Ok(if summary.failed.is_empty() { exit::OK } else { exit::STEP_FAILED })
 }

@@ -52,6 +52,9 @@ pub struct RunSummary {
     pub failed: Vec<(String, String)>,
     /// The report step's output folder, when it exists.
     pub report_dir: Option<PathBuf>,
+    /// A signal stopped the run (its exit code, 128 + the signal): the steps it
+    /// completed are published and in the run record, the rest were dropped.
+    pub interrupted: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,11 +196,31 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
             }
         });
     }
-    while let Some(r) = tasks.join_next().await {
-        r.context("a scheduler task panicked")?;
-    }
+    let interrupted = loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(r) => r.context("a scheduler task panicked")?,
+                None => break None,
+            },
+            code = crate::interrupt::requested() => {
+                // Dropped tasks remove their staging folders; servers are killed when
+                // the runtime drops them. What completed is recorded below, so that
+                // `cache gc` after an interrupted run (a search's last round) keeps it.
+                tasks.abort_all();
+                break Some(code);
+            }
+        }
+    };
     if let Some(p) = poller {
         p.abort();
+    }
+    if let Some(code) = interrupted {
+        let ran = std::mem::take(&mut *ctx.done.lock().unwrap_or_else(|e| e.into_inner()));
+        if !opts.in_job {
+            save_records(&plan, &ctx.cache, &statuses, &ran)?;
+        }
+        let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        return Ok(RunSummary { interrupted: Some(code), ..summary });
     }
     ctx.services.stop_all().await;
     ctx.progress.done();
@@ -267,9 +290,16 @@ async fn step_task(ctx: &Ctx, i: usize, status: &StepStatus) {
         },
         Err(e) => Err(e.into()),
     };
-    let label = if result.is_ok() { "done" } else { "FAILED" };
-    ctx.progress.finished(&step.id, label, started.elapsed());
-    finish(ctx, i, result, digest, true);
+    // A completed step is recorded before it is said: a signal right after its
+    // `done` line still finds it among those completed. A failure is said first, then
+    // explained.
+    if result.is_ok() {
+        finish(ctx, i, result, digest, true);
+        ctx.progress.finished(&step.id, "done", started.elapsed());
+    } else {
+        ctx.progress.finished(&step.id, "FAILED", started.elapsed());
+        finish(ctx, i, result, digest, true);
+    }
 }
 
 /// Wait for step `i`'s inputs and compute its key. `None` when that settled the step:
