@@ -17,6 +17,9 @@ pub enum Reply {
     Endless { status: &'static str, content_type: &'static str, piece: Vec<u8> },
     /// Nothing at all, until the client hangs up.
     Silence,
+    /// A 200 with `content-type`, then `piece` every 100 ms, never ending: a body
+    /// that outlasts any timeout.
+    Drip(&'static str, Vec<u8>),
 }
 
 /// One request as read: the request line and headers, lower-cased names.
@@ -89,6 +92,13 @@ fn serve(stream: TcpStream, handler: &(dyn Fn(&Seen) -> Reply + Send + Sync), lo
         Reply::Endless { status, content_type, piece } => {
             let _ = out.write_all(format!("HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n").as_bytes());
             while out.write_all(&piece).is_ok() {}
+            Ok(())
+        }
+        Reply::Drip(content_type, piece) => {
+            let _ = out.write_all(format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\nconnection: close\r\n\r\n").as_bytes());
+            while out.write_all(&piece).and_then(|_| out.flush()).is_ok() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
             Ok(())
         }
         Reply::Silence => {

@@ -635,3 +635,22 @@ fn a_report_folder_that_is_not_ours_is_refused_before_measuring() {
     assert!(!p.path().join("cache/measure").exists());
     assert_eq!(p.read("README.md"), "# my project\n");
 }
+
+/// A `/metrics` body that never ends (whole lines, dripping) is a failed scrape when
+/// the scrape's time is up, not an exposition cut short and read as complete.
+#[test]
+fn a_metrics_body_that_never_ends_is_not_read_as_whole() {
+    let server = FakeServer::start(|req| match req.path.as_str() {
+        "/v1/models" => fake::models("m"),
+        "/metrics" => Reply::Drip("text/plain", b"vllm:num_requests_running{engine=\"0\"} 1\n".to_vec()),
+        _ => Reply::Ok("text/event-stream", stream_of("ok")),
+    });
+    let p = Project::new();
+    p.write("experiments/t.toml", &experiment("drip", &[endpoint_model("d", &server.base, "")], "request-timeout-s = 1\ncache-isolation = \"none\""));
+    p.run_ok();
+    let meta = p.all_files().into_iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")).unwrap().1;
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let m = &meta["server_metrics"];
+    assert_eq!(m["available"], false, "{m}");
+    assert!(m["reason"].as_str().unwrap().contains("broke off"), "{m}");
+}
