@@ -194,7 +194,7 @@ fn served_models(url: &str) -> anyhow::Result<Vec<String>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let client = crate::client::builder().timeout(Duration::from_secs(5)).build()?;
-        crate::exec::service::served_names(&client, url).await
+        crate::exec::service::served_names(&client, url, None).await
     })
 }
 

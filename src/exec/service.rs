@@ -195,7 +195,7 @@ impl Services {
             Backend::Endpoint => {
                 let url = model.url.clone().unwrap_or_default();
                 let client = http_client()?;
-                check_models(&client, &url, &model.served_name).await?;
+                check_models(&client, &url, &model.served_name, api_key.as_deref()).await?;
                 let mut ep = remote(&url);
                 ep.server_meta["version"] = server_version(&client, &url).await.into();
                 return Ok((None, ep));
@@ -231,7 +231,7 @@ impl Services {
             let base_url = format!("http://127.0.0.1:{port}");
             let ready = async {
                 wait_healthy(&mut child, &client, &base_url, &spec.id, self.experiment.server.startup_timeout, &log_path).await?;
-                check_models(&client, &base_url, &model.served_name).await
+                check_models(&client, &base_url, &model.served_name, api_key.as_deref()).await
             };
             match ready.await {
                 Ok(()) => break (child, argv, base_url),
@@ -424,20 +424,34 @@ fn free_port() -> Result<u16> {
 }
 
 /// The model names an OpenAI-compatible server lists at `GET /v1/models`.
-pub async fn served_names(client: &reqwest::Client, base_url: &str) -> Result<Vec<String>> {
+/// `api_key`: the key the server checks (vLLM started with `--api-key` or
+/// `VLLM_API_KEY` guards every `/v1` route).
+pub async fn served_names(client: &reqwest::Client, base_url: &str, api_key: Option<&str>) -> Result<Vec<String>> {
     let url = format!("{}/v1/models", base_url.trim_end_matches('/'));
-    let resp =
-        client.get(&url).send().await.map_err(|e| anyhow!("cannot reach `{url}`: {}", client::why(&e)).hint("is the server running and the URL right?"))?;
+    let mut req = client.get(&url);
+    if let Some(key) = api_key {
+        req = req.bearer_auth(key);
+    }
+    let resp = req
+        .send()
+        .await.map_err(|e| anyhow!("cannot reach `{url}`: {}", client::why(&e)).hint("is the server running and the URL right?"))?;
     if resp.status().is_redirection() {
         return Err(anyhow!("`{url}` answered {} (a redirect), which pipeline does not follow", resp.status())
             .hint("set the model's `url` to the server's own address"));
+    }
+    if matches!(resp.status().as_u16(), 401 | 403) {
+        return Err(anyhow!("`{url}` answered HTTP {}: the server wants an API key{}", resp.status().as_u16(), match api_key {
+            Some(_) => ", and refused the one sent",
+            None => "",
+        })
+        .hint("name the variable that holds its key with `api-key-env` in the model's table"));
     }
     let body: serde_json::Value = small_json(resp).await.unwrap_or_default();
     Ok(body["data"].as_array().into_iter().flatten().filter_map(|m| m["id"].as_str().map(String::from)).collect())
 }
 
-async fn check_models(client: &reqwest::Client, base_url: &str, served: &str) -> Result<()> {
-    let ids = served_names(client, base_url).await?;
+async fn check_models(client: &reqwest::Client, base_url: &str, served: &str, api_key: Option<&str>) -> Result<()> {
+    let ids = served_names(client, base_url, api_key).await?;
     if !ids.iter().any(|id| id == served) {
         return Err(anyhow!(
             "the server at `{base_url}` does not serve model `{served}` (it lists: {})",

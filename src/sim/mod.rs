@@ -143,6 +143,16 @@ fn error(status: StatusCode, message: String) -> Response<SimBody> {
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<SimBody>, Infallible> {
     let received_ns = monotonic_ns();
+    // As vLLM does when started with `--api-key` or `VLLM_API_KEY`: every `/v1` route
+    // wants `Authorization: Bearer KEY` (Anthropic's route keeps its own header).
+    if let Ok(key) = std::env::var("VLLM_API_KEY")
+        && !key.is_empty()
+        && req.uri().path().starts_with("/v1/")
+        && req.uri().path() != "/v1/messages"
+        && req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(format!("Bearer {key}").as_str())
+    {
+        return Ok(json_response(StatusCode::UNAUTHORIZED, json!({"error": "Unauthorized"})));
+    }
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/health") => json_response(StatusCode::OK, json!({})),
         (&Method::GET, "/version") => {

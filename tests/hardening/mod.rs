@@ -654,3 +654,20 @@ fn a_metrics_body_that_never_ends_is_not_read_as_whole() {
     assert_eq!(m["available"], false, "{m}");
     assert!(m["reason"].as_str().unwrap().contains("broke off"), "{m}");
 }
+
+/// A server that checks a key (vLLM with `VLLM_API_KEY`, which `pipeline` now sets
+/// for the `vllm` servers it launches) is asked for its models with that key: without
+/// it, every launch ended in "does not serve model" after the model had loaded.
+#[test]
+fn a_server_that_wants_a_key_is_asked_with_it() {
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let model = format!(
+        "[models.k]\nbackend = \"command\"\nserved-name = \"k\"\napi-key-env = \"PIPELINE_TEST_SIM_KEY\"\ncommand = [\"sh\", \"-c\", \"VLLM_API_KEY=\\\"$PIPELINE_TEST_SIM_KEY\\\" exec {bin} sim-server --port {{port}} --served-model-name k --ttft-base-ms 1 --answer-tokens 3\"]\n"
+    );
+    let p = Project::new();
+    p.write("experiments/t.toml", &experiment("keyed", &[model], ""));
+    let out = p.pipeline_env(&["run", "experiments/t.toml"], &[("PIPELINE_TEST_SIM_KEY", "local-test-key-4821")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = rows_under(&p, "measure");
+    assert!(!rows.is_empty() && rows.iter().all(|r| r["error"] == "none"), "{rows:?}");
+}
