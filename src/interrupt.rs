@@ -13,7 +13,7 @@
 //! writes one byte to a pipe; the watchdog does the rest.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long the run has to stop cleanly after the first signal.
@@ -25,6 +25,28 @@ static SIGNAL: AtomicI32 = AtomicI32::new(0);
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 /// The exit code asked for (128 + the signal), for the async run.
 static STOP: OnceLock<tokio::sync::watch::Sender<Option<i32>>> = OnceLock::new();
+/// How many [`Listening`] guards are alive: code that stops cleanly on [`requested`]
+/// (and must be given [`GRACE`] to record what it finished).
+static LISTENERS: AtomicUsize = AtomicUsize::new(0);
+
+/// While alive, a signal is answered by [`requested`] and the watchdog waits
+/// [`GRACE`] before it ends the process; without one it ends the process at once.
+/// Held for a whole run, not only while `requested` is polled: between two polls (a
+/// step finishing, servers stopping, the run record being written) a signal must not
+/// end the process before the run has recorded what it completed.
+pub struct Listening(());
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        LISTENERS.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Say that this code answers [`requested`], until the guard is dropped.
+pub fn listen() -> Listening {
+    LISTENERS.fetch_add(1, Ordering::SeqCst);
+    Listening(())
+}
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if COUNT.fetch_add(1, Ordering::SeqCst) >= 1 {
@@ -51,8 +73,10 @@ pub fn install() {
     let (tx, _) = tokio::sync::watch::channel(None);
     let _ = STOP.set(tx);
     let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe writes two fds into the array it is given.
-    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+    // SAFETY: pipe2 writes two fds into the array it is given. Close-on-exec: no
+    // server or tool this run starts inherits the pipe (a write to it would be a
+    // phantom signal).
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return;
     }
     WAKE.store(fds[1], Ordering::SeqCst);
@@ -92,7 +116,10 @@ fn watch(read_end: libc::c_int) {
         }
     }
     let code = 128 + SIGNAL.load(Ordering::SeqCst);
-    let listening = STOP.get().is_some_and(|tx| tx.send(Some(code)).is_ok());
+    let listening = LISTENERS.load(Ordering::SeqCst) > 0;
+    if let Some(tx) = STOP.get() {
+        tx.send_replace(Some(code));
+    }
     if listening {
         std::thread::sleep(GRACE);
         eprintln!("interrupted: the run did not stop within {GRACE:?}; exiting now (completed steps are kept, servers are stopped by their guards)");

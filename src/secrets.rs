@@ -127,19 +127,30 @@ pub fn mask_key_shaped(text: &str) -> Cow<'_, str> {
 fn key_spans(text: &str) -> impl Iterator<Item = (usize, &'static str, usize)> + '_ {
     let mut next = 0;
     text.char_indices().filter_map(move |(i, _)| {
-        let word_start = text[..i].chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric());
+        // A key starts a word; a path segment or an extension does not start a key
+        // (`/data/hf_models/…`, `model.sk_x`).
+        let word_start = text[..i].chars().next_back().is_none_or(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '.')));
         if i < next || !word_start {
             return None;
         }
         let rest = &text[i..];
         for prefix in KEY_PREFIXES {
             let Some(tail) = rest.strip_prefix(prefix) else { continue };
+            // A bearer token may be a JWT (dots) or base64; other keys are one word.
+            let token = prefix == "Bearer ";
             let n: usize = tail
                 .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~' | '+' | '/'))
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_') || (token && matches!(c, '.' | '~' | '+' | '/' | '=')))
                 .map(char::len_utf8)
                 .sum();
-            if tail[..n].chars().count() >= KEY_TAIL {
+            // Real keys are random: long, and mixing at least two of lower case, upper
+            // case and digits (a word or a name rarely does).
+            let body = &tail[..n];
+            let classes = [char::is_ascii_lowercase, char::is_ascii_uppercase, char::is_ascii_digit]
+                .iter()
+                .filter(|class| body.chars().any(|c| class(&c)))
+                .count();
+            if body.chars().count() >= KEY_TAIL && classes >= 2 {
                 next = i + prefix.len() + n;
                 return Some((i, prefix, next));
             }
@@ -231,7 +242,11 @@ fn next_secret(text: &str, from: usize) -> Option<(usize, usize)> {
             let start = at + sep;
             let stop = if flag == "authorization:" { ['\n', '"', '\''].as_slice() } else { [' ', '\t', '\n', '"', '\''].as_slice() };
             let end = text[start..].find(stop).map_or(text.len(), |i| i + start);
-            if end > start && !text[start..end].starts_with("[redacted ") && best.is_none_or(|(s, _)| start < s) {
+            // An empty value (`--api-key "$KEY"`) or one already taken: look further.
+            if end == start || text[start..end].starts_with("[redacted ") {
+                continue;
+            }
+            if best.is_none_or(|(s, _)| start < s) {
                 best = Some((start, end));
             }
             break;
@@ -257,9 +272,12 @@ mod tests {
     #[test]
     fn key_shaped_words_are_masked_in_untrusted_text() {
         assert_eq!(mask_key_shaped("api_key=sk-canary0123456789abcdef,port=8000"), "api_key=sk-[redacted],port=8000");
-        assert_eq!(mask_key_shaped("Authorization: Bearer abcdefghijklmnopqrstu."), "Authorization: Bearer [redacted]");
+        assert_eq!(mask_key_shaped("Authorization: Bearer eyJhbGci0iJIUzI1.eyJzdWIi0i.SflKxwRJ"), "Authorization: Bearer [redacted]");
+        for path in ["/data/hf_models/Qwen2-VL-7B-Instruct", "/scratch/hf_cache_directory_2024/x", "sk-tiny-model", "hf_cache_directory"] {
+            assert_eq!(key_shaped(path), None, "{path}");
+        }
         assert!(matches!(mask_key_shaped("model=sk-tiny"), Cow::Borrowed(_)), "a short sk- name is not a key");
-        assert!(!mask_key_shaped("x hf_abcdefghijklmnopqrst y").contains("hf_abc"));
+        assert!(!mask_key_shaped("x hf_aBcdefghijklmnopqrst y").contains("hf_aBc"));
     }
 
     #[test]
@@ -267,8 +285,8 @@ mod tests {
         for key in [
             "sk-canary0123456789abcdef",
             "sk-ant-api03-abcdefghijklmnop",
-            "hf_abcdefghijklmnopqrstu",
-            "AKIAABCDEFGHIJKLMNOP",
+            "hf_aBcdEfghIjklmnOpqrStu",
+            "AKIAIOSFODNN7EXAMPLE",
             "ghp_0123456789abcdefghij",
         ] {
             let found = key_shaped(&format!("--api-key={key}")).unwrap_or_else(|| panic!("{key}"));
@@ -277,7 +295,7 @@ mod tests {
                 "{found}"
             );
         }
-        assert!(key_shaped("Authorization: Bearer abcdefghijklmnopq").is_some());
+        assert!(key_shaped("Authorization: Bearer abcdefgh1jklmnopq").is_some());
         for fine in
             ["sk-tiny", "qwen-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "task-0123456789abcdefgh", "http://h:8000/v1", "mask-abcdefghijklmnopqr"]
         {
@@ -297,6 +315,9 @@ mod tests {
         let back: Vec<String> = shown.iter().map(|a| s.restore(a)).collect();
         assert_eq!(back, args);
         assert_eq!(s.restore(&script[2]), "vllm serve m --api-key hunter2 --port 9 && curl -H 'Authorization: Basic xyz'");
+        // An empty value first does not hide the real one after it.
+        let two = s.take(&["sh".into(), "-c".into(), "a --api-key \"$K\"; b --api-key hunter3".into()]);
+        assert_eq!(two[2], "a --api-key \"$K\"; b --api-key [redacted 4]");
         let all = Secrets::new([("K".into(), "sk-x".into())]).with_literals(&s);
         assert_eq!(all.redact("key hunter2, sk-x"), "key [redacted 1], [redacted $K]");
     }

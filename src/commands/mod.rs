@@ -452,6 +452,9 @@ fn execute(
             kind: Kind::User,
         });
     }
+    // A signal from here on gets the watchdog's grace: the run records what completed,
+    // and a report being published is written whole.
+    let _listening = crate::interrupt::listen();
     let report_dest = plan.experiment.base_dir.join(&plan.experiment.report.dir);
     // A folder the report cannot go into is refused before anything is measured.
     exec::check_report_dir(&report_dest, &plan.experiment.name).map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
@@ -481,6 +484,9 @@ fn execute(
         let written =
             exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
         eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
+    }
+    if let Some(code) = crate::interrupt::pending() {
+        return Ok(stopped(slurm.as_deref(), code));
     }
     eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
     let regressed = match (&summary.report_dir, plan.experiment.report.fail_on.is_empty()) {

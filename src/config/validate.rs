@@ -33,13 +33,15 @@ fn parse(source: &Source) -> Result<raw::RawExperiment, ConfigError> {
                 Some((_, rest)) => rest.to_string(),
                 None => first.to_string(),
             };
+            // A parser quotes the value it choked on: a key written there is not repeated.
+            let first = crate::secrets::mask_key_shaped(&first).into_owned();
             let (message, hint) = yaml_message(&first);
             invalid(Issue { at, hint: hint.or_else(|| parse_hint(&message)), message, ..Default::default() })
         })
     } else {
         toml::from_str(&source.text).map_err(|e| {
             let at = e.span().map(|s| line_col(&source.text, s.start));
-            let message = e.message().trim().to_string();
+            let message = crate::secrets::mask_key_shaped(e.message().trim()).into_owned();
             invalid(Issue { at, hint: parse_hint(&message), message, ..Default::default() })
         })
     }
@@ -966,9 +968,6 @@ impl Validator<'_> {
 /// query string or fragment, since a URL is written into step keys, logs and reports.
 pub fn url_problem(text: &str) -> Option<(String, &'static str)> {
     match reqwest::Url::parse(text) {
-        Ok(url) if !matches!(url.scheme(), "http" | "https") || url.host().is_none() => {
-            Some((format!("{} is not an http:// or https:// address", quoted(text)), "for example url = \"http://gpu-node:8000\""))
-        }
         Ok(url) if !url.username().is_empty() || url.password().is_some() => Some((
             "holds a user name or password; they would be written into step keys, logs and reports".into(),
             "remove them from the URL and put the key in the variable named by `api-key-env`",
@@ -977,6 +976,9 @@ pub fn url_problem(text: &str) -> Option<(String, &'static str)> {
             "holds a query string or fragment; a base URL takes neither (request paths are appended to it), and a `key=` or `token=` there would be written into step keys, logs and reports".into(),
             "remove everything from `?` on; put a key in the variable named by `api-key-env`",
         )),
+        Ok(url) if !matches!(url.scheme(), "http" | "https") || url.host().is_none() => {
+            Some((format!("{} is not an http:// or https:// address", quoted(text)), "for example url = \"http://gpu-node:8000\""))
+        }
         Ok(_) => None,
         Err(e) => Some((format!("is not a URL ({e})"), "for example url = \"http://gpu-node:8000\"")),
     }

@@ -106,6 +106,8 @@ pub struct Ctx {
 }
 
 pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, opts: RunOptions) -> Result<RunSummary> {
+    // A signal from here on is answered below, with what completed recorded.
+    let _listening = crate::interrupt::listen();
     let mut remaining = vec![0usize; plan.servers.len()];
     let mut by_server: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut other = Vec::new();
@@ -222,12 +224,20 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
         return Ok(RunSummary { interrupted: Some(code), ..summary });
     }
-    ctx.services.stop_all().await;
-    ctx.progress.done();
+    // Recorded before the servers stop (seconds, for a large vLLM), so that a signal
+    // then loses nothing.
     let ran = std::mem::take(&mut *ctx.done.lock().unwrap_or_else(|e| e.into_inner()));
     if !opts.in_job {
         save_records(&plan, &ctx.cache, &statuses, &ran)?;
     }
+    tokio::select! {
+        _ = ctx.services.stop_all() => {}
+        code = crate::interrupt::requested() => {
+            let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
+            return Ok(RunSummary { interrupted: Some(code), ..summary });
+        }
+    }
+    ctx.progress.done();
     let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
     let report = plan.steps.iter().position(|s| s.kind == StepKind::Report);
     if let Some(Some(Outcome::Done { key, .. })) = report.map(|r| ctx.outcomes[r].borrow().clone()) {

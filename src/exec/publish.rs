@@ -94,10 +94,14 @@ pub fn publish_report(entry: &Path, dest: &Path, experiment: &str) -> Result<Vec
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     let text = marker_text(experiment, &names);
     if before != text {
+        // Overwritten from the start, then cut to length: at no moment is the marker
+        // empty or without its `experiment:` line (a full disk or a kill mid-way
+        // leaves the new text, or the new text followed by the old tail's names,
+        // which were ours too).
         let rewrite = |m: &mut std::fs::File| {
-            m.set_len(0)?;
             m.rewind()?;
-            m.write_all(text.as_bytes())
+            m.write_all(text.as_bytes())?;
+            m.set_len(text.len() as u64)
         };
         rewrite(&mut marker).map_err(io(&marker_path))?;
     }

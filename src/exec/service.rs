@@ -479,7 +479,9 @@ async fn small_json(resp: reqwest::Response) -> Option<serde_json::Value> {
 fn explain_log(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(15)..].join("\n    ");
+    // A server's own text: shown escaped, a line at a time.
+    let tail: Vec<String> = lines[lines.len().saturating_sub(15)..].iter().map(|l| crate::untrusted::escaped(l, 300)).collect();
+    let tail = tail.join("\n    ");
     let lower = text.to_lowercase();
     let hint = if lower.contains("out of memory") {
         "the GPU ran out of memory: lower --max-model-len or --gpu-memory-utilization, or use more GPUs"

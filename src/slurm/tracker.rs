@@ -275,6 +275,19 @@ impl Tracker {
             let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             jobs.values().filter(|t| !t.job.info.ended()).map(|t| t.job.id).collect()
         };
+        let scancel = |ids: &BTreeSet<u64>| {
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("scancel")
+                    .args(ids.iter().map(u64::to_string))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        };
+        // The tracked jobs first: after a signal the watchdog gives this 1.5 s, and a
+        // busy controller may take longer than that to answer `squeue`.
+        scancel(&ids);
+        let tracked = ids.clone();
         let comment = self.comment();
         if let Ok(out) = std::process::Command::new("squeue").args(["-h", "--me", "-O", "JobID:|,Comment:|"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -286,13 +299,9 @@ impl Tracker {
                 }
             }
         }
+        scancel(&ids.difference(&tracked).copied().collect());
         let ids: Vec<u64> = ids.into_iter().collect();
         if !ids.is_empty() {
-            let _ = std::process::Command::new("scancel")
-                .args(ids.iter().map(u64::to_string))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
             let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
             for id in &ids {
                 if let Some(t) = jobs.get_mut(id) {

@@ -69,6 +69,12 @@ fn bad_experiment_files_are_explained() {
         ),
         ("unknown backend", "backend = \"sim\"", "backend = \"vlm\"", &["t.toml:6:11", "unknown backend `vlm`", "did you mean `vllm`?"]),
         (
+            "a key in a value of the wrong type",
+            "turns = 2",
+            "turns = \"--api-key sk-proj-abcdefghij0123456789\"",
+            &["t.toml:16:9", "invalid type", "sk-proj-[redacted]", "!sk-proj-abcdefghij"],
+        ),
+        (
             "a control character in a key",
             "turns = 2",
             "turns = 2\n\"tu\\u0007rns\" = 3",

@@ -134,14 +134,22 @@ pub fn with_nonce(image: &[u8], nonce: &str) -> Option<Vec<u8>> {
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
     let text = format!("pipeline-nonce {nonce}");
     if image.starts_with(&[0xFF, 0xD8]) {
+        // After the APPn segments that lead (JFIF's APP0 and Exif's APP1 must come
+        // first, and readers look for them there), each FF En plus a length that
+        // counts itself.
+        let mut at = 2;
+        while image.len() >= at + 4 && image[at] == 0xFF && (0xE0..=0xEF).contains(&image[at + 1]) {
+            at += 2 + usize::from(u16::from_be_bytes([image[at + 2], image[at + 3]]));
+        }
+        let at = at.min(image.len());
         // COM segment: FF FE, then a big-endian length counting itself.
         let len = u16::try_from(text.len() + 2).ok()?;
         let mut out = Vec::with_capacity(image.len() + text.len() + 4);
-        out.extend_from_slice(&image[..2]);
+        out.extend_from_slice(&image[..at]);
         out.extend_from_slice(&[0xFF, 0xFE]);
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(text.as_bytes());
-        out.extend_from_slice(&image[2..]);
+        out.extend_from_slice(&image[at..]);
         return Some(out);
     }
     // A PNG's first chunk is IHDR: 8 bytes of signature, then 4 + 4 + 13 + 4.
@@ -178,6 +186,8 @@ mod tests {
             assert_eq!(decoded(&a), decoded(&bytes), "{format:?}: the pixels do not");
             assert_eq!(decoded(&b), decoded(&bytes));
             assert_eq!(image::guess_format(&a).unwrap(), format);
+            // A JFIF header stays where readers look for it.
+            assert_eq!(&a[6..10] == b"JFIF", &bytes[6..10] == b"JFIF", "{format:?}");
         }
         assert_eq!(with_nonce(b"GIF89a....", "n"), None);
     }
@@ -199,7 +209,7 @@ async fn reset(endpoint: &Endpoint, timeout: Duration) -> Vec<(&'static str, Str
             Ok(resp) if resp.status().is_success() => {}
             Ok(resp) => refused.push((route, format!("HTTP {}", resp.status().as_u16()))),
             Err(e) => {
-                if e.is_timeout() {
+                if e.is_timeout() && route == RESET_ROUTES[0] {
                     // Hanging once, it would hang for every cell: give up on this server.
                     endpoint.resets_hang.store(true, Ordering::Relaxed);
                 }

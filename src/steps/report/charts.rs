@@ -231,15 +231,22 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
     type Points = BTreeMap<String, Vec<(f64, f64, f64, bool, bool)>>;
     let mut s = Points::new();
     for r in 0..points.height() {
-        if let (Some(l), Some(t), Some(b)) = (lat[r], tput[r], x[r]) {
+        // A throughput over a zero span is infinite: not a point anyone can draw.
+        if let (Some(l), Some(t), Some(b)) = (lat[r], tput[r], x[r])
+            && [l, t, b].iter().all(|v| v.is_finite())
+        {
             s.entry(label[r].clone()).or_default().push((b, l, t, pareto[r], best[r]));
         }
     }
     for v in s.values_mut() {
         v.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    let max_x = s.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let max_y = s.values().flatten().map(|p| p.2).fold(1.0, f64::max) * 1.15;
+    let (_, max_x) = axis_range(0.0, s.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1, 1.0);
+    let (_, max_y) = axis_range(0.0, s.values().flatten().map(|p| p.2).fold(1.0, f64::max) * 1.15, 1.0);
+    // Beyond the axes' limit, on their edge (as `panel` draws).
+    for p in s.values_mut().flatten() {
+        (p.1, p.2) = (p.1.clamp(0.0, max_x), p.2.clamp(0.0, max_y));
+    }
     let title = format!("Throughput against latency along {} (filled: Pareto front; ringed: best under the SLO)", load.replace('_', " "));
     // The same looks and legend as the other charts: a series per label.
     let as_series: Series = s.keys().map(|k| (k.clone(), Vec::new())).collect();
@@ -582,6 +589,22 @@ mod tests {
                 prop_assert!(svg.is_ok_and(|s| s.contains("<svg")));
             }
         }
+    }
+
+    #[test]
+    fn a_throughput_over_no_time_does_not_hang_the_tradeoff_chart() {
+        // An import whose request starts and ends at one instant: tokens / 0 s.
+        let df = df!(
+            "model" => ["m", "m", "m"],
+            "batch_size" => [1.0, 2.0, 4.0],
+            "e2e_p50_ms" => [100.0, 1e308, 120.0],
+            "output_tok_per_s" => [f64::INFINITY, 50.0, 1e308],
+            "pareto" => [true, false, true],
+            "best" => [false, false, true],
+        )
+        .unwrap();
+        let chart = throughput_latency(&df, &["model".to_string(), "batch_size".to_string()], "batch_size").unwrap().unwrap();
+        assert!(chart.svg.contains("<svg"));
     }
 
     #[test]
