@@ -31,15 +31,8 @@ const MAX_ROWS: usize = 2_000_000;
 /// How long one scrape may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One value of one series at one scrape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub t_ns: u64,
-    pub metric: String,
-    /// `k="v",…`, sorted by label name; histogram buckets carry `le`.
-    pub labels: String,
-    pub value: f64,
-}
+/// One value of one series at one scrape (a row of the `metrics` table).
+pub use crate::records::MetricRow as Row;
 
 /// What scraping a cell gave.
 #[derive(Debug, Default)]
