@@ -259,7 +259,9 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Available<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
         match fields.remove("available") {
-            Some(serde_json::Value::Bool(true)) => T::deserialize(serde_json::Value::Object(fields)).map(Available::Yes).map_err(D::Error::custom),
+            Some(serde_json::Value::Bool(true)) => {
+                T::deserialize(serde_json::Value::Object(fields)).map(Available::Yes).map_err(D::Error::custom)
+            }
             Some(serde_json::Value::Bool(false)) => {
                 #[derive(Deserialize)]
                 #[serde(deny_unknown_fields)]
@@ -521,4 +523,168 @@ fn read_table(dir: &Path, name: &str, columns: Option<&[&str]>) -> Result<DataFr
         .finish()
         .map_err(anyhow::Error::from)
         .with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/results.md, for checking the record types against what it documents.
+    fn docs() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results.md")).unwrap()
+    }
+
+    /// The text of the section whose heading starts with `heading`, up to the next one.
+    fn section<'a>(docs: &'a str, heading: &str) -> &'a str {
+        let start = docs.find(&format!("\n{heading}")).unwrap_or_else(|| panic!("no section `{heading}` in docs/results.md"));
+        let body = &docs[start + 1..];
+        let body = &body[body.find('\n').unwrap_or(body.len())..];
+        &body[..body.find("\n## ").unwrap_or(body.len())]
+    }
+
+    /// Every `name` in backticks in `text`, in order.
+    fn quoted(text: &str) -> Vec<String> {
+        text.split('`').skip(1).step_by(2).map(String::from).collect()
+    }
+
+    /// The names in backticks in the first column of the table that follows the line
+    /// starting with `after` (or the section's first table, with `after` empty).
+    fn table_keys(section: &str, after: &str) -> Vec<String> {
+        let from = section.find(after).unwrap_or_else(|| panic!("no `{after}` in the section"));
+        let rows = section[from..].lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|'));
+        // The header and the |---| line are not keys.
+        rows.skip(2).flat_map(|row| quoted(row.split('|').nth(1).unwrap_or(""))).collect()
+    }
+
+    fn written_columns(dir: &Path, name: &str) -> Vec<String> {
+        let df = read_table(dir, name, None).unwrap();
+        df.get_column_names().iter().map(|c| c.to_string()).collect()
+    }
+
+    fn keys(value: &serde_json::Value) -> Vec<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    fn example_meta() -> Meta {
+        Meta {
+            tool: "pipeline 0".into(),
+            cell: vec![("model".into(), "m".into()), ("seed".into(), "1".into())],
+            server: Server {
+                backend: "import".into(),
+                url: Some(None),
+                version: Some(None),
+                import: Some(Import { format: "aiperf".into(), model: "m".into(), file: "f".into(), lacks: vec!["answers".into()] }),
+                ..Server::default()
+            },
+            hardware: "cpu".into(),
+            nvml: Available::No { reason: "no driver".into() },
+            telemetry: Available::Yes(Sampled { gpus: vec![0, 1], interval_ms: 100, samples: 7 }),
+            isolation: Isolation {
+                asked: "auto".into(),
+                done: "salt".into(),
+                salt: Some("s".into()),
+                image_nonce: Some("n".into()),
+                complete: None,
+                notes: vec!["a note".into()],
+            },
+            server_metrics: Available::Yes(ServerMetrics { scrapes: 3, interval_s: Some(1.0), ..ServerMetrics::default() }),
+            requests: 4,
+            errors: 1,
+        }
+    }
+
+    /// Issue 23: the columns docs/results.md documents for each table are the columns
+    /// written, in the same order.
+    #[test]
+    fn the_documented_columns_are_the_written_ones() {
+        let docs = docs();
+        let dir = tempfile::tempdir().unwrap();
+        let cell: Vec<(String, String)> = [("model", "m"), ("variant", "base"), ("seed", "1"), ("batch-size", "2"), ("frames", "1")]
+            .map(|(k, v)| (k.into(), v.into()))
+            .to_vec();
+        write_requests(&cell, &[RequestRow::default()], dir.path()).unwrap();
+        write_chunks(&[ChunkRow::default()], dir.path()).unwrap();
+        write_metrics(&[MetricRow { t_ns: 1, metric: "m".into(), labels: String::new(), value: 1.0 }], dir.path()).unwrap();
+        let gpu = TelemetryRow {
+            t_ns: 1,
+            gpu: 0,
+            power_w: None,
+            temperature_c: None,
+            sm_clock_mhz: None,
+            mem_clock_mhz: None,
+            gpu_util_pct: None,
+            mem_used_mib: None,
+            throttle: None,
+        };
+        write_telemetry(&[gpu], dir.path()).unwrap();
+
+        assert_eq!(table_keys(section(&docs, "## `requests`"), ""), written_columns(dir.path(), "requests"));
+        // The chunks table is documented as one sentence of names.
+        let chunks = section(&docs, "## `chunks`");
+        assert_eq!(quoted(chunks.trim().split("\n\n").next().unwrap()), written_columns(dir.path(), "chunks"));
+        assert_eq!(table_keys(section(&docs, "## `metrics`"), ""), written_columns(dir.path(), "metrics"));
+        assert_eq!(table_keys(section(&docs, "## `telemetry` (one row per GPU"), ""), written_columns(dir.path(), "telemetry"));
+    }
+
+    /// Issue 23: every key of meta.json that docs/results.md documents is a field of
+    /// [`Meta`] (and the other way round), at the top, in `isolation` and in
+    /// `server_metrics`.
+    #[test]
+    fn every_documented_meta_key_is_a_field() {
+        let docs = docs();
+        let meta = section(&docs, "## `meta.json`");
+        let json = serde_json::to_value(example_meta()).unwrap();
+        assert_eq!(sorted(table_keys(meta, "| key |")), keys(&json));
+        let isolation = table_keys(meta, "`isolation`: how");
+        assert_eq!(sorted(isolation), keys(&json["isolation"]), "every field of Isolation, when all are set");
+        let mut metrics = table_keys(meta, "`server_metrics`: what");
+        metrics.push("available".into());
+        assert_eq!(sorted(metrics), keys(&json["server_metrics"]));
+    }
+
+    /// What `write_meta` writes, `read_meta` reads back as it was: a null `url` stays
+    /// written as null (an import's) and an absent one stays absent (a launched
+    /// server's); keys are sorted at every level.
+    #[test]
+    fn meta_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = example_meta();
+        write_meta(&meta, &crate::secrets::Secrets::default(), dir.path()).unwrap();
+        assert_eq!(read_meta(dir.path()).unwrap(), meta);
+        let text = std::fs::read_to_string(dir.path().join("meta.json")).unwrap();
+        assert!(text.contains(r#""url": null"#) && text.contains(r#""version": null"#), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(keys(&json), sorted(keys(&json)));
+        assert_eq!(keys(&json["isolation"]), ["asked", "complete", "done", "image_nonce", "notes", "salt"]);
+        assert_eq!(json["nvml"], serde_json::json!({"available": false, "reason": "no driver"}));
+
+        let launched = Meta {
+            server: Server { backend: "sim".into(), command: Some(vec!["sim".into()]), version: Some(None), ..Server::default() },
+            ..meta
+        };
+        write_meta(&launched, &crate::secrets::Secrets::default(), dir.path()).unwrap();
+        let back = read_meta(dir.path()).unwrap();
+        assert_eq!((back.server.url, back.server.version), (None, Some(None)));
+    }
+
+    /// A meta.json with a key no field holds is refused, naming it, rather than read
+    /// with the key silently dropped.
+    #[test]
+    fn an_unknown_meta_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut json = serde_json::to_value(example_meta()).unwrap();
+        json["server_metrics"]["spans"] = 1.into();
+        std::fs::write(dir.path().join("meta.json"), json.to_string()).unwrap();
+        let err = format!("{:#}", read_meta(dir.path()).unwrap_err());
+        assert!(err.contains("unknown field `spans`"), "{err}");
+        json["server_metrics"] = serde_json::json!({"reason": "x"});
+        std::fs::write(dir.path().join("meta.json"), json.to_string()).unwrap();
+        let err = format!("{:#}", read_meta(dir.path()).unwrap_err());
+        assert!(err.contains("expected `available`: true or false"), "{err}");
+    }
 }

@@ -173,7 +173,11 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         Ok(s) => {
             let samples = s.stop();
             records::write_telemetry(&samples, out)?;
-            Available::Yes(records::Sampled { gpus: endpoint.gpus.clone(), interval_ms: gpu::INTERVAL.as_millis() as u64, samples: samples.len() })
+            Available::Yes(records::Sampled {
+                gpus: endpoint.gpus.clone(),
+                interval_ms: gpu::INTERVAL.as_millis() as u64,
+                samples: samples.len(),
+            })
         }
         Err(reason) => Available::No { reason },
     };
