@@ -224,6 +224,10 @@ pub enum Available<T> {
 }
 
 impl<T> Available<T> {
+    pub fn no(reason: impl Into<String>) -> Self {
+        Available::No { reason: reason.into() }
+    }
+
     pub fn as_ref(&self) -> Option<&T> {
         match self {
             Available::Yes(t) => Some(t),

@@ -512,9 +512,7 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
     records::write_chunks(&chunks, out)?;
 
     let measured: Vec<&Row> = rows.iter().filter(|r| !r.warmup).collect();
-    fn why<T>() -> Available<T> {
-        Available::No { reason: "imported results record none".to_string() }
-    }
+    let why = "imported results record none";
     let model = p.cell.iter().find(|(k, _)| k == "model").map_or("", |(_, v)| v.as_str());
     let meta = Meta {
         tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
@@ -532,8 +530,8 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
             ..Server::default()
         },
         hardware: "not recorded (imported)".into(),
-        nvml: why(),
-        telemetry: why(),
+        nvml: Available::no(why),
+        telemetry: Available::no(why),
         isolation: Isolation {
             asked: "none".into(),
             done: "imported".into(),
@@ -542,7 +540,7 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
             complete: None,
             notes: vec!["imported results: how that run kept its cells apart is not recorded".into()],
         },
-        server_metrics: why(),
+        server_metrics: Available::no(why),
         requests: measured.len(),
         errors: measured.iter().filter(|r| r.error != "none").count(),
     };
