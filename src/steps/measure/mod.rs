@@ -200,7 +200,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         nvml: gpu::availability(),
         telemetry,
         isolation: isolated.into(),
-        server_metrics: serde_json::from_value(server_metrics).context("summarizing /metrics")?,
+        server_metrics,
         requests: measured.len(),
         errors: failed.len(),
     };
