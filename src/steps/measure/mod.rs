@@ -90,7 +90,7 @@ pub struct Endpoint {
     pub api_key: Option<String>,
     /// Every key this experiment's variables hold: redacted from what is recorded.
     pub secrets: crate::secrets::Secrets,
-    pub server_meta: serde_json::Value,
+    pub server_meta: crate::records::Server,
     /// NVML indices of the GPUs the server runs on (empty: not this machine's GPUs),
     /// sampled during the measurement.
     pub gpus: Vec<u32>,
@@ -193,9 +193,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     let meta = Meta {
         tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
         cell: p.cell.clone(),
-        // Built by the launcher as JSON; read into its type here, so that a field the
-        // type does not know fails the step rather than vanish from meta.json.
-        server: serde_json::from_value(endpoint.server_meta.clone()).context("describing the server")?,
+        server: endpoint.server_meta.clone(),
         hardware: hardware.to_string(),
         nvml: gpu::availability(),
         telemetry,
