@@ -58,46 +58,67 @@ fn cell(dir: &Path, coords: &[(String, String)], k: usize) {
     let n = ROWS_PER_CELL;
     let num = |name: &str| coords.iter().find(|(c, _)| c == name).unwrap().1.parse::<u64>().unwrap();
     let batch = num("batch-size");
-    let mut cols: Vec<Column> = coords
-        .iter()
-        .map(|(c, v)| match c.as_str() {
-            "seed" | "batch-size" | "frames" => Column::new(c.replace('-', "_").into(), vec![v.parse::<u64>().unwrap(); n]),
-            _ => Column::new(c.replace('-', "_").into(), vec![v.clone(); n]),
-        })
-        .collect();
     let noise = |i: usize| ((i * 2_654_435_761 + k * 97) % 1000) as f64 / 100.0;
     let ttft: Vec<f64> = (0..n).map(|i| 20.0 + (i as u64 / batch) as f64 * 0.5 + batch as f64 * 2.0 + noise(i)).collect();
     let sent: Vec<u64> = (0..n).map(|i| i as u64 * 50_000_000 / batch).collect();
-    cols.extend([
-        Column::new("conversation".into(), (0..n).map(|i| (i as u64 % batch) as u32).collect::<Vec<u32>>()),
-        Column::new("turn".into(), (0..n).map(|i| (i as u64 / batch) as u32).collect::<Vec<u32>>()),
-        Column::new("attempt".into(), vec![0u32; n]),
-        Column::new("warmup".into(), (0..n).map(|i| i == 0).collect::<Vec<bool>>()),
-        Column::new("request_bytes".into(), vec![300_000u64; n]),
-        Column::new("scheduled_ns".into(), sent.clone()),
-        Column::new("sent_ns".into(), sent.clone()),
-        Column::new("first_token_ns".into(), (0..n).map(|i| sent[i] + (ttft[i] * 1e6) as u64).collect::<Vec<u64>>()),
-        Column::new("end_ns".into(), (0..n).map(|i| sent[i] + ((ttft[i] + 62.0) * 1e6) as u64).collect::<Vec<u64>>()),
-        Column::new("ttft_ms".into(), ttft.iter().map(|&t| Some(t)).collect::<Vec<Option<f64>>>()),
-        Column::new("e2e_ms".into(), ttft.iter().map(|&t| Some(t + 62.0)).collect::<Vec<Option<f64>>>()),
-        Column::new("tpot_ms".into(), vec![Some(2.0f64); n]),
-        Column::new("prompt_tokens".into(), (0..n).map(|i| Some(1000 + i as u64)).collect::<Vec<Option<u64>>>()),
-        Column::new("completion_tokens".into(), vec![Some(CHUNKS as u64); n]),
-        Column::new("status".into(), vec![200u32; n]),
-        Column::new("error".into(), vec!["none"; n]),
-        Column::new("error_detail".into(), vec![""; n]),
-        Column::new("answer".into(), vec!["The image shows a red square to the left of a blue circle."; n]),
-    ]);
-    write(&mut DataFrame::new(n, cols).unwrap(), dir.join("requests.parquet"));
+    // Through the measure's own writer, so that the bench's rows have every column.
+    let rows: Vec<pipeline::records::RequestRow> = (0..n)
+        .map(|i| pipeline::records::RequestRow {
+            conversation: (i as u64 % batch) as u32,
+            turn: (i as u64 / batch) as u32,
+            attempt: 0,
+            warmup: i == 0,
+            request_bytes: Some(300_000),
+            scheduled_ns: Some(sent[i]),
+            sent_ns: Some(sent[i]),
+            first_token_ns: Some(sent[i] + (ttft[i] * 1e6) as u64),
+            end_ns: Some(sent[i] + ((ttft[i] + 62.0) * 1e6) as u64),
+            ttft_ms: Some(ttft[i]),
+            e2e_ms: Some(ttft[i] + 62.0),
+            tpot_ms: Some(2.0),
+            prompt_tokens: Some(1000 + i as u64),
+            completion_tokens: Some(CHUNKS as u64),
+            chunks: CHUNKS as u32,
+            status: Some(200),
+            error: "none".into(),
+            answer: "The image shows a red square to the left of a blue circle.".into(),
+            ..Default::default()
+        })
+        .collect();
+    pipeline::records::write_requests(coords, &rows, dir).unwrap();
     let gaps: Vec<Option<f64>> = (0..n * CHUNKS).map(|j| (j % CHUNKS != 0).then(|| 2.0 + noise(j) / 10.0)).collect();
     write(&mut DataFrame::new(gaps.len(), vec![Column::new("gap_ms".into(), gaps)]).unwrap(), dir.join("chunks.parquet"));
     let gpu = k.is_multiple_of(10);
-    let meta = serde_json::json!({
-        "server": {"backend": "vllm", "command": ["vllm", "serve", "m", "--port", "8000"], "version": "0.11.0"},
-        "nvml": {"available": true, "driver": "550.54", "cuda": 12040, "gpus": ["NVIDIA H100 80GB HBM3"]},
-        "telemetry": if gpu { serde_json::json!({"available": true}) } else { serde_json::json!({"available": false, "reason": "sampled in one cell of ten"}) },
-    });
-    std::fs::write(dir.join("meta.json"), meta.to_string()).unwrap();
+    use pipeline::records::{Available, Isolation, Meta, Nvml, Sampled, Server};
+    let meta = Meta {
+        tool: "pipeline bench".into(),
+        cell: coords.to_vec(),
+        server: Server {
+            backend: "vllm".into(),
+            command: Some(["vllm", "serve", "m", "--port", "8000"].map(String::from).to_vec()),
+            version: Some(Some("0.11.0".into())),
+            ..Server::default()
+        },
+        hardware: "bench".into(),
+        nvml: Available::Yes(Nvml { driver: Some("550.54".into()), cuda: Some(12040), gpus: vec!["NVIDIA H100 80GB HBM3".into()] }),
+        telemetry: if gpu {
+            Available::Yes(Sampled { gpus: vec![0], interval_ms: 100, samples: (sent[n - 1] / 100_000_000) as usize })
+        } else {
+            Available::no("sampled in one cell of ten")
+        },
+        isolation: Isolation {
+            asked: "auto".into(),
+            done: "reset".into(),
+            salt: None,
+            image_nonce: None,
+            complete: Some(true),
+            notes: Vec::new(),
+        },
+        server_metrics: Available::no("not scraped in the bench"),
+        requests: n - 1,
+        errors: 0,
+    };
+    pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {
         let samples = (sent[n - 1] / 100_000_000) as usize;
         let mut t = DataFrame::new(
@@ -157,7 +178,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("pipeline-report-bench-{cells}"));
     let plan = plan(&dir, seeds);
     let n = plan.cells.len();
-    if !dir.join(format!("m{}", n - 1)).join("meta.json").exists() {
+    // Written again when missing, or written by an older version (its meta.json unreadable now).
+    if pipeline::records::read_meta(&dir.join(format!("m{}", n - 1))).is_err() {
         eprintln!("writing {n} cells of made-up results under {} …", dir.display());
         for (i, c) in plan.cells.iter().enumerate() {
             cell(&dir.join(format!("m{i}")), &c.coords(), i);

@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 
 use nvml_wrapper::Nvml;
 
+use crate::records::{self, Available};
+
 /// Time between two telemetry samples.
 pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -42,15 +44,14 @@ pub fn hardware_identity() -> String {
 }
 
 /// Whether telemetry can be sampled here, and if not, why.
-pub fn availability() -> serde_json::Value {
+pub fn availability() -> Available<records::Nvml> {
     match nvml() {
-        Ok(nvml) => serde_json::json!({
-            "available": true,
-            "driver": nvml.sys_driver_version().ok(),
-            "cuda": nvml.sys_cuda_driver_version().ok(),
-            "gpus": gpu_names(),
+        Ok(nvml) => Available::Yes(records::Nvml {
+            driver: nvml.sys_driver_version().ok(),
+            cuda: nvml.sys_cuda_driver_version().ok(),
+            gpus: gpu_names(),
         }),
-        Err(reason) => serde_json::json!({"available": false, "reason": reason}),
+        Err(reason) => Available::No { reason: reason.clone() },
     }
 }
 
@@ -60,21 +61,8 @@ pub fn memory_used_mib(gpus: &[u32]) -> Vec<(u32, f64)> {
     gpus.iter().filter_map(|&i| Some((i, nvml.device_by_index(i).ok()?.memory_info().ok()?.used as f64 / 1048576.0))).collect()
 }
 
-/// One reading of one GPU. Every field is optional: NVML reports what the GPU supports.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    /// CLOCK_MONOTONIC, like the request timestamps.
-    pub t_ns: u64,
-    pub gpu: u32,
-    pub power_w: Option<f64>,
-    pub temperature_c: Option<u32>,
-    pub sm_clock_mhz: Option<u32>,
-    pub mem_clock_mhz: Option<u32>,
-    pub gpu_util_pct: Option<u32>,
-    pub mem_used_mib: Option<f64>,
-    /// Why clocks are held down, e.g. `SW_POWER_CAP|HW_THERMAL_SLOWDOWN` (empty: none).
-    pub throttle: Option<String>,
-}
+/// One reading of one GPU (a row of the `telemetry` table).
+pub use crate::records::TelemetryRow as Sample;
 
 /// Samples GPUs on a thread of its own, on an absolute schedule, until stopped.
 pub struct Sampler {

@@ -13,8 +13,8 @@
 //! over HTTP), [`gpu`] (NVML identity and telemetry), [`clock`] (the timestamps'
 //! clock), [`secrets`] (API keys, redacted), [`processes`] (what still runs),
 //! [`interrupt`] (signals: a clean stop, then a watchdog), [`untrusted`] (the one
-//! escaping function for text from outside), and [`export`] (tables as Parquet and
-//! CSV).
+//! escaping function for text from outside), [`records`] (one type per result table,
+//! with the one writer and reader of each) and [`export`] (tables as Parquet and CSV).
 
 pub mod cache;
 pub mod cli;
@@ -31,6 +31,7 @@ pub mod interrupt;
 pub mod matrix;
 pub mod plan;
 pub mod processes;
+pub mod records;
 pub mod search;
 pub mod secrets;
 pub mod sim;

@@ -27,7 +27,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -332,10 +332,8 @@ pub struct Observed {
 /// A cell's attainment and goodput under `slo`, from its `requests.parquet`, as the
 /// aggregate counts them (`aggregate::slo_figures`, the one definition).
 pub fn observe(measure_dir: &Path, slo: &Slo) -> Result<Observed> {
-    let path = measure_dir.join("requests.parquet");
-    let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms", "sent_ns", "end_ns"].map(|c| c.into()).to_vec();
-    let df = ParquetReader::new(file).with_columns(Some(cols)).finish()?;
+    let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms", "sent_ns", "end_ns"];
+    let df = crate::records::read_requests(measure_dir, Some(&cols))?;
     let figures = df.lazy().filter(col("warmup").not()).select(crate::steps::aggregate::slo_figures(slo)).collect()?;
     let get = |c: &str| -> Result<f64> { Ok(figures.column(c)?.f64()?.get(0).filter(|v| v.is_finite()).unwrap_or(0.0)) };
     Ok(Observed { attainment: get("slo_met_pct")?, goodput: get("goodput_req_per_s")? })

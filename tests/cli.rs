@@ -527,22 +527,48 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
         .collect();
     let mut chunks = DataFrame::new(gaps.len(), vec![Column::new("gap_ms".into(), gaps)]).unwrap();
     ParquetWriter::new(std::fs::File::create(dir.join("chunks.parquet")).unwrap()).finish(&mut chunks).unwrap();
-    let meta = serde_json::json!({
-        "server": {"backend": "sim", "command": ["/somewhere/bin/pipeline", "sim-server", "--port", "41234"], "version": "pipeline-sim test"},
-        "nvml": if gpu { serde_json::json!({"available": true, "driver": "550.54", "cuda": 12040, "gpus": ["Test GPU"]}) } else { serde_json::json!({"available": false, "reason": "no driver here"}) },
-        "telemetry": if gpu { serde_json::json!({"available": true}) } else { serde_json::json!({"available": false, "reason": "no driver here"}) },
-        "isolation": if seed == 2 {
-            serde_json::json!({"asked": "auto", "done": "salt", "complete": false, "notes": ["the server refused POST /reset_prefix_cache (HTTP 404)"]})
-        } else {
-            serde_json::json!({"asked": "auto", "done": "reset", "complete": true})
+    use pipeline::records::{Available, Isolation, Meta, Nvml, Sampled, Server, ServerMetrics};
+    let no_driver = "no driver here";
+    let meta = Meta {
+        tool: "pipeline test".into(),
+        cell: coords.to_vec(),
+        server: Server {
+            backend: "sim".into(),
+            command: Some(["/somewhere/bin/pipeline", "sim-server", "--port", "41234"].map(String::from).to_vec()),
+            version: Some(Some("pipeline-sim test".into())),
+            ..Server::default()
         },
-        "server_metrics": if batch == 2 {
-            serde_json::json!({"available": true, "prefix_cache_hit_rate": 0.5, "kv_cache_usage_peak": 0.25, "running_peak": 2.0, "waiting_peak": 0.0, "server_ttft_ms_mean": 12.0})
+        hardware: "test machine".into(),
+        nvml: if gpu {
+            Available::Yes(Nvml { driver: Some("550.54".into()), cuda: Some(12040), gpus: vec!["Test GPU".into()] })
         } else {
-            serde_json::json!({"available": false, "reason": "GET /metrics answered HTTP 404"})
+            Available::no(no_driver)
         },
-    });
-    std::fs::write(dir.join("meta.json"), meta.to_string()).unwrap();
+        telemetry: if gpu { Available::Yes(Sampled { gpus: vec![0], interval_ms: 100, samples: 5 }) } else { Available::no(no_driver) },
+        isolation: Isolation {
+            asked: "auto".into(),
+            done: if seed == 2 { "salt" } else { "reset" }.into(),
+            salt: None,
+            image_nonce: None,
+            complete: Some(seed != 2),
+            notes: if seed == 2 { vec!["the server refused POST /reset_prefix_cache (HTTP 404)".into()] } else { vec![] },
+        },
+        server_metrics: if batch == 2 {
+            Available::Yes(ServerMetrics {
+                prefix_cache_hit_rate: Some(0.5),
+                kv_cache_usage_peak: Some(0.25),
+                running_peak: Some(2.0),
+                waiting_peak: Some(0.0),
+                server_ttft_ms_mean: Some(12.0),
+                ..ServerMetrics::default()
+            })
+        } else {
+            Available::no("GET /metrics answered HTTP 404")
+        },
+        requests: rows.iter().filter(|r| !r.3).count(),
+        errors: rows.iter().filter(|r| !r.3 && !ok(r)).count(),
+    };
+    pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {
         // One GPU, five samples 100 ms apart: 100, 200, 300, 200, 100 W → 80 J.
         let mut t = DataFrame::new(

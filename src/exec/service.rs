@@ -19,6 +19,7 @@ use crate::config::{Backend, Experiment};
 use crate::error::WithHint;
 use crate::gpu;
 use crate::plan::ServerSpec;
+use crate::records;
 use crate::secrets::Secrets;
 use crate::steps::measure::Endpoint;
 
@@ -187,7 +188,12 @@ impl Services {
             api,
             api_key: api_key.clone(),
             secrets: secrets.clone(),
-            server_meta: serde_json::json!({"backend": spec.backend.name(), "url": url, "api": api.path()}),
+            server_meta: records::Server {
+                backend: spec.backend.name().into(),
+                url: Some(Some(url.to_string())),
+                api: Some(api.path().to_string()),
+                ..records::Server::default()
+            },
             gpus: Vec::new(),
             resets_hang: resets_hang.clone(),
         };
@@ -197,7 +203,7 @@ impl Services {
                 let client = http_client()?;
                 check_models(&client, &url, &model.served_name, api_key.as_deref()).await?;
                 let mut ep = remote(&url);
-                ep.server_meta["version"] = server_version(&client, &url).await.into();
+                ep.server_meta.version = Some(server_version(&client, &url).await);
                 return Ok((None, ep));
             }
             // Hosted APIs: nothing to launch or health-check; a wrong key or model name
@@ -246,16 +252,20 @@ impl Services {
             }
         };
         let version = server_version(&client, &base_url).await;
-        let mut meta =
-            serde_json::json!({"backend": spec.backend.name(), "command": argv, "version": version, "log": log_path.display().to_string()});
-        if spec.gpus_needed > 0 {
-            meta["cuda_visible_devices"] = self.visible_devices(i).into();
-        }
-        if self.in_job {
-            let var = |k: &str| std::env::var(k).ok();
-            meta["slurm"] =
-                serde_json::json!({"job_id": var("SLURM_JOB_ID"), "node": var("SLURMD_NODENAME"), "partition": var("SLURM_JOB_PARTITION")});
-        }
+        let var = |k: &str| std::env::var(k).ok();
+        let meta = records::Server {
+            backend: spec.backend.name().into(),
+            command: Some(argv),
+            version: Some(version),
+            log: Some(log_path.display().to_string()),
+            cuda_visible_devices: (spec.gpus_needed > 0).then(|| self.visible_devices(i)),
+            slurm: self.in_job.then(|| records::Slurm {
+                job_id: var("SLURM_JOB_ID"),
+                node: var("SLURMD_NODENAME"),
+                partition: var("SLURM_JOB_PARTITION"),
+            }),
+            ..records::Server::default()
+        };
         Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus: self.gpus(i), resets_hang }))
     }
 

@@ -19,14 +19,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
-use polars::prelude::*;
+use anyhow::{Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{ImportFormat, limits};
 use crate::error::WithHint;
-use crate::export;
+use crate::records::{self, Available, ChunkRow, Import, Isolation, Meta, RequestRow, Server};
 
 /// Bump when written files would change.
 /// 2: study-csv through the `csv` crate: `assistant_responses` is the `answer`, the
@@ -459,90 +458,93 @@ fn vllm_bench(text: &str) -> Result<Read, Bad> {
 /// and a `meta.json` that says where they came from and what they lack.
 fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
     let rows = &read.rows;
-    let n = rows.len();
-    let mut cols = super::measure::cell_columns(&p.cell, n);
-    let u32s = |f: &dyn Fn(&Row) -> u32| rows.iter().map(f).collect::<Vec<u32>>();
-    let opt = |f: &dyn Fn(&Row) -> Option<u64>| rows.iter().map(f).collect::<Vec<Option<u64>>>();
-    let optf = |f: &dyn Fn(&Row) -> Option<f64>| rows.iter().map(f).collect::<Vec<Option<f64>>>();
-    let strs = |f: &dyn Fn(&Row) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     let tpot = |r: &Row| {
         let (ttft, e2e, n) = (r.ttft_ms?, r.e2e_ms?, r.completion_tokens?);
         (n > 1).then(|| (e2e - ttft) / (n - 1) as f64)
     };
-    cols.extend([
-        Column::new("conversation".into(), u32s(&|r| r.conversation)),
-        Column::new("turn".into(), u32s(&|r| r.turn)),
-        Column::new("attempt".into(), vec![0u32; n]),
-        Column::new("warmup".into(), rows.iter().map(|r| r.warmup).collect::<Vec<bool>>()),
-        Column::new("request_bytes".into(), vec![None::<u64>; n]),
-        Column::new("scheduled_ns".into(), opt(&|r| r.sent_ns)),
-        Column::new("sent_ns".into(), opt(&|r| r.sent_ns)),
-        Column::new("headers_ns".into(), vec![None::<u64>; n]),
-        Column::new("first_byte_ns".into(), vec![None::<u64>; n]),
-        Column::new("first_token_ns".into(), opt(&|r| r.first_token_ns)),
-        Column::new("end_ns".into(), opt(&|r| r.end_ns)),
-        Column::new("ttft_ms".into(), optf(&|r| r.ttft_ms)),
-        Column::new("e2e_ms".into(), optf(&|r| r.e2e_ms)),
-        Column::new("tpot_ms".into(), optf(&tpot)),
-        Column::new("prompt_tokens".into(), opt(&|r| r.prompt_tokens)),
-        Column::new("completion_tokens".into(), opt(&|r| r.completion_tokens)),
-        Column::new("cached_tokens".into(), vec![None::<u64>; n]),
-        Column::new("chunks".into(), u32s(&|r| if r.gaps_ms.is_empty() { 0 } else { r.gaps_ms.len() as u32 + 1 })),
-        Column::new("status".into(), rows.iter().map(|r| r.status.or((r.error == "none").then_some(200))).collect::<Vec<Option<u32>>>()),
-        Column::new("retry_after_s".into(), vec![None::<f64>; n]),
-        Column::new("error".into(), strs(&|r| r.error.as_str())),
-        Column::new("error_detail".into(), strs(&|r| r.error_detail.as_str())),
-        Column::new("answer".into(), strs(&|r| r.answer.as_str())),
-    ]);
-    export::write_table(&mut DataFrame::new(n, cols)?, out, "requests")?;
+    let requests: Vec<RequestRow> = rows
+        .iter()
+        .map(|r| RequestRow {
+            conversation: r.conversation,
+            turn: r.turn,
+            attempt: 0,
+            warmup: r.warmup,
+            request_bytes: None,
+            scheduled_ns: r.sent_ns,
+            sent_ns: r.sent_ns,
+            headers_ns: None,
+            first_byte_ns: None,
+            first_token_ns: r.first_token_ns,
+            end_ns: r.end_ns,
+            ttft_ms: r.ttft_ms,
+            e2e_ms: r.e2e_ms,
+            tpot_ms: tpot(r),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cached_tokens: None,
+            chunks: if r.gaps_ms.is_empty() { 0 } else { r.gaps_ms.len() as u32 + 1 },
+            status: r.status.or((r.error == "none").then_some(200)),
+            retry_after_s: None,
+            error: r.error.clone(),
+            error_detail: r.error_detail.clone(),
+            answer: r.answer.clone(),
+        })
+        .collect();
+    records::write_requests(&p.cell, &requests, out)?;
 
     // Chunks: the gaps as recorded; the arrival times follow from the first token.
-    let (mut conv, mut turn, mut idx, mut at, mut gap) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut chunks = Vec::new();
     for r in rows.iter().filter(|r| !r.warmup && !r.gaps_ms.is_empty()) {
         let mut t = r.first_token_ns;
         for (i, g) in std::iter::once(None).chain(r.gaps_ms.iter().map(|g| Some(*g))).enumerate() {
             t = t.zip(g).map(|(t, g)| t + (g * 1e6) as u64).or(t);
-            conv.push(r.conversation);
-            turn.push(r.turn);
-            idx.push(i as u32);
-            at.push(t);
-            gap.push(g);
+            chunks.push(ChunkRow {
+                conversation: r.conversation,
+                turn: r.turn,
+                attempt: 0,
+                chunk: i as u32,
+                arrival_ns: t,
+                gap_ms: g,
+                content_bytes: None,
+            });
         }
     }
-    let m = conv.len();
-    let mut chunks = DataFrame::new(
-        m,
-        vec![
-            Column::new("conversation".into(), conv),
-            Column::new("turn".into(), turn),
-            Column::new("attempt".into(), vec![0u32; m]),
-            Column::new("chunk".into(), idx),
-            Column::new("arrival_ns".into(), at),
-            Column::new("gap_ms".into(), gap),
-            Column::new("content_bytes".into(), vec![None::<u64>; m]),
-        ],
-    )?;
-    export::write_table(&mut chunks, out, "chunks")?;
+    records::write_chunks(&chunks, out)?;
 
     let measured: Vec<&Row> = rows.iter().filter(|r| !r.warmup).collect();
     let why = "imported results record none";
     let model = p.cell.iter().find(|(k, _)| k == "model").map_or("", |(_, v)| v.as_str());
-    let meta = serde_json::json!({
-        "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
-        "cell": p.cell,
-        "server": {"backend": "import", "url": Value::Null, "version": Value::Null,
-                   "import": {"format": p.format.name(), "model": model, "file": p.file, "lacks": read.lacks}},
-        "hardware": "not recorded (imported)",
-        "nvml": {"available": false, "reason": why},
-        "telemetry": {"available": false, "reason": why},
-        "isolation": {"asked": "none", "done": "imported", "complete": Value::Null,
-                      "notes": ["imported results: how that run kept its cells apart is not recorded"]},
-        "server_metrics": {"available": false, "reason": why},
-        "requests": measured.len(),
-        "errors": measured.iter().filter(|r| r.error != "none").count(),
-    });
-    std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?).context("writing meta.json")?;
-    Ok(())
+    let meta = Meta {
+        tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+        cell: p.cell.clone(),
+        server: Server {
+            backend: "import".into(),
+            url: Some(None),
+            version: Some(None),
+            import: Some(Import {
+                format: p.format.name().into(),
+                model: model.into(),
+                file: p.file.clone(),
+                lacks: read.lacks.iter().map(|l| l.to_string()).collect(),
+            }),
+            ..Server::default()
+        },
+        hardware: "not recorded (imported)".into(),
+        nvml: Available::no(why),
+        telemetry: Available::no(why),
+        isolation: Isolation {
+            asked: "none".into(),
+            done: "imported".into(),
+            salt: None,
+            image_nonce: None,
+            complete: None,
+            notes: vec!["imported results: how that run kept its cells apart is not recorded".into()],
+        },
+        server_metrics: Available::no(why),
+        requests: measured.len(),
+        errors: measured.iter().filter(|r| r.error != "none").count(),
+    };
+    records::write_meta(&meta, &crate::secrets::Secrets::default(), out)
 }
 
 #[cfg(test)]

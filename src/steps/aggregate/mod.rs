@@ -30,6 +30,7 @@ use polars::prelude::*;
 
 use crate::config::Slo;
 use crate::export;
+use crate::records::{self, Meta};
 
 /// Bump when the tables would change.
 /// 5: `server` and `server_series` tables; `per_turn`'s cached share.
@@ -72,7 +73,7 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
         .par_iter()
         .enumerate()
         .map(|(i, (id, dir))| -> Result<LazyFrame> {
-            let df = export::read_parquet(&dir.join("requests.parquet")).with_context(|| format!("results of {id}"))?;
+            let df = records::read_requests(dir, None).with_context(|| format!("results of {id}"))?;
             Ok(df.lazy().with_column(lit(i as u32).cast(DataType::UInt32).alias("cell_index")))
         })
         .collect::<Result<_>>()?;
@@ -117,12 +118,8 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     let mut per_turn = per_turn(measured.clone(), &cells, &cell)?;
     export::write_table(&mut per_turn, out, "per_turn")?;
     // Each measure's meta.json, read once: the server table and runs.json come from it.
-    let metas: Vec<serde_json::Value> = inputs
-        .iter()
-        .map(|(id, dir)| -> Result<serde_json::Value> {
-            Ok(serde_json::from_slice(&std::fs::read(dir.join("meta.json")).with_context(|| format!("metadata of {id}"))?)?)
-        })
-        .collect::<Result<_>>()?;
+    let metas: Vec<Meta> =
+        inputs.iter().map(|(id, dir)| records::read_meta(dir).with_context(|| format!("metadata of {id}"))).collect::<Result<_>>()?;
     server::write(inputs, &metas, &summary, &cells, out)?;
 
     let conversations = measured
@@ -234,8 +231,7 @@ fn itl_stats(inputs: &[(String, PathBuf)]) -> Result<DataFrame> {
     let stats: Vec<Vec<Option<f64>>> = inputs
         .par_iter()
         .map(|(id, dir)| -> Result<Vec<Option<f64>>> {
-            let file = std::fs::File::open(dir.join("chunks.parquet")).with_context(|| format!("chunks of {id}"))?;
-            let df = ParquetReader::new(file).with_columns(Some(vec!["gap_ms".into()])).finish()?;
+            let df = records::read_chunks(dir, Some(&["gap_ms"])).with_context(|| format!("chunks of {id}"))?;
             let mut gaps: Vec<f64> = df.column("gap_ms")?.f64()?.iter().flatten().collect();
             Ok(STATS
                 .iter()
@@ -318,12 +314,11 @@ fn per_turn(measured: LazyFrame, cells: &DataFrame, cell: &[String]) -> Result<D
 /// The servers behind the measurements, once each: backend, command line (the port
 /// and the binary's folder left out, so that a report does not change with them),
 /// version, and what NVML said on the measuring machine.
-fn runs(metas: &[serde_json::Value]) -> Vec<serde_json::Value> {
+fn runs(metas: &[Meta]) -> Vec<serde_json::Value> {
     let mut seen: BTreeMap<String, (usize, serde_json::Value)> = BTreeMap::new();
     for meta in metas {
-        let server = &meta["server"];
-        let mut command: Vec<String> =
-            server["command"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default();
+        let server = &meta.server;
+        let mut command: Vec<String> = server.command.clone().unwrap_or_default();
         if let Some(first) = command.first_mut() {
             *first = Path::new(first.as_str()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         }
@@ -333,20 +328,23 @@ fn runs(metas: &[serde_json::Value]) -> Vec<serde_json::Value> {
             command[p + 1] = "PORT".into();
         }
         let mut entry = serde_json::json!({
-            "backend": server["backend"],
+            "backend": server.backend,
             "command": if command.is_empty() { serde_json::Value::Null } else { command.join(" ").into() },
-            "url": server["url"],
-            "version": server["version"],
-            "nvml": meta["nvml"],
-            "telemetry": meta["telemetry"].get("reason").cloned().map(|r| serde_json::json!({"available": false, "reason": r})).unwrap_or(serde_json::json!({"available": true})),
+            "url": server.url.clone().flatten(),
+            "version": server.version.clone().flatten(),
+            "nvml": meta.nvml,
+            "telemetry": match meta.telemetry.reason() {
+                Some(reason) => serde_json::json!({"available": false, "reason": reason}),
+                None => serde_json::json!({"available": true}),
+            },
         });
         // Imported results: the file, its format and what it does not record.
-        if server["import"].is_object() {
-            entry["import"] = server["import"].clone();
+        if let Some(import) = &server.import {
+            entry["import"] = serde_json::json!(import);
         }
         // Under Slurm: the job and node (only then, so local reports do not change).
-        if server["slurm"].is_object() {
-            entry["slurm"] = serde_json::json!({"job_id": server["slurm"]["job_id"], "node": server["slurm"]["node"]});
+        if let Some(slurm) = &server.slurm {
+            entry["slurm"] = serde_json::json!({"job_id": slurm.job_id, "node": slurm.node});
         }
         let n = seen.len();
         let slot = seen.entry(entry.to_string()).or_insert((n, entry));

@@ -7,30 +7,30 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use polars::prelude::*;
-use serde_json::Value;
 
 use crate::export;
+use crate::records::{Meta, ServerMetrics};
 
 /// `meta.json`'s `server_metrics` fields that become `server` columns, as numbers.
-const FIELDS: [&str; 11] = [
-    "prefix_cache_hit_rate",
-    "mm_cache_hit_rate",
-    "kv_cache_usage_mean",
-    "kv_cache_usage_peak",
-    "running_mean",
-    "running_peak",
-    "waiting_mean",
-    "waiting_peak",
-    "preemptions",
-    "server_ttft_ms_mean",
-    "server_queue_ms_mean",
+const FIELDS: [(&str, fn(&ServerMetrics) -> Option<f64>); 11] = [
+    ("prefix_cache_hit_rate", |m| m.prefix_cache_hit_rate),
+    ("mm_cache_hit_rate", |m| m.mm_cache_hit_rate),
+    ("kv_cache_usage_mean", |m| m.kv_cache_usage_mean),
+    ("kv_cache_usage_peak", |m| m.kv_cache_usage_peak),
+    ("running_mean", |m| m.running_mean),
+    ("running_peak", |m| m.running_peak),
+    ("waiting_mean", |m| m.waiting_mean),
+    ("waiting_peak", |m| m.waiting_peak),
+    ("preemptions", |m| m.preemptions),
+    ("server_ttft_ms_mean", |m| m.server_ttft_ms_mean),
+    ("server_queue_ms_mean", |m| m.server_queue_ms_mean),
 ];
 
 /// Write `server` (one row per cell) and, for the cell with the most requests (the
 /// first of equals), `server_series`. `summary` has `cell_index`, `requests` and
 /// `ttft_mean_ms`; `cells` maps `cell_index` to the cell's axes.
 /// `metas`: each input's `meta.json`, in input order.
-pub fn write(inputs: &[(String, PathBuf)], metas: &[Value], summary: &DataFrame, cells: &DataFrame, out: &Path) -> Result<()> {
+pub fn write(inputs: &[(String, PathBuf)], metas: &[Meta], summary: &DataFrame, cells: &DataFrame, out: &Path) -> Result<()> {
     let with_cell = |df: DataFrame| -> Result<DataFrame> {
         let joined = cells.clone().lazy().join(df.lazy(), [col("cell_index")], [col("cell_index")], JoinArgs::new(JoinType::Inner));
         Ok(joined.collect()?.drop("cell_index")?)
@@ -50,23 +50,21 @@ pub fn write(inputs: &[(String, PathBuf)], metas: &[Value], summary: &DataFrame,
 
 /// One row per cell (by `cell_index`): isolation, the server's numbers, and its TTFT
 /// beside the client's mean from `client_ttft` (`cell_index`, `ttft_mean_ms`).
-fn per_cell(metas: &[Value], client_ttft: &DataFrame) -> Result<DataFrame> {
-    let text = |f: &dyn Fn(&Value) -> Option<String>| metas.iter().map(f).collect::<Vec<Option<String>>>();
+fn per_cell(metas: &[Meta], client_ttft: &DataFrame) -> Result<DataFrame> {
+    let text = |f: &dyn Fn(&Meta) -> Option<String>| metas.iter().map(f).collect::<Vec<Option<String>>>();
+    let scraped = |f: fn(&ServerMetrics) -> Option<f64>| metas.iter().map(|m| m.server_metrics.as_ref().and_then(f)).collect::<Vec<_>>();
     let mut cols = vec![
         Column::new("cell_index".into(), (0..metas.len() as u32).collect::<Vec<u32>>()),
-        Column::new("isolation".into(), text(&|m| m["isolation"]["done"].as_str().map(String::from))),
-        Column::new("isolation_complete".into(), metas.iter().map(|m| m["isolation"]["complete"].as_bool()).collect::<Vec<_>>()),
-        Column::new("isolation_note".into(), text(&|m| m["isolation"]["notes"][0].as_str().map(String::from))),
-        Column::new("metrics".into(), metas.iter().map(|m| m["server_metrics"]["available"].as_bool()).collect::<Vec<_>>()),
-        Column::new("metrics_reason".into(), text(&|m| m["server_metrics"]["reason"].as_str().map(String::from))),
+        Column::new("isolation".into(), text(&|m| Some(m.isolation.done.clone()))),
+        Column::new("isolation_complete".into(), metas.iter().map(|m| m.isolation.complete).collect::<Vec<_>>()),
+        Column::new("isolation_note".into(), text(&|m| m.isolation.notes.first().cloned())),
+        Column::new("metrics".into(), metas.iter().map(|m| Some(m.server_metrics.as_ref().is_some())).collect::<Vec<_>>()),
+        Column::new("metrics_reason".into(), text(&|m| m.server_metrics.reason().map(String::from))),
     ];
-    for f in FIELDS {
-        cols.push(Column::new(f.into(), metas.iter().map(|m| m["server_metrics"][f].as_f64()).collect::<Vec<_>>()));
+    for (name, f) in FIELDS {
+        cols.push(Column::new(name.into(), scraped(f)));
     }
-    cols.push(Column::new(
-        "server_ttft_p50_ms".into(),
-        metas.iter().map(|m| m["server_metrics"]["server_ttft_ms"]["p50"].as_f64()).collect::<Vec<_>>(),
-    ));
+    cols.push(Column::new("server_ttft_p50_ms".into(), scraped(|m| m.server_ttft_ms.p50)));
     let table = DataFrame::new(metas.len(), cols)?;
     let client = client_ttft.select(["cell_index", "ttft_mean_ms"])?.lazy().rename(["ttft_mean_ms"], ["client_ttft_ms_mean"], true);
     Ok(table

@@ -41,6 +41,19 @@ pub struct Isolated {
     pub notes: Vec<String>,
 }
 
+impl From<Isolated> for crate::records::Isolation {
+    fn from(i: Isolated) -> Self {
+        crate::records::Isolation {
+            asked: i.asked.into(),
+            done: i.done.into(),
+            salt: i.salt,
+            image_nonce: i.image_nonce,
+            complete: Some(i.complete),
+            notes: i.notes,
+        }
+    }
+}
+
 /// Isolate the next cell on `endpoint`. `salt` is unique to this execution of the
 /// cell, so a salted cell misses even on a server that measured it before. A reset
 /// route gets as long as a request (`timeout`, at most 30 s).

@@ -20,14 +20,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::client::{self, Api, ErrorClass, Exchange, Target};
 use crate::clock::monotonic_ns;
 use crate::config::CacheIsolation;
-use crate::export;
 use crate::gpu;
+use crate::records::{self, Available, ChunkRow, Meta, RequestRow};
 use crate::steps::datagen::Dataset;
 
 pub mod isolation;
@@ -91,7 +90,7 @@ pub struct Endpoint {
     pub api_key: Option<String>,
     /// Every key this experiment's variables hold: redacted from what is recorded.
     pub secrets: crate::secrets::Secrets,
-    pub server_meta: serde_json::Value,
+    pub server_meta: crate::records::Server,
     /// NVML indices of the GPUs the server runs on (empty: not this machine's GPUs),
     /// sampled during the measurement.
     pub gpus: Vec<u32>,
@@ -169,14 +168,18 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
     let scraped = scraper.finish().await;
     let server_metrics = scrape::summarize(&scraped, interval);
-    write_metrics(&scraped.rows, out)?;
+    records::write_metrics(&scraped.rows, out)?;
     let telemetry = match sampler {
         Ok(s) => {
             let samples = s.stop();
-            write_telemetry(&samples, out)?;
-            serde_json::json!({"available": true, "gpus": endpoint.gpus, "interval_ms": gpu::INTERVAL.as_millis(), "samples": samples.len()})
+            records::write_telemetry(&samples, out)?;
+            Available::Yes(records::Sampled {
+                gpus: endpoint.gpus.clone(),
+                interval_ms: gpu::INTERVAL.as_millis() as u64,
+                samples: samples.len(),
+            })
         }
-        Err(reason) => serde_json::json!({"available": false, "reason": reason}),
+        Err(reason) => Available::No { reason },
     };
 
     // A turn counts once, by its last attempt; the retried attempts stay as rows.
@@ -187,21 +190,19 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     let measured: Vec<&Record> = last.into_values().collect();
     let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
     write_records(p, &records, out)?;
-    let mut meta = serde_json::json!({
-        "tool": format!("pipeline {}", env!("CARGO_PKG_VERSION")),
-        "cell": p.cell,
-        "server": endpoint.server_meta,
-        "hardware": hardware,
-        "nvml": gpu::availability(),
-        "telemetry": telemetry,
-        "isolation": isolated,
-        "server_metrics": server_metrics,
-        "requests": measured.len(),
-        "errors": failed.len(),
-    });
-    // The server's own words (its version, say) are recorded here too.
-    endpoint.secrets.scrub_json(&mut meta);
-    std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&meta)?).context("writing meta.json")?;
+    let meta = Meta {
+        tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+        cell: p.cell.clone(),
+        server: endpoint.server_meta.clone(),
+        hardware: hardware.to_string(),
+        nvml: gpu::availability(),
+        telemetry,
+        isolation: isolated.into(),
+        server_metrics,
+        requests: measured.len(),
+        errors: failed.len(),
+    };
+    records::write_meta(&meta, &endpoint.secrets, out)?;
     check_failures(p, &measured, &failed, &budget, planned)
 }
 
@@ -579,126 +580,60 @@ fn ms(from: u64, to: Option<u64>) -> Option<f64> {
     to.filter(|&t| t >= from).map(|t| (t - from) as f64 / 1e6)
 }
 
-/// The cell's coordinates as `n` rows of leading columns (numbers for the numeric
-/// axes), as every request table starts.
-pub fn cell_columns(cell: &[(String, String)], n: usize) -> Vec<Column> {
-    cell.iter()
-        .map(|(k, v)| {
-            let name = k.replace('-', "_");
-            match k.as_str() {
-                "seed" | "batch-size" | "frames" => Column::new(name.into(), vec![v.parse::<u64>().unwrap_or_default(); n]),
-                _ => Column::new(name.into(), vec![v.clone(); n]),
-            }
-        })
-        .collect()
-}
-
+/// The cell's `requests` and `chunks` (those of measured requests only).
 fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
-    let n = records.len();
-    let mut cols = cell_columns(&p.cell, n);
-    let u32s = |f: &dyn Fn(&Record) -> u32| records.iter().map(f).collect::<Vec<u32>>();
-    let u64s = |f: &dyn Fn(&Record) -> u64| records.iter().map(f).collect::<Vec<u64>>();
-    let opt = |f: &dyn Fn(&Record) -> Option<u64>| records.iter().map(f).collect::<Vec<Option<u64>>>();
-    let optf = |f: &dyn Fn(&Record) -> Option<f64>| records.iter().map(f).collect::<Vec<Option<f64>>>();
-    cols.extend([
-        Column::new("conversation".into(), u32s(&|r| r.conversation)),
-        Column::new("turn".into(), u32s(&|r| r.turn)),
-        Column::new("attempt".into(), u32s(&|r| r.attempt)),
-        Column::new("warmup".into(), records.iter().map(|r| r.warmup).collect::<Vec<bool>>()),
-        Column::new("request_bytes".into(), u64s(&|r| r.ex.request_bytes)),
-        Column::new("scheduled_ns".into(), u64s(&|r| r.scheduled_ns)),
-        Column::new("sent_ns".into(), u64s(&|r| r.ex.sent_ns)),
-        Column::new("headers_ns".into(), opt(&|r| r.ex.headers_ns)),
-        Column::new("first_byte_ns".into(), opt(&|r| r.ex.first_byte_ns)),
-        Column::new("first_token_ns".into(), opt(&|r| r.ex.first_token_ns)),
-        Column::new("end_ns".into(), u64s(&|r| r.ex.end_ns)),
-        Column::new("ttft_ms".into(), optf(&|r| ms(r.ex.sent_ns, r.ex.first_token_ns))),
-        Column::new("e2e_ms".into(), optf(&|r| (r.ex.error == ErrorClass::None).then(|| (r.ex.end_ns - r.ex.sent_ns) as f64 / 1e6))),
-        Column::new(
-            "tpot_ms".into(),
-            optf(&|r| {
-                let (first, n) = (r.ex.first_token_ns?, r.ex.completion_tokens?);
-                (n > 1 && r.ex.error == ErrorClass::None).then(|| (r.ex.end_ns - first) as f64 / 1e6 / (n - 1) as f64)
-            }),
-        ),
-        Column::new("prompt_tokens".into(), opt(&|r| r.ex.prompt_tokens)),
-        Column::new("completion_tokens".into(), opt(&|r| r.ex.completion_tokens)),
-        Column::new("cached_tokens".into(), opt(&|r| r.ex.cached_tokens)),
-        Column::new("chunks".into(), u32s(&|r| r.ex.chunks.len() as u32)),
-        Column::new("status".into(), records.iter().map(|r| r.ex.status as u32).collect::<Vec<u32>>()),
-        Column::new("retry_after_s".into(), optf(&|r| r.ex.retry_after_s)),
-        Column::new("error".into(), records.iter().map(|r| r.ex.error.name()).collect::<Vec<&str>>()),
-        Column::new("error_detail".into(), records.iter().map(|r| r.ex.error_detail.as_str()).collect::<Vec<&str>>()),
-        Column::new("answer".into(), records.iter().map(|r| r.ex.answer.as_str()).collect::<Vec<&str>>()),
-    ]);
-    let mut requests = DataFrame::new(n, cols)?;
-    export::write_table(&mut requests, out, "requests")?;
-
-    let (mut conv, mut turn, mut attempt, mut idx, mut t, mut gap, mut bytes) = (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let rows: Vec<RequestRow> = records.iter().map(request_row).collect();
+    records::write_requests(&p.cell, &rows, out)?;
+    let mut chunks = Vec::new();
     for r in records.iter().filter(|r| !r.warmup) {
         let mut prev = r.ex.sent_ns;
         for (i, &(at, len)) in r.ex.chunks.iter().enumerate() {
-            conv.push(r.conversation);
-            turn.push(r.turn);
-            attempt.push(r.attempt);
-            idx.push(i as u32);
-            t.push(at);
-            gap.push((i > 0).then(|| (at - prev) as f64 / 1e6));
-            bytes.push(len);
+            chunks.push(ChunkRow {
+                conversation: r.conversation,
+                turn: r.turn,
+                attempt: r.attempt,
+                chunk: i as u32,
+                arrival_ns: Some(at),
+                gap_ms: (i > 0).then(|| (at - prev) as f64 / 1e6),
+                content_bytes: Some(len),
+            });
             prev = at;
         }
     }
-    let m = conv.len();
-    let mut chunks = DataFrame::new(
-        m,
-        vec![
-            Column::new("conversation".into(), conv),
-            Column::new("turn".into(), turn),
-            Column::new("attempt".into(), attempt),
-            Column::new("chunk".into(), idx),
-            Column::new("arrival_ns".into(), t),
-            Column::new("gap_ms".into(), gap),
-            Column::new("content_bytes".into(), bytes),
-        ],
-    )?;
-    export::write_table(&mut chunks, out, "chunks")?;
-    Ok(())
+    records::write_chunks(&chunks, out)
 }
 
-/// GPU samples taken during the measurement, one row per GPU per sample.
-/// The scraped `/metrics` as a tidy table; nothing when there was none.
-fn write_metrics(rows: &[scrape::Row], out: &Path) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
+/// A request as its row: durations derived from the timestamps (TPOT and end-to-end
+/// latency of successful requests only).
+fn request_row(r: &Record) -> RequestRow {
+    let ex = &r.ex;
+    let ok = ex.error == ErrorClass::None;
+    RequestRow {
+        conversation: r.conversation,
+        turn: r.turn,
+        attempt: r.attempt,
+        warmup: r.warmup,
+        request_bytes: Some(ex.request_bytes),
+        scheduled_ns: Some(r.scheduled_ns),
+        sent_ns: Some(ex.sent_ns),
+        headers_ns: ex.headers_ns,
+        first_byte_ns: ex.first_byte_ns,
+        first_token_ns: ex.first_token_ns,
+        end_ns: Some(ex.end_ns),
+        ttft_ms: ms(ex.sent_ns, ex.first_token_ns),
+        e2e_ms: ok.then(|| (ex.end_ns - ex.sent_ns) as f64 / 1e6),
+        tpot_ms: ex
+            .first_token_ns
+            .zip(ex.completion_tokens)
+            .and_then(|(first, n)| (n > 1 && ok).then(|| (ex.end_ns - first) as f64 / 1e6 / (n - 1) as f64)),
+        prompt_tokens: ex.prompt_tokens,
+        completion_tokens: ex.completion_tokens,
+        cached_tokens: ex.cached_tokens,
+        chunks: ex.chunks.len() as u32,
+        status: Some(ex.status as u32),
+        retry_after_s: ex.retry_after_s,
+        error: ex.error.name().to_string(),
+        error_detail: ex.error_detail.clone(),
+        answer: ex.answer.clone(),
     }
-    let mut df = DataFrame::new(
-        rows.len(),
-        vec![
-            Column::new("t_ns".into(), rows.iter().map(|r| r.t_ns).collect::<Vec<u64>>()),
-            Column::new("metric".into(), rows.iter().map(|r| r.metric.as_str()).collect::<Vec<&str>>()),
-            Column::new("labels".into(), rows.iter().map(|r| r.labels.as_str()).collect::<Vec<&str>>()),
-            Column::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<f64>>()),
-        ],
-    )?;
-    export::write_table(&mut df, out, "metrics")
-}
-
-fn write_telemetry(samples: &[gpu::Sample], out: &Path) -> Result<()> {
-    let col = |name: &str, f: &dyn Fn(&gpu::Sample) -> Option<u32>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
-    let colf = |name: &str, f: &dyn Fn(&gpu::Sample) -> Option<f64>| Column::new(name.into(), samples.iter().map(f).collect::<Vec<_>>());
-    let mut df = DataFrame::new(
-        samples.len(),
-        vec![
-            Column::new("t_ns".into(), samples.iter().map(|s| s.t_ns).collect::<Vec<u64>>()),
-            Column::new("gpu".into(), samples.iter().map(|s| s.gpu).collect::<Vec<u32>>()),
-            colf("power_w", &|s| s.power_w),
-            col("temperature_c", &|s| s.temperature_c),
-            col("sm_clock_mhz", &|s| s.sm_clock_mhz),
-            col("mem_clock_mhz", &|s| s.mem_clock_mhz),
-            col("gpu_util_pct", &|s| s.gpu_util_pct),
-            colf("mem_used_mib", &|s| s.mem_used_mib),
-            Column::new("throttle".into(), samples.iter().map(|s| s.throttle.clone()).collect::<Vec<Option<String>>>()),
-        ],
-    )?;
-    export::write_table(&mut df, out, "telemetry")
 }

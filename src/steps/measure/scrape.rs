@@ -16,12 +16,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::client::{self, BodyEnd};
 use crate::clock::monotonic_ns;
+use crate::records::{Available, Quantiles, ServerMetrics};
 use crate::secrets::{self, Secrets};
 
 /// The most one scrape may read; vLLM's whole exposition is about 60 kB.
@@ -31,15 +31,8 @@ const MAX_ROWS: usize = 2_000_000;
 /// How long one scrape may take.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One value of one series at one scrape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub t_ns: u64,
-    pub metric: String,
-    /// `k="v",…`, sorted by label name; histogram buckets carry `le`.
-    pub labels: String,
-    pub value: f64,
-}
+/// One value of one series at one scrape (a row of the `metrics` table).
+pub use crate::records::MetricRow as Row;
 
 /// What scraping a cell gave.
 #[derive(Debug, Default)]
@@ -223,10 +216,10 @@ fn increase(points: &[(u64, f64)]) -> (f64, u32) {
 
 /// What a cell's scrapes say, as `meta.json`'s `server_metrics` records it. Absent
 /// fields: the server does not export that metric (or it did not change).
-pub fn summarize(scraped: &Scraped, interval: Option<Duration>) -> Value {
+pub fn summarize(scraped: &Scraped, interval: Option<Duration>) -> Available<ServerMetrics> {
     if scraped.scrapes == 0 {
         let reason = scraped.first_failure.clone().unwrap_or_else(|| "no scrape answered".into());
-        return json!({"available": false, "reason": reason});
+        return Available::No { reason };
     }
     let by = series(&scraped.rows);
     let mut resets = 0;
@@ -258,37 +251,36 @@ pub fn summarize(scraped: &Scraped, interval: Option<Duration>) -> Value {
     };
     let ttft_mean = mean_of("vllm:time_to_first_token_seconds_sum", "vllm:time_to_first_token_seconds_count", &mut grew);
     let queue_mean = mean_of("vllm:request_queue_time_seconds_sum", "vllm:request_queue_time_seconds_count", &mut grew);
-    let quantiles = |name: &str| -> Value {
+    let quantiles = |name: &str| -> Quantiles {
         let q = |p: f64| histogram_quantile(&by, name, p).map(|s| s * 1000.0);
-        json!({"p50": q(0.5), "p90": q(0.9), "p99": q(0.99)})
+        Quantiles { p50: q(0.5), p90: q(0.9), p99: q(0.99) }
     };
     let (kv_mean, kv_peak) = gauge(&by, "vllm:kv_cache_usage_perc", f64::max);
     let (running_mean, running_peak) = gauge(&by, "vllm:num_requests_running", |a, b| a + b);
     let (waiting_mean, waiting_peak) = gauge(&by, "vllm:num_requests_waiting", |a, b| a + b);
-    json!({
-        "available": true,
-        "scrapes": scraped.scrapes,
-        "interval_s": interval.map(|d| d.as_secs_f64()),
-        "failures": scraped.failures,
-        "first_failure": scraped.first_failure,
-        "truncated": scraped.truncated,
-        "non_finite_dropped": scraped.non_finite,
-        "counter_resets": resets,
-        "prefix_cache_queries": prefix_queries,
-        "prefix_cache_hit_rate": prefix,
-        "mm_cache_queries": mm_queries,
-        "mm_cache_hit_rate": mm,
-        "kv_cache_usage_mean": kv_mean,
-        "kv_cache_usage_peak": kv_peak,
-        "running_mean": running_mean,
-        "running_peak": running_peak,
-        "waiting_mean": waiting_mean,
-        "waiting_peak": waiting_peak,
-        "preemptions": preemptions,
-        "server_ttft_ms_mean": ttft_mean,
-        "server_ttft_ms": quantiles("vllm:time_to_first_token_seconds_bucket"),
-        "server_queue_ms_mean": queue_mean,
-        "server_queue_ms": quantiles("vllm:request_queue_time_seconds_bucket"),
+    Available::Yes(ServerMetrics {
+        scrapes: scraped.scrapes.into(),
+        interval_s: interval.map(|d| d.as_secs_f64()),
+        failures: scraped.failures.into(),
+        first_failure: scraped.first_failure.clone(),
+        truncated: scraped.truncated,
+        non_finite_dropped: scraped.non_finite,
+        counter_resets: resets as u64,
+        prefix_cache_queries: prefix_queries,
+        prefix_cache_hit_rate: prefix,
+        mm_cache_queries: mm_queries,
+        mm_cache_hit_rate: mm,
+        kv_cache_usage_mean: kv_mean,
+        kv_cache_usage_peak: kv_peak,
+        running_mean,
+        running_peak,
+        waiting_mean,
+        waiting_peak,
+        preemptions,
+        server_ttft_ms_mean: ttft_mean,
+        server_ttft_ms: quantiles("vllm:time_to_first_token_seconds_bucket"),
+        server_queue_ms_mean: queue_mean,
+        server_queue_ms: quantiles("vllm:request_queue_time_seconds_bucket"),
     })
 }
 
@@ -390,20 +382,21 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} SUM
         rows.extend(scrape(2, 1100.0, 350.0, 0.5, [2.0, 6.0, 6.0], 1.3));
         rows.extend(scrape(3, 2100.0, 850.0, 0.3, [4.0, 10.0, 12.0], 2.9));
         let s = summarize(&Scraped { rows, scrapes: 3, ..Default::default() }, Some(Duration::from_secs(1)));
+        let s = s.as_ref().unwrap();
         // (850 − 50) hits of (2100 − 100) queried tokens.
-        assert_eq!(s["prefix_cache_hit_rate"], json!(0.4));
-        assert_eq!(s["prefix_cache_queries"], json!(2000.0));
-        assert_eq!(s["kv_cache_usage_peak"], json!(0.5));
-        assert!((s["kv_cache_usage_mean"].as_f64().unwrap() - 0.3).abs() < 1e-12);
+        assert_eq!(s.prefix_cache_hit_rate, Some(0.4));
+        assert_eq!(s.prefix_cache_queries, Some(2000.0));
+        assert_eq!(s.kv_cache_usage_peak, Some(0.5));
+        assert!((s.kv_cache_usage_mean.unwrap() - 0.3).abs() < 1e-12);
         // 10 first tokens in the cell, 2.8 s in all.
-        assert!((s["server_ttft_ms_mean"].as_f64().unwrap() - 280.0).abs() < 1e-9, "{s}");
+        assert!((s.server_ttft_ms_mean.unwrap() - 280.0).abs() < 1e-9, "{s:?}");
         // Growth per bucket: ≤0.1 s: 2, ≤0.5 s: 8, ≤+Inf: 10. The median (rank 5) lies
         // in the second bucket, 3/6 of the way: 0.1 + 0.4 × 0.5 = 0.3 s.
-        assert!((s["server_ttft_ms"]["p50"].as_f64().unwrap() - 300.0).abs() < 1e-9, "{s}");
+        assert!((s.server_ttft_ms.p50.unwrap() - 300.0).abs() < 1e-9, "{s:?}");
         // The 99th percentile falls in +Inf: its lower bound is all one can say.
-        assert_eq!(s["server_ttft_ms"]["p99"], json!(500.0));
-        assert_eq!(s["counter_resets"], json!(0));
-        assert_eq!(s["mm_cache_hit_rate"], Value::Null, "not exported, not invented");
+        assert_eq!(s.server_ttft_ms.p99, Some(500.0));
+        assert_eq!(s.counter_resets, 0);
+        assert_eq!(s.mm_cache_hit_rate, None, "not exported, not invented");
     }
 
     #[test]
@@ -412,15 +405,16 @@ vllm:time_to_first_token_seconds_sum{engine="0",model_name="tiny"} SUM
         let mut rows = scrape(1, 1000.0, 900.0, 0.0, [0.0; 3], 0.0);
         rows.extend(scrape(2, 40.0, 10.0, 0.0, [0.0; 3], 0.0));
         let s = summarize(&Scraped { rows, scrapes: 2, ..Default::default() }, None);
-        assert_eq!(s["prefix_cache_hit_rate"], json!(0.25));
-        assert!(s["counter_resets"].as_u64().unwrap() >= 2, "{s}");
+        let s = s.as_ref().unwrap();
+        assert_eq!(s.prefix_cache_hit_rate, Some(0.25));
+        assert!(s.counter_resets >= 2, "{s:?}");
     }
 
     #[test]
     fn no_answer_is_recorded_with_its_reason() {
         let s =
             summarize(&Scraped { failures: 1, first_failure: Some("GET /metrics answered HTTP 404".into()), ..Default::default() }, None);
-        assert_eq!(s, json!({"available": false, "reason": "GET /metrics answered HTTP 404"}));
+        assert_eq!(s, Available::no("GET /metrics answered HTTP 404"));
         assert_eq!(parse("ok 1\nthis is { not \"prometheus\n", 0, &Secrets::default()), Err("cannot parse line 2".to_string()));
     }
 
