@@ -13,8 +13,9 @@
 //! over HTTP), [`gpu`] (NVML identity and telemetry), [`clock`] (the timestamps'
 //! clock), [`secrets`] (API keys, redacted), [`processes`] (what still runs),
 //! [`interrupt`] (signals: a clean stop, then a watchdog), [`untrusted`] (the one
-//! escaping function for text from outside), and [`export`] (tables as Parquet and
-//! CSV).
+//! escaping function for text from outside), [`export`] (tables as Parquet and
+//! CSV), and [`stats`] (every statistic defined once: quantiles, bootstrap intervals,
+//! Pareto fronts, the baseline's significance test, SLO attainment and goodput).
 
 pub mod cache;
 pub mod cli;
@@ -35,6 +36,7 @@ pub mod search;
 pub mod secrets;
 pub mod sim;
 pub mod slurm;
+pub mod stats;
 pub mod steps;
 pub mod untrusted;
 

@@ -121,11 +121,11 @@ fn judge(results: &[(u64, f64)], threshold: f64) -> Verdict {
     }
 }
 
-/// The median of each seed's value.
+/// The median of each seed's value ([`crate::stats::median`]); NaN when there are no
+/// seeds, which a probe always has.
 pub fn median(results: &[(u64, f64)]) -> f64 {
-    let mut v: Vec<f64> = results.iter().map(|(_, a)| *a).collect();
-    v.sort_by(f64::total_cmp);
-    crate::steps::aggregate::quantile_sorted(&v, 0.5)
+    let v: Vec<f64> = results.iter().map(|(_, a)| *a).collect();
+    crate::stats::median(&v).unwrap_or(f64::NAN)
 }
 
 /// The extra seeds a split probe is measured with: after the largest base seed.
@@ -330,13 +330,13 @@ pub struct Observed {
 }
 
 /// A cell's attainment and goodput under `slo`, from its `requests.parquet`, as the
-/// aggregate counts them (`aggregate::slo_figures`, the one definition).
+/// aggregate counts them ([`crate::stats::slo::figures`], the one definition).
 pub fn observe(measure_dir: &Path, slo: &Slo) -> Result<Observed> {
     let path = measure_dir.join("requests.parquet");
     let file = std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
     let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms", "sent_ns", "end_ns"].map(|c| c.into()).to_vec();
     let df = ParquetReader::new(file).with_columns(Some(cols)).finish()?;
-    let figures = df.lazy().filter(col("warmup").not()).select(crate::steps::aggregate::slo_figures(slo)).collect()?;
+    let figures = df.lazy().filter(col("warmup").not()).select(crate::stats::slo::figures(slo)).collect()?;
     let get = |c: &str| -> Result<f64> { Ok(figures.column(c)?.f64()?.get(0).filter(|v| v.is_finite()).unwrap_or(0.0)) };
     Ok(Observed { attainment: get("slo_met_pct")?, goodput: get("goodput_req_per_s")? })
 }
