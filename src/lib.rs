@@ -7,7 +7,11 @@
 //! date, and why not) → [`exec`] (schedule and run steps, own server processes, or hand
 //! server groups to [`slurm`] as jobs) →
 //! [`steps`] (datagen, measure, aggregate, report) → files in `cache/` and `reports/`.
-//! [`sim`] is the built-in simulator server used by the demo and the tests.
+//! With `[search]`, [`search`] walks each curve's searched axis to the largest value
+//! that meets the SLO (or peak goodput) instead of sweeping it: its walks choose the
+//! probe cells that `plan` then plans (the rounds are in `commands::search`), and the
+//! report draws its summary. [`sim`] is the built-in simulator server used by the demo
+//! and the tests.
 //!
 //! Beside the stages, what several of them use: [`client`] (one timed chat request
 //! over HTTP), [`gpu`] (NVML identity and telemetry), [`clock`] (the timestamps'
