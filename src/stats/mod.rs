@@ -1,6 +1,7 @@
-//! Statistics, defined once: quantiles, bootstrap intervals ([`bootstrap`]), Pareto
-//! fronts ([`pareto`]), the significance test of a comparison with a baseline
-//! ([`compare`]), and SLO attainment and goodput over request rows ([`slo`]).
+//! Statistics, defined once: quantiles, mean and sample standard deviation, bootstrap
+//! intervals ([`bootstrap`]), Pareto fronts ([`pareto`]), the significance test of a
+//! comparison with a baseline ([`compare`]), and SLO attainment and goodput over
+//! request rows ([`slo`]).
 //!
 //! **Percentile method.** Every quantile in `pipeline` is linear interpolation between
 //! closest ranks: of `n` sorted values `x[0] ≤ … ≤ x[n-1]`, the p-quantile lies at rank
@@ -64,6 +65,18 @@ pub fn median(v: &[f64]) -> Option<f64> {
     quantile_sorted(&s, 0.5)
 }
 
+/// The arithmetic mean of `v`; none when it is empty.
+pub fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// The sample standard deviation of `v` (Bessel's correction: divided by `n - 1`); none
+/// with fewer than two values.
+pub fn sample_std(v: &[f64]) -> Option<f64> {
+    let m = mean(v).filter(|_| v.len() > 1)?;
+    Some((v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +98,15 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0]), Some(2.5));
         assert_eq!(quantile_sorted(&[7.0], 0.99), Some(7.0), "one value is every quantile");
+    }
+
+    #[test]
+    fn mean_and_sample_standard_deviation() {
+        // numpy: mean([2, 4, 4, 4, 5, 5, 7, 9]) = 5, std(..., ddof=1) = sqrt(32 / 7)
+        let v = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
+        assert_eq!(mean(&v), Some(5.0));
+        assert_eq!(sample_std(&v), Some((32.0f64 / 7.0).sqrt()));
+        assert_eq!((mean(&[]), sample_std(&[]), sample_std(&[3.0])), (None, None, None));
     }
 
     #[test]

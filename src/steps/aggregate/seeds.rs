@@ -26,7 +26,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rayon::prelude::*;
 
 use crate::config::Slo;
-use crate::stats::{bootstrap, median, pareto};
+use crate::stats::{self, bootstrap, median, pareto};
 /// Latency metrics, bootstrapped over conversations.
 pub const LATENCY_METRICS: [&str; 3] = ["ttft_mean_ms", "tpot_mean_ms", "e2e_mean_ms"];
 /// Throughput metrics, bootstrapped over seeds.
@@ -172,7 +172,6 @@ fn describe(v: &[f64], ci: Option<(f64, f64)>) -> [Option<f64>; 7] {
     if v.is_empty() {
         return [None; 7];
     }
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let std = (v.len() > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
-    [median(v), v.iter().copied().reduce(f64::min), v.iter().copied().reduce(f64::max), Some(mean), std, ci.map(|c| c.0), ci.map(|c| c.1)]
+    let min_max = (v.iter().copied().reduce(f64::min), v.iter().copied().reduce(f64::max));
+    [median(v), min_max.0, min_max.1, stats::mean(v), stats::sample_std(v), ci.map(|c| c.0), ci.map(|c| c.1)]
 }
