@@ -14,18 +14,18 @@
 //! when the seeds disagree, it is measured again with extra seeds (`extra-seeds`), and
 //! if they still disagree the median seed decides and the answer is marked uncertain.
 //!
-//! The plan cannot know every probe in advance: [`walk`] replays the path from the
+//! The plan cannot know every probe in advance: [`walk()`] replays the path from the
 //! results known so far and stops at the first probe that is not measured; the command
-//! measures those and walks again (see `commands::search`, which holds the rounds: it plans and reads the cache,
-//! which `search` must not import, since the plan holds a search's [`Summary`]), as Snakemake re-evaluates the
-//! DAG after a checkpoint.
+//! measures those and walks again, as Snakemake re-evaluates the DAG after a checkpoint.
+//! Those rounds are `commands::search`'s: each plans the probe cells and reads the
+//! cache, and `search` must not import `plan`, which holds a search's [`Summary`].
 //!
 //! Every walk ends: it stops when the next probe would repeat one already on its path
 //! (a midpoint that rounds to an end, as adjacent floats do), and after [`MAX_PROBES`]
 //! probes whatever happens. Validation keeps real searches far below that bound
 //! ([`SearchSpec::MAX_DOUBLINGS`], a `tolerance` of at least 1e-4).
 //!
-//! The parts: [`walk`](walk()) (the walks, pure functions of the results), the probe
+//! The parts: [`walk()`] (the walks, pure functions of the results), the probe
 //! cells and what they measured ([`at`], [`curves`], [`observe`]), and the
 //! [`Summary`] a report shows. Statistics come from [`crate::stats`]; `search` sits
 //! below `steps::report` (which draws its summary) and imports no step.
@@ -41,10 +41,10 @@ pub use walk::{Walk, extra_seed, median, walk};
 use crate::config::SearchSpec;
 
 /// Most probes one curve's walk takes. Validation bounds a walk well below it: at most
-/// [`SearchSpec::MAX_DOUBLINGS`] doublings from `min` to `max`, then a bisection of the last
-/// doubling, which halves a gap of 100% of the value down to a tolerance of 1e-4 in 14
-/// steps, or a gap of whole numbers below 2^40 down to neighbours in 40. The bound
-/// only keeps a walk finite if those ever change.
+/// [`SearchSpec::MAX_DOUBLINGS`] doublings from `min` to `max`, then a bisection of the
+/// last doubling, which halves a gap of 100% of the value down to a tolerance of 1e-4
+/// in 14 steps, or a gap of whole numbers below 2^40 down to neighbours in 40. The
+/// bound only keeps a walk finite if those ever change.
 pub const MAX_PROBES: usize = 128;
 
 /// Most rounds of measuring a run of `spec` may take: every round measures at least

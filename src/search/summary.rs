@@ -80,14 +80,7 @@ pub fn conclude(spec: &SearchSpec, attainment_pct: f64, walks: &[(&Cell, Walk)])
     }
     cells.sort();
     cells.dedup();
-    let summary = Summary {
-        axis: spec.axis.clone(),
-        objective: spec.objective,
-        min: spec.min,
-        max: spec.max,
-        attainment_pct,
-        curves,
-    };
+    let summary = Summary { axis: spec.axis.clone(), objective: spec.objective, min: spec.min, max: spec.max, attainment_pct, curves };
     Walked { cells, need, summary }
 }
 
