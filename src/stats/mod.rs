@@ -1,7 +1,7 @@
-//! Statistics, defined once: quantiles, mean and sample standard deviation, bootstrap
-//! intervals ([`bootstrap`]), Pareto fronts ([`pareto`]), the significance test of a
-//! comparison with a baseline ([`compare`]), and SLO attainment and goodput over
-//! request rows ([`slo`]).
+//! Statistics, defined once: quantiles (of values, and of a server's histograms), mean
+//! and sample standard deviation, bootstrap intervals ([`bootstrap`]), Pareto fronts
+//! ([`pareto`]), the significance test of a comparison with a baseline ([`compare`]),
+//! and SLO attainment and goodput over request rows ([`slo`]).
 //!
 //! **Percentile method.** Every quantile in `pipeline` is linear interpolation between
 //! closest ranks: of `n` sorted values `x[0] ≤ … ≤ x[n-1]`, the p-quantile lies at rank
@@ -65,6 +65,34 @@ pub fn median(v: &[f64]) -> Option<f64> {
     quantile_sorted(&s, 0.5)
 }
 
+/// The p-quantile of what a histogram counted, as Prometheus's `histogram_quantile`
+/// estimates it: `buckets` are (upper bound, cumulative count) in ascending order of
+/// bound, the last being `+Inf` with the total. The quantile's rank `p · total` falls
+/// in the first bucket whose count reaches it and is interpolated linearly within that
+/// bucket (from the bound below it, 0 for the first); in the `+Inf` bucket it is the
+/// highest finite bound. None when the histogram counted nothing. This is the one
+/// estimate made from buckets rather than values: a server's histograms are all it
+/// exports.
+pub fn histogram_quantile(buckets: &[(f64, f64)], p: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = p * total;
+    let mut lower = (0.0, 0.0); // (bound, cumulative count) below this bucket
+    for &(upper, count) in buckets {
+        if count >= rank {
+            if upper.is_infinite() {
+                return Some(lower.0);
+            }
+            let within = (rank - lower.1) / (count - lower.1).max(f64::MIN_POSITIVE);
+            return Some(lower.0 + (upper - lower.0) * within.clamp(0.0, 1.0));
+        }
+        lower = (upper, count);
+    }
+    None
+}
+
 /// The arithmetic mean of `v`; none when it is empty.
 pub fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -110,6 +138,18 @@ mod tests {
     }
 
     #[test]
+    fn a_histogram_quantile_interpolates_within_its_bucket() {
+        // 10 below 0.1 s, 30 below 0.5 s, 40 in all: the median (rank 20) lies half way
+        // through the second bucket; the 0.9-quantile (rank 36) is in +Inf, so 0.5.
+        // The 0.1-quantile (rank 4) is 4/10 of the way through the first, from 0.
+        let b = [(0.1, 10.0), (0.5, 30.0), (f64::INFINITY, 40.0)];
+        let close = |p: f64, want: f64| (histogram_quantile(&b, p).unwrap() - want).abs() < 1e-12;
+        assert!(close(0.5, 0.3) && close(0.9, 0.5) && close(0.1, 0.04) && close(1.0, 0.5));
+        assert_eq!(histogram_quantile(&[(1.0, 0.0), (f64::INFINITY, 0.0)], 0.5), None, "nothing counted");
+        assert_eq!(histogram_quantile(&[], 0.5), None);
+    }
+
+    #[test]
     fn no_values_or_no_probability_give_no_quantile() {
         assert_eq!(quantile_sorted(&[], 0.5), None);
         assert_eq!(quantile_select(&mut [], 0.5), None);
@@ -142,6 +182,25 @@ mod tests {
             let s = sorted(&v);
             let (lo, hi) = if p <= q { (p, q) } else { (q, p) };
             prop_assert!(quantile_sorted(&s, lo).unwrap() <= quantile_sorted(&s, hi).unwrap());
+        }
+
+        /// From buckets: within [0, the highest finite bound] and monotone in p.
+        #[test]
+        fn a_histogram_quantile_is_bounded_and_monotone(
+            steps in proptest::collection::vec((0.001f64..10.0, 0u32..50), 1..10),
+            p in 0.0f64..=1.0,
+            q in 0.0f64..=1.0,
+        ) {
+            let (mut bound, mut count) = (0.0, 0.0);
+            let mut buckets: Vec<(f64, f64)> = steps.iter().map(|&(width, n)| {
+                bound += width;
+                count += f64::from(n);
+                (bound, count)
+            }).collect();
+            buckets.push((f64::INFINITY, count + 1.0));
+            let (lo, hi) = if p <= q { (p, q) } else { (q, p) };
+            let (a, b) = (histogram_quantile(&buckets, lo).unwrap(), histogram_quantile(&buckets, hi).unwrap());
+            prop_assert!(0.0 <= a && a <= b && b <= bound, "{} {} {}", a, b, bound);
         }
 
         #[test]
