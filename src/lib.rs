@@ -7,14 +7,20 @@
 //! date, and why not) → [`exec`] (schedule and run steps, own server processes, or hand
 //! server groups to [`slurm`] as jobs) →
 //! [`steps`] (datagen, measure, aggregate, report) → files in `cache/` and `reports/`.
-//! [`sim`] is the built-in simulator server used by the demo and the tests.
+//! With `[search]`, [`search`] walks each curve's searched axis to the largest value
+//! that meets the SLO (or peak goodput) instead of sweeping it: its walks choose the
+//! probe cells that `plan` then plans (the rounds are in `commands::search`), and the
+//! report draws its summary. [`sim`] is the built-in simulator server used by the demo
+//! and the tests.
 //!
 //! Beside the stages, what several of them use: [`client`] (one timed chat request
 //! over HTTP), [`gpu`] (NVML identity and telemetry), [`clock`] (the timestamps'
 //! clock), [`secrets`] (API keys, redacted), [`processes`] (what still runs),
 //! [`interrupt`] (signals: a clean stop, then a watchdog), [`untrusted`] (the one
 //! escaping function for text from outside), [`records`] (one type per result table,
-//! with the one writer and reader of each) and [`export`] (tables as Parquet and CSV).
+//! with the one writer and reader of each), [`stats`] (every statistic defined once:
+//! quantiles, bootstrap intervals, Pareto fronts, the baseline's significance test,
+//! SLO attainment and goodput) and [`export`] (tables as Parquet and CSV).
 
 pub mod cache;
 pub mod cli;
@@ -36,6 +42,7 @@ pub mod search;
 pub mod secrets;
 pub mod sim;
 pub mod slurm;
+pub mod stats;
 pub mod steps;
 pub mod untrusted;
 

@@ -279,7 +279,7 @@ fn searched(cache: &Cache, plan: Plan, only: &[(String, String)]) -> Result<(Pla
     }
     let base = narrowed(&plan, only);
     let walked = search::walk_all(cache, &plan.experiment, &base, &plan.hardware).map_err(fail(Kind::Environment))?;
-    let continues = search::searching(&walked);
+    let continues = crate::search::searching(&walked);
     let mut cells: Vec<Cell> = walked.cells.into_iter().chain(walked.need).collect();
     cells.sort();
     let mut plan = Plan::build(plan.experiment, cells, plan.hardware).map_err(|e| fail(Kind::User)(e.into()))?;
@@ -311,13 +311,13 @@ fn search_rounds(
         let walked = search::walk_all(cache, &exp, &base, &hardware).map_err(fail(Kind::Environment))?;
         if walked.need.is_empty() || last_need.as_ref() == Some(&walked.need) {
             if !walked.need.is_empty() {
-                eprintln!("search: {} curve(s) stop at probes that were not measured", search::searching(&walked));
+                eprintln!("search: {} curve(s) stop at probes that were not measured", crate::search::searching(&walked));
             }
             let mut plan = Plan::build(exp, walked.cells, hardware).map_err(|e| fail(Kind::User)(e.into()))?;
             plan.set_search(walked.summary);
             return Ok(Ok(plan));
         }
-        eprintln!("search: {} probe cell(s) to measure on {} curve(s)", walked.need.len(), search::searching(&walked));
+        eprintln!("search: {} probe cell(s) to measure on {} curve(s)", walked.need.len(), crate::search::searching(&walked));
         let mut cells: Vec<Cell> = walked.cells.into_iter().chain(walked.need.iter().cloned()).collect();
         cells.sort();
         cells.dedup();

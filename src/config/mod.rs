@@ -73,6 +73,13 @@ pub struct SearchSpec {
     pub extra_seeds: u32,
 }
 
+impl SearchSpec {
+    /// Most doublings from `min` to `max` a search may need (`max / min` at most 2^40):
+    /// batch sizes 1 to 10,000 need 14, request rates 0.001 to 100,000 need 27. The
+    /// walk's own bound (`search::MAX_PROBES`) rests on it.
+    pub const MAX_DOUBLINGS: i32 = 40;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum ExecutorKind {
     /// Every step on this machine.

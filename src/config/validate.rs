@@ -237,8 +237,8 @@ impl Validator<'_> {
                 "must be above 0: the walk starts at min and doubles it",
                 Some(format!("for example min = {}", if integer { "1" } else { "0.1" })),
             );
-        } else if (max / min).log2() > f64::from(crate::search::MAX_DOUBLINGS) {
-            let most = crate::search::MAX_DOUBLINGS;
+        } else if (max / min).log2() > f64::from(SearchSpec::MAX_DOUBLINGS) {
+            let most = SearchSpec::MAX_DOUBLINGS;
             self.error(
                 "search.min",
                 format!("min to max spans {:.0} doublings (at most {most}); the walk starts at min and doubles", (max / min).log2().ceil()),

@@ -1,8 +1,9 @@
 //! The aggregate step: raw rows of every measure → the tables a report is made of.
 //!
-//! Percentiles are defined once, here: linear interpolation between closest ranks
-//! (numpy's and pandas' default, polars' `QuantileMethod::Linear`), over successful,
-//! non-warm-up requests. Outputs (Parquet, and CSV for the small ones):
+//! Percentiles are the crate's one method ([`crate::stats`]: linear interpolation
+//! between closest ranks, polars' `QuantileMethod::Linear`), over successful,
+//! non-warm-up requests; SLO attainment and goodput are [`crate::stats::slo`]'s.
+//! Outputs (Parquet, and CSV for the small ones):
 //! * `requests.parquet`: every request row of every cell, for recomputing anything;
 //! * `summary`: one row per cell: counts, reached concurrency, throughput, goodput
 //!   under the SLO, TTFT / inter-token / TPOT / end-to-end latency (mean, p50, p90, p95,
@@ -31,6 +32,7 @@ use polars::prelude::*;
 use crate::config::Slo;
 use crate::export;
 use crate::records::{self, Meta};
+use crate::stats;
 
 /// Bump when the tables would change.
 /// 5: `server` and `server_series` tables; `per_turn`'s cached share.
@@ -47,7 +49,7 @@ pub const STATS: [(&str, Option<f64>); 6] =
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Params {
-    /// How percentiles are computed (see `stats`); a name, so a change of method is a
+    /// How percentiles are computed ([`stats::METHOD`]); a name, so a change of method is a
     /// change of key.
     pub percentile_method: String,
     pub slo: Slo,
@@ -56,7 +58,7 @@ pub struct Params {
 
 impl Params {
     pub fn new(slo: Slo) -> Params {
-        Params { percentile_method: "linear-interpolation".into(), slo, bootstrap_resamples: seeds::RESAMPLES }
+        Params { percentile_method: stats::METHOD.into(), slo, bootstrap_resamples: stats::bootstrap::RESAMPLES }
     }
 }
 
@@ -166,36 +168,10 @@ fn summary_order(cell: &[String]) -> Vec<String> {
     order
 }
 
-/// The seconds from a cell's first request sent to its last answered.
-fn span_s() -> Expr {
-    (col("end_ns").max() - col("sent_ns").min()).cast(DataType::Float64) / lit(1e9)
-}
-
-/// `goodput_req_per_s` and `slo_met_pct` over a cell's measured (non-warm-up) rows: the
-/// one definition the summary and a search's probes (`crate::search`) share. A request
-/// is good when it succeeded within every threshold of `slo`; a turn counts once however
-/// often it was retried (at most one attempt succeeds).
-pub fn slo_figures(slo: &Slo) -> [Expr; 2] {
-    let within = |c: &str, limit: Option<f64>| limit.map(|l| col(c).lt_eq(lit(l)));
-    let mut good = col("error").eq(lit("none"));
-    for cond in [within("ttft_ms", slo.ttft_ms), within("e2e_ms", slo.e2e_ms)].into_iter().flatten() {
-        good = good.and(cond);
-    }
-    if let Some(c) = within("tpot_ms", slo.tpot_ms) {
-        // TPOT is undefined for a one-token answer; such a request does not fail on it.
-        good = good.and(col("tpot_ms").is_null().or(c));
-    }
-    let turns = (col("conversation").cast(DataType::UInt64) * lit(1u64 << 32) + col("turn").cast(DataType::UInt64)).n_unique();
-    [
-        (good.clone().sum().cast(DataType::Float64) / span_s()).alias("goodput_req_per_s"),
-        (lit(100.0) * good.sum().cast(DataType::Float64) / turns.cast(DataType::Float64)).alias("slo_met_pct"),
-    ]
-}
-
 fn summary(all: LazyFrame, cell: &[String], slo: &Slo) -> Result<DataFrame> {
     let measured = all.filter(col("warmup").not());
     let ok = col("error").eq(lit("none"));
-    let span_s = span_s();
+    let span_s = stats::slo::span_s();
     // Requests in flight on average over the span (busy time / span), to read next to
     // the batch size: a client or server that fell behind shows here.
     let busy_s = (col("end_ns") - col("sent_ns")).cast(DataType::Float64).sum() / lit(1e9);
@@ -207,7 +183,7 @@ fn summary(all: LazyFrame, cell: &[String], slo: &Slo) -> Result<DataFrame> {
         (len().cast(DataType::Float64) / span_s.clone()).alias("requests_per_s"),
         (col("completion_tokens").filter(ok.clone()).sum().cast(DataType::Float64) / span_s).alias("output_tok_per_s"),
     ]);
-    aggs.extend(slo_figures(slo));
+    aggs.extend(stats::slo::figures(slo));
     for m in ["ttft", "tpot", "e2e"] {
         let c = format!("{m}_ms");
         for (s, q) in STATS {
@@ -215,7 +191,7 @@ fn summary(all: LazyFrame, cell: &[String], slo: &Slo) -> Result<DataFrame> {
             let e = match (s, q) {
                 ("mean", _) => v.mean(),
                 ("max", _) => v.max(),
-                (_, Some(q)) => v.quantile(lit(q), QuantileMethod::Linear),
+                (_, Some(q)) => v.quantile(lit(q), stats::POLARS_METHOD),
                 _ => unreachable!(),
             };
             aggs.push(e.alias(format!("{m}_{s}_ms")));
@@ -239,7 +215,7 @@ fn itl_stats(inputs: &[(String, PathBuf)]) -> Result<DataFrame> {
                     _ if gaps.is_empty() => None,
                     (&"mean", _) => Some(gaps.iter().sum::<f64>() / gaps.len() as f64),
                     (&"max", _) => gaps.iter().copied().reduce(f64::max),
-                    (_, Some(q)) => Some(quantile_select(&mut gaps, *q)),
+                    (_, Some(q)) => stats::quantile_select(&mut gaps, *q),
                     _ => unreachable!(),
                 })
                 .collect())
@@ -250,26 +226,6 @@ fn itl_stats(inputs: &[(String, PathBuf)]) -> Result<DataFrame> {
         cols.push(Column::new(format!("itl_{s}_ms").into(), stats.iter().map(|v| v[k]).collect::<Vec<Option<f64>>>()));
     }
     Ok(DataFrame::new(inputs.len(), cols)?)
-}
-
-/// The p-quantile, linear between closest ranks, by selection rather than a full sort
-/// (a cell can have a million gaps); reorders `v`.
-pub fn quantile_select(v: &mut [f64], p: f64) -> f64 {
-    let h = (v.len() - 1) as f64 * p;
-    let lo = h.floor() as usize;
-    let (_, &mut below, above) = v.select_nth_unstable_by(lo, f64::total_cmp);
-    match above.iter().copied().reduce(f64::min) {
-        Some(next) if h > lo as f64 => below + (h - lo as f64) * (next - below),
-        _ => below,
-    }
-}
-
-/// The p-quantile of sorted values, linear between closest ranks (numpy's default).
-pub fn quantile_sorted(sorted: &[f64], p: f64) -> f64 {
-    let h = (sorted.len() - 1) as f64 * p;
-    let lo = h.floor() as usize;
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
 }
 
 /// Per curve (cell less seed) and turn: each seed's median over its conversations,
@@ -353,20 +309,4 @@ fn runs(metas: &[Meta]) -> Vec<serde_json::Value> {
     let mut v: Vec<(usize, serde_json::Value)> = seen.into_values().collect();
     v.sort_by_key(|(i, _)| *i);
     v.into_iter().map(|(_, e)| e).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        /// Selection gives what sorting gives, for every quantile the summary uses.
-        #[test]
-        fn selection_matches_the_sorted_definition(mut v in proptest::collection::vec(-1e6f64..1e6, 1..300), p in 0.0f64..=1.0) {
-            let mut sorted = v.clone();
-            sorted.sort_by(f64::total_cmp);
-            prop_assert_eq!(quantile_select(&mut v, p), quantile_sorted(&sorted, p));
-        }
-    }
 }

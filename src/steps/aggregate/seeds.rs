@@ -4,7 +4,7 @@
 //! per-seed value is that seed's mean (`e2e_mean_ms`, …); a throughput metric's is the
 //! seed's own figure. Across seeds: `median`, `min`, `max`, `mean` and `std` (sample
 //! standard deviation) of the per-seed values, and `ci_low`/`ci_high`, a 95% percentile
-//! bootstrap interval of the pooled value from [`RESAMPLES`] resamples. For latency the
+//! bootstrap interval of the pooled value ([`crate::stats::bootstrap`]). For latency the
 //! resampled unit is the conversation, drawn from all seeds' conversations together:
 //! turns of one conversation are not independent (each resends the history), and with
 //! batch size 1 each seed holds a single conversation. Throughput exists once per seed,
@@ -22,13 +22,11 @@ use std::collections::HashMap;
 use anyhow::Result;
 use polars::prelude::*;
 use rand_chacha::ChaCha8Rng;
-use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::rand_core::SeedableRng;
 use rayon::prelude::*;
 
-use super::quantile_sorted;
 use crate::config::Slo;
-
-pub const RESAMPLES: usize = 1000;
+use crate::stats::{self, bootstrap, median, pareto};
 /// Latency metrics, bootstrapped over conversations.
 pub const LATENCY_METRICS: [&str; 3] = ["ttft_mean_ms", "tpot_mean_ms", "e2e_mean_ms"];
 /// Throughput metrics, bootstrapped over seeds.
@@ -91,9 +89,9 @@ pub fn tables(summary: &DataFrame, conversations: &DataFrame, cell: &[String], s
             let mut rng = ChaCha8Rng::seed_from_u64((g * metrics.len() + k) as u64);
             let ci = if k < LATENCY_METRICS.len() {
                 let pool: Vec<(f64, u32)> = rows.iter().filter_map(|&r| sums[k].get(&cell_index[r])).flatten().copied().collect();
-                bootstrap_conversations(&pool, &mut rng)
+                bootstrap::pooled_mean(&pool, &mut rng)
             } else {
-                bootstrap_seeds(&per_seed, &mut rng)
+                bootstrap::mean(&per_seed, &mut rng)
             };
             (per_seed.len() as u32, describe(&per_seed, ci))
         })
@@ -142,7 +140,7 @@ pub fn tables(summary: &DataFrame, conversations: &DataFrame, cell: &[String], s
     for members in by_front.values() {
         let points: Vec<Option<(f64, f64)>> = members.iter().map(|&g| Some((tput[g]?, lat[g]?))).collect();
         let curve_meets: Vec<bool> = members.iter().map(|&g| meets[g]).collect();
-        let (front, top) = front_and_best(&points, &curve_meets);
+        let (front, top) = pareto::front_and_best(&points, &curve_meets);
         for (k, &g) in members.iter().enumerate() {
             pareto[g] = front[k];
         }
@@ -169,120 +167,11 @@ pub fn tables(summary: &DataFrame, conversations: &DataFrame, cell: &[String], s
     Ok((across, points))
 }
 
-/// One curve's points as (throughput, latency): which are on the Pareto front (no
-/// other point has at least the throughput and at most the latency, and better in one),
-/// and the best under the SLO (the highest throughput among points that meet it, the
-/// lower latency on a tie). Points without a value are on neither.
-fn front_and_best(points: &[Option<(f64, f64)>], meets: &[bool]) -> (Vec<bool>, Option<usize>) {
-    let dominates = |(tj, lj): (f64, f64), (ti, li): (f64, f64)| tj >= ti && lj <= li && (tj > ti || lj < li);
-    let front = points.iter().map(|p| p.is_some_and(|pi| !points.iter().flatten().any(|&pj| dominates(pj, pi)))).collect();
-    let best = (0..points.len()).filter(|&k| meets[k] && points[k].is_some()).max_by(|&a, &b| {
-        let (pa, pb) = (points[a].unwrap_or_default(), points[b].unwrap_or_default());
-        pa.0.total_cmp(&pb.0).then(pb.1.total_cmp(&pa.1))
-    });
-    (front, best)
-}
-
-fn median(v: &[f64]) -> Option<f64> {
-    let mut s = v.to_vec();
-    s.sort_unstable_by(f64::total_cmp);
-    (!s.is_empty()).then(|| quantile_sorted(&s, 0.5))
-}
-
 /// median, min, max, mean, std of the per-seed values, then the interval.
 fn describe(v: &[f64], ci: Option<(f64, f64)>) -> [Option<f64>; 7] {
     if v.is_empty() {
         return [None; 7];
     }
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let std = (v.len() > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt());
-    [median(v), v.iter().copied().reduce(f64::min), v.iter().copied().reduce(f64::max), Some(mean), std, ci.map(|c| c.0), ci.map(|c| c.1)]
-}
-
-/// A uniform index below `n` (Lemire's multiply-shift; the bias is below 2⁻⁴⁰ here).
-fn pick(rng: &mut ChaCha8Rng, n: usize) -> usize {
-    ((rng.next_u64() as u128 * n as u128) >> 64) as usize
-}
-
-fn interval(mut estimates: Vec<f64>) -> Option<(f64, f64)> {
-    if estimates.is_empty() {
-        return None;
-    }
-    estimates.sort_unstable_by(f64::total_cmp);
-    Some((quantile_sorted(&estimates, 0.025), quantile_sorted(&estimates, 0.975)))
-}
-
-/// The pooled mean's interval, resampling conversations (sum, count) with replacement,
-/// as many as there are.
-pub fn bootstrap_conversations(pool: &[(f64, u32)], rng: &mut ChaCha8Rng) -> Option<(f64, f64)> {
-    if pool.is_empty() {
-        return None;
-    }
-    let mut estimates = Vec::with_capacity(RESAMPLES);
-    for _ in 0..RESAMPLES {
-        let (mut sum, mut n) = (0.0, 0u64);
-        for _ in 0..pool.len() {
-            let (a, b) = pool[pick(rng, pool.len())];
-            sum += a;
-            n += b as u64;
-        }
-        if n > 0 {
-            estimates.push(sum / n as f64);
-        }
-    }
-    interval(estimates)
-}
-
-/// The mean's interval, resampling the per-seed values with replacement.
-fn bootstrap_seeds(v: &[f64], rng: &mut ChaCha8Rng) -> Option<(f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    let estimates = (0..RESAMPLES).map(|_| (0..v.len()).map(|_| v[pick(rng, v.len())]).sum::<f64>() / v.len() as f64).collect();
-    interval(estimates)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn curve() -> impl Strategy<Value = (Vec<Option<(f64, f64)>>, Vec<bool>)> {
-        proptest::collection::vec((proptest::option::weighted(0.9, (0u8..20, 0u8..20)), any::<bool>()), 0..12).prop_map(|v| {
-            // Small integer grids, so that ties (equal throughput or latency) are common.
-            let points = v.iter().map(|(p, _)| p.map(|(t, l)| (t as f64, l as f64))).collect();
-            (points, v.iter().map(|(_, m)| *m).collect())
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn the_front_is_exactly_the_non_dominated_points((points, meets) in curve()) {
-            let (front, _) = front_and_best(&points, &meets);
-            for (i, p) in points.iter().enumerate() {
-                let Some((ti, li)) = *p else { prop_assert!(!front[i]); continue };
-                let dominated = points.iter().flatten().any(|&(tj, lj)| tj >= ti && lj <= li && (tj > ti || lj < li));
-                prop_assert_eq!(front[i], !dominated);
-            }
-            // A curve with any point has a front.
-            prop_assert_eq!(front.iter().any(|&f| f), points.iter().any(Option::is_some));
-        }
-
-        #[test]
-        fn the_best_point_meets_the_slo_with_the_most_throughput((points, meets) in curve()) {
-            let (_, best) = front_and_best(&points, &meets);
-            let meeting: Vec<(f64, f64)> = points.iter().zip(&meets).filter(|(_, m)| **m).filter_map(|(p, _)| *p).collect();
-            match best {
-                None => prop_assert!(meeting.is_empty()),
-                Some(k) => {
-                    prop_assert!(meets[k]);
-                    let (t, l) = points[k].unwrap();
-                    prop_assert!(meeting.iter().all(|&(tj, lj)| tj < t || (tj == t && lj >= l)));
-                    // The best among the points that meet the SLO need not be on the whole
-                    // front, but nothing meeting the SLO dominates it.
-                    prop_assert!(meeting.iter().all(|&(tj, lj)| !(tj >= t && lj <= l && (tj > t || lj < l))));
-                }
-            }
-        }
-    }
+    let min_max = (v.iter().copied().reduce(f64::min), v.iter().copied().reduce(f64::max));
+    [median(v), min_max.0, min_max.1, stats::mean(v), stats::sample_std(v), ci.map(|c| c.0), ci.map(|c| c.1)]
 }

@@ -299,7 +299,8 @@ fn gauge(by: &Series, name: &str, combine: fn(f64, f64) -> f64) -> (Option<f64>,
 
 /// The `p` quantile of what a histogram counted during the cell (its buckets' growth,
 /// all label sets but `le` together), interpolated within a bucket as Prometheus's
-/// `histogram_quantile` does. None when it counted nothing.
+/// `histogram_quantile` does ([`crate::stats::histogram_quantile`]). None when it
+/// counted nothing.
 fn histogram_quantile(by: &Series, name: &str, p: f64) -> Option<f64> {
     let mut counts: BTreeMap<u64, f64> = BTreeMap::new(); // le (as ordered bits) → count
     let mut bounds: BTreeMap<u64, f64> = BTreeMap::new();
@@ -310,24 +311,8 @@ fn histogram_quantile(by: &Series, name: &str, p: f64) -> Option<f64> {
         *counts.entry(key).or_default() += increase(points).0;
         bounds.insert(key, le);
     }
-    let total = *counts.values().last()?;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = p * total;
-    let mut lower = (0.0, 0.0); // (bound, cumulative count) below this bucket
-    for (key, count) in &counts {
-        let upper = bounds[key];
-        if *count >= rank {
-            if upper.is_infinite() {
-                return Some(lower.0);
-            }
-            let within = (rank - lower.1) / (count - lower.1).max(f64::MIN_POSITIVE);
-            return Some(lower.0 + (upper - lower.0) * within.clamp(0.0, 1.0));
-        }
-        lower = (upper, *count);
-    }
-    None
+    let buckets: Vec<(f64, f64)> = counts.iter().map(|(key, count)| (bounds[key], *count)).collect();
+    crate::stats::histogram_quantile(&buckets, p)
 }
 
 /// A non-negative bound as a key that sorts like the number.

@@ -191,7 +191,7 @@ fn growth(per_turn: &DataFrame) -> Result<Vec<String>> {
 
 /// The comparison with a baseline, counted; each worse metric is a warning.
 pub fn against_baseline(g: &mut Glance, c: &super::baseline::Comparison) {
-    use super::baseline::Verdict;
+    use crate::stats::compare::Verdict;
     if let Some(note) = &c.note {
         g.warnings.push(format!("Against the baseline {}: {note}.", c.dir));
         return;

@@ -24,7 +24,7 @@ use minijinja::{Environment, Value as JValue};
 use polars::prelude::*;
 
 use crate::export;
-use crate::steps::aggregate::seeds::RESAMPLES;
+use crate::stats::bootstrap::RESAMPLES;
 use charts::{f64s, strs};
 pub use params::{Params, ShownServer};
 use table::{Digits, Table, display, varying};

@@ -1,75 +1,8 @@
-//! `[search]`: per curve (model × variant × other axes), find the largest value of one
-//! axis whose cells meet the SLO, instead of sweeping a grid.
-//!
-//! The walk is deterministic for given results: probe `min`, double while the probe
-//! meets the SLO (up to `max`), then bisect between the largest value that met it and
-//! the smallest that did not, down to neighbours (batch sizes) or `tolerance` (a
-//! numeric axis). A probe is the curve's cells at that value, one per seed: ordinary
-//! measure cells with their own keys, so a rerun walks the same path without
-//! measuring, and a changed SLO walks again and measures only the probes it has not
-//! seen (attainment is computed from the cached requests under the current SLO).
-//!
-//! Noise is part of the answer. A probe meets the SLO when every seed's attainment
-//! does (the interval across seeds clears the threshold) and misses it when none does;
-//! when the seeds disagree, it is measured again with extra seeds (`extra-seeds`), and
-//! if they still disagree the median seed decides and the answer is marked uncertain.
-//!
-//! The plan cannot know every probe in advance: [`walk`] replays the path from the
-//! results known so far and stops at the first probe that is not measured; the command
-//! measures those and walks again (see `commands::run`), as Snakemake re-evaluates the
-//! DAG after a checkpoint.
-//!
-//! Every walk ends: it stops when the next probe would repeat one already on its path
-//! (a midpoint that rounds to an end, as adjacent floats do), and after [`MAX_PROBES`]
-//! probes whatever happens. Validation keeps real searches far below that bound
-//! ([`MAX_DOUBLINGS`], a `tolerance` of at least 1e-4).
+//! The walks: from the results known so far to the next probes, or to the answer.
+//! Pure functions of their lookups, so that a rerun walks the same path.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use anyhow::Result;
-use polars::prelude::*;
-use serde::{Deserialize, Serialize};
-
-use crate::config::{Objective, SearchSpec, Slo};
-use crate::matrix::Cell;
-
-/// Most probes one curve's walk takes. Validation bounds a walk well below it: at most
-/// [`MAX_DOUBLINGS`] doublings from `min` to `max`, then a bisection of the last
-/// doubling, which halves a gap of 100% of the value down to a tolerance of 1e-4 in 14
-/// steps, or a gap of whole numbers below 2^40 down to neighbours in 40. The bound
-/// only keeps a walk finite if those ever change.
-pub const MAX_PROBES: usize = 128;
-
-/// Most doublings from `min` to `max` a search may need (`max / min` at most 2^40):
-/// batch sizes 1 to 10,000 need 14, request rates 0.001 to 100,000 need 27.
-pub const MAX_DOUBLINGS: i32 = 40;
-
-/// Most rounds of measuring a run of `spec` may take: every round measures at least
-/// one cell of each walk still going (a probe's seed or an extra seed).
-pub fn max_rounds(spec: &SearchSpec) -> usize {
-    MAX_PROBES * (1 + spec.extra_seeds as usize) + 1
-}
-
-/// One probe on a curve's path: its value, each seed's attainment (percent of turns
-/// within the SLO), and what was concluded.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Probe {
-    pub value: f64,
-    pub seeds: Vec<(u64, f64)>,
-    pub meets: bool,
-    /// The seeds disagreed even with the extra ones: the median seed decided.
-    pub uncertain: bool,
-}
-
-impl Probe {
-    /// The median, lowest and highest of its seeds' values.
-    pub fn spread(&self) -> (f64, f64, f64) {
-        let lo = self.seeds.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min);
-        let hi = self.seeds.iter().map(|(_, v)| *v).fold(f64::NEG_INFINITY, f64::max);
-        (median(&self.seeds), lo, hi)
-    }
-}
+use super::{MAX_PROBES, Observed, Probe};
+use crate::config::{Objective, SearchSpec};
 
 /// A curve's walk so far: the probes in the order walked, the cells it needs measured
 /// next (empty when it is done), and the value found.
@@ -80,28 +13,6 @@ pub struct Walk {
     pub done: bool,
     /// The largest value that met the SLO; none when even `min` did not.
     pub found: Option<f64>,
-}
-
-/// What a curve's walk found, as the report shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CurveResult {
-    pub curve: String,
-    pub probes: Vec<Probe>,
-    pub found: Option<f64>,
-    /// Whether the found value is `max`: the limit may lie higher.
-    pub at_max: bool,
-}
-
-/// The search as the report's key holds it: the spec, the SLO it judged by, and each
-/// curve's path.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
-    pub axis: String,
-    pub objective: Objective,
-    pub min: f64,
-    pub max: f64,
-    pub attainment_pct: f64,
-    pub curves: Vec<CurveResult>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -121,11 +32,11 @@ fn judge(results: &[(u64, f64)], threshold: f64) -> Verdict {
     }
 }
 
-/// The median of each seed's value.
+/// The median of each seed's value ([`crate::stats::median`]); NaN when there are no
+/// seeds, which a probe always has.
 pub fn median(results: &[(u64, f64)]) -> f64 {
-    let mut v: Vec<f64> = results.iter().map(|(_, a)| *a).collect();
-    v.sort_by(f64::total_cmp);
-    crate::steps::aggregate::quantile_sorted(&v, 0.5)
+    let v: Vec<f64> = results.iter().map(|(_, a)| *a).collect();
+    crate::stats::median(&v).unwrap_or(f64::NAN)
 }
 
 /// The extra seeds a split probe is measured with: after the largest base seed.
@@ -295,68 +206,14 @@ fn finish(mut w: Walk, found: Option<f64>) -> Walk {
     w
 }
 
-/// A curve's template: `cell` with its seed and searched value cleared, so that the
-/// cells of one curve share it.
-pub fn curve_of(cell: &Cell, axis: &str) -> Cell {
-    let mut c = at(cell, axis, 0.0, false);
-    c.seed = 0;
-    c
-}
-
-/// `cell` with `axis` at `value` (batch size, or a custom axis's number). On an axis of
-/// whole numbers (`integer`) the value is written as one: a server flag gets
-/// `--max-num-seqs 4`, not `4.0`, which vLLM refuses, and a workload key such as
-/// `max-tokens` reads it (a `4.0` is not a whole number to it).
-pub fn at(cell: &Cell, axis: &str, value: f64, integer: bool) -> Cell {
-    let mut c = cell.clone();
-    if axis == "batch-size" {
-        c.batch_size = value as u32;
-    } else if let Some(slot) = c.custom.iter_mut().find(|(n, _)| n == axis) {
-        slot.1 = match integer && value.fract() == 0.0 && value.abs() < 2f64.powi(53) {
-            true => (value as i64).to_string(),
-            false => serde_json::Number::from_f64(value).map_or_else(|| value.to_string(), |n| n.to_string()),
-        };
-    }
-    c
-}
-
-/// What a probe cell measured, as the walks judge it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Observed {
-    /// Percent of the cell's turns within the SLO (the aggregate's `slo_met_pct`).
-    pub attainment: f64,
-    /// Requests within the SLO per second of the cell (`goodput_req_per_s`).
-    pub goodput: f64,
-}
-
-/// A cell's attainment and goodput under `slo`, from its `requests.parquet`, as the
-/// aggregate counts them (`aggregate::slo_figures`, the one definition).
-pub fn observe(measure_dir: &Path, slo: &Slo) -> Result<Observed> {
-    let cols = ["conversation", "turn", "warmup", "error", "ttft_ms", "tpot_ms", "e2e_ms", "sent_ns", "end_ns"];
-    let df = crate::records::read_requests(measure_dir, Some(&cols))?;
-    let figures = df.lazy().filter(col("warmup").not()).select(crate::steps::aggregate::slo_figures(slo)).collect()?;
-    let get = |c: &str| -> Result<f64> { Ok(figures.column(c)?.f64()?.get(0).filter(|v| v.is_finite()).unwrap_or(0.0)) };
-    Ok(Observed { attainment: get("slo_met_pct")?, goodput: get("goodput_req_per_s")? })
-}
-
-/// The curves of `cells` (the matrix's cells, whose values of the searched axis are
-/// replaced) with their seeds, in order.
-pub fn curves(cells: &[Cell], axis: &str) -> BTreeMap<Cell, Vec<u64>> {
-    let mut out: BTreeMap<Cell, Vec<u64>> = BTreeMap::new();
-    for c in cells {
-        let seeds = out.entry(curve_of(c, axis)).or_default();
-        if !seeds.contains(&c.seed) {
-            seeds.push(c.seed);
-        }
-    }
-    out
-}
-
+#[cfg(test)]
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
+    use crate::matrix::Cell;
+    use crate::search::at;
 
     fn spec(integer: bool, min: f64, max: f64) -> SearchSpec {
         SearchSpec { axis: "batch-size".into(), objective: Objective::Slo, integer, min, max, tolerance: 0.1, extra_seeds: 2 }
@@ -468,24 +325,6 @@ mod tests {
             }
         }
         assert_eq!(measured, 6);
-    }
-
-    #[test]
-    fn a_probe_sets_the_searched_axis_of_its_curve() {
-        let cell = Cell {
-            model: "m".into(),
-            variant: "base".into(),
-            seed: 7,
-            batch_size: 16,
-            frames: 1,
-            custom: vec![("rate".into(), "1.0".into())],
-        };
-        assert_eq!(at(&cell, "rate", 12.5, false).value("rate"), Some(serde_json::json!(12.5)));
-        assert_eq!(at(&cell, "batch-size", 4.0, true).batch_size, 4);
-        let (a, b) = (curve_of(&at(&cell, "rate", 3.0, false), "rate"), curve_of(&Cell { seed: 8, ..cell.clone() }, "rate"));
-        assert_eq!(a, b, "one curve whatever the seed and the searched value");
-        let curves = curves(&[cell.clone(), Cell { seed: 8, ..cell }], "rate");
-        assert_eq!(curves.values().collect::<Vec<_>>(), [&vec![7, 8]]);
     }
 
     #[test]
