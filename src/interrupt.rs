@@ -122,7 +122,9 @@ fn watch(read_end: libc::c_int) {
     }
     if listening {
         std::thread::sleep(GRACE);
-        eprintln!("interrupted: the run did not stop within {GRACE:?}; exiting now (completed steps are kept, servers are stopped by their guards)");
+        eprintln!(
+            "interrupted: the run did not stop within {GRACE:?}; exiting now (completed steps are kept, servers are stopped by their guards)"
+        );
     } else {
         eprintln!("interrupted");
     }

@@ -96,7 +96,9 @@ fn toml_str(text: &str) -> String {
 fn model(args: &InitArgs) -> anyhow::Result<Model> {
     // A name goes into the file as a TOML string (and into a comment): one line of
     // printable text, or it could write keys of its own.
-    for (flag, name) in [("--vllm", &args.vllm), ("--openai", &args.openai), ("--anthropic", &args.anthropic), ("--api-key-env", &args.api_key_env)] {
+    for (flag, name) in
+        [("--vllm", &args.vllm), ("--openai", &args.openai), ("--anthropic", &args.anthropic), ("--api-key-env", &args.api_key_env)]
+    {
         if let Some(name) = name
             && (name.is_empty() || name.chars().any(crate::untrusted::is_unsafe_char))
         {

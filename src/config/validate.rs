@@ -58,7 +58,10 @@ fn yaml_message(message: &str) -> (String, Option<String>) {
     }
     if message.starts_with("budget breached") {
         return (
-            format!("the YAML expands past {} nodes through its aliases (`*name`): nested aliases that multiply, refused before they fill memory", YAML_NODES),
+            format!(
+                "the YAML expands past {} nodes through its aliases (`*name`): nested aliases that multiply, refused before they fill memory",
+                YAML_NODES
+            ),
             Some("write the values out, or reuse fewer anchors; an experiment file needs no deeply nested aliases".into()),
         );
     }
@@ -961,7 +964,6 @@ impl Validator<'_> {
         }
     }
 }
-
 
 /// What is wrong with `text` as a server's base URL (the message and a hint), if
 /// anything: it must be `http://` or `https://` with a host, and hold no credentials,

@@ -444,16 +444,21 @@ pub async fn served_names(client: &reqwest::Client, base_url: &str, api_key: Opt
     }
     let resp = req
         .send()
-        .await.map_err(|e| anyhow!("cannot reach `{url}`: {}", client::why(&e)).hint("is the server running and the URL right?"))?;
+        .await
+        .map_err(|e| anyhow!("cannot reach `{url}`: {}", client::why(&e)).hint("is the server running and the URL right?"))?;
     if resp.status().is_redirection() {
         return Err(anyhow!("`{url}` answered {} (a redirect), which pipeline does not follow", resp.status())
             .hint("set the model's `url` to the server's own address"));
     }
     if matches!(resp.status().as_u16(), 401 | 403) {
-        return Err(anyhow!("`{url}` answered HTTP {}: the server wants an API key{}", resp.status().as_u16(), match api_key {
-            Some(_) => ", and refused the one sent",
-            None => "",
-        })
+        return Err(anyhow!(
+            "`{url}` answered HTTP {}: the server wants an API key{}",
+            resp.status().as_u16(),
+            match api_key {
+                Some(_) => ", and refused the one sent",
+                None => "",
+            }
+        )
         .hint("name the variable that holds its key with `api-key-env` in the model's table"));
     }
     let body: serde_json::Value = small_json(resp).await.unwrap_or_default();

@@ -362,7 +362,8 @@ fn yaml_parser_messages_speak_the_files_terms() {
         .stderr_has("dup.yaml:2:1: key `name` is written twice in one table")
         .stderr_has("hint: keep one of them")
         .stderr_lacks("DuplicateKeyPolicy");
-    let mut bomb = String::from("name: t\nmodels: {a: {backend: sim}}\nmatrix:\n  model: [a]\n  exclude:\n    - {model: [&a0 [x,x,x,x,x,x,x,x,x,x]");
+    let mut bomb =
+        String::from("name: t\nmodels: {a: {backend: sim}}\nmatrix:\n  model: [a]\n  exclude:\n    - {model: [&a0 [x,x,x,x,x,x,x,x,x,x]");
     for i in 1..8 {
         bomb.push_str(&format!(", &a{i} [{}]", vec![format!("*a{}", i - 1); 10].join(",")));
     }

@@ -501,7 +501,11 @@ fn an_interrupt_ends_any_run_within_two_seconds() {
 
     let p = Project::new();
     let models: String = (0..10)
-        .map(|m| format!("[models.m{m}]\nbackend = \"sim\"\nsim = {{ ttft-base-ms = 0.0, itl-base-ms = 0.0, jitter = 0.0, answer-tokens = 1 }}\n"))
+        .map(|m| {
+            format!(
+                "[models.m{m}]\nbackend = \"sim\"\nsim = {{ ttft-base-ms = 0.0, itl-base-ms = 0.0, jitter = 0.0, answer-tokens = 1 }}\n"
+            )
+        })
         .collect();
     let seeds: Vec<String> = (1..=10_000).map(|s| s.to_string()).collect();
     let names: Vec<String> = (0..10).map(|m| format!("\"m{m}\"")).collect();
@@ -557,7 +561,10 @@ fn what_a_foreign_server_says_is_bounded() {
     });
     let p = Project::new();
     let model = endpoint_model("far", &server.base, "");
-    p.write("experiments/t.toml", &experiment("foreign", &[model], "request-timeout-s = 2\nmetrics-interval-s = 0.2").replace("seed = [1]", "seed = [1, 2, 3]"));
+    p.write(
+        "experiments/t.toml",
+        &experiment("foreign", &[model], "request-timeout-s = 2\nmetrics-interval-s = 0.2").replace("seed = [1]", "seed = [1, 2, 3]"),
+    );
     let out = p.pipeline(&["run", "experiments/t.toml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stderr.contains("sign:"), "the parser's stray line: {}", out.stderr);
@@ -611,7 +618,10 @@ fn init_refuses_before_it_sends_or_writes() {
     let server = FakeServer::start(|_| fake::models("m"));
     let p = Project::new();
     let with_key = server.base.replace("http://", "http://user:sk-initcanary0123456789@");
-    p.pipeline(&["init", "--name", "x", "--endpoint", &with_key]).status(2).stderr_has("holds a user name or password").stderr_lacks("sk-initcanary");
+    p.pipeline(&["init", "--name", "x", "--endpoint", &with_key])
+        .status(2)
+        .stderr_has("holds a user name or password")
+        .stderr_lacks("sk-initcanary");
     let with_query = format!("{}/?api_key=sk-initcanary0123456789", server.base);
     p.pipeline(&["init", "--name", "x", "--endpoint", &with_query]).status(2).stderr_has("query string").stderr_lacks("sk-initcanary");
     assert!(server.requests().is_empty(), "nothing is sent to a refused URL: {:?}", server.requests());
@@ -646,9 +656,13 @@ fn a_metrics_body_that_never_ends_is_not_read_as_whole() {
         _ => Reply::Ok("text/event-stream", stream_of("ok")),
     });
     let p = Project::new();
-    p.write("experiments/t.toml", &experiment("drip", &[endpoint_model("d", &server.base, "")], "request-timeout-s = 1\ncache-isolation = \"none\""));
+    p.write(
+        "experiments/t.toml",
+        &experiment("drip", &[endpoint_model("d", &server.base, "")], "request-timeout-s = 1\ncache-isolation = \"none\""),
+    );
     p.run_ok();
-    let meta = p.all_files().into_iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")).unwrap().1;
+    let meta =
+        p.all_files().into_iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")).unwrap().1;
     let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
     let m = &meta["server_metrics"];
     assert_eq!(m["available"], false, "{m}");

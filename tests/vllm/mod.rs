@@ -165,7 +165,9 @@ dir = "reports/v"
     assert!(first("2", "none") >= IMAGE_TOKENS - 64, "not isolated: it reads what an earlier cell cached");
 
     let mut salted = 0;
-    for (path, meta) in p.all_files().into_iter().filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")) {
+    for (path, meta) in
+        p.all_files().into_iter().filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
+    {
         let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
         let iso = &meta["isolation"];
         assert!(iso["done"] == iso["asked"], "{iso}");
@@ -195,9 +197,14 @@ fn mm_hits_in_first_turns(cell: &std::path::Path) -> f64 {
     let requests = pipeline::export::read_parquet(&cell.join("requests.parquet")).unwrap();
     let turns = requests.column("turn").unwrap().cast(&DataType::Int64).unwrap();
     let sent = requests.column("sent_ns").unwrap().cast(&DataType::Int64).unwrap();
-    let second_turn = turns.i64().unwrap().iter().zip(sent.i64().unwrap().iter()).filter(|(t, _)| *t == Some(1)).filter_map(|(_, s)| s).min().unwrap();
+    let second_turn =
+        turns.i64().unwrap().iter().zip(sent.i64().unwrap().iter()).filter(|(t, _)| *t == Some(1)).filter_map(|(_, s)| s).min().unwrap();
     let metrics = pipeline::export::read_parquet(&cell.join("metrics.parquet")).unwrap();
-    let (t, name, value) = (metrics.column("t_ns").unwrap().cast(&DataType::Int64).unwrap(), metrics.column("metric").unwrap().clone(), metrics.column("value").unwrap().clone());
+    let (t, name, value) = (
+        metrics.column("t_ns").unwrap().cast(&DataType::Int64).unwrap(),
+        metrics.column("metric").unwrap().clone(),
+        metrics.column("value").unwrap().clone(),
+    );
     let mut by_scrape: std::collections::BTreeMap<i64, f64> = std::collections::BTreeMap::new();
     for ((t, n), v) in t.i64().unwrap().iter().zip(name.str().unwrap().iter()).zip(value.f64().unwrap().iter()) {
         if n == Some("vllm:mm_cache_hits_total") {

@@ -161,7 +161,8 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     let mut records = warm_up(p, &dataset.warmup, &wire).await;
     // The server's own numbers, for the measured requests (warm-up done).
     let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
-    let scraper = scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), endpoint.secrets.clone(), interval, wire.target.timeout).await;
+    let scraper =
+        scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), endpoint.secrets.clone(), interval, wire.target.timeout).await;
     let planned = p.batch_size as u64 * p.turns as u64;
     let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
     records.extend(converse(p, dataset.conversations, &wire, &budget).await?);

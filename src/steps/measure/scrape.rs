@@ -58,7 +58,13 @@ impl Scraper {
     /// Scrape `base_url/metrics` now, before the cell's first request, then every
     /// `interval` (none: only at the end) in a task of its own. A scrape may take
     /// `timeout`, at most 5 s.
-    pub async fn start(base_url: &str, api_key: Option<String>, secrets: Secrets, interval: Option<Duration>, timeout: Duration) -> Scraper {
+    pub async fn start(
+        base_url: &str,
+        api_key: Option<String>,
+        secrets: Secrets,
+        interval: Option<Duration>,
+        timeout: Duration,
+    ) -> Scraper {
         let (stop, mut stopped) = watch::channel(false);
         let url = format!("{}/metrics", base_url.trim_end_matches('/'));
         let mut out = Scraped::default();
@@ -171,11 +177,8 @@ pub fn parse(text: &str, t_ns: u64, secrets: &Secrets) -> Result<Parsed, String>
             non_finite += 1;
             continue;
         }
-        let mut labels: Vec<String> = sample
-            .labels()
-            .iter()
-            .map(|l| format!("{}={:?}", l.name, secrets::mask_key_shaped(&secrets.redact(&l.value))))
-            .collect();
+        let mut labels: Vec<String> =
+            sample.labels().iter().map(|l| format!("{}={:?}", l.name, secrets::mask_key_shaped(&secrets.redact(&l.value)))).collect();
         labels.sort();
         rows.push(Row { t_ns, metric: sample.name().to_string(), labels: labels.join(","), value: sample.number() });
     }

@@ -611,9 +611,10 @@ mod tests {
     fn huge_values_from_a_server_draw_in_a_chart() {
         // One gauge of 1e308 (as a server sent it) hung every report: the tick loop
         // stepped by less than the value's precision.
-        let series: Series = [("running".to_string(), vec![Pt { x: 0.0, y: 1.0, lo: 1.0, hi: 1.0 }, Pt { x: 1.0, y: 1e308, lo: 1e308, hi: 1e308 }])]
-            .into_iter()
-            .collect();
+        let series: Series =
+            [("running".to_string(), vec![Pt { x: 0.0, y: 1.0, lo: 1.0, hi: 1.0 }, Pt { x: 1.0, y: 1e308, lo: 1e308, hi: 1e308 }])]
+                .into_iter()
+                .collect();
         let svg = draw("t", (400, 300), |root| panel(root, "", "x", "y", &series, Style::Line, Frame::OWN)).unwrap();
         assert!(svg.contains("<svg"));
         let at_one: Series = [("x".to_string(), vec![Pt { x: 1e308, y: 1.0, lo: 1.0, hi: 1.0 }])].into_iter().collect();
