@@ -18,7 +18,7 @@ use crate::client::{self, Api};
 use crate::config::{Backend, Experiment};
 use crate::error::WithHint;
 use crate::gpu;
-use crate::plan::ServerSpec;
+use crate::plan::{Launch, ServerSpec};
 use crate::records;
 use crate::secrets::Secrets;
 use crate::steps::measure::Endpoint;
@@ -173,8 +173,12 @@ impl Services {
 
     async fn start(&self, i: usize, resets_hang: Arc<std::sync::atomic::AtomicBool>) -> Result<(Option<ServerProcess>, Endpoint)> {
         let spec = &self.specs[i];
-        let model = &self.experiment.models[&spec.model];
-        let api_key = match &model.api_key_env {
+        let config = &spec.config;
+        let url = match &config.launch {
+            Launch::Remote { url } => url.clone(),
+            _ => None,
+        };
+        let api_key = match &config.api_key_env {
             Some(var) => Some(std::env::var(var).map_err(|_| {
                 anyhow!("environment variable `{var}` is not set")
                     .hint(format!("export {var}=... with the API key of model `{}`", spec.model))
@@ -199,17 +203,17 @@ impl Services {
         };
         match spec.backend {
             Backend::Endpoint => {
-                let url = model.url.clone().unwrap_or_default();
+                let url = url.unwrap_or_default();
                 let client = http_client()?;
-                check_models(&client, &url, &model.served_name, api_key.as_deref()).await?;
+                check_models(&client, &url, &config.served_name, api_key.as_deref()).await?;
                 let mut ep = remote(&url);
                 ep.server_meta.version = Some(server_version(&client, &url).await);
                 return Ok((None, ep));
             }
             // Hosted APIs: nothing to launch or health-check; a wrong key or model name
             // shows as the first request's error (with the server's own message).
-            Backend::Openai => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.openai.com")))),
-            Backend::Anthropic => return Ok((None, remote(model.url.as_deref().unwrap_or("https://api.anthropic.com")))),
+            Backend::Openai => return Ok((None, remote(url.as_deref().unwrap_or("https://api.openai.com")))),
+            Backend::Anthropic => return Ok((None, remote(url.as_deref().unwrap_or("https://api.anthropic.com")))),
             // The plan gives an imported model's cells no server.
             Backend::Import => anyhow::bail!("an imported model has no server"),
             Backend::Sim | Backend::Vllm | Backend::Command => {}
@@ -222,7 +226,7 @@ impl Services {
         let mut attempt = 0;
         let (child, argv, base_url) = loop {
             attempt += 1;
-            let port = match model.port {
+            let port = match config.port {
                 Some(p) => {
                     std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
                         anyhow!("port {p} is in use ({e})")
@@ -237,14 +241,14 @@ impl Services {
             let base_url = format!("http://127.0.0.1:{port}");
             let ready = async {
                 wait_healthy(&mut child, &client, &base_url, &spec.id, self.experiment.server.startup_timeout, &log_path).await?;
-                check_models(&client, &base_url, &model.served_name, api_key.as_deref()).await
+                check_models(&client, &base_url, &config.served_name, api_key.as_deref()).await
             };
             match ready.await {
                 Ok(()) => break (child, argv, base_url),
                 Err(e) => {
                     child.stop().await;
                     let taken = std::fs::read_to_string(&log_path).is_ok_and(|l| l.to_lowercase().contains("address already in use"));
-                    if model.port.is_none() && taken && attempt < 3 {
+                    if config.port.is_none() && taken && attempt < 3 {
                         continue;
                     }
                     return Err(anyhow!("{}", self.secrets.redact(&crate::error::render(&e))));
@@ -272,68 +276,66 @@ impl Services {
     /// The argv that launches server `i` on `port`.
     fn command_line(&self, i: usize, port: u16) -> Vec<String> {
         let spec = &self.specs[i];
-        let model = &self.experiment.models[&spec.model];
-        let variant = &model.variants[&spec.variant];
-        let server = &self.experiment.server;
+        let config = &spec.config;
         let port = port.to_string();
-        let mut argv: Vec<String> = match spec.backend {
-            Backend::Sim => {
-                let s = &variant.sim;
+        let mut argv: Vec<String> = match (&config.launch, spec.backend) {
+            (Launch::Sim { sim }, _) => {
                 let mut a: Vec<String> = [self.sim_bin.display().to_string()].into_iter().collect();
                 a.extend(
-                    ["sim-server", "--host", "127.0.0.1", "--port", &port, "--served-model-name", &model.served_name].map(String::from),
+                    ["sim-server", "--host", "127.0.0.1", "--port", &port, "--served-model-name", &config.served_name].map(String::from),
                 );
                 // The flags are the experiment file's keys.
-                for (key, v, _) in s.numbers() {
+                for (key, v, _) in sim.numbers() {
                     a.extend([format!("--{key}"), v.to_string()]);
                 }
-                if s.prefix_caching {
+                if sim.prefix_caching {
                     a.push("--prefix-caching".into());
                 }
                 return a;
             }
-            Backend::Vllm => {
-                // The plan writes vLLM's own JSON for it.
-                let limit_mm = spec.config.get("limit-mm-per-prompt").cloned().unwrap_or_else(|| serde_json::json!({"image": 1}));
+            (Launch::Process(p), Backend::Vllm) => {
                 let mut a: Vec<String> =
-                    ["vllm", "serve", &variant.model, "--host", "127.0.0.1", "--port", &port, "--served-model-name", &model.served_name]
+                    ["vllm", "serve", &config.model, "--host", "127.0.0.1", "--port", &port, "--served-model-name", &config.served_name]
                         .map(String::from)
                         .to_vec();
-                a.extend(["--tensor-parallel-size".into(), server.tensor_parallel_size.to_string()]);
-                a.extend(["--dtype".into(), variant.dtype.clone().unwrap_or_else(|| server.dtype.clone())]);
-                if let Some(q) = variant.quantization.as_deref().filter(|q| *q != "none") {
+                a.extend(["--tensor-parallel-size".into(), p.tensor_parallel_size.to_string()]);
+                a.extend(["--dtype".into(), p.dtype.clone()]);
+                if let Some(q) = p.quantization.as_deref().filter(|q| *q != "none") {
                     a.extend(["--quantization".into(), q.to_string()]);
                 }
-                a.extend(["--limit-mm-per-prompt".into(), limit_mm.to_string()]);
+                // vLLM's own JSON, as the plan wrote it.
+                a.extend(["--limit-mm-per-prompt".into(), serde_json::to_string(&p.limit_mm_per_prompt).unwrap_or_default()]);
                 // Cached tokens per request (`usage.prompt_tokens_details`).
                 a.push("--enable-prompt-tokens-details".into());
-                if let Some(media) = spec.config.get("media-io-kwargs") {
-                    a.extend(["--media-io-kwargs".into(), media.to_string()]);
+                if let Some(media) = &p.media_io_kwargs {
+                    a.extend(["--media-io-kwargs".into(), serde_json::to_string(media).unwrap_or_default()]);
                 }
-                if let Some(n) = server.max_model_len {
+                if let Some(n) = p.max_model_len {
                     a.extend(["--max-model-len".into(), n.to_string()]);
                 }
-                match server.prefix_caching {
+                match p.prefix_caching {
                     Some(true) => a.push("--enable-prefix-caching".into()),
                     Some(false) => a.push("--no-enable-prefix-caching".into()),
                     None => {}
                 }
                 a
             }
-            _ => {
+            (Launch::Process(p), _) => {
                 // In a shell script (`sh -c "…"`), a value goes in quoted: a model name
                 // is text from the file, not shell syntax.
-                let script = model.command.iter().flatten().any(|a| a == "-c");
+                let script = p.command.iter().flatten().any(|a| a == "-c");
                 let value = |v: &str| if script { shell_quote(v) } else { v.to_string() };
                 let fill = |s: &String| {
                     s.replace("{port}", &port)
                         .replace("{host}", "127.0.0.1")
-                        .replace("{model}", &value(&variant.model))
-                        .replace("{served_name}", &value(&model.served_name))
-                        .replace("{tp}", &server.tensor_parallel_size.to_string())
+                        .replace("{model}", &value(&config.model))
+                        .replace("{served_name}", &value(&config.served_name))
+                        .replace("{tp}", &p.tensor_parallel_size.to_string())
                 };
-                model.command.iter().flatten().map(fill).collect()
+                p.command.iter().flatten().map(fill).collect()
             }
+            // The plan gives servers someone else runs no launch.
+            (Launch::Remote { .. }, _) => Vec::new(),
         };
         argv.extend(spec.extra_args.iter().cloned());
         argv
@@ -385,8 +387,7 @@ impl Services {
             cmd.env("VLLM_SERVER_DEV_MODE", "1");
             // The key the client sends is the one the server checks, and vLLM does
             // not print its environment as it prints its arguments.
-            let model = &self.experiment.models[&spec.model];
-            if let Some(key) = model.api_key_env.as_deref().and_then(|var| std::env::var(var).ok()) {
+            if let Some(key) = spec.config.api_key_env.as_deref().and_then(|var| std::env::var(var).ok()) {
                 cmd.env("VLLM_API_KEY", key);
             }
         }

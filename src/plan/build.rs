@@ -3,16 +3,16 @@
 //! step's parameters are built here as its kind's typed `Params`; what the key holds is
 //! their serialization.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use rayon::prelude::*;
 
-use super::{Plan, PlanError, ServerSpec, Step, StepKind};
+use super::{Launch, Plan, PlanError, Process, ServerConfig, ServerSpec, Step, StepKind};
 use crate::config::{Arrival, Backend, CacheIsolation, Experiment, Feeds, Import};
 use crate::hash;
 use crate::matrix::Cell;
@@ -42,7 +42,7 @@ impl Plan {
         let measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
         let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
         let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, measure_ids, None, None);
-        let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: (*s.config).clone() }).collect();
+        let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: (*s.key).clone() }).collect();
         let report_params = steps::report::Params::new(&experiment, cells.len(), &hardware, servers);
         let agg_id = b.steps[aggregate].id.clone();
         b.add(StepKind::Report, "report".into(), vec![], to_params(&report_params), vec![agg_id], None, None);
@@ -142,56 +142,47 @@ impl Builder {
         let mut extra_args = s.extra_args.clone();
         extra_args.extend(variant.extra_args.iter().cloned());
         extra_args.extend(flags.into_iter().flat_map(|(_, flag, value)| [flag, value]));
-        let mut config = json!({
-            "backend": model.backend.name(),
-            "model": variant.model,
-            "served-name": model.served_name,
-        });
-        let obj = config.as_object_mut().expect("json! object");
-        // Only when set, so files without it keep their keys.
-        if let Some(n) = model.gpus {
-            obj.insert("gpus".into(), n.into());
-        }
-        match model.backend {
-            Backend::Sim => {
-                obj.insert("sim".into(), serde_json::to_value(&variant.sim).unwrap_or_default());
-            }
+        let launch = match model.backend {
+            Backend::Sim => Launch::Sim { sim: variant.sim.clone() },
             Backend::Vllm | Backend::Command => {
-                obj.insert("tensor-parallel-size".into(), s.tensor_parallel_size.into());
-                obj.insert("dtype".into(), variant.dtype.clone().unwrap_or_else(|| s.dtype.clone()).into());
-                obj.insert("quantization".into(), variant.quantization.clone().into());
-                obj.insert("extra-args".into(), extra_args.clone().into());
                 // Frames as video: one video per turn, every frame kept (vLLM samples
                 // 32 by default); as images: one per frame.
-                match exp.workload.frames_as_video {
+                let one = |k: &str, v: Option<u64>| BTreeMap::from([(k.to_string(), v)]);
+                let (limit_mm_per_prompt, media_io_kwargs) = match exp.workload.frames_as_video {
                     true => {
-                        obj.insert("limit-mm-per-prompt".into(), json!({"video": turns}));
-                        obj.insert("media-io-kwargs".into(), json!({"video": {"num_frames": -1}}));
+                        (one("video", Some(turns)), Some(BTreeMap::from([("video".into(), BTreeMap::from([("num_frames".into(), -1)]))])))
                     }
-                    false => {
-                        obj.insert("limit-mm-per-prompt".into(), json!({"image": limit_mm}));
-                    }
-                }
-                // Only when set, so files that do not use them keep their keys.
-                if let Some(n) = s.max_model_len {
-                    obj.insert("max-model-len".into(), n.into());
-                }
-                if let Some(on) = s.prefix_caching {
-                    obj.insert("prefix-caching".into(), on.into());
-                }
-                if let Some(cmd) = &model.command {
-                    obj.insert("command".into(), cmd.clone().into());
-                }
+                    false => (one("image", limit_mm), None),
+                };
+                Launch::Process(Process {
+                    tensor_parallel_size: s.tensor_parallel_size,
+                    dtype: variant.dtype.clone().unwrap_or_else(|| s.dtype.clone()),
+                    quantization: variant.quantization.clone(),
+                    extra_args: extra_args.clone(),
+                    limit_mm_per_prompt,
+                    media_io_kwargs,
+                    max_model_len: s.max_model_len,
+                    prefix_caching: s.prefix_caching,
+                    command: model.command.clone(),
+                })
             }
-            Backend::Endpoint | Backend::Openai | Backend::Anthropic | Backend::Import => {
-                obj.insert("url".into(), model.url.clone().into());
-            }
-        }
+            Backend::Endpoint | Backend::Openai | Backend::Anthropic | Backend::Import => Launch::Remote { url: model.url.clone() },
+        };
+        let config = ServerConfig {
+            backend: model.backend,
+            model: variant.model.clone(),
+            served_name: model.served_name.clone(),
+            gpus: model.gpus,
+            launch,
+            port: model.port,
+            api_key_env: model.api_key_env.clone(),
+        };
         self.servers.push(ServerSpec {
             id: id.clone(),
             model: cell.model.clone(),
             variant: cell.variant.clone(),
             backend: model.backend,
+            key: Arc::new(config.key()),
             config: Arc::new(config),
             extra_args,
             gpus_needed: model.gpus.unwrap_or(if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 }),

@@ -11,12 +11,16 @@
 //! it, because its key depends on the *content* of that upstream output.
 //!
 //! Here: the plan's types and its keys. [`build`] turns cells into steps (and each
-//! step kind's parameters), [`status`] decides what is up to date, [`explain`] says
-//! why a step runs again.
+//! step kind's parameters), [`server`] is a server's one typed configuration (its
+//! measures' key part and the launcher's input), [`status`] decides what is up to
+//! date, [`explain`] says why a step runs again.
 
 mod build;
 mod explain;
+pub mod server;
 mod status;
+
+pub use server::{Launch, Process, ServerConfig};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -84,8 +88,10 @@ pub struct ServerSpec {
     pub model: String,
     pub variant: String,
     pub backend: Backend,
-    /// What enters the key of every measure using this server.
-    pub config: Arc<Value>,
+    /// The server's configuration: the launcher's only description of it.
+    pub config: Arc<ServerConfig>,
+    /// `config` serialized: what enters the key of every measure using this server.
+    pub key: Arc<Value>,
     pub extra_args: Vec<String>,
     pub gpus_needed: u32,
 }
@@ -115,7 +121,7 @@ impl Plan {
     /// The preimage of `step`'s key, given the output digests of its inputs.
     pub fn key_for(&self, step: &Step, inputs: BTreeMap<String, String>) -> StepKey {
         let (server, hardware, env) = match step.server {
-            Some(s) => (Some(self.servers[s].config.clone()), Some(self.hardware.clone()), self.env.clone()),
+            Some(s) => (Some(self.servers[s].key.clone()), Some(self.hardware.clone()), self.env.clone()),
             None => (None, None, BTreeMap::new()),
         };
         StepKey {
