@@ -457,7 +457,7 @@ fn execute(
     let _listening = crate::interrupt::listen();
     let report_dest = plan.experiment.base_dir.join(&plan.experiment.report.dir);
     // A folder the report cannot go into is refused before anything is measured.
-    exec::check_report_dir(&report_dest, &plan.experiment.name).map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
+    exec::check_report_dir(&report_dest, &plan.experiment.name).map_err(publish_failure)?;
     eprintln!("pipeline: {} ({} cells, {} steps): {}", source.display, plan.cells.len(), plan.steps.len(), counts_line(&statuses));
     let sim_bin = std::env::current_exe().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(Kind::Environment)(e.into()))?;
@@ -481,8 +481,7 @@ fn execute(
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = outcome.map_err(fail(Kind::Environment))?;
     if let Some(dir) = &summary.report_dir {
-        let written =
-            exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
+        let written = exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(publish_failure)?;
         eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
     }
     if let Some(code) = crate::interrupt::pending() {
@@ -553,6 +552,11 @@ fn gate(dir: &Path, fail_on: &[String]) -> Result<bool, Failure> {
 
 /// After a signal stopped the run (servers are stopped, staging folders removed):
 /// cancel its Slurm jobs, say what is kept, and exit with 128 + the signal.
+fn publish_failure(e: exec::PublishError) -> Failure {
+    let (kind, error) = e.into_failure();
+    Failure { kind, error }
+}
+
 fn stopped(slurm: Option<&crate::slurm::SlurmExec>, code: i32) -> i32 {
     if let Some(sx) = slurm {
         let ids = sx.tracker.cancel_all();

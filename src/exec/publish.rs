@@ -16,12 +16,12 @@ pub const MARKER: &str = ".pipeline-report";
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error(
-        "report folder `{}` holds files that pipeline did not write ({}); a report is published only into a folder of its own\nhint: set `dir` under [report] to a new folder, such as `reports/{experiment}`; or, if the folder holds only an earlier report of this experiment, create an empty `{MARKER}` file in it",
+        "report folder `{}` holds files that pipeline did not write ({}); a report is published only into a folder of its own",
         .dir.display(), .foreign.join(", ")
     )]
     NotOurs { dir: PathBuf, foreign: Vec<String>, experiment: String },
     #[error(
-        "report folder `{}` holds the report of experiment `{other}`, not `{experiment}`\nhint: give this experiment its own `dir` under [report]",
+        "report folder `{}` holds the report of experiment `{other}`, not `{experiment}`",
         .dir.display()
     )]
     OtherExperiment { dir: PathBuf, other: String, experiment: String },
@@ -40,6 +40,30 @@ impl PublishError {
             PublishError::Io { .. } => crate::error::Kind::Environment,
             _ => crate::error::Kind::User,
         }
+    }
+
+    /// What to do about it, shown after the error by `crate::error::render`.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PublishError::NotOurs { experiment, .. } => Some(format!(
+                "set `dir` under [report] to a new folder, such as `reports/{experiment}`; or, if the folder holds only an earlier report of this experiment, create an empty `{MARKER}` file in it"
+            )),
+            PublishError::OtherExperiment { .. } => Some("give this experiment its own `dir` under [report]".into()),
+            PublishError::Io { .. } => None,
+        }
+    }
+
+    /// The error with its hint beside it, and its kind.
+    pub fn into_failure(self) -> (crate::error::Kind, anyhow::Error) {
+        let (kind, hint) = (self.kind(), self.hint());
+        let error = anyhow::Error::from(self);
+        (
+            kind,
+            match hint {
+                Some(h) => crate::error::WithHint::hint(error, h),
+                None => error,
+            },
+        )
     }
 }
 

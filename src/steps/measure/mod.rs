@@ -350,7 +350,7 @@ fn check_failures(p: &Params, measured: &[&Record], failed: &[&Record], budget: 
     let share = failed.len() as f64 / measured.len().max(1) as f64;
     if share > p.max_error_share {
         let first = failed.first().map(|r| format!("{}: {}", r.ex.error.name(), r.ex.error_detail)).unwrap_or_default();
-        let hint = failed.first().and_then(|r| hint(r)).map(|h| format!("\nhint: {h}")).unwrap_or_default();
+        let hint = failed.first().and_then(|r| hint(r));
         let early = match budget.stopped() {
             true => format!(
                 "; stopped early, as no later answer could bring the share back under the limit ({} of {planned} turns not measured)",
@@ -358,13 +358,19 @@ fn check_failures(p: &Params, measured: &[&Record], failed: &[&Record], budget: 
             ),
             false => String::new(),
         };
-        bail!(
-            "{} of {} requests failed ({:.0}% > max-error-share {:.0}%){early}; first: {first}{hint}",
+        let error = anyhow::anyhow!(
+            "{} of {} requests failed ({:.0}% > max-error-share {:.0}%){early}; first: {first}",
             failed.len(),
             measured.len(),
             share * 100.0,
             p.max_error_share * 100.0
         );
+        // The hint travels beside the message (crate::error::render puts it last), so
+        // that text from the server in `first` can never read as one.
+        return Err(match hint {
+            Some(h) => crate::error::WithHint::hint(error, h),
+            None => error,
+        });
     }
     Ok(())
 }
