@@ -166,6 +166,25 @@ impl Project {
     }
 
     /// Every file under the project, as (path, bytes).
+    /// [`Project::with_base`] with three turns streamed slowly (60 ms a token): a run
+    /// that is still measuring when a test interrupts or kills something.
+    fn slow(tag: &str) -> Project {
+        let p = Project::with_base(tag);
+        p.edit("turns = 2", "turns = 3");
+        let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
+        p.write("experiments/t.toml", &text);
+        p
+    }
+
+    /// Every measure's `meta.json` in the cache, with its path.
+    fn measure_metas(&self) -> Vec<(PathBuf, serde_json::Value)> {
+        self.all_files()
+            .into_iter()
+            .filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
+            .map(|(path, bytes)| (path, serde_json::from_slice(&bytes).unwrap()))
+            .collect()
+    }
+
     fn all_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
         fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
             for e in std::fs::read_dir(dir).unwrap().flatten() {

@@ -216,26 +216,22 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     if let Some(p) = poller {
         p.abort();
     }
-    if let Some(code) = interrupted {
-        let ran = std::mem::take(&mut *ctx.done.lock().unwrap_or_else(|e| e.into_inner()));
-        if !opts.in_job {
-            save_records(&plan, &ctx.cache, &statuses, &ran)?;
-        }
-        let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
-        return Ok(RunSummary { interrupted: Some(code), ..summary });
-    }
-    // Recorded before the servers stop (seconds, for a large vLLM), so that a signal
-    // then loses nothing.
+    // What completed is recorded, interrupted or not, before the servers stop
+    // (seconds, for a large vLLM), so that a signal then loses nothing.
     let ran = std::mem::take(&mut *ctx.done.lock().unwrap_or_else(|e| e.into_inner()));
     if !opts.in_job {
         save_records(&plan, &ctx.cache, &statuses, &ran)?;
     }
-    tokio::select! {
-        _ = ctx.services.stop_all() => {}
-        code = crate::interrupt::requested() => {
-            let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
-            return Ok(RunSummary { interrupted: Some(code), ..summary });
-        }
+    let interrupted = match interrupted {
+        Some(code) => Some(code),
+        None => tokio::select! {
+            _ = ctx.services.stop_all() => None,
+            code = crate::interrupt::requested() => Some(code),
+        },
+    };
+    if let Some(code) = interrupted {
+        let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
+        return Ok(RunSummary { interrupted: Some(code), ..summary });
     }
     ctx.progress.done();
     let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));

@@ -75,6 +75,9 @@ struct Shared {
     queue: Mutex<Histogram>,
     /// Images sent with a uuid: their width and height.
     images_by_uuid: Mutex<HashMap<String, (u32, u32)>>,
+    /// `Authorization: Bearer KEY` that every `/v1` route wants, as vLLM started with
+    /// `VLLM_API_KEY` does (read once, at start).
+    bearer: Option<String>,
 }
 
 /// What really happened to one request, on the machine's monotonic clock (ns).
@@ -113,6 +116,7 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
         ttft: Mutex::new(Histogram::default()),
         queue: Mutex::new(Histogram::default()),
         images_by_uuid: Mutex::new(HashMap::new()),
+        bearer: std::env::var("VLLM_API_KEY").ok().filter(|k| !k.is_empty()).map(|k| format!("Bearer {k}")),
     });
     let timer_shared = shared.clone();
     std::thread::Builder::new().name("sim-timer".into()).spawn(move || timer_loop(rx, timer_shared))?;
@@ -145,11 +149,10 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
     let received_ns = monotonic_ns();
     // As vLLM does when started with `--api-key` or `VLLM_API_KEY`: every `/v1` route
     // wants `Authorization: Bearer KEY` (Anthropic's route keeps its own header).
-    if let Ok(key) = std::env::var("VLLM_API_KEY")
-        && !key.is_empty()
+    if let Some(bearer) = &shared.bearer
         && req.uri().path().starts_with("/v1/")
         && req.uri().path() != "/v1/messages"
-        && req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(format!("Bearer {key}").as_str())
+        && req.headers().get("authorization").and_then(|v| v.to_str().ok()) != Some(bearer.as_str())
     {
         return Ok(json_response(StatusCode::UNAUTHORIZED, json!({"error": "Unauthorized"})));
     }

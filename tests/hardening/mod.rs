@@ -213,10 +213,7 @@ fn a_server_whose_leader_dies_takes_its_whole_group() {
 #[test]
 fn a_hung_up_or_killed_run_leaves_no_server() {
     for (signal, tag) in [(Signal::HUP, "hup-51c2"), (Signal::KILL, "kill-9d4e")] {
-        let p = Project::with_base(tag);
-        p.edit("turns = 2", "turns = 3");
-        let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
-        p.write("experiments/t.toml", &text);
+        let p = Project::slow(tag);
         let run = Background::start(&p, &["run", "experiments/t.toml"], "done   measure");
         let run_pid = run.child.id() as i32;
         // The servers and their guards: the run's children, each in a group of its own.
@@ -483,10 +480,7 @@ fn keys_written_into_the_file_are_refused_or_redacted() {
 #[test]
 fn an_interrupt_ends_any_run_within_two_seconds() {
     for (signal, code, tag) in [(Signal::INT, 130, "int-40aa"), (Signal::TERM, 143, "term-73bb")] {
-        let p = Project::with_base(tag);
-        p.edit("turns = 2", "turns = 3");
-        let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
-        p.write("experiments/t.toml", &text);
+        let p = Project::slow(tag);
         let run = Background::start(&p, &["run", "experiments/t.toml"], "done   measure");
         let run_pid = run.child.id() as i32;
         let mut groups: BTreeSet<i32> = processes().into_iter().filter(|(_, parent, _)| *parent == run_pid).map(|(_, _, g)| g).collect();
@@ -570,12 +564,7 @@ fn what_a_foreign_server_says_is_bounded() {
     assert!(!out.stderr.contains("sign:"), "the parser's stray line: {}", out.stderr);
     let resets = server.requests().iter().filter(|r| r.path == "/reset_prefix_cache").count();
     assert_eq!(resets, 1, "the hanging route is asked once for three cells");
-    let metas: Vec<serde_json::Value> = p
-        .all_files()
-        .into_iter()
-        .filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
-        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
-        .collect();
+    let metas: Vec<serde_json::Value> = p.measure_metas().into_iter().map(|(_, meta)| meta).collect();
     assert_eq!(metas.len(), 3);
     for meta in &metas {
         assert_eq!(meta["isolation"]["done"], "salt", "{meta}");
@@ -595,10 +584,7 @@ fn what_a_foreign_server_says_is_bounded() {
 /// which nothing would stop any more if the run died.
 #[test]
 fn a_killed_guard_is_noticed_and_its_server_stopped() {
-    let p = Project::with_base("guard-5e1d");
-    p.edit("turns = 2", "turns = 3");
-    let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
-    p.write("experiments/t.toml", &text);
+    let p = Project::slow("guard-5e1d");
     let run = Background::start(&p, &["run", "experiments/t.toml"], "done   measure");
     let run_pid = run.child.id() as i32;
     let cmdline = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
@@ -661,9 +647,7 @@ fn a_metrics_body_that_never_ends_is_not_read_as_whole() {
         &experiment("drip", &[endpoint_model("d", &server.base, "")], "request-timeout-s = 1\ncache-isolation = \"none\""),
     );
     p.run_ok();
-    let meta =
-        p.all_files().into_iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")).unwrap().1;
-    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let (_, meta) = p.measure_metas().pop().unwrap();
     let m = &meta["server_metrics"];
     assert_eq!(m["available"], false, "{m}");
     assert!(m["reason"].as_str().unwrap().contains("broke off"), "{m}");

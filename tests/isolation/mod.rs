@@ -62,12 +62,7 @@ values = ["reset", "salt", "restart", "none"]
         assert!(num(&rows[1], "cached_tokens") > 0.0, "{rows:?}");
     }
 
-    let metas: Vec<serde_json::Value> = p
-        .all_files()
-        .into_iter()
-        .filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
-        .map(|(_, bytes)| serde_json::from_slice(&bytes).unwrap())
-        .collect();
+    let metas: Vec<serde_json::Value> = p.measure_metas().into_iter().map(|(_, meta)| meta).collect();
     assert_eq!(metas.len(), 8);
     for meta in &metas {
         let cell: BTreeMap<String, String> =
@@ -106,9 +101,7 @@ fn a_server_without_reset_routes_is_salted_or_refused_with_the_fix() {
     p.write("experiments/a.toml", &experiment("auto", std::slice::from_ref(&model), ""));
     let out = p.pipeline(&["run", "experiments/a.toml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let (_, meta) =
-        p.all_files().into_iter().find(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/")).unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let (_, meta) = p.measure_metas().pop().unwrap();
     assert_eq!(meta["isolation"]["done"], "salt", "{meta}");
     assert!(meta["isolation"]["notes"][0].as_str().unwrap().contains("refused POST /reset_prefix_cache (HTTP 404"), "{meta}");
     assert!(meta["isolation"]["salt"].as_str().unwrap().starts_with("pipeline-"), "{meta}");

@@ -46,11 +46,8 @@ port = {port}"#
 
 #[test]
 fn ctrl_c_keeps_completed_steps_and_leaves_no_server() {
-    let p = Project::with_base("sigint-7f3a");
     // Slow answers, so the run is still going when it is interrupted.
-    p.edit("turns = 2", "turns = 3");
-    let text = p.read("experiments/t.toml").replace("itl-base-ms = 0.5", "itl-base-ms = 60.0");
-    p.write("experiments/t.toml", &text);
+    let p = Project::slow("sigint-7f3a");
     let run = Background::start(&p, &["run", "experiments/t.toml"], "done   measure");
     assert!(!live_processes("sigint-7f3a").is_empty(), "a server should be running mid-run");
     let (code, seen) = run.interrupt();

@@ -165,10 +165,7 @@ dir = "reports/v"
     assert!(first("2", "none") >= IMAGE_TOKENS - 64, "not isolated: it reads what an earlier cell cached");
 
     let mut salted = 0;
-    for (path, meta) in
-        p.all_files().into_iter().filter(|(path, _)| path.ends_with("meta.json") && path.to_string_lossy().contains("/measure/"))
-    {
-        let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    for (path, meta) in p.measure_metas() {
         let iso = &meta["isolation"];
         assert!(iso["done"] == iso["asked"], "{iso}");
         if iso["done"] == "salt" {
