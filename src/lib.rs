@@ -28,6 +28,7 @@ pub mod client;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod conversations;
 pub mod error;
 pub mod exec;
 pub mod export;
