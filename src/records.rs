@@ -156,6 +156,43 @@ pub struct Meta {
     pub requests: usize,
     /// Of those, the failed ones.
     pub errors: usize,
+    /// Conversations from a file (`[workload] conversations`): which, and how replayed.
+    /// Absent for synthetic conversations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<Dataset>,
+}
+
+/// The conversations file a cell replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    /// The file as the experiment names it.
+    pub file: String,
+    /// The file resolved (absolute paths and `..` are allowed).
+    pub path: String,
+    /// `openai` or `llava`.
+    pub format: String,
+    /// blake3 of the file.
+    pub digest: String,
+    /// `source` (images kept at their size) or `WxH` (resized to it).
+    pub resolution: String,
+    /// `live` (the server's own answers resent) or `recorded` (the file's); set by the
+    /// measure step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
+    /// The conversations replayed, in the order of the `conversation` column.
+    pub conversations: Vec<DrawnConversation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrawnConversation {
+    /// Its number in the file, from 0.
+    pub index: u64,
+    /// Its `id`, where the file gives one.
+    pub id: Option<String>,
+    /// `line 12` (JSONL) or `record 3` (the LLaVA array).
+    pub at: String,
 }
 
 /// The server behind a cell. Which fields are present depends on how it was run: a

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{ImageFolder, Issue, Source, issue_at, raw, read_capped, read_results};
+use crate::conversations::{ConversationFile, Format};
 
 /// What the file's paths hold.
 #[derive(Debug, Default)]
@@ -14,12 +15,15 @@ pub struct Inputs {
     /// The questions file's lines, blank ones dropped.
     pub questions: Vec<String>,
     pub images: Option<ImageFolder>,
+    /// `workload.conversations`, scanned.
+    pub conversations: Option<ConversationFile>,
     /// Each `import` model's files, by (model, seed as written): their digests.
     pub results: BTreeMap<(String, String), String>,
     pub issues: Vec<Issue>,
 }
 
-/// Read `workload.questions-file`, `workload.images-dir` and each model's `results`,
+/// Read `workload.questions-file`, `workload.images-dir`, `workload.conversations` and
+/// each model's `results`,
 /// relative to the project.
 pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
     let w = &raw.workload;
@@ -39,6 +43,24 @@ pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
         match image_folder(source.base_dir.join(dir)) {
             Ok(folder) => inputs.images = Some(folder),
             Err((message, hint)) => inputs.issues.push(error("workload.images-dir", format!("`{dir}`: {message}"), hint)),
+        }
+    }
+    if let Some(file) = &w.conversations {
+        // An unknown format is the validator's to refuse.
+        let format = w.conversations_format.as_deref().map(Format::parse);
+        if format != Some(None) {
+            match ConversationFile::scan(&source.base_dir.join(file), file, format.flatten()) {
+                Ok(scanned) => inputs.conversations = Some(scanned),
+                Err(e) => inputs.issues.push(issue_at(
+                    source,
+                    "workload.conversations",
+                    match &e.at {
+                        Some(at) => format!("`{}` {at}: {}", crate::untrusted::escaped(file, 200), e.message),
+                        None => format!("`{}`: {}", crate::untrusted::escaped(file, 200), e.message),
+                    },
+                    Some(e.hint.clone()),
+                )),
+            }
         }
     }
     for (name, m) in &raw.models {

@@ -358,6 +358,32 @@ pub struct Workload {
     /// Send a turn's frames as one `video_url` (vLLM's `data:video/jpeg` frame
     /// sequence) instead of one image part per frame.
     pub frames_as_video: bool,
+    /// The user's own conversations (`conversations`), replacing the synthetic ones.
+    pub conversations: Option<std::sync::Arc<crate::conversations::ConversationFile>>,
+    /// What the history resent with each turn holds (conversations from a file only).
+    pub history: History,
+    /// `resolution = "source"`: a file's images keep their own size (`width` and
+    /// `height` then mean nothing).
+    pub source_size: bool,
+}
+
+/// The earlier turns' answers resent with each turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum History {
+    /// The server's own answers, as a chat product resends them.
+    #[default]
+    Live,
+    /// The conversations file's assistant turns: every model receives the same messages.
+    Recorded,
+}
+
+impl History {
+    pub fn name(self) -> &'static str {
+        match self {
+            History::Live => "live",
+            History::Recorded => "recorded",
+        }
+    }
 }
 
 /// When requests are sent.

@@ -170,6 +170,12 @@ pub struct RawWorkload {
     pub questions_file: Option<String>,
     /// use your own JPEG/PNG images as a pool, reshuffled per seed
     pub images_dir: Option<String>,
+    /// your own conversations instead of synthetic ones: an OpenAI chat JSONL file or a LLaVA / ShareGPT4V JSON array, relative to the project (see "Conversations from a file")
+    pub conversations: Option<String>,
+    /// `openai` or `llava` (default: told by the file's first character, `{` or `[`)
+    pub conversations_format: Option<String>,
+    /// with `conversations`: `live` resends the server's own earlier answers (what a chat product does); `recorded` resends the file's assistant turns, so every model receives the same messages (default: `"live"`)
+    pub history: Option<String>,
     /// per request (default: 32)
     pub max_tokens: Option<i64>,
     /// per request (default: 0)

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
+use crate::conversations::{ConversationFile, Format};
+use std::sync::Arc;
 
 /// Parse the file, read what it points to, and validate both.
 pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
@@ -16,7 +18,7 @@ pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let inputs = inputs::read(source, &raw);
     let mut v = Validator { source, issues: inputs.issues, results: inputs.results, literals: Default::default() };
     v.no_keys();
-    let mut experiment = v.experiment(raw, inputs.questions, inputs.images);
+    let mut experiment = v.experiment(raw, inputs.questions, inputs.images, inputs.conversations);
     experiment.literal_secrets = std::mem::take(&mut v.literals);
     if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::invalid(source, v.issues)) }
 }
@@ -321,7 +323,13 @@ impl Validator<'_> {
     }
 
     /// `questions` and `images`: what the file's paths hold ([`inputs::read`]).
-    fn experiment(&mut self, raw: raw::RawExperiment, questions: Vec<String>, images: Option<ImageFolder>) -> Experiment {
+    fn experiment(
+        &mut self,
+        raw: raw::RawExperiment,
+        questions: Vec<String>,
+        images: Option<ImageFolder>,
+        conversations: Option<ConversationFile>,
+    ) -> Experiment {
         if raw.name.is_empty() || raw.name.len() > 64 || !raw.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             self.error(
                 "name",
@@ -334,7 +342,14 @@ impl Validator<'_> {
             self.error("models", "no models are defined", Some("add a table such as [models.qwen-3b] with backend = \"sim\"".into()));
         }
         let server = self.server(raw.server);
-        let workload = self.workload(raw.workload, questions, images);
+        if raw.workload.conversations.is_some() && raw.matrix.frames.is_some() {
+            self.error(
+                "matrix.frames",
+                "sets images per turn of synthetic conversations, but `conversations` names a file",
+                Some("remove frames: each turn of the file has its own images".into()),
+            );
+        }
+        let workload = self.workload(raw.workload, questions, images, conversations);
         let matrix = self.matrix(raw.matrix, raw.axis, &models);
         if workload.arrival == Arrival::Closed
             && let Some(i) = matrix.custom.iter().position(|a| a.feeds == Feeds::Workload("request-rate".into()))
@@ -681,8 +696,20 @@ impl Validator<'_> {
         }
     }
 
-    fn workload(&mut self, w: raw::RawWorkload, from_file: Vec<String>, images_dir: Option<ImageFolder>) -> Workload {
-        let (width, height) = match w.resolution.as_deref().unwrap_or("1280x720").split_once('x') {
+    fn workload(
+        &mut self,
+        w: raw::RawWorkload,
+        from_file: Vec<String>,
+        images_dir: Option<ImageFolder>,
+        conversations: Option<ConversationFile>,
+    ) -> Workload {
+        let (history, source_size) = self.conversations(&w);
+        // With `source`, width and height mean nothing (refused without a file).
+        let resolution = match w.resolution.as_deref() {
+            None | Some("source") => "1280x720",
+            Some(other) => other,
+        };
+        let (width, height) = match resolution.split_once('x') {
             Some((a, b)) => match (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
                 (Ok(a), Ok(b)) if a > 0 && b > 0 && a <= 8192 && b <= 8192 => (a, b),
                 _ => {
@@ -744,7 +771,62 @@ impl Validator<'_> {
             cache_isolation,
             metrics_interval_s: self.num("workload.metrics-interval-s", w.metrics_interval_s, 1.0, limits::METRICS_INTERVAL_S),
             frames_as_video,
+            conversations: conversations.map(Arc::new),
+            history,
+            source_size,
         }
+    }
+
+    /// What `conversations` rules out (the keys that describe synthetic conversations)
+    /// and brings (`history`, `resolution = "source"`, its default then): the history
+    /// mode and whether images keep their size.
+    fn conversations(&mut self, w: &raw::RawWorkload) -> (History, bool) {
+        if let Some(format) = &w.conversations_format
+            && Format::parse(format).is_none()
+        {
+            self.error(
+                "workload.conversations-format",
+                format!("unknown format {}", quoted(format)),
+                Some("one of: openai (JSON lines of {\"messages\": …}), llava (a JSON array of {\"conversations\": …})".into()),
+            );
+        }
+        let history = match w.history.as_deref() {
+            None | Some("live") => History::Live,
+            Some("recorded") => History::Recorded,
+            Some(other) => {
+                let hint = "one of: live (default: the server's own answers), recorded (the file's assistant turns)";
+                self.error("workload.history", format!("unknown value {}", quoted(other)), Some(hint.into()));
+                History::Live
+            }
+        };
+        let source = w.resolution.as_deref() == Some("source");
+        if w.conversations.is_none() {
+            if w.history.is_some() || w.conversations_format.is_some() {
+                let key = if w.history.is_some() { "workload.history" } else { "workload.conversations-format" };
+                self.error(key, "only applies to conversations from a file", Some("add conversations = \"FILE\", or remove it".into()));
+            }
+            if source {
+                let hint = "resolution = \"source\" keeps the size of a conversations file's images; synthetic images need WIDTHxHEIGHT";
+                self.error("workload.resolution", "`source` needs conversations from a file", Some(hint.into()));
+            }
+            return (History::Live, false);
+        }
+        let synthetic = [
+            ("workload.questions", w.questions.is_some()),
+            ("workload.questions-file", w.questions_file.is_some()),
+            ("workload.images-dir", w.images_dir.is_some()),
+            ("workload.frames-as", w.frames_as.is_some()),
+        ];
+        for (key, set) in synthetic {
+            if set {
+                self.error(
+                    key,
+                    "describes synthetic conversations, but `conversations` names a file",
+                    Some("remove it: the file gives each turn's text and images".into()),
+                );
+            }
+        }
+        (history, source || w.resolution.is_none())
     }
 
     fn matrix(&mut self, m: raw::RawMatrix, axes: Vec<raw::RawAxis>, models: &BTreeMap<String, Model>) -> Matrix {

@@ -155,7 +155,9 @@ impl ConversationFile {
         if at.is_empty() {
             return Err(whole("the file holds no conversation", "add at least one conversation with a user message"));
         }
-        Ok(ConversationFile { written: written.to_string(), path: path.to_path_buf(), format, digest, at, max_images })
+        // Resolved, for meta.json: where the file was, whatever the experiment wrote.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(ConversationFile { written: written.to_string(), path, format, digest, at, max_images })
     }
 
     /// The conversations numbered in `wanted` (0-based, in file order), streamed again.
@@ -465,6 +467,37 @@ pub fn check_image(bytes: &[u8]) -> Result<(image::ImageFormat, (u32, u32)), Str
     };
     let size = reader.into_dimensions().map_err(|e| format!("does not decode: {e}"))?;
     Ok((format, size))
+}
+
+/// The digest of each image of the first `turns` turns of `c`, each read and checked
+/// ([`check_image`]): what a datagen key holds of them.
+pub fn image_digests(c: &Conversation, turns: usize, folder: &Path) -> Result<Vec<blake3::Hash>, String> {
+    c.images(turns)
+        .map(|image| {
+            let bytes = image_bytes(folder, image)?;
+            check_image(&bytes).map_err(|e| format!("{} {e}", image.name()))?;
+            Ok(blake3::hash(&bytes))
+        })
+        .collect()
+}
+
+/// One digest over the images of a draw's conversations, in order.
+pub fn drawn_digest<'a>(images: impl IntoIterator<Item = &'a blake3::Hash>) -> String {
+    let mut h = blake3::Hasher::new_derive_key("pipeline drawn images v1");
+    for image in images {
+        h.update(image.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+impl ImageRef {
+    /// How a message names it: the path, or the start of the URI.
+    pub fn name(&self) -> String {
+        match self {
+            ImageRef::File(path) => format!("image {}", crate::untrusted::quoted(path)),
+            ImageRef::Data(uri) => format!("image {}", crate::untrusted::quoted(&uri.chars().take(30).collect::<String>())),
+        }
+    }
 }
 
 impl Conversation {

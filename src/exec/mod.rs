@@ -387,8 +387,9 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
     let exp = &ctx.plan.experiment;
     match step.kind {
         StepKind::Datagen => {
-            let (p, folder) = (params::<steps::datagen::Params>(step)?, exp.workload.images_dir.clone());
-            tokio::task::spawn_blocking(move || steps::datagen::run(&p, folder.as_ref(), &out)).await??;
+            let p = params::<steps::datagen::Params>(step)?;
+            let (folder, file) = (exp.workload.images_dir.clone(), exp.workload.conversations.clone());
+            tokio::task::spawn_blocking(move || steps::datagen::run(&p, folder.as_ref(), file.as_deref(), &out)).await??;
         }
         StepKind::Measure => {
             let p = params::<steps::measure::Params>(step)?;

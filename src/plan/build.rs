@@ -19,9 +19,28 @@ use crate::matrix::Cell;
 use crate::steps;
 
 impl Plan {
-    pub fn build(experiment: Experiment, cells: Vec<Cell>, hardware: String) -> Result<Plan, PlanError> {
-        let mut b =
-            Builder { steps: Vec::new(), by_id: HashMap::new(), servers: Vec::new(), server_by_id: HashMap::new(), dep_ids: Vec::new() };
+    /// The plan of `cells`. Fails on a cycle (a bug) or, with conversations from a
+    /// file, on a drawn conversation whose images cannot be read.
+    pub fn build(experiment: Experiment, cells: Vec<Cell>, hardware: String) -> anyhow::Result<Plan> {
+        let drawn = match &experiment.workload.conversations {
+            Some(file) => {
+                let draws: Vec<(u64, u32, u32)> = cells
+                    .iter()
+                    .filter(|c| experiment.models[&c.model].import.is_none())
+                    .map(|c| (c.seed, c.batch_size, cell_turns(&experiment, c)))
+                    .collect();
+                Some(super::drawn::Drawn::read(&experiment, file, &draws)?)
+            }
+            None => None,
+        };
+        let mut b = Builder {
+            steps: Vec::new(),
+            by_id: HashMap::new(),
+            servers: Vec::new(),
+            server_by_id: HashMap::new(),
+            dep_ids: Vec::new(),
+            drawn,
+        };
         // What each measure is does not depend on the others: build those in parallel.
         // (id, coordinates, parameters) of each cell's measure.
         type Described = (String, Vec<(String, String)>, Value);
@@ -59,6 +78,8 @@ struct Builder {
     servers: Vec<ServerSpec>,
     server_by_id: HashMap<String, usize>,
     dep_ids: Vec<Vec<String>>,
+    /// The conversations the cells draw from a file, with their images' digests.
+    drawn: Option<super::drawn::Drawn>,
 }
 
 impl Builder {
@@ -84,7 +105,7 @@ impl Builder {
 
     fn datagen(&mut self, exp: &Experiment, cell: &Cell) -> String {
         let w = &exp.workload;
-        let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).map_or(w.turns, |t| t as u32);
+        let turns = cell_turns(exp, cell);
         let mut coords = vec![
             ("seed".to_string(), cell.seed.to_string()),
             ("batch-size".into(), cell.batch_size.to_string()),
@@ -97,7 +118,17 @@ impl Builder {
         if self.by_id.contains_key(&id) {
             return id;
         }
-        let params = steps::datagen::Params {
+        let params = match &self.drawn {
+            Some(drawn) => steps::datagen::Params::File(drawn.params(exp, cell.seed, cell.batch_size, turns)),
+            None => steps::datagen::Params::Synthetic(self.synthetic(exp, cell, turns)),
+        };
+        let i = self.add(StepKind::Datagen, id, coords, to_params(&params), vec![], None, None);
+        self.steps[i].id.clone()
+    }
+
+    fn synthetic(&self, exp: &Experiment, cell: &Cell, turns: u32) -> steps::datagen::Synthetic {
+        let w = &exp.workload;
+        steps::datagen::Synthetic {
             seed: cell.seed,
             conversations: cell.batch_size,
             turns,
@@ -107,9 +138,7 @@ impl Builder {
             questions: w.questions.clone(),
             images_dir: w.images_dir.as_ref().map(|d| d.digest.clone()),
             jpeg_quality: steps::datagen::JPEG_QUALITY,
-        };
-        let i = self.add(StepKind::Datagen, id, coords, to_params(&params), vec![], None, None);
-        self.steps[i].id.clone()
+        }
     }
 
     fn server(&mut self, exp: &Experiment, cell: &Cell) -> usize {
@@ -117,8 +146,13 @@ impl Builder {
         let variant = &model.variants[&cell.variant];
         let s = &exp.server;
         let turns = workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).unwrap_or(exp.workload.turns as u64);
-        // Every image of the resent history is in one request.
-        let limit_mm = model.backend.uses_gpus().then_some(turns * cell.frames as u64);
+        // Every image of the resent history is in one request: turns × frames, or the
+        // most a conversation of the file holds.
+        let images = match &exp.workload.conversations {
+            Some(file) => file.max_images,
+            None => turns * cell.frames as u64,
+        };
+        let limit_mm = model.backend.uses_gpus().then_some(images);
         let mut flags = Vec::new();
         for axis in &exp.matrix.custom {
             if let Feeds::ServerFlag(flag) = &axis.feeds
@@ -207,6 +241,11 @@ impl Builder {
     }
 }
 
+/// The turns a cell replays: `turns`, or its value on a `turns` axis.
+fn cell_turns(exp: &Experiment, cell: &Cell) -> u32 {
+    workload_override(exp, cell, "turns").and_then(|v| v.as_u64()).map_or(exp.workload.turns, |t| t as u32)
+}
+
 fn workload_override(exp: &Experiment, cell: &Cell, key: &str) -> Option<Value> {
     exp.matrix.custom.iter().find(|a| a.feeds == Feeds::Workload(key.into())).and_then(|a| cell.value(&a.name))
 }
@@ -241,6 +280,7 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
             .and_then(|v| v.as_str().and_then(CacheIsolation::parse))
             .unwrap_or(w.cache_isolation),
         metrics_interval_s: w.metrics_interval_s,
+        history: w.conversations.as_ref().map(|_| w.history.name().to_string()),
     })
 }
 

@@ -16,6 +16,7 @@
 //! date, [`explain`] says why a step runs again.
 
 mod build;
+mod drawn;
 mod explain;
 pub mod server;
 mod status;

@@ -27,7 +27,7 @@ use crate::clock::monotonic_ns;
 use crate::config::CacheIsolation;
 use crate::gpu;
 use crate::records::{self, Available, ChunkRow, Meta, RequestRow};
-use crate::steps::datagen::Dataset;
+use crate::steps::datagen::{Dataset, Part, Turn};
 
 pub mod isolation;
 pub mod scrape;
@@ -81,6 +81,10 @@ pub struct Params {
     /// Seconds between scrapes of the server's `/metrics` (see [`scrape`]); 0: at the
     /// start and end of the cell only.
     pub metrics_interval_s: f64,
+    /// Conversations from a file: `live` resends the server's answers, `recorded` the
+    /// file's. Absent for synthetic conversations (live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
 }
 
 /// Where to send requests, and what to write down about the server.
@@ -163,7 +167,9 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
     let scraper =
         scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), endpoint.secrets.clone(), interval, wire.target.timeout).await;
-    let planned = p.batch_size as u64 * p.turns as u64;
+    // Conversations from a file may be shorter than `turns`.
+    let planned: u64 = dataset.conversations.iter().take(p.batch_size as usize).map(|c| c.turns.len().min(p.turns as usize) as u64).sum();
+    let mut source = dataset.source.clone();
     let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
     records.extend(converse(p, dataset.conversations, &wire, &budget).await?);
     records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
@@ -202,6 +208,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         server_metrics,
         requests: measured.len(),
         errors: failed.len(),
+        dataset: source.take().map(|d| records::Dataset { history: p.history.clone(), ..d }),
     };
     records::write_meta(&meta, &endpoint.secrets, out)?;
     check_failures(p, &measured, &failed, &budget, planned)
@@ -255,10 +262,10 @@ fn request_header(p: &Params, api: Api, salt: Option<&str>) -> String {
 }
 
 /// The warm-up requests, one turn each with their own images, kept but flagged.
-async fn warm_up(p: &Params, warmup: &crate::steps::datagen::Turn, wire: &Wire) -> Vec<Record> {
+async fn warm_up(p: &Params, warmup: &Turn, wire: &Wire) -> Vec<Record> {
     let mut records = Vec::new();
     for i in 0..p.warmup_requests {
-        let message = user_message(&warmup.question, &warmup.images, &wire.parts, false, wire.video);
+        let message = user_message(warmup, &wire.parts, false, wire.video);
         let body = request_body(&wire.header, &[message]).into();
         let scheduled_ns = monotonic_ns();
         let ex = client::exchange(&wire.client, &wire.target, &format!("{}-warmup-{i}", wire.run_id), body).await;
@@ -278,24 +285,31 @@ async fn converse(
 ) -> Result<Vec<Record>> {
     let schedule = Arc::new(open_loop_schedule(p));
     let (video, by_id) = (wire.video, wire.by_id);
+    let recorded = p.history.as_deref() == Some("recorded");
     let mut tasks = tokio::task::JoinSet::new();
     for (c, conv) in conversations.into_iter().enumerate().take(p.batch_size as usize) {
-        let (client, target, header, parts, run_id) =
-            (wire.client.clone(), wire.target.clone(), wire.header.clone(), wire.parts.clone(), wire.run_id.clone());
+        let (client, target, parts, run_id) = (wire.client.clone(), wire.target.clone(), wire.parts.clone(), wire.run_id.clone());
         let (turns, batch, schedule, budget) = (p.turns as usize, p.batch_size as usize, schedule.clone(), budget.clone());
+        // A system prompt is the first message (OpenAI) or a field beside them (Anthropic).
+        let (header, mut history) = match (&conv.system, target.api) {
+            (None, _) => (wire.header.clone(), Vec::new()),
+            (Some(system), Api::OpenAiChat) => {
+                (wire.header.clone(), vec![format!(r#"{{"role":"system","content":{}}}"#, serde_json::Value::String(system.clone()))])
+            }
+            (Some(system), Api::AnthropicMessages) => (Arc::new(with_system(&wire.header, system)), Vec::new()),
+        };
         tasks.spawn(async move {
-            let mut history: Vec<String> = Vec::new();
             let mut out = Vec::new();
             let mut stop = budget.stop.subscribe();
             for (t, turn) in conv.turns.iter().enumerate().take(turns) {
                 if *stop.borrow() {
                     break;
                 }
-                history.push(user_message(&turn.question, &turn.images, &parts, false, video));
+                history.push(user_message(turn, &parts, false, video));
                 let body: bytes::Bytes = request_body(&header, &history).into();
                 // Later turns refer to this turn's images by id, when that is the mode.
                 if by_id && let Some(last) = history.last_mut() {
-                    *last = user_message(&turn.question, &turn.images, &parts, true, video);
+                    *last = user_message(turn, &parts, true, video);
                 }
                 // Open loop: this turn's send time was drawn in advance; if the previous
                 // answer comes later, the request goes out late and `sent_ns` shows it.
@@ -332,7 +346,13 @@ async fn converse(
                     }
                     attempt += 1;
                 };
-                history.push(format!(r#"{{"role":"assistant","content":{}}}"#, serde_json::Value::String(answer)));
+                // Recorded history resends the file's answer (the planner checked that
+                // every replayed turn but the last has one), live the server's.
+                let said = match (recorded, &turn.answer) {
+                    (true, Some(recorded)) => recorded.clone(),
+                    _ => answer,
+                };
+                history.push(format!(r#"{{"role":"assistant","content":{}}}"#, serde_json::Value::String(said)));
             }
             out
         });
@@ -562,21 +582,46 @@ pub fn request_body(header: &str, messages: &[String]) -> String {
     body
 }
 
+/// The header with an Anthropic `system` field before its messages.
+fn with_system(header: &str, system: &str) -> String {
+    let field = format!(r#""system":{},"messages":["#, serde_json::Value::String(system.to_string()));
+    match header.strip_suffix(r#""messages":["#) {
+        Some(start) => format!("{start}{field}"),
+        None => header.to_string(),
+    }
+}
+
 /// A user turn; `referenced`: its images by id where they have one (already sent);
 /// `video`: its frames as one `video_url` of JPEG frames (vLLM's `data:video/jpeg`:
-/// the frames' base64 joined by commas).
-fn user_message(question: &str, images: &[String], parts: &BTreeMap<String, ImagePart>, referenced: bool, video: bool) -> String {
-    let text = format!(r#"{{"type":"text","text":{}}}"#, serde_json::Value::String(question.to_string()));
-    if video && !images.is_empty() {
-        let frames: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(|p| p.jpeg_b64.as_str())).collect();
-        let clip = format!(r#"{{"type":"video_url","video_url":{{"url":"data:video/jpeg;base64,{}"}}}}"#, frames.join(","));
-        return format!(r#"{{"role":"user","content":[{clip},{text}]}}"#);
+/// the frames' base64 joined by commas). A turn from a file keeps its parts' order;
+/// a synthetic one is its images, then its question.
+fn user_message(turn: &Turn, parts: &BTreeMap<String, ImagePart>, referenced: bool, video: bool) -> String {
+    fn text(t: &str) -> String {
+        format!(r#"{{"type":"text","text":{}}}"#, serde_json::Value::String(t.to_string()))
     }
     fn part(p: &ImagePart, referenced: bool) -> &str {
         match (&p.by_id, referenced) {
             (Some(id), true) => id,
             _ => &p.full,
         }
+    }
+    if !turn.parts.is_empty() {
+        let content: Vec<String> = turn
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(text(t)),
+                Part::Image(i) => parts.get(i).map(|p| part(p, referenced).to_string()),
+            })
+            .collect();
+        return format!(r#"{{"role":"user","content":[{}]}}"#, content.join(","));
+    }
+    let (question, images) = (&turn.question, &turn.images);
+    let text = text(question);
+    if video && !images.is_empty() {
+        let frames: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(|p| p.jpeg_b64.as_str())).collect();
+        let clip = format!(r#"{{"type":"video_url","video_url":{{"url":"data:video/jpeg;base64,{}"}}}}"#, frames.join(","));
+        return format!(r#"{{"role":"user","content":[{clip},{text}]}}"#);
     }
     let mut content: Vec<&str> = images.iter().filter_map(|i| parts.get(i).map(|p| part(p, referenced))).collect();
     content.push(&text);

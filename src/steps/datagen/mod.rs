@@ -6,7 +6,8 @@
 //! not flat colour: gradients, shapes and pixel noise give JPEGs of realistic size
 //! (about 100 kB at 720p, quality 75), because payload size changes upload and
 //! decode time. With `images-dir`, the user's images are reused as a pool, shuffled
-//! per seed and reshuffled on every pass.
+//! per seed and reshuffled on every pass. With `conversations`, the conversations
+//! are the user's own, drawn from a file ([`file`]).
 
 use std::path::Path;
 
@@ -19,16 +20,29 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ImageFolder;
 
+pub mod file;
+
 /// Bump when generated files would change.
 pub const VERSION: u32 = 2;
 /// The JPEG quality of synthetic images (the planner puts it in every datagen key).
 pub const JPEG_QUALITY: u8 = 75;
 
 /// Everything a datagen step depends on: its key's `params` are exactly this,
-/// serialized (`deny_unknown_fields` keeps the two from drifting apart).
+/// serialized. The two kinds are told apart by their fields (`deny_unknown_fields`
+/// on each); the keys of synthetic data are what they were before files came.
+/// (`untagged` is kept out of configuration types for its error messages; these are
+/// written by the planner only.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Params {
+    Synthetic(Synthetic),
+    File(file::Params),
+}
+
+/// Synthetic conversations: generated images (or a pool of the user's) and questions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Params {
+pub struct Synthetic {
     pub seed: u64,
     pub conversations: u32,
     pub turns: u32,
@@ -42,17 +56,25 @@ pub struct Params {
     pub jpeg_quality: u8,
 }
 
-/// `conversations.json`: what the measure step sends, turn by turn.
+/// `conversations.json`: what the measure step sends, turn by turn. What only
+/// conversations from a file have is left out of synthetic data's file, which stays
+/// byte for byte what it was.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Dataset {
     pub conversations: Vec<Conversation>,
     /// The warm-up request: its own images, so it primes no cache the measurement uses.
     pub warmup: Turn,
+    /// Where the conversations come from, for `meta.json`: none for synthetic ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::records::Dataset>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Conversation {
     pub turns: Vec<Turn>,
+    /// The system prompt, sent before the first turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,6 +82,21 @@ pub struct Turn {
     pub question: String,
     /// Paths relative to the datagen output folder.
     pub images: Vec<String>,
+    /// Text and images in the file's order (`images` lists the same images, and
+    /// `question` is empty). Empty for synthetic turns: images first, then the question.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+    /// The file's recorded assistant answer to this turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+}
+
+/// One piece of a user message: `{"text": …}` or `{"image": "images/…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Text(String),
+    Image(String),
 }
 
 /// Where one image comes from.
@@ -68,9 +105,16 @@ enum Origin {
     Pool(usize),
 }
 
-/// Generate the dataset of `p` into `out`; `folder` is the image folder whose digest
-/// `p.images_dir` holds.
-pub fn run(p: &Params, folder: Option<&ImageFolder>, out: &Path) -> Result<()> {
+/// Generate the dataset of `p` into `out`: synthetic conversations (`folder` is the
+/// image folder whose digest `p.images_dir` holds), or those drawn from `file`.
+pub fn run(p: &Params, folder: Option<&ImageFolder>, file: Option<&crate::conversations::ConversationFile>, out: &Path) -> Result<()> {
+    match p {
+        Params::Synthetic(p) => synthetic(p, folder, out),
+        Params::File(p) => file::run(p, file.context("conversations from a file, but the experiment names none")?, out),
+    }
+}
+
+fn synthetic(p: &Synthetic, folder: Option<&ImageFolder>, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out.join("images"))?;
     let mut jobs: Vec<(String, Origin)> = Vec::new();
     let mut pool = PoolCursor::new(p.seed, folder.map_or(0, |f| f.files.len()));
@@ -95,9 +139,9 @@ pub fn run(p: &Params, folder: Option<&ImageFolder>, out: &Path) -> Result<()> {
                 jobs.push((path, origin));
             }
             let q = stream(p.seed, c, t, u32::MAX).next_u64() as usize % p.questions.len().max(1);
-            turns.push(Turn { question: p.questions.get(q).cloned().unwrap_or_default(), images });
+            turns.push(Turn { question: p.questions.get(q).cloned().unwrap_or_default(), images, parts: Vec::new(), answer: None });
         }
-        conversations.push(Conversation { turns });
+        conversations.push(Conversation { turns, system: None });
     }
     let mut warmup_images = Vec::new();
     for f in 0..p.frames {
@@ -105,7 +149,7 @@ pub fn run(p: &Params, folder: Option<&ImageFolder>, out: &Path) -> Result<()> {
         warmup_images.push(path.clone());
         jobs.push((path, origin));
     }
-    let warmup = Turn { question: p.questions.first().cloned().unwrap_or_default(), images: warmup_images };
+    let warmup = Turn { question: p.questions.first().cloned().unwrap_or_default(), images: warmup_images, parts: Vec::new(), answer: None };
 
     jobs.par_iter().try_for_each(|(path, origin)| -> Result<()> {
         let dest = out.join(path);
@@ -117,13 +161,13 @@ pub fn run(p: &Params, folder: Option<&ImageFolder>, out: &Path) -> Result<()> {
         }
         .with_context(|| format!("writing {path}"))
     })?;
-    let dataset = Dataset { conversations, warmup };
+    let dataset = Dataset { conversations, warmup, source: None };
     std::fs::write(out.join("conversations.json"), serde_json::to_vec_pretty(&dataset)?).context("writing conversations.json")?;
     Ok(())
 }
 
 /// An independent random stream per image (or per question when `frame` is MAX).
-fn stream(seed: u64, conversation: u32, turn: u32, frame: u32) -> ChaCha8Rng {
+pub(crate) fn stream(seed: u64, conversation: u32, turn: u32, frame: u32) -> ChaCha8Rng {
     let mut h = blake3::Hasher::new_derive_key("pipeline datagen stream v1");
     h.update(&seed.to_le_bytes()).update(&conversation.to_le_bytes()).update(&turn.to_le_bytes()).update(&frame.to_le_bytes());
     ChaCha8Rng::from_seed(*h.finalize().as_bytes())
