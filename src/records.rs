@@ -636,6 +636,15 @@ mod tests {
             server_metrics: Available::Yes(ServerMetrics { scrapes: 3, interval_s: Some(1.0), ..ServerMetrics::default() }),
             requests: 4,
             errors: 1,
+            dataset: Some(Dataset {
+                file: "chat.jsonl".into(),
+                path: "/p/chat.jsonl".into(),
+                format: "openai".into(),
+                digest: "d".into(),
+                resolution: "source".into(),
+                history: Some("live".into()),
+                conversations: vec![DrawnConversation { index: 3, id: Some("x".into()), at: "line 4".into() }],
+            }),
         }
     }
 
@@ -686,6 +695,7 @@ mod tests {
         let mut metrics = table_keys(meta, "`server_metrics`: what");
         metrics.push("available".into());
         assert_eq!(sorted(metrics), keys(&json["server_metrics"]));
+        assert_eq!(sorted(table_keys(meta, "`dataset`: the")), keys(&json["dataset"]), "every field of Dataset, when all are set");
     }
 
     /// What `write_meta` writes, `read_meta` reads back as it was: a null `url` stays

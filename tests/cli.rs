@@ -15,6 +15,7 @@ use serde_json::Value;
 
 mod backends;
 mod config_errors;
+mod datasets;
 mod fake;
 mod first_minutes;
 mod hardening;
@@ -586,6 +587,7 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
         },
         requests: rows.iter().filter(|r| !r.3).count(),
         errors: rows.iter().filter(|r| !r.3 && !ok(r)).count(),
+        dataset: None,
     };
     pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {

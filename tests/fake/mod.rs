@@ -1,7 +1,7 @@
 //! A scripted HTTP server for the answers no real server gives on purpose: redirects,
 //! keys echoed back, streams without line breaks, pages that are not event streams,
 //! silence. It binds port 0, serves each connection on its own thread, records every
-//! request head it reads, and answers with whatever the test's handler returns.
+//! request it reads (head and body), and answers with whatever the test's handler returns.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -22,11 +22,12 @@ pub enum Reply {
     Drip(&'static str, Vec<u8>),
 }
 
-/// One request as read: the request line and headers, lower-cased names.
+/// One request as read: the request line and headers, and its body.
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
     pub head: String,
+    pub body: Vec<u8>,
 }
 
 impl Seen {
@@ -77,10 +78,11 @@ fn serve(stream: TcpStream, handler: &(dyn Fn(&Seen) -> Reply + Send + Sync), lo
         head.push_str(&line);
     }
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let seen = Seen { path, head };
+    let mut seen = Seen { path, head, body: Vec::new() };
     let length: usize = seen.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
+    seen.body = body;
     log.lock().unwrap().push(seen.clone());
     let mut out = stream;
     let _ = match handler(&seen) {

@@ -149,7 +149,8 @@ fn synthetic(p: &Synthetic, folder: Option<&ImageFolder>, out: &Path) -> Result<
         warmup_images.push(path.clone());
         jobs.push((path, origin));
     }
-    let warmup = Turn { question: p.questions.first().cloned().unwrap_or_default(), images: warmup_images, parts: Vec::new(), answer: None };
+    let warmup =
+        Turn { question: p.questions.first().cloned().unwrap_or_default(), images: warmup_images, parts: Vec::new(), answer: None };
 
     jobs.par_iter().try_for_each(|(path, origin)| -> Result<()> {
         let dest = out.join(path);
