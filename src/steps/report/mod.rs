@@ -34,7 +34,8 @@ use table::{Digits, Table, display, varying};
 /// 4: the Server section, cache isolation in the methodology, the cached share per turn.
 /// 5: results at a glance first; `comparison.json` beside a baseline comparison.
 /// 6: per-curve tables first, per-seed rows folded; three significant figures; contents.
-pub const VERSION: u32 = 6;
+/// 7: the methodology names the conversations file a workload replays.
+pub const VERSION: u32 = 7;
 
 pub const TEMPLATES: [(&str, &str); 2] = [
     ("README.md.j2", include_str!("../../../templates/README.md.j2")),
@@ -243,6 +244,7 @@ struct Page<'a> {
     frames: &'a [u32],
     turns: u32,
     resolution: &'a str,
+    conversations: Option<&'a params::ShownConversations>,
     max_tokens: u32,
     temperature: f64,
     warmup: u32,
@@ -318,6 +320,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         frames: &shown.frames,
         turns: shown.turns,
         resolution: &shown.resolution,
+        conversations: shown.conversations.as_ref(),
         max_tokens: shown.max_tokens,
         temperature: shown.temperature,
         warmup: shown.warmup_requests,

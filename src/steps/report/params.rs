@@ -51,8 +51,26 @@ pub struct Shown {
     pub warmup_requests: u32,
     /// `closed`, or `poisson`/`constant` with the rate.
     pub arrival: String,
+    /// Conversations from a file (absent for synthetic ones, so that their reports
+    /// keep their keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversations: Option<ShownConversations>,
     pub models: Vec<ShownModel>,
     pub servers: Vec<ShownServer>,
+}
+
+/// The conversations file, as the methodology states it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ShownConversations {
+    pub file: String,
+    pub format: String,
+    /// Conversations the file holds.
+    pub count: usize,
+    /// `live` or `recorded`.
+    pub history: String,
+    /// Images at their own size (`source`) or resized (`WxH`).
+    pub resolution: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +152,13 @@ impl Params {
                     Arrival::Constant { rate } => format!("constant at {rate} requests/s"),
                     Arrival::Poisson { rate } => format!("poisson at {rate} requests/s"),
                 },
+                conversations: w.conversations.as_ref().map(|f| ShownConversations {
+                    file: f.written.clone(),
+                    format: f.format.name().to_string(),
+                    count: f.at.len(),
+                    history: w.history.name().to_string(),
+                    resolution: if w.source_size { "source".into() } else { format!("{}x{}", w.width, w.height) },
+                }),
                 models,
                 servers,
             },
