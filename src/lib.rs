@@ -38,6 +38,7 @@ pub mod interrupt;
 pub mod matrix;
 pub mod plan;
 pub mod processes;
+pub mod quality;
 pub mod records;
 pub mod search;
 pub mod secrets;

@@ -74,6 +74,25 @@ pub struct RequestRow {
     pub answer: String,
 }
 
+/// One row of `quality`: a measured turn scored by one method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityRow {
+    /// As in `requests`.
+    pub conversation: u32,
+    /// As in `requests`.
+    pub turn: u32,
+    /// A scorer against the reference answer (`exact`, `contains`, `choice`, `number`),
+    /// or against the reference variant's answer (`agreement`, `chrf`).
+    pub method: String,
+    /// What the answer is compared with: `reference` (the recorded answer), or the
+    /// reference variant's name.
+    pub against: String,
+    /// 0–1; none when the turn failed or has no reference or counterpart.
+    pub score: Option<f64>,
+    /// The answer is `max-tokens` long: cut there.
+    pub truncated: bool,
+}
+
 /// One content chunk of a request: a row of `chunks`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChunkRow {
@@ -495,6 +514,26 @@ pub fn write_chunks(rows: &[ChunkRow], out: &Path) -> Result<()> {
         column!(rows, "content_bytes", |r| r.content_bytes),
     ];
     export::write_table(&mut DataFrame::new(rows.len(), cols)?, out, "chunks")
+}
+
+/// `quality` (Parquet and CSV) in `out`: the cell's columns, then one row per scored
+/// turn and method.
+pub fn write_quality(cell: &[(String, String)], rows: &[QualityRow], out: &Path) -> Result<()> {
+    let mut cols = cell_columns(cell, rows.len());
+    cols.extend([
+        column!(rows, "conversation", |r| r.conversation),
+        column!(rows, "turn", |r| r.turn),
+        column!(rows, "method", |r| r.method.as_str()),
+        column!(rows, "against", |r| r.against.as_str()),
+        column!(rows, "score", |r| r.score),
+        column!(rows, "truncated", |r| r.truncated),
+    ]);
+    export::write_table(&mut DataFrame::new(rows.len(), cols)?, out, "quality")
+}
+
+/// The `quality` table of a quality step's output `dir`.
+pub fn read_quality(dir: &Path) -> Result<DataFrame> {
+    read_table(dir, "quality", None)
 }
 
 /// `metrics` (Parquet and CSV) in `out`; nothing when nothing was scraped.

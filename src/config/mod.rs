@@ -44,9 +44,20 @@ pub struct Experiment {
     pub slurm: SlurmSettings,
     /// `[search]`: one axis searched per curve instead of swept (see `crate::search`).
     pub search: Option<SearchSpec>,
+    /// `[quality]`: how each cell's answers are scored (a `quality` step per cell).
+    pub quality: Option<QualitySpec>,
     /// The values of secret flags written in command lines (`--api-key x`), which the
     /// text of `command` and `extra-args` shows as `[redacted N]`: for the launcher.
     pub literal_secrets: crate::secrets::LiteralSecrets,
+}
+
+/// `[quality]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualitySpec {
+    pub scorers: Vec<crate::quality::Scorer>,
+    /// The variant every variant's answers are compared with.
+    pub agreement: Option<String>,
+    pub number_tolerance: f64,
 }
 
 /// What a search looks for.
@@ -264,6 +275,12 @@ pub struct SimParams {
     /// Tokens per answer (capped by the request's max_tokens).
     #[arg(long, default_value_t = SimParams::DEFAULT.answer_tokens)]
     pub answer_tokens: u32,
+    /// Answers that depend on the prompt, for scoring tests: the canonical answer to the
+    /// last message (the same on every server) with this probability, decided per
+    /// prompt, and another one otherwise. Unset: answers follow the request count.
+    #[arg(long, allow_negative_numbers = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<f64>,
 }
 
 impl SimParams {
@@ -275,6 +292,7 @@ impl SimParams {
         jitter: 0.05,
         prefix_caching: false,
         answer_tokens: 24,
+        quality: None,
     };
 }
 
@@ -295,6 +313,7 @@ impl SimParams {
             jitter: r.jitter.unwrap_or(self.jitter),
             prefix_caching: r.prefix_caching.unwrap_or(self.prefix_caching),
             answer_tokens: r.answer_tokens.unwrap_or(self.answer_tokens),
+            quality: r.quality.or(self.quality),
         }
     }
 
@@ -313,7 +332,8 @@ impl SimParams {
 
     /// What is out of range, as (key, message); empty when the model is usable.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
-        self.numbers().into_iter().filter_map(|(key, v, limit)| limit.check(v).err().map(|m| (key, m))).collect()
+        let quality = self.quality.map(|q| ("quality", q, limits::SIM_QUALITY));
+        self.numbers().into_iter().chain(quality).filter_map(|(key, v, limit)| limit.check(v).err().map(|m| (key, m))).collect()
     }
 }
 

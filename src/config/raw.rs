@@ -41,6 +41,20 @@ pub struct RawExperiment {
     pub slurm: Option<RawSlurm>,
     /// `[search]`: find the largest value of one axis that meets the SLO, per curve, instead of sweeping a grid.
     pub search: Option<RawSearch>,
+    /// `[quality]`: score every measured answer beside its latency.
+    pub quality: Option<RawQuality>,
+}
+
+/// `[quality]`: how answers are scored (a `quality` step per cell).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawQuality {
+    /// scorers against each turn's reference answer, the conversations file's recorded assistant turn: `exact` (normalised: case, punctuation, whitespace), `contains`, `choice` (the multiple-choice letter A–J, parsed as MMMU does), `number` (first number, within `number-tolerance`) (default: `[]`)
+    pub score: Option<Vec<String>>,
+    /// a variant name: each variant's answers are compared with this variant's answers to the same turn of the same model, seed and cell (exact match after normalisation, and chrF); needs temperature 0
+    pub agreement: Option<String>,
+    /// `number`: the relative tolerance (default: 0.01)
+    pub number_tolerance: Option<f64>,
 }
 
 /// `[search]`: the axis to search, its range, and how close the answer must be.
@@ -137,6 +151,8 @@ pub struct RawSim {
     pub jitter: Option<f64>,
     pub prefix_caching: Option<bool>,
     pub answer_tokens: Option<u32>,
+    /// answers that depend on the prompt: the canonical answer with this probability (0–1), for scoring tests
+    pub quality: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

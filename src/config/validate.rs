@@ -385,7 +385,9 @@ impl Validator<'_> {
         };
         let slurm = self.slurm(raw.slurm.unwrap_or_default());
         let search = raw.search.map(|s| self.search(s, &matrix, &models));
+        let quality = raw.quality.map(|q| self.quality(q, &workload, &matrix));
         Experiment {
+            quality,
             literal_secrets: Default::default(),
             search,
             executor,
@@ -578,6 +580,11 @@ impl Validator<'_> {
             {
                 self.error(format!("{path}.{key}"), message, None);
             }
+        }
+        if let Some(q) = merged.quality
+            && let Err(message) = limits::SIM_QUALITY.check(q)
+        {
+            self.error(format!("{path}.quality"), message, None);
         }
         merged
     }
@@ -775,6 +782,49 @@ impl Validator<'_> {
             history,
             source_size,
         }
+    }
+
+    /// `[quality]`: scorers by name, a reference variant that is in the matrix, and
+    /// what each needs (references, temperature 0).
+    fn quality(&mut self, q: raw::RawQuality, workload: &Workload, matrix: &Matrix) -> QualitySpec {
+        use crate::quality::Scorer;
+        let mut scorers = Vec::new();
+        for (i, name) in q.score.unwrap_or_default().iter().enumerate() {
+            match Scorer::parse(name) {
+                Some(s) => scorers.push(s),
+                None => {
+                    let names = Scorer::CHOICES.map(|(n, _)| n);
+                    let near = names.iter().find(|n| strsim::jaro_winkler(n, name) > 0.8);
+                    let hint = match near {
+                        Some(n) => format!("did you mean `{n}`? (one of: {})", names.join(", ")),
+                        None => format!("one of: {}", names.join(", ")),
+                    };
+                    self.error(format!("quality.score[{i}]"), format!("unknown scorer {}", quoted(name)), Some(hint));
+                }
+            }
+        }
+        if !scorers.is_empty() && workload.conversations.is_none() {
+            self.error(
+                "quality.score",
+                "scorers compare answers with reference answers, and synthetic conversations have none",
+                Some("name a conversations file with assistant turns (`[workload] conversations`), or use `agreement`".into()),
+            );
+        }
+        if let Some(v) = &q.agreement {
+            if !matrix.variants.contains(v) {
+                let hint = format!("a variant of the matrix: {}", matrix.variants.join(", "));
+                self.error("quality.agreement", format!("variant {} is not in the matrix", quoted(v)), Some(hint));
+            }
+            if workload.temperature != 0.0 {
+                self.error(
+                    "quality.agreement",
+                    "compares answers to the same turn, which only means something at temperature 0",
+                    Some("set [workload] temperature = 0".into()),
+                );
+            }
+        }
+        let number_tolerance = self.num("quality.number-tolerance", q.number_tolerance, 0.01, limits::NUMBER_TOLERANCE);
+        QualitySpec { scorers, agreement: q.agreement, number_tolerance }
     }
 
     /// What `conversations` rules out (the keys that describe synthetic conversations)

@@ -406,6 +406,16 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
             let path = exp.base_dir.join(&p.file);
             tokio::task::spawn_blocking(move || steps::import::run(&p, &path, &out)).await??;
         }
+        StepKind::Quality => {
+            // Inputs: the cell's own measure first, then its data (for references) and
+            // the reference variant's measure, when it has them.
+            let p = params::<steps::quality::Params>(step)?;
+            let own = inputs.first().context("a quality step without a measure")?.1.clone();
+            let data = inputs.iter().find(|(id, _)| id.starts_with("datagen[")).map(|(_, d)| d.clone());
+            let other =
+                inputs.iter().skip(1).find(|(id, _)| id.starts_with("measure[") || id.starts_with("import[")).map(|(_, d)| d.clone());
+            tokio::task::spawn_blocking(move || steps::quality::run(&p, &own, data.as_deref(), other.as_deref(), &out)).await??;
+        }
         StepKind::Aggregate => {
             let (p, inputs) = (params::<steps::aggregate::Params>(step)?, inputs.to_vec());
             tokio::task::spawn_blocking(move || steps::aggregate::run(&p, &inputs, &out)).await??;

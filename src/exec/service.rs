@@ -291,6 +291,9 @@ impl Services {
                 if sim.prefix_caching {
                     a.push("--prefix-caching".into());
                 }
+                if let Some(q) = sim.quality {
+                    a.extend(["--quality".into(), q.to_string()]);
+                }
                 return a;
             }
             (Launch::Process(p), Backend::Vllm) => {

@@ -47,18 +47,25 @@ impl Plan {
         let described: Vec<Described> =
             cells.par_iter().map(|cell| (format!("measure[{cell}]"), cell.coords(), measure_params(&experiment, cell))).collect();
         let mut measures = Vec::new();
+        let mut datagens = Vec::new();
         for (ci, (cell, (id, coords, params))) in cells.iter().zip(described).enumerate() {
             // Imported results: read from files, with no data and no server.
             if let Some(import) = &experiment.models[&cell.model].import {
                 let params = import_params(import, cell);
                 measures.push(b.add(StepKind::Import, id.replacen("measure", "import", 1), coords, params, vec![], None, Some(ci)));
+                datagens.push(None);
                 continue;
             }
             let server = b.server(&experiment, cell);
             let datagen = b.datagen(&experiment, cell);
-            measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen], Some(server), Some(ci)));
+            measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen.clone()], Some(server), Some(ci)));
+            datagens.push(Some(datagen));
         }
-        let measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
+        let mut measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
+        if let Some(q) = &experiment.quality {
+            let qualities = b.quality(&experiment, q, &cells, &measures, &datagens)?;
+            measure_ids.extend(qualities);
+        }
         let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
         let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, measure_ids, None, None);
         let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: (*s.key).clone() }).collect();
@@ -124,6 +131,54 @@ impl Builder {
         };
         let i = self.add(StepKind::Datagen, id, coords, to_params(&params), vec![], None, None);
         self.steps[i].id.clone()
+    }
+
+    /// One quality step per cell: its inputs are the cell's measure, its data (for
+    /// reference answers) and the measure of the same cell in the reference variant.
+    /// Their ids.
+    fn quality(
+        &mut self,
+        exp: &Experiment,
+        q: &crate::config::QualitySpec,
+        cells: &[Cell],
+        measures: &[usize],
+        datagens: &[Option<String>],
+    ) -> anyhow::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for (ci, cell) in cells.iter().enumerate() {
+            let measure = self.steps[measures[ci]].id.clone();
+            let mut deps = vec![measure.clone()];
+            if !q.scorers.is_empty()
+                && let Some(d) = &datagens[ci]
+            {
+                deps.push(d.clone());
+            }
+            if let Some(variant) = q.agreement.as_ref().filter(|v| **v != cell.variant) {
+                let other = Cell { variant: variant.clone(), ..cell.clone() };
+                let counterpart =
+                    [format!("measure[{other}]"), format!("import[{other}]")].into_iter().find(|id| self.by_id.contains_key(id));
+                let Some(counterpart) = counterpart else {
+                    let error =
+                        anyhow::anyhow!("quality.agreement: cell `{cell}` has no counterpart in variant `{variant}` to compare with");
+                    return Err(crate::error::WithHint::hint(error, format!("measure `{other}` too: check the matrix's exclude rules")));
+                };
+                deps.push(counterpart);
+            }
+            let params = steps::quality::Params {
+                cell: cell.coords(),
+                scorers: q.scorers.clone(),
+                number_tolerance: q.number_tolerance,
+                agreement: q.agreement.clone(),
+                max_tokens: self.steps[measures[ci]]
+                    .params
+                    .get("max-tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(exp.workload.max_tokens as u64) as u32,
+            };
+            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), cell.coords(), to_params(&params), deps, None, Some(ci));
+            ids.push(self.steps[i].id.clone());
+        }
+        Ok(ids)
     }
 
     fn synthetic(&self, exp: &Experiment, cell: &Cell, turns: u32) -> steps::datagen::Synthetic {

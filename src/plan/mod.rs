@@ -42,6 +42,8 @@ pub enum StepKind {
     Measure,
     /// Results another tool recorded, read from a file in place of a measure.
     Import,
+    /// One cell's answers scored (`[quality]`).
+    Quality,
     Aggregate,
     Report,
 }
@@ -52,6 +54,7 @@ impl StepKind {
             StepKind::Datagen => "datagen",
             StepKind::Measure => "measure",
             StepKind::Import => "import",
+            StepKind::Quality => "quality",
             StepKind::Aggregate => "aggregate",
             StepKind::Report => "report",
         }
@@ -63,6 +66,7 @@ impl StepKind {
             StepKind::Datagen => steps::datagen::VERSION,
             StepKind::Measure => steps::measure::VERSION,
             StepKind::Import => steps::import::VERSION,
+            StepKind::Quality => steps::quality::VERSION,
             StepKind::Aggregate => steps::aggregate::VERSION,
             StepKind::Report => steps::report::VERSION,
         }

@@ -555,7 +555,11 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         Wire::OpenAi => format!("chatcmpl-{request_id}"),
         Wire::Anthropic => format!("msg_{request_id}"),
     };
-    let answer = Answer { id, model: req.model, words: answer(seq, completion), max_tokens, prompt_tokens, cached_tokens };
+    let words = match (shared.opts.params.quality, per_message.last()) {
+        (Some(q), Some((_, last))) => canonical(last, q, completion),
+        _ => answer(seq, completion),
+    };
+    let answer = Answer { id, model: req.model, words, max_tokens, prompt_tokens, cached_tokens };
     let start = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
     if !req.stream {
@@ -588,6 +592,18 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
 fn answer(seq: u64, n: usize) -> Vec<String> {
     const WORDS: [&str; 12] = ["the", "image", "shows", "a", "red", "square", "near", "blue", "circle", "on", "gradient", "background"];
     (0..n).map(|i| format!("{} ", WORDS[(seq as usize + i) % WORDS.len()])).collect()
+}
+
+/// With `quality = q`: the canonical answer to the last message (its words drawn from
+/// the message's digest, so every server gives the same one) when a number drawn from
+/// the same digest falls below `q`, and otherwise the canonical answer with every word
+/// moved one along the list, which no scorer takes for it.
+fn canonical(last_message: &[u8; 32], q: f64, n: usize) -> Vec<String> {
+    const WORDS: [&str; 12] = ["the", "image", "shows", "a", "red", "square", "near", "blue", "circle", "on", "gradient", "background"];
+    let h = blake3::Hasher::new_derive_key("pipeline sim canonical answer v1").update(last_message).finalize();
+    let draw = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or_default()) as f64 / 2f64.powi(64);
+    let shift = usize::from(draw >= q);
+    (0..n).map(|i| format!("{} ", WORDS[(h.as_bytes()[8 + i % 24] as usize + shift) % WORDS.len()])).collect()
 }
 
 fn stream_response(rx: mpsc::UnboundedReceiver<(Bytes, u64)>, truth: Truth, shared: Arc<Shared>, content_type: &str) -> Response<SimBody> {

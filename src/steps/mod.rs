@@ -5,4 +5,5 @@ pub mod aggregate;
 pub mod datagen;
 pub mod import;
 pub mod measure;
+pub mod quality;
 pub mod report;

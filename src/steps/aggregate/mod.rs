@@ -16,10 +16,13 @@
 //! * `server`: per cell, how it was isolated from other cells' caches and what the
 //!   server's own `/metrics` said, its TTFT beside the client's; `server_series`: KV
 //!   cache use and queues over time in the cell with the most requests ([`server`]);
+//! * `quality` and `quality_per_turn`: with `[quality]`, each curve's scores per
+//!   method, with intervals ([`quality`]);
 //! * `runs.json`: which servers ran (command line, version, Slurm job and node) and what
 //!   NVML said.
 
 mod gpu;
+mod quality;
 pub mod seeds;
 mod server;
 
@@ -71,6 +74,11 @@ pub fn run(p: &Params, inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
 
 fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()> {
     use rayon::prelude::*;
+    // The quality steps' scores (`[quality]`) come beside the measures.
+    let (scores, inputs): (Vec<(String, PathBuf)>, Vec<(String, PathBuf)>) =
+        inputs.iter().cloned().partition(|(id, _)| id.starts_with("quality["));
+    let inputs = inputs.as_slice();
+    quality::write(&scores, out)?;
     let frames: Vec<LazyFrame> = inputs
         .par_iter()
         .enumerate()

@@ -27,6 +27,8 @@ pub struct Tables<'a> {
     pub per_turn: &'a DataFrame,
     pub summary: &'a DataFrame,
     pub server: &'a DataFrame,
+    /// Each curve's scores per method (`[quality]`).
+    pub quality: Option<&'a DataFrame>,
     /// The columns of a curve: the cell less its seed.
     pub group: &'a [String],
 }
@@ -42,9 +44,13 @@ pub fn glance(t: &Tables, slo: &str) -> Result<Glance> {
     let mut best = best_point(t.points, t.group, slo)?.into_iter();
     g.findings.extend(best.next());
     g.findings.extend(variants(&e2e));
+    if let Some(q) = t.quality {
+        g.findings.extend(quality(q)?);
+        g.warnings.extend(truncated(q)?);
+    }
     g.findings.extend(best);
     g.findings.extend(growth(t.per_turn)?);
-    g.warnings = warnings(t)?;
+    g.warnings.splice(0..0, warnings(t)?);
     Ok(g)
 }
 
@@ -115,6 +121,59 @@ fn variants(curves: &[Curve]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// What each variant's answers are worth, beside its speed: its agreement with the
+/// reference variant and its scores against reference answers, per model and variant
+/// (a range over its curves where there are several).
+fn quality(q: &DataFrame) -> Result<Vec<String>> {
+    let (model, variant) = (strs(q, "model")?, strs(q, "variant")?);
+    let (method, against) = (strs(q, "method")?, strs(q, "against")?);
+    let (mean, lo, hi) = (f64s(q, "mean")?, f64s(q, "mean_lo")?, f64s(q, "mean_hi")?);
+    // (model, variant, method, against) → (mean, low, high) of each curve.
+    let mut by: BTreeMap<(String, String, String, String), Vec<(f64, f64, f64)>> = BTreeMap::new();
+    for i in 0..q.height() {
+        if method[i] == "chrf" || variant[i] == against[i] {
+            continue;
+        }
+        if let (Some(m), Some(l), Some(h)) = (mean[i], lo[i], hi[i]) {
+            by.entry((model[i].clone(), variant[i].clone(), method[i].clone(), against[i].clone())).or_default().push((m, l, h));
+        }
+    }
+    let pct = |v: f64| format!("{:.0}", v * 100.0);
+    Ok(by
+        .into_iter()
+        .map(|((model, variant, method, against), curves)| {
+            let share = match curves.as_slice() {
+                [(m, l, h)] => format!("{}% [{}–{}]", pct(*m), pct(*l), pct(*h)),
+                many => {
+                    let (a, b) = many.iter().fold((f64::MAX, f64::MIN), |(a, b), (m, _, _)| (a.min(*m), b.max(*m)));
+                    format!("{}–{}% over {} curves", pct(a), pct(b), many.len())
+                }
+            };
+            match method.as_str() {
+                "agreement" => {
+                    format!("{model} {variant} gives the same answer as {model} {against} on {share} of turns (after normalisation).")
+                }
+                scorer => format!("{model} {variant} matches the reference answer on {share} of turns (scored by {scorer})."),
+            }
+        })
+        .collect())
+}
+
+/// Answers cut at `max-tokens` are scored as they are: say so.
+fn truncated(q: &DataFrame) -> Result<Vec<String>> {
+    let (cut, scored) = (f64s(q, "truncated")?, f64s(q, "scored")?);
+    let (cut, scored): (f64, f64) = (cut.iter().flatten().sum(), scored.iter().flatten().sum());
+    Ok((cut > 0.0)
+        .then(|| {
+            format!(
+                "{:.0}% of the scored answers were cut at max-tokens: their scores judge a truncated answer; raise max-tokens to score whole answers.",
+                cut / scored.max(1.0) * 100.0
+            )
+        })
+        .into_iter()
+        .collect())
 }
 
 /// The best point under the SLO, or why there is none worth the name.

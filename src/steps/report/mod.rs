@@ -88,6 +88,8 @@ struct Tables {
     /// The server's view per cell, and over time in the busiest cell.
     server: DataFrame,
     server_series: Option<DataFrame>,
+    /// Each curve's scores per method (`[quality]`).
+    quality: Option<DataFrame>,
     /// Each server as run (`runs.json`).
     runs: Vec<serde_json::Value>,
     /// The cell's columns, in order, and those of a curve (the cell less its seed).
@@ -142,6 +144,10 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     if server_series.is_some() {
         files.extend(["server_series.csv".to_string(), "server_series.parquet".to_string()]);
     }
+    let quality = if aggregate.join("quality.parquet").exists() { Some(read("quality")?) } else { None };
+    if quality.is_some() {
+        files.extend(["quality", "quality_per_turn"].iter().flat_map(|n| [format!("{n}.csv"), format!("{n}.parquet")]));
+    }
     for f in &files {
         std::fs::copy(aggregate.join(f), out.join(f)).with_context(|| format!("copying {f}"))?;
     }
@@ -149,7 +155,7 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     let names: Vec<String> = summary.get_column_names().iter().map(|s| s.to_string()).collect();
     let cell: Vec<String> = names.iter().take_while(|n| *n != "requests").cloned().collect();
     let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
-    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, server, server_series, runs, cell, group })
+    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, server, server_series, quality, runs, cell, group })
 }
 
 /// Every chart the tables call for.
@@ -260,6 +266,8 @@ struct Page<'a> {
     /// Why there is no GPU table, when there is none.
     gpu_reason: Option<String>,
     errors: Option<Table>,
+    /// The Quality section (`[quality]`): each curve's score per method.
+    quality: Option<Table>,
     gpu_table: Option<Table>,
     baseline: Option<baseline::Comparison>,
     answers: Vec<JValue>,
@@ -287,7 +295,8 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         None => None,
     };
     let gpus: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    let at_a_glance = glance::Tables { seeds, points, per_turn: &t.per_turn, summary: &t.summary, server: &t.server, group };
+    let at_a_glance =
+        glance::Tables { seeds, points, per_turn: &t.per_turn, summary: &t.summary, server: &t.server, quality: t.quality.as_ref(), group };
     let mut glance = glance::glance(&at_a_glance, &p.slo.describe())?;
     if let Some(c) = &baseline {
         glance::against_baseline(&mut glance, c);
@@ -301,7 +310,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         }
         None => None,
     };
-    let toc = sections(!charts.sweeps.is_empty() || charts.tradeoff.is_some(), search.is_some(), baseline.is_some());
+    let toc = sections(!charts.sweeps.is_empty() || charts.tradeoff.is_some(), search.is_some(), t.quality.is_some(), baseline.is_some());
     Ok(Page {
         glance,
         toc,
@@ -335,6 +344,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         best: best_points(points, group)?,
         gpu_reason: if tables.gpu.is_some() { None } else { Some(telemetry_reason(runs)) },
         errors: tables.errors,
+        quality: tables.quality,
         gpu_table: tables.gpu,
         baseline,
         answers: answers(requests, cell)?,
@@ -358,13 +368,14 @@ struct Section {
     id: String,
 }
 
-fn sections(sweeps: bool, search: bool, baseline: bool) -> Vec<Section> {
+fn sections(sweeps: bool, search: bool, quality: bool, baseline: bool) -> Vec<Section> {
     let titles = [
         ("Results at a glance", true),
         ("Per-turn latency", true),
         ("Sweeps and operating points", sweeps),
         ("Search", search),
         ("Across seeds", true),
+        ("Quality", quality),
         ("Per cell", true),
         ("Server", true),
         ("Errors", true),
@@ -394,6 +405,7 @@ struct DisplayTables {
     gpu: Option<Table>,
     points: Table,
     errors: Option<Table>,
+    quality: Option<Table>,
 }
 
 fn display_tables(t: &Tables) -> Result<DisplayTables> {
@@ -458,7 +470,25 @@ fn display_tables(t: &Tables) -> Result<DisplayTables> {
     let errors_table = (errors.height() > 0)
         .then(|| display(errors, cell, &[("error", "error", Whole), ("count", "requests", Whole), ("last_status", "HTTP status", Whole)]))
         .transpose()?;
-    Ok(DisplayTables { throughput, latency, gpu: gpu_table, points: points_table, errors: errors_table })
+    let quality = match &t.quality {
+        Some(q) => {
+            let labels: Vec<String> = group.iter().cloned().chain(["method".to_string(), "against".to_string()]).collect();
+            Some(varying(display(
+                q,
+                &labels,
+                &[
+                    ("mean", "mean", Three),
+                    ("mean_lo", "95% low", Three),
+                    ("mean_hi", "95% high", Three),
+                    ("scored", "scored turns", Whole),
+                    ("unscored", "unscored", Whole),
+                    ("truncated", "cut at max-tokens", Whole),
+                ],
+            )?))
+        }
+        None => None,
+    };
+    Ok(DisplayTables { throughput, latency, gpu: gpu_table, points: points_table, errors: errors_table, quality })
 }
 
 /// Render README.md and index.html from `page`, with the user's templates in

@@ -1,0 +1,131 @@
+//! The `quality` and `quality_per_turn` tables: each curve's scores per method, from
+//! the quality steps' rows.
+//!
+//! A curve is a cell less its seed. Its score per method is the mean over every scored
+//! turn of every seed's conversations, with a 95% bootstrap interval that resamples
+//! whole conversations (a conversation's turns are not independent): the units are
+//! (seed, conversation), each its sum of scores and count of scored turns
+//! ([`stats::bootstrap::pooled_mean`]). Unscored turns (failed, or without a reference)
+//! and answers cut at `max-tokens` are counted beside.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use rand_chacha::rand_core::SeedableRng;
+
+use crate::export;
+use crate::records;
+use crate::stats;
+
+/// Per curve, method and what it compares with: (seed, conversation) → (sum, scored),
+/// with the unscored and truncated counts; and per turn: (sum, scored).
+#[derive(Default)]
+struct Tally {
+    units: BTreeMap<(String, u32), (f64, u32)>,
+    unscored: u32,
+    truncated: u32,
+    turns: BTreeMap<u32, (f64, u32)>,
+}
+
+/// Write both tables into `out` from the quality steps' outputs; nothing without any.
+pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    // (curve columns as (name, value)…, method, against) → tally.
+    let mut tallies: BTreeMap<(Vec<(String, String)>, String, String), Tally> = BTreeMap::new();
+    for (id, dir) in inputs {
+        let df = records::read_quality(dir).with_context(|| format!("scores of {id}"))?;
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        let cell: Vec<&String> = names.iter().take_while(|n| *n != "conversation").collect();
+        let text = |name: &str, i: usize| -> Result<String> {
+            let v = df.column(name)?.get(i)?;
+            Ok(v.get_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        };
+        let (conv, turn) = (df.column("conversation")?.u32()?, df.column("turn")?.u32()?);
+        let (method, against) = (df.column("method")?.str()?, df.column("against")?.str()?);
+        let (score, truncated) = (df.column("score")?.f64()?, df.column("truncated")?.bool()?);
+        for i in 0..df.height() {
+            let curve: Vec<(String, String)> =
+                cell.iter().filter(|n| n.as_str() != "seed").map(|n| Ok(((*n).clone(), text(n, i)?))).collect::<Result<_>>()?;
+            let seed = if cell.iter().any(|n| n.as_str() == "seed") { text("seed", i)? } else { String::new() };
+            let key = (curve, method.get(i).unwrap_or_default().to_string(), against.get(i).unwrap_or_default().to_string());
+            let t = tallies.entry(key).or_default();
+            if truncated.get(i) == Some(true) {
+                t.truncated += 1;
+            }
+            match score.get(i) {
+                Some(s) => {
+                    let unit = t.units.entry((seed, conv.get(i).unwrap_or_default())).or_default();
+                    unit.0 += s;
+                    unit.1 += 1;
+                    let per_turn = t.turns.entry(turn.get(i).unwrap_or_default()).or_default();
+                    per_turn.0 += s;
+                    per_turn.1 += 1;
+                }
+                None => t.unscored += 1,
+            }
+        }
+    }
+    let curve_names: Vec<String> = tallies.keys().next().map(|(c, _, _)| c.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+    let mut rows: Vec<Vec<AnyValue>> = Vec::new();
+    let mut turn_rows: Vec<Vec<AnyValue>> = Vec::new();
+    for ((curve, method, against), t) in &tallies {
+        let pool: Vec<(f64, u32)> = t.units.values().copied().collect();
+        let (sum, n) = pool.iter().fold((0.0, 0u32), |(s, k), (a, b)| (s + a, k + b));
+        // Seeded by the curve and method: the same scores give the same interval.
+        let mut rng = rand_chacha::ChaCha8Rng::from_seed(*blake3::hash(format!("{curve:?}{method}{against}").as_bytes()).as_bytes());
+        let interval = stats::bootstrap::pooled_mean(&pool, &mut rng);
+        let mut row: Vec<AnyValue> = curve.iter().map(|(_, v)| AnyValue::StringOwned(v.into())).collect();
+        row.extend([
+            AnyValue::StringOwned(method.into()),
+            AnyValue::StringOwned(against.into()),
+            AnyValue::UInt32(n),
+            AnyValue::UInt32(t.unscored),
+            AnyValue::UInt32(t.truncated),
+            if n > 0 { AnyValue::Float64(sum / n as f64) } else { AnyValue::Null },
+            interval.map_or(AnyValue::Null, |(lo, _)| AnyValue::Float64(lo)),
+            interval.map_or(AnyValue::Null, |(_, hi)| AnyValue::Float64(hi)),
+        ]);
+        rows.push(row);
+        for (turn, (s, k)) in &t.turns {
+            let mut row: Vec<AnyValue> = curve.iter().map(|(_, v)| AnyValue::StringOwned(v.into())).collect();
+            row.extend([
+                AnyValue::StringOwned(method.into()),
+                AnyValue::StringOwned(against.into()),
+                AnyValue::UInt32(*turn),
+                AnyValue::UInt32(*k),
+                AnyValue::Float64(s / *k as f64),
+            ]);
+            turn_rows.push(row);
+        }
+    }
+    let columns = |extra: &[&str]| {
+        curve_names
+            .iter()
+            .map(String::as_str)
+            .chain(["method", "against"])
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let mut quality = frame(&columns(&["scored", "unscored", "truncated", "mean", "mean_lo", "mean_hi"]), &rows)?;
+    export::write_table(&mut quality, out, "quality")?;
+    let mut per_turn = frame(&columns(&["turn", "scored", "mean"]), &turn_rows)?;
+    export::write_table(&mut per_turn, out, "quality_per_turn")
+}
+
+/// A frame of `rows` (one `AnyValue` per column, in order) under `names`.
+fn frame(names: &[String], rows: &[Vec<AnyValue>]) -> Result<DataFrame> {
+    let columns: Vec<Column> = names
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let values: Vec<AnyValue> = rows.iter().map(|r| r[k].clone()).collect();
+            Series::from_any_values(name.as_str().into(), &values, false).map(Column::from)
+        })
+        .collect::<PolarsResult<_>>()?;
+    Ok(DataFrame::new(rows.len(), columns)?)
+}

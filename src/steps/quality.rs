@@ -1,0 +1,113 @@
+//! The quality step: one cell's answers scored, beside (not inside) its measurement, so
+//! that a changed scoring rule re-scores without measuring again.
+//!
+//! Each measured turn (its last attempt, warm-up excluded) gets one row per method:
+//! each `[quality] score` scorer against the turn's reference answer (the conversations
+//! file's recorded assistant turn), and with `agreement`, `agreement` (exact match after
+//! normalisation) and `chrf` against the reference variant's answer to the same turn of
+//! the same model, seed and cell. A turn that failed, or has no reference or
+//! counterpart, has a row with no score (counted, never silently dropped); a successful
+//! but empty answer scores 0.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::quality::{self, Scorer};
+use crate::records::{self, QualityRow};
+use crate::steps::datagen::Dataset;
+
+/// Bump when the scores would change.
+pub const VERSION: u32 = 1;
+
+/// Everything a quality step depends on besides its inputs' contents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Params {
+    pub cell: Vec<(String, String)>,
+    /// Against each turn's reference answer (its inputs then include the cell's data).
+    pub scorers: Vec<Scorer>,
+    pub number_tolerance: f64,
+    /// The variant whose answers this cell's are compared with: its measure is an
+    /// input (none when this cell is that variant: it agrees with itself).
+    pub agreement: Option<String>,
+    /// An answer of this many tokens was cut there (`truncated`).
+    pub max_tokens: u32,
+}
+
+/// What a cell answered, per (conversation, turn): the answer and its completion
+/// tokens, or None when the turn failed.
+type Answers = BTreeMap<(u32, u32), Option<(String, Option<u64>)>>;
+
+/// Score the answers in `measured` (a measure's output) against the references in
+/// `data` (a datagen's output) and the answers in `counterpart` (the reference
+/// variant's measure; `measured` itself when this cell is that variant).
+pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option<&Path>, out: &Path) -> Result<()> {
+    let mine = answers(measured)?;
+    let references: BTreeMap<(u32, u32), String> = match data {
+        Some(dir) => {
+            let dataset: Dataset =
+                serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?).context("reading conversations.json")?;
+            let mut refs = BTreeMap::new();
+            for (c, conv) in dataset.conversations.iter().enumerate() {
+                for (t, turn) in conv.turns.iter().enumerate() {
+                    if let Some(a) = &turn.answer {
+                        refs.insert((c as u32, t as u32), a.clone());
+                    }
+                }
+            }
+            refs
+        }
+        None => BTreeMap::new(),
+    };
+    let other = match (&p.agreement, counterpart) {
+        (Some(_), Some(dir)) => Some(answers(dir)?),
+        (Some(_), None) => Some(mine.clone()),
+        (None, _) => None,
+    };
+    let mut rows = Vec::new();
+    for (&(conversation, turn), answer) in &mine {
+        let truncated = answer.as_ref().and_then(|(_, n)| *n).is_some_and(|n| n >= p.max_tokens as u64);
+        let text = answer.as_ref().map(|(a, _)| a.as_str());
+        let row = |method: &str, against: &str, score: Option<f64>| QualityRow {
+            conversation,
+            turn,
+            method: method.into(),
+            against: against.into(),
+            score,
+            truncated,
+        };
+        for scorer in &p.scorers {
+            let reference = references.get(&(conversation, turn));
+            rows.push(row(scorer.name(), "reference", text.zip(reference).map(|(a, r)| scorer.score(a, r, p.number_tolerance))));
+        }
+        if let (Some(other), Some(variant)) = (&other, &p.agreement) {
+            let theirs = other.get(&(conversation, turn)).and_then(|a| a.as_ref()).map(|(a, _)| a.as_str());
+            let pair = text.zip(theirs);
+            let same = |(a, b): (&str, &str)| if quality::normalised(a) == quality::normalised(b) { 1.0 } else { 0.0 };
+            rows.push(row("agreement", variant, pair.map(same)));
+            rows.push(row("chrf", variant, pair.map(|(a, b)| quality::chrf(a, b))));
+        }
+    }
+    records::write_quality(&p.cell, &rows, out)
+}
+
+/// Each measured turn's last attempt: its answer, or None when it failed.
+fn answers(dir: &Path) -> Result<Answers> {
+    let df = records::read_requests(dir, Some(&["conversation", "turn", "attempt", "warmup", "error", "answer", "completion_tokens"]))?;
+    let df = df.lazy().filter(col("warmup").not()).sort(["conversation", "turn", "attempt"], SortMultipleOptions::default()).collect()?;
+    let (conv, turn) = (df.column("conversation")?.u32()?, df.column("turn")?.u32()?);
+    let (error, answer) = (df.column("error")?.str()?, df.column("answer")?.str()?);
+    let tokens = df.column("completion_tokens")?.u64()?;
+    let mut out = Answers::new();
+    for i in 0..df.height() {
+        let (Some(c), Some(t)) = (conv.get(i), turn.get(i)) else { continue };
+        let ok = error.get(i) == Some("none");
+        // Sorted by attempt: the last attempt stays.
+        out.insert((c, t), ok.then(|| (answer.get(i).unwrap_or_default().to_string(), tokens.get(i))));
+    }
+    Ok(out)
+}
