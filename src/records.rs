@@ -571,7 +571,9 @@ pub fn write_telemetry(rows: &[TelemetryRow], out: &Path) -> Result<()> {
 pub fn write_meta(meta: &Meta, secrets: &crate::secrets::Secrets, out: &Path) -> Result<()> {
     // Through a `Value`, whose maps sort their keys: the order meta.json has always had.
     let mut json = serde_json::to_value(meta)?;
-    secrets.scrub_json(&mut json);
+    // Values only: the keys are Meta's own field names (a short key such as `k` must
+    // not turn `backend` into something no reader knows).
+    secrets.scrub_json_values(&mut json);
     std::fs::write(out.join("meta.json"), serde_json::to_vec_pretty(&json)?).context("writing meta.json")
 }
 
@@ -735,6 +737,18 @@ mod tests {
         metrics.push("available".into());
         assert_eq!(sorted(metrics), keys(&json["server_metrics"]));
         assert_eq!(sorted(table_keys(meta, "`dataset`: the")), keys(&json["dataset"]), "every field of Dataset, when all are set");
+    }
+
+    /// A secret is redacted from meta.json's values, never from its keys: a one-letter
+    /// key must not rename `backend` to something no reader knows.
+    #[test]
+    fn a_short_secret_leaves_the_field_names_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = crate::secrets::Secrets::new([("K".to_string(), "k".to_string())]);
+        write_meta(&example_meta(), &secrets, dir.path()).unwrap();
+        let back = read_meta(dir.path()).unwrap();
+        assert_eq!(back.server.backend, "import");
+        assert_eq!(back.server.import.map(|i| i.lacks), Some(vec!["answers".to_string()]));
     }
 
     /// What `write_meta` writes, `read_meta` reads back as it was: a null `url` stays

@@ -68,6 +68,18 @@ impl Secrets {
         }
     }
 
+    /// Redact every string value of a JSON value, leaving the keys of objects as they
+    /// are: for documents whose keys are our own field names.
+    pub fn scrub_json_values(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => self.scrub(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_json_values(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.scrub_json_values(v)),
+            _ => {}
+        }
+    }
+
     /// Redact every string (keys of objects included) of a JSON value.
     pub fn scrub_json(&self, value: &mut serde_json::Value) {
         use serde_json::Value;

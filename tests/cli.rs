@@ -23,6 +23,7 @@ mod imports;
 mod isolation;
 mod lifecycle;
 mod planning;
+mod quality;
 mod reports;
 mod search;
 mod slurm;

@@ -26,7 +26,7 @@ pub fn openai(record: &Value) -> Result<Conversation, String> {
         let parts = openai_content(content).map_err(|e| at(&e))?;
         match role {
             "system" | "developer" => b.system(text_only(parts).map_err(|e| at(&e))?).map_err(|e| at(&e))?,
-            "user" => b.user(parts).map_err(|e| at(&e))?,
+            "user" => b.user(parts, false).map_err(|e| at(&e))?,
             "assistant" => b.assistant(text_only(parts).map_err(|e| at(&e))?).map_err(|e| at(&e))?,
             other => return Err(at(&format!("role {} is not `system`, `user` or `assistant`", quoted(other)))),
         }
@@ -78,8 +78,10 @@ pub fn llava(record: &Value) -> Result<Conversation, String> {
         Some(_) => return Err("`image` is neither a path nor a list of paths".into()),
     };
     let turns = object.get("conversations").ok_or("has no `conversations`")?.as_array().ok_or("`conversations` is not a list")?;
+    // Only a question takes an image: `<image>` in an answer is the answer's text.
+    let asks = |t: &&Value| matches!(t.get("from").and_then(Value::as_str), Some("human" | "user"));
     let placeholders: usize =
-        turns.iter().filter_map(|t| t.get("value").and_then(Value::as_str)).map(|v| v.matches(PLACEHOLDER).count()).sum();
+        turns.iter().filter(asks).filter_map(|t| t.get("value").and_then(Value::as_str)).map(|v| v.matches(PLACEHOLDER).count()).sum();
     if placeholders != 0 && placeholders != images.len() {
         return Err(format!("holds {placeholders} `<image>` placeholders for {} images", images.len()));
     }
@@ -104,7 +106,7 @@ pub fn llava(record: &Value) -> Result<Conversation, String> {
                     }
                     parts.push(Part::Text(text.to_string()));
                 }
-                b.user(parts).map_err(|e| at(&e))?
+                b.user(parts, true).map_err(|e| at(&e))?
             }
             "gpt" | "assistant" => b.assistant(value.to_string()).map_err(|e| at(&e))?,
             "system" => b.system(value.to_string()).map_err(|e| at(&e))?,
@@ -184,14 +186,15 @@ impl Builder {
         Ok(())
     }
 
-    fn user(&mut self, parts: Vec<Part>) -> Result<(), String> {
-        // Whitespace around a placeholder is layout, not content.
+    /// A user message; `trim`: whitespace around its text is layout (around LLaVA's
+    /// placeholders), not content. OpenAI parts are sent as written.
+    fn user(&mut self, parts: Vec<Part>, trim: bool) -> Result<(), String> {
         let parts: Vec<Part> = parts
             .into_iter()
             .filter_map(|p| match p {
                 Part::Text(t) if t.trim().is_empty() => None,
-                Part::Text(t) => Some(Part::Text(t.trim().to_string())),
-                image => Some(image),
+                Part::Text(t) if trim => Some(Part::Text(t.trim().to_string())),
+                other => Some(other),
             })
             .collect();
         if parts.is_empty() {
@@ -208,12 +211,13 @@ impl Builder {
         Ok(())
     }
 
+    /// The answer to the last turn; an empty one is no answer (it cannot be resent).
     fn assistant(&mut self, text: String) -> Result<(), String> {
         let last = self.turns.last_mut().ok_or("an assistant message before any user message")?;
         if last.answer.is_some() {
             return Err("two assistant messages after one user message".into());
         }
-        last.answer = Some(text);
+        last.answer = Some(text).filter(|t| !t.trim().is_empty());
         Ok(())
     }
 
@@ -265,6 +269,13 @@ mod tests {
             c.turns[1].parts,
             vec![Part::Text("compare with".into()), Part::Image(ImageRef::File("b.jpg".into())), Part::Text("please".into())]
         );
+        // A placeholder in an answer is text; the image then goes before the question.
+        let c = llava(&json!({"image": "a.jpg", "conversations": [
+            {"from": "human", "value": "what?"}, {"from": "gpt", "value": "an <image> token"}
+        ]}))
+        .unwrap();
+        assert_eq!(c.turns[0].parts[0], Part::Image(ImageRef::File("a.jpg".into())));
+        assert_eq!(c.turns[0].answer.as_deref(), Some("an <image> token"));
         // No placeholder: the image goes before the first question.
         let c = llava(&json!({"image": "a.jpg", "conversations": [{"from": "human", "value": "what?"}]})).unwrap();
         assert_eq!(c.turns[0].parts, vec![Part::Image(ImageRef::File("a.jpg".into())), Part::Text("what?".into())]);

@@ -27,7 +27,9 @@ use serde_json::Value;
 pub const MAX_CONVERSATIONS: u64 = 1_000_000;
 /// One record (a JSONL line, an element of the array): images inlined as `data:` URIs
 /// make records large, but a record past this is a broken file, not a conversation.
-pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Parsed, a record takes up to about 30 times its text (serde_json's `Value`), so this
+/// also bounds the memory one record can take (about 500 MB).
+pub const MAX_RECORD_BYTES: u64 = 16 << 20;
 /// One image file.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
 
@@ -138,7 +140,7 @@ impl ConversationFile {
     /// Stream the file once: every record must be a conversation.
     pub fn scan(path: &Path, written: &str, format: Option<Format>) -> Result<ConversationFile, FileError> {
         let (mut at, mut max_images) = (Vec::new(), 0u64);
-        let (format, digest) = each_record(path, format, &mut |place, format, record| {
+        let (format, digest) = each_record(path, format, &|_| true, &mut |place, format, record| {
             let c = interpret(format, record).map_err(|m| located(format, place, record, m))?;
             if at.len() as u64 == MAX_CONVERSATIONS {
                 return Err(FileError {
@@ -164,14 +166,19 @@ impl ConversationFile {
     pub fn read(&self, wanted: &BTreeSet<u64>) -> Result<BTreeMap<u64, Conversation>, FileError> {
         let places: BTreeMap<u64, u64> = wanted.iter().filter_map(|&i| Some((*self.at.get(i as usize)?, i))).collect();
         let mut found = BTreeMap::new();
-        each_record(&self.path, Some(self.format), &mut |place, format, record| {
+        let want = |place: u64| places.contains_key(&place);
+        let (_, digest) = each_record(&self.path, Some(self.format), &want, &mut |place, format, record| {
             if let Some(&i) = places.get(&place) {
                 found.insert(i, interpret(format, record).map_err(|m| located(format, place, record, m))?);
             }
             Ok(if found.len() == places.len() { Flow::Stop } else { Flow::Go })
         })?;
-        if found.len() != wanted.len() {
-            return Err(whole(format!("`{}` changed while pipeline read it", self.written), "run again once nothing writes to the file"));
+        // What the plan keyed is what is read, or nothing.
+        if found.len() != wanted.len() || digest != self.digest {
+            return Err(whole(
+                format!("`{}` changed since the experiment was read", crate::untrusted::escaped(&self.written, 200)),
+                "run again once nothing writes to the file: the plan then keys it as it is",
+            ));
         }
         Ok(found)
     }
@@ -221,11 +228,14 @@ enum Flow {
 }
 
 type Visit<'a> = dyn FnMut(u64, Format, &Value) -> Result<Flow, FileError> + 'a;
+/// Which places (lines, records) to parse and visit; the others are skipped unparsed
+/// (JSONL) or parsed without being kept (the array).
+type Want<'a> = dyn Fn(u64) -> bool + 'a;
 
 /// Every record of the file in order, with its place (line or record number), until
 /// `visit` stops; the format is `format` or told by the first character. The digest is
 /// the whole file's (only meaningful when nothing stopped early).
-fn each_record(path: &Path, format: Option<Format>, visit: &mut Visit) -> Result<(Format, String), FileError> {
+fn each_record(path: &Path, format: Option<Format>, want: &Want, visit: &mut Visit) -> Result<(Format, String), FileError> {
     let io = |e: std::io::Error| whole(format!("cannot read it: {e}"), "paths are relative to the project root");
     // A FIFO or a device would block or never end: neither is opened.
     if !std::fs::metadata(path).map_err(io)?.is_file() {
@@ -252,10 +262,12 @@ fn each_record(path: &Path, format: Option<Format>, visit: &mut Visit) -> Result
         }
     };
     match format {
-        Format::OpenAi => json_lines(&mut reader, blank_lines, &budget, visit)?,
-        Format::Llava => json_array(&mut reader, &budget, visit)?,
+        Format::OpenAi => json_lines(&mut reader, blank_lines, &budget, want, visit)?,
+        Format::Llava => json_array(&mut reader, &budget, want, visit)?,
     }
-    // Whatever the parser left (nothing, once a file was read to its end).
+    // Whatever the parser left (the rest of the file when a visit stopped early: the
+    // digest covers all of it), with no record budget: it is not parsed.
+    budget.set(u64::MAX);
     std::io::copy(&mut reader, &mut std::io::sink()).map_err(io)?;
     Ok((format, reader.into_inner().hasher.finalize().to_hex().to_string()))
 }
@@ -281,7 +293,7 @@ fn peek_past_whitespace<R: BufRead>(reader: &mut R) -> std::io::Result<(Option<u
 }
 
 /// OpenAI JSONL: one record per non-blank line.
-fn json_lines<R: BufRead>(reader: &mut R, skipped: u64, budget: &Rc<Cell<u64>>, visit: &mut Visit) -> Result<(), FileError> {
+fn json_lines<R: BufRead>(reader: &mut R, skipped: u64, budget: &Rc<Cell<u64>>, want: &Want, visit: &mut Visit) -> Result<(), FileError> {
     // Lines are capped by `take` below; the reader's own budget is for the array.
     budget.set(u64::MAX);
     let mut line = Vec::new();
@@ -298,7 +310,7 @@ fn json_lines<R: BufRead>(reader: &mut R, skipped: u64, budget: &Rc<Cell<u64>>, 
                 "one conversation per line; images as paths rather than data: URIs keep lines small",
             ));
         }
-        if line.iter().all(u8::is_ascii_whitespace) {
+        if line.iter().all(u8::is_ascii_whitespace) || !want(number) {
             continue;
         }
         let record: Value = serde_json::from_slice(&line)
@@ -320,10 +332,10 @@ fn without_location(e: &serde_json::Error) -> String {
 }
 
 /// The LLaVA array, one element at a time.
-fn json_array<R: Read>(reader: &mut R, budget: &Rc<Cell<u64>>, visit: &mut Visit) -> Result<(), FileError> {
+fn json_array<R: Read>(reader: &mut R, budget: &Rc<Cell<u64>>, want: &Want, visit: &mut Visit) -> Result<(), FileError> {
     let mut stopped: Option<Result<(), FileError>> = None;
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let outcome = Elements { visit, budget: budget.clone(), stopped: &mut stopped }.deserialize(&mut de).and_then(|()| de.end());
+    let outcome = Elements { visit, want, budget: budget.clone(), stopped: &mut stopped }.deserialize(&mut de).and_then(|()| de.end());
     match (stopped, outcome) {
         (Some(result), _) => result,
         (None, Ok(())) => Ok(()),
@@ -341,6 +353,7 @@ fn json_array<R: Read>(reader: &mut R, budget: &Rc<Cell<u64>>, visit: &mut Visit
 /// A `Visitor` that hands each element of the array to `visit` as it is parsed.
 struct Elements<'a, 'b> {
     visit: &'a mut Visit<'b>,
+    want: &'a Want<'b>,
     budget: Rc<Cell<u64>>,
     stopped: &'a mut Option<Result<(), FileError>>,
 }
@@ -363,6 +376,12 @@ impl<'de> Visitor<'de> for Elements<'_, '_> {
         use serde::de::Error;
         for number in 1u64.. {
             self.budget.set(MAX_RECORD_BYTES);
+            if !(self.want)(number) {
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
+                continue;
+            }
             let Some(record) = seq.next_element::<Value>()? else { return Ok(()) };
             match (self.visit)(number, Format::Llava, &record) {
                 Ok(Flow::Go) => {}
@@ -455,7 +474,10 @@ pub fn image_bytes(folder: &Path, image: &ImageRef) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The image's format and size, read from its header: a JPEG or a PNG, or refused.
+/// The image's format and size, read from its header: a JPEG or a PNG, or refused; and
+/// whole, as far as its end marker tells (a JPEG's EOI in its last kilobyte, a PNG's
+/// IEND chunk): a file cut short is refused here rather than by the server on every
+/// turn. The pixel data themselves are not decoded (that is the server's work).
 pub fn check_image(bytes: &[u8]) -> Result<(image::ImageFormat, (u32, u32)), String> {
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let format = match reader.format() {
@@ -466,6 +488,14 @@ pub fn check_image(bytes: &[u8]) -> Result<(image::ImageFormat, (u32, u32)), Str
         None => return Err("is not an image".into()),
     };
     let size = reader.into_dimensions().map_err(|e| format!("does not decode: {e}"))?;
+    let tail = &bytes[bytes.len().saturating_sub(1024)..];
+    let whole = match format {
+        image::ImageFormat::Png => tail.windows(4).any(|w| w == b"IEND"),
+        _ => tail.windows(2).any(|w| w == [0xFF, 0xD9]),
+    };
+    if !whole {
+        return Err("does not decode: it is cut short (no end marker)".into());
+    }
     Ok((format, size))
 }
 
@@ -561,7 +591,44 @@ mod tests {
         text.push_str(&"x".repeat(MAX_RECORD_BYTES as usize + (1 << 20)));
         std::fs::write(&path, text).unwrap();
         let e = ConversationFile::scan(&path, "big.json", None).unwrap_err();
-        assert_eq!(e.message, "a record is larger than 64 MiB");
+        assert_eq!(e.message, format!("a record is larger than {} MiB", MAX_RECORD_BYTES >> 20));
+    }
+
+    /// Reading a drawn record reads the rest of the file for its digest only: records
+    /// after it are not held to the record limit, and an edit since the scan is refused.
+    #[test]
+    fn reading_checks_the_whole_file_and_nothing_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        let record = |n: usize| format!("{{\"conversations\": [{{\"from\": \"human\", \"value\": \"{}\"}}]}}", "x".repeat(n));
+        let big = (MAX_RECORD_BYTES as usize * 2) / 3;
+        std::fs::write(&path, format!("[{}, {}, {}]", record(10), record(big), record(big))).unwrap();
+        let f = ConversationFile::scan(&path, "big.json", None).unwrap();
+        let got = f.read(&BTreeSet::from([0])).unwrap();
+        assert_eq!(got[&0].turns[0].parts, vec![Part::Text("x".repeat(10))]);
+
+        let jsonl = dir.path().join("c.jsonl");
+        std::fs::write(&jsonl, "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\n").unwrap();
+        let f = ConversationFile::scan(&jsonl, "c.jsonl", None).unwrap();
+        std::fs::write(&jsonl, "{\"messages\": [{\"role\": \"user\", \"content\": \"ho\"}]}\n").unwrap();
+        let e = f.read(&BTreeSet::from([0])).unwrap_err();
+        assert_eq!(e.message, "`c.jsonl` changed since the experiment was read");
+    }
+
+    #[test]
+    fn an_image_cut_short_is_refused() {
+        let mut png = Vec::new();
+        image::RgbImage::from_fn(8, 8, |x, y| image::Rgb([x as u8, y as u8, 0]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        assert_eq!(check_image(&png).unwrap(), (image::ImageFormat::Png, (8, 8)));
+        assert_eq!(check_image(&png[..png.len() - 12]).unwrap_err(), "does not decode: it is cut short (no end marker)");
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_fn(256, 256, |x, y| image::Rgb([x as u8, y as u8, (x ^ y) as u8]))
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(check_image(&jpeg).is_ok());
+        assert_eq!(check_image(&jpeg[..jpeg.len() * 4 / 5]).unwrap_err(), "does not decode: it is cut short (no end marker)");
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub fn run(p: &Params, file: &ConversationFile, out: &Path) -> Result<()> {
         None => None,
     };
     let wanted: BTreeSet<u64> = p.drawn.iter().copied().collect();
-    let read = file.read(&wanted).map_err(|e| anyhow::anyhow!("`{}` {e}", file.written))?;
+    let written = crate::untrusted::escaped(&file.written, 200);
+    let read = file.read(&wanted).map_err(|e| anyhow::anyhow!("`{written}` {e}"))?;
     let (mut conversations, mut digests, mut drawn) = (Vec::new(), Vec::new(), Vec::new());
     let mut first_sizes = Vec::new();
     for (c, &index) in p.drawn.iter().enumerate() {
@@ -63,7 +64,7 @@ pub fn run(p: &Params, file: &ConversationFile, out: &Path) -> Result<()> {
                 match part {
                     conversations::Part::Text(text) => parts.push(Part::Text(text.clone())),
                     conversations::Part::Image(image) => {
-                        let fail = |e: String| anyhow::anyhow!("`{}` {at}: {e}", file.written);
+                        let fail = |e: String| anyhow::anyhow!("`{written}` {at}: {e}");
                         let bytes = conversations::image_bytes(file.folder(), image).map_err(fail)?;
                         let (format, dims) = conversations::check_image(&bytes).map_err(|e| fail(format!("{} {e}", image.name())))?;
                         digests.push(blake3::hash(&bytes));
@@ -95,7 +96,7 @@ pub fn run(p: &Params, file: &ConversationFile, out: &Path) -> Result<()> {
         conversations.push(Conversation { turns, system: source.system.clone() });
     }
     if conversations::drawn_digest(&digests) != p.images {
-        let error = anyhow::anyhow!("the images of the drawn conversations of `{}` changed since the plan was made", file.written);
+        let error = anyhow::anyhow!("the images of the drawn conversations of `{written}` changed since the plan was made");
         return Err(error.hint("run again: the plan then keys the images as they are now"));
     }
     let warmup = warm_up(p, &first_sizes, size, out)?;

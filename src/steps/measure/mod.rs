@@ -283,13 +283,26 @@ async fn converse(
     wire: &Wire,
     budget: &Arc<FailureBudget>,
 ) -> Result<Vec<Record>> {
-    let schedule = Arc::new(open_loop_schedule(p));
+    // Open-loop slots go to the turns that will be sent, turn by turn across the
+    // conversations: conversations from a file differ in length, and a slot kept for a
+    // turn a conversation does not have would offer less than `request-rate`.
+    let (turns, batch) = (p.turns as usize, p.batch_size as usize);
+    let lengths: Vec<usize> = conversations.iter().take(batch).map(|c| c.turns.len().min(turns)).collect();
+    let mut slots: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    for t in 0..turns {
+        for (c, _) in lengths.iter().enumerate().filter(|(_, n)| **n > t) {
+            let next = slots.len();
+            slots.insert((t, c), next);
+        }
+    }
+    let schedule = Arc::new(open_loop_schedule(p, slots.len()));
+    let slots = Arc::new(slots);
     let (video, by_id) = (wire.video, wire.by_id);
     let recorded = p.history.as_deref() == Some("recorded");
     let mut tasks = tokio::task::JoinSet::new();
     for (c, conv) in conversations.into_iter().enumerate().take(p.batch_size as usize) {
         let (client, target, parts, run_id) = (wire.client.clone(), wire.target.clone(), wire.parts.clone(), wire.run_id.clone());
-        let (turns, batch, schedule, budget) = (p.turns as usize, p.batch_size as usize, schedule.clone(), budget.clone());
+        let (schedule, slots, budget) = (schedule.clone(), slots.clone(), budget.clone());
         // A system prompt is the first message (OpenAI) or a field beside them (Anthropic).
         let (header, mut history) = match (&conv.system, target.api) {
             (None, _) => (wire.header.clone(), Vec::new()),
@@ -313,7 +326,7 @@ async fn converse(
                 }
                 // Open loop: this turn's send time was drawn in advance; if the previous
                 // answer comes later, the request goes out late and `sent_ns` shows it.
-                let slot = schedule.as_ref().as_ref().map(|s| s.slot(t * batch + c));
+                let slot = schedule.as_ref().as_ref().zip(slots.get(&(t, c))).map(|(s, &i)| s.slot(i));
                 if let Some((at, _)) = slot
                     && until_stopped(&mut stop, tokio::time::sleep_until(at.into())).await.is_none()
                 {
@@ -479,13 +492,13 @@ impl Schedule {
 /// The open-loop schedule: slot `turn × batch + conversation`, at `request-rate` per
 /// second in total, evenly spaced or with exponential gaps (a Poisson process) from a
 /// ChaCha stream seeded by the cell's seed. `None` for closed loop.
-fn open_loop_schedule(p: &Params) -> Option<Schedule> {
+fn open_loop_schedule(p: &Params, slots: usize) -> Option<Schedule> {
     use rand_chacha::rand_core::{RngCore, SeedableRng};
     let (kind, rate) = (p.arrival.as_deref()?, p.request_rate?);
     let seed = p.cell.iter().find(|(k, _)| k == "seed").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_656e_6c6f_6f70);
     let mut at = 0.0;
-    let offsets = (0..p.turns as usize * p.batch_size as usize)
+    let offsets = (0..slots)
         .map(|_| {
             let here = Duration::from_secs_f64(at);
             at += match kind {

@@ -1,0 +1,151 @@
+//! Quality beside speed: the simulator's known answer quality comes back as measured
+//! agreement, a changed scorer re-scores without measuring, and bad `[quality]` tables
+//! are refused with the fix.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// An experiment of two simulated variants over a chat file of `n` two-turn
+/// conversations (text only, recorded answers), with `quality` appended.
+fn project(tag: &str, n: usize, awq_quality: f64, quality: &str) -> Project {
+    let p = Project::new();
+    let lines: Vec<String> = (0..n)
+        .map(|k| {
+            serde_json::json!({"id": format!("c{k}"), "messages": [
+                {"role": "user", "content": format!("question {k}: what is {k} + 1?")},
+                {"role": "assistant", "content": format!("{}", k + 1)},
+                {"role": "user", "content": format!("and {k} + 2?")},
+                {"role": "assistant", "content": format!("{}", k + 2)}
+            ]})
+            .to_string()
+        })
+        .collect();
+    p.write("data/chat.jsonl", &lines.join("\n"));
+    let sim =
+        "ttft-base-ms = 1.0, prefill-us-per-token = 0.0, itl-base-ms = 0.2, itl-us-per-inflight = 0.0, jitter = 0.0, answer-tokens = 4";
+    p.write(
+        "experiments/q.toml",
+        &format!(
+            r#"name = "q"
+[models.m]
+backend = "sim"
+served-name = "m-{tag}"
+sim = {{ {sim}, quality = 1.0 }}
+[models.m.variants.awq]
+sim = {{ quality = {awq_quality} }}
+[workload]
+conversations = "data/chat.jsonl"
+history = "recorded"
+turns = 2
+max-tokens = 8
+warmup-requests = 0
+[matrix]
+model = ["m"]
+variant = ["base", "awq"]
+seed = [1, 2]
+batch-size = [{n}]
+[report]
+dir = "reports/q"
+{quality}"#
+        ),
+    );
+    p
+}
+
+/// The report's `quality.csv`, as (variant, method) → (mean, low, high).
+fn scores(p: &Project) -> BTreeMap<(String, String), (f64, f64, f64)> {
+    let text = p.read("reports/q/quality.csv");
+    let mut rows = csv::Reader::from_reader(text.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    rows.records()
+        .map(|r| {
+            let r = r.unwrap();
+            let num = |name: &str| r[at(name)].parse::<f64>().unwrap();
+            ((r[at("variant")].to_string(), r[at("method")].to_string()), (num("mean"), num("mean_lo"), num("mean_hi")))
+        })
+        .collect()
+}
+
+/// (variant, seed, conversation, turn, answer) of every measured request.
+fn answers(p: &Project) -> BTreeMap<(String, String, u32, u32), String> {
+    use polars::prelude::*;
+    let df = ParquetReader::new(std::fs::File::open(p.path().join("reports/q/requests.parquet")).unwrap()).finish().unwrap();
+    let df = df.lazy().filter(col("warmup").not()).collect().unwrap();
+    let text = |name: &str| df.column(name).unwrap().cast(&DataType::String).unwrap().str().unwrap().clone();
+    let (variant, seed, answer) = (text("variant"), text("seed"), text("answer"));
+    let (conv, turn) = (df.column("conversation").unwrap().u32().unwrap().clone(), df.column("turn").unwrap().u32().unwrap().clone());
+    (0..df.height())
+        .map(|i| {
+            let key = (variant.get(i).unwrap().to_string(), seed.get(i).unwrap().to_string(), conv.get(i).unwrap(), turn.get(i).unwrap());
+            (key, answer.get(i).unwrap().to_string())
+        })
+        .collect()
+}
+
+/// The simulator answers its canonical answer with the probability its `quality`
+/// says: measured agreement with a base at 1.0 must find about that share, base
+/// against itself exactly 1, and the glance says so beside the speed.
+#[test]
+fn measured_agreement_finds_the_simulators_quality() {
+    let p = project("agree", 40, 0.8, "[quality]\nagreement = \"base\"\n");
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    let s = scores(&p);
+    assert_eq!(s[&("base".into(), "agreement".into())], (1.0, 1.0, 1.0), "{s:?}");
+    let (mean, lo, hi) = s[&("awq".into(), "agreement".into())];
+    assert!(lo <= 0.8 && 0.8 <= hi && lo < mean && mean < hi, "awq agreement {mean} [{lo}, {hi}] should contain 0.8");
+    let (chrf, _, _) = s[&("awq".into(), "chrf".into())];
+    assert!(chrf > mean && chrf < 1.0, "a changed answer still shares characters: chrF {chrf}");
+    let readme = p.read("reports/q/README.md");
+    let pct = format!("{:.0}%", mean * 100.0);
+    assert!(readme.contains(&format!("m awq gives the same answer as m base on {pct} [")), "{readme}");
+    assert!(readme.contains("## Quality"), "{readme}");
+
+    // Recomputed from the request rows: the share of turns whose answers are equal.
+    let answers = answers(&p);
+    let pairs: Vec<bool> = answers
+        .iter()
+        .filter(|((v, ..), _)| v == "awq")
+        .map(|((_, s, c, t), a)| answers[&("base".to_string(), s.clone(), *c, *t)].trim() == a.trim())
+        .collect();
+    assert_eq!(pairs.len(), 160, "40 conversations × 2 turns × 2 seeds");
+    let share = pairs.iter().filter(|&&x| x).count() as f64 / pairs.len() as f64;
+    assert!((share - mean).abs() < 1e-12, "report {mean}, recomputed {share}");
+}
+
+/// Scoring is its own step: a changed scorer re-scores, aggregates and reports, and
+/// measures nothing; `plan` says why.
+#[test]
+fn a_changed_scorer_rescores_without_measuring() {
+    let p = project("rescore", 4, 0.5, "[quality]\nscore = [\"exact\"]\n");
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    assert!(scores(&p).contains_key(&("awq".to_string(), "exact".to_string())));
+    p.write("experiments/q.toml", &p.read("experiments/q.toml").replace("score = [\"exact\"]", "score = [\"number\"]"));
+    p.pipeline(&["plan", "experiments/q.toml"]).status(0).stdout_has("quality[").stdout_has("scorers changed");
+    let ran = p.pipeline(&["run", "experiments/q.toml"]).status(0).ran();
+    assert!(ran.iter().all(|id| id.starts_with("quality[") || id == "aggregate" || id == "report"), "{ran:?}");
+    assert_eq!(ran.iter().filter(|id| id.starts_with("quality[")).count(), 4, "{ran:?}");
+    assert!(scores(&p).contains_key(&("awq".to_string(), "number".to_string())));
+}
+
+#[test]
+fn bad_quality_tables_name_the_fix() {
+    let p = project("bad", 2, 0.5, "");
+    let base = p.read("experiments/q.toml");
+    for (quality, message) in [
+        ("[quality]\nscore = [\"exakt\"]\n", "quality.score[0]: unknown scorer `exakt`"),
+        ("[quality]\nscore = [\"exakt\"]\n", "did you mean `exact`?"),
+        ("[quality]\nagreement = \"fp8\"\n", "quality.agreement: variant `fp8` is not in the matrix"),
+        ("[quality]\nnumber-tolerance = 2.0\n", "quality.number-tolerance: must be a number from 0 to 1"),
+    ] {
+        p.write("experiments/q.toml", &format!("{base}{quality}"));
+        p.pipeline(&["plan", "experiments/q.toml"]).status(2).stderr_has(message);
+    }
+    let warm = base.replace("warmup-requests = 0", "warmup-requests = 0\ntemperature = 0.7");
+    p.write("experiments/q.toml", &format!("{warm}[quality]\nagreement = \"base\"\n"));
+    p.pipeline(&["plan", "experiments/q.toml"]).status(2).stderr_has("only means something at temperature 0");
+    let synthetic = base.replace("conversations = \"data/chat.jsonl\"\nhistory = \"recorded\"\n", "");
+    p.write("experiments/q.toml", &format!("{synthetic}[quality]\nscore = [\"exact\"]\n"));
+    p.pipeline(&["plan", "experiments/q.toml"]).status(2).stderr_has("synthetic conversations have none");
+}
