@@ -156,6 +156,26 @@ pub struct Meta {
     pub requests: usize,
     /// Of those, the failed ones.
     pub errors: usize,
+    /// A trace replay (`arrival = "trace"`): the trace that was replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceMeta>,
+}
+
+/// The trace a cell replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceMeta {
+    /// The file as the experiment file writes it (relative to the project root, or
+    /// absolute; `..` allowed).
+    pub file: String,
+    /// The file, resolved: where it was read from.
+    pub path: String,
+    /// blake3 of its bytes (as in the measure's key).
+    pub digest: String,
+    /// Requests in the trace.
+    pub requests: usize,
+    /// `trace-speedup`: the trace's times were divided by it.
+    pub speedup: f64,
 }
 
 /// The server behind a cell. Which fields are present depends on how it was run: a
@@ -599,6 +619,7 @@ mod tests {
             server_metrics: Available::Yes(ServerMetrics { scrapes: 3, interval_s: Some(1.0), ..ServerMetrics::default() }),
             requests: 4,
             errors: 1,
+            trace: Some(TraceMeta { file: "t.jsonl".into(), path: "/p/t.jsonl".into(), digest: "d".into(), requests: 4, speedup: 1.0 }),
         }
     }
 
@@ -645,6 +666,7 @@ mod tests {
         let json = serde_json::to_value(example_meta()).unwrap();
         assert_eq!(sorted(table_keys(meta, "| key |")), keys(&json));
         let isolation = table_keys(meta, "`isolation`: how");
+        assert_eq!(sorted(table_keys(meta, "`trace`: the trace")), keys(&json["trace"]));
         assert_eq!(sorted(isolation), keys(&json["isolation"]), "every field of Isolation, when all are set");
         let mut metrics = table_keys(meta, "`server_metrics`: what");
         metrics.push("available".into());

@@ -586,6 +586,7 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
         },
         requests: rows.iter().filter(|r| !r.3).count(),
         errors: rows.iter().filter(|r| !r.3 && !ok(r)).count(),
+        trace: None,
     };
     pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {

@@ -16,11 +16,13 @@ pub struct Inputs {
     pub images: Option<ImageFolder>,
     /// Each `import` model's files, by (model, seed as written): their digests.
     pub results: BTreeMap<(String, String), String>,
+    /// `workload.trace`, read through and checked.
+    pub trace: Option<crate::trace::TraceFile>,
     pub issues: Vec<Issue>,
 }
 
-/// Read `workload.questions-file`, `workload.images-dir` and each model's `results`,
-/// relative to the project.
+/// Read `workload.questions-file`, `workload.images-dir`, `workload.trace` and each
+/// model's `results`, relative to the project.
 pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
     let w = &raw.workload;
     let mut inputs = Inputs::default();
@@ -39,6 +41,12 @@ pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
         match image_folder(source.base_dir.join(dir)) {
             Ok(folder) => inputs.images = Some(folder),
             Err((message, hint)) => inputs.issues.push(error("workload.images-dir", format!("`{dir}`: {message}"), hint)),
+        }
+    }
+    if let Some(file) = &w.trace {
+        match crate::trace::validate(file, &source.base_dir.join(file)) {
+            Ok(trace) => inputs.trace = Some(trace),
+            Err(e) => inputs.issues.push(error("workload.trace", format!("`{file}` {e}"), &e.hint)),
         }
     }
     for (name, m) in &raw.models {

@@ -358,6 +358,8 @@ pub struct Workload {
     /// Send a turn's frames as one `video_url` (vLLM's `data:video/jpeg` frame
     /// sequence) instead of one image part per frame.
     pub frames_as_video: bool,
+    /// `arrival = "trace"`: the trace replayed, read and checked (see `crate::trace`).
+    pub trace: Option<crate::trace::TraceFile>,
 }
 
 /// When requests are sent.
@@ -372,6 +374,11 @@ pub enum Arrival {
     },
     Poisson {
         rate: f64,
+    },
+    /// Open loop from a trace file (`workload.trace`): each request at its timestamp
+    /// divided by `speedup`.
+    Trace {
+        speedup: f64,
     },
 }
 
@@ -410,7 +417,8 @@ pub enum Feeds {
 }
 
 /// Workload parameters a custom axis may override.
-pub const WORKLOAD_AXES: [&str; 6] = ["cache-isolation", "max-tokens", "request-rate", "temperature", "turns", "warmup-requests"];
+pub const WORKLOAD_AXES: [&str; 7] =
+    ["cache-isolation", "max-tokens", "request-rate", "temperature", "trace-speedup", "turns", "warmup-requests"];
 
 /// How a measure step keeps its cell from the server caches that other cells filled
 /// (`[workload] cache-isolation`). Within a cell, a conversation's own history may hit

@@ -16,7 +16,9 @@ pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let inputs = inputs::read(source, &raw);
     let mut v = Validator { source, issues: inputs.issues, results: inputs.results, literals: Default::default() };
     v.no_keys();
+    let written = trace::Written::of(&raw);
     let mut experiment = v.experiment(raw, inputs.questions, inputs.images);
+    v.trace(&mut experiment, written, inputs.trace);
     experiment.literal_secrets = std::mem::take(&mut v.literals);
     if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::invalid(source, v.issues)) }
 }
@@ -656,11 +658,13 @@ impl Validator<'_> {
                 );
                 Arrival::Closed
             }
+            // `trace`'s own keys are checked in [`trace`].
+            ("trace", _) => Arrival::Trace { speedup: 1.0 },
             (other, _) => {
                 self.error(
                     "workload.arrival",
                     format!("unknown arrival `{other}`"),
-                    Some("one of: closed (default), poisson, constant".into()),
+                    Some("one of: closed (default), poisson, constant, trace".into()),
                 );
                 Arrival::Closed
             }
@@ -744,6 +748,7 @@ impl Validator<'_> {
             cache_isolation,
             metrics_interval_s: self.num("workload.metrics-interval-s", w.metrics_interval_s, 1.0, limits::METRICS_INTERVAL_S),
             frames_as_video,
+            trace: None,
         }
     }
 
@@ -988,3 +993,4 @@ pub fn url_problem(text: &str) -> Option<(String, &'static str)> {
 
 #[cfg(test)]
 mod tests;
+mod trace;

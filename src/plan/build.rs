@@ -36,8 +36,12 @@ impl Plan {
                 continue;
             }
             let server = b.server(&experiment, cell);
-            let datagen = b.datagen(&experiment, cell);
-            measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen], Some(server), Some(ci)));
+            // A trace replay's prompts come from the trace: no generated data.
+            let data = match experiment.workload.trace {
+                Some(_) => vec![],
+                None => vec![b.datagen(&experiment, cell)],
+            };
+            measures.push(b.add(StepKind::Measure, id, coords, params, data, Some(server), Some(ci)));
         }
         let measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
         let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
@@ -220,6 +224,16 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
         Arrival::Closed => (None, None),
         Arrival::Constant { rate: r } => (Some("constant".to_string()), Some(rate(r))),
         Arrival::Poisson { rate: r } => (Some("poisson".to_string()), Some(rate(r))),
+        Arrival::Trace { .. } => (Some("trace".to_string()), None),
+    };
+    let trace = match (w.arrival, &w.trace) {
+        (Arrival::Trace { speedup }, Some(t)) => Some(steps::measure::replay::Trace {
+            file: t.written.clone(),
+            digest: t.digest.clone(),
+            requests: t.requests,
+            speedup: workload_override(exp, cell, "trace-speedup").and_then(|v| v.as_f64()).unwrap_or(speedup),
+        }),
+        _ => None,
     };
     to_params(&steps::measure::Params {
         cell: cell.coords(),
@@ -241,6 +255,7 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
             .and_then(|v| v.as_str().and_then(CacheIsolation::parse))
             .unwrap_or(w.cache_isolation),
         metrics_interval_s: w.metrics_interval_s,
+        trace,
     })
 }
 

@@ -543,6 +543,7 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
         server_metrics: Available::no(why),
         requests: measured.len(),
         errors: measured.iter().filter(|r| r.error != "none").count(),
+        trace: None,
     };
     records::write_meta(&meta, &crate::secrets::Secrets::default(), out)
 }

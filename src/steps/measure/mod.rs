@@ -30,6 +30,7 @@ use crate::records::{self, Available, ChunkRow, Meta, RequestRow};
 use crate::steps::datagen::Dataset;
 
 pub mod isolation;
+pub mod replay;
 pub mod scrape;
 
 /// Bump when recorded files would change.
@@ -65,7 +66,7 @@ pub struct Params {
     pub warmup_requests: u32,
     pub request_timeout_s: f64,
     pub max_error_share: f64,
-    /// `poisson` or `constant` for open-loop arrival; absent: closed loop.
+    /// `poisson`, `constant` or `trace` for open-loop arrival; absent: closed loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrival: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +82,9 @@ pub struct Params {
     /// Seconds between scrapes of the server's `/metrics` (see [`scrape`]); 0: at the
     /// start and end of the cell only.
     pub metrics_interval_s: f64,
+    /// `arrival = "trace"`: the trace replayed instead of conversations ([`replay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<replay::Trace>,
 }
 
 /// Where to send requests, and what to write down about the server.
@@ -202,6 +206,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         server_metrics,
         requests: measured.len(),
         errors: failed.len(),
+        trace: None,
     };
     records::write_meta(&meta, &endpoint.secrets, out)?;
     check_failures(p, &measured, &failed, &budget, planned)

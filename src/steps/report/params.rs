@@ -133,6 +133,7 @@ impl Params {
                     Arrival::Closed => "closed".into(),
                     Arrival::Constant { rate } => format!("constant at {rate} requests/s"),
                     Arrival::Poisson { rate } => format!("poisson at {rate} requests/s"),
+                    Arrival::Trace { speedup } => crate::steps::measure::replay::describe(w, speedup),
                 },
                 models,
                 servers,
