@@ -111,14 +111,14 @@ impl Reader<std::io::BufReader<std::fs::File>> {
     /// or never end, so neither is opened).
     pub fn open(path: &Path) -> Result<Self, TraceError> {
         let fail = |message: String, hint: &str| TraceError { line: None, message, hint: hint.into() };
-        let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string(), "paths are relative to the project root"))?;
+        let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot be read: {e}"), "paths are relative to the project root"))?;
         if !meta.is_file() {
             return Err(fail(
-                "it is not a regular file (a device, a pipe or a folder)".into(),
+                "cannot be read: it is not a regular file (a device, a pipe or a folder)".into(),
                 "name the trace file itself; a pipe or a device is not read",
             ));
         }
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string(), "check the file's permissions"))?;
+        let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot be read: {e}"), "check the file's permissions"))?;
         Ok(Reader::new(std::io::BufReader::new(file)))
     }
 }

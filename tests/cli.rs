@@ -25,6 +25,7 @@ mod planning;
 mod reports;
 mod search;
 mod slurm;
+mod trace;
 mod vllm;
 
 struct Project {
