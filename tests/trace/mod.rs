@@ -118,7 +118,9 @@ fn requests_leave_at_the_traces_times_and_shared_blocks_hit_the_cache() {
     assert_eq!((trace["requests"].as_u64(), trace["speedup"].as_f64()), (Some(8), Some(2.0)));
     assert_eq!(metas[0].1["server"]["api"], Value::Null, "a launched server names its command, not a route");
     let report = p.read("reports/t/README.md");
-    assert!(report.contains("trace `data/t.jsonl` (8 requests over 0.2 s) at speedup 2"), "{report}");
+    assert!(report.contains("- **Workload:** a trace replay of the 8 requests of data/t.jsonl, 0.4 s of trace time: "), "{report}");
+    assert!(report.contains("- **Load:** trace at speedup 2: open loop"), "{report}");
+    assert!(!report.contains("turns per conversation"), "{report}");
 }
 
 /// Issue 24: the trace's digest is in every measure's key, so editing the trace (here

@@ -49,14 +49,9 @@ pub struct Trace {
     pub speedup: f64,
 }
 
-/// The report's words for a replay: "trace `FILE` (N requests over S s) at speedup X".
-pub fn describe(w: &crate::config::Workload, speedup: f64) -> String {
-    match &w.trace {
-        Some(t) => {
-            format!("trace `{}` ({} requests over {:.1} s) at speedup {speedup}", t.written, t.requests, t.last_ms / 1000.0 / speedup)
-        }
-        None => format!("trace at speedup {speedup}"),
-    }
+/// The report's words for a trace: "the 24 requests of FILE, 2.9 s of trace time".
+pub fn describe(t: &crate::trace::TraceFile) -> String {
+    format!("the {} requests of {}, {:.1} s of trace time", t.requests, t.written, t.last_ms / 1000.0)
 }
 
 /// One request, ready to go.

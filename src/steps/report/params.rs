@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Arrival, Backend, Experiment, Slo};
+use crate::config::{Arrival, Backend, Experiment, Feeds, Slo};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -49,8 +49,11 @@ pub struct Shown {
     pub max_tokens: u32,
     pub temperature: f64,
     pub warmup_requests: u32,
-    /// `closed`, or `poisson`/`constant` with the rate.
+    /// `closed`, or `poisson`/`constant` with the rate, or `trace` with the speedup.
     pub arrival: String,
+    /// A trace replay: what was replayed ("the 24 requests of FILE, 2.9 s of trace time").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     pub models: Vec<ShownModel>,
     pub servers: Vec<ShownServer>,
 }
@@ -133,8 +136,14 @@ impl Params {
                     Arrival::Closed => "closed".into(),
                     Arrival::Constant { rate } => format!("constant at {rate} requests/s"),
                     Arrival::Poisson { rate } => format!("poisson at {rate} requests/s"),
-                    Arrival::Trace { speedup } => crate::steps::measure::replay::describe(w, speedup),
+                    Arrival::Trace { speedup } => {
+                        match exp.matrix.custom.iter().find(|a| a.feeds == Feeds::Workload("trace-speedup".into())) {
+                            Some(axis) => format!("trace at each cell's speedup (the {} axis)", axis.name),
+                            None => format!("trace at speedup {speedup}"),
+                        }
+                    }
                 },
+                trace: w.trace.as_ref().map(crate::steps::measure::replay::describe),
                 models,
                 servers,
             },
