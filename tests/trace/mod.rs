@@ -123,6 +123,29 @@ fn requests_leave_at_the_traces_times_and_shared_blocks_hit_the_cache() {
     assert!(!report.contains("turns per conversation"), "{report}");
 }
 
+/// Under `cache-isolation = "salt"`, every request of a cell carries the cell's
+/// `cache_salt` to `/v1/completions`: the second cell's first request finds nothing of
+/// the first cell's identical prompts in the cache, while requests within a cell still
+/// share their blocks; meta.json calls the isolation complete (no images to salt).
+#[test]
+fn a_salted_replay_shares_blocks_within_its_cell_only() {
+    let p = Project::new();
+    let all = requests();
+    p.write("data/t.jsonl", &trace_text(&all));
+    let axis = "cache-isolation = \"salt\"\n[[axis]]\nname = \"speedup\"\nworkload = \"trace-speedup\"\nvalues = [4, 8]\n";
+    p.write("experiments/t.toml", &experiment("trace-salt", "data/t.jsonl", axis));
+    p.run_ok();
+    let tables = p.requests_tables("measure");
+    assert_eq!(tables.len(), 2);
+    for rows in &tables {
+        let cached: Vec<u64> = rows.iter().filter(|r| r["warmup"] == "false").map(|r| num(r, "cached_tokens")).collect();
+        assert_eq!(cached, (0..all.len()).map(|r| expected_cached(&all, r)).collect::<Vec<_>>());
+    }
+    for (_, meta) in p.measure_metas() {
+        assert_eq!((meta["isolation"]["done"].as_str(), meta["isolation"]["complete"].as_bool()), (Some("salt"), Some(true)), "{meta}");
+    }
+}
+
 /// Issue 24: the trace's digest is in every measure's key, so editing the trace (here
 /// one answer length, in a file outside the project named by its absolute path)
 /// reruns the measures and `pipeline plan` says why; rewriting it byte for byte does

@@ -71,7 +71,12 @@ pub async fn run(p: &Params, trace: &Trace, path: &Path, endpoint: &Endpoint, ha
     }
     let run_id = blake3::hash(format!("{}{}", monotonic_ns(), std::process::id()).as_bytes()).to_hex()[..8].to_string();
     let timeout = Duration::try_from_secs_f64(p.request_timeout_s).context("request-timeout-s")?;
-    let isolated = isolation::isolate(endpoint, &p.backend, p.cache_isolation, &format!("pipeline-{run_id}"), timeout).await?;
+    let mut isolated = isolation::isolate(endpoint, &p.backend, p.cache_isolation, &format!("pipeline-{run_id}"), timeout).await?;
+    // Trace prompts hold no images: the salt keeps the cell from every cache that could
+    // hold its prompts (the multimodal caches have nothing of it).
+    if isolated.salt.is_some() {
+        isolated.complete = true;
+    }
     let seed = p.cell.iter().find(|(k, _)| k == "seed").and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(0);
     let header = Arc::new(header(p, isolated.salt.as_deref()));
     let target = Arc::new(Target {
