@@ -262,3 +262,37 @@ fn options_a_trace_fixes_are_refused() {
     p.write("experiments/t.toml", &bare);
     p.pipeline(&["plan", "experiments/t.toml"]).status(2).stderr_has("workload.arrival: `trace` arrival needs `trace`, the file to replay");
 }
+
+/// The shipped example, as a user runs it: both cells replay every request of the
+/// fixture with its lengths, the shared system block and each session's history hit
+/// the simulator's cache, twice the speed spans half the time, and the report renders.
+#[test]
+fn the_shipped_trace_example_replays_on_the_simulator() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let p = Project::new();
+    p.write("experiments/t.toml", &std::fs::read_to_string(root.join("experiments/trace_replay.toml")).unwrap());
+    let fixture = std::fs::read_to_string(root.join("experiments/data/trace_small.jsonl")).unwrap();
+    p.write("experiments/data/trace_small.jsonl", &fixture);
+    p.run_ok();
+    let lines: Vec<Value> = fixture.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let tables = p.requests_tables("measure");
+    assert_eq!(tables.len(), 2, "speedup 1 and 2");
+    let mut spans = Vec::new();
+    for rows in &tables {
+        let rows: Vec<&Row> = rows.iter().filter(|r| r["warmup"] == "false" && r["error"] == "none").collect();
+        assert_eq!(rows.len(), lines.len());
+        for (row, line) in rows.iter().zip(&lines) {
+            assert_eq!(num(row, "prompt_tokens"), line["input_length"].as_u64().unwrap());
+            assert_eq!(num(row, "completion_tokens"), line["output_length"].as_u64().unwrap());
+        }
+        // Every request after the first shares at least the system block (512 tokens).
+        assert!(rows.iter().skip(1).all(|r| num(r, "cached_tokens") >= 512), "{rows:?}");
+        spans.push(num(rows.last().unwrap(), "scheduled_ns") - num(rows[0], "scheduled_ns"));
+    }
+    spans.sort();
+    let last_ms = lines.last().unwrap()["timestamp"].as_u64().unwrap();
+    let due = [last_ms * 500_000, last_ms * 1_000_000];
+    assert!(spans.iter().zip(due).all(|(s, d)| s.abs_diff(d) < 1_000), "{spans:?} vs {due:?} ns");
+    let report = p.read("reports/trace_replay/README.md");
+    assert!(report.contains("a trace replay of the 24 requests of experiments/data/trace_small.jsonl"), "{report}");
+}
