@@ -991,6 +991,7 @@ pub fn url_problem(text: &str) -> Option<(String, &'static str)> {
     }
 }
 
+mod trace;
+
 #[cfg(test)]
 mod tests;
-mod trace;
