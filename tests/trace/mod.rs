@@ -225,6 +225,24 @@ fn a_bad_trace_is_refused_with_its_file_line_and_fix() {
     p.pipeline(&["plan", "experiments/t.toml"]).status(2).stderr_has("`/dev/zero` cannot be read: it is not a regular file");
 }
 
+/// Issue 24: a trace past the most requests one may hold is refused at the first line
+/// past the cap (the unit test `trace::tests::reading_stops_at_the_cap` shows that an
+/// endless one is too, reading nothing after it).
+#[test]
+fn a_trace_past_a_million_requests_is_refused_at_the_cap() {
+    let p = Project::new();
+    p.write("experiments/t.toml", &experiment("trace-cap", "data/t.jsonl", ""));
+    let one = r#"{"timestamp":0,"input_length":1,"output_length":1}
+"#;
+    p.write("data/t.jsonl", &one.repeat(1_000_001));
+    p.pipeline(&["plan", "experiments/t.toml"])
+        .status(2)
+        .stderr_has(
+            "workload.trace: `data/t.jsonl` line 1000001: is past the 1,000,000 requests a trace may hold; nothing after it was read",
+        )
+        .stderr_has("hint: replay a part of it: cut the trace into several files");
+}
+
 /// What a trace fixes (the load, the lengths, the prompts) cannot also be set: each
 /// such key is refused where it is written, with the fix; so is a hosted API, and the
 /// trace keys without `arrival = "trace"` (and the reverse).
