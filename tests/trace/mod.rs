@@ -174,6 +174,28 @@ fn editing_the_trace_reruns_its_measures() {
     assert_eq!(rows.iter().filter(|r| r["warmup"] == "false" && r["completion_tokens"] == "7").count(), 1);
 }
 
+/// A trace edited after the run was planned (here while the warm-up runs) is not
+/// replayed under the old trace's key: the step fails and says why.
+#[test]
+fn a_trace_edited_while_running_fails_its_step() {
+    let p = Project::new();
+    let all = requests();
+    p.write("data/t.jsonl", &trace_text(&all));
+    let text = experiment("trace-race", "data/t.jsonl", "")
+        .replace("warmup-requests = 1", "warmup-requests = 4")
+        .replace("ttft-base-ms = 1.0", "ttft-base-ms = 400.0");
+    p.write("experiments/t.toml", &text);
+    let run = Background::start(&p, &["run", "experiments/t.toml"], "run    measure[");
+    p.write("data/t.jsonl", &trace_text(&all[..4]));
+    let (status, lines) = run.wait();
+    let stderr = lines.join("\n");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the trace `data/t.jsonl` changed after the run was planned; run again to replay what it holds now"),
+        "{stderr}"
+    );
+}
+
 /// Issue 24's bad-input list for traces: each is an experiment-file error at the
 /// `trace` key that names the trace file, its line and the fix.
 #[test]
