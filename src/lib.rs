@@ -46,6 +46,7 @@ pub mod sim;
 pub mod slurm;
 pub mod stats;
 pub mod steps;
+pub mod trace;
 pub mod untrusted;
 
 /// Exit codes, documented in `pipeline --help` and the README.

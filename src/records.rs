@@ -179,6 +179,9 @@ pub struct Meta {
     /// Absent for synthetic conversations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset: Option<Dataset>,
+    /// A trace replay (`arrival = "trace"`): the trace that was replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceMeta>,
 }
 
 /// The conversations file a cell replayed.
@@ -212,6 +215,23 @@ pub struct DrawnConversation {
     pub id: Option<String>,
     /// `line 12` (JSONL) or `record 3` (the LLaVA array).
     pub at: String,
+}
+
+/// The trace a cell replayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceMeta {
+    /// The file as the experiment file writes it (relative to the project root, or
+    /// absolute; `..` allowed).
+    pub file: String,
+    /// The file, resolved: where it was read from.
+    pub path: String,
+    /// blake3 of its bytes (as in the measure's key).
+    pub digest: String,
+    /// Requests in the trace.
+    pub requests: usize,
+    /// `trace-speedup`: the trace's times were divided by it.
+    pub speedup: f64,
 }
 
 /// The server behind a cell. Which fields are present depends on how it was run: a
@@ -686,6 +706,7 @@ mod tests {
                 history: Some("live".into()),
                 conversations: vec![DrawnConversation { index: 3, id: Some("x".into()), at: "line 4".into() }],
             }),
+            trace: Some(TraceMeta { file: "t.jsonl".into(), path: "/p/t.jsonl".into(), digest: "d".into(), requests: 4, speedup: 1.0 }),
         }
     }
 
@@ -732,6 +753,7 @@ mod tests {
         let json = serde_json::to_value(example_meta()).unwrap();
         assert_eq!(sorted(table_keys(meta, "| key |")), keys(&json));
         let isolation = table_keys(meta, "`isolation`: how");
+        assert_eq!(sorted(table_keys(meta, "`trace`: the trace")), keys(&json["trace"]));
         assert_eq!(sorted(isolation), keys(&json["isolation"]), "every field of Isolation, when all are set");
         let mut metrics = table_keys(meta, "`server_metrics`: what");
         metrics.push("available".into());

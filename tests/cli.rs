@@ -27,6 +27,7 @@ mod quality;
 mod reports;
 mod search;
 mod slurm;
+mod trace;
 mod vllm;
 
 struct Project {
@@ -589,6 +590,7 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
         requests: rows.iter().filter(|r| !r.3).count(),
         errors: rows.iter().filter(|r| !r.3 && !ok(r)).count(),
         dataset: None,
+        trace: None,
     };
     pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {

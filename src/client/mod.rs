@@ -1,5 +1,7 @@
 //! One streaming chat request, timed, in either of two wire formats: OpenAI's chat
 //! completions (vLLM, OpenAI, any compatible server) and Anthropic's Messages API.
+//! OpenAI's stream is also read for `/v1/completions` (trace replays), whose chunks
+//! carry `text` where chat chunks carry `delta.content`.
 //!
 //! Timestamps are raw CLOCK_MONOTONIC nanoseconds (the simulator uses the same clock,
 //! so its truth lines up with ours). The first token is the first chunk with non-empty
@@ -101,9 +103,12 @@ struct Chunk {
     usage: Option<Usage>,
 }
 
+/// A chat chunk's choice carries `delta.content`; a completions chunk's (`/v1/completions`,
+/// which trace replays use) carries `text`.
 #[derive(Deserialize)]
 struct Choice {
     delta: Option<Delta>,
+    text: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -384,7 +389,8 @@ fn openai_event(data: &str, now: u64, ex: &mut Exchange, done: &mut bool) {
     match serde_json::from_str::<Chunk>(data) {
         Ok(chunk) => {
             for c in &chunk.choices {
-                if let Some(text) = c.delta.as_ref().and_then(|d| d.content.as_deref()).filter(|t| !t.is_empty()) {
+                let text = c.delta.as_ref().and_then(|d| d.content.as_deref()).or(c.text.as_deref());
+                if let Some(text) = text.filter(|t| !t.is_empty()) {
                     ex.first_token_ns.get_or_insert(now);
                     ex.chunks.push((now, text.len() as u32));
                     ex.answer.push_str(text);

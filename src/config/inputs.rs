@@ -19,12 +19,13 @@ pub struct Inputs {
     pub conversations: Option<ConversationFile>,
     /// Each `import` model's files, by (model, seed as written): their digests.
     pub results: BTreeMap<(String, String), String>,
+    /// `workload.trace`, read through and checked.
+    pub trace: Option<crate::trace::TraceFile>,
     pub issues: Vec<Issue>,
 }
 
-/// Read `workload.questions-file`, `workload.images-dir`, `workload.conversations` and
-/// each model's `results`,
-/// relative to the project.
+/// Read `workload.questions-file`, `workload.images-dir`, `workload.conversations`,
+/// `workload.trace` and each model's `results`, relative to the project.
 pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
     let w = &raw.workload;
     let mut inputs = Inputs::default();
@@ -61,6 +62,12 @@ pub fn read(source: &Source, raw: &raw::RawExperiment) -> Inputs {
                     Some(e.hint.clone()),
                 )),
             }
+        }
+    }
+    if let Some(file) = &w.trace {
+        match crate::trace::validate(file, &source.base_dir.join(file)) {
+            Ok(trace) => inputs.trace = Some(trace),
+            Err(e) => inputs.issues.push(error("workload.trace", format!("`{file}` {e}"), &e.hint)),
         }
     }
     for (name, m) in &raw.models {

@@ -178,6 +178,7 @@ pub fn workload(key: &str) -> Option<Limit> {
         "warmup-requests" => WARMUP_REQUESTS,
         "temperature" => TEMPERATURE,
         "request-rate" => REQUEST_RATE,
+        "trace-speedup" => crate::trace::SPEEDUP,
         _ => return None,
     })
 }

@@ -385,6 +385,8 @@ pub struct Workload {
     /// `resolution = "source"`: a file's images keep their own size (`width` and
     /// `height` then mean nothing).
     pub source_size: bool,
+    /// `arrival = "trace"`: the trace replayed, read and checked (see `crate::trace`).
+    pub trace: Option<crate::trace::TraceFile>,
 }
 
 /// The earlier turns' answers resent with each turn.
@@ -418,6 +420,11 @@ pub enum Arrival {
     },
     Poisson {
         rate: f64,
+    },
+    /// Open loop from a trace file (`workload.trace`): each request at its timestamp
+    /// divided by `speedup`.
+    Trace {
+        speedup: f64,
     },
 }
 
@@ -456,7 +463,8 @@ pub enum Feeds {
 }
 
 /// Workload parameters a custom axis may override.
-pub const WORKLOAD_AXES: [&str; 6] = ["cache-isolation", "max-tokens", "request-rate", "temperature", "turns", "warmup-requests"];
+pub const WORKLOAD_AXES: [&str; 7] =
+    ["cache-isolation", "max-tokens", "request-rate", "temperature", "trace-speedup", "turns", "warmup-requests"];
 
 /// How a measure step keeps its cell from the server caches that other cells filled
 /// (`[workload] cache-isolation`). Within a cell, a conversation's own history may hit

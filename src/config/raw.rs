@@ -202,7 +202,7 @@ pub struct RawWorkload {
     pub request_timeout_s: Option<f64>,
     /// a measure step fails when more of its requests fail (default: 0.05)
     pub max_error_share: Option<f64>,
-    /// `closed`: each conversation sends its next turn as soon as the last is answered (B in flight). `poisson` or `constant`: open loop, see below (default: `"closed"`)
+    /// `closed`: each conversation sends its next turn as soon as the last is answered (B in flight). `poisson` or `constant`: open loop, see below. `trace`: replay the requests of `trace` at its times (default: `"closed"`)
     pub arrival: Option<String>,
     /// open loop only: requests per second over all conversations (an `[[axis]]` with `workload = "request-rate"` sweeps it)
     pub request_rate: Option<f64>,
@@ -214,6 +214,10 @@ pub struct RawWorkload {
     pub metrics_interval_s: Option<f64>,
     /// `images`: a turn's F frames go as F image parts. `video`: as one `video_url` of JPEG frames (`data:video/jpeg;base64,F1,F2,…`, which vLLM reads as a frame sequence); vLLM servers then get `--limit-mm-per-prompt '{"video": turns}'` and `--media-io-kwargs '{"video": {"num_frames": -1}}'` so no frame is dropped. OpenAI-compatible servers, JPEG frames, `image-reuse = "resend"` only (default: `"images"`)
     pub frames_as: Option<String>,
+    /// with `arrival = "trace"`: the JSONL trace to replay (Mooncake's format: one request per line, `timestamp` in ms from the start, `input_length`, `output_length`, optional `hash_ids`), relative to the project root; absolute paths and `..` are allowed. Its digest is part of every measure's key
+    pub trace: Option<String>,
+    /// with `arrival = "trace"`: the trace's times are divided by this (2: twice as fast), from 0.001 to 1000 (default: 1)
+    pub trace_speedup: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

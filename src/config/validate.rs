@@ -18,7 +18,9 @@ pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let inputs = inputs::read(source, &raw);
     let mut v = Validator { source, issues: inputs.issues, results: inputs.results, literals: Default::default() };
     v.no_keys();
+    let written = trace::Written::of(&raw);
     let mut experiment = v.experiment(raw, inputs.questions, inputs.images, inputs.conversations);
+    v.trace(&mut experiment, written, inputs.trace);
     experiment.literal_secrets = std::mem::take(&mut v.literals);
     if v.issues.is_empty() { Ok(experiment) } else { Err(ConfigError::invalid(source, v.issues)) }
 }
@@ -678,11 +680,13 @@ impl Validator<'_> {
                 );
                 Arrival::Closed
             }
+            // `trace`'s own keys are checked in [`trace`].
+            ("trace", _) => Arrival::Trace { speedup: 1.0 },
             (other, _) => {
                 self.error(
                     "workload.arrival",
                     format!("unknown arrival `{other}`"),
-                    Some("one of: closed (default), poisson, constant".into()),
+                    Some("one of: closed (default), poisson, constant, trace".into()),
                 );
                 Arrival::Closed
             }
@@ -781,6 +785,7 @@ impl Validator<'_> {
             conversations: conversations.map(Arc::new),
             history,
             source_size,
+            trace: None,
         }
     }
 
@@ -1117,6 +1122,8 @@ pub fn url_problem(text: &str) -> Option<(String, &'static str)> {
         Err(e) => Some((format!("is not a URL ({e})"), "for example url = \"http://gpu-node:8000\"")),
     }
 }
+
+mod trace;
 
 #[cfg(test)]
 mod tests;

@@ -398,6 +398,11 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
                 ctx.services.restart(server).await;
             }
             let endpoint = ctx.services.endpoint(server).await?;
+            if let Some(trace) = &p.trace {
+                let path = exp.base_dir.join(&trace.file);
+                steps::measure::replay::run(&p, trace, &path, &endpoint, &ctx.plan.hardware, &out).await?;
+                return Ok(());
+            }
             let dataset = &inputs.first().context("a measure step without data")?.1;
             steps::measure::run(&p, dataset, &endpoint, &ctx.plan.hardware, &out).await?;
         }

@@ -57,9 +57,13 @@ impl Plan {
                 continue;
             }
             let server = b.server(&experiment, cell);
-            let datagen = b.datagen(&experiment, cell);
-            measures.push(b.add(StepKind::Measure, id, coords, params, vec![datagen.clone()], Some(server), Some(ci)));
-            datagens.push(Some(datagen));
+            // A trace replay's prompts come from the trace: no generated data.
+            let datagen = match experiment.workload.trace {
+                Some(_) => None,
+                None => Some(b.datagen(&experiment, cell)),
+            };
+            measures.push(b.add(StepKind::Measure, id, coords, params, datagen.iter().cloned().collect(), Some(server), Some(ci)));
+            datagens.push(datagen);
         }
         let mut measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
         if let Some(q) = &experiment.quality {
@@ -314,6 +318,16 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
         Arrival::Closed => (None, None),
         Arrival::Constant { rate: r } => (Some("constant".to_string()), Some(rate(r))),
         Arrival::Poisson { rate: r } => (Some("poisson".to_string()), Some(rate(r))),
+        Arrival::Trace { .. } => (Some("trace".to_string()), None),
+    };
+    let trace = match (w.arrival, &w.trace) {
+        (Arrival::Trace { speedup }, Some(t)) => Some(steps::measure::replay::Trace {
+            file: t.written.clone(),
+            digest: t.digest.clone(),
+            requests: t.requests,
+            speedup: workload_override(exp, cell, "trace-speedup").and_then(|v| v.as_f64()).unwrap_or(speedup),
+        }),
+        _ => None,
     };
     to_params(&steps::measure::Params {
         cell: cell.coords(),
@@ -336,6 +350,7 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
             .unwrap_or(w.cache_isolation),
         metrics_interval_s: w.metrics_interval_s,
         history: w.conversations.as_ref().map(|_| w.history.name().to_string()),
+        trace,
     })
 }
 

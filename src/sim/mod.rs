@@ -3,7 +3,8 @@
 //!
 //! Endpoints: `GET /health`, `GET /version`, `GET /v1/models`,
 //! `POST /v1/chat/completions` (streaming SSE with `stream_options.include_usage`, and
-//! non-streaming), `POST /v1/messages` (Anthropic's events, `x-api-key` and
+//! non-streaming), `POST /v1/completions` (a prompt of token ids, with `ignore_eos` and
+//! block-level prefix caching: [`completions`], [`prefix`]), `POST /v1/messages` (Anthropic's events, `x-api-key` and
 //! `anthropic-version` required), and `GET /sim/truth`, which returns, per finished request, when the
 //! server handed each chunk to the connection. Latencies follow the documented model in
 //! [`model`]. Chunks are emitted by one timer thread on absolute deadlines (deadline
@@ -14,7 +15,9 @@
 //! one chunk per token, `finish_reason` on the last token, then a usage chunk with
 //! `choices: []`, then `data: [DONE]`.
 
+mod completions;
 pub mod model;
+pub mod prefix;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -176,6 +179,13 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
         (&Method::GET, "/sim/truth") => {
             let truth = shared.truth.lock().map(|t| t.clone()).unwrap_or_default();
             json_response(StatusCode::OK, serde_json::to_value(truth).unwrap_or_default())
+        }
+        (&Method::POST, "/v1/completions") => {
+            let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+            match req.into_body().collect().await {
+                Ok(body) => completions::complete(&body.to_bytes(), request_id, received_ns, &shared),
+                Err(e) => error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
+            }
         }
         (&Method::POST, path @ ("/v1/chat/completions" | "/v1/messages")) => {
             let wire = if path == "/v1/messages" { Wire::Anthropic } else { Wire::OpenAi };
@@ -522,6 +532,46 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
     }
     let prompt_tokens: u64 = per_message.iter().map(|(t, _)| t).sum();
     let cached_tokens = cached_prefix(shared, &per_message, req.cache_salt.as_deref());
+    let completion = max_tokens.min(shared.opts.params.answer_tokens).max(1) as usize;
+    let reply = Reply {
+        format: Format::Chat(wire),
+        model: req.model,
+        stream: req.stream,
+        max_tokens,
+        completion,
+        prompt_tokens,
+        cached_tokens,
+        prompt_key: per_message.last().map(|(_, digest)| *digest),
+    };
+    respond(reply, request_id, received_ns, shared)
+}
+
+/// What a request asked for and what it gets, whatever its route.
+struct Reply {
+    format: Format,
+    model: String,
+    stream: bool,
+    max_tokens: u32,
+    /// Tokens of the answer.
+    completion: usize,
+    prompt_tokens: u64,
+    cached_tokens: u64,
+    /// The whole prompt's digest, which a `quality` simulator answers by.
+    prompt_key: Option<[u8; 32]>,
+}
+
+/// The shape of an answer: a chat completion (in either wire format), or a text
+/// completion (`/v1/completions`, see [`completions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Chat(Wire),
+    Completion,
+}
+
+/// Count the request, time it with the latency model, and hand its chunks to the
+/// timer thread: the part every route shares.
+fn respond(reply: Reply, request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
+    let Reply { format, model, stream, max_tokens, completion, prompt_tokens, cached_tokens, prompt_key } = reply;
     if shared.opts.params.prefix_caching {
         shared.prefix_queries.fetch_add(prompt_tokens, Ordering::Relaxed);
         shared.prefix_hits.fetch_add(cached_tokens, Ordering::Relaxed);
@@ -529,7 +579,6 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
     shared.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
     let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
     let request_id = request_id.unwrap_or_else(|| format!("sim-{seq}"));
-    let completion = max_tokens.min(shared.opts.params.answer_tokens).max(1) as usize;
     let in_flight = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let mut timing = model::Timing {
         params: shared.opts.params.clone(),
@@ -551,25 +600,27 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         in_flight_at_start: in_flight,
         ..Default::default()
     };
-    let id = match wire {
-        Wire::OpenAi => format!("chatcmpl-{request_id}"),
-        Wire::Anthropic => format!("msg_{request_id}"),
+    let id = match format {
+        Format::Chat(Wire::OpenAi) => format!("chatcmpl-{request_id}"),
+        Format::Chat(Wire::Anthropic) => format!("msg_{request_id}"),
+        Format::Completion => format!("cmpl-{request_id}"),
     };
-    let words = match (shared.opts.params.quality, per_message.last()) {
-        (Some(q), Some((_, last))) => canonical(last, q, completion),
+    let words = match (shared.opts.params.quality, prompt_key) {
+        (Some(q), Some(key)) => canonical(&key, q, completion),
         _ => answer(seq, completion),
     };
-    let answer = Answer { id, model: req.model, words, max_tokens, prompt_tokens, cached_tokens };
+    let answer = Answer { id, model, words, max_tokens, prompt_tokens, cached_tokens };
     let start = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
-    if !req.stream {
+    if !stream {
         let mut total = ttft;
         for _ in 1..completion {
             total += timing.itl(in_flight);
         }
-        let body = match wire {
-            Wire::OpenAi => answer.openai_body(),
-            Wire::Anthropic => answer.anthropic_body(),
+        let body = match format {
+            Format::Chat(Wire::OpenAi) => answer.openai_body(),
+            Format::Chat(Wire::Anthropic) => answer.anthropic_body(),
+            Format::Completion => answer.completion_body(),
         };
         let _ = shared.timer.send(Emission {
             deadline: start + Duration::from_secs_f64(total),
@@ -580,9 +631,10 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         });
         return stream_response(rx, truth, shared.clone(), "application/json");
     }
-    let chunks = match wire {
-        Wire::OpenAi => answer.openai_chunks(),
-        Wire::Anthropic => answer.anthropic_chunks(),
+    let chunks = match format {
+        Format::Chat(Wire::OpenAi) => answer.openai_chunks(),
+        Format::Chat(Wire::Anthropic) => answer.anthropic_chunks(),
+        Format::Completion => answer.completion_chunks(),
     };
     let _ = shared.timer.send(Emission { deadline: start + Duration::from_secs_f64(ttft), chunks, timing: Some(timing), tx, kv });
     stream_response(rx, truth, shared.clone(), "text/event-stream")

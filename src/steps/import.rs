@@ -544,6 +544,7 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
         requests: measured.len(),
         errors: measured.iter().filter(|r| r.error != "none").count(),
         dataset: None,
+        trace: None,
     };
     records::write_meta(&meta, &crate::secrets::Secrets::default(), out)
 }

@@ -287,7 +287,7 @@ fn bad_experiment_files_are_explained() {
 #[test]
 fn shipped_experiments_are_valid() {
     let cache = tempfile::tempdir().unwrap();
-    for file in ["experiments/demo.toml", "experiments/qwen_sweep.toml"] {
+    for file in ["experiments/demo.toml", "experiments/qwen_sweep.toml", "experiments/trace_replay.toml"] {
         let out = cargo_bin_cmd!("pipeline")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args(["plan", file, "--cache"])

@@ -30,6 +30,7 @@ use crate::records::{self, Available, ChunkRow, Meta, RequestRow};
 use crate::steps::datagen::{Dataset, Part, Turn};
 
 pub mod isolation;
+pub mod replay;
 pub mod scrape;
 
 /// Bump when recorded files would change.
@@ -65,7 +66,7 @@ pub struct Params {
     pub warmup_requests: u32,
     pub request_timeout_s: f64,
     pub max_error_share: f64,
-    /// `poisson` or `constant` for open-loop arrival; absent: closed loop.
+    /// `poisson`, `constant` or `trace` for open-loop arrival; absent: closed loop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arrival: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +86,9 @@ pub struct Params {
     /// file's. Absent for synthetic conversations (live).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<String>,
+    /// `arrival = "trace"`: the trace replayed instead of conversations ([`replay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<replay::Trace>,
 }
 
 /// Where to send requests, and what to write down about the server.
@@ -209,6 +213,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         requests: measured.len(),
         errors: failed.len(),
         dataset: source.take().map(|d| records::Dataset { history: p.history.clone(), ..d }),
+        trace: None,
     };
     records::write_meta(&meta, &endpoint.secrets, out)?;
     check_failures(p, &measured, &failed, &budget, planned)

@@ -255,6 +255,8 @@ struct Page<'a> {
     temperature: f64,
     warmup: u32,
     arrival: &'a str,
+    /// A trace replay: what was replayed.
+    trace: Option<&'a str>,
     slo: String,
     attainment: f64,
     resamples: usize,
@@ -334,6 +336,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         temperature: shown.temperature,
         warmup: shown.warmup_requests,
         arrival: &shown.arrival,
+        trace: shown.trace.as_deref(),
         slo: p.slo.describe(),
         attainment: p.slo.attainment_pct,
         resamples: RESAMPLES,

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Arrival, Backend, Experiment, Slo};
+use crate::config::{Arrival, Backend, Experiment, Feeds, Slo};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -49,12 +49,15 @@ pub struct Shown {
     pub max_tokens: u32,
     pub temperature: f64,
     pub warmup_requests: u32,
-    /// `closed`, or `poisson`/`constant` with the rate.
+    /// `closed`, or `poisson`/`constant` with the rate, or `trace` with the speedup.
     pub arrival: String,
     /// Conversations from a file (absent for synthetic ones, so that their reports
     /// keep their keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversations: Option<ShownConversations>,
+    /// A trace replay: what was replayed ("the 24 requests of FILE, 2.9 s of trace time").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     pub models: Vec<ShownModel>,
     pub servers: Vec<ShownServer>,
 }
@@ -151,6 +154,12 @@ impl Params {
                     Arrival::Closed => "closed".into(),
                     Arrival::Constant { rate } => format!("constant at {rate} requests/s"),
                     Arrival::Poisson { rate } => format!("poisson at {rate} requests/s"),
+                    Arrival::Trace { speedup } => {
+                        match exp.matrix.custom.iter().find(|a| a.feeds == Feeds::Workload("trace-speedup".into())) {
+                            Some(axis) => format!("trace at each cell's speedup (the {} axis)", axis.name),
+                            None => format!("trace at speedup {speedup}"),
+                        }
+                    }
                 },
                 conversations: w.conversations.as_ref().map(|f| ShownConversations {
                     file: f.written.clone(),
@@ -159,6 +168,7 @@ impl Params {
                     history: w.history.name().to_string(),
                     resolution: if w.source_size { "source".into() } else { format!("{}x{}", w.width, w.height) },
                 }),
+                trace: w.trace.as_ref().map(crate::steps::measure::replay::describe),
                 models,
                 servers,
             },
