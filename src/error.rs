@@ -1,7 +1,11 @@
-//! What goes wrong, said one way. An error's [`Kind`] decides the exit code; a hint
-//! (what to do about it) travels beside the error ([`Hinted`]) and is printed after
-//! the cause chain by [`render`], wherever an error is shown: the command line, a
-//! failed step, a Slurm job's log.
+//! What goes wrong, said one way, and the exit code it ends with, decided here only.
+//!
+//! A command ends in an [`Outcome`] (done, steps failed, a regression, a signal) or a
+//! [`Failure`], an error whose [`Kind`] says who can fix it; [`Outcome::code`] and
+//! [`Kind::code`] are the only places that turn either into a number, and the codes
+//! are defined nowhere else. A hint (what to do about it) travels beside the error
+//! ([`Hinted`]) and is printed after the cause chain by [`render`], wherever an error
+//! is shown: the command line, a failed step, a Slurm job's log.
 //!
 //! ```text
 //! error: cannot lock the cache
@@ -11,7 +15,86 @@
 
 use std::fmt;
 
-use crate::exit;
+use crate::interrupt::Signal;
+
+/// Exit codes, documented in `pipeline --help` and the README.
+mod code {
+    pub const OK: i32 = 0;
+    /// A step failed.
+    pub const STEP_FAILED: i32 = 1;
+    /// The experiment file or the command line is wrong (or Slurm refuses the job it
+    /// asks for).
+    pub const USER: i32 = 2;
+    /// The environment is wrong: the cache is locked or unwritable, a port is taken,
+    /// Slurm is missing or unreachable.
+    pub const ENVIRONMENT: i32 = 3;
+    /// `--fail-on`: a metric is significantly worse than the baseline's.
+    pub const REGRESSION: i32 = 4;
+    /// `sim-server --crash-at`: the simulator ends as a crashed server does.
+    pub const CRASHED: i32 = 1;
+    /// A Slurm job cannot see the cache (`sysexits.h`'s EX_NOINPUT).
+    pub const NO_INPUT: i32 = 66;
+    /// Interrupted: 128 + the signal, as shells report it (Ctrl-C gives 130, SIGTERM
+    /// 143, SIGHUP 129).
+    pub const SIGNALLED: i32 = 128;
+}
+
+/// How a command ended when it did not fail: each has its exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for is done (or there was nothing to do).
+    Done,
+    /// Some steps failed; the rest of the run went through.
+    StepsFailed,
+    /// `--fail-on`: a watched metric is significantly worse than the baseline's.
+    Regressed,
+    /// A signal stopped the run; what completed is kept.
+    Interrupted(Signal),
+    /// `pipeline slurm-job`: the job's spec or inputs are not visible on its node.
+    NoInput,
+    /// `pipeline sim-server --crash-at`: the simulator imitates a server that crashed.
+    Crashed,
+}
+
+impl Outcome {
+    /// `const`: the signal handler computes its exit code with it.
+    pub const fn code(self) -> i32 {
+        match self {
+            Outcome::Done => code::OK,
+            Outcome::StepsFailed => code::STEP_FAILED,
+            Outcome::Regressed => code::REGRESSION,
+            Outcome::Interrupted(Signal(sig)) => code::SIGNALLED + sig,
+            Outcome::NoInput => code::NO_INPUT,
+            Outcome::Crashed => code::CRASHED,
+        }
+    }
+}
+
+/// A shell's exit code for a command it could not execute (126) or find (127): not
+/// ours, but what a job reports when the node cannot run `pipeline`.
+pub fn shell_could_not_run(code: i32) -> bool {
+    matches!(code, 126 | 127)
+}
+
+/// An error with the kind that decides its exit code.
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub kind: Kind,
+}
+
+impl Failure {
+    pub fn code(&self) -> i32 {
+        self.kind.code()
+    }
+}
+
+/// A command's exit code: its outcome's, or its failure's kind's.
+pub fn exit_code(result: &Result<Outcome, Failure>) -> i32 {
+    match result {
+        Ok(outcome) => outcome.code(),
+        Err(failure) => failure.code(),
+    }
+}
 
 /// Who can fix it, which is what the exit code tells a script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +111,9 @@ pub enum Kind {
 impl Kind {
     pub fn code(self) -> i32 {
         match self {
-            Kind::StepFailed => exit::STEP_FAILED,
-            Kind::User => exit::USER,
-            Kind::Environment => exit::ENVIRONMENT,
+            Kind::StepFailed => code::STEP_FAILED,
+            Kind::User => code::USER,
+            Kind::Environment => code::ENVIRONMENT,
         }
     }
 }
@@ -105,6 +188,27 @@ pub fn render(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_outcome_and_kind_has_the_documented_exit_code() {
+        // The README's list: scripts and CI gates depend on these numbers.
+        let outcomes = [
+            (Outcome::Done, 0),
+            (Outcome::StepsFailed, 1),
+            (Outcome::Regressed, 4),
+            (Outcome::Interrupted(Signal(libc::SIGINT)), 130),
+            (Outcome::Interrupted(Signal(libc::SIGTERM)), 143),
+            (Outcome::Interrupted(Signal(libc::SIGHUP)), 129),
+            (Outcome::NoInput, 66),
+        ];
+        for (outcome, code) in outcomes {
+            assert_eq!(outcome.code(), code, "{outcome:?}");
+            assert_eq!(exit_code(&Ok(outcome)), code);
+        }
+        for (kind, code) in [(Kind::StepFailed, 1), (Kind::User, 2), (Kind::Environment, 3)] {
+            assert_eq!(exit_code(&Err(Failure { error: anyhow::anyhow!("x"), kind })), code, "{kind:?}");
+        }
+    }
 
     #[test]
     fn hints_come_after_every_cause_wherever_they_were_attached() {

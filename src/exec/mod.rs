@@ -52,9 +52,9 @@ pub struct RunSummary {
     pub failed: Vec<(String, String)>,
     /// The report step's output folder, when it exists.
     pub report_dir: Option<PathBuf>,
-    /// A signal stopped the run (its exit code, 128 + the signal): the steps it
-    /// completed are published and in the run record, the rest were dropped.
-    pub interrupted: Option<i32>,
+    /// A signal stopped the run: the steps it completed are published and in the run
+    /// record, the rest were dropped.
+    pub interrupted: Option<crate::interrupt::Signal>,
 }
 
 #[derive(Debug, Clone)]
@@ -204,12 +204,12 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
                 Some(r) => r.context("a scheduler task panicked")?,
                 None => break None,
             },
-            code = crate::interrupt::requested() => {
+            signal = crate::interrupt::requested() => {
                 // Dropped tasks remove their staging folders; servers are killed when
                 // the runtime drops them. What completed is recorded below, so that
                 // `cache gc` after an interrupted run (a search's last round) keeps it.
                 tasks.abort_all();
-                break Some(code);
+                break Some(signal);
             }
         }
     };
@@ -223,15 +223,15 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         save_records(&plan, &ctx.cache, &statuses, &ran)?;
     }
     let interrupted = match interrupted {
-        Some(code) => Some(code),
+        Some(signal) => Some(signal),
         None => tokio::select! {
             _ = ctx.services.stop_all() => None,
-            code = crate::interrupt::requested() => Some(code),
+            signal = crate::interrupt::requested() => Some(signal),
         },
     };
-    if let Some(code) = interrupted {
+    if let Some(signal) = interrupted {
         let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
-        return Ok(RunSummary { interrupted: Some(code), ..summary });
+        return Ok(RunSummary { interrupted: Some(signal), ..summary });
     }
     ctx.progress.done();
     let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));

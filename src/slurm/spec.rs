@@ -6,9 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Submitted;
 
-/// What a job writes when it cannot find the cache (`sysexits.h`'s EX_NOINPUT).
-pub const EXIT_NO_INPUT: i32 = 66;
-
 pub const JOBS_FILE: &str = "jobs.json";
 
 /// `cache/slurm/<run>/jobs.json`: what `pipeline status` shows.

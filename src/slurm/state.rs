@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EXIT_NO_INPUT, Submitted};
+use super::Submitted;
 use crate::config::SlurmSettings;
+use crate::error::{self, Outcome};
 
 /// Slurm's job states (`squeue -O State`), with the two this module adds: `Vanished`
 /// for a job neither squeue nor sacct knows any more, and `Other` for the transient
@@ -130,14 +131,14 @@ impl JobInfo {
                  pass --cache /shared/path, or run here with --executor local"
                     .to_string(),
             ),
-            JobState::Failed if self.exit_code == Some(EXIT_NO_INPUT) => (
+            JobState::Failed if self.exit_code == Some(Outcome::NoInput.code()) => (
                 "the job could not find its inputs in the cache".to_string(),
                 "the cache folder must be on a filesystem the compute nodes share (NFS, Lustre, GPFS), not /tmp or a local disk; \
                  pass --cache /shared/path, or run here with --executor local"
                     .to_string(),
             ),
             // sh's "command not found" (126: found but not executable).
-            JobState::Failed if matches!(self.exit_code, Some(126 | 127)) => (
+            JobState::Failed if self.exit_code.is_some_and(error::shell_could_not_run) => (
                 format!("exit code {}: the node could not run `pipeline` at the path the job gives", self.exit_code.unwrap_or_default()),
                 "put `pipeline` on a filesystem the nodes share, or set `binary` under [slurm] to its path on the nodes".to_string(),
             ),
@@ -270,7 +271,7 @@ mod tests {
         let cases = [
             ("FAILED", "NonZeroExitCode", Some(3), "exit code 3"),
             ("FAILED", "JobLaunchFailure", None, "filesystem the compute nodes share"),
-            ("FAILED", "NonZeroExitCode", Some(EXIT_NO_INPUT), "could not find its inputs"),
+            ("FAILED", "NonZeroExitCode", Some(Outcome::NoInput.code()), "could not find its inputs"),
             ("FAILED", "NonZeroExitCode", Some(127), "set `binary` under [slurm]"),
             ("TIMEOUT", "TimeLimit", None, "time limit (--time=30)"),
             ("OUT_OF_MEMORY", "OutOfMemory", None, "more memory than it asked for (8G)"),
