@@ -495,7 +495,7 @@ fn execute(
         Ok(if regressed { Outcome::Regressed } else { Outcome::Done })
     } else {
         for (id, e) in &summary.failed {
-            eprintln!("failed: {id}: {}", e.lines().next().unwrap_or_default());
+            eprintln!("failed: {id}: {}", e.message.lines().next().unwrap_or_default());
         }
         if !keep_going {
             eprintln!("hint: --keep-going runs the independent steps too");

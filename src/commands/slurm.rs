@@ -70,7 +70,7 @@ pub(super) async fn setup(
     let dir = root.join("slurm").join(&run_id);
     let tracker = Arc::new(slurm::Tracker::new(settings.clone(), run_id.clone(), dir));
     if !gpu_counts.is_empty() {
-        tracker.preflight(&gpu_counts).await.map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
+        tracker.preflight(&gpu_counts).await?;
         // `pipeline status` finds the run's jobs through this.
         std::fs::create_dir_all(root.join("slurm")).map_err(env)?;
         std::fs::write(root.join("slurm").join(format!("{}.latest", cache.record_name(&plan.experiment))), &run_id).map_err(env)?;
@@ -86,9 +86,9 @@ pub(super) async fn setup(
 pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<Outcome, Failure> {
     let node = std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| "this node".into());
     let no_input = |what: String| {
-        eprintln!(
-            "error: {what} is not visible on {node}\nhint: the cache folder must be on a filesystem the compute nodes share with the submitting machine"
-        );
+        let error = anyhow!("{what} is not visible on {node}")
+            .hint("the cache folder must be on a filesystem the compute nodes share with the submitting machine");
+        eprintln!("error: {}", crate::error::render(&error));
         Ok(Outcome::NoInput)
     };
     let spec: slurm::JobSpec = match std::fs::read(spec_path) {
@@ -161,6 +161,17 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<Outcome, Failure> {
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = outcome.map_err(fail(Kind::Environment))?;
     eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());
+    // The submitter shows each failed step's own error and hints from this file.
+    let job_id = std::env::var("SLURM_JOB_ID").ok().and_then(|id| id.parse().ok());
+    if let (Some(id), Some(dir), false) = (job_id, spec_path.parent(), summary.failed.is_empty()) {
+        let failed = slurm::FailedFile { steps: summary.failed.iter().cloned().collect() };
+        if let Err(e) = failed.write(dir, id) {
+            eprintln!(
+                "warning: cannot write {}: {e} (the log above says why the steps failed)",
+                slurm::FailedFile::path(dir, id).display()
+            );
+        }
+    }
     Ok(if summary.failed.is_empty() { Outcome::Done } else { Outcome::StepsFailed })
 }
 

@@ -24,6 +24,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{Cache, Lookup};
+use crate::error::Said;
 use crate::hash::{Digest, StepKey};
 use crate::plan::{Plan, ServerSpec, State, StepKind, StepStatus};
 use crate::steps;
@@ -49,7 +50,8 @@ pub struct RunSummary {
     pub ran: usize,
     pub cached: usize,
     pub skipped: usize,
-    pub failed: Vec<(String, String)>,
+    /// Each failed step's id and what its error says.
+    pub failed: Vec<(String, Said)>,
     /// The report step's output folder, when it exists.
     pub report_dir: Option<PathBuf>,
     /// A signal stopped the run: the steps it completed are published and in the run
@@ -283,13 +285,13 @@ async fn step_task(ctx: &Ctx, i: usize, status: &StepStatus) {
                     None => None,
                 };
                 let e = match died {
-                    Some(why) => anyhow::anyhow!("{}\n{why}", crate::error::render(&e)),
+                    Some(why) => Said::of(&e).then(why).into_error(),
                     None => e,
                 };
                 // Whatever the step recorded before failing is data too (a measure's
                 // requests up to a server crash); keep it where a user can look.
                 Err(match ctx.cache.keep_failed(staged, step.kind.name(), &digest) {
-                    Some(dir) => anyhow::anyhow!("{}\nwhat it recorded is kept in {}", crate::error::render(&e), dir.display()),
+                    Some(dir) => Said::of(&e).then(Said::new(format!("what it recorded is kept in {}", dir.display()))).into_error(),
                     None => e,
                 })
             }
@@ -362,9 +364,9 @@ pub fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: boo
             Outcome::Done { key, output }
         }
         Err(e) => {
-            let message = crate::error::render(&e);
-            ctx.progress.line(&format!("error: step `{}` failed: {message}", step.id));
-            summary.failed.push((step.id.clone(), message));
+            let said = Said::of(&e);
+            ctx.progress.line(&format!("error: step `{}` failed: {said}", step.id));
+            summary.failed.push((step.id.clone(), said));
             if !ctx.keep_going {
                 ctx.stopping.store(true, Ordering::SeqCst);
             }

@@ -9,14 +9,14 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use tokio::sync::Mutex;
 
 use super::process::ServerProcess;
 
 use crate::client::{self, Api};
 use crate::config::{Backend, Experiment};
-use crate::error::WithHint;
+use crate::error::{Said, WithHint};
 use crate::gpu;
 use crate::plan::{Launch, ServerSpec};
 use crate::records;
@@ -42,7 +42,7 @@ struct Slot {
     /// Measures that may still need this server.
     remaining: usize,
     running: Option<Running>,
-    failed: Option<String>,
+    failed: Option<Said>,
     /// The server's reset routes hung once ([`Endpoint::resets_hang`]).
     resets_hang: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -103,8 +103,8 @@ impl Services {
         if let Some(r) = &slot.running {
             return Ok(r.endpoint.clone());
         }
-        if let Some(e) = &slot.failed {
-            bail!("{e}");
+        if let Some(said) = &slot.failed {
+            return Err(said.clone().into_error());
         }
         let gpu_baseline = gpu::memory_used_mib(&self.gpus(i));
         match self.start(i, slot.resets_hang.clone()).await {
@@ -116,7 +116,7 @@ impl Services {
                 Ok(endpoint)
             }
             Err(e) => {
-                slot.failed = Some(crate::error::render(&e));
+                slot.failed = Some(Said::of(&e));
                 Err(e)
             }
         }
@@ -125,14 +125,15 @@ impl Services {
     /// If server `i` was running and its leader has exited, stop what is left of its
     /// process group (a crashed API server's engine and workers hold GPUs) and say so
     /// with its log's tail; the next measure starts it again.
-    pub async fn exited(&self, i: usize) -> Option<String> {
+    pub async fn exited(&self, i: usize) -> Option<Said> {
         let mut slot = self.slots[i].lock().await;
         let status = slot.running.as_mut()?.process.try_wait()?;
         if let Some(r) = slot.running.take() {
             r.process.stop().await;
         }
-        let why = format!("server `{}` exited ({status}) during the measurement\n{}", self.specs[i].id, explain_log(&self.log_path(i)));
-        Some(self.secrets.redact(&why).into_owned())
+        let why = Said::new(format!("server `{}` exited ({status}) during the measurement", self.specs[i].id))
+            .then(explain_log(&self.log_path(i)));
+        Some(why.map(|text| self.secrets.redact(text).into_owned()))
     }
 
     /// Stop server `i` if it runs, so that the next measure starts it afresh
@@ -251,7 +252,7 @@ impl Services {
                     if config.port.is_none() && taken && attempt < 3 {
                         continue;
                     }
-                    return Err(anyhow!("{}", self.secrets.redact(&crate::error::render(&e))));
+                    return Err(Said::of(&e).map(|text| self.secrets.redact(text).into_owned()).into_error());
                 }
             }
         };
@@ -414,10 +415,12 @@ async fn wait_healthy(
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait() {
-            bail!("server `{id}` exited ({status}) before it became healthy\n{}", explain_log(log_path));
+            let why = Said::new(format!("server `{id}` exited ({status}) before it became healthy")).then(explain_log(log_path));
+            return Err(why.into_error());
         }
         if Instant::now() > deadline {
-            bail!("server `{id}` did not become healthy within {timeout:?}\n{}", explain_log(log_path));
+            let why = Said::new(format!("server `{id}` did not become healthy within {timeout:?}")).then(explain_log(log_path));
+            return Err(why.into_error());
         }
         if client.get(format!("{base_url}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
             return Ok(());
@@ -491,8 +494,8 @@ async fn small_json(resp: reqwest::Response) -> Option<serde_json::Value> {
     }
 }
 
-/// The tail of a server log, with what it probably means.
-fn explain_log(path: &Path) -> String {
+/// The tail of a server log, with what it probably means as the hint.
+fn explain_log(path: &Path) -> Said {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     // A server's own text: shown escaped, a line at a time.
@@ -508,7 +511,7 @@ fn explain_log(path: &Path) -> String {
     } else {
         "read the full log for the cause"
     };
-    format!("log `{}` ends with:\n    {tail}\nhint: {hint}", path.display())
+    Said::new(format!("log `{}` ends with:\n    {tail}", path.display())).hint(hint)
 }
 
 /// `text` as one word for `sh`: in single quotes, each `'` written as `'\''`.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Submitted;
 use crate::config::SlurmSettings;
-use crate::error::{self, Outcome};
+use crate::error::{self, Outcome, Said};
 
 /// Slurm's job states (`squeue -O State`), with the two this module adds: `Vanished`
 /// for a job neither squeue nor sacct knows any more, and `Other` for the transient
@@ -114,8 +114,9 @@ impl JobInfo {
         self.state == JobState::Pending && self.reason == "DependencyNeverSatisfied"
     }
 
-    /// What happened to a job that did not complete, and what to do about it.
-    pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> String {
+    /// What happened to a job that did not complete, with its log's tail, and what to
+    /// do about it as the hint.
+    pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> Said {
         let node = if self.node.is_empty() || self.node == "(null)" { String::new() } else { format!(" on {}", self.node) };
         let state = match self.reason.as_str() {
             _ if self.never_runs() => "CANCELLED (it was PENDING: DependencyNeverSatisfied)".to_string(),
@@ -178,7 +179,7 @@ impl JobInfo {
             ),
             _ => (format!("reason {}", self.reason), "see the log".to_string()),
         };
-        format!("{head}: {what}\n{}\nhint: {hint}", log_tail(&job.log))
+        Said::new(format!("{head}: {what}\n{}", log_tail(&job.log))).hint(hint)
     }
 }
 
@@ -286,9 +287,11 @@ mod tests {
         for (state, reason, exit_code, expected) in cases {
             let info = JobInfo { state: JobState::parse(state), reason: reason.into(), exit_code, signal: None, node: "n1".into() };
             assert!(info.ended(), "{state} ends a job");
-            let text = info.explain(&job, &settings);
+            let said = info.explain(&job, &settings);
+            assert_eq!(said.hints.len(), 1, "one hint beside the message: {said:?}");
+            let text = said.to_string();
             assert!(text.contains(expected), "{state}/{reason}: `{expected}` not in {text}");
-            assert!(text.contains("Slurm job 42 (pipeline.x.m.base) on n1") && text.contains("hint: "), "{text}");
+            assert!(text.contains("Slurm job 42 (pipeline.x.m.base) on n1"), "{text}");
             assert!(text.contains("/nonexistent/slurm-42.log"), "the log's path: {text}");
         }
         for state in ["PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED"] {
