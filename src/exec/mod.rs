@@ -134,14 +134,8 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         };
         outcomes.push(watch::channel(initial).0);
     }
-    let services = Services::new(
-        plan.servers.clone(),
-        Arc::new(plan.experiment.clone()),
-        remaining,
-        cache.root.join("logs"),
-        opts.sim_bin.clone(),
-        opts.in_job,
-    );
+    let launch = service::LaunchContext::new(&plan.experiment, cache.root.join("logs"), opts.sim_bin.clone(), opts.in_job);
+    let services = Services::new(plan.servers.clone(), launch, remaining);
     let ctx = Arc::new(Ctx {
         plan: plan.clone(),
         cache,
