@@ -283,41 +283,7 @@ async fn start(
     }
     let log_path = launch.log_path(&spec.id);
     let client = http_client()?;
-    // A free port is picked here and bound by the server a moment later; another
-    // process may take it in between (tests running side by side do). The server
-    // then exits with "Address already in use", and a new port is tried.
-    let mut attempt = 0;
-    let (child, argv, base_url) = loop {
-        attempt += 1;
-        let port = match config.port {
-            Some(p) => {
-                std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
-                    anyhow!("port {p} is in use ({e})")
-                        .hint(format!("stop whatever listens there, or remove `port` from [models.{}] to pick a free one", spec.model))
-                })?;
-                p
-            }
-            None => free_port()?,
-        };
-        let argv = command_line(spec, &launch.sim_bin, port);
-        let mut child = spawn(spec, launch, &argv, &log_path)?;
-        let base_url = format!("http://127.0.0.1:{port}");
-        let ready = async {
-            wait_healthy(&mut child, &client, &base_url, &spec.id, launch.startup_timeout, &log_path).await?;
-            check_models(&client, &base_url, &config.served_name, api_key.as_deref()).await
-        };
-        match ready.await {
-            Ok(()) => break (child, argv, base_url),
-            Err(e) => {
-                child.stop().await;
-                let taken = std::fs::read_to_string(&log_path).is_ok_and(|l| l.to_lowercase().contains("address already in use"));
-                if config.port.is_none() && taken && attempt < 3 {
-                    continue;
-                }
-                return Err(Said::of(&e).map(|text| launch.secrets.redact(text).into_owned()).into_error());
-            }
-        }
-    };
+    let (child, argv, base_url) = launch_healthy(spec, launch, &client, api_key.as_deref(), &log_path).await?;
     let version = server_version(&client, &base_url).await;
     let var = |k: &str| std::env::var(k).ok();
     let meta = records::Server {
@@ -335,6 +301,53 @@ async fn start(
     };
     let gpus = launch.gpus(spec.gpus_needed);
     Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus, resets_hang }))
+}
+
+/// Launch server `spec` and wait until it is healthy and serves its model: the process,
+/// its command line and its base URL. A free port is picked here and bound by the
+/// server a moment later; another process may take it in between (tests running side
+/// by side do). The server then exits with "Address already in use", and a new port is
+/// tried.
+async fn launch_healthy(
+    spec: &ServerSpec,
+    launch: &LaunchContext,
+    client: &reqwest::Client,
+    api_key: Option<&str>,
+    log_path: &Path,
+) -> Result<(ServerProcess, Vec<String>, String)> {
+    let config = &spec.config;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = match config.port {
+            Some(p) => {
+                std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
+                    anyhow!("port {p} is in use ({e})")
+                        .hint(format!("stop whatever listens there, or remove `port` from [models.{}] to pick a free one", spec.model))
+                })?;
+                p
+            }
+            None => free_port()?,
+        };
+        let argv = command_line(spec, &launch.sim_bin, port);
+        let mut child = spawn(spec, launch, &argv, log_path)?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let ready = async {
+            wait_healthy(&mut child, client, &base_url, &spec.id, launch.startup_timeout, log_path).await?;
+            check_models(client, &base_url, &config.served_name, api_key).await
+        };
+        match ready.await {
+            Ok(()) => return Ok((child, argv, base_url)),
+            Err(e) => {
+                child.stop().await;
+                let taken = std::fs::read_to_string(log_path).is_ok_and(|l| l.to_lowercase().contains("address already in use"));
+                if config.port.is_none() && taken && attempt < 3 {
+                    continue;
+                }
+                return Err(Said::of(&e).map(|text| launch.secrets.redact(text).into_owned()).into_error());
+            }
+        }
+    }
 }
 
 /// The argv that launches server `spec` on `port`; `sim_bin` runs the simulator.

@@ -84,8 +84,11 @@ fn values(summary: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
     Ok(summary.column(name)?.cast(&DataType::Float64)?.f64()?.iter().collect())
 }
 
-/// Per latency metric: each cell's conversations as (sum of values, count).
-fn conversation_sums(conversations: &DataFrame) -> Result<Vec<HashMap<u32, Vec<(f64, u32)>>>> {
+/// Each cell's conversations (by `cell_index`) as (sum of a metric's values, count).
+type CellSums = HashMap<u32, Vec<(f64, u32)>>;
+
+/// Per latency metric: each cell's conversations' sums.
+fn conversation_sums(conversations: &DataFrame) -> Result<Vec<CellSums>> {
     let conv_cell: Vec<u32> = conversations.column("cell_index")?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
     let mut sums = Vec::new();
     for m in LATENCY_METRICS {
@@ -93,7 +96,7 @@ fn conversation_sums(conversations: &DataFrame) -> Result<Vec<HashMap<u32, Vec<(
         let s: Vec<f64> = conversations.column(&format!("{base}_ms_sum"))?.f64()?.iter().map(|v| v.unwrap_or(0.0)).collect();
         let n: Vec<u32> =
             conversations.column(&format!("{base}_ms_n"))?.cast(&DataType::UInt32)?.u32()?.iter().map(|v| v.unwrap_or(0)).collect();
-        let mut by_cell: HashMap<u32, Vec<(f64, u32)>> = HashMap::new();
+        let mut by_cell = CellSums::new();
         for i in 0..conv_cell.len() {
             if n[i] > 0 {
                 by_cell.entry(conv_cell[i]).or_default().push((s[i], n[i]));
