@@ -16,6 +16,17 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// The signal that stopped a run; [`crate::error::Outcome::Interrupted`] makes it
+/// the exit code (128 + the signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal(pub i32);
+
+impl Signal {
+    const fn exit_code(self) -> i32 {
+        crate::error::Outcome::Interrupted(self).code()
+    }
+}
+
 /// How long the run has to stop cleanly after the first signal.
 pub const GRACE: Duration = Duration::from_millis(1500);
 
@@ -23,8 +34,8 @@ static COUNT: AtomicU32 = AtomicU32::new(0);
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// The write end of the watchdog's pipe (-1 before [`install`]).
 static WAKE: AtomicI32 = AtomicI32::new(-1);
-/// The exit code asked for (128 + the signal), for the async run.
-static STOP: OnceLock<tokio::sync::watch::Sender<Option<i32>>> = OnceLock::new();
+/// The signal that asks the run to stop, for the async run.
+static STOP: OnceLock<tokio::sync::watch::Sender<Option<Signal>>> = OnceLock::new();
 /// How many [`Listening`] guards are alive: code that stops cleanly on [`requested`]
 /// (and must be given [`GRACE`] to record what it finished).
 static LISTENERS: AtomicUsize = AtomicUsize::new(0);
@@ -51,7 +62,7 @@ pub fn listen() -> Listening {
 extern "C" fn on_signal(sig: libc::c_int) {
     if COUNT.fetch_add(1, Ordering::SeqCst) >= 1 {
         // SAFETY: _exit is async-signal-safe; the servers' guards stop them.
-        unsafe { libc::_exit(128 + sig) }
+        unsafe { libc::_exit(Signal(sig).exit_code()) }
     }
     SIGNAL.store(sig, Ordering::SeqCst);
     let fd = WAKE.load(Ordering::SeqCst);
@@ -115,10 +126,10 @@ fn watch(read_end: libc::c_int) {
             return;
         }
     }
-    let code = 128 + SIGNAL.load(Ordering::SeqCst);
+    let signal = Signal(SIGNAL.load(Ordering::SeqCst));
     let listening = LISTENERS.load(Ordering::SeqCst) > 0;
     if let Some(tx) = STOP.get() {
-        tx.send_replace(Some(code));
+        tx.send_replace(Some(signal));
     }
     if listening {
         std::thread::sleep(GRACE);
@@ -129,23 +140,23 @@ fn watch(read_end: libc::c_int) {
         eprintln!("interrupted");
     }
     // SAFETY: ends the process without running destructors that might block.
-    unsafe { libc::_exit(code) }
+    unsafe { libc::_exit(signal.exit_code()) }
 }
 
-/// The exit code, 128 + the signal, once a signal asks the run to stop.
-pub async fn requested() -> i32 {
+/// The signal, once one asks the run to stop.
+pub async fn requested() -> Signal {
     let Some(tx) = STOP.get() else { return std::future::pending().await };
     let mut rx = tx.subscribe();
     match rx.wait_for(Option::is_some).await {
-        Ok(code) => code.unwrap_or(128 + 2),
+        Ok(signal) => signal.unwrap_or(Signal(libc::SIGINT)),
         Err(_) => std::future::pending().await,
     }
 }
 
 /// Whether a signal has asked the run to stop (for loops outside the async run).
-pub fn pending() -> Option<i32> {
+pub fn pending() -> Option<Signal> {
     let sig = SIGNAL.load(Ordering::SeqCst);
-    (sig != 0).then_some(128 + sig)
+    (sig != 0).then_some(Signal(sig))
 }
 
 /// Whether `signal` was set to be ignored when this process started.

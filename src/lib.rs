@@ -49,24 +49,6 @@ pub mod steps;
 pub mod trace;
 pub mod untrusted;
 
-/// Exit codes, documented in `pipeline --help` and the README.
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// A step failed.
-    pub const STEP_FAILED: i32 = 1;
-    /// The experiment file or the command line is wrong (or Slurm refuses the job it
-    /// asks for).
-    pub const USER: i32 = 2;
-    /// The environment is wrong: the cache is locked or unwritable, a port is taken,
-    /// Slurm is missing or unreachable.
-    pub const ENVIRONMENT: i32 = 3;
-    /// `--fail-on`: a metric is significantly worse than the baseline's.
-    pub const REGRESSION: i32 = 4;
-    /// Interrupted by Ctrl-C (128 + SIGINT); SIGTERM gives 143 and SIGHUP 129, 128 +
-    /// the signal as shells report it.
-    pub const INTERRUPTED: i32 = 130;
-}
-
 /// Parse arguments, run the command, return the process exit code.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
     use clap::Parser;
@@ -74,14 +56,13 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USER } else { exit::OK };
+            // `--help` and `--version` are done; anything else clap says is a user error.
+            return if e.use_stderr() { error::Kind::User.code() } else { error::Outcome::Done.code() };
         }
     };
-    match commands::dispatch(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", error::render(&e.error));
-            e.kind.code()
-        }
+    let result = commands::dispatch(cli);
+    if let Err(e) = &result {
+        eprintln!("error: {}", error::render(&e.error));
     }
+    error::exit_code(&result)
 }

@@ -78,84 +78,13 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
     let m = &exp.matrix;
     let axis_names: Vec<String> =
         config::BUILTIN_AXES.iter().map(|s| s.to_string()).chain(m.custom.iter().map(|c| c.name.clone())).collect();
-    let all: Vec<Vec<serde_json::Value>> = axis_names
-        .iter()
-        .map(|axis| match axis.as_str() {
-            "model" => m.models.iter().map(|s| s.clone().into()).collect(),
-            "variant" => m.variants.iter().map(|s| s.clone().into()).collect(),
-            "seed" => m.seeds.iter().map(|&s| s.into()).collect(),
-            "batch-size" => m.batch_sizes.iter().map(|&s| s.into()).collect(),
-            "frames" => m.frames.iter().map(|&s| s.into()).collect(),
-            other => m.custom.iter().find(|c| c.name == other).map(|c| c.values.clone()).unwrap_or_default(),
-        })
-        .collect();
-    let too_big = |path: &str, axes: &[Vec<serde_json::Value>]| -> Option<Issue> {
-        let sizes: Vec<u128> = axes.iter().map(|a| a.len() as u128).collect();
-        let total = sizes.iter().try_fold(1u128, |acc, &n| acc.checked_mul(n)).unwrap_or(u128::MAX);
-        (total > limits::MAX_CELLS as u128).then(|| {
-            let factors: Vec<String> = axis_names.iter().zip(&sizes).map(|(a, &n)| format!("{} {a}", limits::count(n))).collect();
-            config::issue_at(
-                source,
-                path,
-                format!(
-                    "would expand to {} cells ({}, before include/exclude rules); at most {} are planned",
-                    limits::count(total),
-                    factors.join(" × "),
-                    limits::count(limits::MAX_CELLS as u128)
-                ),
-                Some("split the study into several experiments, or use fewer values per axis".into()),
-            )
-        })
-    };
-    if let Some(issue) = too_big("matrix", &all) {
+    let all = axis_values(m, &axis_names);
+    if let Some(issue) = too_big(source, &axis_names, "matrix", &all) {
         return Err(ConfigError::invalid(source, vec![issue]));
     }
-
     let mut cells: BTreeSet<Cell> = BTreeSet::new();
-    let mut excluded = vec![0usize; m.exclude.len()];
-    for_each_cell(exp, &axis_names, &all, |cell| {
-        // Rules apply in order: a cell counts for the first exclude rule it matches.
-        match m.exclude.iter().position(|rule| cell.matches(rule)) {
-            Some(r) => excluded[r] += 1,
-            None => {
-                cells.insert(cell);
-            }
-        }
-    });
-    let mut issues: Vec<Issue> = Vec::new();
-    for (rule, n) in m.exclude.iter().zip(&excluded) {
-        if *n == 0 {
-            issues.push(config::issue_at(
-                source,
-                &rule.key_path.to_string(),
-                "exclude rule matches no cell".into(),
-                Some("check its axis values against the matrix; a rule that removes nothing usually hides a typo".into()),
-            ));
-        }
-    }
-    for rule in &m.include {
-        let chosen: Vec<Vec<serde_json::Value>> = axis_names
-            .iter()
-            .zip(&all)
-            .map(|(axis, values)| rule.conditions.get(axis).cloned().unwrap_or_else(|| values.clone()))
-            .collect();
-        if let Some(issue) = too_big(&rule.key_path.to_string(), &chosen) {
-            issues.push(issue);
-            continue;
-        }
-        let before = cells.len();
-        for_each_cell(exp, &axis_names, &chosen, |cell| {
-            cells.insert(cell);
-        });
-        if cells.len() == before {
-            issues.push(config::issue_at(
-                source,
-                &rule.key_path.to_string(),
-                "include rule adds no cell".into(),
-                Some("every cell it names is already in the matrix, or names a model/variant that is not defined".into()),
-            ));
-        }
-    }
+    let mut issues = excluded(exp, source, &axis_names, &all, &mut cells);
+    issues.extend(included(exp, source, &axis_names, &all, &mut cells));
     if cells.len() as u64 > limits::MAX_CELLS {
         issues.push(config::issue_at(
             source,
@@ -181,6 +110,96 @@ pub fn expand(exp: &Experiment, source: &Source) -> Result<Vec<Cell>, ConfigErro
         return Err(ConfigError::invalid(source, issues));
     }
     Ok(cells.into_iter().collect())
+}
+
+/// Each axis's values, in `names` order.
+fn axis_values(m: &config::Matrix, names: &[String]) -> Vec<Vec<serde_json::Value>> {
+    names
+        .iter()
+        .map(|axis| match axis.as_str() {
+            "model" => m.models.iter().map(|s| s.clone().into()).collect(),
+            "variant" => m.variants.iter().map(|s| s.clone().into()).collect(),
+            "seed" => m.seeds.iter().map(|&s| s.into()).collect(),
+            "batch-size" => m.batch_sizes.iter().map(|&s| s.into()).collect(),
+            "frames" => m.frames.iter().map(|&s| s.into()).collect(),
+            other => m.custom.iter().find(|c| c.name == other).map(|c| c.values.clone()).unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// An issue at `path` when the product of `axes` is past [`limits::MAX_CELLS`].
+fn too_big(source: &Source, names: &[String], path: &str, axes: &[Vec<serde_json::Value>]) -> Option<Issue> {
+    let sizes: Vec<u128> = axes.iter().map(|a| a.len() as u128).collect();
+    let total = sizes.iter().try_fold(1u128, |acc, &n| acc.checked_mul(n)).unwrap_or(u128::MAX);
+    (total > limits::MAX_CELLS as u128).then(|| {
+        let factors: Vec<String> = names.iter().zip(&sizes).map(|(a, &n)| format!("{} {a}", limits::count(n))).collect();
+        config::issue_at(
+            source,
+            path,
+            format!(
+                "would expand to {} cells ({}, before include/exclude rules); at most {} are planned",
+                limits::count(total),
+                factors.join(" × "),
+                limits::count(limits::MAX_CELLS as u128)
+            ),
+            Some("split the study into several experiments, or use fewer values per axis".into()),
+        )
+    })
+}
+
+/// Into `cells`, the product of the axes less what the exclude rules remove; an issue
+/// for each rule that removes nothing.
+fn excluded(exp: &Experiment, source: &Source, names: &[String], all: &[Vec<serde_json::Value>], cells: &mut BTreeSet<Cell>) -> Vec<Issue> {
+    let rules = &exp.matrix.exclude;
+    let mut excluded = vec![0usize; rules.len()];
+    for_each_cell(exp, names, all, |cell| {
+        // Rules apply in order: a cell counts for the first exclude rule it matches.
+        match rules.iter().position(|rule| cell.matches(rule)) {
+            Some(r) => excluded[r] += 1,
+            None => {
+                cells.insert(cell);
+            }
+        }
+    });
+    let mut issues = Vec::new();
+    for (rule, n) in rules.iter().zip(&excluded) {
+        if *n == 0 {
+            issues.push(config::issue_at(
+                source,
+                &rule.key_path.to_string(),
+                "exclude rule matches no cell".into(),
+                Some("check its axis values against the matrix; a rule that removes nothing usually hides a typo".into()),
+            ));
+        }
+    }
+    issues
+}
+
+/// Into `cells`, what each include rule adds; an issue for each rule that adds nothing
+/// or would expand past the limit.
+fn included(exp: &Experiment, source: &Source, names: &[String], all: &[Vec<serde_json::Value>], cells: &mut BTreeSet<Cell>) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    for rule in &exp.matrix.include {
+        let chosen: Vec<Vec<serde_json::Value>> =
+            names.iter().zip(all).map(|(axis, values)| rule.conditions.get(axis).cloned().unwrap_or_else(|| values.clone())).collect();
+        if let Some(issue) = too_big(source, names, &rule.key_path.to_string(), &chosen) {
+            issues.push(issue);
+            continue;
+        }
+        let before = cells.len();
+        for_each_cell(exp, names, &chosen, |cell| {
+            cells.insert(cell);
+        });
+        if cells.len() == before {
+            issues.push(config::issue_at(
+                source,
+                &rule.key_path.to_string(),
+                "include rule adds no cell".into(),
+                Some("every cell it names is already in the matrix, or names a model/variant that is not defined".into()),
+            ));
+        }
+    }
+    issues
 }
 
 /// An imported model's cells: each seed needs its file, and a file is one cell (its

@@ -379,25 +379,119 @@ fn start_sim(args: &[&str]) -> Sim {
     Sim { child, base }
 }
 
-/// A `[models.NAME]` table whose server is this build's simulator launched as a
-/// `command` (with `{port}` and `{served_name}` filled in by pipeline), plus `flags`.
-fn sim_command_model(name: &str, flags: &[&str]) -> String {
-    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
-    let argv: Vec<String> = [bin.as_str(), "sim-server", "--port", "{port}", "--served-model-name", "{served_name}", "--ttft-base-ms", "1"]
-        .iter()
-        .chain(flags)
-        .map(|a| format!("{a:?}"))
-        .collect();
-    format!("[models.{name}]\nbackend = \"command\"\nserved-name = \"{name}-command\"\ncommand = [{}]\n", argv.join(", "))
+/// An experiment file for a test, built fluently (like just's `Test`): the models,
+/// `[workload]` and `[matrix]` keys and further tables that a test is about, written in
+/// one shape. It starts with two-token answers and no warm-up; a key set again keeps
+/// its last value; `[matrix] model` lists every model added unless set.
+#[derive(Clone)]
+struct Exp {
+    name: String,
+    models: Vec<(String, Vec<String>)>,
+    workload: Vec<(String, String)>,
+    matrix: Vec<(String, String)>,
+    tables: Vec<String>,
+}
+
+/// A quick simulator: 1 ms to the first token, 0.5 ms per token, two-token answers.
+const QUICK_SIM: &str = "ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2";
+
+impl Exp {
+    fn new(name: &str) -> Exp {
+        let workload = [("max-tokens", "2"), ("warmup-requests", "0")].map(|(k, v)| (k.to_string(), v.to_string())).to_vec();
+        Exp { name: name.into(), models: Vec::new(), workload, matrix: Vec::new(), tables: Vec::new() }
+    }
+
+    /// `[models.NAME]` on the built-in simulator, with `sim` (the inside of its inline
+    /// table, e.g. [`QUICK_SIM`]).
+    fn sim(mut self, name: &str, sim: &str) -> Exp {
+        self.models.push((name.into(), vec!["backend = \"sim\"".into(), format!("sim = {{ {sim} }}")]));
+        self
+    }
+
+    /// `[models.NAME]` whose server is this build's simulator launched as a `command`
+    /// (with `{port}` and `{served_name}` filled in by pipeline), plus `flags`; served
+    /// as `NAME-command`.
+    fn command_sim(mut self, name: &str, flags: &[&str]) -> Exp {
+        let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+        let argv: Vec<String> =
+            [bin.as_str(), "sim-server", "--port", "{port}", "--served-model-name", "{served_name}", "--ttft-base-ms", "1"]
+                .iter()
+                .chain(flags)
+                .map(|a| format!("{a:?}"))
+                .collect();
+        let lines =
+            vec!["backend = \"command\"".into(), format!("served-name = \"{name}-command\""), format!("command = [{}]", argv.join(", "))];
+        self.models.push((name.into(), lines));
+        self
+    }
+
+    /// The last model added is served as `served` (tests find their servers by it).
+    fn served_as(mut self, served: &str) -> Exp {
+        if let Some((_, lines)) = self.models.last_mut() {
+            lines.insert(1, format!("served-name = \"{served}\""));
+        }
+        self
+    }
+
+    /// `[workload] KEY = VALUE` (`value` as TOML: `"64x48"` with its quotes).
+    fn workload(mut self, key: &str, value: &str) -> Exp {
+        Self::set(&mut self.workload, key, value);
+        self
+    }
+
+    /// `[matrix] KEY = VALUE` (`value` as TOML).
+    fn matrix(mut self, key: &str, value: &str) -> Exp {
+        Self::set(&mut self.matrix, key, value);
+        self
+    }
+
+    /// An `[[axis]]` named `name` with `values` (TOML) that `feeds` (`workload =
+    /// "request-rate"`, `server-flag = "--max-num-seqs"`).
+    fn axis(self, name: &str, values: &str, feeds: &str) -> Exp {
+        self.table(&format!("[[axis]]\nname = \"{name}\"\nvalues = {values}\n{feeds}"))
+    }
+
+    /// A table after the matrix, as written (`[search]`, `[report]`).
+    fn table(mut self, text: &str) -> Exp {
+        self.tables.push(text.trim_end().into());
+        self
+    }
+
+    fn set(list: &mut Vec<(String, String)>, key: &str, value: &str) {
+        match list.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.into(),
+            None => list.push((key.into(), value.into())),
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = format!("name = \"{}\"\n", self.name);
+        for (name, lines) in &self.models {
+            out.push_str(&format!("[models.{name}]\n{}\n", lines.join("\n")));
+        }
+        out.push_str("[workload]\n");
+        for (k, v) in &self.workload {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push_str("[matrix]\n");
+        if !self.matrix.iter().any(|(k, _)| k == "model") {
+            let names: Vec<String> = self.models.iter().map(|(n, _)| format!("{n:?}")).collect();
+            out.push_str(&format!("model = [{}]\n", names.join(", ")));
+        }
+        for (k, v) in &self.matrix {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        for table in &self.tables {
+            out.push_str(&format!("{table}\n"));
+        }
+        out
+    }
 }
 
 /// An experiment of one model `g`, the simulator launched as a `command` server with
-/// `flags`: two turns, seed 1.
+/// `flags`: two turns of a 64×48 image, seed 1.
 fn one_command_model(name: &str, flags: &[&str]) -> String {
-    format!(
-        "name = \"{name}\"\n{}\n[workload]\nturns = 2\nresolution = \"64x48\"\nmax-tokens = 2\nwarmup-requests = 0\n[matrix]\nmodel = [\"g\"]\nseed = [1]\n",
-        sim_command_model("g", flags)
-    )
+    Exp::new(name).command_sim("g", flags).workload("turns", "2").workload("resolution", "\"64x48\"").matrix("seed", "[1]").text()
 }
 
 /// One CSV row: column name → text.
@@ -411,54 +505,19 @@ fn csv_rows(text: &str) -> Vec<Row> {
     reader.records().map(|r| header.iter().cloned().zip(r.unwrap().iter().map(String::from)).collect()).collect()
 }
 
-/// An experiment with one quick simulated model `s` (served as `served`), two-token
-/// answers and no warm-up, plus the given `[workload]` and `[matrix]` lines.
-fn one_sim_model(name: &str, served: &str, workload: &str, matrix: &str) -> String {
-    format!(
-        r#"
-name = "{name}"
-[models.s]
-backend = "sim"
-served-name = "{served}"
-sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
-[workload]
-max-tokens = 2
-warmup-requests = 0
-{workload}
-[matrix]
-model = ["s"]
-{matrix}
-"#
-    )
-}
-
 /// A search for the largest batch size within TPOT ≤ 48 ms on a simulator whose TPOT is
 /// about 4 + 8B ms at batch size B (one turn each, all in flight together): it breaks
 /// between 5 (44 ms) and 6 (52 ms). Seeds and the largest value probed as given.
 fn search_on_sim(name: &str, seeds: &str, max: u32) -> String {
-    format!(
-        r#"
-name = "{name}"
-[models.a]
-backend = "sim"
-sim = {{ ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32 }}
-[workload]
-turns = 1
-max-tokens = 32
-warmup-requests = 0
-resolution = "64x48"
-[matrix]
-model = ["a"]
-seed = [{seeds}]
-[search]
-axis = "batch-size"
-min = 1
-max = {max}
-[report]
-dir = "reports/t"
-slo = {{ tpot-ms = 48.0 }}
-"#
-    )
+    Exp::new(name)
+        .sim("a", "ttft-base-ms = 1.0, prefill-us-per-token = 0.5, itl-base-ms = 4.0, itl-us-per-inflight = 8000.0, jitter = 0.0, answer-tokens = 32")
+        .workload("turns", "1")
+        .workload("max-tokens", "32")
+        .workload("resolution", "\"64x48\"")
+        .matrix("seed", &format!("[{seeds}]"))
+        .table(&format!("[search]\naxis = \"batch-size\"\nmin = 1\nmax = {max}"))
+        .table("[report]\ndir = \"reports/t\"\nslo = { tpot-ms = 48.0 }")
+        .text()
 }
 
 /// An experiment for the report tests: model `a` on the simulator, 3 turns,

@@ -9,8 +9,7 @@ use anyhow::anyhow;
 use super::{Failure, fail};
 use crate::cli::InitArgs;
 use crate::config::{self, Source, raw::RawExperiment};
-use crate::error::{Kind, WithHint};
-use crate::exit;
+use crate::error::{Kind, Outcome, WithHint};
 
 /// The file name of the schema that `init` writes beside an experiment file.
 pub const SCHEMA_FILE: &str = "experiment.schema.json";
@@ -28,7 +27,7 @@ struct Model {
     note: Option<String>,
 }
 
-pub fn init(args: &InitArgs) -> Result<i32, Failure> {
+pub fn init(args: &InitArgs) -> Result<Outcome, Failure> {
     let user = |e: anyhow::Error| Failure { error: e, kind: Kind::User };
     if args.name.is_empty() || args.name.len() > 64 || !args.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         let e = anyhow!("--name {}: not a valid experiment name", config::quoted(&args.name));
@@ -72,7 +71,7 @@ pub fn init(args: &InitArgs) -> Result<i32, Failure> {
         "next:\n  pipeline plan {shown}    what will run, and why\n  pipeline run {shown}     measure, then read reports/{}/README.md",
         args.name
     );
-    Ok(exit::OK)
+    Ok(Outcome::Done)
 }
 
 /// A model key from a model's name: what is not a letter, digit, `.`, `-` or `_`

@@ -1,5 +1,6 @@
-//! The commands behind the CLI: load, plan, execute, print. Errors are classified here
-//! into the exit codes of [`crate::exit`].
+//! The commands behind the CLI: load, plan, execute, print. Each ends in an
+//! [`Outcome`] or a [`Failure`] whose kind is chosen here; [`crate::error`] turns
+//! either into the exit code.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -11,21 +12,16 @@ use anyhow::anyhow;
 use crate::cache::{Cache, CacheError};
 use crate::cli::{CacheCommand, Cli, Command, DagFormat, SimArgs, Target};
 use crate::config::{self, Source};
-use crate::error::{Kind, WithHint};
+pub use crate::error::Failure;
+use crate::error::{Kind, Outcome, WithHint};
 use crate::exec::{self, RunOptions};
 use crate::matrix::Cell;
 use crate::plan::{Plan, Selection, State, StepKind, StepStatus};
-use crate::{exit, matrix, sim, steps};
+use crate::{matrix, sim, steps};
 
 mod init;
 mod search;
 mod slurm;
-
-/// An error with the kind that decides its exit code.
-pub struct Failure {
-    pub error: anyhow::Error,
-    pub kind: Kind,
-}
 
 fn fail(kind: Kind) -> impl FnOnce(anyhow::Error) -> Failure {
     move |error| Failure { error, kind }
@@ -50,7 +46,7 @@ impl From<CacheError> for Failure {
     }
 }
 
-pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
+pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     let cache = Cache::new(&cli.cache);
     // Commands that start servers or may run long stop within seconds of a signal.
     if !matches!(cli.command, Command::SimServer(_) | Command::Guard { .. } | Command::Schema | Command::Completions { .. }) {
@@ -65,17 +61,17 @@ pub fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Templates { dir } => templates(&dir),
         Command::Init(args) => init::init(&args),
-        Command::Schema => out(&format!("{}\n", init::schema())).map(|_| exit::OK),
+        Command::Schema => out(&format!("{}\n", init::schema())).map(|_| Outcome::Done),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "pipeline", &mut std::io::stdout());
-            Ok(exit::OK)
+            Ok(Outcome::Done)
         }
         Command::Dag { file, format } => dag(file.as_deref(), format),
         Command::Cache { command: CacheCommand::Gc } => gc(&cache),
         Command::SimServer(args) => sim_server(args),
         Command::SlurmJob { spec } => slurm::job(&cache, &spec),
-        Command::Guard { pgid } => Ok(exec::process::guard(pgid)),
+        Command::Guard { pgid } => exec::process::guard(pgid),
     }
 }
 
@@ -166,12 +162,12 @@ fn selection(target: &Target, plan: &Plan) -> Result<Selection, Failure> {
 /// Write to stdout; a closed pipe (`pipeline plan | head`) ends quietly.
 fn out(text: &str) -> Result<(), Failure> {
     match std::io::stdout().lock().write_all(text.as_bytes()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(exit::OK),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(Outcome::Done.code()),
         r => r.map_err(|e| fail(Kind::Environment)(e.into())),
     }
 }
 
-fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> {
+fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<Outcome, Failure> {
     let (source, plan) = load_target(target)?;
     check_search_only(target, &plan)?;
     // A search shows the probes known so far, and says that it goes on after them.
@@ -184,7 +180,7 @@ fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<i32, Failure> 
     }
     // The process ends right after this; freeing a 100k-step plan only costs time.
     std::mem::forget((plan, statuses));
-    out(&text).map(|_| exit::OK)
+    out(&text).map(|_| Outcome::Done)
 }
 
 fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) -> String {
@@ -255,14 +251,14 @@ fn counts_line(statuses: &[StepStatus]) -> String {
     )
 }
 
-fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<i32, Failure> {
+fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<Outcome, Failure> {
     let (source, mut plan) = load_target(target)?;
     check_search_only(target, &plan)?;
     let _lock = cache.lock()?;
     if plan.experiment.search.is_some() {
         plan = match search_rounds(cache, &source, target, plan, jobs, keep_going)? {
             Ok(plan) => plan,
-            Err(code) => return Ok(code),
+            Err(outcome) => return Ok(outcome),
         };
     }
     let sel = selection(target, &plan)?;
@@ -289,7 +285,8 @@ fn searched(cache: &Cache, plan: Plan, only: &[(String, String)]) -> Result<(Pla
 
 /// `[search]`: measure the probes the walks ask for, round by round, until every curve
 /// has its answer (or a round measures nothing new: probes that failed to measure);
-/// then the plan over every probe walked, or the exit code of a round that failed.
+/// then the plan over every probe walked, or the outcome of a round that did not end
+/// done.
 ///
 /// Each round's plan holds every probe walked so far besides the new ones (cached, so
 /// only the new ones run): the run record then names every probe of the walk, and a
@@ -301,7 +298,7 @@ fn search_rounds(
     plan: Plan,
     jobs: usize,
     keep_going: bool,
-) -> Result<Result<Plan, i32>, Failure> {
+) -> Result<Result<Plan, Outcome>, Failure> {
     let (exp, hardware) = (plan.experiment.clone(), plan.hardware.clone());
     let base = narrowed(&plan, &target.only);
     drop(plan);
@@ -324,9 +321,9 @@ fn search_rounds(
         let plan = Plan::build(exp.clone(), cells, hardware.clone()).map_err(|e| fail(Kind::User)(e.into()))?;
         let sel = Selection { kinds: vec![StepKind::Datagen, StepKind::Measure], only: target.only.clone(), force: false };
         let statuses = plan.status(cache, &sel);
-        let code = execute(cache, source.clone(), target.file.as_deref(), plan, statuses, jobs, keep_going)?;
-        if code != exit::OK {
-            return Ok(Err(code));
+        let outcome = execute(cache, source.clone(), target.file.as_deref(), plan, statuses, jobs, keep_going)?;
+        if outcome != Outcome::Done {
+            return Ok(Err(outcome));
         }
         last_need = Some(walked.need);
     }
@@ -368,7 +365,7 @@ fn report(
     noise_pct: Option<f64>,
     fail_on: Vec<String>,
     executor: Option<config::ExecutorKind>,
-) -> Result<i32, Failure> {
+) -> Result<Outcome, Failure> {
     let (source, plan) = load_with(file, |experiment| {
         set_executor(experiment, executor);
         if let Some(dir) = baseline {
@@ -418,7 +415,7 @@ fn report(
 
 /// `pipeline templates DIR`: the embedded report templates, to edit and point
 /// `[report] templates` at.
-fn templates(dir: &Path) -> Result<i32, Failure> {
+fn templates(dir: &Path) -> Result<Outcome, Failure> {
     std::fs::create_dir_all(dir).map_err(|e| fail(Kind::Environment)(e.into()))?;
     for (name, text) in steps::report::TEMPLATES {
         let path = dir.join(name);
@@ -432,7 +429,7 @@ fn templates(dir: &Path) -> Result<i32, Failure> {
         eprintln!("wrote {}", path.display());
     }
     eprintln!("next: set `templates = \"{}\"` under [report] in your experiment file", dir.display());
-    Ok(exit::OK)
+    Ok(Outcome::Done)
 }
 
 fn execute(
@@ -443,7 +440,7 @@ fn execute(
     statuses: Vec<StepStatus>,
     jobs: usize,
     keep_going: bool,
-) -> Result<i32, Failure> {
+) -> Result<Outcome, Failure> {
     let watched = &plan.experiment.report.fail_on;
     if !watched.is_empty() && plan.experiment.report.baseline.is_none() {
         return Err(Failure {
@@ -470,13 +467,13 @@ fn execute(
     let opts = RunOptions { jobs, keep_going, sim_bin, remote, in_job: false };
     // A signal ends `execute` early (`interrupted`), with what completed recorded.
     let outcome = rt.block_on(exec::execute(plan.clone(), cache.clone(), statuses, opts));
-    if let Ok(exec::RunSummary { interrupted: Some(code), .. }) = outcome {
+    if let Ok(exec::RunSummary { interrupted: Some(signal), .. }) = outcome {
         // The watchdog ends the process 1.5 s after the signal, so the Slurm jobs are
         // cancelled first; dropping the runtime then drops every task, which removes
         // staging folders and kills servers' process groups.
-        let code = stopped(slurm.as_deref(), code);
+        let stopped = stopped(slurm.as_deref(), signal);
         rt.shutdown_timeout(std::time::Duration::from_millis(500));
-        return Ok(code);
+        return Ok(stopped);
     }
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = outcome.map_err(fail(Kind::Environment))?;
@@ -484,8 +481,8 @@ fn execute(
         let written = exec::publish_report(dir, &report_dest, &plan.experiment.name).map_err(publish_failure)?;
         eprintln!("report: {} ({} file(s) updated)", report_dest.join("README.md").display(), written.len());
     }
-    if let Some(code) = crate::interrupt::pending() {
-        return Ok(stopped(slurm.as_deref(), code));
+    if let Some(signal) = crate::interrupt::pending() {
+        return Ok(stopped(slurm.as_deref(), signal));
     }
     eprintln!("{} ran, {} cached, {} skipped, {} failed", summary.ran, summary.cached, summary.skipped, summary.failed.len());
     let regressed = match (&summary.report_dir, plan.experiment.report.fail_on.is_empty()) {
@@ -495,15 +492,15 @@ fn execute(
     // The process ends right after this; freeing a 100k-step plan only costs time.
     std::mem::forget(plan);
     if summary.failed.is_empty() {
-        Ok(if regressed { exit::REGRESSION } else { exit::OK })
+        Ok(if regressed { Outcome::Regressed } else { Outcome::Done })
     } else {
         for (id, e) in &summary.failed {
-            eprintln!("failed: {id}: {}", e.lines().next().unwrap_or_default());
+            eprintln!("failed: {id}: {}", e.message.lines().next().unwrap_or_default());
         }
         if !keep_going {
             eprintln!("hint: --keep-going runs the independent steps too");
         }
-        Ok(exit::STEP_FAILED)
+        Ok(Outcome::StepsFailed)
     }
 }
 
@@ -550,14 +547,14 @@ fn gate(dir: &Path, fail_on: &[String]) -> Result<bool, Failure> {
     Ok(true)
 }
 
-/// After a signal stopped the run (servers are stopped, staging folders removed):
-/// cancel its Slurm jobs, say what is kept, and exit with 128 + the signal.
 fn publish_failure(e: exec::PublishError) -> Failure {
     let (kind, error) = e.into_failure();
     Failure { kind, error }
 }
 
-fn stopped(slurm: Option<&crate::slurm::SlurmExec>, code: i32) -> i32 {
+/// After a signal stopped the run (servers are stopped, staging folders removed):
+/// cancel its Slurm jobs, say what is kept, and end as interrupted.
+fn stopped(slurm: Option<&crate::slurm::SlurmExec>, signal: crate::interrupt::Signal) -> Outcome {
     if let Some(sx) = slurm {
         let ids = sx.tracker.cancel_all();
         if !ids.is_empty() {
@@ -565,10 +562,10 @@ fn stopped(slurm: Option<&crate::slurm::SlurmExec>, code: i32) -> i32 {
         }
     }
     eprintln!("interrupted: completed steps are kept in the cache; run the same command again to resume");
-    code
+    Outcome::Interrupted(signal)
 }
 
-fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorKind>) -> Result<i32, Failure> {
+fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorKind>) -> Result<Outcome, Failure> {
     let (source, plan) = load_with(file, |experiment| {
         set_executor(experiment, executor);
         Ok(())
@@ -587,10 +584,10 @@ fn status(cache: &Cache, file: Option<&Path>, executor: Option<config::ExecutorK
     let report = plan.experiment.base_dir.join(&plan.experiment.report.dir).join("README.md");
     text.push_str(&format!("  report     {}\n", if report.exists() { report.display().to_string() } else { "not written yet".into() }));
     text.push_str(&slurm::jobs(cache, &cache.record_name(&plan.experiment)));
-    out(&text).map(|_| exit::OK)
+    out(&text).map(|_| Outcome::Done)
 }
 
-fn dag(file: Option<&Path>, format: DagFormat) -> Result<i32, Failure> {
+fn dag(file: Option<&Path>, format: DagFormat) -> Result<Outcome, Failure> {
     let (_, plan) = load(file)?;
     let mut text = String::new();
     let quote = |s: &str| serde_json::Value::String(s.to_string()).to_string();
@@ -629,10 +626,10 @@ fn dag(file: Option<&Path>, format: DagFormat) -> Result<i32, Failure> {
             }
         }
     }
-    out(&text).map(|_| exit::OK)
+    out(&text).map(|_| Outcome::Done)
 }
 
-fn gc(cache: &Cache) -> Result<i32, Failure> {
+fn gc(cache: &Cache) -> Result<Outcome, Failure> {
     let _lock = cache.lock()?;
     let keep: HashSet<String> = cache.all_runs().into_iter().flat_map(|(_, records)| records.into_values().map(|r| r.key)).collect();
     let (n, bytes) = cache.gc(&keep)?;
@@ -641,10 +638,10 @@ fn gc(cache: &Cache) -> Result<i32, Failure> {
         bytes as f64 / 1e6,
         keep.len()
     );
-    Ok(exit::OK)
+    Ok(Outcome::Done)
 }
 
-fn sim_server(a: SimArgs) -> Result<i32, Failure> {
+fn sim_server(a: SimArgs) -> Result<Outcome, Failure> {
     let params = a.params;
     if let Some((key, message)) = params.problems().into_iter().next() {
         return Err(Failure { error: anyhow!("--{key} {message}"), kind: Kind::User });
@@ -667,5 +664,5 @@ fn sim_server(a: SimArgs) -> Result<i32, Failure> {
         }
     })
     .map_err(fail(Kind::Environment))?;
-    Ok(exit::OK)
+    Ok(Outcome::Done)
 }

@@ -10,10 +10,10 @@ use anyhow::anyhow;
 use super::{Failure, fail, load_with};
 use crate::cache::Cache;
 use crate::config;
-use crate::error::{Kind, WithHint};
+use crate::error::{Kind, Outcome, WithHint};
 use crate::exec::{self, RunOptions};
 use crate::plan::{Plan, Selection, State, StepStatus};
-use crate::{exit, slurm};
+use crate::slurm;
 
 /// Under `--executor slurm`: the job each server group becomes, with what it asks for.
 pub(super) fn plan_jobs(plan: &Plan, needed: &[usize]) -> String {
@@ -70,7 +70,7 @@ pub(super) async fn setup(
     let dir = root.join("slurm").join(&run_id);
     let tracker = Arc::new(slurm::Tracker::new(settings.clone(), run_id.clone(), dir));
     if !gpu_counts.is_empty() {
-        tracker.preflight(&gpu_counts).await.map_err(|e| Failure { kind: e.kind(), error: e.into() })?;
+        tracker.preflight(&gpu_counts).await?;
         // `pipeline status` finds the run's jobs through this.
         std::fs::create_dir_all(root.join("slurm")).map_err(env)?;
         std::fs::write(root.join("slurm").join(format!("{}.latest", cache.record_name(&plan.experiment))), &run_id).map_err(env)?;
@@ -83,13 +83,13 @@ pub(super) async fn setup(
 /// `pipeline slurm-job SPEC`, on a node: run the steps the submitter listed, against
 /// the shared cache, and publish each one. Exits 66 when the cache (its spec, or the
 /// steps' inputs) is not here: the cache is not on a filesystem this node shares.
-pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
+pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<Outcome, Failure> {
     let node = std::env::var("SLURMD_NODENAME").unwrap_or_else(|_| "this node".into());
     let no_input = |what: String| {
-        eprintln!(
-            "error: {what} is not visible on {node}\nhint: the cache folder must be on a filesystem the compute nodes share with the submitting machine"
-        );
-        Ok(slurm::EXIT_NO_INPUT)
+        let error = anyhow!("{what} is not visible on {node}")
+            .hint("the cache folder must be on a filesystem the compute nodes share with the submitting machine");
+        eprintln!("error: {}", crate::error::render(&error));
+        Ok(Outcome::NoInput)
     };
     let spec: slurm::JobSpec = match std::fs::read(spec_path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| fail(Kind::Environment)(e.into()))?,
@@ -152,16 +152,27 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<i32, Failure> {
     let opts = RunOptions { jobs: 2, keep_going: spec.keep_going, sim_bin, remote: None, in_job: true };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| fail(Kind::Environment)(e.into()))?;
     let outcome = rt.block_on(exec::execute(Arc::new(plan), cache.clone(), job_statuses, opts));
-    if let Ok(exec::RunSummary { interrupted: Some(code), .. }) = outcome {
+    if let Ok(exec::RunSummary { interrupted: Some(signal), .. }) = outcome {
         // Said before the runtime is dropped: the watchdog ends the process soon.
         eprintln!("interrupted (cancelled, or the time limit): every published step is kept");
         rt.shutdown_timeout(std::time::Duration::from_millis(500));
-        return Ok(code);
+        return Ok(Outcome::Interrupted(signal));
     }
     rt.shutdown_timeout(std::time::Duration::from_secs(15));
     let summary = outcome.map_err(fail(Kind::Environment))?;
     eprintln!("{} of {} step(s) published, {} failed", summary.ran, spec.steps.len(), summary.failed.len());
-    Ok(if summary.failed.is_empty() { exit::OK } else { exit::STEP_FAILED })
+    // The submitter shows each failed step's own error and hints from this file.
+    let job_id = std::env::var("SLURM_JOB_ID").ok().and_then(|id| id.parse().ok());
+    if let (Some(id), Some(dir), false) = (job_id, spec_path.parent(), summary.failed.is_empty()) {
+        let failed = slurm::FailedFile { steps: summary.failed.iter().cloned().collect() };
+        if let Err(e) = failed.write(dir, id) {
+            eprintln!(
+                "warning: cannot write {}: {e} (the log above says why the steps failed)",
+                slurm::FailedFile::path(dir, id).display()
+            );
+        }
+    }
+    Ok(if summary.failed.is_empty() { Outcome::Done } else { Outcome::StepsFailed })
 }
 
 /// The jobs of the experiment's last Slurm run; while that run is going (it holds the

@@ -457,57 +457,11 @@ impl Validator<'_> {
     fn model(&mut self, name: String, m: raw::RawModel) -> Model {
         let at = format!("models.{name}");
         self.name(&at, "model", &name);
-        let backend = match Backend::ALL.iter().find(|(n, _)| *n == m.backend) {
-            Some((_, b)) => *b,
-            None => {
-                let names: Vec<&str> = Backend::ALL.iter().map(|(n, _)| *n).collect();
-                let hint = closest(&m.backend, names.iter().copied())
-                    .map(|b| format!("did you mean `{b}`?"))
-                    .unwrap_or_else(|| format!("one of: {}", names.join(", ")));
-                self.error(format!("{at}.backend"), format!("unknown backend `{}`", m.backend), Some(hint));
-                Backend::Sim
-            }
-        };
+        let backend = self.backend(&at, &m.backend);
         let model_id = m.model.clone().unwrap_or_else(|| name.clone());
-        match backend {
-            Backend::Command if m.command.as_ref().is_none_or(|c| c.is_empty()) => self.error(
-                &at,
-                "backend `command` needs a `command` template",
-                Some("for example command = [\"my-server\", \"--port\", \"{port}\", \"--model\", \"{model}\"]".into()),
-            ),
-            Backend::Endpoint if m.url.is_none() => {
-                self.error(&at, "backend `endpoint` needs a `url`", Some("for example url = \"http://gpu-node:8000\"".into()))
-            }
-            Backend::Openai | Backend::Anthropic if m.api_key_env.is_none() => self.error(
-                &at,
-                format!("backend `{}` needs `api-key-env`, the name of the variable holding the key", backend.name()),
-                Some(format!("for example api-key-env = \"{}_API_KEY\"", backend.name().to_uppercase())),
-            ),
-            _ => {}
-        }
-        // Neither message repeats the value: it may be the key itself.
+        self.backend_needs(&at, backend, &m);
         if let Some(env) = &m.api_key_env {
-            let not_a_name = env.is_empty() || env.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
-            let why = if not_a_name {
-                Some("must be the *name* of an environment variable, not the key itself")
-            } else if limits::looks_like_secret(env) {
-                Some("looks like an API key, not the name of the variable that holds one (the value is not repeated here)")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                // The variable each API's own tools read.
-                let var = match backend {
-                    Backend::Anthropic => "ANTHROPIC_API_KEY",
-                    Backend::Openai => "OPENAI_API_KEY",
-                    _ => "VLLM_API_KEY",
-                };
-                self.error(
-                    format!("{at}.api-key-env"),
-                    why,
-                    Some(format!("export the key in your shell (export {var}=...) and write its name: api-key-env = \"{var}\"")),
-                );
-            }
+            self.api_key_env(&at, backend, env);
         }
         if let Some(url) = &m.url {
             self.url(&format!("{at}.url"), url);
@@ -527,27 +481,7 @@ impl Validator<'_> {
             }
             Some(n) => Some(self.int(&format!("{at}.gpus"), Some(n), 0, limits::GPUS)),
         };
-        let sim = self.sim(&format!("{at}.sim"), &SimParams::default(), m.sim.as_ref());
-        let mut variants = BTreeMap::new();
-        variants.insert(
-            "base".to_string(),
-            Variant { model: model_id.clone(), quantization: None, dtype: None, extra_args: Vec::new(), sim: sim.clone() },
-        );
-        for (vname, v) in m.variants {
-            let vat = format!("{at}.variants.{vname}");
-            self.name(&vat, "variant", &vname);
-            let sim = self.sim(&format!("{vat}.sim"), &sim, v.sim.as_ref());
-            variants.insert(
-                vname,
-                Variant {
-                    model: v.model.unwrap_or_else(|| model_id.clone()),
-                    quantization: v.quantization,
-                    dtype: v.dtype,
-                    extra_args: self.literals.take(&v.extra_args),
-                    sim,
-                },
-            );
-        }
+        let variants = self.variants(&at, &model_id, m.sim.as_ref(), m.variants);
         if backend != Backend::Import && (m.format.is_some() || m.results.is_some()) {
             self.error(&at, "`format` and `results` are for backend `import`", Some("remove them, or set backend = \"import\"".into()));
         }
@@ -571,6 +505,97 @@ impl Validator<'_> {
             gpus,
             variants,
         }
+    }
+
+    /// The model's `backend` (the simulator, after an error, when it names none).
+    fn backend(&mut self, at: &str, name: &str) -> Backend {
+        match Backend::ALL.iter().find(|(n, _)| *n == name) {
+            Some((_, b)) => *b,
+            None => {
+                let names: Vec<&str> = Backend::ALL.iter().map(|(n, _)| *n).collect();
+                let hint = closest(name, names.iter().copied())
+                    .map(|b| format!("did you mean `{b}`?"))
+                    .unwrap_or_else(|| format!("one of: {}", names.join(", ")));
+                self.error(format!("{at}.backend"), format!("unknown backend `{name}`"), Some(hint));
+                Backend::Sim
+            }
+        }
+    }
+
+    /// The key each backend cannot do without.
+    fn backend_needs(&mut self, at: &str, backend: Backend, m: &raw::RawModel) {
+        match backend {
+            Backend::Command if m.command.as_ref().is_none_or(|c| c.is_empty()) => self.error(
+                at,
+                "backend `command` needs a `command` template",
+                Some("for example command = [\"my-server\", \"--port\", \"{port}\", \"--model\", \"{model}\"]".into()),
+            ),
+            Backend::Endpoint if m.url.is_none() => {
+                self.error(at, "backend `endpoint` needs a `url`", Some("for example url = \"http://gpu-node:8000\"".into()))
+            }
+            Backend::Openai | Backend::Anthropic if m.api_key_env.is_none() => self.error(
+                at,
+                format!("backend `{}` needs `api-key-env`, the name of the variable holding the key", backend.name()),
+                Some(format!("for example api-key-env = \"{}_API_KEY\"", backend.name().to_uppercase())),
+            ),
+            _ => {}
+        }
+    }
+
+    /// `api-key-env` is the name of a variable, not the key. Neither message repeats
+    /// the value: it may be the key itself.
+    fn api_key_env(&mut self, at: &str, backend: Backend, env: &str) {
+        let not_a_name = env.is_empty() || env.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+        let why = if not_a_name {
+            "must be the *name* of an environment variable, not the key itself"
+        } else if limits::looks_like_secret(env) {
+            "looks like an API key, not the name of the variable that holds one (the value is not repeated here)"
+        } else {
+            return;
+        };
+        // The variable each API's own tools read.
+        let var = match backend {
+            Backend::Anthropic => "ANTHROPIC_API_KEY",
+            Backend::Openai => "OPENAI_API_KEY",
+            _ => "VLLM_API_KEY",
+        };
+        self.error(
+            format!("{at}.api-key-env"),
+            why,
+            Some(format!("export the key in your shell (export {var}=...) and write its name: api-key-env = \"{var}\"")),
+        );
+    }
+
+    /// `base` (the model's own settings) and each variant of the model at `at`.
+    fn variants(
+        &mut self,
+        at: &str,
+        model_id: &str,
+        sim: Option<&raw::RawSim>,
+        raw: BTreeMap<String, raw::RawVariant>,
+    ) -> BTreeMap<String, Variant> {
+        let sim = self.sim(&format!("{at}.sim"), &SimParams::default(), sim);
+        let mut variants = BTreeMap::new();
+        variants.insert(
+            "base".to_string(),
+            Variant { model: model_id.to_string(), quantization: None, dtype: None, extra_args: Vec::new(), sim: sim.clone() },
+        );
+        for (vname, v) in raw {
+            let vat = format!("{at}.variants.{vname}");
+            self.name(&vat, "variant", &vname);
+            let sim = self.sim(&format!("{vat}.sim"), &sim, v.sim.as_ref());
+            variants.insert(
+                vname,
+                Variant {
+                    model: v.model.unwrap_or_else(|| model_id.to_string()),
+                    quantization: v.quantization,
+                    dtype: v.dtype,
+                    extra_args: self.literals.take(&v.extra_args),
+                    sim,
+                },
+            );
+        }
+        variants
     }
 
     /// `base` with the overrides of `raw` (at `path`), each checked where it differs.
@@ -885,10 +910,29 @@ impl Validator<'_> {
     }
 
     fn matrix(&mut self, m: raw::RawMatrix, axes: Vec<raw::RawAxis>, models: &BTreeMap<String, Model>) -> Matrix {
-        if m.model.is_empty() {
+        let variants = self.models_and_variants(&m.model, m.variant, models);
+        let seeds = self.int_axis("seed", m.seed, 0, limits::SEED);
+        // Within their limits, so they fit a u32.
+        let small = |values: Vec<u64>| values.into_iter().filter_map(|x| u32::try_from(x).ok()).collect();
+        let batch_sizes = small(self.int_axis("batch-size", m.batch_size, 1, limits::BATCH_SIZE));
+        let frames = small(self.int_axis("frames", m.frames, 1, limits::FRAMES));
+        let mut custom: Vec<CustomAxis> = Vec::new();
+        for (i, a) in axes.into_iter().enumerate() {
+            let axis = self.custom_axis(&format!("axis[{i}]"), a, &custom);
+            custom.push(axis);
+        }
+        let exclude = self.rules("exclude", m.exclude, &custom, models);
+        let include = self.rules("include", m.include, &custom, models);
+        Matrix { models: m.model, variants, seeds, batch_sizes, frames, custom, exclude, include }
+    }
+
+    /// `matrix.model` names defined models and `matrix.variant` variants one of them
+    /// defines; the variants (`base` when the key is left out).
+    fn models_and_variants(&mut self, names: &[String], variants: Option<Vec<String>>, models: &BTreeMap<String, Model>) -> Vec<String> {
+        if names.is_empty() {
             self.error("matrix.model", "axis is empty", Some("list at least one model defined under [models]".into()));
         }
-        for (i, name) in m.model.iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
             if !models.contains_key(name) {
                 let hint = match closest(name, models.keys().map(String::as_str)) {
                     Some(c) => format!("did you mean `{c}`?"),
@@ -897,16 +941,16 @@ impl Validator<'_> {
                 self.error(format!("matrix.model[{i}]"), format!("model `{name}` is not defined"), Some(hint));
             }
         }
-        self.no_repeats("matrix.model", &m.model);
-        let variants = m.variant.unwrap_or_else(|| vec!["base".into()]);
+        self.no_repeats("matrix.model", names);
+        let variants = variants.unwrap_or_else(|| vec!["base".into()]);
         self.no_repeats("matrix.variant", &variants);
         if variants.is_empty() {
             self.error("matrix.variant", "axis is empty", Some("remove it to use only `base`".into()));
         }
         for (i, v) in variants.iter().enumerate() {
-            let defined = m.model.iter().filter_map(|n| models.get(n)).any(|model| model.variants.contains_key(v));
+            let defined = names.iter().filter_map(|n| models.get(n)).any(|model| model.variants.contains_key(v));
             if !defined {
-                let all = m.model.iter().filter_map(|n| models.get(n)).flat_map(|model| model.variants.keys().map(String::as_str));
+                let all = names.iter().filter_map(|n| models.get(n)).flat_map(|model| model.variants.keys().map(String::as_str));
                 let hint = match closest(v, all) {
                     Some(c) => format!("did you mean `{c}`? (or add [models.NAME.variants.{v}])"),
                     None => format!("add [models.NAME.variants.{v}]"),
@@ -914,131 +958,135 @@ impl Validator<'_> {
                 self.error(format!("matrix.variant[{i}]"), format!("no model in the matrix defines variant `{v}`"), Some(hint));
             }
         }
-        // The values in range; an error for each one that is not.
-        let ints = |v: &mut Self, key: &str, values: Option<Vec<i64>>, default: i64, limit: Limit| -> Vec<u64> {
-            let values = values.unwrap_or_else(|| vec![default]);
-            if values.is_empty() {
-                v.error(
-                    format!("matrix.{key}"),
-                    "axis is empty",
-                    Some(format!("list at least one value, or remove the key for the default [{default}]")),
-                );
-            }
-            v.no_repeats(&format!("matrix.{key}"), &values);
-            let mut ok = Vec::new();
-            for (i, x) in values.into_iter().enumerate() {
-                match (limit.check(x as f64), u64::try_from(x)) {
-                    (Ok(_), Ok(x)) => ok.push(x),
-                    (Err(message), _) => v.error(format!("matrix.{key}[{i}]"), message, None),
-                    (Ok(_), Err(_)) => v.error(format!("matrix.{key}[{i}]"), format!("must be {limit}, found `{x}`"), None),
-                }
-            }
-            ok
-        };
-        let seeds = ints(self, "seed", m.seed, 0, limits::SEED);
-        // Within their limits, so they fit a u32.
-        let small = |values: Vec<u64>| values.into_iter().filter_map(|x| u32::try_from(x).ok()).collect();
-        let batch_sizes = small(ints(self, "batch-size", m.batch_size, 1, limits::BATCH_SIZE));
-        let frames = small(ints(self, "frames", m.frames, 1, limits::FRAMES));
-        let mut custom = Vec::new();
-        for (i, a) in axes.into_iter().enumerate() {
-            let at = format!("axis[{i}]");
-            self.name(&format!("{at}.name"), "axis", &a.name);
-            if BUILTIN_AXES.contains(&a.name.as_str()) || custom.iter().any(|c: &CustomAxis| c.name == a.name) {
-                self.error(format!("{at}.name"), format!("axis `{}` is already defined", a.name), None);
-            }
-            if a.values.is_empty() {
-                self.error(format!("{at}.values"), "axis is empty", None);
-            }
-            for (j, v) in a.values.iter().enumerate() {
-                self.custom_value(&format!("{at}.values[{j}]"), a.workload.as_deref(), v);
-            }
-            self.no_repeats(&format!("{at}.values"), &a.values);
-            if let Some(flag) = a.server_flag.as_deref().filter(|f| crate::secrets::SECRET_FLAGS.contains(f)) {
-                self.error(
-                    format!("{at}.server-flag"),
-                    format!("`{flag}` carries a secret, and an axis's values are written into step ids, plans and reports"),
-                    Some("put the key in an environment variable and name it with `api-key-env`".into()),
-                );
-            }
-            let feeds = match (a.server_flag, a.workload) {
-                (Some(flag), None) => Feeds::ServerFlag(flag),
-                (None, Some(key)) if WORKLOAD_AXES.contains(&key.as_str()) => Feeds::Workload(key),
-                (None, Some(key)) => {
-                    self.error(
-                        format!("{at}.workload"),
-                        format!("`{key}` is not a workload parameter an axis can set"),
-                        Some(format!("one of: {}", WORKLOAD_AXES.join(", "))),
-                    );
-                    Feeds::Workload(key)
-                }
-                _ => {
-                    self.error(
-                        &at,
-                        "an axis feeds exactly one of `server-flag` or `workload`",
-                        Some("for example server-flag = \"--max-num-seqs\"".into()),
-                    );
-                    Feeds::ServerFlag(String::new())
-                }
-            };
-            custom.push(CustomAxis { name: a.name, values: a.values, feeds });
+        variants
+    }
+
+    /// A numeric axis (`matrix.seed`, `batch-size`, `frames`): the values in range, an
+    /// error for each one that is not.
+    fn int_axis(&mut self, key: &str, values: Option<Vec<i64>>, default: i64, limit: Limit) -> Vec<u64> {
+        let values = values.unwrap_or_else(|| vec![default]);
+        if values.is_empty() {
+            self.error(
+                format!("matrix.{key}"),
+                "axis is empty",
+                Some(format!("list at least one value, or remove the key for the default [{default}]")),
+            );
         }
-        let axis_names: Vec<String> = BUILTIN_AXES.iter().map(|s| s.to_string()).chain(custom.iter().map(|c| c.name.clone())).collect();
-        let custom_workload: Vec<(String, Option<String>)> = custom
-            .iter()
-            .map(|c| match &c.feeds {
-                Feeds::Workload(key) => (c.name.clone(), Some(key.clone())),
-                Feeds::ServerFlag(_) => (c.name.clone(), None),
-            })
-            .collect();
-        let rules = |v: &mut Self, kind: &str, raw: Vec<BTreeMap<String, serde_json::Value>>| -> Vec<Rule> {
-            raw.into_iter()
-                .enumerate()
-                .map(|(i, entry)| {
-                    let key_path = KeyPath::parse(&format!("matrix.{kind}[{i}]"));
-                    if entry.is_empty() {
-                        v.error(
-                            key_path.to_string(),
-                            format!("an empty {kind} rule matches every cell"),
-                            Some("name at least one axis, e.g. { model = \"claude\", frames = 128 }".into()),
-                        );
-                    }
-                    let mut conditions = BTreeMap::new();
-                    for (axis, value) in entry {
-                        if !axis_names.contains(&axis) {
-                            let hint = closest(&axis, axis_names.iter().map(String::as_str))
-                                .map(|c| format!("did you mean `{c}`?"))
-                                .unwrap_or_else(|| format!("axes: {}", axis_names.join(", ")));
-                            v.error(format!("{key_path}.{axis}"), format!("`{axis}` is not an axis"), Some(hint));
-                        }
-                        let values = match value {
-                            serde_json::Value::Array(a) => a,
-                            other => vec![other],
-                        };
-                        // An include rule can add values the axis does not list: each
-                        // passes the same check as the axis's own.
-                        for (j, value) in values.iter().enumerate() {
-                            let path = format!("{key_path}.{axis}[{j}]");
-                            match axis.as_str() {
-                                "seed" => v.limited(&path, limits::SEED, value),
-                                "batch-size" => v.limited(&path, limits::BATCH_SIZE, value),
-                                "frames" => v.limited(&path, limits::FRAMES, value),
-                                "model" | "variant" => v.rule_name(&path, &axis, value, models),
-                                _ => match custom_workload.iter().find(|(n, _)| *n == axis) {
-                                    Some((_, workload)) => v.custom_value(&path, workload.as_deref(), value),
-                                    None => {}
-                                },
-                            }
-                        }
-                        conditions.insert(axis, values);
-                    }
-                    Rule { key_path, conditions }
-                })
-                .collect()
+        self.no_repeats(&format!("matrix.{key}"), &values);
+        let mut ok = Vec::new();
+        for (i, x) in values.into_iter().enumerate() {
+            match (limit.check(x as f64), u64::try_from(x)) {
+                (Ok(_), Ok(x)) => ok.push(x),
+                (Err(message), _) => self.error(format!("matrix.{key}[{i}]"), message, None),
+                (Ok(_), Err(_)) => self.error(format!("matrix.{key}[{i}]"), format!("must be {limit}, found `{x}`"), None),
+            }
+        }
+        ok
+    }
+
+    /// One `[[axis]]` table at `at`, given the ones before it.
+    fn custom_axis(&mut self, at: &str, a: raw::RawAxis, before: &[CustomAxis]) -> CustomAxis {
+        self.name(&format!("{at}.name"), "axis", &a.name);
+        if BUILTIN_AXES.contains(&a.name.as_str()) || before.iter().any(|c| c.name == a.name) {
+            self.error(format!("{at}.name"), format!("axis `{}` is already defined", a.name), None);
+        }
+        if a.values.is_empty() {
+            self.error(format!("{at}.values"), "axis is empty", None);
+        }
+        for (j, v) in a.values.iter().enumerate() {
+            self.custom_value(&format!("{at}.values[{j}]"), a.workload.as_deref(), v);
+        }
+        self.no_repeats(&format!("{at}.values"), &a.values);
+        if let Some(flag) = a.server_flag.as_deref().filter(|f| crate::secrets::SECRET_FLAGS.contains(f)) {
+            self.error(
+                format!("{at}.server-flag"),
+                format!("`{flag}` carries a secret, and an axis's values are written into step ids, plans and reports"),
+                Some("put the key in an environment variable and name it with `api-key-env`".into()),
+            );
+        }
+        let feeds = match (a.server_flag, a.workload) {
+            (Some(flag), None) => Feeds::ServerFlag(flag),
+            (None, Some(key)) if WORKLOAD_AXES.contains(&key.as_str()) => Feeds::Workload(key),
+            (None, Some(key)) => {
+                self.error(
+                    format!("{at}.workload"),
+                    format!("`{key}` is not a workload parameter an axis can set"),
+                    Some(format!("one of: {}", WORKLOAD_AXES.join(", "))),
+                );
+                Feeds::Workload(key)
+            }
+            _ => {
+                self.error(
+                    at,
+                    "an axis feeds exactly one of `server-flag` or `workload`",
+                    Some("for example server-flag = \"--max-num-seqs\"".into()),
+                );
+                Feeds::ServerFlag(String::new())
+            }
         };
-        let exclude = rules(self, "exclude", m.exclude);
-        let include = rules(self, "include", m.include);
-        Matrix { models: m.model, variants, seeds, batch_sizes, frames, custom, exclude, include }
+        CustomAxis { name: a.name, values: a.values, feeds }
+    }
+
+    /// `matrix.exclude` or `matrix.include` (`kind`): each rule names axes, and values
+    /// each axis could take.
+    fn rules(
+        &mut self,
+        kind: &str,
+        raw: Vec<BTreeMap<String, serde_json::Value>>,
+        custom: &[CustomAxis],
+        models: &BTreeMap<String, Model>,
+    ) -> Vec<Rule> {
+        let axis_names: Vec<String> = BUILTIN_AXES.iter().map(|s| s.to_string()).chain(custom.iter().map(|c| c.name.clone())).collect();
+        let mut rules = Vec::new();
+        for (i, entry) in raw.into_iter().enumerate() {
+            let key_path = KeyPath::parse(&format!("matrix.{kind}[{i}]"));
+            if entry.is_empty() {
+                self.error(
+                    key_path.to_string(),
+                    format!("an empty {kind} rule matches every cell"),
+                    Some("name at least one axis, e.g. { model = \"claude\", frames = 128 }".into()),
+                );
+            }
+            let mut conditions = BTreeMap::new();
+            for (axis, value) in entry {
+                if !axis_names.contains(&axis) {
+                    let hint = closest(&axis, axis_names.iter().map(String::as_str))
+                        .map(|c| format!("did you mean `{c}`?"))
+                        .unwrap_or_else(|| format!("axes: {}", axis_names.join(", ")));
+                    self.error(format!("{key_path}.{axis}"), format!("`{axis}` is not an axis"), Some(hint));
+                }
+                let values = match value {
+                    serde_json::Value::Array(a) => a,
+                    other => vec![other],
+                };
+                for (j, value) in values.iter().enumerate() {
+                    self.rule_value(&format!("{key_path}.{axis}[{j}]"), &axis, value, custom, models);
+                }
+                conditions.insert(axis, values);
+            }
+            rules.push(Rule { key_path, conditions });
+        }
+        rules
+    }
+
+    /// A value a rule gives `axis`. An include rule can add values the axis does not
+    /// list: each passes the same check as the axis's own.
+    fn rule_value(&mut self, path: &str, axis: &str, value: &serde_json::Value, custom: &[CustomAxis], models: &BTreeMap<String, Model>) {
+        match axis {
+            "seed" => self.limited(path, limits::SEED, value),
+            "batch-size" => self.limited(path, limits::BATCH_SIZE, value),
+            "frames" => self.limited(path, limits::FRAMES, value),
+            "model" | "variant" => self.rule_name(path, axis, value, models),
+            _ => {
+                if let Some(c) = custom.iter().find(|c| c.name == axis) {
+                    let workload = match &c.feeds {
+                        Feeds::Workload(key) => Some(key.as_str()),
+                        Feeds::ServerFlag(_) => None,
+                    };
+                    self.custom_value(path, workload, value);
+                }
+            }
+        }
     }
 
     /// One value of a custom axis (or of an include rule for it): what the workload key

@@ -24,6 +24,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, watch};
 
 use crate::cache::{Cache, Lookup};
+use crate::error::Said;
 use crate::hash::{Digest, StepKey};
 use crate::plan::{Plan, ServerSpec, State, StepKind, StepStatus};
 use crate::steps;
@@ -49,12 +50,13 @@ pub struct RunSummary {
     pub ran: usize,
     pub cached: usize,
     pub skipped: usize,
-    pub failed: Vec<(String, String)>,
+    /// Each failed step's id and what its error says.
+    pub failed: Vec<(String, Said)>,
     /// The report step's output folder, when it exists.
     pub report_dir: Option<PathBuf>,
-    /// A signal stopped the run (its exit code, 128 + the signal): the steps it
-    /// completed are published and in the run record, the rest were dropped.
-    pub interrupted: Option<i32>,
+    /// A signal stopped the run: the steps it completed are published and in the run
+    /// record, the rest were dropped.
+    pub interrupted: Option<crate::interrupt::Signal>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,38 +110,10 @@ pub struct Ctx {
 pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, opts: RunOptions) -> Result<RunSummary> {
     // A signal from here on is answered below, with what completed recorded.
     let _listening = crate::interrupt::listen();
-    let mut remaining = vec![0usize; plan.servers.len()];
-    let mut by_server: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    let mut other = Vec::new();
+    let Sorted { outcomes, remaining, by_server, other } = Sorted::of(&plan, &statuses);
     let to_do = statuses.iter().filter(|s| matches!(s.state, State::Run | State::Wait)).count() as u64;
-    let mut outcomes = Vec::new();
-    for (i, (step, st)) in plan.steps.iter().zip(&statuses).enumerate() {
-        let initial = match st.state {
-            State::Fresh => {
-                Some(Outcome::Done { output: st.output.clone().unwrap_or_default(), key: st.key.expect("fresh steps have keys") })
-            }
-            State::Skip => Some(Outcome::Skipped),
-            State::Run | State::Wait => {
-                match step.server {
-                    Some(s) => {
-                        remaining[s] += 1;
-                        by_server.entry(s).or_default().push(i);
-                    }
-                    None => other.push(i),
-                }
-                None
-            }
-        };
-        outcomes.push(watch::channel(initial).0);
-    }
-    let services = Services::new(
-        plan.servers.clone(),
-        Arc::new(plan.experiment.clone()),
-        remaining,
-        cache.root.join("logs"),
-        opts.sim_bin.clone(),
-        opts.in_job,
-    );
+    let launch = service::LaunchContext::new(&plan.experiment, cache.root.join("logs"), opts.sim_bin.clone(), opts.in_job);
+    let services = Services::new(plan.servers.clone(), launch, remaining);
     let ctx = Arc::new(Ctx {
         plan: plan.clone(),
         cache,
@@ -159,60 +133,13 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     let statuses = Arc::new(statuses);
     let mut tasks = tokio::task::JoinSet::new();
     let poller = opts.remote.as_ref().map(|remote| tokio::spawn(remote.follow()));
-    // Datagen, aggregate and report: here, or remotely, one each.
-    let cpu_remote = opts.remote.as_ref().filter(|r| r.takes_cpu_steps());
-    for i in other {
-        let (ctx, statuses) = (ctx.clone(), statuses.clone());
-        match cpu_remote.cloned() {
-            Some(remote) => tasks.spawn(async move { remote.run(&ctx, Group::Step(i), &statuses).await }),
-            None => tasks.spawn(async move { step_task(&ctx, i, &statuses[i]).await }),
-        };
-    }
-    // Remotely, each server group whose server runs there.
-    if let Some(remote) = &opts.remote {
-        let (there, here): (BTreeMap<_, _>, BTreeMap<_, _>) =
-            std::mem::take(&mut by_server).into_iter().partition(|(s, _)| remote.takes_server(&plan.servers[*s]));
-        by_server = here;
-        for (server, steps) in there {
-            let (ctx, statuses, remote) = (ctx.clone(), statuses.clone(), remote.clone());
-            tasks.spawn(async move { remote.run(&ctx, Group::Server { server, steps }, &statuses).await });
-        }
-    }
-    // Locally, measures run in lanes: one per server, except that servers holding GPUs
-    // share one lane, so that no two use the same GPUs at once.
-    let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (s, members) in by_server {
-        let spec = &plan.servers[s];
-        let lane = if spec.gpus_needed > 0 { "gpus".to_string() } else { spec.id.clone() };
-        lanes.entry(lane).or_default().extend(members);
-    }
-    for (_, mut lane) in lanes {
-        lane.sort_by_key(|&i| (plan.steps[i].server, i));
-        let (ctx, statuses) = (ctx.clone(), statuses.clone());
-        tasks.spawn(async move {
-            for i in lane {
-                step_task(&ctx, i, &statuses[i]).await;
-                if let Some(s) = ctx.plan.steps[i].server {
-                    ctx.services.done(s).await;
-                }
-            }
-        });
-    }
-    let interrupted = loop {
-        tokio::select! {
-            next = tasks.join_next() => match next {
-                Some(r) => r.context("a scheduler task panicked")?,
-                None => break None,
-            },
-            code = crate::interrupt::requested() => {
-                // Dropped tasks remove their staging folders; servers are killed when
-                // the runtime drops them. What completed is recorded below, so that
-                // `cache gc` after an interrupted run (a search's last round) keeps it.
-                tasks.abort_all();
-                break Some(code);
-            }
-        }
+    spawn_cpu_steps(&mut tasks, &ctx, &statuses, opts.remote.as_ref().filter(|r| r.takes_cpu_steps()), other);
+    let by_server = match &opts.remote {
+        Some(remote) => spawn_remote_servers(&mut tasks, &ctx, &statuses, remote, by_server),
+        None => by_server,
     };
+    spawn_lanes(&mut tasks, &ctx, &statuses, by_server);
+    let interrupted = join(&mut tasks).await?;
     if let Some(p) = poller {
         p.abort();
     }
@@ -223,23 +150,139 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
         save_records(&plan, &ctx.cache, &statuses, &ran)?;
     }
     let interrupted = match interrupted {
-        Some(code) => Some(code),
+        Some(signal) => Some(signal),
         None => tokio::select! {
             _ = ctx.services.stop_all() => None,
-            code = crate::interrupt::requested() => Some(code),
+            signal = crate::interrupt::requested() => Some(signal),
         },
     };
-    if let Some(code) = interrupted {
-        let summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
-        return Ok(RunSummary { interrupted: Some(code), ..summary });
+    let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
+    if let Some(signal) = interrupted {
+        return Ok(RunSummary { interrupted: Some(signal), ..summary });
     }
     ctx.progress.done();
-    let mut summary = std::mem::take(&mut *ctx.summary.lock().unwrap_or_else(|e| e.into_inner()));
     let report = plan.steps.iter().position(|s| s.kind == StepKind::Report);
     if let Some(Some(Outcome::Done { key, .. })) = report.map(|r| ctx.outcomes[r].borrow().clone()) {
         summary.report_dir = Some(ctx.cache.entry_dir(StepKind::Report.name(), &key));
     }
     Ok(summary)
+}
+
+/// The steps of a run by where they go, and each step's outcome channel, settled
+/// already for a fresh or unselected step.
+struct Sorted {
+    outcomes: Vec<watch::Sender<Option<Outcome>>>,
+    /// Per server: how many measures may still need it.
+    remaining: Vec<usize>,
+    /// Per server: the measures to run on it.
+    by_server: BTreeMap<usize, Vec<usize>>,
+    /// Datagen, import, aggregate and report steps to run.
+    other: Vec<usize>,
+}
+
+impl Sorted {
+    fn of(plan: &Plan, statuses: &[StepStatus]) -> Sorted {
+        let mut sorted =
+            Sorted { outcomes: Vec::new(), remaining: vec![0; plan.servers.len()], by_server: BTreeMap::new(), other: Vec::new() };
+        for (i, (step, st)) in plan.steps.iter().zip(statuses).enumerate() {
+            let initial = match st.state {
+                State::Fresh => {
+                    Some(Outcome::Done { output: st.output.clone().unwrap_or_default(), key: st.key.expect("fresh steps have keys") })
+                }
+                State::Skip => Some(Outcome::Skipped),
+                State::Run | State::Wait => {
+                    match step.server {
+                        Some(s) => {
+                            sorted.remaining[s] += 1;
+                            sorted.by_server.entry(s).or_default().push(i);
+                        }
+                        None => sorted.other.push(i),
+                    }
+                    None
+                }
+            };
+            sorted.outcomes.push(watch::channel(initial).0);
+        }
+        sorted
+    }
+}
+
+type Tasks = tokio::task::JoinSet<()>;
+
+/// Datagen, aggregate and report: here, or remotely (`remote`), one task each.
+fn spawn_cpu_steps(
+    tasks: &mut Tasks,
+    ctx: &Arc<Ctx>,
+    statuses: &Arc<Vec<StepStatus>>,
+    remote: Option<&Arc<dyn Remote>>,
+    steps: Vec<usize>,
+) {
+    for i in steps {
+        let (ctx, statuses) = (ctx.clone(), statuses.clone());
+        match remote.cloned() {
+            Some(remote) => tasks.spawn(async move { remote.run(&ctx, Group::Step(i), &statuses).await }),
+            None => tasks.spawn(async move { step_task(&ctx, i, &statuses[i]).await }),
+        };
+    }
+}
+
+/// Hand `remote` each server group whose server runs there; the groups left to run here.
+fn spawn_remote_servers(
+    tasks: &mut Tasks,
+    ctx: &Arc<Ctx>,
+    statuses: &Arc<Vec<StepStatus>>,
+    remote: &Arc<dyn Remote>,
+    by_server: BTreeMap<usize, Vec<usize>>,
+) -> BTreeMap<usize, Vec<usize>> {
+    let (there, here): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        by_server.into_iter().partition(|(s, _)| remote.takes_server(&ctx.plan.servers[*s]));
+    for (server, steps) in there {
+        let (ctx, statuses, remote) = (ctx.clone(), statuses.clone(), remote.clone());
+        tasks.spawn(async move { remote.run(&ctx, Group::Server { server, steps }, &statuses).await });
+    }
+    here
+}
+
+/// Locally, measures run in lanes: one per server, except that servers holding GPUs
+/// share one lane, so that no two use the same GPUs at once.
+fn spawn_lanes(tasks: &mut Tasks, ctx: &Arc<Ctx>, statuses: &Arc<Vec<StepStatus>>, by_server: BTreeMap<usize, Vec<usize>>) {
+    let mut lanes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (s, members) in by_server {
+        let spec = &ctx.plan.servers[s];
+        let lane = if spec.gpus_needed > 0 { "gpus".to_string() } else { spec.id.clone() };
+        lanes.entry(lane).or_default().extend(members);
+    }
+    for (_, mut lane) in lanes {
+        lane.sort_by_key(|&i| (ctx.plan.steps[i].server, i));
+        let (ctx, statuses) = (ctx.clone(), statuses.clone());
+        tasks.spawn(async move {
+            for i in lane {
+                step_task(&ctx, i, &statuses[i]).await;
+                if let Some(s) = ctx.plan.steps[i].server {
+                    ctx.services.done(s).await;
+                }
+            }
+        });
+    }
+}
+
+/// Wait for every task, or for a signal: then the signal, the tasks dropped.
+async fn join(tasks: &mut Tasks) -> Result<Option<crate::interrupt::Signal>> {
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => match next {
+                Some(r) => r.context("a scheduler task panicked")?,
+                None => return Ok(None),
+            },
+            signal = crate::interrupt::requested() => {
+                // Dropped tasks remove their staging folders; servers are killed when
+                // the runtime drops them. What completed is recorded after, so that
+                // `cache gc` after an interrupted run (a search's last round) keeps it.
+                tasks.abort_all();
+                return Ok(Some(signal));
+            }
+        }
+    }
 }
 
 /// Remember each step's key for `plan`, `status` and `cache gc`: the last run's
@@ -283,13 +326,13 @@ async fn step_task(ctx: &Ctx, i: usize, status: &StepStatus) {
                     None => None,
                 };
                 let e = match died {
-                    Some(why) => anyhow::anyhow!("{}\n{why}", crate::error::render(&e)),
+                    Some(why) => Said::of(&e).then(why).into_error(),
                     None => e,
                 };
                 // Whatever the step recorded before failing is data too (a measure's
                 // requests up to a server crash); keep it where a user can look.
                 Err(match ctx.cache.keep_failed(staged, step.kind.name(), &digest) {
-                    Some(dir) => anyhow::anyhow!("{}\nwhat it recorded is kept in {}", crate::error::render(&e), dir.display()),
+                    Some(dir) => Said::of(&e).then(Said::new(format!("what it recorded is kept in {}", dir.display()))).into_error(),
                     None => e,
                 })
             }
@@ -362,9 +405,9 @@ pub fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: boo
             Outcome::Done { key, output }
         }
         Err(e) => {
-            let message = crate::error::render(&e);
-            ctx.progress.line(&format!("error: step `{}` failed: {message}", step.id));
-            summary.failed.push((step.id.clone(), message));
+            let said = Said::of(&e);
+            ctx.progress.line(&format!("error: step `{}` failed: {said}", step.id));
+            summary.failed.push((step.id.clone(), said));
             if !ctx.keep_going {
                 ctx.stopping.store(true, Ordering::SeqCst);
             }

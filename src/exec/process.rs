@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process_group};
 
+use crate::error::{Failure, Kind, Outcome};
+
 /// How long a server gets to exit after SIGTERM before SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(10);
 
@@ -139,15 +141,18 @@ fn group_alive(pgid: Pid) -> bool {
 
 /// `pipeline guard PGID`: wait until stdin closes (the run that started this guard
 /// ended, however it ended), then stop group `pgid` as [`ServerProcess::stop`] would.
-pub fn guard(pgid: i32) -> i32 {
+pub fn guard(pgid: i32) -> Result<Outcome, Failure> {
     use std::io::IsTerminal;
+    let by_hand = || Failure {
+        error: anyhow::anyhow!("`pipeline guard` is started by `pipeline run` beside each server, not by hand"),
+        kind: Kind::User,
+    };
     // Started by hand, a guard would stop whatever group it names at the first Ctrl-D.
     let own = rustix::process::getpgrp().as_raw_nonzero().get();
     if pgid <= 1 || pgid == own || std::io::stdin().is_terminal() {
-        eprintln!("error: `pipeline guard` is started by `pipeline run` beside each server, not by hand");
-        return crate::exit::USER;
+        return Err(by_hand());
     }
-    let Some(pgid) = Pid::from_raw(pgid) else { return crate::exit::USER };
+    let Some(pgid) = Pid::from_raw(pgid) else { return Err(by_hand()) };
     let mut buf = [0u8; 64];
     let mut stdin = std::io::stdin().lock();
     loop {
@@ -159,7 +164,7 @@ pub fn guard(pgid: i32) -> i32 {
         }
     }
     if !group_alive(pgid) {
-        return 0;
+        return Ok(Outcome::Done);
     }
     let _ = kill_process_group(pgid, Signal::TERM);
     let deadline = Instant::now() + GRACE;
@@ -167,5 +172,5 @@ pub fn guard(pgid: i32) -> i32 {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = kill_process_group(pgid, Signal::KILL);
-    0
+    Ok(Outcome::Done)
 }

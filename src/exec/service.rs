@@ -3,38 +3,109 @@
 //! group: SIGTERM, then SIGKILL after a grace period) when the last of them is done,
 //! when a run fails, and on Ctrl-C. A server is never a cached output. What keeps
 //! a server's processes from outliving the run is in [`super::process`].
+//!
+//! A server is launched from two things only: its [`ServerSpec`] (the plan's typed
+//! [`crate::plan::ServerConfig`], which is also what its measures' keys hold) and the
+//! run's [`LaunchContext`] (where logs go, which GPUs, how long to wait, what is
+//! secret), built once from the experiment; the launcher never reads the experiment.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use tokio::sync::Mutex;
 
 use super::process::ServerProcess;
 
 use crate::client::{self, Api};
 use crate::config::{Backend, Experiment};
-use crate::error::WithHint;
+use crate::error::{Said, WithHint};
 use crate::gpu;
 use crate::plan::{Launch, ServerSpec};
 use crate::records;
+use crate::secrets::LiteralSecrets;
 use crate::secrets::Secrets;
 use crate::steps::measure::Endpoint;
 
 pub struct Services {
     specs: Vec<ServerSpec>,
-    experiment: Arc<Experiment>,
-    logs: PathBuf,
-    sim_bin: PathBuf,
+    launch: LaunchContext,
     slots: Vec<Mutex<Slot>>,
+}
+
+/// What launching a server takes besides its configuration: the run's circumstances,
+/// none of which is hashed (a server on GPU 1 serves as one on GPU 0 does).
+pub struct LaunchContext {
+    /// Server logs go here, one file per server.
+    pub logs: PathBuf,
+    /// The `pipeline` binary that runs `sim-server` and each server's guard.
+    pub sim_bin: PathBuf,
+    /// How long a server may take to answer `/health` (`[server] startup-timeout`).
+    pub startup_timeout: Duration,
+    /// `[server] gpus`: the GPUs servers run on, in order; none: the first ones.
+    pub gpus: Option<Vec<u32>>,
     /// Inside a Slurm job: servers use the GPUs Slurm allocated (its
     /// `CUDA_VISIBLE_DEVICES`), not `[server] gpus`.
-    in_job: bool,
-    /// The values of every `api-key-env` of the experiment, redacted from what is
-    /// recorded or shown (a server log's tail too).
-    secrets: Secrets,
+    pub in_job: bool,
+    /// The values of every `api-key-env` of the experiment and the file's literal
+    /// secrets, redacted from what is recorded or shown (a server log's tail too).
+    pub secrets: Secrets,
+    /// The file's literal secret values (`--api-key x`), shown redacted in command
+    /// lines and put back only in the process that is spawned.
+    pub literals: LiteralSecrets,
+}
+
+impl LaunchContext {
+    pub fn new(experiment: &Experiment, logs: PathBuf, sim_bin: PathBuf, in_job: bool) -> LaunchContext {
+        let secrets = Secrets::from_env(experiment.models.values().filter_map(|m| m.api_key_env.as_deref()))
+            .with_literals(&experiment.literal_secrets);
+        LaunchContext {
+            logs,
+            sim_bin,
+            startup_timeout: experiment.server.startup_timeout,
+            gpus: experiment.server.gpus.clone(),
+            in_job,
+            secrets,
+            literals: experiment.literal_secrets.clone(),
+        }
+    }
+
+    /// The log file of server `id`. Names hold only letters, digits, `-`, `_` and `.`:
+    /// keeping all of those (and `=`) keeps two servers' logs apart (`a.b` and `a_b`
+    /// once shared one).
+    fn log_path(&self, id: &str) -> PathBuf {
+        let keep = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '=' | '.' | '_');
+        let name: String = id.chars().map(|c| if keep(c) { c } else { '_' }).collect();
+        self.logs.join(format!("{name}.log"))
+    }
+
+    /// The `n` GPUs a server runs on, as NVML numbers them: in a Slurm job the ones it
+    /// allocated (`SLURM_JOB_GPUS`); otherwise the first of `[server] gpus`, or of all.
+    fn gpus(&self, n: u32) -> Vec<u32> {
+        let n = n as usize;
+        if self.in_job
+            && let Ok(list) = std::env::var("SLURM_JOB_GPUS")
+        {
+            return list.split(',').filter_map(|g| g.trim().parse().ok()).take(n).collect();
+        }
+        match &self.gpus {
+            Some(list) => list.iter().take(n).copied().collect(),
+            None => (0..n as u32).collect(),
+        }
+    }
+
+    /// `CUDA_VISIBLE_DEVICES` for a server on `n` GPUs: Slurm's own inside a job (it
+    /// may number devices within the job's cgroup), otherwise its GPUs.
+    fn visible_devices(&self, n: u32) -> String {
+        if self.in_job
+            && let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES")
+        {
+            return v;
+        }
+        self.gpus(n).iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
+    }
 }
 
 #[derive(Default)]
@@ -42,7 +113,7 @@ struct Slot {
     /// Measures that may still need this server.
     remaining: usize,
     running: Option<Running>,
-    failed: Option<String>,
+    failed: Option<Said>,
     /// The server's reset routes hung once ([`Endpoint::resets_hang`]).
     resets_hang: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -83,18 +154,10 @@ async fn stop_running(r: Running, id: &str) {
 }
 
 impl Services {
-    pub fn new(
-        specs: Vec<ServerSpec>,
-        experiment: Arc<Experiment>,
-        remaining: Vec<usize>,
-        logs: PathBuf,
-        sim_bin: PathBuf,
-        in_job: bool,
-    ) -> Services {
+    /// `remaining[i]`: how many measures need server `i`.
+    pub fn new(specs: Vec<ServerSpec>, launch: LaunchContext, remaining: Vec<usize>) -> Services {
         let slots = remaining.into_iter().map(|n| Mutex::new(Slot { remaining: n, ..Default::default() })).collect();
-        let secrets = Secrets::from_env(experiment.models.values().filter_map(|m| m.api_key_env.as_deref()))
-            .with_literals(&experiment.literal_secrets);
-        Services { specs, experiment, logs, sim_bin, slots, in_job, secrets }
+        Services { specs, launch, slots }
     }
 
     /// The server's endpoint, starting it if it is not running.
@@ -103,11 +166,12 @@ impl Services {
         if let Some(r) = &slot.running {
             return Ok(r.endpoint.clone());
         }
-        if let Some(e) = &slot.failed {
-            bail!("{e}");
+        if let Some(said) = &slot.failed {
+            return Err(said.clone().into_error());
         }
-        let gpu_baseline = gpu::memory_used_mib(&self.gpus(i));
-        match self.start(i, slot.resets_hang.clone()).await {
+        let spec = &self.specs[i];
+        let gpu_baseline = gpu::memory_used_mib(&self.launch.gpus(spec.gpus_needed));
+        match start(spec, &self.launch, slot.resets_hang.clone()).await {
             Ok((process, endpoint)) => {
                 let endpoint = Arc::new(endpoint);
                 if let Some(process) = process {
@@ -116,7 +180,7 @@ impl Services {
                 Ok(endpoint)
             }
             Err(e) => {
-                slot.failed = Some(crate::error::render(&e));
+                slot.failed = Some(Said::of(&e));
                 Err(e)
             }
         }
@@ -125,14 +189,15 @@ impl Services {
     /// If server `i` was running and its leader has exited, stop what is left of its
     /// process group (a crashed API server's engine and workers hold GPUs) and say so
     /// with its log's tail; the next measure starts it again.
-    pub async fn exited(&self, i: usize) -> Option<String> {
+    pub async fn exited(&self, i: usize) -> Option<Said> {
         let mut slot = self.slots[i].lock().await;
         let status = slot.running.as_mut()?.process.try_wait()?;
         if let Some(r) = slot.running.take() {
             r.process.stop().await;
         }
-        let why = format!("server `{}` exited ({status}) during the measurement\n{}", self.specs[i].id, explain_log(&self.log_path(i)));
-        Some(self.secrets.redact(&why).into_owned())
+        let why = Said::new(format!("server `{}` exited ({status}) during the measurement", self.specs[i].id))
+            .then(explain_log(&self.launch.log_path(&self.specs[i].id)));
+        Some(why.map(|text| self.launch.secrets.redact(text).into_owned()))
     }
 
     /// Stop server `i` if it runs, so that the next measure starts it afresh
@@ -162,247 +227,228 @@ impl Services {
             }
         }
     }
+}
 
-    fn log_path(&self, i: usize) -> PathBuf {
-        // Names hold only letters, digits, `-`, `_` and `.`: keeping all of those (and
-        // `=`) keeps two servers' logs apart (`a.b` and `a_b` once shared one).
-        let keep = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '=' | '.' | '_');
-        let name: String = self.specs[i].id.chars().map(|c| if keep(c) { c } else { '_' }).collect();
-        self.logs.join(format!("{name}.log"))
-    }
-
-    async fn start(&self, i: usize, resets_hang: Arc<std::sync::atomic::AtomicBool>) -> Result<(Option<ServerProcess>, Endpoint)> {
-        let spec = &self.specs[i];
-        let config = &spec.config;
-        let url = match &config.launch {
-            Launch::Remote { url } => url.clone(),
-            _ => None,
-        };
-        let api_key = match &config.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                anyhow!("environment variable `{var}` is not set")
-                    .hint(format!("export {var}=... with the API key of model `{}`", spec.model))
-            })?),
-            None => None,
-        };
-        let api = if spec.backend == Backend::Anthropic { Api::AnthropicMessages } else { Api::OpenAiChat };
-        let secrets = self.secrets.clone();
-        let remote = |url: &str| Endpoint {
-            base_url: url.trim_end_matches('/').to_string(),
-            api,
-            api_key: api_key.clone(),
-            secrets: secrets.clone(),
-            server_meta: records::Server {
-                backend: spec.backend.name().into(),
-                url: Some(Some(url.to_string())),
-                api: Some(api.path().to_string()),
-                ..records::Server::default()
-            },
-            gpus: Vec::new(),
-            resets_hang: resets_hang.clone(),
-        };
-        match spec.backend {
-            Backend::Endpoint => {
-                let url = url.unwrap_or_default();
-                let client = http_client()?;
-                check_models(&client, &url, &config.served_name, api_key.as_deref()).await?;
-                let mut ep = remote(&url);
-                ep.server_meta.version = Some(server_version(&client, &url).await);
-                return Ok((None, ep));
-            }
-            // Hosted APIs: nothing to launch or health-check; a wrong key or model name
-            // shows as the first request's error (with the server's own message).
-            Backend::Openai => return Ok((None, remote(url.as_deref().unwrap_or("https://api.openai.com")))),
-            Backend::Anthropic => return Ok((None, remote(url.as_deref().unwrap_or("https://api.anthropic.com")))),
-            // The plan gives an imported model's cells no server.
-            Backend::Import => anyhow::bail!("an imported model has no server"),
-            Backend::Sim | Backend::Vllm | Backend::Command => {}
-        }
-        let log_path = self.log_path(i);
-        let client = http_client()?;
-        // A free port is picked here and bound by the server a moment later; another
-        // process may take it in between (tests running side by side do). The server
-        // then exits with "Address already in use", and a new port is tried.
-        let mut attempt = 0;
-        let (child, argv, base_url) = loop {
-            attempt += 1;
-            let port = match config.port {
-                Some(p) => {
-                    std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
-                        anyhow!("port {p} is in use ({e})")
-                            .hint(format!("stop whatever listens there, or remove `port` from [models.{}] to pick a free one", spec.model))
-                    })?;
-                    p
-                }
-                None => free_port()?,
-            };
-            let argv = self.command_line(i, port);
-            let mut child = self.spawn(i, &argv, &log_path)?;
-            let base_url = format!("http://127.0.0.1:{port}");
-            let ready = async {
-                wait_healthy(&mut child, &client, &base_url, &spec.id, self.experiment.server.startup_timeout, &log_path).await?;
-                check_models(&client, &base_url, &config.served_name, api_key.as_deref()).await
-            };
-            match ready.await {
-                Ok(()) => break (child, argv, base_url),
-                Err(e) => {
-                    child.stop().await;
-                    let taken = std::fs::read_to_string(&log_path).is_ok_and(|l| l.to_lowercase().contains("address already in use"));
-                    if config.port.is_none() && taken && attempt < 3 {
-                        continue;
-                    }
-                    return Err(anyhow!("{}", self.secrets.redact(&crate::error::render(&e))));
-                }
-            }
-        };
-        let version = server_version(&client, &base_url).await;
-        let var = |k: &str| std::env::var(k).ok();
-        let meta = records::Server {
+/// Start server `spec` (or reach it, for a server someone else runs) and wait until it
+/// is healthy and serves its model: the running process, if one was started, and the
+/// endpoint measures use.
+async fn start(
+    spec: &ServerSpec,
+    launch: &LaunchContext,
+    resets_hang: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(Option<ServerProcess>, Endpoint)> {
+    let config = &spec.config;
+    let url = match &config.launch {
+        Launch::Remote { url } => url.clone(),
+        _ => None,
+    };
+    let api_key = match &config.api_key_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            anyhow!("environment variable `{var}` is not set").hint(format!("export {var}=... with the API key of model `{}`", spec.model))
+        })?),
+        None => None,
+    };
+    let api = if spec.backend == Backend::Anthropic { Api::AnthropicMessages } else { Api::OpenAiChat };
+    let secrets = launch.secrets.clone();
+    let remote = |url: &str| Endpoint {
+        base_url: url.trim_end_matches('/').to_string(),
+        api,
+        api_key: api_key.clone(),
+        secrets: secrets.clone(),
+        server_meta: records::Server {
             backend: spec.backend.name().into(),
-            command: Some(argv),
-            version: Some(version),
-            log: Some(log_path.display().to_string()),
-            cuda_visible_devices: (spec.gpus_needed > 0).then(|| self.visible_devices(i)),
-            slurm: self.in_job.then(|| records::Slurm {
-                job_id: var("SLURM_JOB_ID"),
-                node: var("SLURMD_NODENAME"),
-                partition: var("SLURM_JOB_PARTITION"),
-            }),
+            url: Some(Some(url.to_string())),
+            api: Some(api.path().to_string()),
             ..records::Server::default()
+        },
+        gpus: Vec::new(),
+        resets_hang: resets_hang.clone(),
+    };
+    match spec.backend {
+        Backend::Endpoint => {
+            let url = url.unwrap_or_default();
+            let client = http_client()?;
+            check_models(&client, &url, &config.served_name, api_key.as_deref()).await?;
+            let mut ep = remote(&url);
+            ep.server_meta.version = Some(server_version(&client, &url).await);
+            return Ok((None, ep));
+        }
+        // Hosted APIs: nothing to launch or health-check; a wrong key or model name
+        // shows as the first request's error (with the server's own message).
+        Backend::Openai => return Ok((None, remote(url.as_deref().unwrap_or("https://api.openai.com")))),
+        Backend::Anthropic => return Ok((None, remote(url.as_deref().unwrap_or("https://api.anthropic.com")))),
+        // The plan gives an imported model's cells no server.
+        Backend::Import => anyhow::bail!("an imported model has no server"),
+        Backend::Sim | Backend::Vllm | Backend::Command => {}
+    }
+    let log_path = launch.log_path(&spec.id);
+    let client = http_client()?;
+    let (child, argv, base_url) = launch_healthy(spec, launch, &client, api_key.as_deref(), &log_path).await?;
+    let version = server_version(&client, &base_url).await;
+    let var = |k: &str| std::env::var(k).ok();
+    let meta = records::Server {
+        backend: spec.backend.name().into(),
+        command: Some(argv),
+        version: Some(version),
+        log: Some(log_path.display().to_string()),
+        cuda_visible_devices: (spec.gpus_needed > 0).then(|| launch.visible_devices(spec.gpus_needed)),
+        slurm: launch.in_job.then(|| records::Slurm {
+            job_id: var("SLURM_JOB_ID"),
+            node: var("SLURMD_NODENAME"),
+            partition: var("SLURM_JOB_PARTITION"),
+        }),
+        ..records::Server::default()
+    };
+    let gpus = launch.gpus(spec.gpus_needed);
+    Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus, resets_hang }))
+}
+
+/// Launch server `spec` and wait until it is healthy and serves its model: the process,
+/// its command line and its base URL. A free port is picked here and bound by the
+/// server a moment later; another process may take it in between (tests running side
+/// by side do). The server then exits with "Address already in use", and a new port is
+/// tried.
+async fn launch_healthy(
+    spec: &ServerSpec,
+    launch: &LaunchContext,
+    client: &reqwest::Client,
+    api_key: Option<&str>,
+    log_path: &Path,
+) -> Result<(ServerProcess, Vec<String>, String)> {
+    let config = &spec.config;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = match config.port {
+            Some(p) => {
+                std::net::TcpListener::bind(("127.0.0.1", p)).map_err(|e| {
+                    anyhow!("port {p} is in use ({e})")
+                        .hint(format!("stop whatever listens there, or remove `port` from [models.{}] to pick a free one", spec.model))
+                })?;
+                p
+            }
+            None => free_port()?,
         };
-        Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus: self.gpus(i), resets_hang }))
-    }
-
-    /// The argv that launches server `i` on `port`.
-    fn command_line(&self, i: usize, port: u16) -> Vec<String> {
-        let spec = &self.specs[i];
-        let config = &spec.config;
-        let port = port.to_string();
-        let mut argv: Vec<String> = match (&config.launch, spec.backend) {
-            (Launch::Sim { sim }, _) => {
-                let mut a: Vec<String> = [self.sim_bin.display().to_string()].into_iter().collect();
-                a.extend(
-                    ["sim-server", "--host", "127.0.0.1", "--port", &port, "--served-model-name", &config.served_name].map(String::from),
-                );
-                // The flags are the experiment file's keys.
-                for (key, v, _) in sim.numbers() {
-                    a.extend([format!("--{key}"), v.to_string()]);
-                }
-                if sim.prefix_caching {
-                    a.push("--prefix-caching".into());
-                }
-                if let Some(q) = sim.quality {
-                    a.extend(["--quality".into(), q.to_string()]);
-                }
-                return a;
-            }
-            (Launch::Process(p), Backend::Vllm) => {
-                let mut a: Vec<String> =
-                    ["vllm", "serve", &config.model, "--host", "127.0.0.1", "--port", &port, "--served-model-name", &config.served_name]
-                        .map(String::from)
-                        .to_vec();
-                a.extend(["--tensor-parallel-size".into(), p.tensor_parallel_size.to_string()]);
-                a.extend(["--dtype".into(), p.dtype.clone()]);
-                if let Some(q) = p.quantization.as_deref().filter(|q| *q != "none") {
-                    a.extend(["--quantization".into(), q.to_string()]);
-                }
-                // vLLM's own JSON, as the plan wrote it.
-                a.extend(["--limit-mm-per-prompt".into(), serde_json::to_string(&p.limit_mm_per_prompt).unwrap_or_default()]);
-                // Cached tokens per request (`usage.prompt_tokens_details`).
-                a.push("--enable-prompt-tokens-details".into());
-                if let Some(media) = &p.media_io_kwargs {
-                    a.extend(["--media-io-kwargs".into(), serde_json::to_string(media).unwrap_or_default()]);
-                }
-                if let Some(n) = p.max_model_len {
-                    a.extend(["--max-model-len".into(), n.to_string()]);
-                }
-                match p.prefix_caching {
-                    Some(true) => a.push("--enable-prefix-caching".into()),
-                    Some(false) => a.push("--no-enable-prefix-caching".into()),
-                    None => {}
-                }
-                a
-            }
-            (Launch::Process(p), _) => {
-                // In a shell script (`sh -c "…"`), a value goes in quoted: a model name
-                // is text from the file, not shell syntax.
-                let script = p.command.iter().flatten().any(|a| a == "-c");
-                let value = |v: &str| if script { shell_quote(v) } else { v.to_string() };
-                let fill = |s: &String| {
-                    s.replace("{port}", &port)
-                        .replace("{host}", "127.0.0.1")
-                        .replace("{model}", &value(&config.model))
-                        .replace("{served_name}", &value(&config.served_name))
-                        .replace("{tp}", &p.tensor_parallel_size.to_string())
-                };
-                p.command.iter().flatten().map(fill).collect()
-            }
-            // The plan gives servers someone else runs no launch.
-            (Launch::Remote { .. }, _) => Vec::new(),
+        let argv = command_line(spec, &launch.sim_bin, port);
+        let mut child = spawn(spec, launch, &argv, log_path)?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let ready = async {
+            wait_healthy(&mut child, client, &base_url, &spec.id, launch.startup_timeout, log_path).await?;
+            check_models(client, &base_url, &config.served_name, api_key).await
         };
-        argv.extend(spec.extra_args.iter().cloned());
-        argv
-    }
-
-    /// The GPUs server `i` runs on, as NVML numbers them: in a Slurm job the ones it
-    /// allocated (`SLURM_JOB_GPUS`); otherwise the first of `[server] gpus`, or of all.
-    fn gpus(&self, i: usize) -> Vec<u32> {
-        let n = self.specs[i].gpus_needed as usize;
-        if self.in_job
-            && let Ok(list) = std::env::var("SLURM_JOB_GPUS")
-        {
-            return list.split(',').filter_map(|g| g.trim().parse().ok()).take(n).collect();
-        }
-        match &self.experiment.server.gpus {
-            Some(list) => list.iter().take(n).copied().collect(),
-            None => (0..n as u32).collect(),
-        }
-    }
-
-    /// `CUDA_VISIBLE_DEVICES` for server `i`: Slurm's own inside a job (it may number
-    /// devices within the job's cgroup), otherwise its GPUs.
-    fn visible_devices(&self, i: usize) -> String {
-        if self.in_job
-            && let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES")
-        {
-            return v;
-        }
-        self.gpus(i).iter().map(|g| g.to_string()).collect::<Vec<_>>().join(",")
-    }
-
-    /// Start `argv` in its own process group, with its guard, output to `log_path`, on
-    /// its GPUs.
-    fn spawn(&self, i: usize, argv: &[String], log_path: &Path) -> Result<ServerProcess> {
-        let spec = &self.specs[i];
-        std::fs::create_dir_all(&self.logs)?;
-        let log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
-        // `argv` is what keys, logs and reports show; only here do the file's secret
-        // values (`--api-key x`, shown as `[redacted N]`) go back in.
-        let literals = &self.experiment.literal_secrets;
-        let mut cmd = tokio::process::Command::new(literals.restore(&argv[0]));
-        cmd.args(argv[1..].iter().map(|a| literals.restore(a))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        if spec.gpus_needed > 0 {
-            cmd.env("CUDA_VISIBLE_DEVICES", self.visible_devices(i));
-        }
-        if spec.backend == Backend::Vllm {
-            // The cache reset routes that isolate cells (`cache-isolation`); the server
-            // listens on 127.0.0.1 only.
-            cmd.env("VLLM_SERVER_DEV_MODE", "1");
-            // The key the client sends is the one the server checks, and vLLM does
-            // not print its environment as it prints its arguments.
-            if let Some(key) = spec.config.api_key_env.as_deref().and_then(|var| std::env::var(var).ok()) {
-                cmd.env("VLLM_API_KEY", key);
+        match ready.await {
+            Ok(()) => return Ok((child, argv, base_url)),
+            Err(e) => {
+                child.stop().await;
+                let taken = std::fs::read_to_string(log_path).is_ok_and(|l| l.to_lowercase().contains("address already in use"));
+                if config.port.is_none() && taken && attempt < 3 {
+                    continue;
+                }
+                return Err(Said::of(&e).map(|text| launch.secrets.redact(text).into_owned()).into_error());
             }
         }
-        ServerProcess::spawn(cmd, &self.sim_bin, &spec.id).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                anyhow!("server command `{}` not found", argv[0])
-                    .hint(format!("install it (for vLLM: pip install vllm) or fix `command` in [models.{}]", spec.model))
-            } else {
-                anyhow!("cannot start `{}`: {e}", argv[0])
-            }
-        })
     }
+}
+
+/// The argv that launches server `spec` on `port`; `sim_bin` runs the simulator.
+fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16) -> Vec<String> {
+    let config = &spec.config;
+    let port = port.to_string();
+    let mut argv: Vec<String> = match (&config.launch, spec.backend) {
+        (Launch::Sim { sim }, _) => {
+            let mut a: Vec<String> = [sim_bin.display().to_string()].into_iter().collect();
+            a.extend(["sim-server", "--host", "127.0.0.1", "--port", &port, "--served-model-name", &config.served_name].map(String::from));
+            // The flags are the experiment file's keys.
+            for (key, v, _) in sim.numbers() {
+                a.extend([format!("--{key}"), v.to_string()]);
+            }
+            if sim.prefix_caching {
+                a.push("--prefix-caching".into());
+            }
+            if let Some(q) = sim.quality {
+                a.extend(["--quality".into(), q.to_string()]);
+            }
+            return a;
+        }
+        (Launch::Process(p), Backend::Vllm) => {
+            let mut a: Vec<String> =
+                ["vllm", "serve", &config.model, "--host", "127.0.0.1", "--port", &port, "--served-model-name", &config.served_name]
+                    .map(String::from)
+                    .to_vec();
+            a.extend(["--tensor-parallel-size".into(), p.tensor_parallel_size.to_string()]);
+            a.extend(["--dtype".into(), p.dtype.clone()]);
+            if let Some(q) = p.quantization.as_deref().filter(|q| *q != "none") {
+                a.extend(["--quantization".into(), q.to_string()]);
+            }
+            // vLLM's own JSON, as the plan wrote it.
+            a.extend(["--limit-mm-per-prompt".into(), serde_json::to_string(&p.limit_mm_per_prompt).unwrap_or_default()]);
+            // Cached tokens per request (`usage.prompt_tokens_details`).
+            a.push("--enable-prompt-tokens-details".into());
+            if let Some(media) = &p.media_io_kwargs {
+                a.extend(["--media-io-kwargs".into(), serde_json::to_string(media).unwrap_or_default()]);
+            }
+            if let Some(n) = p.max_model_len {
+                a.extend(["--max-model-len".into(), n.to_string()]);
+            }
+            match p.prefix_caching {
+                Some(true) => a.push("--enable-prefix-caching".into()),
+                Some(false) => a.push("--no-enable-prefix-caching".into()),
+                None => {}
+            }
+            a
+        }
+        (Launch::Process(p), _) => {
+            // In a shell script (`sh -c "…"`), a value goes in quoted: a model name
+            // is text from the file, not shell syntax.
+            let script = p.command.iter().flatten().any(|a| a == "-c");
+            let value = |v: &str| if script { shell_quote(v) } else { v.to_string() };
+            let fill = |s: &String| {
+                s.replace("{port}", &port)
+                    .replace("{host}", "127.0.0.1")
+                    .replace("{model}", &value(&config.model))
+                    .replace("{served_name}", &value(&config.served_name))
+                    .replace("{tp}", &p.tensor_parallel_size.to_string())
+            };
+            p.command.iter().flatten().map(fill).collect()
+        }
+        // The plan gives servers someone else runs no launch.
+        (Launch::Remote { .. }, _) => Vec::new(),
+    };
+    argv.extend(spec.extra_args.iter().cloned());
+    argv
+}
+
+/// Start `argv` in its own process group, with its guard, output to `log_path`, on
+/// its GPUs.
+fn spawn(spec: &ServerSpec, launch: &LaunchContext, argv: &[String], log_path: &Path) -> Result<ServerProcess> {
+    std::fs::create_dir_all(&launch.logs)?;
+    let log = std::fs::File::create(log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    // `argv` is what keys, logs and reports show; only here do the file's secret
+    // values (`--api-key x`, shown as `[redacted N]`) go back in.
+    let literals = &launch.literals;
+    let mut cmd = tokio::process::Command::new(literals.restore(&argv[0]));
+    cmd.args(argv[1..].iter().map(|a| literals.restore(a))).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    if spec.gpus_needed > 0 {
+        cmd.env("CUDA_VISIBLE_DEVICES", launch.visible_devices(spec.gpus_needed));
+    }
+    if spec.backend == Backend::Vllm {
+        // The cache reset routes that isolate cells (`cache-isolation`); the server
+        // listens on 127.0.0.1 only.
+        cmd.env("VLLM_SERVER_DEV_MODE", "1");
+        // The key the client sends is the one the server checks, and vLLM does
+        // not print its environment as it prints its arguments.
+        if let Some(key) = spec.config.api_key_env.as_deref().and_then(|var| std::env::var(var).ok()) {
+            cmd.env("VLLM_API_KEY", key);
+        }
+    }
+    ServerProcess::spawn(cmd, &launch.sim_bin, &spec.id).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            anyhow!("server command `{}` not found", argv[0])
+                .hint(format!("install it (for vLLM: pip install vllm) or fix `command` in [models.{}]", spec.model))
+        } else {
+            anyhow!("cannot start `{}`: {e}", argv[0])
+        }
+    })
 }
 
 /// Poll `/health` until it answers 200, the process exits, or `timeout` passes.
@@ -417,10 +463,12 @@ async fn wait_healthy(
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait() {
-            bail!("server `{id}` exited ({status}) before it became healthy\n{}", explain_log(log_path));
+            let why = Said::new(format!("server `{id}` exited ({status}) before it became healthy")).then(explain_log(log_path));
+            return Err(why.into_error());
         }
         if Instant::now() > deadline {
-            bail!("server `{id}` did not become healthy within {timeout:?}\n{}", explain_log(log_path));
+            let why = Said::new(format!("server `{id}` did not become healthy within {timeout:?}")).then(explain_log(log_path));
+            return Err(why.into_error());
         }
         if client.get(format!("{base_url}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
             return Ok(());
@@ -494,8 +542,8 @@ async fn small_json(resp: reqwest::Response) -> Option<serde_json::Value> {
     }
 }
 
-/// The tail of a server log, with what it probably means.
-fn explain_log(path: &Path) -> String {
+/// The tail of a server log, with what it probably means as the hint.
+fn explain_log(path: &Path) -> Said {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     // A server's own text: shown escaped, a line at a time.
@@ -511,7 +559,7 @@ fn explain_log(path: &Path) -> String {
     } else {
         "read the full log for the cause"
     };
-    format!("log `{}` ends with:\n    {tail}\nhint: {hint}", path.display())
+    Said::new(format!("log `{}` ends with:\n    {tail}", path.display())).hint(hint)
 }
 
 /// `text` as one word for `sh`: in single quotes, each `'` written as `'\''`.
@@ -520,4 +568,36 @@ fn shell_quote(text: &str) -> String {
         return text.to_string();
     }
     format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(gpus: Option<Vec<u32>>) -> LaunchContext {
+        LaunchContext {
+            logs: PathBuf::from("cache/logs"),
+            sim_bin: PathBuf::from("pipeline"),
+            startup_timeout: Duration::from_secs(1),
+            gpus,
+            in_job: false,
+            secrets: Secrets::default(),
+            literals: LiteralSecrets::default(),
+        }
+    }
+
+    #[test]
+    fn a_server_runs_on_the_first_gpus_the_context_gives() {
+        assert_eq!(context(None).gpus(2), [0, 1]);
+        assert_eq!(context(Some(vec![3, 1, 2])).gpus(2), [3, 1], "`[server] gpus`, in its order");
+        assert_eq!(context(Some(vec![3, 1, 2])).visible_devices(2), "3,1");
+        assert!(context(None).gpus(0).is_empty());
+    }
+
+    #[test]
+    fn two_servers_never_share_a_log() {
+        let ctx = context(None);
+        assert_ne!(ctx.log_path("svc[m=a.b]"), ctx.log_path("svc[m=a_b]"));
+        assert_eq!(ctx.log_path("svc[m=x/y]"), PathBuf::from("cache/logs/svc_m=x_y_.log"), "no path separator survives");
+    }
 }

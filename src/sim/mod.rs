@@ -202,7 +202,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             let n = shared.received.fetch_add(1, Ordering::SeqCst) + 1;
             if shared.opts.crash_at > 0 && n >= shared.opts.crash_at {
                 eprintln!("pipeline sim-server: crashing at chat request {n} (--crash-at)");
-                std::process::exit(1);
+                std::process::exit(crate::error::Outcome::Crashed.code());
             }
             match req.into_body().collect().await {
                 // Read the body first, as a real server does, then refuse.

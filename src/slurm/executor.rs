@@ -12,9 +12,11 @@ use anyhow::{Context, Result};
 
 use futures_util::future::BoxFuture;
 
+use super::FailedFile;
 use super::state::JobState;
 use super::tracker::{JobRequest, Tracker};
 use crate::cache::Lookup;
+use crate::error::Said;
 use crate::exec::{Ctx, Group, Remote, finish, prepare, skip};
 use crate::hash::StepKey;
 use crate::plan::{Plan, ServerSpec, StepKind, StepStatus};
@@ -149,22 +151,30 @@ async fn job_task(ctx: &Ctx, sx: &SlurmExec, name: String, gpus: u32, members: V
         if info.ended() {
             // Without --keep-going the job stopped at its first failure and the rest
             // never ran; with it, every step still missing failed.
-            let failed = if ctx.keep_going { pending.len() } else { pending.len().min(1) };
+            let failed_n = if ctx.keep_going { pending.len() } else { pending.len().min(1) };
+            let failed = match run.job(id) {
+                Some(job) => FailedFile::read(job.log.parent().unwrap_or(&run.dir), id),
+                None => FailedFile::default(),
+            };
             for (n, (i, key)) in pending.iter().enumerate() {
-                if n >= failed {
+                if n >= failed_n {
                     skip(ctx, *i);
                     continue;
                 }
                 let job = run.job(id).expect("a submitted job is tracked");
                 let why = match info.state {
-                    JobState::Completed => format!(
-                        "Slurm job {id} ({name}) completed but did not publish this step\nlog: {}\nhint: the job ran on a node that sees another cache folder; pass --cache with a path on a shared filesystem",
-                        job.log.display()
-                    ),
-                    _ => info.explain(&job, run.settings()),
+                    JobState::Completed => {
+                        Said::new(format!("Slurm job {id} ({name}) completed but did not publish this step\nlog: {}", job.log.display()))
+                            .hint("the job ran on a node that sees another cache folder; pass --cache with a path on a shared filesystem")
+                    }
+                    // The step's own error, as the job wrote it, then how the job ended.
+                    _ => match failed.steps.get(&ctx.plan.steps[*i].id) {
+                        Some(own) => own.clone().then(info.explain(&job, run.settings())),
+                        None => info.explain(&job, run.settings()),
+                    },
                 };
                 ctx.progress.finished(&ctx.plan.steps[*i].id, "FAILED", started.elapsed());
-                finish(ctx, *i, Err(anyhow::anyhow!(why)), key.digest(), true);
+                finish(ctx, *i, Err(why.into_error()), key.digest(), true);
             }
             return;
         }

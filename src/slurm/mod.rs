@@ -23,6 +23,6 @@ mod state;
 mod tracker;
 
 pub use executor::{SlurmExec, group_job_name, needs_node};
-pub use spec::{EXIT_NO_INPUT, JOBS_FILE, JobSpec, RunFile};
+pub use spec::{FailedFile, JOBS_FILE, JobSpec, RunFile};
 pub use state::{JobInfo, JobState};
 pub use tracker::{JobRequest, SlurmError, Submitted, Tracker, query, resource_args};

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{EXIT_NO_INPUT, Submitted};
+use super::Submitted;
 use crate::config::SlurmSettings;
+use crate::error::{self, Outcome, Said};
 
 /// Slurm's job states (`squeue -O State`), with the two this module adds: `Vanished`
 /// for a job neither squeue nor sacct knows any more, and `Other` for the transient
@@ -113,8 +114,9 @@ impl JobInfo {
         self.state == JobState::Pending && self.reason == "DependencyNeverSatisfied"
     }
 
-    /// What happened to a job that did not complete, and what to do about it.
-    pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> String {
+    /// What happened to a job that did not complete, with its log's tail, and what to
+    /// do about it as the hint.
+    pub fn explain(&self, job: &Submitted, settings: &SlurmSettings) -> Said {
         let node = if self.node.is_empty() || self.node == "(null)" { String::new() } else { format!(" on {}", self.node) };
         let state = match self.reason.as_str() {
             _ if self.never_runs() => "CANCELLED (it was PENDING: DependencyNeverSatisfied)".to_string(),
@@ -130,14 +132,14 @@ impl JobInfo {
                  pass --cache /shared/path, or run here with --executor local"
                     .to_string(),
             ),
-            JobState::Failed if self.exit_code == Some(EXIT_NO_INPUT) => (
+            JobState::Failed if self.exit_code == Some(Outcome::NoInput.code()) => (
                 "the job could not find its inputs in the cache".to_string(),
                 "the cache folder must be on a filesystem the compute nodes share (NFS, Lustre, GPFS), not /tmp or a local disk; \
                  pass --cache /shared/path, or run here with --executor local"
                     .to_string(),
             ),
             // sh's "command not found" (126: found but not executable).
-            JobState::Failed if matches!(self.exit_code, Some(126 | 127)) => (
+            JobState::Failed if self.exit_code.is_some_and(error::shell_could_not_run) => (
                 format!("exit code {}: the node could not run `pipeline` at the path the job gives", self.exit_code.unwrap_or_default()),
                 "put `pipeline` on a filesystem the nodes share, or set `binary` under [slurm] to its path on the nodes".to_string(),
             ),
@@ -177,7 +179,7 @@ impl JobInfo {
             ),
             _ => (format!("reason {}", self.reason), "see the log".to_string()),
         };
-        format!("{head}: {what}\n{}\nhint: {hint}", log_tail(&job.log))
+        Said::new(format!("{head}: {what}\n{}", log_tail(&job.log))).hint(hint)
     }
 }
 
@@ -270,7 +272,7 @@ mod tests {
         let cases = [
             ("FAILED", "NonZeroExitCode", Some(3), "exit code 3"),
             ("FAILED", "JobLaunchFailure", None, "filesystem the compute nodes share"),
-            ("FAILED", "NonZeroExitCode", Some(EXIT_NO_INPUT), "could not find its inputs"),
+            ("FAILED", "NonZeroExitCode", Some(Outcome::NoInput.code()), "could not find its inputs"),
             ("FAILED", "NonZeroExitCode", Some(127), "set `binary` under [slurm]"),
             ("TIMEOUT", "TimeLimit", None, "time limit (--time=30)"),
             ("OUT_OF_MEMORY", "OutOfMemory", None, "more memory than it asked for (8G)"),
@@ -285,9 +287,11 @@ mod tests {
         for (state, reason, exit_code, expected) in cases {
             let info = JobInfo { state: JobState::parse(state), reason: reason.into(), exit_code, signal: None, node: "n1".into() };
             assert!(info.ended(), "{state} ends a job");
-            let text = info.explain(&job, &settings);
+            let said = info.explain(&job, &settings);
+            assert_eq!(said.hints.len(), 1, "one hint beside the message: {said:?}");
+            let text = said.to_string();
             assert!(text.contains(expected), "{state}/{reason}: `{expected}` not in {text}");
-            assert!(text.contains("Slurm job 42 (pipeline.x.m.base) on n1") && text.contains("hint: "), "{text}");
+            assert!(text.contains("Slurm job 42 (pipeline.x.m.base) on n1"), "{text}");
             assert!(text.contains("/nonexistent/slurm-42.log"), "the log's path: {text}");
         }
         for state in ["PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED"] {

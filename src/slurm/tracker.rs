@@ -14,6 +14,7 @@ use tokio::sync::{Notify, watch};
 use super::state::{JobInfo, JobState, parse_sacct, parse_squeue};
 use super::{JOBS_FILE, RunFile};
 use crate::config::SlurmSettings;
+use crate::error::WithHint;
 
 /// One job this run submitted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,20 +36,15 @@ pub struct JobRequest {
     pub steps: Vec<String>,
 }
 
-/// Why Slurm cannot take a run's jobs; the exit code depends on which ([`SlurmError::kind`]).
+/// Why Slurm cannot take a run's jobs; the exit code depends on which ([`SlurmError::kind`]),
+/// and so does the hint ([`SlurmError::hint`]). Slurm's own words stay in the message.
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
-    #[error(
-        "`sbatch` is not on PATH: this machine is not a Slurm submit host\nhint: run on the cluster's login node, or here with --executor local"
-    )]
+    #[error("`sbatch` is not on PATH: this machine is not a Slurm submit host")]
     Missing,
-    #[error(
-        "cannot reach the Slurm controller: {0}\nhint: `scontrol ping` says whether slurmctld is up; or run here with --executor local"
-    )]
+    #[error("cannot reach the Slurm controller: {0}")]
     Unreachable(String),
-    #[error(
-        "Slurm refuses the job `sbatch {args}`: {message}\nhint: `sinfo -o \"%P %G %l\"` lists the partitions, GRES and time limits; fix [slurm] in the experiment file"
-    )]
+    #[error("Slurm refuses the job `sbatch {args}`: {message}")]
     Rejected { args: String, message: String },
     #[error("sbatch failed: {0}")]
     Other(String),
@@ -61,6 +57,34 @@ impl SlurmError {
             SlurmError::Rejected { .. } => crate::error::Kind::User,
             _ => crate::error::Kind::Environment,
         }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            SlurmError::Missing => Some("run on the cluster's login node, or here with --executor local"),
+            SlurmError::Unreachable(_) => Some("`scontrol ping` says whether slurmctld is up; or run here with --executor local"),
+            SlurmError::Rejected { .. } => {
+                Some("`sinfo -o \"%P %G %l\"` lists the partitions, GRES and time limits; fix [slurm] in the experiment file")
+            }
+            SlurmError::Other(_) => None,
+        }
+    }
+
+    /// The error with its hint beside it.
+    pub fn into_error(self) -> anyhow::Error {
+        let hint = self.hint();
+        let error = anyhow::Error::from(self);
+        match hint {
+            Some(hint) => error.hint(hint),
+            None => error,
+        }
+    }
+}
+
+impl From<SlurmError> for crate::error::Failure {
+    fn from(e: SlurmError) -> Self {
+        crate::error::Failure { kind: e.kind(), error: e.into_error() }
     }
 }
 
@@ -131,14 +155,16 @@ impl Tracker {
         let mut attempt = 0;
         let id = loop {
             attempt += 1;
-            let out = sbatch(args.iter().map(String::as_str).chain([script.to_str().unwrap_or_default()])).await?;
+            let out = sbatch(args.iter().map(String::as_str).chain([script.to_str().unwrap_or_default()]))
+                .await
+                .map_err(SlurmError::into_error)?;
             if out.status.success() {
                 let text = String::from_utf8_lossy(&out.stdout);
                 break parse_parsable(&text).ok_or_else(|| anyhow!("sbatch printed `{}`, not a job id", text.trim()))?;
             }
             let message = slurm_message(&out.stderr);
             if !transient(&message) || attempt >= 5 {
-                return Err(classify(&self.resource_args(req.gpus).join(" "), message).into());
+                return Err(classify(&self.resource_args(req.gpus).join(" "), message).into_error());
             }
             tokio::time::sleep(delay).await;
             delay *= 2;

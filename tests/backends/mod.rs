@@ -306,28 +306,17 @@ fn open_loop_arrival_records_the_schedule() {
     let p = Project::new();
     p.write(
         "experiments/t.toml",
-        r#"
-name = "open"
-[models.s]
-backend = "sim"
-served-name = "s-open-loop"
-sim = { ttft-base-ms = 120.0, prefill-us-per-token = 0.0, itl-base-ms = 1.0, itl-us-per-inflight = 0.0, jitter = 0.0, answer-tokens = 2 }
-[workload]
-turns = 3
-resolution = "64x48"
-max-tokens = 2
-warmup-requests = 0
-arrival = "constant"
-request-rate = 20.0
-[matrix]
-model = ["s"]
-seed = [1]
-batch-size = [2]
-[[axis]]
-name = "rate"
-values = [20.0, 4.0]
-workload = "request-rate"
-"#,
+        &Exp::new("open")
+            .sim("s", "ttft-base-ms = 120.0, prefill-us-per-token = 0.0, itl-base-ms = 1.0, itl-us-per-inflight = 0.0, jitter = 0.0, answer-tokens = 2")
+            .served_as("s-open-loop")
+            .workload("turns", "3")
+            .workload("resolution", "\"64x48\"")
+            .workload("arrival", "\"constant\"")
+            .workload("request-rate", "20.0")
+            .matrix("seed", "[1]")
+            .matrix("batch-size", "[2]")
+            .axis("rate", "[20.0, 4.0]", "workload = \"request-rate\"")
+            .text(),
     );
     p.run_ok();
     let mut tables = p.requests_tables("measure");
@@ -362,7 +351,13 @@ workload = "request-rate"
 fn images_can_be_sent_once_and_referenced_by_id() {
     let p = Project::new();
     let file = |reuse: &str| {
-        one_sim_model("reuse", "s-image-reuse", &format!("turns = 3\nresolution = \"320x240\"\nimage-reuse = \"{reuse}\""), "")
+        Exp::new("reuse")
+            .sim("s", QUICK_SIM)
+            .served_as("s-image-reuse")
+            .workload("turns", "3")
+            .workload("resolution", "\"320x240\"")
+            .workload("image-reuse", &format!("{reuse:?}"))
+            .text()
     };
     let rows_of = |p: &Project| p.requests_tables("measure").pop().unwrap();
     let num = |r: &Row, k: &str| r[k].parse::<f64>().unwrap();
@@ -390,7 +385,14 @@ fn images_can_be_sent_once_and_referenced_by_id() {
 fn frames_can_go_as_one_video() {
     let p = Project::new();
     let file = |frames_as: &str| {
-        one_sim_model("video", "s-video", &format!("turns = 1\nresolution = \"64x48\"\nframes-as = \"{frames_as}\""), "frames = [4]")
+        Exp::new("video")
+            .sim("s", QUICK_SIM)
+            .served_as("s-video")
+            .workload("turns", "1")
+            .workload("resolution", "\"64x48\"")
+            .workload("frames-as", &format!("{frames_as:?}"))
+            .matrix("frames", "[4]")
+            .text()
     };
     let prompt_tokens = |p: &Project| {
         let rows = p.requests_tables("measure").pop().unwrap();

@@ -340,12 +340,16 @@ fn text_only_turns_run_on_the_simulator_beside_image_turns() {
     let p = Project::new();
     p.write(
         "experiments/t.toml",
-        &one_sim_model(
-            "text",
-            "m",
-            "turns = 3\nresolution = \"64x48\"\nquestions = [\"A passage of text, then: what is it about?\"]",
-            "seed = [1]\nframes = [0, 1]\n[report]\ndir = \"reports/t\"",
-        ),
+        &Exp::new("text")
+            .sim("s", QUICK_SIM)
+            .served_as("m")
+            .workload("turns", "3")
+            .workload("resolution", "\"64x48\"")
+            .workload("questions", "[\"A passage of text, then: what is it about?\"]")
+            .matrix("seed", "[1]")
+            .matrix("frames", "[0, 1]")
+            .table("[report]\ndir = \"reports/t\"")
+            .text(),
     );
     p.run_ok();
     let requests = p.requests_tables("measure");

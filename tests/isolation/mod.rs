@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Project;
+use super::{Exp, Project};
 
 /// Every request row of the measure steps, by (batch size, isolation), in the order
 /// the measure wrote them (conversation, turn).
@@ -21,31 +21,17 @@ fn cells_start_from_clean_caches_and_the_servers_metrics_agree_with_the_requests
     let p = Project::new();
     p.write(
         "experiments/i.toml",
-        r#"
-name = "iso"
-
-[models.m]
-backend = "sim"
-served-name = "iso-sim"
-sim = { ttft-base-ms = 1.0, itl-base-ms = 0.5, jitter = 0.0, answer-tokens = 4, prefix-caching = true }
-
-[workload]
-turns = 3
-resolution = "64x48"
-max-tokens = 4
-warmup-requests = 0
-metrics-interval-s = 0
-
-[matrix]
-model = ["m"]
-seed = [1]
-batch-size = [1, 2]
-
-[[axis]]
-name = "isolation"
-workload = "cache-isolation"
-values = ["reset", "salt", "restart", "none"]
-"#,
+        &Exp::new("iso")
+            .sim("m", "ttft-base-ms = 1.0, itl-base-ms = 0.5, jitter = 0.0, answer-tokens = 4, prefix-caching = true")
+            .served_as("iso-sim")
+            .workload("turns", "3")
+            .workload("resolution", "\"64x48\"")
+            .workload("max-tokens", "4")
+            .workload("metrics-interval-s", "0")
+            .matrix("seed", "[1]")
+            .matrix("batch-size", "[1, 2]")
+            .axis("isolation", "[\"reset\", \"salt\", \"restart\", \"none\"]", "workload = \"cache-isolation\"")
+            .text(),
     );
     let out = p.pipeline(&["run", "experiments/i.toml"]);
     assert_eq!(out.code, 0, "{}", out.stderr);

@@ -113,25 +113,14 @@ fn a_server_dying_mid_measure_keeps_its_rows() {
     let p = Project::new();
     p.write(
         "experiments/t.toml",
-        &format!(
-            r#"
-name = "dies"
-{}
-[models.fine]
-backend = "sim"
-served-name = "fine-mid-measure"
-sim = {{ ttft-base-ms = 1.0, itl-base-ms = 0.5, answer-tokens = 2 }}
-[workload]
-turns = 4
-resolution = "64x48"
-max-tokens = 2
-warmup-requests = 0
-[matrix]
-model = ["dies", "fine"]
-seed = [1]
-"#,
-            sim_command_model("dies", &["--crash-at", "3"])
-        ),
+        &Exp::new("dies")
+            .command_sim("dies", &["--crash-at", "3"])
+            .sim("fine", QUICK_SIM)
+            .served_as("fine-mid-measure")
+            .workload("turns", "4")
+            .workload("resolution", "\"64x48\"")
+            .matrix("seed", "[1]")
+            .text(),
     );
     let out = p.pipeline(&["run", "experiments/t.toml", "--keep-going"]);
     assert_eq!(out.code, 1, "{}", out.stderr);

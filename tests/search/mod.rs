@@ -144,15 +144,19 @@ fn a_search_over_an_imported_model_is_refused() {
 #[test]
 fn probes_of_whole_number_axes_reach_the_server_and_the_workload() {
     let p = Project::new();
-    let search = "[search]\naxis = \"n\"\nmin = 1\nmax = 4\n[report]\ndir = \"reports/t\"\nslo = { e2e-ms = 60000.0 }\n";
-    let workload = "[workload]\nturns = 1\nresolution = \"64x48\"\nmax-tokens = 16\nwarmup-requests = 0\n";
-    let flag = format!(
-        "name = \"flag\"\n{}{workload}[matrix]\nmodel = [\"g\"]\nseed = [1]\n[[axis]]\nname = \"n\"\nvalues = [8]\nserver-flag = \"--answer-tokens\"\n{search}",
-        sim_command_model("g", &["--itl-base-ms", "1"])
-    );
-    let key = format!(
-        "name = \"key\"\n[models.s]\nbackend = \"sim\"\nsim = {{ ttft-base-ms = 1.0, itl-base-ms = 1.0, answer-tokens = 32 }}\n{workload}[matrix]\nmodel = [\"s\"]\nseed = [1]\n[[axis]]\nname = \"n\"\nvalues = [8]\nworkload = \"max-tokens\"\n{search}"
-    );
+    // One turn of 16 tokens at most; `n` searched from 1 to 4 within a loose SLO.
+    let searched = |exp: Exp, feeds: &str| {
+        exp.workload("turns", "1")
+            .workload("resolution", "\"64x48\"")
+            .workload("max-tokens", "16")
+            .matrix("seed", "[1]")
+            .axis("n", "[8]", feeds)
+            .table("[search]\naxis = \"n\"\nmin = 1\nmax = 4")
+            .table("[report]\ndir = \"reports/t\"\nslo = { e2e-ms = 60000.0 }")
+            .text()
+    };
+    let flag = searched(Exp::new("flag").command_sim("g", &["--itl-base-ms", "1"]), "server-flag = \"--answer-tokens\"");
+    let key = searched(Exp::new("key").sim("s", "ttft-base-ms = 1.0, itl-base-ms = 1.0, answer-tokens = 32"), "workload = \"max-tokens\"");
     for (what, text) in [("server flag", flag), ("max-tokens", key)] {
         p.write("experiments/t.toml", &text);
         let out = p.run_ok();
