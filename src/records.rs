@@ -741,6 +741,12 @@ mod tests {
         assert_eq!(quoted(chunks.trim().split("\n\n").next().unwrap()), written_columns(dir.path(), "chunks"));
         assert_eq!(table_keys(section(&docs, "## `metrics`"), ""), written_columns(dir.path(), "metrics"));
         assert_eq!(table_keys(section(&docs, "## `telemetry` (one row per GPU"), ""), written_columns(dir.path(), "telemetry"));
+        let row =
+            QualityRow { conversation: 0, turn: 0, method: "exact".into(), against: "reference".into(), score: None, truncated: false };
+        write_quality(&cell, &[row], dir.path()).unwrap();
+        let mut documented: Vec<String> = cell.iter().map(|(k, _)| k.replace('-', "_")).collect();
+        documented.extend(table_keys(section(&docs, "## `quality` (one row per scored turn"), ""));
+        assert_eq!(documented, written_columns(dir.path(), "quality"));
     }
 
     /// Issue 23: every key of meta.json that docs/results.md documents is a field of

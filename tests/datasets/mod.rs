@@ -286,14 +286,49 @@ fn bad_conversation_files_name_the_line_and_the_fix() {
     }
     p.write("experiments/c.toml", &p.read("experiments/t.toml").replace("turns = 2", "turns = 2\nhistory = \"recorded\""));
     p.pipeline(&["plan", "experiments/c.toml"]).status(2).stderr_has("workload.history: only applies to conversations from a file");
-    // Recorded history needs the answers it resends.
-    p.write("data/unanswered.jsonl", r#"{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}"#);
-    let text = with_file.replace("data/ok.jsonl", "data/unanswered.jsonl").replace("turns = 2", "turns = 2\nhistory = \"recorded\"");
-    p.write("experiments/c.toml", &text);
-    p.pipeline(&["plan", "experiments/c.toml"])
-        .status(2)
-        .stderr_has("line 1: turn 1 has no assistant answer")
-        .stderr_has("history = \"live\"");
+    // Recorded history needs the answers it resends; an empty one is none.
+    for unanswered in [
+        r#"{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}"#,
+        r#"{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "b"}]}"#,
+    ] {
+        p.write("data/unanswered.jsonl", unanswered);
+        let text = with_file.replace("data/ok.jsonl", "data/unanswered.jsonl").replace("turns = 2", "turns = 2\nhistory = \"recorded\"");
+        p.write("experiments/c.toml", &text);
+        p.pipeline(&["plan", "experiments/c.toml"])
+            .status(2)
+            .stderr_has("line 1: turn 1 has no assistant answer")
+            .stderr_has("history = \"live\"");
+    }
+}
+
+/// Open loop over conversations of different lengths: one slot per turn that is sent,
+/// so the rate offered is the rate asked (a slot kept for a turn a short conversation
+/// does not have would leave a gap).
+#[test]
+fn open_loop_offers_the_asked_rate_over_conversations_of_different_lengths() {
+    use polars::prelude::*;
+    let p = Project::with_base("rate");
+    png(&p, "data/a.png", 10);
+    let lines = [chat_line("short", &["a.png"]), chat_line("long", &["a.png", "a.png", "a.png", "a.png"])];
+    p.write("data/chat.jsonl", &lines.join("\n"));
+    let text = p
+        .read("experiments/t.toml")
+        .replace(
+            "questions = [\"What is this?\", \"And now?\"]\n",
+            "conversations = \"data/chat.jsonl\"\narrival = \"constant\"\nrequest-rate = 20.0\n",
+        )
+        .replace("turns = 2", "turns = 4")
+        .replace("model = [\"a\", \"b\"]\nseed = [1, 2]", "model = [\"a\"]\nseed = [1]\nbatch-size = [2]");
+    p.write("experiments/t.toml", &text);
+    p.pipeline(&["run", "experiments/t.toml"]).status(0);
+    let df = ParquetReader::new(std::fs::File::open(p.path().join("reports/t/requests.parquet")).unwrap()).finish().unwrap();
+    let df = df.lazy().filter(col("warmup").not()).sort(["scheduled_ns"], SortMultipleOptions::default()).collect().unwrap();
+    let at: Vec<u64> = df.column("scheduled_ns").unwrap().u64().unwrap().into_no_null_iter().collect();
+    assert_eq!(at.len(), 5, "1 + 4 turns");
+    for w in at.windows(2) {
+        let gap_ms = (w[1] - w[0]) as f64 / 1e6;
+        assert!((gap_ms - 50.0).abs() < 0.01, "slots 50 ms apart at 20 requests/s, found {gap_ms} ms: {at:?}");
+    }
 }
 
 /// More conversations than the index holds: refused at the cap, read no further.

@@ -149,3 +149,30 @@ fn bad_quality_tables_name_the_fix() {
     p.write("experiments/q.toml", &format!("{synthetic}[quality]\nscore = [\"exact\"]\n"));
     p.pipeline(&["plan", "experiments/q.toml"]).status(2).stderr_has("synthetic conversations have none");
 }
+
+/// `--fail-on quality`: against a baseline whose variant agreed fully, a run whose
+/// simulated quality was lowered fails the gate; an unchanged rerun passes; and a
+/// baseline without quality figures lists them as not compared.
+#[test]
+fn fail_on_quality_gates_a_lowered_quality() {
+    let p = project("gate", 30, 1.0, "[quality]\nagreement = \"base\"\n");
+    let keep = |to: &str| {
+        std::fs::create_dir_all(p.path().join(to)).unwrap();
+        for e in std::fs::read_dir(p.path().join("reports/q")).unwrap().flatten() {
+            std::fs::copy(e.path(), p.path().join(to).join(e.file_name())).unwrap();
+        }
+    };
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    keep("good");
+    let report = |fail_on: &str| p.pipeline(&["report", "experiments/q.toml", "--baseline", "good", "--fail-on", fail_on]);
+    report("quality").status(0).stderr_has("nothing is worse than good");
+    let text = p.read("experiments/q.toml");
+    let lowered = text.replace("[models.m.variants.awq]\nsim = { quality = 1 }", "[models.m.variants.awq]\nsim = { quality = 0.5 }");
+    assert_ne!(lowered, text);
+    p.write("experiments/q.toml", &lowered);
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    report("quality").status(4).stderr_has("m (awq), batch-size=30, frames=1  quality: agreement against base: ");
+    // A baseline from before [quality]: its figures are not compared, nothing fails.
+    std::fs::remove_file(p.path().join("good/quality.parquet")).unwrap();
+    report("quality").stderr_has("not compared").stderr_has("quality: agreement against base");
+}

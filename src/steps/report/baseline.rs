@@ -51,7 +51,7 @@ pub struct Row {
 /// `seeds` table; otherwise the choices, the closest first.
 pub fn fail_on_value(what: &str) -> Result<(), String> {
     use crate::steps::aggregate::seeds::THROUGHPUT_METRICS;
-    let choices: Vec<&str> = ["worse"].into_iter().chain(LATENCY_METRICS).chain(THROUGHPUT_METRICS).collect();
+    let choices: Vec<&str> = ["worse", "quality"].into_iter().chain(LATENCY_METRICS).chain(THROUGHPUT_METRICS).collect();
     if choices.contains(&what) {
         return Ok(());
     }
@@ -67,11 +67,70 @@ pub fn regressions<'a>(c: &'a Comparison, fail_on: &[String]) -> Vec<&'a Row> {
     c.rows.iter().filter(|r| r.verdict == Verdict::Worse && (any || fail_on.contains(&r.metric_key))).collect()
 }
 
+/// Each curve's quality scores (mean and interval per method) against the baseline's
+/// `quality` table, by the same test as the latencies, higher being better: rows whose
+/// `metric_key` is `quality` (what `--fail-on quality` watches). A baseline without
+/// quality figures lists them as not compared.
+fn compare_quality(
+    q: &DataFrame,
+    dir: &Path,
+    group: &[String],
+    noise_pct: f64,
+    rows: &mut Vec<Row>,
+    not_compared: &mut Vec<String>,
+) -> Result<()> {
+    let key = |df: &DataFrame| -> Result<Vec<String>> {
+        let mut cols: Vec<Vec<String>> = group.iter().map(|c| strs(df, c)).collect::<Result<_>>()?;
+        cols.push(strs(df, "method")?);
+        cols.push(strs(df, "against")?);
+        Ok((0..df.height()).map(|r| cols.iter().map(|c| c[r].as_str()).collect::<Vec<_>>().join("\u{1f}")).collect())
+    };
+    let estimates = |df: &DataFrame| -> Result<Vec<Option<Estimate>>> {
+        let (m, lo, hi) = (f64s(df, "mean")?, f64s(df, "mean_lo")?, f64s(df, "mean_hi")?);
+        Ok((0..df.height()).map(|r| Some(Estimate { mean: m[r]?, low: lo[r]?, high: hi[r]? })).collect())
+    };
+    let path = dir.join("quality.parquet");
+    let before: HashMap<String, Option<Estimate>> = match path.exists() {
+        true => {
+            let base = export::read_parquet(&path).with_context(|| format!("reading the baseline {}", path.display()))?;
+            let cols: Vec<String> = base.get_column_names().iter().map(|s| s.to_string()).collect();
+            match group.iter().all(|c| cols.contains(c)) {
+                true => key(&base)?.into_iter().zip(estimates(&base)?).collect(),
+                false => HashMap::new(),
+            }
+        }
+        false => HashMap::new(),
+    };
+    let (keys, now, label) = (key(q)?, estimates(q)?, labels_of(q, group)?);
+    let (method, against) = (strs(q, "method")?, strs(q, "against")?);
+    for r in 0..q.height() {
+        let Some(m) = now[r] else { continue };
+        let name = format!("quality: {} against {}", method[r], against[r]);
+        let compared = before.get(&keys[r]).copied().flatten().and_then(|b| Some((b, change(b, m, false, noise_pct)?)));
+        let Some((b, c)) = compared else {
+            not_compared.push(format!("{}: {name}", label[r]));
+            continue;
+        };
+        rows.push(Row {
+            curve: label[r].clone(),
+            metric_key: "quality".into(),
+            metric: name,
+            before: sig3(b.mean),
+            after: sig3(m.mean),
+            change: format!("{:+.1}%", c.pct),
+            interval: format!("{:+.1}% … {:+.1}%", c.low_pct, c.high_pct),
+            verdict: c.verdict,
+        });
+    }
+    Ok(())
+}
+
 /// The file the comparison is kept in, in the report folder.
 pub const FILE: &str = "comparison.json";
 
-/// This run's across-seeds means (`seeds`) against the baseline report in `dir`.
-pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) -> Result<Comparison> {
+/// This run's across-seeds means (`seeds`), and its quality scores (`quality`, with
+/// `[quality]`), against the baseline report in `dir`.
+pub fn compare(seeds: &DataFrame, quality: Option<&DataFrame>, dir: &Path, group: &[String], noise_pct: f64) -> Result<Comparison> {
     let path = dir.join("seeds.parquet");
     let base = export::read_parquet(&path)
         .with_context(|| format!("reading the baseline {}", path.display()))
@@ -119,6 +178,9 @@ pub fn compare(seeds: &DataFrame, dir: &Path, group: &[String], noise_pct: f64) 
             interval: format!("{:+.1}% … {:+.1}%", c.low_pct, c.high_pct),
             verdict: c.verdict,
         });
+    }
+    if let Some(q) = quality {
+        compare_quality(q, dir, group, noise_pct, &mut rows, &mut not_compared)?;
     }
     // Another experiment's report, or one whose curves all changed name: the axes
     // match but no curve does, so nothing was compared and a gate must not pass.

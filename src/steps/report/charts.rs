@@ -289,6 +289,77 @@ pub fn throughput_latency(points: &DataFrame, group: &[String], load: &str) -> R
     Ok(Some(Chart { file: "throughput_latency.svg".into(), title, svg }))
 }
 
+/// Speed against quality: one point per curve at its end-to-end p50 (`points`) and its
+/// mean score (`quality`, by `agreement` where there is one, else the first method),
+/// the score's 95% interval as a bar; filled points are on the Pareto front (no other
+/// curve is both faster and better). None when no curve has both figures.
+pub fn speed_quality(points: &DataFrame, quality: &DataFrame, group: &[String]) -> Result<Option<Chart>> {
+    let methods = strs(quality, "method")?;
+    let Some(method) = methods.iter().find(|m| *m == "agreement").or(methods.first()).cloned() else { return Ok(None) };
+    let cols: Vec<&str> = group.iter().map(String::as_str).collect();
+    let key = |df: &DataFrame| -> Result<Vec<String>> {
+        let columns: Vec<Vec<String>> = cols.iter().map(|c| strs(df, c)).collect::<Result<_>>()?;
+        Ok((0..df.height()).map(|r| columns.iter().map(|c| c[r].as_str()).collect::<Vec<_>>().join("\u{1f}")).collect())
+    };
+    let e2e: BTreeMap<String, f64> =
+        key(points)?.into_iter().zip(f64s(points, "e2e_p50_ms")?).filter_map(|(k, v)| Some((k, v.filter(|v| v.is_finite())?))).collect();
+    let (label, at) = (labels(quality, &cols)?, key(quality)?);
+    let (mean, lo, hi) = (f64s(quality, "mean")?, f64s(quality, "mean_lo")?, f64s(quality, "mean_hi")?);
+    // label → (latency, score, low, high)
+    let mut pts: Vec<(String, f64, f64, f64, f64)> = Vec::new();
+    for r in 0..quality.height() {
+        if methods[r] != method {
+            continue;
+        }
+        if let (Some(&l), Some(m)) = (e2e.get(&at[r]), mean[r].filter(|v| v.is_finite())) {
+            pts.push((label[r].clone(), l, m, lo[r].unwrap_or(m), hi[r].unwrap_or(m)));
+        }
+    }
+    if pts.is_empty() {
+        return Ok(None);
+    }
+    let scored: Vec<Option<(f64, f64)>> = pts.iter().map(|p| Some((p.2, p.1))).collect();
+    let (front, _) = crate::stats::pareto::front_and_best(&scored, &[]);
+    let (_, max_x) = axis_range(0.0, pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1, 1.0);
+    for p in &mut pts {
+        p.1 = p.1.clamp(0.0, max_x);
+        (p.2, p.3, p.4) = (p.2.clamp(0.0, 1.0), p.3.clamp(0.0, 1.0), p.4.clamp(0.0, 1.0));
+    }
+    let title = format!("Speed against quality ({method}; bars: 95% interval; filled: no other curve is both faster and better)");
+    let as_series: Series = pts.iter().map(|p| (p.0.clone(), Vec::new())).collect();
+    let looks = looks(&as_series);
+    let svg = draw(&title, (1000, 500), |root| {
+        let (root, legend_area) = root.split_horizontally(1000u32.saturating_sub(legend_px(as_series.keys(), 1000)));
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0.0..max_x, 0.0..1.05)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("end-to-end latency p50 (ms)")
+            .y_desc(format!("{method} (mean score)"))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .label_style(("sans-serif", LABEL_PX))
+            .axis_desc_style(("sans-serif", LABEL_PX))
+            .light_line_style(RGBColor(236, 236, 236))
+            .draw()
+            .map_err(e)?;
+        for ((name, _), look) in as_series.iter().zip(&looks) {
+            for (k, p) in pts.iter().enumerate().filter(|(_, p)| &p.0 == name) {
+                let colour = look.colour;
+                chart.draw_series(std::iter::once(PathElement::new(vec![(p.1, p.3), (p.1, p.4)], colour.stroke_width(2)))).map_err(e)?;
+                let style = if front[k] { colour.filled() } else { colour.stroke_width(2) };
+                chart.draw_series(std::iter::once(Circle::new((p.1, p.2), 6, style))).map_err(e)?;
+            }
+        }
+        legend(&legend_area, &as_series, &looks)
+    })?;
+    Ok(Some(Chart { file: "speed_quality.svg".into(), title, svg }))
+}
+
 /// GPU power and temperature over each cell's measurement, one line per cell and GPU
 /// (the first `limit` cells).
 pub fn telemetry(series: &DataFrame, cell: &[String], limit: usize) -> Result<Chart> {

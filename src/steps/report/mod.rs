@@ -103,6 +103,8 @@ struct Charts {
     per_turn: Vec<usize>,
     sweeps: Vec<usize>,
     tradeoff: Option<usize>,
+    /// Speed against quality (`[quality]`).
+    quality: Option<usize>,
     gpu: Option<usize>,
     cached_share: Option<usize>,
     server: Option<usize>,
@@ -185,6 +187,13 @@ fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
         tradeoff = Some(all.len());
         all.push(c);
     }
+    let mut quality = None;
+    if let Some(q) = &t.quality
+        && let Some(c) = charts::speed_quality(&t.points, q, group)?
+    {
+        quality = Some(all.len());
+        all.push(c);
+    }
     let mut gpu = None;
     if let Some(telemetry) = &t.telemetry {
         gpu = Some(all.len());
@@ -207,7 +216,7 @@ fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
         }
         None => None,
     };
-    Ok(Charts { all, per_turn, sweeps, tradeoff, gpu, cached_share, server, search })
+    Ok(Charts { all, per_turn, sweeps, tradeoff, quality, gpu, cached_share, server, search })
 }
 
 /// The rows of `df` (a table with the curve's columns) at the value each curve's search
@@ -282,6 +291,7 @@ struct Page<'a> {
     cached_share_chart: Option<&'a charts::Chart>,
     sweep_charts: Vec<&'a charts::Chart>,
     tradeoff_chart: Option<&'a charts::Chart>,
+    quality_chart: Option<&'a charts::Chart>,
     gpu_chart: Option<&'a charts::Chart>,
     server_chart: Option<&'a charts::Chart>,
 }
@@ -293,7 +303,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
     let shown = &p.shown;
     let tables = display_tables(t)?;
     let baseline = match baseline {
-        Some(dir) => Some(baseline::compare(seeds, dir, group, p.noise_pct)?),
+        Some(dir) => Some(baseline::compare(seeds, t.quality.as_ref(), dir, group, p.noise_pct)?),
         None => None,
     };
     let gpus: Vec<String> = runs.iter().map(|r| describe_nvml(&r["nvml"])).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -358,6 +368,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         cached_share_chart: one(charts.cached_share),
         sweep_charts: pick(&charts.sweeps),
         tradeoff_chart: one(charts.tradeoff),
+        quality_chart: one(charts.quality),
         gpu_chart: one(charts.gpu),
         server_chart: one(charts.server),
     })

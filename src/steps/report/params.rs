@@ -200,11 +200,18 @@ fn template_digests(dir: Option<&Path>) -> BTreeMap<String, String> {
     template_sources(dir).into_iter().map(|(n, s)| (n, blake3::hash(s.as_bytes()).to_hex().to_string())).collect()
 }
 
-/// blake3 of the baseline's `seeds.parquet`, or why there is none.
+/// blake3 of the baseline's `seeds.parquet` (and `quality.parquet`, where it has one), or
+/// why there is none.
 fn baseline_digest(dir: Option<&Path>) -> Option<String> {
     let dir = dir?;
-    Some(match std::fs::read(dir.join("seeds.parquet")) {
+    let seeds = match std::fs::read(dir.join("seeds.parquet")) {
         Ok(bytes) => blake3::hash(&bytes).to_hex().to_string(),
         Err(e) => format!("unreadable: {e}"),
+    };
+    // The baseline's quality figures, where it has them: compared too. (Absent, the
+    // digest is the one reports had before quality existed.)
+    Some(match std::fs::read(dir.join("quality.parquet")) {
+        Ok(bytes) => format!("{seeds}+{}", blake3::hash(&bytes).to_hex()),
+        Err(_) => seeds,
     })
 }
