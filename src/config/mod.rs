@@ -281,6 +281,14 @@ pub struct SimParams {
     #[arg(long, allow_negative_numbers = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<f64>,
+    /// With `quality`: a conversations file whose recorded answers are the reference
+    /// answers, by their turn's question text; a prompt whose last question is there
+    /// gets its reference (with the probability `quality`) instead of a canonical
+    /// answer. Set by the planner from `[workload] conversations`, never from the
+    /// experiment file, and read by no real server.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub references: Option<String>,
 }
 
 impl SimParams {
@@ -293,6 +301,7 @@ impl SimParams {
         prefix_caching: false,
         answer_tokens: 24,
         quality: None,
+        references: None,
     };
 }
 
@@ -314,6 +323,7 @@ impl SimParams {
             prefix_caching: r.prefix_caching.unwrap_or(self.prefix_caching),
             answer_tokens: r.answer_tokens.unwrap_or(self.answer_tokens),
             quality: r.quality.or(self.quality),
+            references: self.references.clone(),
         }
     }
 

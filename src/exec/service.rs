@@ -368,6 +368,9 @@ fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16) -> Vec<String> {
             if let Some(q) = sim.quality {
                 a.extend(["--quality".into(), q.to_string()]);
             }
+            if let Some(r) = &sim.references {
+                a.extend(["--references".into(), r.clone()]);
+            }
             return a;
         }
         (Launch::Process(p), Backend::Vllm) => {

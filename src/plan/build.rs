@@ -236,7 +236,17 @@ impl Builder {
         extra_args.extend(variant.extra_args.iter().cloned());
         extra_args.extend(flags.into_iter().flat_map(|(_, flag, value)| [flag, value]));
         let launch = match model.backend {
-            Backend::Sim => Launch::Sim { sim: variant.sim.clone() },
+            Backend::Sim => {
+                // A simulator with a quality answers the file's recorded answers, which
+                // it reads from the file itself (see `SimParams::references`).
+                let mut sim = variant.sim.clone();
+                if sim.quality.is_some()
+                    && let Some(file) = &exp.workload.conversations
+                {
+                    sim.references = Some(file.path.display().to_string());
+                }
+                Launch::Sim { sim }
+            }
             Backend::Vllm | Backend::Command => {
                 // Frames as video: one video per turn, every frame kept (vLLM samples
                 // 32 by default); as images: one per frame.

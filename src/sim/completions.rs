@@ -71,6 +71,7 @@ pub(super) fn complete(body: &[u8], request_id: Option<String>, received_ns: u64
         prompt_tokens,
         cached_tokens,
         prompt_key: None,
+        reference: None,
     };
     respond(reply, request_id, received_ns, shared)
 }

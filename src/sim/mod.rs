@@ -81,6 +81,8 @@ struct Shared {
     /// `Authorization: Bearer KEY` that every `/v1` route wants, as vLLM started with
     /// `VLLM_API_KEY` does (read once, at start).
     bearer: Option<String>,
+    /// `--references`: each question's recorded answer, by the question's text.
+    references: HashMap<String, String>,
 }
 
 /// What really happened to one request, on the machine's monotonic clock (ns).
@@ -98,8 +100,39 @@ pub struct Truth {
     pub sent_ns: Vec<u64>,
 }
 
+/// The recorded answers of a conversations file, by their question's text (its text
+/// parts joined by newlines); a question asked twice keeps its first answer.
+fn references(path: &str) -> anyhow::Result<HashMap<String, String>> {
+    use crate::conversations::{ConversationFile, Part as FilePart};
+    let file = ConversationFile::scan(std::path::Path::new(path), path, None).map_err(|e| anyhow::anyhow!("--references {path}: {e}"))?;
+    let all = file.read(&(0..file.at.len() as u64).collect()).map_err(|e| anyhow::anyhow!("--references {path}: {e}"))?;
+    let mut map = HashMap::new();
+    for turn in all.values().flat_map(|c| &c.turns) {
+        let question: Vec<&str> =
+            turn.parts.iter().filter_map(|p| if let FilePart::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+        if let Some(answer) = &turn.answer {
+            map.entry(question.join("\n")).or_insert_with(|| answer.clone());
+        }
+    }
+    Ok(map)
+}
+
+/// The text of a message (its text parts joined by newlines), as [`references`] keys it.
+fn message_text(m: &Message) -> String {
+    match &m.content {
+        Content::Text(t) => t.clone(),
+        Content::Parts(parts) => {
+            parts.iter().filter_map(|p| if let Part::Text { text } = p { Some(text.as_str()) } else { None }).collect::<Vec<_>>().join("\n")
+        }
+    }
+}
+
 /// Run the server until the process is stopped.
 pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
+    let references = match &opts.params.references {
+        Some(path) => references(path)?,
+        None => HashMap::new(),
+    };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (tx, rx) = std::sync::mpsc::channel();
@@ -120,6 +153,7 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
         queue: Mutex::new(Histogram::default()),
         images_by_uuid: Mutex::new(HashMap::new()),
         bearer: std::env::var("VLLM_API_KEY").ok().filter(|k| !k.is_empty()).map(|k| format!("Bearer {k}")),
+        references,
     });
     let timer_shared = shared.clone();
     std::thread::Builder::new().name("sim-timer".into()).spawn(move || timer_loop(rx, timer_shared))?;
@@ -542,6 +576,7 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         prompt_tokens,
         cached_tokens,
         prompt_key: per_message.last().map(|(_, digest)| *digest),
+        reference: req.messages.iter().rev().find(|m| m.role == "user").and_then(|m| shared.references.get(&message_text(m))).cloned(),
     };
     respond(reply, request_id, received_ns, shared)
 }
@@ -558,6 +593,8 @@ struct Reply {
     cached_tokens: u64,
     /// The whole prompt's digest, which a `quality` simulator answers by.
     prompt_key: Option<[u8; 32]>,
+    /// The recorded answer to the prompt's last question (`--references`).
+    reference: Option<String>,
 }
 
 /// The shape of an answer: a chat completion (in either wire format), or a text
@@ -571,7 +608,14 @@ enum Format {
 /// Count the request, time it with the latency model, and hand its chunks to the
 /// timer thread: the part every route shares.
 fn respond(reply: Reply, request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
-    let Reply { format, model, stream, max_tokens, completion, prompt_tokens, cached_tokens, prompt_key } = reply;
+    let Reply { format, model, stream, max_tokens, completion, prompt_tokens, cached_tokens, prompt_key, reference } = reply;
+    // A `quality` simulator's answer depends on the prompt: worked out first, since its
+    // length is the completion's.
+    let by_prompt = shared.opts.params.quality.zip(prompt_key).map(|(q, key)| match reference {
+        Some(r) if right(&key, q) => r.split_inclusive(' ').take(completion.max(1)).map(String::from).collect(),
+        _ => canonical(&key, q, completion),
+    });
+    let completion = by_prompt.as_ref().map_or(completion, Vec::len).max(1);
     if shared.opts.params.prefix_caching {
         shared.prefix_queries.fetch_add(prompt_tokens, Ordering::Relaxed);
         shared.prefix_hits.fetch_add(cached_tokens, Ordering::Relaxed);
@@ -605,10 +649,7 @@ fn respond(reply: Reply, request_id: Option<String>, received_ns: u64, shared: &
         Format::Chat(Wire::Anthropic) => format!("msg_{request_id}"),
         Format::Completion => format!("cmpl-{request_id}"),
     };
-    let words = match (shared.opts.params.quality, prompt_key) {
-        (Some(q), Some(key)) => canonical(&key, q, completion),
-        _ => answer(seq, completion),
-    };
+    let words = by_prompt.unwrap_or_else(|| answer(seq, completion));
     let answer = Answer { id, model, words, max_tokens, prompt_tokens, cached_tokens };
     let start = Instant::now();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -653,9 +694,16 @@ fn answer(seq: u64, n: usize) -> Vec<String> {
 fn canonical(last_message: &[u8; 32], q: f64, n: usize) -> Vec<String> {
     const WORDS: [&str; 12] = ["the", "image", "shows", "a", "red", "square", "near", "blue", "circle", "on", "gradient", "background"];
     let h = blake3::Hasher::new_derive_key("pipeline sim canonical answer v1").update(last_message).finalize();
-    let draw = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or_default()) as f64 / 2f64.powi(64);
-    let shift = usize::from(draw >= q);
+    let shift = usize::from(!right(last_message, q));
     (0..n).map(|i| format!("{} ", WORDS[(h.as_bytes()[8 + i % 24] as usize + shift) % WORDS.len()])).collect()
+}
+
+/// Whether a `quality = q` simulator answers the prompt of this digest right: a number
+/// drawn from the digest falls below `q`.
+fn right(prompt: &[u8; 32], q: f64) -> bool {
+    let h = blake3::Hasher::new_derive_key("pipeline sim canonical answer v1").update(prompt).finalize();
+    let draw = u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or_default()) as f64 / 2f64.powi(64);
+    draw < q
 }
 
 fn stream_response(rx: mpsc::UnboundedReceiver<(Bytes, u64)>, truth: Truth, shared: Arc<Shared>, content_type: &str) -> Response<SimBody> {

@@ -55,7 +55,10 @@ dir = "reports/q"
 
 /// The report's `quality.csv`, as (variant, method) → (mean, low, high).
 fn scores(p: &Project) -> BTreeMap<(String, String), (f64, f64, f64)> {
-    let text = p.read("reports/q/quality.csv");
+    read_scores(&p.read("reports/q/quality.csv"))
+}
+
+fn read_scores(text: &str) -> BTreeMap<(String, String), (f64, f64, f64)> {
     let mut rows = csv::Reader::from_reader(text.as_bytes());
     let headers = rows.headers().unwrap().clone();
     let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
@@ -175,4 +178,57 @@ fn fail_on_quality_gates_a_lowered_quality() {
     // A baseline from before [quality]: its figures are not compared, nothing fails.
     std::fs::remove_file(p.path().join("good/quality.parquet")).unwrap();
     report("quality").stderr_has("not compared").stderr_has("quality: agreement against base");
+}
+
+/// The shipped multiple-choice example: `choice` scoring gives exactly the accuracy a
+/// hand count of the request rows against the file's letters gives, and the
+/// simulator's reference-knowing base scores 1.
+#[test]
+fn choice_accuracy_is_the_hand_count() {
+    use polars::prelude::*;
+    let p = Project::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    p.write("experiments/quality_mmmu.toml", &std::fs::read_to_string(root.join("experiments/quality_mmmu.toml")).unwrap());
+    p.write("experiments/data/mmmu/questions.jsonl", &std::fs::read_to_string(root.join("experiments/data/mmmu/questions.jsonl")).unwrap());
+    for n in 1..=10 {
+        let rel = format!("experiments/data/mmmu/images/q-{n}.png");
+        std::fs::create_dir_all(p.path().join(&rel).parent().unwrap()).unwrap();
+        std::fs::copy(root.join(&rel), p.path().join(&rel)).unwrap();
+    }
+    p.pipeline(&["run", "experiments/quality_mmmu.toml"]).status(0);
+    // The file's letters, by conversation id.
+    let letters: BTreeMap<String, String> = p
+        .read("experiments/data/mmmu/questions.jsonl")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_str().unwrap().to_string(), v["messages"][1]["content"].as_str().unwrap().to_string())
+        })
+        .collect();
+    // Per variant: (answers equal to their letter, answers).
+    let mut count: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+    for (dir, meta) in p.measure_metas() {
+        let variant = meta["cell"].as_array().unwrap().iter().find(|kv| kv[0] == "variant").unwrap()[1].as_str().unwrap().to_string();
+        let ids: Vec<String> =
+            meta["dataset"]["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().into()).collect();
+        let df = ParquetReader::new(std::fs::File::open(dir.parent().unwrap().join("requests.parquet")).unwrap()).finish().unwrap();
+        let df = df.lazy().filter(col("warmup").not()).collect().unwrap();
+        let (conv, answer) =
+            (df.column("conversation").unwrap().u32().unwrap().clone(), df.column("answer").unwrap().str().unwrap().clone());
+        for i in 0..df.height() {
+            let c = &mut count.entry(variant.clone()).or_default();
+            c.1 += 1;
+            if answer.get(i).unwrap().trim() == letters[&ids[conv.get(i).unwrap() as usize]] {
+                c.0 += 1;
+            }
+        }
+    }
+    let s = read_scores(&p.read("reports/quality_mmmu/quality.csv"));
+    for (variant, (right, all)) in &count {
+        assert_eq!(*all, 30, "10 questions × 3 seeds");
+        let (mean, _, _) = s[&(variant.clone(), "choice".to_string())];
+        assert!((mean - *right as f64 / *all as f64).abs() < 1e-12, "{variant}: report {mean}, hand count {right}/{all}");
+    }
+    assert_eq!(count["base"].0, 30, "the base simulator knows every reference");
+    assert!(count["awq"].0 < 30, "the AWQ simulator misses some: {count:?}");
 }
