@@ -166,6 +166,7 @@ pub const SIM_BASE_MS: Limit = Limit::num(0.0, 600_000.0, "milliseconds");
 pub const SIM_US_PER: Limit = Limit::num(0.0, 1_000_000.0, "microseconds");
 /// Each duration is scaled by `1 ± jitter`; at 1 or more it could reach zero or below.
 pub const SIM_JITTER: Limit = Limit::num(0.0, 1.0, "relative jitter").below();
+pub const SLO_QUALITY: Limit = Limit::num(0.0, 1.0, "score");
 pub const NUMBER_TOLERANCE: Limit = Limit::num(0.0, 1.0, "relative tolerance");
 pub const SIM_QUALITY: Limit = Limit::num(0.0, 1.0, "probability of the canonical answer");
 pub const SIM_ANSWER_TOKENS: Limit = Limit::int(1, 1_000_000, "tokens per answer");

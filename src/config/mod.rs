@@ -546,22 +546,28 @@ pub struct Slo {
     pub tpot_ms: Option<f64>,
     pub e2e_ms: Option<f64>,
     pub attainment_pct: f64,
+    /// The lowest `[quality]` score a curve may have and still meet the SLO (each of its
+    /// scores: agreement and every scorer; chrF aside). A curve's figure, not a
+    /// request's: it judges operating points, and does not steer `[search]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<f64>,
 }
 
 impl Default for Slo {
     /// Without `[report.slo]`: TTFT ≤ 500 ms and TPOT ≤ 50 ms for 90% of requests.
     fn default() -> Self {
-        Slo { ttft_ms: Some(500.0), tpot_ms: Some(50.0), e2e_ms: None, attainment_pct: 90.0 }
+        Slo { ttft_ms: Some(500.0), tpot_ms: Some(50.0), e2e_ms: None, attainment_pct: 90.0, quality: None }
     }
 }
 
 impl Slo {
     /// "TTFT ≤ 500 ms, TPOT ≤ 50 ms", for reports.
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = [("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms), ("end-to-end", self.e2e_ms)]
+        let mut parts: Vec<String> = [("TTFT", self.ttft_ms), ("TPOT", self.tpot_ms), ("end-to-end", self.e2e_ms)]
             .iter()
             .filter_map(|(n, v)| v.map(|v| format!("{n} ≤ {v} ms")))
             .collect();
+        parts.extend(self.quality.map(|q| format!("quality ≥ {q}")));
         if parts.is_empty() { "no thresholds".into() } else { parts.join(", ") }
     }
 }

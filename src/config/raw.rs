@@ -277,4 +277,6 @@ pub struct RawSlo {
     pub tpot_ms: Option<f64>,
     pub e2e_ms: Option<f64>,
     pub attainment_pct: Option<f64>,
+    /// the lowest `[quality]` score (0–1) a curve may have and meet the SLO (each of its scores, chrF aside); judges operating points, does not steer `[search]`
+    pub quality: Option<f64>,
 }

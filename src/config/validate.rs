@@ -315,11 +315,12 @@ impl Validator<'_> {
             tpot_ms: ms("tpot-ms", raw.tpot_ms),
             e2e_ms: ms("e2e-ms", raw.e2e_ms),
             attainment_pct: self.num("report.slo.attainment-pct", raw.attainment_pct, 90.0, limits::ATTAINMENT_PCT),
+            quality: raw.quality.map(|q| self.num("report.slo.quality", Some(q), 0.0, limits::SLO_QUALITY)),
         };
         // A threshold that was given but refused has been reported already.
-        let given = raw.ttft_ms.is_some() || raw.tpot_ms.is_some() || raw.e2e_ms.is_some();
+        let given = raw.ttft_ms.is_some() || raw.tpot_ms.is_some() || raw.e2e_ms.is_some() || raw.quality.is_some();
         if !given {
-            self.error("report.slo", "sets no threshold", Some("set at least one of ttft-ms, tpot-ms, e2e-ms".into()));
+            self.error("report.slo", "sets no threshold", Some("set at least one of ttft-ms, tpot-ms, e2e-ms, quality".into()));
         }
         slo
     }
@@ -388,6 +389,9 @@ impl Validator<'_> {
         let slurm = self.slurm(raw.slurm.unwrap_or_default());
         let search = raw.search.map(|s| self.search(s, &matrix, &models));
         let quality = raw.quality.map(|q| self.quality(q, &workload, &matrix));
+        if report.slo.quality.is_some() && quality.is_none() {
+            self.error("report.slo.quality", "asks for a minimum quality, but nothing is scored", Some("add a [quality] table".into()));
+        }
         Experiment {
             quality,
             literal_secrets: Default::default(),

@@ -46,7 +46,7 @@ mod tests {
 
     #[test]
     fn a_turn_is_good_once_within_every_threshold() {
-        let slo = Slo { ttft_ms: Some(30.0), tpot_ms: Some(5.0), e2e_ms: None, attainment_pct: 90.0 };
+        let slo = Slo { ttft_ms: Some(30.0), tpot_ms: Some(5.0), e2e_ms: None, attainment_pct: 90.0, quality: None };
         // Conversation 0: turn 1 good; turn 2 fails once, then succeeds with a
         // one-token answer (no TPOT, so not failed on it). Conversation 1: too slow a
         // first token. Three turns, two good, over 4 s.

@@ -99,7 +99,8 @@ fn measured_agreement_finds_the_simulators_quality() {
     let (mean, lo, hi) = s[&("awq".into(), "agreement".into())];
     assert!(lo <= 0.8 && 0.8 <= hi && lo < mean && mean < hi, "awq agreement {mean} [{lo}, {hi}] should contain 0.8");
     let (chrf, _, _) = s[&("awq".into(), "chrf".into())];
-    assert!(chrf > mean && chrf < 1.0, "a changed answer still shares characters: chrF {chrf}");
+    // Equal answers score chrF 1, so the mean chrF is at least the agreement.
+    assert!(chrf >= mean && chrf < 1.0, "chrF {chrf} against agreement {mean}");
     let readme = p.read("reports/q/README.md");
     let pct = format!("{:.0}%", mean * 100.0);
     assert!(readme.contains(&format!("m awq gives the same answer as m base on {pct} [")), "{readme}");
@@ -231,4 +232,32 @@ fn choice_accuracy_is_the_hand_count() {
     }
     assert_eq!(count["base"].0, 30, "the base simulator knows every reference");
     assert!(count["awq"].0 < 30, "the AWQ simulator misses some: {count:?}");
+}
+
+/// A minimum quality in the SLO: a variant whose answers agree too rarely does not
+/// meet it however fast it is, and the best point is the one that does.
+#[test]
+fn a_minimum_quality_in_the_slo_decides_the_best_point() {
+    let p = project("slo", 20, 0.5, "slo = { ttft-ms = 500.0, quality = 0.9 }\n[quality]\nagreement = \"base\"\n");
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    let points = p.read("reports/q/points.csv");
+    let mut rows = csv::Reader::from_reader(points.as_bytes());
+    let headers = rows.headers().unwrap().clone();
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let got: BTreeMap<String, (String, String)> = rows
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[at("variant")].to_string(), (r[at("meets_slo")].to_string(), r[at("best")].to_string()))
+        })
+        .collect();
+    assert_eq!(got["awq"], ("false".to_string(), "false".to_string()), "{points}");
+    assert_eq!(got["base"], ("true".to_string(), "true".to_string()), "{points}");
+    assert!(p.read("reports/q/README.md").contains("quality ≥ 0.9"), "the SLO says so");
+    // Nothing scored, nothing to judge by.
+    let text = p.read("experiments/q.toml").replace("[quality]\nagreement = \"base\"\n", "");
+    p.write("experiments/q.toml", &text);
+    p.pipeline(&["plan", "experiments/q.toml"])
+        .status(2)
+        .stderr_has("report.slo.quality: asks for a minimum quality, but nothing is scored");
 }

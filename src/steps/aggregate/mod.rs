@@ -78,7 +78,7 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     let (scores, inputs): (Vec<(String, PathBuf)>, Vec<(String, PathBuf)>) =
         inputs.iter().cloned().partition(|(id, _)| id.starts_with("quality["));
     let inputs = inputs.as_slice();
-    quality::write(&scores, out)?;
+    let quality = quality::write(&scores, out)?;
     let frames: Vec<LazyFrame> = inputs
         .par_iter()
         .enumerate()
@@ -143,7 +143,7 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
         )
         .sort(["cell_index", "conversation"], SortMultipleOptions::default())
         .collect()?;
-    let (mut across, mut points) = seeds::tables(&summary, &conversations, &cell, slo)?;
+    let (mut across, mut points) = seeds::tables(&summary, &conversations, &cell, slo, &quality)?;
     export::write_table(&mut across, out, "seeds")?;
     export::write_table(&mut points, out, "points")?;
 

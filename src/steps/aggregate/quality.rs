@@ -29,10 +29,13 @@ struct Tally {
     turns: BTreeMap<u32, (f64, u32)>,
 }
 
-/// Write both tables into `out` from the quality steps' outputs; nothing without any.
-pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
+/// Write both tables into `out` from the quality steps' outputs (nothing without any),
+/// and return each curve's lowest mean score (chrF aside), by its axes' values joined
+/// with U+001F in the curve's column order: what `[report] slo.quality` judges.
+pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<BTreeMap<String, f64>> {
+    let mut lowest: BTreeMap<String, f64> = BTreeMap::new();
     if inputs.is_empty() {
-        return Ok(());
+        return Ok(lowest);
     }
     // (curve columns as (name, value)…, method, against) → tally.
     let mut tallies: BTreeMap<(Vec<(String, String)>, String, String), Tally> = BTreeMap::new();
@@ -78,6 +81,11 @@ pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
         // Seeded by the curve and method: the same scores give the same interval.
         let mut rng = rand_chacha::ChaCha8Rng::from_seed(*blake3::hash(format!("{curve:?}{method}{against}").as_bytes()).as_bytes());
         let interval = stats::bootstrap::pooled_mean(&pool, &mut rng);
+        if method != "chrf" && n > 0 {
+            let key = curve.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join("\u{1f}");
+            let score = sum / n as f64;
+            lowest.entry(key).and_modify(|s| *s = s.min(score)).or_insert(score);
+        }
         let mut row: Vec<AnyValue> = curve.iter().map(|(_, v)| AnyValue::StringOwned(v.into())).collect();
         row.extend([
             AnyValue::StringOwned(method.into()),
@@ -114,7 +122,8 @@ pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
     let mut quality = frame(&columns(&["scored", "unscored", "truncated", "mean", "mean_lo", "mean_hi"]), &rows)?;
     export::write_table(&mut quality, out, "quality")?;
     let mut per_turn = frame(&columns(&["turn", "scored", "mean"]), &turn_rows)?;
-    export::write_table(&mut per_turn, out, "quality_per_turn")
+    export::write_table(&mut per_turn, out, "quality_per_turn")?;
+    Ok(lowest)
 }
 
 /// A frame of `rows` (one `AnyValue` per column, in order) under `names`.

@@ -17,7 +17,7 @@
 //! throughput and end-to-end p50 latency, and `best` the highest throughput whose
 //! attainment meets the SLO.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use polars::prelude::*;
@@ -35,11 +35,19 @@ pub const THROUGHPUT_METRICS: [&str; 3] = ["output_tok_per_s", "requests_per_s",
 const LOAD_AXES: [&str; 2] = ["batch_size", "request_rate"];
 
 /// `(seeds, points)` from the summary (with `cell_index`) and per-conversation sums.
-pub fn tables(summary: &DataFrame, conversations: &DataFrame, cell: &[String], slo: &Slo) -> Result<(DataFrame, DataFrame)> {
+/// `quality`: each curve's lowest `[quality]` score, by its axes' values (see
+/// `aggregate::quality::write`), which `slo.quality` judges.
+pub fn tables(
+    summary: &DataFrame,
+    conversations: &DataFrame,
+    cell: &[String],
+    slo: &Slo,
+    quality: &BTreeMap<String, f64>,
+) -> Result<(DataFrame, DataFrame)> {
     let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
     let curves = Curves::of(summary, &group)?;
     let across = across_seeds(summary, conversations, &curves, &group)?;
-    let points = operating_points(summary, &curves, group, slo)?;
+    let points = operating_points(summary, &curves, group, slo, quality)?;
     Ok((across, points))
 }
 
@@ -148,7 +156,13 @@ fn across_seeds(summary: &DataFrame, conversations: &DataFrame, curves: &Curves,
 
 /// `points`: per curve, the medians across seeds, the latencies' spread, and which
 /// points meet the SLO, are on the Pareto front, and are the best.
-fn operating_points(summary: &DataFrame, curves: &Curves, group: Vec<String>, slo: &Slo) -> Result<DataFrame> {
+fn operating_points(
+    summary: &DataFrame,
+    curves: &Curves,
+    group: Vec<String>,
+    slo: &Slo,
+    quality: &BTreeMap<String, f64>,
+) -> Result<DataFrame> {
     let point_metrics = ["output_tok_per_s", "requests_per_s", "ttft_p50_ms", "e2e_p50_ms", "slo_met_pct"];
     let point_values: Vec<Vec<Option<f64>>> = point_metrics.iter().map(|m| values(summary, m)).collect::<Result<_>>()?;
     let medians: Vec<Vec<Option<f64>>> = point_values
@@ -156,7 +170,28 @@ fn operating_points(summary: &DataFrame, curves: &Curves, group: Vec<String>, sl
         .map(|v| curves.rows_of.iter().map(|rows| median(&rows.iter().filter_map(|&r| v[r]).collect::<Vec<f64>>())).collect())
         .collect();
     let (tput, lat, met) = (&medians[0], &medians[3], &medians[4]);
-    let meets: Vec<bool> = met.iter().map(|m| m.is_some_and(|m| m >= slo.attainment_pct)).collect();
+    let mut meets: Vec<bool> = met.iter().map(|m| m.is_some_and(|m| m >= slo.attainment_pct)).collect();
+    // A minimum quality: a curve meets the SLO only with every score at least that
+    // (a curve without scores does not).
+    if let Some(min) = slo.quality {
+        let texts: Vec<Vec<String>> = group
+            .iter()
+            .map(|c| {
+                Ok(curves
+                    .frame
+                    .column(c.as_str())?
+                    .cast(&DataType::String)?
+                    .str()?
+                    .iter()
+                    .map(|v| v.unwrap_or_default().to_string())
+                    .collect())
+            })
+            .collect::<Result<_>>()?;
+        for (g, m) in meets.iter_mut().enumerate() {
+            let key = texts.iter().map(|t| t[g].as_str()).collect::<Vec<_>>().join("\u{1f}");
+            *m = *m && quality.get(&key).is_some_and(|q| *q >= min);
+        }
+    }
     let (pareto, best) = fronts(curves, &group, tput, lat, &meets);
     let mut points = curves.frame.select(group)?;
     let mut cols = vec![Column::new("seeds".into(), curves.rows_of.iter().map(|r| r.len() as u32).collect::<Vec<u32>>())];
