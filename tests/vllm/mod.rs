@@ -1,7 +1,11 @@
 //! A real `vllm serve`: vLLM's CPU build and a tiny random-weight Qwen2.5-VL that
 //! counts image tokens as the real model does, both installed once per machine by
 //! `scripts/vllm/install.sh` (under `~/.cache/pipeline/vllm`). One server, started by
-//! `pipeline` itself, serves every cell of the test.
+//! `pipeline` itself, serves every cell of the test. The conversations come from a
+//! chat JSONL file of our own (small generated images resized to 720p, one question,
+//! recorded answers), and `[quality]` scores the tiny model's answers against those
+//! recorded answers: random weights score about nothing, and the test checks the
+//! arithmetic against the request rows, not the model.
 //!
 //! `PIPELINE_SKIP_VLLM=1` skips it (say, on a laptop without the 6 GB install).
 
@@ -14,6 +18,32 @@ use super::{Project, processes_with};
 const IMAGE_TOKENS: i64 = 46 * 26 + 2;
 /// The one question of every turn.
 const QUESTION: &str = "What is in this image?";
+/// The recorded answers of the file's two conversations, turn by turn (the
+/// references `[quality]` scores against).
+const RECORDED: [[&str; 3]; 2] = [["a red square", "a blue circle", "two squares"], ["a gradient", "nothing new", "the same gradient"]];
+
+/// `data/chat.jsonl`: two conversations of three turns, each an image (64×36, which
+/// the data step resizes to 1280×720) and [`QUESTION`], with [`RECORDED`] answers.
+fn write_conversations(p: &Project) {
+    let mut lines = Vec::new();
+    for (c, answers) in RECORDED.iter().enumerate() {
+        let mut messages = Vec::new();
+        for (t, answer) in answers.iter().enumerate() {
+            let rel = format!("data/c{c}-t{t}.png");
+            std::fs::create_dir_all(p.path().join("data")).unwrap();
+            image::RgbImage::from_fn(64, 36, |x, y| image::Rgb([(x * 4) as u8, (y * 7) as u8, (c * 90 + t * 40) as u8]))
+                .save(p.path().join(&rel))
+                .unwrap();
+            messages.push(serde_json::json!({"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": format!("c{c}-t{t}.png")}},
+                {"type": "text", "text": QUESTION}
+            ]}));
+            messages.push(serde_json::json!({"role": "assistant", "content": answer}));
+        }
+        lines.push(serde_json::json!({"id": format!("c{c}"), "messages": messages}).to_string());
+    }
+    p.write("data/chat.jsonl", &lines.join("\n"));
+}
 
 /// What vLLM should count as each turn's prompt tokens, by the arithmetic: the chat
 /// template's tokens (the tiny model's own tokenizer, run in the venv), where each
@@ -69,6 +99,7 @@ fn a_real_vllm_is_measured_with_cells_isolated_and_its_metrics_beside() {
     let home = install();
     let model = home.join("tiny-qwen2.5-vl");
     let p = Project::new();
+    write_conversations(&p);
     p.write(
         "experiments/v.toml",
         &format!(
@@ -91,7 +122,8 @@ max-tokens = 4
 warmup-requests = 0
 request-timeout-s = 300
 metrics-interval-s = 0.1
-questions = ["{QUESTION}"]
+conversations = "data/chat.jsonl"
+resolution = "1280x720"
 
 [matrix]
 model = ["tiny"]
@@ -105,6 +137,9 @@ values = ["reset", "none", "salt"]
 
 [report]
 dir = "reports/v"
+
+[quality]
+score = ["exact", "contains"]
 "#,
             model.display()
         ),
@@ -182,9 +217,66 @@ dir = "reports/v"
         assert!(meta["server"]["command"].as_array().unwrap().iter().any(|a| a == "bfloat16"), "{meta}");
     }
     assert_eq!(salted, 2);
+    quality_is_the_request_rows_arithmetic(&p, &cells);
     let report = p.read("reports/v/README.md");
     let models = report.lines().find(|l| l.starts_with("| tiny | vllm |")).unwrap_or_default();
     assert!(models.contains("bfloat16"), "the report shows the dtype the server ran with: {models}");
+}
+
+/// `[quality]` on the real server's answers: each curve's `exact` share in the report
+/// is what the request rows give against the recorded answers, the rows' `truncated`
+/// count is their answers of `max-tokens` tokens, and no turn goes unscored.
+fn quality_is_the_request_rows_arithmetic(
+    p: &Project,
+    cells: &std::collections::BTreeMap<(String, String), Vec<std::collections::BTreeMap<String, String>>>,
+) {
+    let normalised = |s: &str| -> String {
+        let kept: String = s.chars().flat_map(char::to_lowercase).filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect();
+        kept.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let text = p.read("reports/v/quality.csv");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let mut checked = 0;
+    for r in reader.records() {
+        let r = r.unwrap();
+        if &r[at("method")] != "exact" {
+            continue;
+        }
+        let rows = &cells[&(r[at("batch_size")].to_string(), r[at("isolation")].to_string())];
+        // Both files hold the conversations in the same order: batch 1 replays the
+        // first drawn, batch 2 both (a draw of 2 starts with the draw of 1).
+        let metas: Vec<serde_json::Value> = p
+            .measure_metas()
+            .into_iter()
+            .map(|(_, m)| m)
+            .filter(|m| m["cell"].to_string().contains(&format!("[\"isolation\",\"{}\"]", &r[at("isolation")])))
+            .filter(|m| m["cell"].to_string().contains(&format!("[\"batch-size\",\"{}\"]", &r[at("batch_size")])))
+            .collect();
+        assert_eq!(metas.len(), 1, "one cell per curve (one seed)");
+        let ids: Vec<String> =
+            metas[0]["dataset"]["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect();
+        let (mut right, mut cut) = (0, 0);
+        for row in rows {
+            let c: usize = row["conversation"].parse().unwrap();
+            let t: usize = row["turn"].parse().unwrap();
+            let file_c: usize = ids[c].trim_start_matches('c').parse().unwrap();
+            if normalised(&row["answer"]) == normalised(RECORDED[file_c][t]) {
+                right += 1;
+            }
+            if row["completion_tokens"] == "4" {
+                cut += 1;
+            }
+        }
+        let mean: f64 = r[at("mean")].parse().unwrap();
+        assert!((mean - right as f64 / rows.len() as f64).abs() < 1e-12, "{:?}: {mean} against {right}/{}", r, rows.len());
+        assert_eq!(r[at("scored")].parse::<usize>().unwrap(), rows.len(), "every turn scored");
+        assert_eq!(r[at("unscored")].parse::<usize>().unwrap(), 0);
+        assert_eq!(r[at("truncated")].parse::<usize>().unwrap(), cut, "answers of max-tokens tokens are marked cut");
+        checked += 1;
+    }
+    assert_eq!(checked, 6, "one row per curve");
 }
 
 /// How much `vllm:mm_cache_hits_total` grew in a cell before any of its second turns
