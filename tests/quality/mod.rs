@@ -232,6 +232,24 @@ fn choice_accuracy_is_the_hand_count() {
     }
     assert_eq!(count["base"].0, 30, "the base simulator knows every reference");
     assert!(count["awq"].0 < 30, "the AWQ simulator misses some: {count:?}");
+
+    // The speed × quality chart, read in Chromium at desktop and phone widths: drawn,
+    // with a point per variant, inside the page, which does not scroll sideways.
+    let measure = r#"
+  var svg = d.querySelector('a[href="speed_quality.svg"] svg');
+  if (!svg) return { missing: true };
+  var r = svg.getBoundingClientRect();
+  return { shown: Math.round(r.width), right: Math.round(r.right), points: svg.querySelectorAll('circle').length,
+           scroll: d.documentElement.scrollWidth, width: d.documentElement.clientWidth };"#;
+    let Some(m) = super::reports::in_chromium(&p.path().join("reports/quality_mmmu/index.html"), measure) else { return };
+    for view in ["wide", "phone"] {
+        let v = &m[view];
+        assert!(v["missing"].is_null(), "{view}: the chart is in the Quality section: {v}");
+        let at = |k: &str| v[k].as_i64().unwrap();
+        assert!(at("shown") > 200 && at("right") <= at("width"), "{view}: the chart fits the page: {v}");
+        assert!(at("points") >= 2, "{view}: a point per variant: {v}");
+        assert!(at("scroll") <= at("width"), "{view}: the page scrolls sideways: {v}");
+    }
 }
 
 /// A minimum quality in the SLO: a variant whose answers agree too rarely does not

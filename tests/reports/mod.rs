@@ -260,15 +260,36 @@ fn fail_on_worse_gates_on_the_baseline() {
 #[test]
 fn the_demo_report_reads_on_a_laptop_and_a_phone() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let measure = r#"
+  var glance = [...d.querySelectorAll('h2')].find(e => e.textContent == 'Results at a glance');
+  var list = glance.nextElementSibling.getBoundingClientRect();
+  return { glance: Math.round(glance.getBoundingClientRect().top), glance_end: Math.round(list.bottom),
+           chart: Math.round(d.querySelector('figure').getBoundingClientRect().top),
+           scroll: d.documentElement.scrollWidth, width: d.documentElement.clientWidth };"#;
+    let Some(m) = in_chromium(&root.join("reports/demo/index.html"), measure) else { return };
+    for (view, height) in [("wide", 900), ("phone", 844)] {
+        let v = &m[view];
+        let at = |k: &str| v[k].as_i64().unwrap();
+        assert!(at("glance_end") < height && at("chart") < height, "{view}: the verdict and the first chart on the first screen: {v}");
+        assert!(at("scroll") <= at("width"), "{view}: the page scrolls sideways: {v}");
+    }
+}
+
+/// `report` (an index.html) in headless Chromium, in a 1440 × 900 frame (`wide`) and a
+/// 390 × 844 one (`phone`): what the JavaScript body `measure` returns for each, given
+/// the frame's document as `d`. None (the test skipped) where Chromium cannot be
+/// installed outside CI.
+pub(super) fn in_chromium(report: &Path, measure: &str) -> Option<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let install = Command::new("bash").arg(root.join("scripts/chromium/install.sh")).output().unwrap();
     if !install.status.success() {
         assert!(std::env::var_os("PIPELINE_CI").is_none(), "CI needs Chromium: {}", String::from_utf8_lossy(&install.stderr));
         eprintln!("skipped: no Chromium ({})", String::from_utf8_lossy(&install.stderr).trim());
-        return;
+        return None;
     }
     let chromium = String::from_utf8_lossy(&install.stdout).trim().to_string();
     let tmp = tempfile::tempdir().unwrap();
-    let report = format!("file://{}", root.join("reports/demo/index.html").display());
+    let report = format!("file://{}", report.display());
     let probe = tmp.path().join("probe.html");
     std::fs::write(
         &probe,
@@ -280,11 +301,7 @@ fn the_demo_report_reads_on_a_laptop_and_a_phone() {
 <script>
 function measure(id) {{
   var d = document.getElementById(id).contentDocument;
-  var glance = [...d.querySelectorAll('h2')].find(e => e.textContent == 'Results at a glance');
-  var list = glance.nextElementSibling.getBoundingClientRect();
-  return {{ glance: Math.round(glance.getBoundingClientRect().top), glance_end: Math.round(list.bottom),
-           chart: Math.round(d.querySelector('figure').getBoundingClientRect().top),
-           scroll: d.documentElement.scrollWidth, width: d.documentElement.clientWidth }};
+  {measure}
 }}
 window.onload = () => document.getElementById('out').textContent = JSON.stringify({{ wide: measure('wide'), phone: measure('phone') }});
 </script></body></html>"#
@@ -300,11 +317,5 @@ window.onload = () => document.getElementById('out').textContent = JSON.stringif
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
     let json = dom.split("<pre id=\"out\">").nth(1).and_then(|r| r.split('<').next()).unwrap_or_default();
-    let m: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("no measurement ({e}): {dom}"));
-    for (view, height) in [("wide", 900), ("phone", 844)] {
-        let v = &m[view];
-        let at = |k: &str| v[k].as_i64().unwrap();
-        assert!(at("glance_end") < height && at("chart") < height, "{view}: the verdict and the first chart on the first screen: {v}");
-        assert!(at("scroll") <= at("width"), "{view}: the page scrolls sideways: {v}");
-    }
+    Some(serde_json::from_str(json).unwrap_or_else(|e| panic!("no measurement ({e}): {dom}")))
 }
