@@ -81,6 +81,9 @@ pub struct QualityRow {
     pub conversation: u32,
     /// As in `requests`.
     pub turn: u32,
+    /// The conversation's number in the conversations file (none for synthetic ones):
+    /// seeds that draw the same conversation score the same questions.
+    pub item: Option<u64>,
     /// A scorer against the reference answer (`exact`, `contains`, `choice`, `number`),
     /// or against the reference variant's answer (`agreement`, `chrf`).
     pub method: String,
@@ -543,6 +546,7 @@ pub fn write_quality(cell: &[(String, String)], rows: &[QualityRow], out: &Path)
     cols.extend([
         column!(rows, "conversation", |r| r.conversation),
         column!(rows, "turn", |r| r.turn),
+        column!(rows, "item", |r| r.item),
         column!(rows, "method", |r| r.method.as_str()),
         column!(rows, "against", |r| r.against.as_str()),
         column!(rows, "score", |r| r.score),
@@ -741,8 +745,15 @@ mod tests {
         assert_eq!(quoted(chunks.trim().split("\n\n").next().unwrap()), written_columns(dir.path(), "chunks"));
         assert_eq!(table_keys(section(&docs, "## `metrics`"), ""), written_columns(dir.path(), "metrics"));
         assert_eq!(table_keys(section(&docs, "## `telemetry` (one row per GPU"), ""), written_columns(dir.path(), "telemetry"));
-        let row =
-            QualityRow { conversation: 0, turn: 0, method: "exact".into(), against: "reference".into(), score: None, truncated: false };
+        let row = QualityRow {
+            conversation: 0,
+            turn: 0,
+            item: None,
+            method: "exact".into(),
+            against: "reference".into(),
+            score: None,
+            truncated: false,
+        };
         write_quality(&cell, &[row], dir.path()).unwrap();
         let mut documented: Vec<String> = cell.iter().map(|(k, _)| k.replace('-', "_")).collect();
         documented.extend(table_keys(section(&docs, "## `quality` (one row per scored turn"), ""));

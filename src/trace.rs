@@ -154,6 +154,11 @@ impl<R: BufRead> Reader<R> {
 
     fn parse(&mut self) -> Option<Result<Request, TraceError>> {
         let line = self.line;
+        // A byte-order mark (a file written on Windows) is not content; the digest
+        // still covers it.
+        if line == 1 && self.buf.starts_with(b"\xEF\xBB\xBF") {
+            self.buf.drain(..3);
+        }
         // serde reads a struct from a list too (`[0, 10, 2]`): only an object is a request.
         let first = self.buf.iter().find(|b| !b.is_ascii_whitespace()).copied();
         if first != Some(b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(&self.buf).is_ok() {
@@ -341,6 +346,15 @@ mod tests {
         let mut r = Reader::new(text.as_bytes());
         r.by_ref().for_each(drop);
         assert_eq!(r.digest(), blake3::hash(text.as_bytes()).to_hex().to_string(), "the digest covers every byte");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_content() {
+        let text = "\u{feff}{\"timestamp\": 0, \"input_length\": 6, \"output_length\": 3}\n";
+        assert_eq!(read(text).unwrap().len(), 1);
+        let mut r = Reader::new(text.as_bytes());
+        r.by_ref().for_each(drop);
+        assert_eq!(r.digest(), blake3::hash(text.as_bytes()).to_hex().to_string(), "the digest still covers it");
     }
 
     #[test]

@@ -389,6 +389,15 @@ impl Validator<'_> {
         let slurm = self.slurm(raw.slurm.unwrap_or_default());
         let search = raw.search.map(|s| self.search(s, &matrix, &models));
         let quality = raw.quality.map(|q| self.quality(q, &workload, &matrix));
+        if let (Some(q), Some(_)) = (&quality, &search)
+            && q.agreement.is_some()
+        {
+            self.error(
+                "quality.agreement",
+                "compares each variant with another's answers to the same cells, but `[search]` probes each curve at values of its own",
+                Some("score against references (`score`) under a search, or sweep the axis instead of searching it".into()),
+            );
+        }
         if report.slo.quality.is_some() && quality.is_none() {
             self.error("report.slo.quality", "asks for a minimum quality, but nothing is scored", Some("add a [quality] table".into()));
         }
@@ -844,16 +853,25 @@ impl Validator<'_> {
                 Some("name a conversations file with assistant turns (`[workload] conversations`), or use `agreement`".into()),
             );
         }
+        if scorers.is_empty() && q.agreement.is_none() {
+            self.error(
+                "quality",
+                "scores nothing",
+                Some("name scorers (`score = [\"exact\"]`) against the recorded answers, or a variant to agree with (`agreement = \"base\"`)".into()),
+            );
+        }
         if let Some(v) = &q.agreement {
             if !matrix.variants.contains(v) {
                 let hint = format!("a variant of the matrix: {}", matrix.variants.join(", "));
                 self.error("quality.agreement", format!("variant {} is not in the matrix", quoted(v)), Some(hint));
             }
-            if workload.temperature != 0.0 {
+            // The temperature of the file, or of an axis that sweeps it.
+            let swept = matrix.custom.iter().filter(|a| a.feeds == Feeds::Workload("temperature".into())).flat_map(|a| &a.values);
+            if workload.temperature != 0.0 || swept.filter_map(|v| v.as_f64()).any(|t| t != 0.0) {
                 self.error(
                     "quality.agreement",
                     "compares answers to the same turn, which only means something at temperature 0",
-                    Some("set [workload] temperature = 0".into()),
+                    Some("set [workload] temperature = 0 (and sweep no other temperature)".into()),
                 );
             }
         }

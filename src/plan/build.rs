@@ -137,7 +137,7 @@ impl Builder {
         self.steps[i].id.clone()
     }
 
-    /// One quality step per cell: its inputs are the cell's measure, its data (for
+    /// One quality step per cell: its inputs are the cell's measure, its data (the
     /// reference answers) and the measure of the same cell in the reference variant.
     /// Their ids.
     fn quality(
@@ -152,9 +152,9 @@ impl Builder {
         for (ci, cell) in cells.iter().enumerate() {
             let measure = self.steps[measures[ci]].id.clone();
             let mut deps = vec![measure.clone()];
-            if !q.scorers.is_empty()
-                && let Some(d) = &datagens[ci]
-            {
+            // The data: its recorded answers are the references, and it says which of
+            // the file's conversations each one is.
+            if let Some(d) = &datagens[ci] {
                 deps.push(d.clone());
             }
             if let Some(variant) = q.agreement.as_ref().filter(|v| **v != cell.variant) {
@@ -173,11 +173,15 @@ impl Builder {
                 scorers: q.scorers.clone(),
                 number_tolerance: q.number_tolerance,
                 agreement: q.agreement.clone(),
-                max_tokens: self.steps[measures[ci]]
-                    .params
-                    .get("max-tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(exp.workload.max_tokens as u64) as u32,
+                // A trace's answers are exactly their `output_length` long (ignore_eos):
+                // none is cut.
+                max_tokens: match exp.workload.trace {
+                    Some(_) => u32::MAX,
+                    None => {
+                        let measured = self.steps[measures[ci]].params.get("max-tokens").and_then(Value::as_u64);
+                        measured.unwrap_or(exp.workload.max_tokens as u64) as u32
+                    }
+                },
             };
             let i = self.add(StepKind::Quality, format!("quality[{cell}]"), cell.coords(), to_params(&params), deps, None, Some(ci));
             ids.push(self.steps[i].id.clone());

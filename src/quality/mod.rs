@@ -3,8 +3,12 @@
 //! [0, 1]; the quality step ([`crate::steps::quality`]) applies them to measured rows.
 //!
 //! Normalisation (for `exact` and `contains`): lower case, every character that is
-//! neither a letter, a digit nor whitespace removed, runs of whitespace made one space,
-//! trimmed. "The answer is: B." and "the answer is b" are then equal.
+//! neither a letter, a digit nor whitespace removed (but a minus sign before a digit
+//! and a decimal point between digits kept: `-1` is not `1`, `3.14` not `314`), runs
+//! of whitespace made one space, trimmed. "The answer is: B." and "the answer is b"
+//! are then equal. A reference a scorer cannot read (nothing left after
+//! normalisation, no letter for `choice`, no number for `number`) scores nothing: the
+//! turn is unscored, not failed.
 
 /// The scorers against a reference, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,33 +37,69 @@ impl Scorer {
         Self::CHOICES.iter().find(|(_, s)| *s == self).map_or("exact", |(n, _)| n)
     }
 
-    /// The answer's score against `reference`: 1 or 0.
-    pub fn score(self, answer: &str, reference: &str, tolerance: f64) -> f64 {
+    /// The answer's score against `reference`, 1 or 0; None when the reference gives
+    /// this scorer nothing to compare with.
+    pub fn score(self, answer: &str, reference: &str, tolerance: f64) -> Option<f64> {
         let hit = match self {
-            Scorer::Exact => normalised(answer) == normalised(reference),
+            Scorer::Exact => {
+                let r = normalised(reference);
+                if r.is_empty() {
+                    return None;
+                }
+                normalised(answer) == r
+            }
             Scorer::Contains => {
                 let r = normalised(reference);
-                !r.is_empty() && format!(" {} ", normalised(answer)).contains(&format!(" {r} "))
+                if r.is_empty() {
+                    return None;
+                }
+                format!(" {} ", normalised(answer)).contains(&format!(" {r} "))
             }
-            Scorer::Choice => matches!((choice(answer), choice(reference)), (Some(a), Some(b)) if a == b),
-            Scorer::Number => match (first_number(answer), first_number(reference)) {
-                (Some(a), Some(b)) => (a - b).abs() <= tolerance * b.abs().max(f64::MIN_POSITIVE),
-                _ => false,
-            },
+            Scorer::Choice => letter(answer) == Some(letter(reference)?),
+            Scorer::Number => {
+                let b = first_number(reference)?;
+                first_number(answer).is_some_and(|a| (a - b).abs() <= tolerance * b.abs().max(f64::MIN_POSITIVE))
+            }
         };
-        if hit { 1.0 } else { 0.0 }
+        Some(if hit { 1.0 } else { 0.0 })
     }
 }
 
-/// Lower case, letters, digits and single spaces only.
+/// Lower case, letters, digits and single spaces only; a minus sign before a digit and
+/// a decimal point between digits stay.
 pub fn normalised(text: &str) -> String {
-    let kept: String = text.chars().flat_map(char::to_lowercase).filter(|c| c.is_alphanumeric() || c.is_whitespace()).collect();
+    let chars: Vec<char> = text.chars().flat_map(char::to_lowercase).collect();
+    let digit = |i: usize| chars.get(i).is_some_and(|c| c.is_ascii_digit());
+    let kept: String = chars
+        .iter()
+        .enumerate()
+        .filter(|&(i, c)| {
+            c.is_alphanumeric()
+                || c.is_whitespace()
+                || (*c == '-' && digit(i + 1) && (i == 0 || !chars[i - 1].is_alphanumeric()))
+                || (*c == '.' && i > 0 && digit(i - 1) && digit(i + 1))
+        })
+        .map(|(_, c)| *c)
+        .collect();
     kept.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The multiple-choice letter an answer gives, the way MMMU's evaluation parses
-/// responses: `(B)` first, then a letter standing alone (`B`, `B.`, `B)`, `B:`), the
-/// last one when there are several; a bare reference such as `B` is its own letter.
+/// The letter a text gives: a bare letter A–J in either case (`b`, `(B)`, `B.`), else
+/// the one [`choice`] finds in it.
+fn letter(text: &str) -> Option<char> {
+    let bare: Vec<char> = text.chars().filter(|c| c.is_alphanumeric()).collect();
+    match bare.as_slice() {
+        [c] if ('A'..='J').contains(&c.to_ascii_uppercase()) => Some(c.to_ascii_uppercase()),
+        _ => choice(text),
+    }
+}
+
+/// The multiple-choice letter an answer gives, much as MMMU's evaluation parses
+/// responses: `(B)` first (the last one), then a capital A–J standing alone (`B`, `B.`,
+/// `B)`, `B:`), the last one when there are several. MMMU looks only for the letters
+/// its question offers, which a scorer does not know; instead an `I` or an `A` that
+/// reads as a word (followed by an apostrophe, or by a space and a lower-case word: "I
+/// think", "A dog") is not taken for a choice.
 pub fn choice(text: &str) -> Option<char> {
     const LETTERS: std::ops::RangeInclusive<char> = 'A'..='J';
     let chars: Vec<char> = text.chars().collect();
@@ -80,29 +120,60 @@ pub fn choice(text: &str) -> Option<char> {
         }
         let before = i == 0 || !chars[i - 1].is_alphanumeric();
         let after = chars.get(i + 1).is_none_or(|n| !n.is_alphanumeric());
-        if before && after {
+        let word = matches!(c, 'I' | 'A')
+            && (matches!(chars.get(i + 1), Some('\'' | '’'))
+                || (chars.get(i + 1) == Some(&' ') && chars.get(i + 2).is_some_and(|n| n.is_lowercase())));
+        if before && after && !word {
             alone = Some(c);
         }
     }
     alone
 }
 
-/// The first number in `text` (`-3`, `2.5`, `1,234`, `1e3`).
+/// The first number in `text`: a minus sign where it stands as one (not after a
+/// letter: `x-5` gives 5), digits with thousands separators only in groups of three
+/// (`1,234`; `1,5` gives 1), a fraction (`2.5`, `.5`) and an exponent (`1e3`). A
+/// number too large for a float is no number.
 pub fn first_number(text: &str) -> Option<f64> {
-    let bytes = text.as_bytes();
-    let start = bytes.iter().position(|b| b.is_ascii_digit())?;
-    let start = if start > 0 && bytes[start - 1] == b'-' { start - 1 } else { start };
-    let mut end = start + 1;
-    while end < bytes.len() {
-        let b = bytes[end];
-        let digit_follows = bytes.get(end + 1).is_some_and(u8::is_ascii_digit);
-        if b.is_ascii_digit() || ((b == b'.' || b == b',') && digit_follows) {
-            end += 1;
-        } else {
-            break;
+    let b = text.as_bytes();
+    let digit = |i: usize| b.get(i).is_some_and(u8::is_ascii_digit);
+    let start = (0..b.len()).find(|&i| digit(i) || (b[i] == b'.' && digit(i + 1)))?;
+    let negative = start > 0 && b[start - 1] == b'-' && (start < 2 || !b[start - 2].is_ascii_alphanumeric());
+    let mut text_of = String::new();
+    let mut i = start;
+    while digit(i) {
+        text_of.push(b[i] as char);
+        i += 1;
+        // A thousands separator: a comma and exactly three digits.
+        if b.get(i) == Some(&b',') && (1..=3).all(|k| digit(i + k)) && !digit(i + 4) {
+            i += 1;
         }
     }
-    text[start..end].replace(',', "").parse().ok()
+    if b.get(i) == Some(&b'.') && digit(i + 1) {
+        text_of.push('.');
+        i += 1;
+        while digit(i) {
+            text_of.push(b[i] as char);
+            i += 1;
+        }
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        let sign = matches!(b.get(i + 1), Some(b'-' | b'+'));
+        let first = i + 1 + usize::from(sign);
+        if digit(first) {
+            text_of.push('e');
+            if sign {
+                text_of.push(b[i + 1] as char);
+            }
+            let mut j = first;
+            while digit(j) {
+                text_of.push(b[j] as char);
+                j += 1;
+            }
+        }
+    }
+    let v: f64 = text_of.parse().ok()?;
+    v.is_finite().then_some(if negative { -v } else { v })
 }
 
 /// chrF from its published definition (Popović, 2015): character n-grams of
@@ -149,18 +220,48 @@ mod tests {
 
     #[test]
     fn scorers_compare_what_they_say() {
-        assert_eq!(Scorer::Exact.score("The answer is: B.", "the answer is b", 0.0), 1.0);
-        assert_eq!(Scorer::Exact.score("B", "C", 0.0), 0.0);
-        assert_eq!(Scorer::Contains.score("I think it is a red car, yes.", "red car", 0.0), 1.0);
-        assert_eq!(Scorer::Contains.score("I think it is a redcar", "red car", 0.0), 0.0);
-        assert_eq!(Scorer::Choice.score("The correct option is (C) because…", "C", 0.0), 1.0);
-        assert_eq!(Scorer::Choice.score("Answer: B. Not A.", "A", 0.0), 1.0, "the last letter standing alone");
-        assert_eq!(Scorer::Choice.score("a cat", "A", 0.0), 0.0, "a lower-case article is not a choice");
-        assert_eq!(Scorer::Number.score("about 3.14 metres", "3.1416", 0.01), 1.0);
-        assert_eq!(Scorer::Number.score("-2 degrees", "2", 0.01), 0.0);
-        assert_eq!(Scorer::Number.score("1,234 people", "1234", 0.0), 1.0);
-        assert_eq!(Scorer::Number.score("none", "0", 0.1), 0.0);
-        assert_eq!(Scorer::Exact.score("", "x", 0.0), 0.0, "an empty answer scores 0");
+        let s = |scorer: Scorer, a: &str, r: &str, tol: f64| scorer.score(a, r, tol);
+        assert_eq!(s(Scorer::Exact, "The answer is: B.", "the answer is b", 0.0), Some(1.0));
+        assert_eq!(s(Scorer::Exact, "B", "C", 0.0), Some(0.0));
+        assert_eq!(s(Scorer::Exact, "-1", "1", 0.0), Some(0.0), "a minus sign is kept");
+        assert_eq!(s(Scorer::Exact, "3.14", "314", 0.0), Some(0.0), "a decimal point is kept");
+        assert_eq!(s(Scorer::Exact, "!!!", "???", 0.0), None, "a reference of punctuation only reads as nothing");
+        assert_eq!(s(Scorer::Contains, "I think it is a red car, yes.", "red car", 0.0), Some(1.0));
+        assert_eq!(s(Scorer::Contains, "I think it is a redcar", "red car", 0.0), Some(0.0));
+        assert_eq!(s(Scorer::Choice, "The correct option is (C) because…", "C", 0.0), Some(1.0));
+        assert_eq!(s(Scorer::Choice, "Answer: B. Not A.", "A", 0.0), Some(1.0), "the last letter standing alone");
+        assert_eq!(s(Scorer::Choice, "a cat", "A", 0.0), Some(0.0), "a lower-case article is not a choice");
+        assert_eq!(s(Scorer::Choice, "b", "b", 0.0), Some(1.0), "a bare letter, in either case");
+        assert_eq!(s(Scorer::Choice, "B", "b", 0.0), Some(1.0), "a bare reference letter in either case");
+        assert_eq!(s(Scorer::Choice, "B. I'm sure", "B", 0.0), Some(1.0), "I'm is a word");
+        assert_eq!(s(Scorer::Choice, "The answer is B, I think", "B", 0.0), Some(1.0));
+        assert_eq!(s(Scorer::Choice, "C. A dog", "C", 0.0), Some(1.0));
+        assert_eq!(s(Scorer::Choice, "B", "blue", 0.0), None, "a reference without a letter scores nothing");
+        assert_eq!(s(Scorer::Number, "about 3.14 metres", "3.1416", 0.01), Some(1.0));
+        assert_eq!(s(Scorer::Number, "-2 degrees", "2", 0.01), Some(0.0));
+        assert_eq!(s(Scorer::Number, "1,234 people", "1234", 0.0), Some(1.0));
+        assert_eq!(s(Scorer::Number, "none", "0", 0.1), Some(0.0));
+        assert_eq!(s(Scorer::Number, "1", "blue", 0.1), None);
+        assert_eq!(s(Scorer::Exact, "", "x", 0.0), Some(0.0), "an empty answer scores 0");
+    }
+
+    #[test]
+    fn numbers_are_read_as_written() {
+        for (text, n) in [
+            ("1e3", Some(1000.0)),
+            ("2.5E-1 m", Some(0.25)),
+            (".5", Some(0.5)),
+            ("1,2,3", Some(1.0)),
+            ("1,5", Some(1.0)),
+            ("12,345,678 km", Some(12_345_678.0)),
+            ("version 1.2.3", Some(1.2)),
+            ("x-5 is 3", Some(5.0)),
+            ("it is -7", Some(-7.0)),
+            ("1e400", None),
+            ("nothing", None),
+        ] {
+            assert_eq!(first_number(text), n, "{text}");
+        }
     }
 
     #[test]

@@ -70,7 +70,14 @@ pub(super) fn complete(body: &[u8], request_id: Option<String>, received_ns: u64
         completion,
         prompt_tokens,
         cached_tokens,
-        prompt_key: None,
+        // The prompt's digest: a `quality` simulator answers by it, as on the chat route.
+        prompt_key: Some(
+            *match &req.prompt {
+                Prompt::Ids(ids) => blake3::hash(&ids.iter().flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()),
+                Prompt::Text(text) => blake3::hash(text.as_bytes()),
+            }
+            .as_bytes(),
+        ),
         reference: None,
     };
     respond(reply, request_id, received_ns, shared)

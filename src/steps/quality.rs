@@ -47,10 +47,13 @@ type Answers = BTreeMap<(u32, u32), Option<(String, Option<u64>)>>;
 /// variant's measure; `measured` itself when this cell is that variant).
 pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option<&Path>, out: &Path) -> Result<()> {
     let mine = answers(measured)?;
-    let references: BTreeMap<(u32, u32), String> = match data {
+    // The recorded answers by (conversation, turn), and each conversation's number in
+    // its file.
+    let (references, items): (BTreeMap<(u32, u32), String>, Vec<u64>) = match data {
         Some(dir) => {
             let dataset: Dataset =
                 serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?).context("reading conversations.json")?;
+            let items = dataset.source.as_ref().map(|s| s.conversations.iter().map(|c| c.index).collect()).unwrap_or_default();
             let mut refs = BTreeMap::new();
             for (c, conv) in dataset.conversations.iter().enumerate() {
                 for (t, turn) in conv.turns.iter().enumerate() {
@@ -59,9 +62,9 @@ pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option
                     }
                 }
             }
-            refs
+            (refs, items)
         }
-        None => BTreeMap::new(),
+        None => (BTreeMap::new(), Vec::new()),
     };
     let other = match (&p.agreement, counterpart) {
         (Some(_), Some(dir)) => Some(answers(dir)?),
@@ -75,6 +78,7 @@ pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option
         let row = |method: &str, against: &str, score: Option<f64>| QualityRow {
             conversation,
             turn,
+            item: items.get(conversation as usize).copied(),
             method: method.into(),
             against: against.into(),
             score,
@@ -82,7 +86,7 @@ pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option
         };
         for scorer in &p.scorers {
             let reference = references.get(&(conversation, turn));
-            rows.push(row(scorer.name(), "reference", text.zip(reference).map(|(a, r)| scorer.score(a, r, p.number_tolerance))));
+            rows.push(row(scorer.name(), "reference", text.zip(reference).and_then(|(a, r)| scorer.score(a, r, p.number_tolerance))));
         }
         if let (Some(other), Some(variant)) = (&other, &p.agreement) {
             let theirs = other.get(&(conversation, turn)).and_then(|a| a.as_ref()).map(|(a, _)| a.as_str());

@@ -142,6 +142,15 @@ fn bad_quality_tables_name_the_fix() {
         ("[quality]\nscore = [\"exakt\"]\n", "did you mean `exact`?"),
         ("[quality]\nagreement = \"fp8\"\n", "quality.agreement: variant `fp8` is not in the matrix"),
         ("[quality]\nnumber-tolerance = 2.0\n", "quality.number-tolerance: must be a number from 0 to 1"),
+        ("[quality]\n", "quality: scores nothing"),
+        (
+            "[[axis]]\nname = \"t\"\nworkload = \"temperature\"\nvalues = [0.0, 0.9]\n[quality]\nagreement = \"base\"\n",
+            "only means something at temperature 0",
+        ),
+        (
+            "[search]\naxis = \"batch-size\"\nmin = 1\nmax = 8\n[quality]\nagreement = \"base\"\n",
+            "but `[search]` probes each curve at values of its own",
+        ),
     ] {
         p.write("experiments/q.toml", &format!("{base}{quality}"));
         p.pipeline(&["plan", "experiments/q.toml"]).status(2).stderr_has(message);
@@ -239,7 +248,8 @@ fn choice_accuracy_is_the_hand_count() {
   var svg = d.querySelector('a[href="speed_quality.svg"] svg');
   if (!svg) return { missing: true };
   var r = svg.getBoundingClientRect();
-  return { shown: Math.round(r.width), right: Math.round(r.right), points: svg.querySelectorAll('circle').length,
+  var colours = new Set([...svg.querySelectorAll('circle')].map(c => c.getAttribute('fill') + c.getAttribute('stroke')));
+  return { shown: Math.round(r.width), right: Math.round(r.right), points: svg.querySelectorAll('circle').length, colours: colours.size,
            scroll: d.documentElement.scrollWidth, width: d.documentElement.clientWidth };"#;
     let Some(m) = super::reports::in_chromium(&p.path().join("reports/quality_mmmu/index.html"), measure) else { return };
     for view in ["wide", "phone"] {
@@ -248,6 +258,7 @@ fn choice_accuracy_is_the_hand_count() {
         let at = |k: &str| v[k].as_i64().unwrap();
         assert!(at("shown") > 200 && at("right") <= at("width"), "{view}: the chart fits the page: {v}");
         assert!(at("points") >= 2, "{view}: a point per variant: {v}");
+        assert!(at("colours") >= 2, "{view}: each point its own colour: {v}");
         assert!(at("scroll") <= at("width"), "{view}: the page scrolls sideways: {v}");
     }
 }

@@ -4,8 +4,10 @@
 //! A curve is a cell less its seed. Its score per method is the mean over every scored
 //! turn of every seed's conversations, with a 95% bootstrap interval that resamples
 //! whole conversations (a conversation's turns are not independent): the units are
-//! (seed, conversation), each its sum of scores and count of scored turns
-//! ([`stats::bootstrap::pooled_mean`]). Unscored turns (failed, or without a reference)
+//! (seed, conversation), or for conversations from a file the file's conversation
+//! (seeds that draw it again ask the same questions), each its sum of scores and count
+//! of scored turns ([`stats::bootstrap::pooled_mean`]). All scores equal give an
+//! interval of zero width: the sample holds no variation, which is not certainty. Unscored turns (failed, or without a reference)
 //! and answers cut at `max-tokens` are counted beside.
 
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ use crate::stats;
 /// with the unscored and truncated counts; and per turn: (sum, scored).
 #[derive(Default)]
 struct Tally {
-    units: BTreeMap<(String, u32), (f64, u32)>,
+    units: BTreeMap<(String, u64), (f64, u32)>,
     unscored: u32,
     truncated: u32,
     turns: BTreeMap<u32, (f64, u32)>,
@@ -37,6 +39,7 @@ pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<BTreeMap<String
     if inputs.is_empty() {
         return Ok(lowest);
     }
+    // Rows but no curve would write tables without columns: nothing is written instead.
     // (curve columns as (name, value)…, method, against) → tally.
     let mut tallies: BTreeMap<(Vec<(String, String)>, String, String), Tally> = BTreeMap::new();
     for (id, dir) in inputs {
@@ -48,6 +51,7 @@ pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<BTreeMap<String
             Ok(v.get_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
         };
         let (conv, turn) = (df.column("conversation")?.u32()?, df.column("turn")?.u32()?);
+        let item = df.column("item")?.u64()?;
         let (method, against) = (df.column("method")?.str()?, df.column("against")?.str()?);
         let (score, truncated) = (df.column("score")?.f64()?, df.column("truncated")?.bool()?);
         for i in 0..df.height() {
@@ -56,12 +60,18 @@ pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<BTreeMap<String
             let seed = if cell.iter().any(|n| n.as_str() == "seed") { text("seed", i)? } else { String::new() };
             let key = (curve, method.get(i).unwrap_or_default().to_string(), against.get(i).unwrap_or_default().to_string());
             let t = tallies.entry(key).or_default();
-            if truncated.get(i) == Some(true) {
-                t.truncated += 1;
-            }
             match score.get(i) {
                 Some(s) => {
-                    let unit = t.units.entry((seed, conv.get(i).unwrap_or_default())).or_default();
+                    // Cut answers among the scored ones: the scores that judge them.
+                    if truncated.get(i) == Some(true) {
+                        t.truncated += 1;
+                    }
+                    // A conversation from a file is one unit however many seeds drew
+                    // it: its turns are the same questions.
+                    let unit = match item.get(i) {
+                        Some(k) => t.units.entry(("file".into(), k)).or_default(),
+                        None => t.units.entry((seed.clone(), u64::from(conv.get(i).unwrap_or_default()))).or_default(),
+                    };
                     unit.0 += s;
                     unit.1 += 1;
                     let per_turn = t.turns.entry(turn.get(i).unwrap_or_default()).or_default();
@@ -71,6 +81,9 @@ pub fn write(inputs: &[(String, PathBuf)], out: &Path) -> Result<BTreeMap<String
                 None => t.unscored += 1,
             }
         }
+    }
+    if tallies.is_empty() {
+        return Ok(lowest);
     }
     let curve_names: Vec<String> = tallies.keys().next().map(|(c, _, _)| c.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
     let mut rows: Vec<Vec<AnyValue>> = Vec::new();
@@ -137,4 +150,52 @@ fn frame(names: &[String], rows: &[Vec<AnyValue>]) -> Result<DataFrame> {
         })
         .collect::<PolarsResult<_>>()?;
     Ok(DataFrame::new(rows.len(), columns)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{QualityRow, write_quality};
+
+    fn cell(seed: &str) -> Vec<(String, String)> {
+        [("model", "m"), ("variant", "awq"), ("seed", seed)].map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+    }
+
+    fn row(conversation: u32, item: Option<u64>, score: Option<f64>, truncated: bool) -> QualityRow {
+        QualityRow { conversation, turn: 0, item, method: "exact".into(), against: "reference".into(), score, truncated }
+    }
+
+    /// Cut answers are counted among the scored only (a failed turn is unscored, not
+    /// cut), and two seeds that drew the same conversations of a file resample them as
+    /// one unit each: the interval is that of the file's conversations, not of copies.
+    #[test]
+    fn units_are_the_files_conversations_and_cuts_are_among_the_scored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut inputs = Vec::new();
+        for seed in ["1", "2"] {
+            let d = dir.path().join(seed);
+            std::fs::create_dir_all(&d).unwrap();
+            let rows: Vec<QualityRow> = (0..5)
+                .map(|k| row(k, Some(4 - k as u64), Some(if k % 2 == 0 { 1.0 } else { 0.0 }), k == 0))
+                .chain([row(5, Some(9), None, true)])
+                .collect();
+            write_quality(&cell(seed), &rows, &d).unwrap();
+            inputs.push((format!("quality[seed={seed}]"), d));
+        }
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let lowest = write(&inputs, &out).unwrap();
+        let q = crate::export::read_parquet(&out.join("quality.parquet")).unwrap();
+        let get = |c: &str| q.column(c).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().get(0).unwrap();
+        assert_eq!((get("scored"), get("unscored"), get("truncated")), (10.0, 2.0, 2.0));
+        assert_eq!(get("mean"), 0.6);
+        assert_eq!(lowest.values().copied().collect::<Vec<_>>(), vec![0.6]);
+        // The interval of five units (each file conversation, twice), as the bootstrap
+        // gives it for them with the curve's seed.
+        let pool: Vec<(f64, u32)> = [0.0, 2.0, 0.0, 2.0, 2.0].iter().map(|&s| (s, 2)).collect();
+        let curve = vec![("model".to_string(), "m".to_string()), ("variant".to_string(), "awq".to_string())];
+        let mut rng = rand_chacha::ChaCha8Rng::from_seed(*blake3::hash(format!("{curve:?}exactreference").as_bytes()).as_bytes());
+        let (lo, hi) = stats::bootstrap::pooled_mean(&pool, &mut rng).unwrap();
+        assert_eq!((get("mean_lo"), get("mean_hi")), (lo, hi));
+    }
 }

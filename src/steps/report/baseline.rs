@@ -68,8 +68,11 @@ pub fn regressions<'a>(c: &'a Comparison, fail_on: &[String]) -> Vec<&'a Row> {
 }
 
 /// Each curve's quality scores (mean and interval per method) against the baseline's
-/// `quality` table, by the same test as the latencies, higher being better: rows whose
-/// `metric_key` is `quality` (what `--fail-on quality` watches). A baseline without
+/// `quality` table: rows whose `metric_key` is `quality` (what `--fail-on quality`
+/// watches). Scores are shares, so they are compared by their difference in points, not
+/// as a ratio (which means little near 0): the interval runs from the lowest now less
+/// the highest before to the highest now less the lowest before, and a change is worse
+/// or better only when all of it lies beyond `noise-pct` points. A baseline without
 /// quality figures lists them as not compared.
 fn compare_quality(
     q: &DataFrame,
@@ -106,10 +109,17 @@ fn compare_quality(
     for r in 0..q.height() {
         let Some(m) = now[r] else { continue };
         let name = format!("quality: {} against {}", method[r], against[r]);
-        let compared = before.get(&keys[r]).copied().flatten().and_then(|b| Some((b, change(b, m, false, noise_pct)?)));
-        let Some((b, c)) = compared else {
+        let Some(b) = before.get(&keys[r]).copied().flatten() else {
             not_compared.push(format!("{}: {name}", label[r]));
             continue;
+        };
+        let (diff, low, high, band) = (m.mean - b.mean, m.low - b.high, m.high - b.low, noise_pct / 100.0);
+        let verdict = if high < -band {
+            Verdict::Worse
+        } else if low > band {
+            Verdict::Better
+        } else {
+            Verdict::WithinNoise
         };
         rows.push(Row {
             curve: label[r].clone(),
@@ -117,9 +127,9 @@ fn compare_quality(
             metric: name,
             before: sig3(b.mean),
             after: sig3(m.mean),
-            change: format!("{:+.1}%", c.pct),
-            interval: format!("{:+.1}% … {:+.1}%", c.low_pct, c.high_pct),
-            verdict: c.verdict,
+            change: format!("{:+.1} pts", diff * 100.0),
+            interval: format!("{:+.1} … {:+.1} pts", low * 100.0, high * 100.0),
+            verdict,
         });
     }
     Ok(())
@@ -186,4 +196,35 @@ pub fn compare(seeds: &DataFrame, quality: Option<&DataFrame>, dir: &Path, group
     // match but no curve does, so nothing was compared and a gate must not pass.
     let note = rows.is_empty().then(|| "no curve of this run has a counterpart in the baseline; nothing to compare".to_string());
     Ok(Comparison { dir: dir.display().to_string(), note, noise: noise_pct, rows, not_compared })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(mean: f64, lo: f64, hi: f64) -> DataFrame {
+        df!("model" => ["m"], "variant" => ["awq"], "method" => ["choice"], "against" => ["reference"], "mean" => [mean], "mean_lo" => [lo], "mean_hi" => [hi])
+            .unwrap()
+    }
+
+    /// Scores are shares: a baseline of 0 is compared (a ratio would have nothing to
+    /// divide by and let the score escape the gate), by the difference in points.
+    #[test]
+    fn quality_is_compared_in_points_even_from_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = ["model".to_string(), "variant".to_string()];
+        let compare = |before: DataFrame, now: DataFrame| {
+            export::write_table(&mut before.clone(), dir.path(), "quality").unwrap();
+            let (mut rows, mut not_compared) = (Vec::new(), Vec::new());
+            compare_quality(&now, dir.path(), &group, 5.0, &mut rows, &mut not_compared).unwrap();
+            assert!(not_compared.is_empty(), "{not_compared:?}");
+            rows.pop().unwrap()
+        };
+        let up = compare(scores(0.0, 0.0, 0.0), scores(0.5, 0.4, 0.6));
+        assert_eq!((up.verdict, up.change.as_str(), up.interval.as_str()), (Verdict::Better, "+50.0 pts", "+40.0 … +60.0 pts"));
+        let down = compare(scores(0.9, 0.85, 0.95), scores(0.0, 0.0, 0.0));
+        assert_eq!(down.verdict, Verdict::Worse);
+        let same = compare(scores(0.9, 0.85, 0.95), scores(0.92, 0.87, 0.97));
+        assert_eq!(same.verdict, Verdict::WithinNoise);
+    }
 }

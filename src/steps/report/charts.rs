@@ -327,14 +327,15 @@ pub fn speed_quality(points: &DataFrame, quality: &DataFrame, group: &[String]) 
     }
     let title = format!("Speed against quality ({method}; bars: 95% interval; filled: no other curve is both faster and better)");
     let as_series: Series = pts.iter().map(|p| (p.0.clone(), Vec::new())).collect();
-    let looks = looks(&as_series);
+    // One colour per point, solid: a point has no line for a dash to tell it apart.
+    let looks: Vec<Look> = (0..as_series.len()).map(|i| Look { colour: colour(i), dash: 0 }).collect();
     let svg = draw(&title, (1000, 500), |root| {
         let (root, legend_area) = root.split_horizontally(1000u32.saturating_sub(legend_px(as_series.keys(), 1000)));
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
-            .build_cartesian_2d(0.0..max_x, 0.0..1.05)
+            .build_cartesian_2d(0.0..max_x, -0.05..1.05)
             .map_err(e)?;
         chart
             .configure_mesh()

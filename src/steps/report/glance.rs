@@ -153,9 +153,9 @@ fn quality(q: &DataFrame) -> Result<Vec<String>> {
             };
             match method.as_str() {
                 "agreement" => {
-                    format!("{model} {variant} gives the same answer as {model} {against} on {share} of turns (after normalisation).")
+                    format!("{model} {variant} gives the same answer as {model} {against} on {share} of answers (after normalisation).")
                 }
-                scorer => format!("{model} {variant} matches the reference answer on {share} of turns (scored by {scorer})."),
+                scorer => format!("{model} {variant} matches the reference answer on {share} of answers (scored by {scorer})."),
             }
         })
         .collect())
