@@ -103,7 +103,10 @@ fn measured_agreement_finds_the_simulators_quality() {
     assert!(chrf >= mean && chrf < 1.0, "chrF {chrf} against agreement {mean}");
     let readme = p.read("reports/q/README.md");
     let pct = format!("{:.0}%", mean * 100.0);
-    assert!(readme.contains(&format!("m awq gives the same answer as m base on {pct} [")), "{readme}");
+    // Speed and quality in one verdict.
+    let verdict = readme.lines().find(|l| l.starts_with("- m awq is ")).unwrap_or_else(|| panic!("{readme}"));
+    assert!(verdict.contains(&format!("as fast as m base end to end (")), "{verdict}");
+    assert!(verdict.contains(&format!("), and gives the same answer as m base on {pct} [")), "{verdict}");
     assert!(readme.contains("## Quality"), "{readme}");
 
     // Recomputed from the request rows: the share of turns whose answers are equal.

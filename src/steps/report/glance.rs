@@ -43,11 +43,28 @@ pub fn glance(t: &Tables, slo: &str) -> Result<Glance> {
     // point (an SLO that never binds) and how latency grows over turns.
     let mut best = best_point(t.points, t.group, slo)?.into_iter();
     g.findings.extend(best.next());
-    g.findings.extend(variants(&e2e));
-    if let Some(q) = t.quality {
-        g.findings.extend(quality(q)?);
-        g.warnings.extend(truncated(q)?);
+    // How fast each variant is, joined with how its answers agree with the base's
+    // where they were scored: one verdict for "is it worth it?".
+    let mut scores = match t.quality {
+        Some(q) => {
+            g.warnings.extend(truncated(q)?);
+            quality(q)?
+        }
+        None => Vec::new(),
+    };
+    for ((model, variant), sentence) in variants(&e2e) {
+        let joined = scores
+            .iter()
+            .position(|((m, v, method, against), _)| (m, v) == (&model, &variant) && method == "agreement" && against == "base");
+        match joined {
+            Some(k) => {
+                let (_, clause) = scores.remove(k);
+                g.findings.push(format!("{}, and {clause}.", sentence.trim_end_matches('.')));
+            }
+            None => g.findings.push(sentence),
+        }
     }
+    g.findings.extend(scores.into_iter().map(|((model, variant, _, _), clause)| format!("{model} {variant} {clause}.")));
     g.findings.extend(best);
     g.findings.extend(growth(t.per_turn)?);
     g.warnings.splice(0..0, warnings(t)?);
@@ -92,7 +109,7 @@ fn fastest(curves: &[Curve]) -> Option<String> {
 
 /// Each variant against its model's `base` on the same other axes: the ratio of the
 /// means, as a range over curves, and in how many curves the intervals do not overlap.
-fn variants(curves: &[Curve]) -> Vec<String> {
+fn variants(curves: &[Curve]) -> Vec<((String, String), String)> {
     let others = |c: &Curve| -> Vec<(String, String)> {
         c.axes.iter().filter(|(k, _)| *k != "variant").map(|(k, v)| (k.clone(), v.clone())).collect()
     };
@@ -115,18 +132,20 @@ fn variants(curves: &[Curve]) -> Vec<String> {
             let (lo, hi) = ratios.iter().fold((f64::MAX, f64::MIN), |(a, b), (r, _)| (a.min(*r), b.max(*r)));
             let apart = ratios.iter().filter(|(_, a)| *a).count();
             let range = if (hi - lo).abs() < 0.005 { format!("{lo:.2}×") } else { format!("{lo:.2}–{hi:.2}×") };
-            format!(
+            let sentence = format!(
                 "{model} {variant} is {range} as fast as {model} base end to end ({} curve(s); in {apart} of them the intervals do not overlap).",
                 ratios.len()
-            )
+            );
+            ((model, variant), sentence)
         })
         .collect()
 }
 
 /// What each variant's answers are worth, beside its speed: its agreement with the
 /// reference variant and its scores against reference answers, per model and variant
-/// (a range over its curves where there are several).
-fn quality(q: &DataFrame) -> Result<Vec<String>> {
+/// (a range over its curves where there are several): per (model, variant, method,
+/// against), what follows "MODEL VARIANT" in a sentence.
+fn quality(q: &DataFrame) -> Result<Vec<((String, String, String, String), String)>> {
     let (model, variant) = (strs(q, "model")?, strs(q, "variant")?);
     let (method, against) = (strs(q, "method")?, strs(q, "against")?);
     let (mean, lo, hi) = (f64s(q, "mean")?, f64s(q, "mean_lo")?, f64s(q, "mean_hi")?);
@@ -144,6 +163,7 @@ fn quality(q: &DataFrame) -> Result<Vec<String>> {
     Ok(by
         .into_iter()
         .map(|((model, variant, method, against), curves)| {
+            let key = (model.clone(), variant.clone(), method.clone(), against.clone());
             let share = match curves.as_slice() {
                 [(m, l, h)] => format!("{}% [{}–{}]", pct(*m), pct(*l), pct(*h)),
                 many => {
@@ -151,12 +171,11 @@ fn quality(q: &DataFrame) -> Result<Vec<String>> {
                     format!("{}–{}% over {} curves", pct(a), pct(b), many.len())
                 }
             };
-            match method.as_str() {
-                "agreement" => {
-                    format!("{model} {variant} gives the same answer as {model} {against} on {share} of answers (after normalisation).")
-                }
-                scorer => format!("{model} {variant} matches the reference answer on {share} of answers (scored by {scorer})."),
-            }
+            let clause = match method.as_str() {
+                "agreement" => format!("gives the same answer as {model} {against} on {share} of answers (after normalisation)"),
+                scorer => format!("matches the reference answer on {share} of answers (scored by {scorer})"),
+            };
+            (key, clause)
         })
         .collect())
 }
@@ -360,7 +379,7 @@ mod tests {
             "Fastest: q (awq), batch-size=1 at 80.0 ms end to end (mean over seeds; 95% interval 78.0–82.0 ms)."
         );
         assert_eq!(
-            variants(&curves),
+            variants(&curves).into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
             ["q awq is 1.20–1.25× as fast as q base end to end (2 curve(s); in 1 of them the intervals do not overlap)."]
         );
     }
