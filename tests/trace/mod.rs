@@ -335,4 +335,9 @@ fn the_shipped_trace_example_replays_on_the_simulator() {
     assert!(spans.iter().zip(due).all(|(s, d)| s.abs_diff(d) < 1_000), "{spans:?} vs {due:?} ns");
     let report = p.read("reports/trace_replay/README.md");
     assert!(report.contains("a trace replay of the 24 requests of experiments/data/trace_small.jsonl"), "{report}");
+    // One turn per request: no per-turn chart that would draw a single point.
+    assert!(report.contains("Every request is a turn of its own (a trace replay)"), "{report}");
+    assert!(
+        !p.path().join("reports/trace_replay/per_turn_1.svg").exists() && !p.path().join("reports/trace_replay/cached_share.svg").exists()
+    );
 }
