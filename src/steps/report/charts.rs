@@ -70,11 +70,6 @@ pub fn per_turn(df: &DataFrame) -> Result<Vec<Chart>> {
     let series_label = labels(df, &["model", "variant"])?;
     let group_label = labels(df, &group_cols)?;
     let turn = f64s(df, "turn")?;
-    // Requests of one turn each (a trace replay): a turn axis with one value draws
-    // nothing worth a chart.
-    if turn.iter().flatten().all(|t| *t == 0.0) {
-        return Ok(Vec::new());
-    }
     let (med, lo, hi) = (f64s(df, "e2e_median_ms")?, f64s(df, "e2e_min_ms")?, f64s(df, "e2e_max_ms")?);
     let mut groups: BTreeMap<&str, Series> = BTreeMap::new();
     for r in 0..df.height() {
@@ -107,9 +102,6 @@ pub fn per_turn(df: &DataFrame) -> Result<Vec<Chart>> {
 /// per curve, median across seeds with a min–max band: what the cache buys as the
 /// history grows. None when no server reported cached tokens.
 pub fn cached_share(df: &DataFrame) -> Result<Option<Chart>> {
-    if f64s(df, "turn")?.iter().flatten().all(|t| *t == 0.0) {
-        return Ok(None);
-    }
     let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
     let curve: Vec<&str> = names.iter().take_while(|n| *n != "turn").map(String::as_str).collect();
     let label = labels(df, &curve)?;

@@ -116,7 +116,7 @@ struct Charts {
 /// the baseline report (`p.baseline` holds its digest).
 pub fn run(p: &Params, aggregate: &Path, templates: Option<&Path>, baseline: Option<&Path>, out: &Path) -> Result<()> {
     let tables = load(aggregate, out)?;
-    let charts = draw(&tables, p.search.as_ref())?;
+    let charts = draw(&tables, p.search.as_ref(), p.shown.trace.is_some())?;
     for c in &charts.all {
         std::fs::write(out.join(&c.file), &c.svg).with_context(|| format!("writing {}", c.file))?;
     }
@@ -161,7 +161,8 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
 }
 
 /// Every chart the tables call for.
-fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
+/// `trace`: a trace replay, whose requests are a turn each: no chart along turns.
+fn draw(t: &Tables, search: Option<&crate::search::Summary>, trace: bool) -> Result<Charts> {
     let group = &t.group;
     let load = if group.iter().any(|c| c == "request_rate") { "request_rate" } else { "batch_size" };
     // A search probes many values; the per-turn panels show the ones it found.
@@ -169,7 +170,7 @@ fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
         Some(s) => found_only(&t.per_turn, s, group)?,
         None => t.per_turn.clone(),
     };
-    let mut all = charts::per_turn(&per_turn_rows)?;
+    let mut all = if trace { Vec::new() } else { charts::per_turn(&per_turn_rows)? };
     let per_turn = (0..all.len()).collect();
     let mut sweeps = Vec::new();
     for (axis, file) in [("batch_size", "batch_size.svg"), ("frames", "frames.svg"), ("request_rate", "request_rate.svg")] {
@@ -200,7 +201,7 @@ fn draw(t: &Tables, search: Option<&crate::search::Summary>) -> Result<Charts> {
         all.push(charts::telemetry(telemetry, &t.cell, TELEMETRY_CELLS)?);
     }
     let mut cached_share = None;
-    if let Some(c) = charts::cached_share(&t.per_turn)? {
+    if !trace && let Some(c) = charts::cached_share(&t.per_turn)? {
         cached_share = Some(all.len());
         all.push(c);
     }
