@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::{Conversation, ImageRef, Part, Turn};
+use crate::untrusted::quoted;
 
 /// Images per conversation; a record past it is refused (LLaVA's records hold one,
 /// multi-image datasets a few dozen).
@@ -227,10 +228,6 @@ impl Builder {
         }
         Ok(Conversation { id: self.id, system: self.system, turns: self.turns })
     }
-}
-
-fn quoted(text: &str) -> String {
-    crate::untrusted::quoted(text)
 }
 
 #[cfg(test)]

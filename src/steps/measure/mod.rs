@@ -162,10 +162,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         by_id,
     };
 
-    let sampler = match endpoint.gpus.is_empty() {
-        true => Err("the server does not run on this machine's GPUs".to_string()),
-        false => gpu::Sampler::start(&endpoint.gpus, gpu::INTERVAL),
-    };
+    let sampler = start_sampler(endpoint);
     let mut records = warm_up(p, &dataset.warmup, &wire).await;
     // The server's own numbers, for the measured requests (warm-up done).
     let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
@@ -176,6 +173,58 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
     let mut source = dataset.source.clone();
     let budget = Arc::new(FailureBudget::new(p.max_error_share, planned));
     records.extend(converse(p, dataset.conversations, &wire, &budget).await?);
+    let written = write_down(p, endpoint, hardware, records, sampler, (scraper, interval), isolated, out).await?;
+    let meta = Meta { dataset: source.take().map(|d| records::Dataset { history: p.history.clone(), ..d }), ..written.meta.clone() };
+    records::write_meta(&meta, &endpoint.secrets, out)?;
+    check_failures(p, &written.measured(), &written.failed(), &budget, planned)
+}
+
+/// GPU telemetry for the cell, where the server runs on this machine's GPUs (started
+/// before the warm-up: the window covers it).
+fn start_sampler(endpoint: &Endpoint) -> Result<gpu::Sampler, String> {
+    match endpoint.gpus.is_empty() {
+        true => Err("the server does not run on this machine's GPUs".to_string()),
+        false => gpu::Sampler::start(&endpoint.gpus, gpu::INTERVAL),
+    }
+}
+
+/// A cell's requests as written down, and its `meta.json` before the workload's own
+/// part (`dataset`, `trace`) is added.
+struct Written {
+    records: Vec<Record>,
+    meta: Meta,
+}
+
+impl Written {
+    /// Each turn once, by its last attempt (the retried attempts stay as rows).
+    fn measured(&self) -> Vec<&Record> {
+        let mut last: BTreeMap<(u32, u32), &Record> = BTreeMap::new();
+        for r in self.records.iter().filter(|r| !r.warmup) {
+            last.insert((r.conversation, r.turn), r); // sorted by attempt: the last one stays
+        }
+        last.into_values().collect()
+    }
+
+    fn failed(&self) -> Vec<&Record> {
+        self.measured().into_iter().filter(|r| r.ex.error != ErrorClass::None).collect()
+    }
+}
+
+/// Everything a cell leaves beside its requests, the same for conversations and
+/// trace replays: stop the `/metrics` scraper and the GPU sampler and write what they
+/// saw, write the request and chunk rows, and fill `meta.json` but for the workload's
+/// part.
+#[allow(clippy::too_many_arguments)]
+async fn write_down(
+    p: &Params,
+    endpoint: &Endpoint,
+    hardware: &str,
+    mut records: Vec<Record>,
+    sampler: Result<gpu::Sampler, String>,
+    (scraper, interval): (scrape::Scraper, Option<Duration>),
+    isolated: isolation::Isolated,
+    out: &Path,
+) -> Result<Written> {
     records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
     let scraped = scraper.finish().await;
     let server_metrics = scrape::summarize(&scraped, interval);
@@ -192,31 +241,26 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         }
         Err(reason) => Available::No { reason },
     };
-
-    // A turn counts once, by its last attempt; the retried attempts stay as rows.
-    let mut last: BTreeMap<(u32, u32), &Record> = BTreeMap::new();
-    for r in records.iter().filter(|r| !r.warmup) {
-        last.insert((r.conversation, r.turn), r); // sorted by attempt: the last one stays
-    }
-    let measured: Vec<&Record> = last.into_values().collect();
-    let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
     write_records(p, &records, out)?;
-    let meta = Meta {
-        tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
-        cell: p.cell.clone(),
-        server: endpoint.server_meta.clone(),
-        hardware: hardware.to_string(),
-        nvml: gpu::availability(),
-        telemetry,
-        isolation: isolated.into(),
-        server_metrics,
-        requests: measured.len(),
-        errors: failed.len(),
-        dataset: source.take().map(|d| records::Dataset { history: p.history.clone(), ..d }),
-        trace: None,
+    let mut written = Written {
+        meta: Meta {
+            tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
+            cell: p.cell.clone(),
+            server: endpoint.server_meta.clone(),
+            hardware: hardware.to_string(),
+            nvml: gpu::availability(),
+            telemetry,
+            isolation: isolated.into(),
+            server_metrics,
+            requests: 0,
+            errors: 0,
+            dataset: None,
+            trace: None,
+        },
+        records,
     };
-    records::write_meta(&meta, &endpoint.secrets, out)?;
-    check_failures(p, &measured, &failed, &budget, planned)
+    (written.meta.requests, written.meta.errors) = (written.measured().len(), written.failed().len());
+    Ok(written)
 }
 
 /// The dataset and its images as request parts, once the options that constrain them

@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::{Endpoint, FailureBudget, Params, Record, check_failures, isolation, retry_wait, scrape, until_stopped, write_records};
+use super::{
+    Endpoint, FailureBudget, Params, Record, check_failures, isolation, retry_wait, scrape, start_sampler, until_stopped, write_down,
+};
 use crate::client::{self, Api, ErrorClass, Target};
 use crate::clock::monotonic_ns;
-use crate::gpu;
-use crate::records::{self, Available, Meta, TraceMeta};
+use crate::records::{self, Meta, TraceMeta};
 use crate::trace::{self, Reader, Request};
 
 /// Request bodies built ahead of their send time, at most.
@@ -88,56 +89,20 @@ pub async fn run(p: &Params, trace: &Trace, path: &Path, endpoint: &Endpoint, ha
     });
     let client = client::http_client(64)?;
 
-    let sampler = match endpoint.gpus.is_empty() {
-        true => Err("the server does not run on this machine's GPUs".to_string()),
-        false => gpu::Sampler::start(&endpoint.gpus, gpu::INTERVAL),
-    };
+    let sampler = start_sampler(endpoint);
     let mut records = warm_up(p, path, seed, &header, &client, &target, &run_id).await?;
     let interval = (p.metrics_interval_s > 0.0).then(|| Duration::from_secs_f64(p.metrics_interval_s));
     let scraper = scrape::Scraper::start(&endpoint.base_url, endpoint.api_key.clone(), endpoint.secrets.clone(), interval, timeout).await;
     let budget = Arc::new(FailureBudget::new(p.max_error_share, trace.requests as u64));
     records.extend(replay(trace, path, seed, header, &client, &target, &run_id, &budget).await?);
-    records.sort_by_key(|r| (!r.warmup, r.conversation, r.turn, r.attempt));
-    let scraped = scraper.finish().await;
-    let server_metrics = scrape::summarize(&scraped, interval);
-    records::write_metrics(&scraped.rows, out)?;
-    let telemetry = match sampler {
-        Ok(s) => {
-            let samples = s.stop();
-            records::write_telemetry(&samples, out)?;
-            Available::Yes(records::Sampled {
-                gpus: endpoint.gpus.clone(),
-                interval_ms: gpu::INTERVAL.as_millis() as u64,
-                samples: samples.len(),
-            })
-        }
-        Err(reason) => Available::No { reason },
-    };
-    // A request counts once, by its last attempt; the retried attempts stay as rows.
-    let mut last = std::collections::BTreeMap::new();
-    for r in records.iter().filter(|r| !r.warmup) {
-        last.insert(r.conversation, r);
-    }
-    let measured: Vec<&Record> = last.into_values().collect();
-    let failed: Vec<&Record> = measured.iter().copied().filter(|r| r.ex.error != ErrorClass::None).collect();
-    write_records(p, &records, out)?;
-    let mut server = endpoint.server_meta.clone();
+    let written = write_down(p, endpoint, hardware, records, sampler, (scraper, interval), isolated, out).await?;
+    let mut server = written.meta.server.clone();
     if server.api.is_some() {
         server.api = Some(ROUTE.into());
     }
     let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let meta = Meta {
-        tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
-        cell: p.cell.clone(),
         server,
-        hardware: hardware.to_string(),
-        nvml: gpu::availability(),
-        telemetry,
-        isolation: isolated.into(),
-        server_metrics,
-        requests: measured.len(),
-        errors: failed.len(),
-        dataset: None,
         trace: Some(TraceMeta {
             file: trace.file.clone(),
             path: resolved.display().to_string(),
@@ -145,9 +110,10 @@ pub async fn run(p: &Params, trace: &Trace, path: &Path, endpoint: &Endpoint, ha
             requests: trace.requests,
             speedup: trace.speedup,
         }),
+        ..written.meta.clone()
     };
     records::write_meta(&meta, &endpoint.secrets, out)?;
-    check_failures(p, &measured, &failed, &budget, trace.requests as u64)
+    check_failures(p, &written.measured(), &written.failed(), &budget, trace.requests as u64)
 }
 
 /// Every body's start: the model, streaming with usage, `ignore_eos` (the answer is
