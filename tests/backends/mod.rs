@@ -336,11 +336,14 @@ fn open_loop_arrival_records_the_schedule() {
         }
     }
     // At 20/s a conversation's turn is due 100 ms after its previous one, which takes
-    // 120 ms to answer: its later turns go out late. At 4/s (500 ms apart) none does.
-    let late = |rows: &Vec<Row>| rows.iter().filter(|r| ns(r, "sent_ns") - ns(r, "scheduled_ns") > 10_000_000).count();
+    // 120 ms to answer: its later turns go out at least 20 ms late. At 4/s (500 ms
+    // apart) no answer holds a turn back; what lateness there is is the client's own
+    // wake-up on a loaded machine (10.8 ms seen in CI beside the vLLM test), far below
+    // the 120 ms an answer holding it back would add.
+    let late = |rows: &Vec<Row>, ms: i64| rows.iter().filter(|r| ns(r, "sent_ns") - ns(r, "scheduled_ns") > ms * 1_000_000).count();
     assert_eq!((rate_of(&tables[0]), rate_of(&tables[1])), (4.0, 20.0));
-    assert!(late(&tables[1]) >= 2, "{:?}", tables[1]);
-    assert_eq!(late(&tables[0]), 0, "{:?}", tables[0]);
+    assert!(late(&tables[1], 15) >= 2, "{:?}", tables[1]);
+    assert_eq!(late(&tables[0], 60), 0, "{:?}", tables[0]);
 }
 
 /// Image reuse by id (vLLM's multimodal UUIDs): each image goes out once with its id,
