@@ -148,6 +148,11 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     let ran = std::mem::take(&mut *ctx.done.lock().unwrap_or_else(|e| e.into_inner()));
     if !opts.in_job {
         save_records(&plan, &ctx.cache, &statuses, &ran)?;
+        // A hint for the next command's lookups: a disk too full to write it loses
+        // nothing but their speed.
+        if let Err(e) = ctx.cache.save_index() {
+            ctx.progress.line(&format!("warning: the cache index was not updated: {e:#}"));
+        }
     }
     let interrupted = match interrupted {
         Some(signal) => Some(signal),

@@ -7,18 +7,25 @@
 //! a file whose modification time changed. One `pipeline run` at a time holds
 //! `cache/.lock`; a second gets a clear error instead of corrupting entries.
 //!
+//! `cache/index` holds what every entry's manifest said, read once per command, so that
+//! a lookup is a `stat` per file ([`index`]).
+//!
 //! `cache/runs/<experiment>.json` remembers the key of every step of the last run
 //! of each experiment, so `plan` can say *why* a step must run again.
+
+mod index;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
 use crate::hash::{Digest, StepKey};
+use index::{Check, Index, Seen};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -74,6 +81,10 @@ pub enum Lookup {
 #[derive(Debug, Clone)]
 pub struct Cache {
     pub root: PathBuf,
+    /// Read at the first lookup; clones share it, and what they learn.
+    index: Arc<OnceLock<Index>>,
+    /// The root, opened once: indexed lookups stat relative to it.
+    root_fd: Arc<OnceLock<Option<rustix::fd::OwnedFd>>>,
 }
 
 /// Held while a run may write to the cache.
@@ -84,7 +95,7 @@ pub struct CacheLock {
 
 impl Cache {
     pub fn new(root: impl Into<PathBuf>) -> Cache {
-        Cache { root: root.into() }
+        Cache { root: root.into(), index: Arc::default(), root_fd: Arc::default() }
     }
 
     /// Take the cache for this run, and remove the staging folders that runs on this
@@ -124,19 +135,70 @@ impl Cache {
     }
 
     pub fn lookup(&self, kind: &str, key: &Digest) -> Lookup {
+        match self.lookup_indexed(kind, key) {
+            Check::Fresh(output) => Lookup::Hit { output_digest: blake3::Hash::from_bytes(output).to_hex().to_string() },
+            check => {
+                let (lookup, seen) = self.lookup_manifest(kind, key);
+                match (&lookup, seen) {
+                    (Lookup::Hit { output_digest }, Some(files)) => {
+                        if let Some(output) = Digest::parse(output_digest) {
+                            self.index().put(index::Record { key: key.0, output: output.0, kind: kind.to_string(), files });
+                        }
+                    }
+                    _ if check == Check::Stale => self.index().drop_key(&key.0),
+                    _ => {}
+                }
+                lookup
+            }
+        }
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| Index::read(&self.root))
+    }
+
+    /// Write what this command's lookups and publishes taught the index. Only a run
+    /// that holds the lock calls this (never a step inside a Slurm job).
+    pub fn save_index(&self) -> Result<(), CacheError> {
+        let Some(index) = self.index.get() else { return Ok(()) };
+        index.save(&self.root).map_err(io_err(&self.root.join(index::FILE)))
+    }
+
+    /// The index's answer: one `stat` per file, relative to the root, no manifest read.
+    fn lookup_indexed(&self, kind: &str, key: &Digest) -> Check {
+        use rustix::fs::{AtFlags, Mode, OFlags, statat};
+        use std::fmt::Write;
+        let root_fd = self
+            .root_fd
+            .get_or_init(|| rustix::fs::open(&self.root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).ok());
+        let Some(root_fd) = root_fd else { return Check::NotIndexed };
+        let hex = key.hex();
+        let mut path = String::with_capacity(kind.len() + hex.len() + 40);
+        self.index().check(kind, &key.0, |file, size, mtime_ns| {
+            path.clear();
+            let _ = write!(path, "{kind}/{}/{hex}/{file}", &hex[..2]);
+            statat(root_fd, path.as_str(), AtFlags::empty()).is_ok_and(|st| st.st_size as u64 == size && stat_mtime(&st) == mtime_ns)
+        })
+    }
+
+    /// The manifest's answer, and on a hit what the files looked like (for the index).
+    fn lookup_manifest(&self, kind: &str, key: &Digest) -> (Lookup, Option<Vec<Seen>>) {
         let dir = self.entry_dir(kind, key);
-        // Paths are resolved relative to the entry's folder: a plan looks up every
-        // step, and walking the full path once per file is most of a lookup's cost.
+        // Paths are resolved relative to the entry's folder: walking the full path once
+        // per file is most of a lookup's cost.
         use rustix::fs::{AtFlags, Mode, OFlags, openat, statat};
         let Ok(dir_fd) = rustix::fs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) else {
-            return Lookup::Missing;
+            return (Lookup::Missing, None);
         };
-        let Ok(manifest_fd) = openat(&dir_fd, MANIFEST, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else { return Lookup::Missing };
+        let Ok(manifest_fd) = openat(&dir_fd, MANIFEST, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+            return (Lookup::Missing, None);
+        };
+        let Ok(manifest_st) = rustix::fs::fstat(&manifest_fd) else { return (Lookup::Damaged("manifest.json is unreadable".into()), None) };
         let mut bytes = Vec::with_capacity(4096);
         if io::Read::read_to_end(&mut File::from(manifest_fd), &mut bytes).is_err() {
-            return Lookup::Damaged("manifest.json is unreadable".into());
+            return (Lookup::Damaged("manifest.json is unreadable".into()), None);
         }
-        // Borrowed fields: a plan looks up every step, so no allocation per field.
+        // Borrowed fields: no allocation per field.
         #[derive(Deserialize)]
         struct FileRef<'a> {
             path: &'a str,
@@ -151,21 +213,26 @@ impl Cache {
             output_digest: &'a str,
         }
         let Ok(manifest) = serde_json::from_slice::<Head>(&bytes) else {
-            return Lookup::Damaged("manifest.json is unreadable".into());
+            return (Lookup::Damaged("manifest.json is unreadable".into()), None);
         };
+        let mut seen = Vec::with_capacity(manifest.files.len() + 1);
+        seen.push(Seen { path: MANIFEST.into(), size: manifest_st.st_size as u64, mtime_ns: stat_mtime(&manifest_st) });
         for f in &manifest.files {
             let Ok(st) = statat(&dir_fd, f.path, AtFlags::empty()) else {
-                return Lookup::Damaged(format!("output `{}` is missing", f.path));
+                return (Lookup::Damaged(format!("output `{}` is missing", f.path)), None);
             };
             if st.st_size as u64 != f.size {
-                return Lookup::Damaged(format!("output `{}` changed size", f.path));
+                return (Lookup::Damaged(format!("output `{}` changed size", f.path)), None);
             }
-            let mtime = st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128;
-            if mtime != f.mtime_ns as i128 && hash_file(&dir.join(f.path)).ok().as_deref() != Some(f.blake3) {
-                return Lookup::Damaged(format!("output `{}` was modified", f.path));
+            let mtime = stat_mtime(&st);
+            if mtime != f.mtime_ns && hash_file(&dir.join(f.path)).ok().as_deref() != Some(f.blake3) {
+                return (Lookup::Damaged(format!("output `{}` was modified", f.path)), None);
             }
+            // Rehashed and unchanged (a copy that kept no mtimes): the index keeps the
+            // mtime seen, so the next lookup need not hash it again.
+            seen.push(Seen { path: f.path.to_string(), size: f.size, mtime_ns: mtime });
         }
-        Lookup::Hit { output_digest: manifest.output_digest.to_string() }
+        (Lookup::Hit { output_digest: manifest.output_digest.to_string() }, Some(seen))
     }
 
     /// A fresh staging folder for a step's outputs, removed on drop unless published.
@@ -211,6 +278,7 @@ impl Cache {
         // The manifest is written last; the rename below publishes the whole entry.
         let manifest_path = staged.path().join(MANIFEST);
         fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap_or_default()).map_err(io_err(&manifest_path))?;
+        let manifest_meta = fs::metadata(&manifest_path).map_err(io_err(&manifest_path))?;
         let dest = self.entry_dir(&manifest.kind, &key);
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -221,6 +289,16 @@ impl Cache {
         }
         let staged_path = staged.keep();
         fs::rename(&staged_path, &dest).map_err(io_err(&dest))?;
+        if let Some(output) = Digest::parse(&manifest.output_digest) {
+            let manifest_seen = Seen { path: MANIFEST.into(), size: manifest_meta.len(), mtime_ns: mtime_ns(&manifest_meta) };
+            let outputs = manifest.files.iter().map(|f| Seen { path: f.path.clone(), size: f.size, mtime_ns: f.mtime_ns });
+            self.index().put(index::Record {
+                key: key.0,
+                output: output.0,
+                kind: manifest.kind.clone(),
+                files: std::iter::once(manifest_seen).chain(outputs).collect(),
+            });
+        }
         // An earlier failure of this step is history now.
         let _ = fs::remove_dir_all(self.root.join("failed").join(&manifest.kind).join(key.hex()));
         Ok(manifest)
@@ -247,10 +325,35 @@ impl Cache {
         fs::read(self.runs_path(experiment)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
+    /// The digest of a run record's (step id, key) pairs, kept beside the record so
+    /// that a no-op run can tell it has nothing to save without parsing the record.
+    fn sum_path(&self, experiment: &str) -> PathBuf {
+        self.root.join("runs").join(format!("{experiment}.sum"))
+    }
+
+    fn pairs_digest<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+        let mut h = blake3::Hasher::new_derive_key("pipeline run record");
+        for (id, key) in pairs {
+            h.update(id.as_bytes()).update(&[0]).update(key.as_bytes()).update(&[0]);
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     /// Whether the last run of `experiment` already records `done`'s keys, and nothing
-    /// outside `ids` (the plan's steps). Borrowed parsing: a no-op run of a large
-    /// matrix must not build a record per step only to find nothing changed.
+    /// outside `ids` (the plan's steps). When every step is done (a no-op run), the
+    /// record's digest answers; otherwise the record is parsed, borrowed.
     pub fn run_matches<'a>(&self, experiment: &str, ids: &HashSet<&str>, done: impl Iterator<Item = (&'a str, &'a Digest)>) -> bool {
+        let done: Vec<(&str, String)> = done.map(|(id, key)| (id, key.hex())).collect();
+        if done.len() == ids.len() {
+            let mut sorted: Vec<(&str, &str)> = done.iter().map(|(id, key)| (*id, key.as_str())).collect();
+            sorted.sort_unstable();
+            sorted.dedup_by_key(|(id, _)| *id);
+            if sorted.len() == ids.len()
+                && fs::read_to_string(self.sum_path(experiment)).is_ok_and(|sum| sum == Self::pairs_digest(sorted.into_iter()))
+            {
+                return true;
+            }
+        }
         #[derive(Deserialize)]
         struct KeyOnly<'a> {
             #[serde(borrow)]
@@ -259,7 +362,7 @@ impl Cache {
         let Ok(bytes) = fs::read(self.runs_path(experiment)) else { return false };
         let Ok(saved) = serde_json::from_slice::<HashMap<Cow<str>, KeyOnly>>(&bytes) else { return false };
         saved.keys().all(|id| ids.contains(id.as_ref()))
-            && done.into_iter().all(|(id, key)| saved.get(id).is_some_and(|r| r.key == blake3::Hash::from_bytes(key.0).to_hex().as_str()))
+            && done.iter().all(|(id, key)| saved.get(*id).is_some_and(|r| r.key == key.as_str()))
     }
 
     pub fn save_run(&self, experiment: &str, records: &BTreeMap<String, StepRecord>) -> Result<(), CacheError> {
@@ -267,19 +370,24 @@ impl Cache {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        let tmp = path.with_extension("json.tmp");
-        if let Err(e) = fs::write(&tmp, serde_json::to_vec(records).unwrap_or_default()) {
-            // A full disk leaves the old record whole and no half-written one.
-            let _ = fs::remove_file(&tmp);
-            return Err(CacheError::Io { path: tmp, source: e });
+        // The digest goes first and comes back last: a crash between leaves a record
+        // without one (parsed next time), never a digest of another record.
+        let sum = self.sum_path(experiment);
+        match fs::remove_file(&sum) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(CacheError::Io { path: sum, source: e }),
+            _ => {}
         }
-        fs::rename(&tmp, &path).map_err(io_err(&path))
+        write_whole(&path, &serde_json::to_vec(records).unwrap_or_default())?;
+        // A full disk here costs the next no-op run a parse, nothing more.
+        let _ = write_whole(&sum, Self::pairs_digest(records.iter().map(|(id, r)| (id.as_str(), r.key.as_str()))).as_bytes());
+        Ok(())
     }
 
     /// Every experiment's last-run records (for `cache gc`).
     pub fn all_runs(&self) -> Vec<(String, BTreeMap<String, StepRecord>)> {
         let Ok(dir) = fs::read_dir(self.root.join("runs")) else { return Vec::new() };
         dir.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .filter_map(|e| {
                 let name = e.path().file_stem()?.to_string_lossy().into_owned();
                 Some((name.clone(), self.last_run(&name)))
@@ -324,6 +432,10 @@ impl Cache {
             }
         }
         let _ = fs::remove_dir_all(self.root.join("tmp"));
+        if removed.0 > 0 {
+            // Its records of removed entries would only fail their stats.
+            let _ = fs::remove_file(self.root.join(index::FILE));
+        }
         Ok(removed)
     }
 }
@@ -346,10 +458,26 @@ impl StepRecord {
     }
 }
 
+/// Write `bytes` to `path` through a file beside it, renamed into place: the old file
+/// stays whole if writing fails (a full disk), and no half-written one is left.
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let tmp = path.with_extension(format!("{}.tmp", path.extension().and_then(|x| x.to_str()).unwrap_or("")));
+    if let Err(e) = fs::write(&tmp, bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(CacheError::Io { path: tmp, source: e });
+    }
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
 /// This machine's name, as stage folders carry it (`-` and `/` replaced).
 fn host() -> String {
     let name = rustix::system::uname();
     name.nodename().to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+/// A stat's mtime in ns since the epoch, as [`mtime_ns`] gives it for the same file.
+fn stat_mtime(st: &rustix::fs::Stat) -> u128 {
+    (st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128).max(0) as u128
 }
 
 fn mtime_ns(meta: &fs::Metadata) -> u128 {
@@ -402,6 +530,98 @@ mod tests {
         assert!(!cache.run_matches("exp", &fewer, [("s1", &a)].into_iter()), "s2 left the plan and must be dropped");
         let more: HashSet<&str> = ["s1", "s2", "s3"].into_iter().collect();
         assert!(!cache.run_matches("exp", &more, [("s3", &c)].into_iter()), "a new step has no record yet");
+
+        // With every step done, the digest beside the record answers: the record is
+        // not read (here: garbled), and a key change still shows.
+        fs::write(cache.runs_path("exp"), "garbled").unwrap();
+        assert!(cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()));
+        assert!(!cache.run_matches("exp", &ids, [("s1", &a), ("s2", &c)].into_iter()));
+        // Without the digest (a crash between the two writes), the record is parsed.
+        fs::remove_file(cache.sum_path("exp")).unwrap();
+        assert!(!cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()), "garbled record");
+        cache.save_run("exp", &saved).unwrap();
+        assert_eq!(cache.all_runs().len(), 1, "the digest file is not a run record");
+    }
+
+    fn publish_one(cache: &Cache, content: &str) -> Digest {
+        let staged = cache.stage().unwrap();
+        fs::write(staged.path().join("requests.csv"), content).unwrap();
+        let preimage = StepKey {
+            env: BTreeMap::new(),
+            hardware: None,
+            inputs: BTreeMap::new(),
+            kind: "measure".into(),
+            params: std::sync::Arc::new(serde_json::json!({ "content": content })),
+            schema: 1,
+            server: None,
+            version: 1,
+        };
+        let key = preimage.digest();
+        cache.publish(staged, "measure[seed=1]", preimage).unwrap();
+        key
+    }
+
+    /// A fresh command's view of the cache (the index read anew).
+    fn reopened(cache: &Cache) -> Cache {
+        cache.save_index().unwrap();
+        Cache::new(&cache.root)
+    }
+
+    #[test]
+    fn the_index_answers_as_the_manifest_would_and_learns_what_it_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let key = publish_one(&cache, "turn\n0\n");
+        let entry = cache.entry_dir("measure", &key);
+        let cache = reopened(&cache);
+        let Lookup::Hit { output_digest } = cache.lookup("measure", &key) else { panic!("published entry missed") };
+        assert_eq!(cache.index().check("measure", &key.0, |_, _, _| true), Check::Fresh(Digest::parse(&output_digest).unwrap().0));
+
+        // The index is what answers: a manifest garbled in place, with its size and
+        // mtime kept, is not read (the same trust in mtimes as for every output).
+        let manifest = entry.join(MANIFEST);
+        let mtime = fs::metadata(&manifest).unwrap().modified().unwrap();
+        let garbled = vec![b'x'; fs::metadata(&manifest).unwrap().len() as usize];
+        fs::write(&manifest, &garbled).unwrap();
+        File::options().write(true).open(&manifest).unwrap().set_modified(mtime).unwrap();
+        assert!(matches!(Cache::new(dir.path()).lookup("measure", &key), Lookup::Hit { .. }));
+        // ... and without the index, the manifest would have been read.
+        fs::remove_file(dir.path().join(index::FILE)).unwrap();
+        assert!(matches!(Cache::new(dir.path()).lookup("measure", &key), Lookup::Damaged(_)));
+
+        // An output touched but unchanged is rehashed once; the index keeps the new mtime.
+        let cache = Cache::new(dir.path());
+        let key = publish_one(&cache, "turn\n1\n");
+        let output = cache.entry_dir("measure", &key).join("requests.csv");
+        let cache = reopened(&cache);
+        File::options().write(true).open(&output).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+        assert_eq!(
+            cache.index().check("measure", &key.0, |_, _, _| true),
+            Check::Fresh(match cache.lookup("measure", &key) {
+                Lookup::Hit { output_digest } => Digest::parse(&output_digest).unwrap().0,
+                other => panic!("{other:?}"),
+            })
+        );
+        let cache = reopened(&cache);
+        let mut stats = 0;
+        let root_fd = rustix::fs::open(dir.path(), rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        let hex = key.hex();
+        let check = cache.index().check("measure", &key.0, |file, size, mtime| {
+            stats += 1;
+            let st =
+                rustix::fs::statat(&root_fd, format!("measure/{}/{hex}/{file}", &hex[..2]).as_str(), rustix::fs::AtFlags::empty()).unwrap();
+            st.st_size as u64 == size && stat_mtime(&st) == mtime
+        });
+        assert!(matches!(check, Check::Fresh(_)) && stats == 2, "{check:?} after {stats} stats: the touched mtime was not learned");
+
+        // An output changed in size: damaged, and dropped from the index.
+        fs::write(&output, "turn\n1\n2\n").unwrap();
+        assert!(matches!(cache.lookup("measure", &key), Lookup::Damaged(_)));
+        let cache = reopened(&cache);
+        assert_eq!(cache.index().check("measure", &key.0, |_, _, _| true), Check::NotIndexed);
+        // A removed entry is missing, as without an index.
+        fs::remove_dir_all(cache.entry_dir("measure", &key)).unwrap();
+        assert!(matches!(cache.lookup("measure", &key), Lookup::Missing));
     }
 
     #[test]

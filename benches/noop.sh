@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# A no-op `pipeline run` and `pipeline plan` against GNU make deciding the same DAG is
+# up to date, timed alternately on a release build. Prints one line per command with
+# the median and range of wall time, peak RSS, and the ratio of medians to make.
+#
+# The experiment (benches/gen_matrix.sh): 10 simulated models × S seeds, one datagen
+# step per seed, one measure per (model, seed), one aggregate, one report. The
+# Makefile has one target file per step with the same edges (measure ← its seed's
+# datagen, aggregate ← every measure, report ← aggregate), each recipe `touch $@`.
+#
+# Usage: benches/noop.sh [STEPS] [ROUNDS]   (defaults 10000 and 11)
+# STEPS is rounded to whole seeds: 11 steps per seed, plus 2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+steps=${1:-10000}
+rounds=${2:-11}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pipeline/target}"
+if [[ -n "${PIPELINE_BIN:-}" ]]; then
+  bin=$(realpath "$PIPELINE_BIN")
+else
+  cargo build --release --locked --quiet
+  bin="$CARGO_TARGET_DIR/release/pipeline"
+fi
+seeds=$(( (steps - 2 + 10) / 11 ))
+cells=$(( seeds * 10 ))
+work=${NOOP_WORK:-$(mktemp -d)}
+[[ -n "${NOOP_WORK:-}" ]] || trap 'rm -rf "$work"' EXIT
+cp -r benches "$work/"
+cd "$work"
+mkdir -p experiments mk
+
+benches/gen_matrix.sh "$cells" noop > experiments/noop.toml
+if ! "$bin" plan experiments/noop.toml 2>/dev/null | tail -1 | grep -q ' 0 to run'; then
+  start=$EPOCHREALTIME
+  "$bin" run experiments/noop.toml -j 2 > /dev/null 2> populate.log || { tail populate.log; exit 1; }
+  echo "populate: $cells cells in $(awk "BEGIN{printf \"%.0f\", $EPOCHREALTIME - $start}") s"
+fi
+total=$("$bin" run experiments/noop.toml 2>&1 | grep -o '[0-9]* steps' | head -1)
+
+{
+  measures=()
+  for s in $(seq 1 "$seeds"); do
+    echo "mk/datagen-$s:"
+    printf '\ttouch $@\n'
+    for m in $(seq 0 9); do
+      echo "mk/measure-m$m-$s: mk/datagen-$s"
+      printf '\ttouch $@\n'
+      measures+=("mk/measure-m$m-$s")
+    done
+  done
+  echo "mk/aggregate: ${measures[*]}"
+  printf '\ttouch $@\n'
+  echo "mk/report: mk/aggregate"
+  printf '\ttouch $@\n'
+  echo ".DEFAULT_GOAL := mk/report"
+} > Makefile
+make -s -j 2 > /dev/null
+make -q || { echo "make does not consider its targets up to date" >&2; exit 1; }
+targets=$(( seeds * 11 + 2 ))
+
+# One timed call: wall seconds (from the shell's microsecond clock) and peak RSS (KB).
+timed() {
+  local start=$EPOCHREALTIME
+  /usr/bin/time -f "%M" -o rss.txt "$@" > out.txt 2> err.txt || { cat err.txt out.txt >&2; exit 1; }
+  local end=$EPOCHREALTIME
+  echo "$(awk "BEGIN{printf \"%.4f\", $end - $start}") $(cat rss.txt)"
+}
+: > make.t; : > run.t; : > plan.t
+for _ in $(seq 1 "$rounds"); do
+  timed make > /dev/null   # the page cache is warm for both alike
+  timed make >> make.t
+  timed "$bin" run experiments/noop.toml >> run.t
+  grep -q '^0 ran' err.txt || { echo "the no-op run ran something:" >&2; cat err.txt >&2; exit 1; }
+  timed "$bin" plan experiments/noop.toml >> plan.t
+done
+median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+make_med=$(cut -d' ' -f1 make.t | median)
+line() { # name file
+  local med lo hi rss
+  med=$(cut -d' ' -f1 "$2" | median)
+  lo=$(cut -d' ' -f1 "$2" | sort -n | head -1)
+  hi=$(cut -d' ' -f1 "$2" | sort -n | tail -1)
+  rss=$(cut -d' ' -f2 "$2" | sort -n | tail -1)
+  printf '%-22s median %.3f s (%.3f–%.3f), peak %d MB, %.2f× make\n' "$1" "$med" "$lo" "$hi" $((rss / 1024)) "$(awk "BEGIN{print $med / $make_med}")"
+}
+echo "$targets make targets, $total of pipeline, $rounds rounds alternating"
+line "make (no-op)" make.t
+line "pipeline run (no-op)" run.t
+line "pipeline plan" plan.t

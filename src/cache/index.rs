@@ -1,0 +1,314 @@
+//! The cache's index: what each entry's manifest said, with what its files looked like
+//! when last seen intact, in one file read once per command.
+//!
+//! Without it a lookup opens the entry's folder and parses its `manifest.json`; at
+//! 10,000 steps that was most of a no-op run. With it, a lookup whose key is indexed
+//! stats the manifest and each output (one `stat` per file, as make stats each target)
+//! and, when every size and modification time is the one recorded, answers with the
+//! recorded output digest. Anything else (not indexed, a file gone, a size or an mtime
+//! changed) goes the manifest's way, as without an index. So the index makes a lookup
+//! faster and never changes its answer: the files it vouches for are the ones the
+//! manifest described when they were checked.
+//!
+//! Only a run that holds `cache/.lock` writes it: once, at its end, whole (written
+//! beside, then renamed), and only when a lookup or a publish added or dropped an
+//! entry. Entries that Slurm jobs publish join it the next time a run looks them up. A
+//! torn, truncated or foreign file (its blake3 trailer disagrees) is ignored.
+//!
+//! Layout: [`MAGIC`], then one record per entry, then blake3 of all that.
+//! A record: key (32 bytes), output digest (32), kind (u8 length, bytes), file count
+//! (u16), then per file: path (u16 length, bytes), size (u64), mtime in ns (u128);
+//! little-endian. The manifest is the first file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Mutex;
+
+const MAGIC: &[u8; 16] = b"pipeline-index\x00\x01";
+
+/// The file's name under the cache root.
+pub const FILE: &str = "index";
+
+/// A file of an entry as seen: its path in the entry, size and mtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub path: String,
+    pub size: u64,
+    pub mtime_ns: u128,
+}
+
+/// What the index remembers of one entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub key: [u8; 32],
+    pub output: [u8; 32],
+    pub kind: String,
+    /// The manifest first, then the outputs.
+    pub files: Vec<Seen>,
+}
+
+/// What the index says of an entry.
+#[derive(Debug, PartialEq)]
+pub enum Check {
+    NotIndexed,
+    /// Indexed, but a file is gone or its size or mtime changed: ask the manifest.
+    Stale,
+    /// Every file is as recorded: the entry's output digest.
+    Fresh([u8; 32]),
+}
+
+/// The index as read, and what this command learned since.
+#[derive(Default)]
+pub struct Index {
+    bytes: Vec<u8>,
+    at: HashMap<[u8; 32], Range<usize>>,
+    /// Key → the record to write (`None`: drop it).
+    changes: Mutex<HashMap<[u8; 32], Option<Record>>>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Index({} entries)", self.at.len())
+    }
+}
+
+impl Index {
+    /// The index under `root`; empty when there is none or it does not check out.
+    pub fn read(root: &Path) -> Index {
+        let Ok(bytes) = fs::read(root.join(FILE)) else { return Index::default() };
+        Index::parse(bytes).unwrap_or_default()
+    }
+
+    fn parse(bytes: Vec<u8>) -> Option<Index> {
+        let body_len = bytes.len().checked_sub(32)?;
+        let (body, trailer) = bytes.split_at(body_len);
+        if !body.starts_with(MAGIC) || blake3::hash(body).as_bytes() != trailer {
+            return None;
+        }
+        let mut at = HashMap::new();
+        let mut r = Reader { bytes: body, pos: MAGIC.len() };
+        while r.pos < body.len() {
+            let start = r.pos;
+            let key: [u8; 32] = r.take(32)?.try_into().ok()?;
+            r.skip_record_after_key()?;
+            at.insert(key, start..r.pos);
+        }
+        Some(Index { bytes, at, changes: Mutex::default() })
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// The record of `key`, as read from the file.
+    #[cfg(test)]
+    pub fn get(&self, key: &[u8; 32]) -> Option<Record> {
+        let range = self.at.get(key)?.clone();
+        Reader { bytes: &self.bytes[..range.end], pos: range.start }.record()
+    }
+
+    /// Whether `key`'s entry, as indexed, still holds: `fresh` is asked about the
+    /// manifest and every output (path, size, mtime) and must say yes to each.
+    pub fn check(&self, kind: &str, key: &[u8; 32], mut fresh: impl FnMut(&str, u64, u128) -> bool) -> Check {
+        let Some(range) = self.at.get(key) else { return Check::NotIndexed };
+        let mut r = Reader { bytes: &self.bytes[..range.end], pos: range.start + 32 };
+        let checked = (|| {
+            let output: [u8; 32] = r.take(32)?.try_into().ok()?;
+            let kind_len = r.u8()? as usize;
+            if r.take(kind_len)? != kind.as_bytes() {
+                return None;
+            }
+            let n = r.u16()?;
+            for _ in 0..n {
+                let (path, size, mtime) = r.file()?;
+                if !fresh(path, size, mtime) {
+                    return None;
+                }
+            }
+            (n > 0).then_some(output)
+        })();
+        checked.map_or(Check::Stale, Check::Fresh)
+    }
+
+    /// Remember `record` (a publish, or a lookup that checked the manifest).
+    pub fn put(&self, record: Record) {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner()).insert(record.key, Some(record));
+    }
+
+    /// Forget `key` (its files no longer match).
+    pub fn drop_key(&self, key: &[u8; 32]) {
+        if self.at.contains_key(key) {
+            self.changes.lock().unwrap_or_else(|e| e.into_inner()).insert(*key, None);
+        }
+    }
+
+    /// Write the index with this command's changes, if there are any. The caller holds
+    /// the cache's lock.
+    pub fn save(&self, root: &Path) -> io::Result<()> {
+        let changes = std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()));
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(self.bytes.len() + changes.len() * 256);
+        out.extend_from_slice(MAGIC);
+        for (key, range) in &self.at {
+            if !changes.contains_key(key) {
+                out.extend_from_slice(&self.bytes[range.clone()]);
+            }
+        }
+        for record in changes.values().flatten() {
+            write_record(&mut out, record);
+        }
+        let trailer = blake3::hash(&out);
+        out.extend_from_slice(trailer.as_bytes());
+        let path = root.join(FILE);
+        let tmp = root.join(format!("{FILE}.tmp-{}", std::process::id()));
+        if let Err(e) = fs::write(&tmp, &out).and_then(|()| fs::rename(&tmp, &path)) {
+            // A full disk leaves the old index whole: it is a hint, so nothing is lost.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+fn write_record(out: &mut Vec<u8>, r: &Record) {
+    out.extend_from_slice(&r.key);
+    out.extend_from_slice(&r.output);
+    let kind = &r.kind.as_bytes()[..r.kind.len().min(255)];
+    out.push(kind.len() as u8);
+    out.extend_from_slice(kind);
+    // Entries hold a handful of files (a datagen step one image per turn); one that
+    // cannot be indexed whole is left to its manifest.
+    let files = &r.files[..r.files.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    for f in files {
+        let path = &f.path.as_bytes()[..f.path.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(path.len() as u16).to_le_bytes());
+        out.extend_from_slice(path);
+        out.extend_from_slice(&f.size.to_le_bytes());
+        out.extend_from_slice(&f.mtime_ns.to_le_bytes());
+    }
+}
+
+/// Bounds-checked reading: a damaged index gives `None`, never a panic.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let s = self.bytes.get(self.pos..end)?;
+        self.pos = end;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u128(&mut self) -> Option<u128> {
+        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
+    }
+    fn file(&mut self) -> Option<(&'a str, u64, u128)> {
+        let len = self.u16()? as usize;
+        let path = std::str::from_utf8(self.take(len)?).ok()?;
+        Some((path, self.u64()?, self.u128()?))
+    }
+    fn skip_record_after_key(&mut self) -> Option<()> {
+        self.take(32)?;
+        let kind_len = self.u8()? as usize;
+        std::str::from_utf8(self.take(kind_len)?).ok()?;
+        for _ in 0..self.u16()? {
+            self.file()?;
+        }
+        Some(())
+    }
+    #[cfg(test)]
+    fn record(&mut self) -> Option<Record> {
+        let key = self.take(32)?.try_into().ok()?;
+        let output = self.take(32)?.try_into().ok()?;
+        let kind_len = self.u8()? as usize;
+        let kind = std::str::from_utf8(self.take(kind_len)?).ok()?.to_string();
+        let n = self.u16()?;
+        let files =
+            (0..n).map(|_| self.file().map(|(p, size, mtime_ns)| Seen { path: p.to_string(), size, mtime_ns })).collect::<Option<_>>()?;
+        Some(Record { key, output, kind, files })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(k: u8) -> Record {
+        Record {
+            key: [k; 32],
+            output: [k + 1; 32],
+            kind: "measure".into(),
+            files: vec![
+                Seen { path: "manifest.json".into(), size: 10, mtime_ns: 1 },
+                Seen { path: "images/0001.jpg".into(), size: u64::MAX, mtime_ns: u128::MAX },
+            ],
+        }
+    }
+
+    #[test]
+    fn what_is_saved_reads_back_and_a_damaged_file_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::read(dir.path());
+        assert!(index.is_empty());
+        index.put(record(1));
+        index.put(record(2));
+        index.save(dir.path()).unwrap();
+        let index = Index::read(dir.path());
+        assert_eq!((index.len(), index.get(&[1; 32])), (2, Some(record(1))));
+        let mut seen = Vec::new();
+        let check = index.check("measure", &[2; 32], |p, s, m| {
+            seen.push((p.to_string(), s, m));
+            true
+        });
+        assert_eq!(check, Check::Fresh([3; 32]));
+        assert_eq!(seen[1], ("images/0001.jpg".into(), u64::MAX, u128::MAX));
+        assert_eq!(index.check("measure", &[2; 32], |p, _, _| p != "images/0001.jpg"), Check::Stale);
+        assert_eq!(index.check("datagen", &[2; 32], |_, _, _| true), Check::Stale, "another kind's entry");
+        assert_eq!(index.check("measure", &[9; 32], |_, _, _| true), Check::NotIndexed);
+
+        // A dropped key is gone after the next save; the others stay.
+        index.drop_key(&[1; 32]);
+        index.save(dir.path()).unwrap();
+        let index = Index::read(dir.path());
+        assert_eq!((index.len(), index.get(&[1; 32]), index.get(&[2; 32])), (1, None, Some(record(2))));
+
+        // Every way of cutting the file short, and a flipped byte, read as no index.
+        let bytes = fs::read(dir.path().join(FILE)).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(Index::parse(bytes[..cut].to_vec()).is_none(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        flipped[40] ^= 1;
+        assert!(Index::parse(flipped).is_none());
+    }
+
+    #[test]
+    fn a_save_without_changes_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        Index::read(dir.path()).save(dir.path()).unwrap();
+        assert!(!dir.path().join(FILE).exists());
+    }
+}
