@@ -8,6 +8,12 @@
 //! the same model, seed and cell. A turn that failed, or has no reference or
 //! counterpart, has a row with no score (counted, never silently dropped); a successful
 //! but empty answer scores 0.
+//!
+//! With a judge (`[quality] judge`), each turn also gets a `judge` row: the judge
+//! model's score of the answer against the reference ([`judge`]), asked before the rows
+//! are written; what the judge cost is written beside them (`judge.json`).
+
+pub mod judge;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::quality::{self, Scorer};
 use crate::records::{self, QualityRow};
-use crate::steps::datagen::Dataset;
+use crate::steps::datagen::{Dataset, Part};
 
 /// Bump when the scores would change.
 pub const VERSION: u32 = 1;
@@ -36,36 +42,66 @@ pub struct Params {
     pub agreement: Option<String>,
     /// An answer of this many tokens was cut there (`truncated`).
     pub max_tokens: u32,
+    /// The judge that scores each answer (`[quality] judge`); left out of the key when
+    /// there is none, so that quality steps without one keep their keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<Judge>,
+}
+
+/// What a judge's scores depend on: the prompt's version and the judge's model
+/// identity (its server's configuration as a measure's key holds it: backend, model,
+/// URL; never the key to its API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Judge {
+    pub prompt_version: u32,
+    pub backend: String,
+    /// The model name requests ask for.
+    pub served_name: String,
+    pub server: serde_json::Value,
 }
 
 /// What a cell answered, per (conversation, turn): the answer and its completion
 /// tokens, or None when the turn failed.
 type Answers = BTreeMap<(u32, u32), Option<(String, Option<u64>)>>;
 
+/// Each turn's question text and recorded answer, by (conversation, turn), and each
+/// conversation's number in its file, from a datagen's output `data`.
+type References = (BTreeMap<(u32, u32), (String, String)>, Vec<u64>);
+
+fn references(data: Option<&Path>) -> Result<References> {
+    let Some(dir) = data else { return Ok((BTreeMap::new(), Vec::new())) };
+    let dataset: Dataset = serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?).context("reading conversations.json")?;
+    let items = dataset.source.as_ref().map(|s| s.conversations.iter().map(|c| c.index).collect()).unwrap_or_default();
+    let mut refs = BTreeMap::new();
+    for (c, conv) in dataset.conversations.iter().enumerate() {
+        for (t, turn) in conv.turns.iter().enumerate() {
+            if let Some(a) = &turn.answer {
+                // A file's turn keeps its text in `parts`; a synthetic one in `question`.
+                let texts: Vec<&str> =
+                    turn.parts.iter().filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None }).collect();
+                let question = if texts.is_empty() { turn.question.clone() } else { texts.join("\n") };
+                refs.insert((c as u32, t as u32), (question, a.clone()));
+            }
+        }
+    }
+    Ok((refs, items))
+}
+
 /// Score the answers in `measured` (a measure's output) against the references in
 /// `data` (a datagen's output) and the answers in `counterpart` (the reference
-/// variant's measure; `measured` itself when this cell is that variant).
-pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option<&Path>, out: &Path) -> Result<()> {
+/// variant's measure; `measured` itself when this cell is that variant), with the
+/// judge's scores in `judged` when there is a judge.
+pub fn run(
+    p: &Params,
+    measured: &Path,
+    data: Option<&Path>,
+    counterpart: Option<&Path>,
+    judged: Option<&judge::Judged>,
+    out: &Path,
+) -> Result<()> {
     let mine = answers(measured)?;
-    // The recorded answers by (conversation, turn), and each conversation's number in
-    // its file.
-    let (references, items): (BTreeMap<(u32, u32), String>, Vec<u64>) = match data {
-        Some(dir) => {
-            let dataset: Dataset =
-                serde_json::from_slice(&std::fs::read(dir.join("conversations.json"))?).context("reading conversations.json")?;
-            let items = dataset.source.as_ref().map(|s| s.conversations.iter().map(|c| c.index).collect()).unwrap_or_default();
-            let mut refs = BTreeMap::new();
-            for (c, conv) in dataset.conversations.iter().enumerate() {
-                for (t, turn) in conv.turns.iter().enumerate() {
-                    if let Some(a) = &turn.answer {
-                        refs.insert((c as u32, t as u32), a.clone());
-                    }
-                }
-            }
-            (refs, items)
-        }
-        None => (BTreeMap::new(), Vec::new()),
-    };
+    let (references, items) = references(data)?;
     let other = match (&p.agreement, counterpart) {
         (Some(_), Some(dir)) => Some(answers(dir)?),
         (Some(_), None) => Some(mine.clone()),
@@ -85,7 +121,7 @@ pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option
             truncated,
         };
         for scorer in &p.scorers {
-            let reference = references.get(&(conversation, turn));
+            let reference = references.get(&(conversation, turn)).map(|(_, r)| r);
             rows.push(row(scorer.name(), "reference", text.zip(reference).and_then(|(a, r)| scorer.score(a, r, p.number_tolerance))));
         }
         if let (Some(other), Some(variant)) = (&other, &p.agreement) {
@@ -95,12 +131,18 @@ pub fn run(p: &Params, measured: &Path, data: Option<&Path>, counterpart: Option
             rows.push(row("agreement", variant, pair.map(same)));
             rows.push(row("chrf", variant, pair.map(|(a, b)| quality::chrf(a, b))));
         }
+        if let Some(j) = judged {
+            rows.push(row("judge", "reference", j.scores.get(&(conversation, turn)).copied().flatten()));
+        }
+    }
+    if let Some(j) = judged {
+        std::fs::write(out.join(judge::FILE), serde_json::to_vec_pretty(&j.cost)?).with_context(|| format!("writing {}", judge::FILE))?;
     }
     records::write_quality(&p.cell, &rows, out)
 }
 
 /// Each measured turn's last attempt: its answer, or None when it failed.
-fn answers(dir: &Path) -> Result<Answers> {
+pub(crate) fn answers(dir: &Path) -> Result<Answers> {
     let df = records::read_requests(dir, Some(&["conversation", "turn", "attempt", "warmup", "error", "answer", "completion_tokens"]))?;
     let df = df.lazy().filter(col("warmup").not()).sort(["conversation", "turn", "attempt"], SortMultipleOptions::default()).collect()?;
     let (conv, turn) = (df.column("conversation")?.u32()?, df.column("turn")?.u32()?);
