@@ -160,9 +160,30 @@ fn bad_judges_name_the_fix() {
     // `--executor slurm` on the command line, past validation: the plan refuses.
     p.write("experiments/q.toml", &judge("backend = \"sim\""));
     p.pipeline(&["plan", "experiments/q.toml", "--executor", "slurm"])
+        .status(2)
         .stderr_has("a judge that `pipeline` launches (backend `sim`) cannot run under the Slurm executor");
     // A judge grades against references: synthetic conversations have none.
     let synthetic = base.replace("conversations = \"data/chat.jsonl\"\nhistory = \"recorded\"\n", "");
     p.write("experiments/q.toml", &format!("{synthetic}[quality]\n[quality.judge]\nbackend = \"sim\"\n"));
     p.pipeline(&["plan", "experiments/q.toml"]).status(2).stderr_has("quality.judge: a judge grades answers against reference answers");
+}
+
+/// `--fail-on quality` covers the judge as the other scorers: a run whose simulated
+/// quality was lowered fails the gate on the judge's figure too.
+#[test]
+fn fail_on_quality_covers_the_judge() {
+    let p = project("judgegate", 30, 1.0, &with_judge("gate", ""));
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    std::fs::create_dir_all(p.path().join("good")).unwrap();
+    for e in std::fs::read_dir(p.path().join("reports/q")).unwrap().flatten() {
+        std::fs::copy(e.path(), p.path().join("good").join(e.file_name())).unwrap();
+    }
+    let report = || p.pipeline(&["report", "experiments/q.toml", "--baseline", "good", "--fail-on", "quality"]);
+    report().status(0);
+    let text = p.read("experiments/q.toml");
+    let lowered = text.replace("[models.m.variants.awq]\nsim = { quality = 1 }", "[models.m.variants.awq]\nsim = { quality = 0.5 }");
+    assert_ne!(lowered, text);
+    p.write("experiments/q.toml", &lowered);
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    report().status(4).stderr_has("quality: judge against reference: ");
 }
