@@ -143,7 +143,10 @@ fn bad_judges_name_the_fix() {
     let base = p.read("experiments/q.toml");
     let judge = |keys: &str| format!("{base}[quality]\nscore = [\"exact\"]\n[quality.judge]\n{keys}\n");
     for (text, message) in [
-        (judge("backend = \"import\"\nformat = \"aiperf\"\nresults = { 1 = \"x.jsonl\" }"), "quality.judge.backend: a judge must answer prompts"),
+        (
+            judge("backend = \"import\"\nformat = \"aiperf\"\nresults = { 1 = \"x.jsonl\" }"),
+            "quality.judge.backend: a judge must answer prompts",
+        ),
         (judge("backend = \"sim\"\n[quality.judge.variants.awq]\n"), "quality.judge.variants: a judge has no variants"),
         (judge("backend = \"openai\""), "quality.judge: backend `openai` needs `api-key-env`"),
         (judge("backend = \"sim\"\nsim = { judge-wrods = true }"), "judge-words"),

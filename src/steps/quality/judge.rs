@@ -168,3 +168,38 @@ fn body(judge: &Judge, api: Api, prompt: &str) -> String {
     };
     value.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/results.md lists exactly the keys `judge.json` has.
+    #[test]
+    fn judge_json_is_documented() {
+        let docs = include_str!("../../../docs/results.md");
+        let section = docs.split("## `judge.json`").nth(1).expect("a judge.json section").split("\n## ").next().unwrap_or_default();
+        let mut documented: Vec<String> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .flat_map(|l| {
+                l.split('|').nth(1).unwrap_or_default().split(',').map(|k| k.trim().trim_matches('`').to_string()).collect::<Vec<_>>()
+            })
+            .collect();
+        documented.sort();
+        let value = serde_json::to_value(Cost::default()).unwrap_or_default();
+        let mut written: Vec<String> = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        written.sort();
+        assert_eq!(documented, written);
+    }
+
+    #[test]
+    fn costs_add_up() {
+        let one =
+            Cost { model: "j".into(), requests: 3, failed: 1, unscored: 1, prompt_tokens: 30, completion_tokens: 3, ..Cost::default() };
+        let mut total = Cost::default();
+        total.add(&one);
+        total.add(&one);
+        assert_eq!((total.model.as_str(), total.requests, total.failed, total.unscored), ("j", 6, 2, 2));
+        assert_eq!((total.prompt_tokens, total.completion_tokens), (60, 6));
+    }
+}
