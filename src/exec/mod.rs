@@ -468,7 +468,7 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
                 (Some(judge), Some(server)) => {
                     let endpoint = ctx.services.endpoint(server).await?;
                     let timeout = exp.workload.request_timeout;
-                    Some(steps::quality::judge::ask(judge, &own, data.as_deref(), &endpoint, timeout).await?)
+                    Some(steps::quality::judge::ask(judge, &p.cell, &own, data.as_deref(), &endpoint, timeout).await?)
                 }
                 _ => None,
             };

@@ -190,3 +190,36 @@ fn fail_on_quality_covers_the_judge() {
     p.pipeline(&["run", "experiments/q.toml"]).status(0);
     report().status(4).stderr_has("quality: judge against reference: ");
 }
+
+/// A judge that says the key back (a reply that echoes it, as a hostile or broken
+/// server may): the reply is no score, is kept as an example, and is kept redacted, so
+/// the key is still written nowhere. This is the judge's own key being redacted: the
+/// experiment's measured models name no key at all.
+#[test]
+fn a_judge_that_echoes_its_key_has_it_redacted() {
+    use super::super::fake::{FakeServer, Reply};
+    let server = FakeServer::start(|req| {
+        let key = req.header("authorization").unwrap_or_default().trim_start_matches("Bearer ").to_string();
+        Reply::Ok("text/event-stream", super::super::hardening::stream_of(&format!("your key is {key}")))
+    });
+    let judge = format!(
+        "[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"openai\"\nurl = \"{}\"\nmodel = \"gpt-judge\"\napi-key-env = \"PIPELINE_TEST_ECHO_KEY\"\n",
+        server.base
+    );
+    let p = project("echo", 1, 1.0, &judge);
+    let secret = "sk-proj-judge-echo-0123456789-do-not-leak";
+    let out = p.pipeline_env(&["run", "experiments/q.toml"], &[("PIPELINE_TEST_ECHO_KEY", secret)]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seen = server.seen.lock().unwrap();
+    assert!(seen.iter().any(|s| s.header("authorization") == Some(&format!("Bearer {secret}"))), "the key went out");
+    let body: Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!((body["temperature"].as_f64(), body["max_completion_tokens"].as_u64()), (Some(0.0), Some(16)), "{body}");
+    let cost: Value = serde_json::from_str(&p.read("reports/q/judge.json")).unwrap();
+    assert_eq!((cost["requests"].as_u64(), cost["unscored"].as_u64()), (Some(8), Some(8)), "{cost}");
+    assert_eq!(cost["examples"][0]["reply"], "your key is [redacted $PIPELINE_TEST_ECHO_KEY]", "{cost}");
+    assert!(cost["examples"][0]["cell"].as_str().unwrap().contains(",variant="), "an example names its cell: {cost}");
+    for (path, bytes) in &p.all_files() {
+        assert!(!String::from_utf8_lossy(bytes).contains(secret), "the judge's key leaked into {}", path.display());
+    }
+    assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret));
+}

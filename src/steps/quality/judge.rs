@@ -56,6 +56,8 @@ pub struct Cost {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {
+    /// The cell, as `axis=value` pairs joined by commas.
+    pub cell: String,
     pub conversation: u32,
     pub turn: u32,
     /// `request-failed`, `not-a-number` or `out-of-range`.
@@ -87,9 +89,17 @@ pub struct Judged {
     pub cost: Cost,
 }
 
-/// Ask the judge at `endpoint` to score each answer in `measured` against the
-/// references in `data`.
-pub async fn ask(judge: &Judge, measured: &Path, data: Option<&Path>, endpoint: &Endpoint, timeout: Duration) -> Result<Judged> {
+/// Ask the judge at `endpoint` to score each answer in `measured` (the measure of
+/// `cell`) against the references in `data`.
+pub async fn ask(
+    judge: &Judge,
+    cell: &[(String, String)],
+    measured: &Path,
+    data: Option<&Path>,
+    endpoint: &Endpoint,
+    timeout: Duration,
+) -> Result<Judged> {
+    let cell_name = cell.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
     let (m, d) = (measured.to_path_buf(), data.map(Path::to_path_buf));
     let (answers, (references, _)) =
         tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((super::answers(&m)?, super::references(d.as_deref())?))).await??;
@@ -139,7 +149,7 @@ pub async fn ask(judge: &Judge, measured: &Path, data: Option<&Path>, endpoint: 
                 }
                 if cost.examples.len() < EXAMPLES {
                     let reply = endpoint.secrets.redact(&said).chars().take(EXAMPLE_CHARS).collect();
-                    cost.examples.push(Example { conversation: c, turn: t, reason: why.name().into(), reply });
+                    cost.examples.push(Example { cell: cell_name.clone(), conversation: c, turn: t, reason: why.name().into(), reply });
                 }
                 scores.insert((c, t), None);
             }
