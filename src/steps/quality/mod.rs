@@ -157,3 +157,35 @@ pub(crate) fn answers(dir: &Path) -> Result<Answers> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(judge: Option<Judge>) -> serde_json::Value {
+        let p = Params { cell: vec![], scorers: vec![Scorer::Exact], number_tolerance: 0.01, agreement: None, max_tokens: 8, judge };
+        serde_json::to_value(&p).unwrap_or_default()
+    }
+
+    /// The judge's prompt version and model identity are in the step's parameters (and
+    /// so its key); without a judge there is no `judge` key at all, so quality steps
+    /// keep the keys they had before judges existed.
+    #[test]
+    fn the_judge_is_in_the_key_only_when_there_is_one() {
+        assert!(params(None).get("judge").is_none(), "{}", params(None));
+        let judge = Judge {
+            prompt_version: crate::quality::judge::JUDGE_PROMPT_VERSION,
+            backend: "openai".into(),
+            served_name: "gpt-judge".into(),
+            server: serde_json::json!({"backend": "openai", "model": "gpt-judge", "url": null}),
+        };
+        let with = params(Some(judge.clone()));
+        assert_eq!(with["judge"]["prompt-version"], crate::quality::judge::JUDGE_PROMPT_VERSION);
+        assert_eq!(with["judge"]["server"]["model"], "gpt-judge");
+        let later = params(Some(Judge { prompt_version: judge.prompt_version + 1, ..judge }));
+        assert_ne!(with, later, "a new prompt version is a new key");
+        // What the key holds reads back as the parameters the step gets.
+        let back: Params = serde_json::from_value(with.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(serde_json::to_value(&back).unwrap_or_default(), with);
+    }
+}
