@@ -223,3 +223,32 @@ fn a_judge_that_echoes_its_key_has_it_redacted() {
     }
     assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret));
 }
+
+/// A rate-limited judge (a 429 with `Retry-After`, as hosted APIs send) is asked again,
+/// as a measure's request would be: the turn is scored, and both requests are counted.
+#[test]
+fn a_rate_limited_judge_is_asked_again() {
+    use super::super::fake::{self, FakeServer, Reply};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = AtomicUsize::new(0);
+    let server = FakeServer::start(move |req| match req.path.as_str() {
+        "/v1/models" => fake::models("judge"),
+        "/version" => Reply::Ok("application/json", r#"{"version":"fake"}"#.into()),
+        _ => match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => fake::response("429 Too Many Requests", &[("retry-after", "0")], r#"{"error": "slow down"}"#),
+            _ => Reply::Ok("text/event-stream", super::super::hardening::stream_of("1")),
+        },
+    });
+    let judge =
+        format!("[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"endpoint\"\nurl = \"{}\"\nmodel = \"judge\"\n", server.base);
+    let p = project("limited", 1, 1.0, &judge);
+    p.write(
+        "experiments/q.toml",
+        &p.read("experiments/q.toml").replace("seed = [1, 2]", "seed = [1]").replace("\"base\", \"awq\"", "\"base\""),
+    );
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    let cost: Value = serde_json::from_str(&p.read("reports/q/judge.json")).unwrap();
+    // Two turns: the first asked twice (429, then 1), the second once.
+    assert_eq!((cost["requests"].as_u64(), cost["failed"].as_u64(), cost["unscored"].as_u64()), (Some(3), Some(0), Some(0)), "{cost}");
+    assert_eq!(quality_rows(&p, "judge")[&("base".to_string(), "scored".to_string())], "2");
+}

@@ -1,7 +1,8 @@
 //! Asking the judge: one request per measured turn that has an answer and a reference,
 //! with the fixed prompt of [`crate::quality::judge`] at temperature 0, a few at a
-//! time. The reply is read strictly ([`crate::quality::judge::score`]); a failed request
-//! or a reply that is not a score leaves the turn unscored and is counted, never failing
+//! time; a 429 is retried after its `Retry-After`, as a measure's request is. The
+//! reply is read strictly ([`crate::quality::judge::score`]); a failed request or a
+//! reply that is not a score leaves the turn unscored and is counted, never failing
 //! the step. An empty answer scores 0 without asking (as every scorer gives it).
 //!
 //! What the judge cost (requests, prompt and completion tokens as the judge's API
@@ -124,15 +125,28 @@ pub async fn ask(
     let (target, http) = (&target, &http);
     let mut cost =
         Cost { backend: judge.backend.clone(), model: judge.served_name.clone(), prompt_version: judge.prompt_version, ..Cost::default() };
+    // Each turn's exchanges: a 429 is retried as a measure's is (after its
+    // `Retry-After`, a few times); every attempt is a request the judge counted.
     let mut replies = futures_util::stream::iter(asks.into_iter().map(|((c, t), text)| async move {
-        let body = body(judge, target.api, &text);
-        ((c, t), client::exchange(http, target, &format!("judge-{c}-{t}"), body.into()).await)
+        let body: bytes::Bytes = body(judge, target.api, &text).into();
+        let mut tries = Vec::new();
+        for attempt in 0.. {
+            let ex = client::exchange(http, target, &format!("judge-{c}-{t}-{attempt}"), body.clone()).await;
+            let wait = crate::steps::measure::retry_wait(&ex, attempt);
+            tries.push(ex);
+            match wait {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => break,
+            }
+        }
+        ((c, t), tries)
     }))
     .buffered(IN_FLIGHT);
-    while let Some(((c, t), ex)) = replies.next().await {
-        cost.requests += 1;
-        cost.prompt_tokens += ex.prompt_tokens.unwrap_or(0);
-        cost.completion_tokens += ex.completion_tokens.unwrap_or(0);
+    while let Some(((c, t), mut tries)) = replies.next().await {
+        cost.requests += tries.len() as u64;
+        cost.prompt_tokens += tries.iter().filter_map(|ex| ex.prompt_tokens).sum::<u64>();
+        cost.completion_tokens += tries.iter().filter_map(|ex| ex.completion_tokens).sum::<u64>();
+        let Some(ex) = tries.pop() else { continue };
         let read = match ex.error {
             ErrorClass::None => prompt::score(&ex.answer).map_err(|why| (why, ex.answer.clone())),
             class => Err((Unscored::RequestFailed, format!("{}: {}", class.name(), ex.error_detail))),
