@@ -252,3 +252,28 @@ fn a_rate_limited_judge_is_asked_again() {
     assert_eq!((cost["requests"].as_u64(), cost["failed"].as_u64(), cost["unscored"].as_u64()), (Some(3), Some(0), Some(0)), "{cost}");
     assert_eq!(quality_rows(&p, "judge")[&("base".to_string(), "scored".to_string())], "2");
 }
+
+/// A launched judge lives as long as the quality steps need it: running between them,
+/// gone after the run, and gone after Ctrl-C mid-judging, with the judged steps kept.
+#[test]
+fn a_launched_judge_is_never_orphaned() {
+    let judge = "[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"sim\"\nserved-name = \"judge-orphan-5c1e\"\nsim = { ttft-base-ms = 150.0, jitter = 0.0 }\n";
+    let p = project("orphan", 8, 0.5, judge);
+    let run = Background::start(&p, &["run", "experiments/q.toml"], "done   quality[");
+    assert!(!live_processes("judge-orphan-5c1e").is_empty(), "the judge runs while quality steps remain");
+    let (code, seen) = run.interrupt();
+    assert_eq!(code, Some(130), "{seen:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !live_processes("judge-orphan-5c1e").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(live_processes("judge-orphan-5c1e"), Vec::<String>::new(), "an orphaned judge");
+    let judged: Vec<&String> = seen.iter().filter(|l| l.starts_with("done   quality[")).collect();
+    assert!(!judged.is_empty(), "{seen:?}");
+    // Resumed: what was judged is kept, the rest is judged, and the judge stops with the run.
+    let resumed = p.pipeline(&["run", "experiments/q.toml"]);
+    resumed.status(0);
+    let rejudged = resumed.ran().iter().filter(|id| id.starts_with("quality[")).count();
+    assert_eq!(rejudged + judged.len(), 4, "{seen:?}\n{}", resumed.stderr);
+    assert_eq!(live_processes("judge-orphan-5c1e"), Vec::<String>::new(), "the judge stops with the run");
+}
