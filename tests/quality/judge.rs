@@ -34,17 +34,21 @@ fn quality_rows(p: &Project, method: &str) -> BTreeMap<(String, String), String>
 }
 
 /// The simulator judges by the `exact` scorer's rule, so on the same run the judge's
-/// figures must be the exact scorer's, interval and all; each scored turn cost one
-/// request, and the report says what the judge cost.
+/// mean and counts must be the exact scorer's (the intervals are resampled with a seed
+/// per method, so they may differ); each scored turn cost one request, and the report
+/// says what the judge cost.
 #[test]
 fn a_judge_scores_what_the_exact_scorer_finds() {
     let p = project("judge", 10, 0.5, &with_judge("truth", ""));
     p.pipeline(&["plan", "experiments/q.toml"]).status(0).stdout_has("server[judge]  (starts for 4 quality step(s))");
     p.pipeline(&["run", "experiments/q.toml"]).status(0);
     let s = scores(&p);
+    let (exact, judge) = (quality_rows(&p, "exact"), quality_rows(&p, "judge"));
     for variant in ["base", "awq"] {
-        let (exact, judge) = (s[&(variant.to_string(), "exact".to_string())], s[&(variant.to_string(), "judge".to_string())]);
-        assert_eq!(judge, exact, "{variant}: judge {judge:?}, exact {exact:?}");
+        for column in ["mean", "scored", "unscored"] {
+            let key = (variant.to_string(), column.to_string());
+            assert_eq!(judge[&key], exact[&key], "{variant} {column}: judge {judge:?}, exact {exact:?}");
+        }
     }
     let (awq, _, _) = s[&("awq".to_string(), "judge".to_string())];
     assert!(0.0 < awq && awq < 1.0, "the AWQ simulator is right on some turns only: {awq}");
@@ -128,7 +132,7 @@ fn a_hosted_judges_key_reaches_nothing_written() {
     let out = p.pipeline_env(&["run", "experiments/q.toml"], &[("PIPELINE_TEST_JUDGE_KEY", secret)]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let s = scores(&p);
-    assert_eq!(s[&("awq".to_string(), "judge".to_string())], s[&("awq".to_string(), "exact".to_string())]);
+    assert_eq!(s[&("awq".to_string(), "judge".to_string())].0, s[&("awq".to_string(), "exact".to_string())].0);
     let cost: Value = serde_json::from_str(&p.read("reports/q/judge.json")).unwrap();
     assert_eq!((cost["requests"].as_u64(), cost["backend"].as_str()), (Some(16), Some("anthropic")), "{cost}");
     for (path, bytes) in &p.all_files() {
@@ -276,4 +280,22 @@ fn a_launched_judge_is_never_orphaned() {
     let rejudged = resumed.ran().iter().filter(|id| id.starts_with("quality[")).count();
     assert_eq!(rejudged + judged.len(), 4, "{seen:?}\n{}", resumed.stderr);
     assert_eq!(live_processes("judge-orphan-5c1e"), Vec::<String>::new(), "the judge stops with the run");
+}
+
+/// A judge from a `command` template (any OpenAI-compatible server `pipeline`
+/// launches; here the simulator behind it) is started for the quality steps and
+/// judges as the simulator does.
+#[test]
+fn a_judge_launched_from_a_command_template_judges() {
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let judge = format!(
+        "[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"command\"\ngpus = 0\nserved-name = \"judge-cmd-9d2b\"\ncommand = [\"{bin}\", \"sim-server\", \"--port\", \"{{port}}\", \"--served-model-name\", \"{{served_name}}\", \"--ttft-base-ms\", \"1\"]\n"
+    );
+    let p = project("cmd", 4, 0.5, &judge);
+    p.pipeline(&["run", "experiments/q.toml"]).status(0);
+    let s = scores(&p);
+    assert_eq!(s[&("awq".to_string(), "judge".to_string())].0, s[&("awq".to_string(), "exact".to_string())].0);
+    let cost: Value = serde_json::from_str(&p.read("reports/q/judge.json")).unwrap();
+    assert_eq!((cost["requests"].as_u64(), cost["backend"].as_str()), (Some(32), Some("command")), "{cost}");
+    assert_eq!(live_processes("judge-cmd-9d2b"), Vec::<String>::new(), "the judge stops with the run");
 }
