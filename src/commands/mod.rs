@@ -219,7 +219,9 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
         text.push_str(&slurm::plan_jobs(plan, &needed));
     } else {
         for (s, spec) in plan.servers.iter().enumerate() {
-            let note = if needed[s] == 0 { "not needed".to_string() } else { format!("starts for {} measure step(s)", needed[s]) };
+            // The judge's server (`[quality] judge`) serves quality steps.
+            let what = if spec.id == "server[judge]" { "quality" } else { "measure" };
+            let note = if needed[s] == 0 { "not needed".to_string() } else { format!("starts for {} {what} step(s)", needed[s]) };
             text.push_str(&format!("  {:<6} {}  ({note})\n", "svc", spec.id));
         }
     }

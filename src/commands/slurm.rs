@@ -21,7 +21,9 @@ pub(super) fn plan_jobs(plan: &Plan, needed: &[usize]) -> String {
     let mut text = String::new();
     for (s, spec) in plan.servers.iter().enumerate() {
         if !slurm::needs_node(spec) {
-            let note = format!("{} measure step(s) to run, from here: a remote API needs no node", needed[s]);
+            // The judge's server (`[quality] judge`) serves quality steps.
+            let what = if spec.id == "server[judge]" { "quality" } else { "measure" };
+            let note = format!("{} {what} step(s) to run, from here: a remote API needs no node", needed[s]);
             text.push_str(&format!("  {:<6} {}  ({note})\n", "here", spec.id));
             continue;
         }

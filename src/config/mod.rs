@@ -52,12 +52,15 @@ pub struct Experiment {
 }
 
 /// `[quality]`, validated.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct QualitySpec {
     pub scorers: Vec<crate::quality::Scorer>,
     /// The variant every variant's answers are compared with.
     pub agreement: Option<String>,
     pub number_tolerance: f64,
+    /// `judge`: a model (not measured) that scores each answer against its reference;
+    /// its one variant is `base`.
+    pub judge: Option<Model>,
 }
 
 /// What a search looks for.
@@ -289,6 +292,12 @@ pub struct SimParams {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub references: Option<String>,
+    /// As a judge (a request whose prompt is the judge prompt): reply with words
+    /// instead of a score. A judge prompt is otherwise answered with `1` when the
+    /// graded answer equals the reference after normalisation, else `0`.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub judge_words: bool,
 }
 
 impl SimParams {
@@ -302,6 +311,7 @@ impl SimParams {
         answer_tokens: 24,
         quality: None,
         references: None,
+        judge_words: false,
     };
 }
 
@@ -324,6 +334,7 @@ impl SimParams {
             answer_tokens: r.answer_tokens.unwrap_or(self.answer_tokens),
             quality: r.quality.or(self.quality),
             references: self.references.clone(),
+            judge_words: r.judge_words.unwrap_or(self.judge_words),
         }
     }
 

@@ -55,6 +55,8 @@ pub struct RawQuality {
     pub agreement: Option<String>,
     /// `number`: the relative tolerance (default: 0.01)
     pub number_tolerance: Option<f64>,
+    /// a judge model that scores each answer against its reference from 0 to 1 with a fixed, versioned prompt (method `judge`): a table like a model's (`backend`, `model`, `url`, `api-key-env`, `sim`, …), not measured. Off by default
+    pub judge: Option<Box<RawModel>>,
 }
 
 /// `[search]`: the axis to search, its range, and how close the answer must be.
@@ -153,6 +155,8 @@ pub struct RawSim {
     pub answer_tokens: Option<u32>,
     /// answers that depend on the prompt: the canonical answer with this probability (0–1), for scoring tests
     pub quality: Option<f64>,
+    /// as a `[quality] judge`: reply with words instead of a score, for testing unscored replies (default: false)
+    pub judge_words: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

@@ -388,7 +388,7 @@ impl Validator<'_> {
         };
         let slurm = self.slurm(raw.slurm.unwrap_or_default());
         let search = raw.search.map(|s| self.search(s, &matrix, &models));
-        let quality = raw.quality.map(|q| self.quality(q, &workload, &matrix));
+        let quality = raw.quality.map(|q| self.quality(q, &workload, &matrix, executor));
         if let (Some(q), Some(_)) = (&quality, &search)
             && q.agreement.is_some()
         {
@@ -470,6 +470,12 @@ impl Validator<'_> {
     fn model(&mut self, name: String, m: raw::RawModel) -> Model {
         let at = format!("models.{name}");
         self.name(&at, "model", &name);
+        self.model_at(&at, name, m)
+    }
+
+    /// The model of the table at `at` (a `[models]` entry, or `[quality] judge`).
+    fn model_at(&mut self, at: &str, name: String, m: raw::RawModel) -> Model {
+        let at = at.to_string();
         let backend = self.backend(&at, &m.backend);
         let model_id = m.model.clone().unwrap_or_else(|| name.clone());
         self.backend_needs(&at, backend, &m);
@@ -829,7 +835,7 @@ impl Validator<'_> {
 
     /// `[quality]`: scorers by name, a reference variant that is in the matrix, and
     /// what each needs (references, temperature 0).
-    fn quality(&mut self, q: raw::RawQuality, workload: &Workload, matrix: &Matrix) -> QualitySpec {
+    fn quality(&mut self, q: raw::RawQuality, workload: &Workload, matrix: &Matrix, executor: ExecutorKind) -> QualitySpec {
         use crate::quality::Scorer;
         let mut scorers = Vec::new();
         for (i, name) in q.score.unwrap_or_default().iter().enumerate() {
@@ -846,6 +852,14 @@ impl Validator<'_> {
                 }
             }
         }
+        let judge = q.judge.map(|j| self.judge(*j, executor));
+        if judge.is_some() && workload.conversations.is_none() {
+            self.error(
+                "quality.judge",
+                "a judge grades answers against reference answers, and synthetic conversations have none",
+                Some("name a conversations file with assistant turns (`[workload] conversations`), or remove the judge".into()),
+            );
+        }
         if !scorers.is_empty() && workload.conversations.is_none() {
             self.error(
                 "quality.score",
@@ -853,11 +867,11 @@ impl Validator<'_> {
                 Some("name a conversations file with assistant turns (`[workload] conversations`), or use `agreement`".into()),
             );
         }
-        if scorers.is_empty() && q.agreement.is_none() {
+        if scorers.is_empty() && q.agreement.is_none() && judge.is_none() {
             self.error(
                 "quality",
                 "scores nothing",
-                Some("name scorers (`score = [\"exact\"]`) against the recorded answers, or a variant to agree with (`agreement = \"base\"`)".into()),
+                Some("name scorers (`score = [\"exact\"]`) against the recorded answers, a variant to agree with (`agreement = \"base\"`), or a judge".into()),
             );
         }
         if let Some(v) = &q.agreement {
@@ -876,7 +890,38 @@ impl Validator<'_> {
             }
         }
         let number_tolerance = self.num("quality.number-tolerance", q.number_tolerance, 0.01, limits::NUMBER_TOLERANCE);
-        QualitySpec { scorers, agreement: q.agreement, number_tolerance }
+        QualitySpec { scorers, agreement: q.agreement, number_tolerance, judge }
+    }
+
+    /// `[quality] judge`: a model table of its own, whose one server answers the judge
+    /// prompts. Not an import (it must answer), no variants (there is one judge), and not
+    /// launched by a Slurm run (a launched judge would need a job of its own).
+    fn judge(&mut self, m: raw::RawModel, executor: ExecutorKind) -> Model {
+        let at = "quality.judge";
+        let has_variants = !m.variants.is_empty();
+        let judge = self.model_at(at, "judge".into(), m);
+        if judge.backend == Backend::Import {
+            self.error(
+                format!("{at}.backend"),
+                "a judge must answer prompts, and backend `import` reads recorded results",
+                Some("use a backend that answers: `openai`, `anthropic`, `endpoint`, `vllm`, `command` or `sim`".into()),
+            );
+        }
+        if has_variants {
+            self.error(
+                format!("{at}.variants"),
+                "a judge has no variants",
+                Some("remove `variants`: one model judges every answer".into()),
+            );
+        }
+        if executor == ExecutorKind::Slurm && judge.backend.launches() {
+            self.error(
+                format!("{at}.backend"),
+                format!("a judge that `pipeline` launches (backend `{}`) cannot run under `executor = \"slurm\"`", judge.backend.name()),
+                Some("judge with a hosted API (`openai`, `anthropic`) or a server someone else runs (`endpoint`), or run locally".into()),
+            );
+        }
+        judge
     }
 
     /// What `conversations` rules out (the keys that describe synthetic conversations)

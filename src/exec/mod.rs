@@ -467,7 +467,18 @@ async fn run_step(ctx: &Ctx, i: usize, inputs: &[(String, PathBuf)], out: &Path)
             let data = inputs.iter().find(|(id, _)| id.starts_with("datagen[")).map(|(_, d)| d.clone());
             let other =
                 inputs.iter().skip(1).find(|(id, _)| id.starts_with("measure[") || id.starts_with("import[")).map(|(_, d)| d.clone());
-            tokio::task::spawn_blocking(move || steps::quality::run(&p, &own, data.as_deref(), other.as_deref(), &out)).await??;
+            // The judge, when there is one: its server is this step's (started for the
+            // first quality step, stopped after the last, as a measured server is).
+            let judged = match (&p.judge, step.server) {
+                (Some(judge), Some(server)) => {
+                    let endpoint = ctx.services.endpoint(server).await?;
+                    let timeout = exp.workload.request_timeout;
+                    Some(steps::quality::judge::ask(judge, &p.cell, &own, data.as_deref(), &endpoint, timeout).await?)
+                }
+                _ => None,
+            };
+            tokio::task::spawn_blocking(move || steps::quality::run(&p, &own, data.as_deref(), other.as_deref(), judged.as_ref(), &out))
+                .await??;
         }
         StepKind::Aggregate => {
             let (p, inputs) = (params::<steps::aggregate::Params>(step)?, inputs.to_vec());

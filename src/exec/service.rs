@@ -59,7 +59,9 @@ pub struct LaunchContext {
 
 impl LaunchContext {
     pub fn new(experiment: &Experiment, logs: PathBuf, sim_bin: PathBuf, in_job: bool) -> LaunchContext {
-        let secrets = Secrets::from_env(experiment.models.values().filter_map(|m| m.api_key_env.as_deref()))
+        // The judge's key too (`[quality] judge`), which is no model of the matrix.
+        let judge = experiment.quality.as_ref().and_then(|q| q.judge.as_ref());
+        let secrets = Secrets::from_env(experiment.models.values().chain(judge).filter_map(|m| m.api_key_env.as_deref()))
             .with_literals(&experiment.literal_secrets);
         LaunchContext {
             logs,
@@ -371,6 +373,9 @@ fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16) -> Vec<String> {
             if let Some(r) = &sim.references {
                 a.extend(["--references".into(), r.clone()]);
             }
+            if sim.judge_words {
+                a.push("--judge-words".into());
+            }
             return a;
         }
         (Launch::Process(p), Backend::Vllm) => {
@@ -383,8 +388,10 @@ fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16) -> Vec<String> {
             if let Some(q) = p.quantization.as_deref().filter(|q| *q != "none") {
                 a.extend(["--quantization".into(), q.to_string()]);
             }
-            // vLLM's own JSON, as the plan wrote it.
-            a.extend(["--limit-mm-per-prompt".into(), serde_json::to_string(&p.limit_mm_per_prompt).unwrap_or_default()]);
+            // vLLM's own JSON, as the plan wrote it; none for a judge (text only).
+            if !p.limit_mm_per_prompt.is_empty() {
+                a.extend(["--limit-mm-per-prompt".into(), serde_json::to_string(&p.limit_mm_per_prompt).unwrap_or_default()]);
+            }
             // Cached tokens per request (`usage.prompt_tokens_details`).
             a.push("--enable-prompt-tokens-details".into());
             if let Some(media) = &p.media_io_kwargs {

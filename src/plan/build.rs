@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use serde::Serialize;
 use serde_json::Value;
@@ -67,7 +69,11 @@ impl Plan {
         }
         let mut measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
         if let Some(q) = &experiment.quality {
-            let qualities = b.quality(&experiment, q, &cells, &measures, &datagens)?;
+            let judge = match &q.judge {
+                Some(judge) => Some(b.judge_server(&experiment, judge)?),
+                None => None,
+            };
+            let qualities = b.quality(&experiment, q, &cells, &measures, &datagens, judge)?;
             measure_ids.extend(qualities);
         }
         let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
@@ -147,6 +153,7 @@ impl Builder {
         cells: &[Cell],
         measures: &[usize],
         datagens: &[Option<String>],
+        judge: Option<usize>,
     ) -> anyhow::Result<Vec<String>> {
         let mut ids = Vec::new();
         for (ci, cell) in cells.iter().enumerate() {
@@ -182,8 +189,17 @@ impl Builder {
                         measured.unwrap_or(exp.workload.max_tokens as u64) as u32
                     }
                 },
+                judge: judge.map(|s| {
+                    let spec = &self.servers[s];
+                    steps::quality::Judge {
+                        prompt_version: crate::quality::judge::JUDGE_PROMPT_VERSION,
+                        backend: spec.backend.name().to_string(),
+                        served_name: spec.config.served_name.clone(),
+                        server: (*spec.key).clone(),
+                    }
+                }),
             };
-            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), cell.coords(), to_params(&params), deps, None, Some(ci));
+            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), cell.coords(), to_params(&params), deps, judge, Some(ci));
             ids.push(self.steps[i].id.clone());
         }
         Ok(ids)
@@ -296,6 +312,64 @@ impl Builder {
         });
         self.server_by_id.insert(id, self.servers.len() - 1);
         self.servers.len() - 1
+    }
+
+    /// The judge's server (`[quality] judge`): started for the quality steps, which
+    /// are its only users, and stopped after the last of them, as a measured server
+    /// is after its last measure. A launched judge under Slurm is refused: it would
+    /// need a job of its own (the file's `executor` is refused at validation; this is
+    /// `--executor slurm`).
+    fn judge_server(&mut self, exp: &Experiment, judge: &crate::config::Model) -> anyhow::Result<usize> {
+        if exp.executor == crate::config::ExecutorKind::Slurm && judge.backend.launches() {
+            let error = anyhow::anyhow!(
+                "quality.judge: a judge that `pipeline` launches (backend `{}`) cannot run under the Slurm executor",
+                judge.backend.name()
+            );
+            return Err(crate::error::WithHint::hint(
+                error,
+                "judge with a hosted API (`openai`, `anthropic`) or a server someone else runs (`endpoint`), or run without --executor slurm",
+            ));
+        }
+        let base = judge.variants.get("base").context("a judge without its base variant")?;
+        let s = &exp.server;
+        let launch = match judge.backend {
+            Backend::Sim => Launch::Sim { sim: base.sim.clone() },
+            // A text-only prompt: no images, so no multimodal limits.
+            Backend::Vllm | Backend::Command => Launch::Process(Process {
+                tensor_parallel_size: s.tensor_parallel_size,
+                dtype: base.dtype.clone().unwrap_or_else(|| s.dtype.clone()),
+                quantization: base.quantization.clone(),
+                extra_args: base.extra_args.clone(),
+                limit_mm_per_prompt: BTreeMap::new(),
+                media_io_kwargs: None,
+                max_model_len: None,
+                prefix_caching: None,
+                command: judge.command.clone(),
+            }),
+            Backend::Endpoint | Backend::Openai | Backend::Anthropic | Backend::Import => Launch::Remote { url: judge.url.clone() },
+        };
+        let config = ServerConfig {
+            backend: judge.backend,
+            model: base.model.clone(),
+            served_name: judge.served_name.clone(),
+            gpus: judge.gpus,
+            launch,
+            port: judge.port,
+            api_key_env: judge.api_key_env.clone(),
+        };
+        let id = "server[judge]".to_string();
+        self.servers.push(ServerSpec {
+            id: id.clone(),
+            model: "judge".into(),
+            variant: "base".into(),
+            backend: judge.backend,
+            key: Arc::new(config.key()),
+            config: Arc::new(config),
+            extra_args: base.extra_args.clone(),
+            gpus_needed: judge.gpus.unwrap_or(if judge.backend.uses_gpus() { s.tensor_parallel_size } else { 0 }),
+        });
+        self.server_by_id.insert(id, self.servers.len() - 1);
+        Ok(self.servers.len() - 1)
     }
 
     fn finish(&mut self) -> Result<(Vec<Step>, Vec<usize>), PlanError> {

@@ -125,7 +125,10 @@ pub enum PlanError {
 impl Plan {
     /// The preimage of `step`'s key, given the output digests of its inputs.
     pub fn key_for(&self, step: &Step, inputs: BTreeMap<String, String>) -> StepKey {
-        let (server, hardware, env) = match step.server {
+        // A measure's server, hardware and environment are what it measured; a quality
+        // step's judge server is named in its parameters (its identity and prompt
+        // version), and the machine it was asked from changes nothing.
+        let (server, hardware, env) = match step.server.filter(|_| step.kind == StepKind::Measure) {
             Some(s) => (Some(self.servers[s].key.clone()), Some(self.hardware.clone()), self.env.clone()),
             None => (None, None, BTreeMap::new()),
         };

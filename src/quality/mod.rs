@@ -9,6 +9,10 @@
 //! are then equal. A reference a scorer cannot read (nothing left after
 //! normalisation, no letter for `choice`, no number for `number`) scores nothing: the
 //! turn is unscored, not failed.
+//!
+//! A judge model scores too ([`judge`]): its prompt and the strict reading of its reply.
+
+pub mod judge;
 
 /// The scorers against a reference, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -79,6 +79,7 @@ pub(super) fn complete(body: &[u8], request_id: Option<String>, received_ns: u64
             .as_bytes(),
         ),
         reference: None,
+        verdict: None,
     };
     respond(reply, request_id, received_ns, shared)
 }

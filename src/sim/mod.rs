@@ -577,6 +577,7 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         cached_tokens,
         prompt_key: per_message.last().map(|(_, digest)| *digest),
         reference: req.messages.iter().rev().find(|m| m.role == "user").and_then(|m| shared.references.get(&message_text(m))).cloned(),
+        verdict: req.messages.last().filter(|m| m.role == "user").and_then(|m| judge_verdict(&message_text(m), &shared.opts.params)),
     };
     respond(reply, request_id, received_ns, shared)
 }
@@ -595,6 +596,23 @@ struct Reply {
     prompt_key: Option<[u8; 32]>,
     /// The recorded answer to the prompt's last question (`--references`).
     reference: Option<String>,
+    /// The answer to a judge prompt ([`judge_verdict`]), which replaces any other.
+    verdict: Option<String>,
+}
+
+/// The simulator as a judge: a prompt that is the judge prompt of this version
+/// (`quality::judge`) gets `1` when the graded answer equals the reference after
+/// normalisation (exactly what the `exact` scorer finds), else `0`; with
+/// `--judge-words`, a sentence instead, which is no score. Any other prompt: None.
+fn judge_verdict(text: &str, params: &SimParams) -> Option<String> {
+    let (reference, answer) = crate::quality::judge::recognise(text)?;
+    Some(match params.judge_words {
+        true => "I would rather not say.".to_string(),
+        false => {
+            let same = crate::quality::normalised(reference) == crate::quality::normalised(answer);
+            (if same { "1" } else { "0" }).to_string()
+        }
+    })
 }
 
 /// The shape of an answer: a chat completion (in either wire format), or a text
@@ -608,13 +626,16 @@ enum Format {
 /// Count the request, time it with the latency model, and hand its chunks to the
 /// timer thread: the part every route shares.
 fn respond(reply: Reply, request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
-    let Reply { format, model, stream, max_tokens, completion, prompt_tokens, cached_tokens, prompt_key, reference } = reply;
+    let Reply { format, model, stream, max_tokens, completion, prompt_tokens, cached_tokens, prompt_key, reference, verdict } = reply;
     // A `quality` simulator's answer depends on the prompt: worked out first, since its
-    // length is the completion's.
-    let by_prompt = shared.opts.params.quality.zip(prompt_key).map(|(q, key)| match reference {
-        Some(r) if right(&key, q) => r.split_inclusive(' ').take(completion.max(1)).map(String::from).collect(),
-        _ => canonical(&key, q, completion),
-    });
+    // length is the completion's. A judge's verdict is its answer whatever the quality.
+    let by_prompt = match verdict {
+        Some(v) => Some(v.split_inclusive(' ').map(String::from).collect()),
+        None => shared.opts.params.quality.zip(prompt_key).map(|(q, key)| match reference {
+            Some(r) if right(&key, q) => r.split_inclusive(' ').take(completion.max(1)).map(String::from).collect(),
+            _ => canonical(&key, q, completion),
+        }),
+    };
     let completion = by_prompt.as_ref().map_or(completion, Vec::len).max(1);
     if shared.opts.params.prefix_caching {
         shared.prefix_queries.fetch_add(prompt_tokens, Ordering::Relaxed);

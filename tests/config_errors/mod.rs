@@ -129,6 +129,17 @@ fn bad_experiment_files_are_explained() {
             &["t.toml:28:", "unknown field `ttft`", "did you mean `ttft-ms`?"],
         ),
         (
+            "a judge's key written in the file",
+            "dir = \"reports/t\"",
+            "dir = \"reports/t\"\n[quality]\n[quality.judge]\nbackend = \"openai\"\napi-key-env = \"sk-proj-abcdefghij0123456789\"",
+            &[
+                "t.toml:31:15",
+                "quality.judge.api-key-env: must be the *name* of an environment variable",
+                "!sk-proj-abcdefghij",
+                "t.toml:29:10: quality.judge: a judge grades answers",
+            ],
+        ),
+        (
             "an unknown executor",
             "title = \"Test\"",
             "title = \"Test\"\nexecutor = \"slurmm\"",

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use super::*;
 
+mod judge;
+
 /// An experiment of two simulated variants over a chat file of `n` two-turn
 /// conversations (text only, recorded answers), with `quality` appended.
 fn project(tag: &str, n: usize, awq_quality: f64, quality: &str) -> Project {

@@ -17,7 +17,8 @@
 //!   server's own `/metrics` said, its TTFT beside the client's; `server_series`: KV
 //!   cache use and queues over time in the cell with the most requests ([`server`]);
 //! * `quality` and `quality_per_turn`: with `[quality]`, each curve's scores per
-//!   method, with intervals ([`quality`]);
+//!   method, with intervals ([`quality`]); `judge.json`, with a `[quality] judge`,
+//!   what the judge cost over every cell;
 //! * `runs.json`: which servers ran (command line, version, Slurm job and node) and what
 //!   NVML said.
 
@@ -79,6 +80,7 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
         inputs.iter().cloned().partition(|(id, _)| id.starts_with("quality["));
     let inputs = inputs.as_slice();
     let quality = quality::write(&scores, out)?;
+    quality::judge_cost(&scores, out)?;
     let frames: Vec<LazyFrame> = inputs
         .par_iter()
         .enumerate()

@@ -152,6 +152,25 @@ fn frame(names: &[String], rows: &[Vec<AnyValue>]) -> Result<DataFrame> {
     Ok(DataFrame::new(rows.len(), columns)?)
 }
 
+/// What the judge cost over every cell (`judge.json`, the sum of the quality steps'
+/// own), written only when a quality step asked a judge.
+pub fn judge_cost(inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
+    use crate::steps::quality::judge::{Cost, FILE};
+    let mut total: Option<Cost> = None;
+    for (id, dir) in inputs {
+        let path = dir.join(FILE);
+        if !path.exists() {
+            continue;
+        }
+        let cost: Cost = serde_json::from_slice(&std::fs::read(&path)?).with_context(|| format!("the judge's cost in {id}"))?;
+        total.get_or_insert_with(Cost::default).add(&cost);
+    }
+    if let Some(total) = total {
+        std::fs::write(out.join(FILE), serde_json::to_vec_pretty(&total)?).with_context(|| format!("writing {FILE}"))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

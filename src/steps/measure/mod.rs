@@ -564,7 +564,7 @@ fn open_loop_schedule(p: &Params, slots: usize) -> Option<Schedule> {
 
 /// How long to wait before retrying a turn, or `None` to move on: only a 429 is
 /// retried, after its `Retry-After` (or 1, 2, 4 s without one).
-fn retry_wait(ex: &Exchange, attempt: u32) -> Option<Duration> {
+pub(crate) fn retry_wait(ex: &Exchange, attempt: u32) -> Option<Duration> {
     if ex.error != ErrorClass::Http429 || attempt + 1 >= MAX_ATTEMPTS {
         return None;
     }

@@ -90,6 +90,8 @@ struct Tables {
     server_series: Option<DataFrame>,
     /// Each curve's scores per method (`[quality]`).
     quality: Option<DataFrame>,
+    /// What the judge cost (`judge.json`, with a `[quality] judge`).
+    judge: Option<JValue>,
     /// Each server as run (`runs.json`).
     runs: Vec<serde_json::Value>,
     /// The cell's columns, in order, and those of a curve (the cell less its seed).
@@ -150,6 +152,14 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     if quality.is_some() {
         files.extend(["quality", "quality_per_turn"].iter().flat_map(|n| [format!("{n}.csv"), format!("{n}.parquet")]));
     }
+    let judge_file = aggregate.join(crate::steps::quality::judge::FILE);
+    let judge: Option<JValue> = match judge_file.exists() {
+        true => Some(serde_json::from_slice(&std::fs::read(&judge_file)?).context("reading the judge's cost")?),
+        false => None,
+    };
+    if judge.is_some() {
+        files.push(crate::steps::quality::judge::FILE.into());
+    }
     for f in &files {
         std::fs::copy(aggregate.join(f), out.join(f)).with_context(|| format!("copying {f}"))?;
     }
@@ -157,7 +167,7 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     let names: Vec<String> = summary.get_column_names().iter().map(|s| s.to_string()).collect();
     let cell: Vec<String> = names.iter().take_while(|n| *n != "requests").cloned().collect();
     let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
-    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, server, server_series, quality, runs, cell, group })
+    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, server, server_series, quality, judge, runs, cell, group })
 }
 
 /// Every chart the tables call for.
@@ -280,6 +290,8 @@ struct Page<'a> {
     errors: Option<Table>,
     /// The Quality section (`[quality]`): each curve's score per method.
     quality: Option<Table>,
+    /// What the judge cost, when a judge scored (`judge.json`).
+    judge: Option<&'a JValue>,
     gpu_table: Option<Table>,
     baseline: Option<baseline::Comparison>,
     answers: Vec<JValue>,
@@ -359,6 +371,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         gpu_reason: if tables.gpu.is_some() { None } else { Some(telemetry_reason(runs)) },
         errors: tables.errors,
         quality: tables.quality,
+        judge: t.judge.as_ref(),
         gpu_table: tables.gpu,
         baseline,
         answers: answers(requests, cell)?,
