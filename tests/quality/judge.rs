@@ -1,6 +1,7 @@
 //! A judge model (`[quality] judge`): the simulator as a judge knows the truth (it
 //! scores 1 exactly when the `exact` scorer would), its cost is recorded and shown, a
-//! judge that answers words leaves turns unscored without failing, a changed judge
+//! judge that answers words leaves turns unscored without failing (one that is down
+//! fails its steps, to be asked again), a changed judge
 //! re-judges without measuring, its key reaches nothing written, and bad judges are
 //! refused with the fix.
 
@@ -254,6 +255,41 @@ fn a_rate_limited_judge_is_asked_again() {
     let cost: Value = serde_json::from_str(&p.read("reports/q/judge.json")).unwrap();
     // Two turns: the first asked twice (429, then 1), the second once.
     assert_eq!((cost["requests"].as_u64(), cost["failed"].as_u64(), cost["unscored"].as_u64()), (Some(3), Some(0), Some(0)), "{cost}");
+    assert_eq!(quality_rows(&p, "judge")[&("base".to_string(), "scored".to_string())], "2");
+}
+
+/// A judge that is down (500 on every request) fails the quality step, rather than
+/// cache its turns as unscored for good: the run exits with the step-failure code and
+/// names the judge, and once the judge answers, the next run judges again and
+/// measures nothing.
+#[test]
+fn a_judge_outage_is_asked_again_on_the_next_run() {
+    use super::super::fake::{self, FakeServer, Reply};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = down.clone();
+    let server = FakeServer::start(move |req| match req.path.as_str() {
+        "/v1/models" => fake::models("judge"),
+        "/version" => Reply::Ok("application/json", r#"{"version":"fake"}"#.into()),
+        _ if flag.load(Ordering::SeqCst) => fake::response("500 Internal Server Error", &[], r#"{"error": "down"}"#),
+        _ => Reply::Ok("text/event-stream", super::super::hardening::stream_of("1")),
+    });
+    let judge =
+        format!("[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"endpoint\"\nurl = \"{}\"\nmodel = \"judge\"\n", server.base);
+    let p = project("outage", 1, 1.0, &judge);
+    p.write(
+        "experiments/q.toml",
+        &p.read("experiments/q.toml").replace("seed = [1, 2]", "seed = [1]").replace("\"base\", \"awq\"", "\"base\""),
+    );
+    p.pipeline(&["run", "experiments/q.toml"]).status(1).stderr_has("the judge `judge` failed 2 of 2 requests");
+    assert!(!p.path().join("reports/q/judge.json").exists(), "no report from a failed judge");
+    down.store(false, Ordering::SeqCst);
+    let ran = p.pipeline(&["run", "experiments/q.toml"]).status(0).ran();
+    assert!(ran.iter().any(|id| id.starts_with("quality[")), "the quality step runs again: {ran:?}");
+    assert!(!ran.iter().any(|id| id.starts_with("measure[")), "nothing is measured again: {ran:?}");
+    let cost: Value = serde_json::from_str(&p.read("reports/q/judge.json")).unwrap();
+    assert_eq!((cost["requests"].as_u64(), cost["failed"].as_u64()), (Some(2), Some(0)), "{cost}");
     assert_eq!(quality_rows(&p, "judge")[&("base".to_string(), "scored".to_string())], "2");
 }
 

@@ -1,9 +1,10 @@
 //! Asking the judge: one request per measured turn that has an answer and a reference,
 //! with the fixed prompt of [`crate::quality::judge`] at temperature 0, a few at a
 //! time; a 429 is retried after its `Retry-After`, as a measure's request is. The
-//! reply is read strictly ([`crate::quality::judge::score`]); a failed request or a
-//! reply that is not a score leaves the turn unscored and is counted, never failing
-//! the step. An empty answer scores 0 without asking (as every scorer gives it).
+//! reply is read strictly ([`crate::quality::judge::score`]); a reply that is not a
+//! score leaves the turn unscored and is counted. A request that failed (connection,
+//! HTTP error, timeout) fails the step, so that an outage is asked again on the next
+//! run rather than cached as unscored turns. An empty answer scores 0 without asking (as every scorer gives it).
 //!
 //! What the judge cost (requests, prompt and completion tokens as the judge's API
 //! reports them, failures, unscored replies with a few examples) is [`Cost`], written as
@@ -15,6 +16,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+
+use crate::error::WithHint;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -168,6 +171,21 @@ pub async fn ask(
                 scores.insert((c, t), None);
             }
         }
+    }
+    if cost.failed > 0 {
+        // A failed request says nothing about the answer: kept as a finished step, its
+        // turn would stay unscored on every later run. The step fails instead, so the
+        // next run asks again (what did score is asked again too: requests are cheap
+        // beside a cached score that hides an outage).
+        let first = cost.examples.iter().find(|e| e.reason == Unscored::RequestFailed.name());
+        let first = first.map(|e| format!(" (first: conversation {} turn {}: {})", e.conversation, e.turn, e.reply)).unwrap_or_default();
+        return Err(anyhow::anyhow!(
+            "the judge `{}` failed {} of {} requests{first}; no scores are kept for this cell",
+            judge.served_name,
+            cost.failed,
+            cost.requests
+        )
+        .hint("check that the judge's server answers (its log, its URL and key), then run again: only the steps that did not finish run"));
     }
     Ok(Judged { scores, cost })
 }

@@ -107,8 +107,15 @@ fn compare_quality(
     let (keys, now, label) = (key(q)?, estimates(q)?, labels_of(q, group)?);
     let (method, against) = (strs(q, "method")?, strs(q, "against")?);
     for r in 0..q.height() {
-        let Some(m) = now[r] else { continue };
         let name = format!("quality: {} against {}", method[r], against[r]);
+        let Some(m) = now[r] else {
+            // A score the baseline had and this run could not give (every turn
+            // unscored) is not a pass: it is listed, as a missing counterpart is.
+            if before.get(&keys[r]).copied().flatten().is_some() {
+                not_compared.push(format!("{}: {name} (no score in this run)", label[r]));
+            }
+            continue;
+        };
         let Some(b) = before.get(&keys[r]).copied().flatten() else {
             not_compared.push(format!("{}: {name}", label[r]));
             continue;
@@ -226,5 +233,23 @@ mod tests {
         assert_eq!(down.verdict, Verdict::Worse);
         let same = compare(scores(0.9, 0.85, 0.95), scores(0.92, 0.87, 0.97));
         assert_eq!(same.verdict, Verdict::WithinNoise);
+    }
+
+    /// A method the baseline scored and this run left without a score (a judge whose
+    /// every reply was unscored) is listed as not compared, never silently passed.
+    #[test]
+    fn a_score_missing_now_is_not_compared() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = ["model".to_string(), "variant".to_string()];
+        export::write_table(&mut scores(0.9, 0.85, 0.95), dir.path(), "quality").unwrap();
+        let none: Option<f64> = None;
+        let now = df!("model" => ["m"], "variant" => ["awq"], "method" => ["choice"], "against" => ["reference"],
+            "mean" => [none], "mean_lo" => [none], "mean_hi" => [none])
+        .unwrap();
+        let (mut rows, mut not_compared) = (Vec::new(), Vec::new());
+        compare_quality(&now, dir.path(), &group, 5.0, &mut rows, &mut not_compared).unwrap();
+        assert!(rows.is_empty(), "{}", rows.len());
+        assert_eq!(not_compared.len(), 1, "{not_compared:?}");
+        assert!(not_compared[0].contains("choice against reference (no score in this run)"), "{not_compared:?}");
     }
 }
