@@ -7,6 +7,9 @@
 # step per seed, one measure per (model, seed), one aggregate, one report. The
 # Makefile has one target file per step with the same edges (measure ← its seed's
 # datagen, aggregate ← every measure, report ← aggregate), each recipe `touch $@`.
+# A second Makefile has the same DAG over the files a no-op run stats: each step's
+# target is its cache entry (manifest and outputs, a grouped target), so make stats
+# exactly the files pipeline checks for tampering.
 #
 # Usage: benches/noop.sh [STEPS] [ROUNDS]   (defaults 10000 and 11)
 # STEPS is rounded to whole seeds: 11 steps per seed, plus 2.
@@ -58,6 +61,34 @@ make -s -j 2 > /dev/null
 make -q || { echo "make does not consider its targets up to date" >&2; exit 1; }
 targets=$(( seeds * 11 + 2 ))
 
+# The same DAG over the files pipeline checks: each step's target is its cache entry's
+# manifest and outputs (a grouped target), its prerequisites its inputs' files. make
+# then stats every file a no-op `pipeline run` stats, once each.
+python3 - <<'PY' > Makefile.files
+import glob, json, os
+record = json.load(open(glob.glob("cache/runs/noop.*.json")[0]))
+def files(step):
+    d = f"cache/{step['kind']}/{step['key'][:2]}/{step['key']}"
+    manifest = json.load(open(f"{d}/manifest.json"))
+    return [f"{d}/manifest.json"] + [f"{d}/{f['path']}" for f in manifest["files"]]
+steps = {s["id"]: s for s in record.values()}
+own = {i: files(s) for i, s in steps.items()}
+datagen = {dict(s["coords"])["seed"]: i for i, s in steps.items() if s["kind"] == "datagen"}
+measures = [i for i, s in steps.items() if s["kind"] == "measure"]
+print(".DEFAULT_GOAL := all")
+for i, s in steps.items():
+    deps = {"datagen": [], "aggregate": measures, "report": ["aggregate"]}.get(s["kind"])
+    if deps is None:
+        deps = [datagen[dict(s["coords"])["seed"]]]
+    prereqs = " ".join(f for d in deps for f in own[d])
+    print(f"{' '.join(own[i])} &: {prereqs}\n\ttouch $@")
+report = next(i for i, s in steps.items() if s["kind"] == "report")
+print(f"all: {' '.join(own[report])}")
+PY
+make -f Makefile.files -q all || { echo "make does not consider the cache's files up to date" >&2; exit 1; }
+files=$(grep -c '&:' Makefile.files)
+stats=$(python3 -c "import sys; print(sum(len(l.split(' &:')[0].split()) for l in open('Makefile.files') if ' &:' in l))")
+
 # One timed call: wall seconds (from the shell's microsecond clock) and peak RSS (KB).
 timed() {
   local start=$EPOCHREALTIME
@@ -65,10 +96,11 @@ timed() {
   local end=$EPOCHREALTIME
   echo "$(awk "BEGIN{printf \"%.4f\", $end - $start}") $(cat rss.txt)"
 }
-: > make.t; : > run.t; : > plan.t
+: > make.t; : > make_files.t; : > run.t; : > plan.t
 for _ in $(seq 1 "$rounds"); do
   timed make > /dev/null   # the page cache is warm for both alike
   timed make >> make.t
+  timed make -f Makefile.files all >> make_files.t
   timed "$bin" run experiments/noop.toml >> run.t
   grep -q '^0 ran' err.txt || { echo "the no-op run ran something:" >&2; cat err.txt >&2; exit 1; }
   timed "$bin" plan experiments/noop.toml >> plan.t
@@ -83,7 +115,8 @@ line() { # name file
   rss=$(cut -d' ' -f2 "$2" | sort -n | tail -1)
   printf '%-22s median %.3f s (%.3f–%.3f), peak %d MB, %.2f× make\n' "$1" "$med" "$lo" "$hi" $((rss / 1024)) "$(awk "BEGIN{print $med / $make_med}")"
 }
-echo "$targets make targets, $total of pipeline, $rounds rounds alternating"
+echo "$targets make targets (one file per step); $stats files in $files grouped targets (the cache's files); $total of pipeline; $rounds rounds alternating"
 line "make (no-op)" make.t
+line "make, the cache's files" make_files.t
 line "pipeline run (no-op)" run.t
 line "pipeline plan" plan.t

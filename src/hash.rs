@@ -15,6 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Version of the preimage layout. Bumping it invalidates every cached step.
@@ -62,19 +63,95 @@ pub struct StepKey {
     /// Upstream step id → hex digest of its outputs.
     pub inputs: BTreeMap<String, String>,
     pub kind: String,
-    pub params: Arc<Value>,
+    pub params: Canonical,
     pub schema: u32,
-    pub server: Option<Arc<Value>>,
+    pub server: Option<Canonical>,
     pub version: u32,
 }
 
 impl StepKey {
     pub fn digest(&self) -> Digest {
-        // One buffer, one hash update: many tiny updates cost more than the bytes.
-        let mut text = Vec::with_capacity(2048);
-        // Serializing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut text, self);
-        Digest(*blake3::Hasher::new_derive_key("pipeline step key").update(&text).finalize().as_bytes())
+        Digest(*blake3::Hasher::new_derive_key("pipeline step key").update(&self.canonical()).finalize().as_bytes())
+    }
+
+    /// The canonical text, written field by field in the struct's (sorted) order, with
+    /// the parameters and server copied as the text they already are: the same bytes
+    /// as serializing the struct (`canonical_text_is_the_serialization` checks this),
+    /// without re-serializing a tree per step. One buffer, one hash update: many tiny
+    /// updates cost more than the bytes.
+    pub fn canonical(&self) -> Vec<u8> {
+        let server = self.server.as_ref().map_or("null", Canonical::as_str);
+        let mut out = Vec::with_capacity(256 + self.params.as_str().len() + server.len() + 100 * self.inputs.len());
+        // Serializing strings, numbers and maps of strings into a Vec cannot fail.
+        out.extend_from_slice(b"{\"env\":");
+        let _ = serde_json::to_writer(&mut out, &self.env);
+        out.extend_from_slice(b",\"hardware\":");
+        let _ = serde_json::to_writer(&mut out, &self.hardware);
+        out.extend_from_slice(b",\"inputs\":");
+        let _ = serde_json::to_writer(&mut out, &self.inputs);
+        out.extend_from_slice(b",\"kind\":");
+        let _ = serde_json::to_writer(&mut out, &self.kind);
+        out.extend_from_slice(b",\"params\":");
+        out.extend_from_slice(self.params.as_str().as_bytes());
+        out.extend_from_slice(b",\"schema\":");
+        let _ = serde_json::to_writer(&mut out, &self.schema);
+        out.extend_from_slice(b",\"server\":");
+        out.extend_from_slice(server.as_bytes());
+        out.extend_from_slice(b",\"version\":");
+        let _ = serde_json::to_writer(&mut out, &self.version);
+        out.push(b'}');
+        out
+    }
+}
+
+/// JSON kept as its canonical text (sorted keys, no whitespace): a step's parameters
+/// and a server's configuration, which every command hashes for every step. As text
+/// they cost a few hundred bytes each; as parsed trees, ten thousand of them were half
+/// of a plan's memory (benches/noop.sh).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Canonical(Arc<str>);
+
+impl Canonical {
+    /// `value` serialized canonically: through a [`Value`], whose maps are sorted (a
+    /// struct serializes its fields in declaration order).
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Canonical {
+        // Strings, numbers, lists and maps: serializing them cannot fail.
+        Canonical::from_value(&serde_json::to_value(value).unwrap_or_default())
+    }
+
+    pub fn from_value(value: &Value) -> Canonical {
+        Canonical(value.to_string().into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The tree, for reading one field or explaining a change.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+
+    pub fn typed<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Canonical {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Canonical {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Canonical {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(|v| Canonical::from_value(&v))
     }
 }
 
@@ -119,7 +196,7 @@ mod tests {
     }
 
     fn key(params: Value) -> StepKey {
-        let params = Arc::new(params);
+        let params = Canonical::from_value(&params);
         StepKey {
             schema: KEY_SCHEMA,
             kind: "datagen".into(),
@@ -149,6 +226,22 @@ mod tests {
         assert_eq!(k.digest().hex(), "9223f18dc049ed285cb9a33c86a5ddbd1d5801c6258a1438d49dcabaaa1fcdea");
     }
 
+    /// The digest's hand-written canonical text is exactly the struct's serialization,
+    /// for keys with every field set (strings that need escaping included), so the
+    /// faster path changed no key.
+    #[test]
+    fn canonical_text_is_the_serialization() {
+        let mut k = key(json!({"cell": [["model", "m\"1"]], "rate": 0.1, "list": [1, 2.5, null], "z": {"b": true, "a": "é"}}));
+        k.inputs.insert("datagen[seed=1]".into(), "ab".into());
+        k.inputs.insert("datagen[seed=2]".into(), "cd\u{1}".into());
+        k.server = Some(Canonical::from_value(&json!({"args": ["--x", "1"], "backend": "vllm", "url": null})));
+        k.hardware = Some("NVIDIA H100 80GB HBM3 ×2".into());
+        k.env.insert("VLLM_USE_V1".into(), "1".into());
+        for k in [key(json!({})), key(json!({"seed": 66, "turns": 60, "resolution": [1280, 720]})), k] {
+            assert_eq!(String::from_utf8(k.canonical()).unwrap(), serde_json::to_string(&k).unwrap());
+        }
+    }
+
     #[test]
     fn key_order_does_not_matter() {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": 2, "x": 3}}"#).unwrap();
@@ -173,13 +266,13 @@ mod tests {
         k.version += 1;
         variants.push(k);
         let mut k = base.clone();
-        k.params = Arc::new(json!({"seed": 2}));
+        k.params = Canonical::from_value(&json!({"seed": 2}));
         variants.push(k);
         let mut k = base.clone();
         k.inputs.insert("datagen[seed=1]".into(), "ab".into());
         variants.push(k);
         let mut k = base.clone();
-        k.server = Some(Arc::new(json!({"tp": 2})));
+        k.server = Some(Canonical::from_value(&json!({"tp": 2})));
         variants.push(k);
         let mut k = base.clone();
         k.hardware = Some("NVIDIA H100".into());

@@ -551,7 +551,7 @@ mod tests {
             hardware: None,
             inputs: BTreeMap::new(),
             kind: "measure".into(),
-            params: std::sync::Arc::new(serde_json::json!({ "content": content })),
+            params: crate::hash::Canonical::from_value(&serde_json::json!({ "content": content })),
             schema: 1,
             server: None,
             version: 1,

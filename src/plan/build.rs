@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::{Launch, Plan, PlanError, Process, ServerConfig, ServerSpec, Step, StepKind};
 use crate::config::{Arrival, Backend, CacheIsolation, Experiment, Feeds, Import};
-use crate::hash;
+use crate::hash::{self, Canonical};
 use crate::matrix::Cell;
 use crate::steps;
 
@@ -78,7 +78,7 @@ impl Plan {
         }
         let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
         let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, measure_ids, None, None);
-        let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: (*s.key).clone() }).collect();
+        let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: s.key.to_value() }).collect();
         let report_params = steps::report::Params::new(&experiment, cells.len(), &hardware, servers);
         let agg_id = b.steps[aggregate].id.clone();
         b.add(StepKind::Report, "report".into(), vec![], to_params(&report_params), vec![agg_id], None, None);
@@ -115,7 +115,7 @@ impl Builder {
             return i;
         }
         self.by_id.insert(id.clone(), self.steps.len());
-        self.steps.push(Step { id, kind, coords, params: Arc::new(params), deps: Vec::new(), server, cell });
+        self.steps.push(Step { id, kind, coords, params: Canonical::from_value(&params), deps: Vec::new(), server, cell });
         self.dep_ids.push(deps);
         self.steps.len() - 1
     }
@@ -185,7 +185,7 @@ impl Builder {
                 max_tokens: match exp.workload.trace {
                     Some(_) => u32::MAX,
                     None => {
-                        let measured = self.steps[measures[ci]].params.get("max-tokens").and_then(Value::as_u64);
+                        let measured = self.steps[measures[ci]].params.to_value().get("max-tokens").and_then(Value::as_u64);
                         measured.unwrap_or(exp.workload.max_tokens as u64) as u32
                     }
                 },
@@ -195,7 +195,7 @@ impl Builder {
                         prompt_version: crate::quality::judge::JUDGE_PROMPT_VERSION,
                         backend: spec.backend.name().to_string(),
                         served_name: spec.config.served_name.clone(),
-                        server: (*spec.key).clone(),
+                        server: spec.key.to_value(),
                     }
                 }),
             };
@@ -305,7 +305,7 @@ impl Builder {
             model: cell.model.clone(),
             variant: cell.variant.clone(),
             backend: model.backend,
-            key: Arc::new(config.key()),
+            key: Canonical::from_value(&config.key()),
             config: Arc::new(config),
             extra_args,
             gpus_needed: model.gpus.unwrap_or(if model.backend.uses_gpus() { s.tensor_parallel_size } else { 0 }),
@@ -363,7 +363,7 @@ impl Builder {
             model: "judge".into(),
             variant: "base".into(),
             backend: judge.backend,
-            key: Arc::new(config.key()),
+            key: Canonical::from_value(&config.key()),
             config: Arc::new(config),
             extra_args: base.extra_args.clone(),
             gpus_needed: judge.gpus.unwrap_or(if judge.backend.uses_gpus() { s.tensor_parallel_size } else { 0 }),

@@ -95,8 +95,6 @@ fn diff(old: &StepKey, new: &StepKey) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn key(params: serde_json::Value, inputs: &[(&str, &str)]) -> StepKey {
@@ -104,7 +102,7 @@ mod tests {
             schema: hash::KEY_SCHEMA,
             kind: "measure".into(),
             version: 1,
-            params: Arc::new(params),
+            params: hash::Canonical::from_value(&params),
             inputs: inputs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             server: None,
             hardware: None,

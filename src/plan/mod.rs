@@ -27,11 +27,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cache::StepRecord;
 use crate::config::{Backend, Experiment};
-use crate::hash::{Digest, KEY_SCHEMA, StepKey};
+use crate::hash::{Canonical, Digest, KEY_SCHEMA, StepKey};
 use crate::matrix::Cell;
 use crate::steps;
 
@@ -78,7 +77,7 @@ pub struct Step {
     pub id: String,
     pub kind: StepKind,
     pub coords: Vec<(String, String)>,
-    pub params: Arc<Value>,
+    pub params: Canonical,
     pub deps: Vec<usize>,
     /// The server a measure talks to (index into [`Plan::servers`]).
     pub server: Option<usize>,
@@ -96,7 +95,7 @@ pub struct ServerSpec {
     /// The server's configuration: the launcher's only description of it.
     pub config: Arc<ServerConfig>,
     /// `config` serialized: what enters the key of every measure using this server.
-    pub key: Arc<Value>,
+    pub key: Canonical,
     pub extra_args: Vec<String>,
     pub gpus_needed: u32,
 }
@@ -156,7 +155,7 @@ impl Plan {
         for step in self.steps.iter_mut().filter(|s| s.kind == StepKind::Report) {
             if let Ok(mut p) = step.typed::<steps::report::Params>() {
                 p.search = Some(summary.clone());
-                step.params = Arc::new(serde_json::to_value(&p).unwrap_or_default());
+                step.params = Canonical::of(&p);
             }
         }
     }
@@ -212,7 +211,7 @@ impl Step {
     /// This step's parameters as its kind's `Params` (`steps::measure::Params`, …),
     /// exactly as its key holds them.
     pub fn typed<P: serde::de::DeserializeOwned>(&self) -> Result<P, serde_json::Error> {
-        serde_json::from_value((*self.params).clone())
+        self.params.typed()
     }
 
     /// What the runs file remembers of this step, done under `key`.
