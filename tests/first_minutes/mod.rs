@@ -93,3 +93,39 @@ fn completions_are_printed_for_each_shell() {
     }
     p.pipeline(&["completions", "tcsh"]).status(2);
 }
+
+/// The README's second command builds on the first: every crate the run build compiles
+/// is resolved with the same features when the tests' dev-dependencies join, so
+/// `cargo test` after `cargo run` compiles only this crate and the dev-dependencies
+/// (a dev-dependency that switches on a feature of a shared crate recompiles it and
+/// everything above it: polars twice, minutes on two cores). `cargo tree` resolves
+/// both builds without compiling.
+#[test]
+fn the_test_build_compiles_no_crate_of_the_run_build_again() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let resolve = |edges: &str| -> BTreeMap<String, BTreeSet<String>> {
+        let out = std::process::Command::new(&cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["tree", "--locked", "--offline", "-e", edges, "--prefix", "none", "-f", "{p}|{f}"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo tree -e {edges}: {}", String::from_utf8_lossy(&out.stderr));
+        let mut crates: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let Some((package, features)) = line.split_once('|') else { continue };
+            // `name vX.Y.Z`, then perhaps a path, `(proc-macro)` or `(*)`: the first two words name it.
+            let name: Vec<&str> = package.split_whitespace().take(2).collect();
+            crates.entry(name.join(" ")).or_default().insert(features.trim_end_matches(" (*)").to_string());
+        }
+        crates
+    };
+    let (run, test) = (resolve("normal,build"), resolve("normal,build,dev"));
+    assert!(run.len() > 100 && test.len() > run.len(), "{} crates to run, {} to test", run.len(), test.len());
+    let twice: Vec<String> = run
+        .iter()
+        .filter(|(name, features)| test.get(*name) != Some(*features))
+        .map(|(name, features)| format!("{name}: {features:?} to run, {:?} to test", test.get(name)))
+        .collect();
+    assert!(twice.is_empty(), "the test build resolves these with other features (align them in Cargo.toml):\n{}", twice.join("\n"));
+}
