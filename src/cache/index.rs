@@ -130,7 +130,8 @@ impl Index {
             let n = r.u16()?;
             for _ in 0..n {
                 let (path, size, mtime) = r.file()?;
-                if !fresh(path, size, mtime) {
+                // 0 is every mtime before 1970: it vouches for nothing (put never writes it).
+                if mtime == 0 || !fresh(path, size, mtime) {
                     return None;
                 }
             }
@@ -139,8 +140,16 @@ impl Index {
         checked.map_or(Check::Stale, Check::Fresh)
     }
 
-    /// Remember `record` (a publish, or a lookup that checked the manifest).
+    /// Remember `record` (a publish, or a lookup that checked the manifest). An entry
+    /// the index cannot hold whole (more files than its count holds, a path longer than
+    /// its length holds) or whose mtimes it could not tell apart (any before 1970 reads
+    /// as 0) is left to its manifest, and forgotten if it was indexed.
     pub fn put(&self, record: Record) {
+        let fits = record.files.len() <= u16::MAX as usize
+            && record.files.iter().all(|f| f.path.len() <= u16::MAX as usize && f.mtime_ns > 0);
+        if !fits {
+            return self.drop_key(&record.key);
+        }
         self.changes.lock().unwrap_or_else(|e| e.into_inner()).insert(record.key, Some(record));
     }
 
@@ -171,8 +180,9 @@ impl Index {
         let trailer = blake3::hash(&out);
         out.extend_from_slice(trailer.as_bytes());
         let path = root.join(FILE);
-        let tmp = root.join(format!("{FILE}.tmp-{}", std::process::id()));
-        if let Err(e) = fs::write(&tmp, &out).and_then(|()| fs::rename(&tmp, &path)) {
+        // Written in `tmp/`, where a run killed mid-write leaves it for `cache gc`.
+        let tmp = root.join("tmp").join(format!("{FILE}-{}", std::process::id()));
+        if let Err(e) = fs::create_dir_all(root.join("tmp")).and_then(|()| fs::write(&tmp, &out)).and_then(|()| fs::rename(&tmp, &path)) {
             // A full disk leaves the old index whole: it is a hint, so nothing is lost.
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -187,14 +197,11 @@ fn write_record(out: &mut Vec<u8>, r: &Record) {
     let kind = &r.kind.as_bytes()[..r.kind.len().min(255)];
     out.push(kind.len() as u8);
     out.extend_from_slice(kind);
-    // Entries hold a handful of files (a datagen step one image per turn); one that
-    // cannot be indexed whole is left to its manifest.
-    let files = &r.files[..r.files.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(files.len() as u16).to_le_bytes());
-    for f in files {
-        let path = &f.path.as_bytes()[..f.path.len().min(u16::MAX as usize)];
-        out.extend_from_slice(&(path.len() as u16).to_le_bytes());
-        out.extend_from_slice(path);
+    // `put` admits only records whose counts and lengths fit their fields.
+    out.extend_from_slice(&(r.files.len() as u16).to_le_bytes());
+    for f in &r.files {
+        out.extend_from_slice(&(f.path.len() as u16).to_le_bytes());
+        out.extend_from_slice(f.path.as_bytes());
         out.extend_from_slice(&f.size.to_le_bytes());
         out.extend_from_slice(&f.mtime_ns.to_le_bytes());
     }
@@ -303,6 +310,53 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[40] ^= 1;
         assert!(Index::parse(flipped).is_none());
+    }
+
+    /// An entry with more files than the count field holds, or a file from before 1970
+    /// (whose mtime reads as 0, so two such mtimes look alike), is not indexed, and is
+    /// forgotten if it was: its manifest decides, which checks every file.
+    #[test]
+    fn entries_the_index_cannot_hold_whole_are_left_to_their_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::read(dir.path());
+        index.put(record(1));
+        index.put(record(2));
+        index.save(dir.path()).unwrap();
+        let index = Index::read(dir.path());
+        let mut many = record(1);
+        many.files = (0..=u16::MAX as usize).map(|i| Seen { path: format!("images/{i}.jpg"), size: 1, mtime_ns: 1 }).collect();
+        index.put(many);
+        let mut old = record(2);
+        old.files[1].mtime_ns = 0;
+        index.put(old);
+        let mut new = record(3);
+        new.files[0].mtime_ns = 0;
+        index.put(new);
+        index.save(dir.path()).unwrap();
+        let index = Index::read(dir.path());
+        assert_eq!((index.len(), index.get(&[1; 32]), index.get(&[2; 32]), index.get(&[3; 32])), (0, None, None, None));
+        // A foreign index that holds an mtime of 0 vouches for nothing.
+        let mut zero = record(4);
+        zero.files[0].mtime_ns = 0;
+        let mut bytes = MAGIC.to_vec();
+        write_record(&mut bytes, &zero);
+        let trailer = blake3::hash(&bytes);
+        bytes.extend_from_slice(trailer.as_bytes());
+        let index = Index::parse(bytes).unwrap();
+        assert_eq!(index.check("measure", &[4; 32], |_, _, _| true), Check::Stale);
+    }
+
+    /// The file is written in `tmp/` and renamed: a run killed mid-write leaves it
+    /// where `cache gc` clears, not beside the index for good.
+    #[test]
+    fn the_index_is_written_through_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::read(dir.path());
+        index.put(record(1));
+        index.save(dir.path()).unwrap();
+        let names: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names.iter().filter(|n| n.starts_with(FILE)).collect::<Vec<_>>(), [FILE], "{names:?}");
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
     }
 
     #[test]

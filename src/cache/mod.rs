@@ -37,6 +37,8 @@ pub enum CacheError {
         #[source]
         source: io::Error,
     },
+    #[error("the run record `{}` cannot be read ({reason}): `cache gc` keeps what each experiment's last run used, and cannot tell that for this one", .path.display())]
+    BadRecord { path: PathBuf, reason: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
@@ -325,8 +327,11 @@ impl Cache {
         fs::read(self.runs_path(experiment)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
     }
 
-    /// The digest of a run record's (step id, key) pairs, kept beside the record so
-    /// that a no-op run can tell it has nothing to save without parsing the record.
+    /// The digest of a run record's (step id, key) pairs, with the size and mtime the
+    /// record had when it was written, kept beside the record so that a no-op run can
+    /// tell it has nothing to save without parsing the record. The record's size and
+    /// mtime tie the digest to the record it describes: a record deleted, replaced or
+    /// edited since (by hand, or by an older `pipeline` that wrote no digest) is parsed.
     fn sum_path(&self, experiment: &str) -> PathBuf {
         self.root.join("runs").join(format!("{experiment}.sum"))
     }
@@ -349,7 +354,9 @@ impl Cache {
             sorted.sort_unstable();
             sorted.dedup_by_key(|(id, _)| *id);
             if sorted.len() == ids.len()
-                && fs::read_to_string(self.sum_path(experiment)).is_ok_and(|sum| sum == Self::pairs_digest(sorted.into_iter()))
+                && let Ok(sum) = fs::read_to_string(self.sum_path(experiment))
+                && let Ok(meta) = fs::metadata(self.runs_path(experiment))
+                && sum == Self::sum_text(&Self::pairs_digest(sorted.into_iter()), &meta)
             {
                 return true;
             }
@@ -379,20 +386,34 @@ impl Cache {
         }
         write_whole(&path, &serde_json::to_vec(records).unwrap_or_default())?;
         // A full disk here costs the next no-op run a parse, nothing more.
-        let _ = write_whole(&sum, Self::pairs_digest(records.iter().map(|(id, r)| (id.as_str(), r.key.as_str()))).as_bytes());
+        if let Ok(meta) = fs::metadata(&path) {
+            let pairs = Self::pairs_digest(records.iter().map(|(id, r)| (id.as_str(), r.key.as_str())));
+            let _ = write_whole(&sum, Self::sum_text(&pairs, &meta).as_bytes());
+        }
         Ok(())
     }
 
-    /// Every experiment's last-run records (for `cache gc`).
-    pub fn all_runs(&self) -> Vec<(String, BTreeMap<String, StepRecord>)> {
-        let Ok(dir) = fs::read_dir(self.root.join("runs")) else { return Vec::new() };
-        dir.filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| {
-                let name = e.path().file_stem()?.to_string_lossy().into_owned();
-                Some((name.clone(), self.last_run(&name)))
-            })
-            .collect()
+    /// What the digest file holds: the pairs' digest, and the record's size and mtime.
+    fn sum_text(pairs: &str, record: &fs::Metadata) -> String {
+        format!("{pairs} {} {}\n", record.len(), mtime_ns(record))
+    }
+
+    /// Every experiment's last-run records (for `cache gc`). A record that cannot be
+    /// read is an error: `gc` would otherwise keep nothing of that experiment.
+    pub fn all_runs(&self) -> Result<Vec<(String, BTreeMap<String, StepRecord>)>, CacheError> {
+        let Ok(dir) = fs::read_dir(self.root.join("runs")) else { return Ok(Vec::new()) };
+        let mut runs = Vec::new();
+        for entry in dir.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            let records = serde_json::from_slice(&bytes).map_err(|e| CacheError::BadRecord { path: path.clone(), reason: e.to_string() })?;
+            runs.push((name, records));
+        }
+        Ok(runs)
     }
 
     /// Remove entries no record references; returns (entries removed, bytes freed).
@@ -531,16 +552,33 @@ mod tests {
         let more: HashSet<&str> = ["s1", "s2", "s3"].into_iter().collect();
         assert!(!cache.run_matches("exp", &more, [("s3", &c)].into_iter()), "a new step has no record yet");
 
-        // With every step done, the digest beside the record answers: the record is
-        // not read (here: garbled), and a key change still shows.
-        fs::write(cache.runs_path("exp"), "garbled").unwrap();
-        assert!(cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()));
+        // With every step done, the digest beside the record answers (the record is
+        // not parsed), and a key change still shows.
+        let record_file = cache.runs_path("exp");
+        let mut garbled = fs::read(&record_file).unwrap();
+        garbled[0] = b'#';
+        let old = fs::File::open(&record_file).unwrap().metadata().unwrap().modified().unwrap();
+        fs::write(&record_file, &garbled).unwrap();
+        fs::File::options().write(true).open(&record_file).unwrap().set_modified(old).unwrap();
+        assert!(cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()), "same size and mtime: not parsed");
         assert!(!cache.run_matches("exp", &ids, [("s1", &a), ("s2", &c)].into_iter()));
+        // A record replaced, edited or deleted since the digest was written is parsed:
+        // an older binary may have rewritten it, and a run must then rewrite it again.
+        fs::write(&record_file, "garbled").unwrap();
+        assert!(!cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()), "the digest is not the record's");
+        fs::remove_file(&record_file).unwrap();
+        assert!(!cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()), "no record, only its digest");
         // Without the digest (a crash between the two writes), the record is parsed.
+        cache.save_run("exp", &saved).unwrap();
         fs::remove_file(cache.sum_path("exp")).unwrap();
+        assert!(cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()), "parsed, and it matches");
+        fs::write(&record_file, "garbled").unwrap();
         assert!(!cache.run_matches("exp", &ids, [("s1", &a), ("s2", &b)].into_iter()), "garbled record");
         cache.save_run("exp", &saved).unwrap();
-        assert_eq!(cache.all_runs().len(), 1, "the digest file is not a run record");
+        assert_eq!(cache.all_runs().unwrap().len(), 1, "the digest file is not a run record");
+        fs::write(&record_file, "garbled").unwrap();
+        let err = cache.all_runs().unwrap_err().to_string();
+        assert!(err.contains("exp.json"), "{err}");
     }
 
     fn publish_one(cache: &Cache, content: &str) -> Digest {

@@ -35,12 +35,13 @@ impl From<config::ConfigError> for Failure {
 
 impl From<CacheError> for Failure {
     fn from(e: CacheError) -> Self {
-        let hint = matches!(e, CacheError::Locked(_));
-        let error = anyhow::Error::from(e);
-        let error = if hint {
-            error.context("cannot lock the cache").hint("wait for the other run to finish, or point one of them at another --cache")
-        } else {
-            error
+        let error = match &e {
+            CacheError::Locked(_) => anyhow::Error::from(e)
+                .context("cannot lock the cache")
+                .hint("wait for the other run to finish, or point one of them at another --cache"),
+            CacheError::BadRecord { .. } => anyhow::Error::from(e)
+                .hint("run that experiment again (its record is rewritten), or delete the record if the experiment is gone, then gc"),
+            CacheError::Io { .. } => anyhow::Error::from(e),
         };
         Failure { error, kind: Kind::Environment }
     }
@@ -633,7 +634,7 @@ fn dag(file: Option<&Path>, format: DagFormat) -> Result<Outcome, Failure> {
 
 fn gc(cache: &Cache) -> Result<Outcome, Failure> {
     let _lock = cache.lock()?;
-    let keep: HashSet<String> = cache.all_runs().into_iter().flat_map(|(_, records)| records.into_values().map(|r| r.key)).collect();
+    let keep: HashSet<String> = cache.all_runs()?.into_iter().flat_map(|(_, records)| records.into_values().map(|r| r.key)).collect();
     let (n, bytes) = cache.gc(&keep)?;
     eprintln!(
         "removed {n} cache entries ({:.1} MB); kept {} referenced by the last run of each experiment",

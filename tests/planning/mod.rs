@@ -183,3 +183,28 @@ fn cache_gc_drops_only_unreferenced_entries() {
     assert!(out.stderr.contains("removed 5 cache entries"), "{}", out.stderr);
     assert!(p.plan_json().iter().all(|s| s["state"] == "fresh"));
 }
+
+/// The run record's digest (`runs/<name>.sum`) vouches only for the record it was
+/// written with: a record deleted (or rewritten by an older binary) while the digest
+/// stays is written again by the next no-op run, so `cache gc` keeps its entries; and
+/// a record that cannot be read stops gc rather than let it keep nothing.
+#[test]
+fn a_run_record_gone_from_under_its_digest_is_written_again() {
+    let p = Project::with_base("gcsum");
+    p.run_ok();
+    let runs = p.path().join("cache/runs");
+    let record = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    std::fs::remove_file(&record).unwrap();
+    p.pipeline(&["run", "experiments/t.toml"]).status(0).stderr_has("0 ran");
+    assert!(record.exists(), "the no-op run writes the record again");
+    p.pipeline(&["cache", "gc"]).status(0).stderr_has("removed 0 cache entries");
+    std::fs::write(&record, "{").unwrap();
+    let out = p.pipeline(&["cache", "gc"]);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("cannot be read") && out.stderr.contains("run that experiment again"), "{}", out.stderr);
+    assert!(p.plan_json().iter().all(|s| s["state"] == "fresh"), "gc removed nothing");
+}
