@@ -26,9 +26,43 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Read a Parquet file on the calling thread. Handing its columns to polars' thread
+/// pool would block this thread, and a rayon thread (the aggregate reads its cells'
+/// files in parallel) runs its pool's next job while it waits, whose read blocks again:
+/// the stack grew with the number of files, and 90,000 cells overflowed it. Our files
+/// are one cell's each; the parallelism is across them.
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     ParquetReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?)
+        .read_parallel(ParallelStrategy::None)
         .finish()
         .map_err(anyhow::Error::from)
         .with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reading many files from a rayon pool other than polars' own: a read that hands
+    /// its columns to polars' pool blocks its thread, which meanwhile runs the next
+    /// file's read from its own pool, which blocks again: the stack grows with the
+    /// number of files (an aggregate of 90,000 cells overflowed 32 MiB). Each file is
+    /// read on the calling thread, so a small stack reads thousands.
+    #[test]
+    fn many_files_read_from_another_pool_do_not_nest() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = 3000;
+        let mut df = df!("a" => (0..64).collect::<Vec<u32>>(), "b" => (0..64).map(|i| i as f64).collect::<Vec<f64>>(),
+            "c" => (0..64).map(|i| format!("row {i}")).collect::<Vec<String>>())
+        .unwrap();
+        for i in 0..n {
+            write_parquet(&mut df, &dir.path().join(format!("{i}.parquet"))).unwrap();
+        }
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).stack_size(256 << 10).build().unwrap();
+        let rows: usize = pool.install(|| {
+            use rayon::prelude::*;
+            (0..n).into_par_iter().map(|i| read_parquet(&dir.path().join(format!("{i}.parquet"))).unwrap().height()).sum()
+        });
+        assert_eq!(rows, 64 * n);
+    }
 }

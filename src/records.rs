@@ -624,8 +624,10 @@ fn read_table(dir: &Path, name: &str, columns: Option<&[&str]>) -> Result<DataFr
     let path = dir.join(format!("{name}.parquet"));
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let columns = columns.map(|c| c.iter().map(|c| (*c).into()).collect());
+    // On this thread, as export::read_parquet says why.
     ParquetReader::new(file)
         .with_columns(columns)
+        .read_parallel(ParallelStrategy::None)
         .finish()
         .map_err(anyhow::Error::from)
         .with_context(|| format!("reading {}", path.display()))

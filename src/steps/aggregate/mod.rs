@@ -68,7 +68,9 @@ impl Params {
 
 /// Aggregate the measures `inputs` (step id, output folder) into `out`.
 pub fn run(p: &Params, inputs: &[(String, PathBuf)], out: &Path) -> Result<()> {
-    // Reading Parquet in polars recurses deeper than rayon's default 2 MiB stacks allow.
+    // A pool of our own, with room on its stacks, on which the cells' files are read
+    // in parallel (each file on the thread that reads it: export::read_parquet says
+    // why; before that, 90,000 cells overflowed even these stacks).
     let pool = rayon::ThreadPoolBuilder::new().stack_size(32 << 20).build()?;
     pool.install(|| run_in_pool(inputs, &p.slo, out))
 }
