@@ -72,6 +72,9 @@ pub struct RequestRow {
     pub error_detail: String,
     /// The model's answer as streamed, API keys redacted.
     pub answer: String,
+    /// The trace id the request's W3C `traceparent` carried, 32 hex digits (none:
+    /// no `traceparent` was sent).
+    pub trace_id: Option<String>,
 }
 
 /// One row of `quality`: a measured turn scored by one method.
@@ -521,6 +524,7 @@ pub fn write_requests(cell: &[(String, String)], rows: &[RequestRow], out: &Path
         column!(rows, "error", |r| r.error.as_str()),
         column!(rows, "error_detail", |r| r.error_detail.as_str()),
         column!(rows, "answer", |r| r.answer.as_str()),
+        column!(rows, "trace_id", |r| r.trace_id.clone()),
     ]);
     export::write_table(&mut DataFrame::new(rows.len(), cols)?, out, "requests")
 }

@@ -265,6 +265,7 @@ async fn start(
         },
         gpus: Vec::new(),
         resets_hang: resets_hang.clone(),
+        traceparent: config.send_traceparent,
     };
     match spec.backend {
         Backend::Endpoint => {
@@ -302,7 +303,10 @@ async fn start(
         ..records::Server::default()
     };
     let gpus = launch.gpus(spec.gpus_needed);
-    Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus, resets_hang }))
+    Ok((
+        Some(child),
+        Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus, resets_hang, traceparent: config.send_traceparent },
+    ))
 }
 
 /// Launch server `spec` and wait until it is healthy and serves its model: the process,

@@ -488,6 +488,7 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
             error: r.error.clone(),
             error_detail: r.error_detail.clone(),
             answer: r.answer.clone(),
+            ..RequestRow::default()
         })
         .collect();
     records::write_requests(&p.cell, &requests, out)?;

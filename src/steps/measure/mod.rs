@@ -40,7 +40,9 @@ pub mod scrape;
 /// `/metrics` scraped beside the requests.
 /// 7: under `salt`, images carry the cell's nonce; non-finite `/metrics` samples
 /// dropped and counted; label values redacted.
-pub const VERSION: u32 = 7;
+/// 8: a W3C `traceparent` per request (`trace_id`); the server's spans received and
+/// joined (`spans.parquet`, `server_*_ms`, `meta.json`'s `spans`).
+pub const VERSION: u32 = 8;
 
 /// Attempts per turn when the server answers 429.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -106,6 +108,8 @@ pub struct Endpoint {
     /// cells are salted at once rather than wait for it again (one per server, shared
     /// by every cell that measures on it).
     pub resets_hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests carry a W3C `traceparent` (`send-traceparent`).
+    pub traceparent: bool,
 }
 
 /// One request as recorded.
@@ -151,6 +155,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         api_key: endpoint.api_key.clone(),
         timeout,
         secrets: endpoint.secrets.clone(),
+        traceparent: endpoint.traceparent,
     });
     let wire = Wire {
         client: client::http_client(p.batch_size as usize + 1)?,
@@ -749,5 +754,6 @@ fn request_row(r: &Record) -> RequestRow {
         error: ex.error.name().to_string(),
         error_detail: ex.error_detail.clone(),
         answer: ex.answer.clone(),
+        trace_id: ex.trace_id.map(|id| id.hex()),
     }
 }
