@@ -119,6 +119,7 @@ fn cell(dir: &Path, coords: &[(String, String)], k: usize) {
         errors: 0,
         dataset: None,
         trace: None,
+        spans: None,
     };
     pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {

@@ -161,6 +161,8 @@ pub struct Target {
     pub secrets: Secrets,
     /// Each request carries a W3C `traceparent` with a fresh trace id.
     pub traceparent: bool,
+    /// The receiver of the server's spans, told each trace id before its request goes.
+    pub spans: Option<std::sync::Arc<crate::otlp::Receiver>>,
 }
 
 /// A client for measurements: no proxy (a stray `HTTP_PROXY` must not sit between us
@@ -259,6 +261,9 @@ pub async fn exchange(client: &reqwest::Client, target: &Target, request_id: &st
     let mut req = client.post(&target.url).header("content-type", "application/json").header("x-request-id", request_id).body(body);
     if target.traceparent {
         let id = TraceId::random();
+        if let Some(receiver) = &target.spans {
+            receiver.expect(id);
+        }
         req = req.header("traceparent", id.traceparent());
         ex.trace_id = Some(id);
     }

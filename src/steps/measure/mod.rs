@@ -32,6 +32,7 @@ use crate::steps::datagen::{Dataset, Part, Turn};
 pub mod isolation;
 pub mod replay;
 pub mod scrape;
+pub mod spans;
 
 /// Bump when recorded files would change.
 /// 5: `retry_after_s`; keys redacted; redirects, oversized answers and non-event-stream
@@ -110,6 +111,9 @@ pub struct Endpoint {
     pub resets_hang: Arc<std::sync::atomic::AtomicBool>,
     /// Requests carry a W3C `traceparent` (`send-traceparent`).
     pub traceparent: bool,
+    /// The receiver of the server's spans, for as long as the server is in use (none:
+    /// the server does not trace).
+    pub spans: Option<Arc<crate::otlp::Receiver>>,
 }
 
 /// One request as recorded.
@@ -156,6 +160,7 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         timeout,
         secrets: endpoint.secrets.clone(),
         traceparent: endpoint.traceparent,
+        spans: endpoint.spans.clone(),
     });
     let wire = Wire {
         client: client::http_client(p.batch_size as usize + 1)?,
@@ -246,7 +251,8 @@ async fn write_down(
         }
         Err(reason) => Available::No { reason },
     };
-    write_records(p, &records, out)?;
+    let (joined, spans) = spans::join(endpoint, &records, out).await?;
+    write_records(p, &records, &joined, out)?;
     let mut written = Written {
         meta: Meta {
             tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
@@ -261,6 +267,7 @@ async fn write_down(
             errors: 0,
             dataset: None,
             trace: None,
+            spans: Some(spans),
         },
         records,
     };
@@ -700,8 +707,8 @@ fn ms(from: u64, to: Option<u64>) -> Option<f64> {
 }
 
 /// The cell's `requests` and `chunks` (those of measured requests only).
-fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
-    let rows: Vec<RequestRow> = records.iter().map(request_row).collect();
+fn write_records(p: &Params, records: &[Record], joined: &[spans::Joined], out: &Path) -> Result<()> {
+    let rows: Vec<RequestRow> = records.iter().zip(joined).map(|(r, j)| j.fill(request_row(r))).collect();
     records::write_requests(&p.cell, &rows, out)?;
     let mut chunks = Vec::new();
     for r in records.iter().filter(|r| !r.warmup) {
@@ -755,5 +762,7 @@ fn request_row(r: &Record) -> RequestRow {
         error_detail: ex.error_detail.clone(),
         answer: ex.answer.clone(),
         trace_id: ex.trace_id.map(|id| id.hex()),
+        // Filled from the server's span, if one came ([`spans::Joined::fill`]).
+        ..RequestRow::default()
     }
 }

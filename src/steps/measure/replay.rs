@@ -87,6 +87,7 @@ pub async fn run(p: &Params, trace: &Trace, path: &Path, endpoint: &Endpoint, ha
         timeout,
         secrets: endpoint.secrets.clone(),
         traceparent: endpoint.traceparent,
+        spans: endpoint.spans.clone(),
     });
     let client = client::http_client(64)?;
 

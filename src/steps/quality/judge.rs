@@ -122,6 +122,7 @@ pub async fn ask(
         secrets: endpoint.secrets.clone(),
         // The judge's requests are not measured: no trace context.
         traceparent: false,
+        spans: None,
     };
     let http = client::http_client(IN_FLIGHT)?;
     let (target, http) = (&target, &http);
