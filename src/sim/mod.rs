@@ -207,11 +207,17 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (tx, rx) = std::sync::mpsc::channel();
-    let spans = opts.otlp_traces_endpoint.clone().map(|url| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(export_spans(url, rx));
-        tx
-    });
+    // The exporter's client is built before the first request (building one takes
+    // tens of milliseconds, which would otherwise land in a request's timing).
+    let spans = match opts.otlp_traces_endpoint.clone() {
+        Some(url) => {
+            let client = crate::client::builder().timeout(Duration::from_secs(10)).build()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(export_spans(client, url, rx));
+            Some(tx)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         spans,
         opts,
@@ -938,9 +944,8 @@ impl Drop for TimedBody {
 /// Post finished requests' spans to `url` as vLLM's batch exporter does: a batch every
 /// `OTEL_BSP_SCHEDULE_DELAY` ms (default 100) while there are any. A receiver that
 /// fails or refuses loses the batch, as with vLLM.
-async fn export_spans(url: String, mut rx: mpsc::UnboundedReceiver<ServerSpan>) {
+async fn export_spans(client: reqwest::Client, url: String, mut rx: mpsc::UnboundedReceiver<ServerSpan>) {
     let delay = std::env::var("OTEL_BSP_SCHEDULE_DELAY").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(100);
-    let Ok(client) = crate::client::builder().timeout(Duration::from_secs(10)).build() else { return };
     while let Some(first) = rx.recv().await {
         tokio::time::sleep(Duration::from_millis(delay)).await;
         let mut batch = vec![first];

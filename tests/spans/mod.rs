@@ -95,11 +95,35 @@ fn the_simulators_breakdown_is_its_truth() {
     assert!(!again.ran().iter().any(|id| id.starts_with("measure")), "a cached rerun measured: {:?}", again.ran());
 }
 
-/// A launched simulator traces by default: every request of every cell joins its span.
+/// A launched simulator traces by default: every request of every cell joins its span,
+/// and the report says where the time went, in a chart that reads in Chromium.
 #[test]
 fn a_launched_simulator_traces() {
     let p = Project::with_base("spans-launched");
     p.run_ok();
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("## Where the time went") && readme.contains("(breakdown.svg)"), "{readme}");
+    assert!(readme.contains("dominates the slowest turn") && readme.contains("median outside the server"), "{readme}");
+    assert!(!readme.contains("No spans"), "{readme}");
+    assert!(p.path().join("reports/t/breakdown.csv").exists() && p.path().join("reports/t/breakdown_per_turn.csv").exists());
+    let measure = r#"
+  var h = [...d.querySelectorAll('h2')].find(e => e.textContent == 'Where the time went');
+  var fig = h; while (fig && fig.tagName != 'FIGURE') fig = fig.nextElementSibling;
+  var svg = fig.querySelector('svg'), r = svg.getBoundingClientRect();
+  var texts = [...svg.querySelectorAll('text')].map(t => t.textContent.trim());
+  return { width: Math.round(r.width), height: Math.round(r.height), bars: svg.querySelectorAll('rect').length,
+           legend: ['queue', 'preprocessing', 'prefill', 'decode', 'outside the server'].every(n => texts.includes(n)),
+           scroll: d.documentElement.scrollWidth, page: d.documentElement.clientWidth };"#;
+    if let Some(m) = super::reports::in_chromium(&p.path().join("reports/t/index.html"), measure) {
+        for view in ["wide", "phone"] {
+            let v = &m[view];
+            let at = |k: &str| v[k].as_i64().unwrap();
+            assert!(at("width") > 300 && at("height") > 200 && at("width") <= at("page"), "{view}: the chart's size: {v}");
+            // Two curves × two turns × five parts, beside the frame and the legend's keys.
+            assert!(at("bars") >= 20 && v["legend"] == true, "{view}: the bars and their legend: {v}");
+            assert!(at("scroll") <= at("page"), "{view}: the page scrolls sideways: {v}");
+        }
+    }
     let tables = p.requests_tables("measure");
     assert_eq!(tables.len(), 4);
     for row in tables.iter().flatten() {
@@ -128,6 +152,15 @@ fn a_server_without_spans_is_said() {
     }
     let rows: Vec<Row> = p.requests_tables("measure").into_iter().flatten().filter(|r| r["model"] == "a").collect();
     assert!(!rows.is_empty() && rows.iter().all(|r| r["span_missing"] == "server does not trace" && r["server_e2e_ms"].is_empty()));
+    p.pipeline(&["report", "experiments/t.toml"]).status(0);
+    let readme = p.read("reports/t/README.md");
+    assert!(readme.contains("2 of 4 cell(s) have no spans (server does not trace)"), "{readme}");
+    // No model traces: said once, with the flags to add, and no chart.
+    p.edit("backend = \"sim\"\nserved-name = \"b-spans-off\"", "backend = \"sim\"\nserved-name = \"b-spans-off\"\ntraces = false");
+    p.run_ok();
+    let readme = p.read("reports/t/README.md");
+    assert_eq!(readme.matches("No spans: tracing not enabled on the server").count(), 1, "{readme}");
+    assert!(readme.contains("--otlp-traces-endpoint") && !readme.contains("breakdown.svg"), "{readme}");
 
     // Told nothing, the server sends nothing: each request waited for in vain, briefly.
     let sim = start_sim(&["--served-model-name", "spans-silent"]);
