@@ -260,6 +260,8 @@ fn spans_explain_every_request(p: &Project, cells: &std::collections::BTreeMap<(
     }
     let report = p.read("reports/v/README.md");
     assert!(report.contains("dominates the slowest turn"), "{report}");
+    // Where its start went, by the server's own start-up spans.
+    assert!(report.contains("its start, by its own spans: ") && report.contains("Overall Loading"), "{report}");
 }
 
 /// `[quality]` on the real server's answers: each curve's `exact` share in the report

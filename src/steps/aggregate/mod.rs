@@ -46,6 +46,9 @@ use crate::stats;
 /// 6: `breakdown` and `breakdown_per_turn`, from the server's spans.
 pub const VERSION: u32 = 6;
 
+/// Start-up spans of a server that `runs.json` keeps, the longest first.
+const STARTUP_SHOWN: usize = 4;
+
 /// Latency metrics with full statistics in `summary` (`{metric}_{stat}_ms`).
 pub const LATENCIES: [&str; 4] = ["ttft", "itl", "tpot", "e2e"];
 /// The statistics of each latency metric, with their quantile (None: not a quantile).
@@ -300,6 +303,12 @@ fn runs(metas: &[Meta]) -> Vec<serde_json::Value> {
         {
             command[p + 1] = "PORT".into();
         }
+        // The receiver's port, too (a free one, picked per server start).
+        if let Some(p) = command.iter().position(|a| a == "--otlp-traces-endpoint")
+            && p + 1 < command.len()
+        {
+            command[p + 1] = format!("http://127.0.0.1:PORT{}", crate::otlp::ROUTE);
+        }
         let mut entry = serde_json::json!({
             "backend": server.backend,
             "command": if command.is_empty() { serde_json::Value::Null } else { command.join(" ").into() },
@@ -314,6 +323,13 @@ fn runs(metas: &[Meta]) -> Vec<serde_json::Value> {
         // Imported results: the file, its format and what it does not record.
         if let Some(import) = &server.import {
             entry["import"] = serde_json::json!(import);
+        }
+        // Where a slow start went: the server's own longest start-up spans.
+        if let Some(spans) = meta.spans.as_ref().and_then(|s| s.as_ref()).filter(|s| !s.startup.is_empty()) {
+            let mut longest = spans.startup.clone();
+            longest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+            longest.truncate(STARTUP_SHOWN);
+            entry["startup"] = serde_json::json!(longest);
         }
         // Under Slurm: the job and node (only then, so local reports do not change).
         if let Some(slurm) = &server.slurm {
