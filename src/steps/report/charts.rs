@@ -131,6 +131,9 @@ pub fn cached_share(df: &DataFrame) -> Result<Option<Chart>> {
     Ok(Some(Chart { file: "cached_share.svg".into(), title, svg }))
 }
 
+/// One curve's stacked bars: per turn (from 1), the parts' heights in ms.
+type Stacks = Vec<(f64, Vec<f64>)>;
+
 /// Most curves the time-breakdown chart draws, a panel each (the table has them all).
 pub const BREAKDOWN_PANELS: usize = 4;
 
@@ -147,7 +150,7 @@ pub fn breakdown(df: &DataFrame) -> Result<Option<Chart>> {
     let parts: Vec<Vec<Option<f64>>> =
         crate::steps::aggregate::breakdown::COMPONENTS.iter().map(|(_, c)| f64s(df, c)).collect::<Result<_>>()?;
     // Curve → (turn, the parts' heights).
-    let mut bars: BTreeMap<&str, Vec<(f64, Vec<f64>)>> = BTreeMap::new();
+    let mut bars: BTreeMap<&str, Stacks> = BTreeMap::new();
     for r in 0..df.height() {
         let Some(t) = turn[r] else { continue };
         // A part the server did not give (or a negative remainder) draws as nothing.
@@ -157,7 +160,7 @@ pub fn breakdown(df: &DataFrame) -> Result<Option<Chart>> {
     if bars.is_empty() {
         return Ok(None);
     }
-    let shown: Vec<(&str, Vec<(f64, Vec<f64>)>)> = bars.into_iter().take(BREAKDOWN_PANELS).collect();
+    let shown: Vec<(&str, Stacks)> = bars.into_iter().take(BREAKDOWN_PANELS).collect();
     let top = shown.iter().flat_map(|(_, b)| b.iter().map(|(_, h)| h.iter().sum::<f64>())).fold(1.0, f64::max) * 1.1;
     let (_, top) = axis_range(0.0, top, 1.0);
     let legend_names = ["queue", "preprocessing", "prefill", "decode", "outside the server"];
