@@ -202,3 +202,41 @@ fn tracing_keys_are_checked() {
     p.write("experiments/t.toml", &text);
     p.pipeline(&["plan", "experiments/t.toml"]).status(2).stderr_has("models.s.otlp-receiver").stderr_has("is not an IP address and port");
 }
+
+/// A hosted API gets no `traceparent` unless the model asks (`send-traceparent =
+/// true`); then each request carries its own, as recorded in `trace_id`. Either way
+/// no span can come: the rows say the server does not trace.
+#[test]
+fn a_hosted_api_gets_a_traceparent_only_when_asked() {
+    use super::fake::{FakeServer, Reply};
+    let api = FakeServer::start(|_| Reply::Ok("text/event-stream", super::hardening::stream_of("an answer")));
+    let p = Project::new();
+    let model = |extra: &str| {
+        format!(
+            "[models.o]\nbackend = \"openai\"\nurl = \"{}\"\nserved-name = \"gpt\"\napi-key-env = \"PIPELINE_TEST_SPANS_KEY\"\n{extra}\n",
+            api.base
+        )
+    };
+    let env = [("PIPELINE_TEST_SPANS_KEY", "k-test")];
+    p.write("experiments/t.toml", &super::hardening::experiment("hosted", &[model("")], ""));
+    assert_eq!(p.pipeline_env(&["run", "experiments/t.toml"], &env).code, 0);
+    let chats: Vec<_> = api.requests().into_iter().filter(|s| s.path.ends_with("/chat/completions")).collect();
+    assert_eq!(chats.len(), 2);
+    assert!(chats.iter().all(|s| s.header("traceparent").is_none()), "{chats:?}");
+    let rows: Vec<Row> = p.requests_tables("measure").into_iter().flatten().collect();
+    assert!(rows.iter().all(|r| r["trace_id"].is_empty() && r["span_missing"] == "server does not trace"), "{rows:?}");
+
+    p.write("experiments/t.toml", &super::hardening::experiment("hosted", &[model("send-traceparent = true")], ""));
+    assert_eq!(p.pipeline_env(&["run", "experiments/t.toml"], &env).code, 0);
+    let sent: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|s| s.path.ends_with("/chat/completions"))
+        .filter_map(|s| s.header("traceparent").map(String::from))
+        .collect();
+    assert_eq!(sent.len(), 2, "a traceparent per request");
+    let rows = p.requests_tables("measure").pop().unwrap();
+    for r in &rows {
+        assert!(sent.iter().any(|h| h.split('-').nth(1) == Some(r["trace_id"].as_str())), "{} not sent: {sent:?}", r["trace_id"]);
+    }
+}
