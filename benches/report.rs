@@ -117,6 +117,9 @@ fn cell(dir: &Path, coords: &[(String, String)], k: usize) {
         server_metrics: Available::no("not scraped in the bench"),
         requests: n - 1,
         errors: 0,
+        dataset: None,
+        trace: None,
+        spans: None,
     };
     pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {

@@ -89,7 +89,7 @@ fn main() {
             while http.get(format!("{base}/health")).send().await.is_err() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let target = Arc::new(Target { url: format!("{base}/v1/chat/completions"), api: Api::OpenAiChat, api_key: None, timeout: Duration::from_secs(30), secrets: Default::default() });
+            let target = Arc::new(Target { url: format!("{base}/v1/chat/completions"), api: Api::OpenAiChat, api_key: None, traceparent: false, spans: None, timeout: Duration::from_secs(30), secrets: Default::default() });
             let body = bytes::Bytes::from(format!(
                 r#"{{"model":"bench","stream":true,"stream_options":{{"include_usage":true}},"max_tokens":{TOKENS},"messages":[{{"role":"user","content":"hi"}}]}}"#
             ));

@@ -244,4 +244,8 @@ pub struct SimArgs {
     /// arrives (0: never), to exercise a server dying mid-measurement.
     #[arg(long, default_value_t = 0)]
     pub crash_at: u64,
+    /// Export an `llm_request` span per request that carried a `traceparent`, as OTLP
+    /// over HTTP with protobuf, to this URL (vLLM's flag of the same name).
+    #[arg(long)]
+    pub otlp_traces_endpoint: Option<String>,
 }

@@ -16,3 +16,11 @@ pub fn instant_to_ns(t: Instant) -> u64 {
     let (now, ns) = (Instant::now(), monotonic_ns());
     if t <= now { ns - (now - t).as_nanos() as u64 } else { ns + (t - now).as_nanos() as u64 }
 }
+
+/// A [`monotonic_ns`] time as nanoseconds since the Unix epoch (the wall clock's
+/// reading then), for formats that want wall-clock times (OTLP spans).
+pub fn unix_ns_of(t: u64) -> u64 {
+    let (mono, wall) =
+        (monotonic_ns(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64);
+    (wall + t).saturating_sub(mono)
+}

@@ -17,7 +17,8 @@
 //! over HTTP), [`gpu`] (NVML identity and telemetry), [`clock`] (the timestamps'
 //! clock), [`secrets`] (API keys, redacted), [`processes`] (what still runs),
 //! [`interrupt`] (signals: a clean stop, then a watchdog), [`untrusted`] (the one
-//! escaping function for text from outside), [`records`] (one type per result table,
+//! escaping function for text from outside), [`otlp`] (trace context sent with each
+//! request, and the receiver of the server's own spans), [`records`] (one type per result table,
 //! with the one writer and reader of each), [`stats`] (every statistic defined once:
 //! quantiles, bootstrap intervals, Pareto fronts, the baseline's significance test,
 //! SLO attainment and goodput) and [`export`] (tables as Parquet and CSV).
@@ -36,6 +37,7 @@ pub mod gpu;
 pub mod hash;
 pub mod interrupt;
 pub mod matrix;
+pub mod otlp;
 pub mod plan;
 pub mod processes;
 pub mod quality;

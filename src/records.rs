@@ -72,6 +72,79 @@ pub struct RequestRow {
     pub error_detail: String,
     /// The model's answer as streamed, API keys redacted.
     pub answer: String,
+    /// The trace id the request's W3C `traceparent` carried, 32 hex digits (none:
+    /// no `traceparent` was sent).
+    pub trace_id: Option<String>,
+    /// The server's span (matched by trace id): `gen_ai.latency.time_in_queue`, ms.
+    pub server_queue_ms: Option<f64>,
+    /// `gen_ai.latency.time_in_model_prefill`, ms.
+    pub server_prefill_ms: Option<f64>,
+    /// `gen_ai.latency.time_in_model_decode`, ms.
+    pub server_decode_ms: Option<f64>,
+    /// `gen_ai.latency.time_to_first_token`, ms.
+    pub server_ttft_ms: Option<f64>,
+    /// `gen_ai.latency.e2e`, ms.
+    pub server_e2e_ms: Option<f64>,
+    /// `server_e2e_ms − (server_queue_ms + server_prefill_ms + server_decode_ms)`:
+    /// rendering the request, decoding and processing its images, ms.
+    pub server_preprocess_ms: Option<f64>,
+    /// `ttft_ms − server_ttft_ms`: the wire, HTTP and JSON on both sides, ms.
+    pub outside_server_ms: Option<f64>,
+    /// Why the row has no span: `no span received`, `server does not trace`.
+    pub span_missing: Option<String>,
+}
+
+/// One span a server sent about a request of the cell: a row of `spans`, its
+/// latencies converted from the server's seconds once, here.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanRow {
+    /// The trace id, 32 hex digits, as in `requests`.
+    pub trace_id: String,
+    /// The span's name (`llm_request`).
+    pub name: String,
+    /// Start and end on the server's wall clock (ns since the Unix epoch).
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    /// `gen_ai.request.id`.
+    pub request_id: Option<String>,
+    /// `gen_ai.latency.time_in_queue`, ms.
+    pub queue_ms: Option<f64>,
+    /// `gen_ai.latency.time_in_model_prefill`, ms.
+    pub prefill_ms: Option<f64>,
+    /// `gen_ai.latency.time_in_model_decode`, ms.
+    pub decode_ms: Option<f64>,
+    /// `gen_ai.latency.time_in_model_inference`, ms.
+    pub inference_ms: Option<f64>,
+    /// `gen_ai.latency.time_to_first_token`, ms.
+    pub ttft_ms: Option<f64>,
+    /// `gen_ai.latency.e2e`, ms.
+    pub e2e_ms: Option<f64>,
+    /// `gen_ai.usage.prompt_tokens`.
+    pub prompt_tokens: Option<u64>,
+    /// `gen_ai.usage.completion_tokens`.
+    pub completion_tokens: Option<u64>,
+}
+
+impl SpanRow {
+    /// `span` as a row: seconds to ms.
+    pub fn of(span: &crate::otlp::ServerSpan) -> SpanRow {
+        let ms = |s: Option<f64>| s.map(|s| s * 1e3);
+        SpanRow {
+            trace_id: span.trace_id.map(|t| t.hex()).unwrap_or_default(),
+            name: span.name.clone(),
+            start_unix_ns: span.start_unix_ns,
+            end_unix_ns: span.end_unix_ns,
+            request_id: span.request_id.clone(),
+            queue_ms: ms(span.queue_s),
+            prefill_ms: ms(span.prefill_s),
+            decode_ms: ms(span.decode_s),
+            inference_ms: ms(span.inference_s),
+            ttft_ms: ms(span.ttft_s),
+            e2e_ms: ms(span.e2e_s),
+            prompt_tokens: span.prompt_tokens,
+            completion_tokens: span.completion_tokens,
+        }
+    }
 }
 
 /// One row of `quality`: a measured turn scored by one method.
@@ -185,6 +258,40 @@ pub struct Meta {
     /// A trace replay (`arrival = "trace"`): the trace that was replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceMeta>,
+    /// The server's own spans (OTLP), or why there are none; absent for an import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<Available<Spans>>,
+}
+
+/// What a cell received of the server's spans.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spans {
+    /// Where the receiver listened (`http://IP:PORT/v1/traces`).
+    pub receiver: String,
+    /// Requests that carried a `traceparent` (warm-up included).
+    pub sent: usize,
+    /// Of those, joined to their span.
+    pub joined: usize,
+    /// How long the cell waited at its end for its last spans, ms.
+    pub waited_ms: f64,
+    /// What the receiver counted since the previous cell on the server collected.
+    pub counts: crate::otlp::Counts,
+    /// The server's spans that belong to no request (vLLM's start-up: `Overall
+    /// Loading`, `Allocate KV cache`, …), since it started.
+    pub startup: Vec<StartupSpan>,
+    /// What did not go as asked (the receiver's address was taken).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// A span of the server's own work, not of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartupSpan {
+    pub name: String,
+    /// Its length, ms.
+    pub ms: f64,
 }
 
 /// The conversations file a cell replayed.
@@ -521,6 +628,15 @@ pub fn write_requests(cell: &[(String, String)], rows: &[RequestRow], out: &Path
         column!(rows, "error", |r| r.error.as_str()),
         column!(rows, "error_detail", |r| r.error_detail.as_str()),
         column!(rows, "answer", |r| r.answer.as_str()),
+        column!(rows, "trace_id", |r| r.trace_id.clone()),
+        column!(rows, "server_queue_ms", |r| r.server_queue_ms),
+        column!(rows, "server_prefill_ms", |r| r.server_prefill_ms),
+        column!(rows, "server_decode_ms", |r| r.server_decode_ms),
+        column!(rows, "server_ttft_ms", |r| r.server_ttft_ms),
+        column!(rows, "server_e2e_ms", |r| r.server_e2e_ms),
+        column!(rows, "server_preprocess_ms", |r| r.server_preprocess_ms),
+        column!(rows, "outside_server_ms", |r| r.outside_server_ms),
+        column!(rows, "span_missing", |r| r.span_missing.clone()),
     ]);
     export::write_table(&mut DataFrame::new(rows.len(), cols)?, out, "requests")
 }
@@ -572,6 +688,26 @@ pub fn write_metrics(rows: &[MetricRow], out: &Path) -> Result<()> {
         column!(rows, "value", |r| r.value),
     ];
     export::write_table(&mut DataFrame::new(rows.len(), cols)?, out, "metrics")
+}
+
+/// `spans` (Parquet and CSV) in `out`, one row per span joined to a request.
+pub fn write_spans(rows: &[SpanRow], out: &Path) -> Result<()> {
+    let cols = vec![
+        column!(rows, "trace_id", |r| r.trace_id.as_str()),
+        column!(rows, "name", |r| r.name.as_str()),
+        column!(rows, "start_unix_ns", |r| r.start_unix_ns),
+        column!(rows, "end_unix_ns", |r| r.end_unix_ns),
+        column!(rows, "request_id", |r| r.request_id.clone()),
+        column!(rows, "queue_ms", |r| r.queue_ms),
+        column!(rows, "prefill_ms", |r| r.prefill_ms),
+        column!(rows, "decode_ms", |r| r.decode_ms),
+        column!(rows, "inference_ms", |r| r.inference_ms),
+        column!(rows, "ttft_ms", |r| r.ttft_ms),
+        column!(rows, "e2e_ms", |r| r.e2e_ms),
+        column!(rows, "prompt_tokens", |r| r.prompt_tokens),
+        column!(rows, "completion_tokens", |r| r.completion_tokens),
+    ];
+    export::write_table(&mut DataFrame::new(rows.len(), cols)?, out, "spans")
 }
 
 /// `telemetry` (Parquet and CSV) in `out`, one row per GPU per sample.
@@ -713,6 +849,15 @@ mod tests {
                 conversations: vec![DrawnConversation { index: 3, id: Some("x".into()), at: "line 4".into() }],
             }),
             trace: Some(TraceMeta { file: "t.jsonl".into(), path: "/p/t.jsonl".into(), digest: "d".into(), requests: 4, speedup: 1.0 }),
+            spans: Some(Available::Yes(Spans {
+                receiver: "http://127.0.0.1:1/v1/traces".into(),
+                sent: 4,
+                joined: 3,
+                waited_ms: 120.0,
+                counts: crate::otlp::Counts { batches: 2, unknown_trace: 1, ..Default::default() },
+                startup: vec![StartupSpan { name: "Overall Loading".into(), ms: 60_600.0 }],
+                notes: vec!["a note".into()],
+            })),
         }
     }
 
@@ -740,6 +885,8 @@ mod tests {
             throttle: None,
         };
         write_telemetry(&[gpu], dir.path()).unwrap();
+        write_spans(&[SpanRow::default()], dir.path()).unwrap();
+        assert_eq!(table_keys(section(&docs, "## `spans`"), ""), written_columns(dir.path(), "spans"));
 
         assert_eq!(table_keys(section(&docs, "## `requests`"), ""), written_columns(dir.path(), "requests"));
         // The chunks table is documented as one sentence of names.
@@ -778,6 +925,10 @@ mod tests {
         metrics.push("available".into());
         assert_eq!(sorted(metrics), keys(&json["server_metrics"]));
         assert_eq!(sorted(table_keys(meta, "`dataset`: the")), keys(&json["dataset"]), "every field of Dataset, when all are set");
+        let mut spans = table_keys(meta, "`spans`: what the cell received");
+        spans.push("available".into());
+        assert_eq!(sorted(spans), keys(&json["spans"]), "every field of Spans, when all are set");
+        assert_eq!(sorted(table_keys(meta, "`spans.counts`:")), keys(&json["spans"]["counts"]));
     }
 
     /// A secret is redacted from meta.json's values, never from its keys: a one-letter

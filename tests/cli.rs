@@ -27,6 +27,7 @@ mod quality;
 mod reports;
 mod search;
 mod slurm;
+mod spans;
 mod trace;
 mod vllm;
 
@@ -650,6 +651,7 @@ fn fixed_measure(dir: &Path, coords: &[(String, String)], gpu: bool) {
         errors: rows.iter().filter(|r| !r.3 && !ok(r)).count(),
         dataset: None,
         trace: None,
+        spans: None,
     };
     pipeline::records::write_meta(&meta, &pipeline::secrets::Secrets::default(), dir).unwrap();
     if gpu {

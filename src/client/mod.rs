@@ -23,6 +23,7 @@ use serde::Deserialize;
 pub mod sse;
 
 use crate::clock::monotonic_ns;
+use crate::otlp::TraceId;
 use crate::secrets::Secrets;
 use crate::untrusted::escaped;
 use sse::SseParser;
@@ -94,6 +95,8 @@ pub struct Exchange {
     pub answer: String,
     /// (arrival ns, content bytes) of every chunk with content.
     pub chunks: Vec<(u64, u32)>,
+    /// The trace id the request's `traceparent` carried.
+    pub trace_id: Option<TraceId>,
 }
 
 #[derive(Deserialize)]
@@ -156,6 +159,10 @@ pub struct Target {
     pub timeout: Duration,
     /// Every key value to redact from what the server says.
     pub secrets: Secrets,
+    /// Each request carries a W3C `traceparent` with a fresh trace id.
+    pub traceparent: bool,
+    /// The receiver of the server's spans, told each trace id before its request goes.
+    pub spans: Option<std::sync::Arc<crate::otlp::Receiver>>,
 }
 
 /// A client for measurements: no proxy (a stray `HTTP_PROXY` must not sit between us
@@ -252,6 +259,14 @@ struct AnthropicError {
 pub async fn exchange(client: &reqwest::Client, target: &Target, request_id: &str, body: bytes::Bytes) -> Exchange {
     let mut ex = Exchange { request_bytes: body.len() as u64, ..Default::default() };
     let mut req = client.post(&target.url).header("content-type", "application/json").header("x-request-id", request_id).body(body);
+    if target.traceparent {
+        let id = TraceId::random();
+        if let Some(receiver) = &target.spans {
+            receiver.expect(id);
+        }
+        req = req.header("traceparent", id.traceparent());
+        ex.trace_id = Some(id);
+    }
     req = match (target.api, &target.api_key) {
         (Api::OpenAiChat, Some(key)) => req.bearer_auth(key),
         (Api::OpenAiChat, None) => req,

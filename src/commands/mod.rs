@@ -659,6 +659,7 @@ fn sim_server(a: SimArgs) -> Result<Outcome, Failure> {
         reject_first: a.reject_first,
         limit_images: a.limit_images,
         crash_at: a.crash_at,
+        otlp_traces_endpoint: a.otlp_traces_endpoint,
     };
     rt.block_on(async {
         tokio::select! {

@@ -191,6 +191,13 @@ pub struct Model {
     pub api_key_env: Option<String>,
     pub command: Option<Vec<String>>,
     pub port: Option<u16>,
+    /// Receive the server's OpenTelemetry spans (`traces`, default resolved).
+    pub traces: bool,
+    /// `otlp-receiver`: where the receiver of an `endpoint` server listens.
+    pub otlp_receiver: Option<std::net::SocketAddr>,
+    /// Requests carry a W3C `traceparent` (always, but to a hosted API only when
+    /// `send-traceparent = true`).
+    pub send_traceparent: bool,
     /// GPUs one server holds, when set (`gpus = N`); otherwise the tensor-parallel
     /// size for launched GPU servers and none for the simulator.
     pub gpus: Option<u32>,

@@ -123,6 +123,12 @@ pub struct RawModel {
     pub gpus: Option<i64>,
     /// simulator latency model (default: see below)
     pub sim: Option<RawSim>,
+    /// receive the server's own OpenTelemetry spans (OTLP over HTTP) and join them to every request: `server_queue_ms`, `server_prefill_ms`, … in `requests` (see docs/results.md). `vllm` and `sim` servers are started with an OTLP endpoint; an `endpoint` server needs `otlp-receiver`. A server setting: it enters the measure's key (default: true for `vllm` and `sim`, true for `endpoint` when `otlp-receiver` is set, false otherwise)
+    pub traces: Option<bool>,
+    /// for `endpoint` with `traces`: the fixed `IP:PORT` the OTLP receiver listens on, which the server someone else started sends its spans to (`--otlp-traces-endpoint http://IP:PORT/v1/traces`) (default: none)
+    pub otlp_receiver: Option<String>,
+    /// send a W3C `traceparent` header (a new trace id per request, recorded as `trace_id`) to a hosted API (`openai`, `anthropic`); every other backend gets one always (default: false)
+    pub send_traceparent: Option<bool>,
     /// for `import`: the results' format: `study-csv` (the reference study's per-run CSVs), `aiperf` (AIPerf's `profile_export.jsonl`), `vllm-bench` (`vllm bench serve --save-result --save-detailed`)
     pub format: Option<String>,
     /// for `import`: one file per seed, `{ 1337 = "results/run_1.csv", … }`, relative to the project root; every seed of the matrix needs one. Their contents are the step's key

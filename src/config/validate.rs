@@ -500,6 +500,7 @@ impl Validator<'_> {
             }
             Some(n) => Some(self.int(&format!("{at}.gpus"), Some(n), 0, limits::GPUS)),
         };
+        let (traces, otlp_receiver, send_traceparent) = self.tracing(&at, backend, &m);
         let variants = self.variants(&at, &model_id, m.sim.as_ref(), m.variants);
         if backend != Backend::Import && (m.format.is_some() || m.results.is_some()) {
             self.error(&at, "`format` and `results` are for backend `import`", Some("remove them, or set backend = \"import\"".into()));
@@ -513,6 +514,9 @@ impl Validator<'_> {
             );
         }
         Model {
+            traces,
+            otlp_receiver,
+            send_traceparent,
             import,
             served_name: m.served_name.unwrap_or_else(|| model_id.clone()),
             name,
@@ -524,6 +528,69 @@ impl Validator<'_> {
             gpus,
             variants,
         }
+    }
+
+    /// `traces`, `otlp-receiver` and `send-traceparent`, with their defaults filled in:
+    /// the servers `pipeline` launches and can tell where to send spans (`vllm`, `sim`)
+    /// trace; an `endpoint` server only towards a fixed `otlp-receiver` address; a
+    /// hosted API gets a `traceparent` only when asked.
+    fn tracing(&mut self, at: &str, backend: Backend, m: &raw::RawModel) -> (bool, Option<std::net::SocketAddr>, bool) {
+        let receiver = m.otlp_receiver.as_deref().and_then(|text| {
+            let addr = text.parse::<std::net::SocketAddr>().ok().filter(|a| a.port() != 0);
+            if addr.is_none() {
+                self.error(
+                    format!("{at}.otlp-receiver"),
+                    format!("`{}` is not an IP address and port", crate::untrusted::escaped(text, 80)),
+                    Some("for example otlp-receiver = \"127.0.0.1:4318\" (the server is then started with --otlp-traces-endpoint http://127.0.0.1:4318/v1/traces)".into()),
+                );
+            }
+            addr
+        });
+        if receiver.is_some() && backend != Backend::Endpoint {
+            self.error(
+                format!("{at}.otlp-receiver"),
+                format!("`otlp-receiver` is for backend `endpoint`; `{}` servers get a receiver on a free port", backend.name()),
+                Some("remove `otlp-receiver`".into()),
+            );
+        }
+        let traces = match (backend, m.traces) {
+            (Backend::Sim | Backend::Vllm, t) => t.unwrap_or(true),
+            (Backend::Endpoint, None) => receiver.is_some(),
+            (Backend::Endpoint, Some(true)) if receiver.is_none() => {
+                self.error(
+                    format!("{at}.traces"),
+                    "an `endpoint` server sends its spans to an address it was started with",
+                    Some(
+                        "set otlp-receiver = \"IP:PORT\" and start the server with --otlp-traces-endpoint http://IP:PORT/v1/traces".into(),
+                    ),
+                );
+                false
+            }
+            (Backend::Endpoint, Some(t)) => t,
+            (_, Some(true)) => {
+                self.error(
+                    format!("{at}.traces"),
+                    format!("`pipeline` cannot tell a `{}` server where to send spans", backend.name()),
+                    Some("traces are for `vllm`, `sim` and `endpoint` (with `otlp-receiver`) servers; remove `traces`".into()),
+                );
+                false
+            }
+            (_, _) => false,
+        };
+        let hosted = matches!(backend, Backend::Openai | Backend::Anthropic);
+        let send_traceparent = match m.send_traceparent {
+            Some(false) if !hosted => {
+                self.error(
+                    format!("{at}.send-traceparent"),
+                    format!("a `{}` server always gets a `traceparent`", backend.name()),
+                    Some("`send-traceparent` is for hosted APIs (`openai`, `anthropic`); remove it".into()),
+                );
+                true
+            }
+            Some(send) => send,
+            None => !hosted,
+        };
+        (traces, receiver, send_traceparent && backend != Backend::Import)
     }
 
     /// The model's `backend` (the simulator, after an error, when it names none).

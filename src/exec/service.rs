@@ -252,6 +252,11 @@ async fn start(
     };
     let api = if spec.backend == Backend::Anthropic { Api::AnthropicMessages } else { Api::OpenAiChat };
     let secrets = launch.secrets.clone();
+    // Up before the server, which is told its address.
+    let spans = match config.traces {
+        true => Some(Arc::new(crate::otlp::Receiver::start(config.otlp_receiver).await.context("starting the OTLP receiver")?)),
+        false => None,
+    };
     let remote = |url: &str| Endpoint {
         base_url: url.trim_end_matches('/').to_string(),
         api,
@@ -265,6 +270,8 @@ async fn start(
         },
         gpus: Vec::new(),
         resets_hang: resets_hang.clone(),
+        traceparent: config.send_traceparent,
+        spans: spans.clone(),
     };
     match spec.backend {
         Backend::Endpoint => {
@@ -285,7 +292,8 @@ async fn start(
     }
     let log_path = launch.log_path(&spec.id);
     let client = http_client()?;
-    let (child, argv, base_url) = launch_healthy(spec, launch, &client, api_key.as_deref(), &log_path).await?;
+    let otlp = spans.as_ref().map(|r| r.url());
+    let (child, argv, base_url) = launch_healthy(spec, launch, &client, api_key.as_deref(), &log_path, otlp.as_deref()).await?;
     let version = server_version(&client, &base_url).await;
     let var = |k: &str| std::env::var(k).ok();
     let meta = records::Server {
@@ -302,7 +310,10 @@ async fn start(
         ..records::Server::default()
     };
     let gpus = launch.gpus(spec.gpus_needed);
-    Ok((Some(child), Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus, resets_hang }))
+    Ok((
+        Some(child),
+        Endpoint { base_url, api, api_key, secrets, server_meta: meta, gpus, resets_hang, traceparent: config.send_traceparent, spans },
+    ))
 }
 
 /// Launch server `spec` and wait until it is healthy and serves its model: the process,
@@ -316,6 +327,7 @@ async fn launch_healthy(
     client: &reqwest::Client,
     api_key: Option<&str>,
     log_path: &Path,
+    otlp: Option<&str>,
 ) -> Result<(ServerProcess, Vec<String>, String)> {
     let config = &spec.config;
     let mut attempt = 0;
@@ -331,7 +343,7 @@ async fn launch_healthy(
             }
             None => free_port()?,
         };
-        let argv = command_line(spec, &launch.sim_bin, port);
+        let argv = command_line(spec, &launch.sim_bin, port, otlp);
         let mut child = spawn(spec, launch, &argv, log_path)?;
         let base_url = format!("http://127.0.0.1:{port}");
         let ready = async {
@@ -352,8 +364,9 @@ async fn launch_healthy(
     }
 }
 
-/// The argv that launches server `spec` on `port`; `sim_bin` runs the simulator.
-fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16) -> Vec<String> {
+/// The argv that launches server `spec` on `port`, exporting its spans to `otlp` (an
+/// OTLP/HTTP traces URL) when given; `sim_bin` runs the simulator.
+fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16, otlp: Option<&str>) -> Vec<String> {
     let config = &spec.config;
     let port = port.to_string();
     let mut argv: Vec<String> = match (&config.launch, spec.backend) {
@@ -375,6 +388,9 @@ fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16) -> Vec<String> {
             }
             if sim.judge_words {
                 a.push("--judge-words".into());
+            }
+            if let Some(url) = otlp {
+                a.extend(["--otlp-traces-endpoint".into(), url.to_string()]);
             }
             return a;
         }
@@ -404,6 +420,12 @@ fn command_line(spec: &ServerSpec, sim_bin: &Path, port: u16) -> Vec<String> {
                 Some(true) => a.push("--enable-prefix-caching".into()),
                 Some(false) => a.push("--no-enable-prefix-caching".into()),
                 None => {}
+            }
+            // The `llm_request` span's latency attributes come without
+            // `--collect-detailed-traces` (checked on vLLM 0.32), which vLLM warns
+            // may cost performance: not asked for.
+            if let Some(url) = otlp {
+                a.extend(["--otlp-traces-endpoint".into(), url.to_string()]);
             }
             a
         }
@@ -450,6 +472,13 @@ fn spawn(spec: &ServerSpec, launch: &LaunchContext, argv: &[String], log_path: &
         if let Some(key) = spec.config.api_key_env.as_deref().and_then(|var| std::env::var(var).ok()) {
             cmd.env("VLLM_API_KEY", key);
         }
+    }
+    if spec.config.traces {
+        // vLLM's exporter speaks gRPC unless told otherwise; the receiver speaks
+        // OTLP/HTTP with protobuf. A short batch delay lets a cell's last spans come
+        // well within a second (the simulator reads the same variable).
+        cmd.env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf");
+        cmd.env("OTEL_BSP_SCHEDULE_DELAY", crate::otlp::EXPORT_DELAY_MS.to_string());
     }
     ServerProcess::spawn(cmd, &launch.sim_bin, &spec.id).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {

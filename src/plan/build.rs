@@ -299,6 +299,9 @@ impl Builder {
             launch,
             port: model.port,
             api_key_env: model.api_key_env.clone(),
+            traces: model.traces,
+            send_traceparent: model.send_traceparent,
+            otlp_receiver: model.otlp_receiver,
         };
         self.servers.push(ServerSpec {
             id: id.clone(),
@@ -356,6 +359,10 @@ impl Builder {
             launch,
             port: judge.port,
             api_key_env: judge.api_key_env.clone(),
+            // A judge's time is not what is measured: no spans, no trace context.
+            traces: false,
+            send_traceparent: false,
+            otlp_receiver: None,
         };
         let id = "server[judge]".to_string();
         self.servers.push(ServerSpec {

@@ -31,6 +31,17 @@ pub struct ServerConfig {
     pub gpus: Option<u32>,
     #[serde(flatten)]
     pub launch: Launch,
+    /// The server's OpenTelemetry spans are received and joined to the requests: the
+    /// server is started with an OTLP endpoint (`traces`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub traces: bool,
+    /// Requests carry a W3C `traceparent` (`send-traceparent`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub send_traceparent: bool,
+    /// Launch context, not hashed: where the OTLP receiver of an `endpoint` server
+    /// listens (`otlp-receiver`; none: a free port on 127.0.0.1).
+    #[serde(skip)]
+    pub otlp_receiver: Option<std::net::SocketAddr>,
     /// Launch context, not hashed: a fixed port (`port` in the model's table).
     #[serde(skip)]
     pub port: Option<u16>,
@@ -78,6 +89,10 @@ pub struct Process {
     pub command: Option<Vec<String>>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 fn backend_name<S: serde::Serializer>(b: &Backend, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(b.name())
 }
@@ -122,6 +137,9 @@ mod tests {
             }),
             port: Some(8000),
             api_key_env: Some("VLLM_KEY".into()),
+            traces: false,
+            send_traceparent: false,
+            otlp_receiver: None,
         };
         // Sorted keys (the preimage's canonical form), options left out when unset,
         // the launch context (port, key variable) not at all.
@@ -129,11 +147,20 @@ mod tests {
             config.key().to_string(),
             r#"{"backend":"vllm","dtype":"auto","extra-args":["--api-key","[redacted 1]"],"limit-mm-per-prompt":{"image":60},"max-model-len":32768,"model":"Qwen/Qwen2.5-VL-3B-Instruct-AWQ","quantization":null,"served-name":"qwen-3b","tensor-parallel-size":2}"#
         );
-        let remote =
-            ServerConfig { backend: Backend::Openai, launch: Launch::Remote { url: None }, port: None, api_key_env: None, ..config };
+        let remote = ServerConfig {
+            backend: Backend::Openai,
+            launch: Launch::Remote { url: None },
+            port: None,
+            api_key_env: None,
+            ..config.clone()
+        };
         assert_eq!(
             remote.key().to_string(),
             r#"{"backend":"openai","model":"Qwen/Qwen2.5-VL-3B-Instruct-AWQ","served-name":"qwen-3b","url":null}"#
         );
+        // Tracing is a server setting; where the receiver listens is not.
+        let traced = ServerConfig { traces: true, send_traceparent: true, otlp_receiver: "127.0.0.1:4318".parse().ok(), ..config };
+        let key = traced.key().to_string();
+        assert!(key.contains(r#""send-traceparent":true"#) && key.contains(r#""traces":true"#) && !key.contains("4318"), "{key}");
     }
 }

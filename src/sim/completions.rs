@@ -38,7 +38,7 @@ enum Prompt {
     Text(String),
 }
 
-pub(super) fn complete(body: &[u8], request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
+pub(super) fn complete(body: &[u8], ids: super::Ids, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
     let req: CompletionRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
@@ -81,7 +81,7 @@ pub(super) fn complete(body: &[u8], request_id: Option<String>, received_ns: u64
         reference: None,
         verdict: None,
     };
-    respond(reply, request_id, received_ns, shared)
+    respond(reply, ids, received_ns, shared)
 }
 
 impl Answer {

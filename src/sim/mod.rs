@@ -11,6 +11,12 @@
 //! n+1 = deadline n + inter-token time, never "now + delay"), so a late wake-up does not
 //! shift later tokens; tokio's millisecond timer wheel is not used for emission.
 //!
+//! Given `--otlp-traces-endpoint`, it exports one `llm_request` span per answered
+//! request that carried a W3C `traceparent`, with vLLM's name, attributes and
+//! transport (OTLP/HTTP protobuf, batched every `OTEL_BSP_SCHEDULE_DELAY` ms), built
+//! from its truth: no queue, preprocessing from arrival to the start of prefill,
+//! prefill to the first token's chunk, decode from there to the last.
+//!
 //! The stream looks like vLLM's: a first chunk with only the role and empty content,
 //! one chunk per token, `finish_reason` on the last token, then a usage chunk with
 //! `choices: []`, then `data: [DONE]`.
@@ -41,6 +47,7 @@ use tokio::sync::mpsc;
 
 use crate::clock::monotonic_ns;
 use crate::config::SimParams;
+use crate::otlp::{ServerSpan, TraceId};
 
 #[derive(Debug, Clone)]
 pub struct SimOptions {
@@ -54,6 +61,36 @@ pub struct SimOptions {
     pub limit_images: u64,
     /// Exit the process when this chat request arrives (0: never).
     pub crash_at: u64,
+    /// Where to post OTLP spans (`--otlp-traces-endpoint`), as vLLM does.
+    pub otlp_traces_endpoint: Option<String>,
+}
+
+/// What identifies a request: its `x-request-id` and its `traceparent`'s trace id.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ids {
+    pub request: Option<String>,
+    pub trace: Option<TraceId>,
+}
+
+impl Ids {
+    fn of(req: &Request<Incoming>) -> Ids {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        Ids { request: header("x-request-id").map(String::from), trace: header("traceparent").and_then(trace_id) }
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+fn trace_id(header: &str) -> Option<TraceId> {
+    let mut parts = header.trim().split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    if id.len() != 32 {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    (bytes != [0; 16]).then_some(TraceId(bytes))
 }
 
 struct Shared {
@@ -83,6 +120,8 @@ struct Shared {
     bearer: Option<String>,
     /// `--references`: each question's recorded answer, by the question's text.
     references: HashMap<String, String>,
+    /// Finished requests' spans, to the exporter (with `--otlp-traces-endpoint`).
+    spans: Option<mpsc::UnboundedSender<ServerSpan>>,
 }
 
 /// What really happened to one request, on the machine's monotonic clock (ns).
@@ -98,6 +137,38 @@ pub struct Truth {
     pub planned_ns: Vec<u64>,
     /// When each token's chunk was handed to the connection.
     pub sent_ns: Vec<u64>,
+    /// The trace id of the request's `traceparent`, 32 hex digits.
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    /// When prefill started: the request was read and parsed, its timing drawn.
+    #[serde(default)]
+    pub prefill_start_ns: u64,
+}
+
+impl Truth {
+    /// The `llm_request` span vLLM would export for this request: nothing queues
+    /// here; the request starts at arrival, prefill at `prefill_start_ns`, the first
+    /// token is its chunk handed to the connection. None before its last chunk.
+    fn span(&self, trace: TraceId) -> Option<ServerSpan> {
+        let (first, last) = (*self.sent_ns.first()?, *self.sent_ns.last()?);
+        let s = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1e9;
+        let wall = |t: u64| crate::clock::unix_ns_of(t);
+        Some(ServerSpan {
+            trace_id: Some(trace),
+            name: crate::otlp::REQUEST_SPAN.into(),
+            start_unix_ns: wall(self.received_ns),
+            end_unix_ns: wall(last),
+            request_id: Some(self.request_id.clone()),
+            queue_s: Some(0.0),
+            prefill_s: Some(s(self.prefill_start_ns, first)),
+            decode_s: Some(s(first, last)),
+            inference_s: Some(s(self.prefill_start_ns, last)),
+            ttft_s: Some(s(self.received_ns, first)),
+            e2e_s: Some(s(self.received_ns, last)),
+            prompt_tokens: Some(self.prompt_tokens),
+            completion_tokens: Some(self.completion_tokens),
+        })
+    }
 }
 
 /// The recorded answers of a conversations file, by their question's text (its text
@@ -136,7 +207,19 @@ pub async fn serve(addr: SocketAddr, opts: SimOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let (tx, rx) = std::sync::mpsc::channel();
+    // The exporter's client is built before the first request (building one takes
+    // tens of milliseconds, which would otherwise land in a request's timing).
+    let spans = match opts.otlp_traces_endpoint.clone() {
+        Some(url) => {
+            let client = crate::client::builder().timeout(Duration::from_secs(10)).build()?;
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(export_spans(client, url, rx));
+            Some(tx)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
+        spans,
         opts,
         in_flight: AtomicUsize::new(0),
         seq: AtomicU64::new(0),
@@ -215,16 +298,16 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
             json_response(StatusCode::OK, serde_json::to_value(truth).unwrap_or_default())
         }
         (&Method::POST, "/v1/completions") => {
-            let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+            let ids = Ids::of(&req);
             match req.into_body().collect().await {
-                Ok(body) => completions::complete(&body.to_bytes(), request_id, received_ns, &shared),
+                Ok(body) => completions::complete(&body.to_bytes(), ids, received_ns, &shared),
                 Err(e) => error(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
             }
         }
         (&Method::POST, path @ ("/v1/chat/completions" | "/v1/messages")) => {
             let wire = if path == "/v1/messages" { Wire::Anthropic } else { Wire::OpenAi };
             let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(String::from);
-            let request_id = header("x-request-id");
+            let ids = Ids::of(&req);
             // The Messages API refuses requests without these two headers; so do we.
             if wire == Wire::Anthropic && header("x-api-key").is_none() {
                 return Ok(wire_error(wire, StatusCode::UNAUTHORIZED, "x-api-key header is required".into()));
@@ -245,7 +328,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<
                     r.headers_mut().insert("retry-after", "0".parse().expect("static header"));
                     r
                 }
-                Ok(body) => chat(wire, &body.to_bytes(), request_id, received_ns, &shared),
+                Ok(body) => chat(wire, &body.to_bytes(), ids, received_ns, &shared),
                 Err(e) => wire_error(wire, StatusCode::BAD_REQUEST, format!("cannot read body: {e}")),
             }
         }
@@ -533,7 +616,7 @@ fn cached_prefix(shared: &Shared, per_message: &[(u64, [u8; 32])], salt: Option<
     cached
 }
 
-fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
+fn chat(wire: Wire, body: &[u8], ids: Ids, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
     let req: ChatRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return wire_error(wire, StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
@@ -579,7 +662,7 @@ fn chat(wire: Wire, body: &[u8], request_id: Option<String>, received_ns: u64, s
         reference: req.messages.iter().rev().find(|m| m.role == "user").and_then(|m| shared.references.get(&message_text(m))).cloned(),
         verdict: req.messages.last().filter(|m| m.role == "user").and_then(|m| judge_verdict(&message_text(m), &shared.opts.params)),
     };
-    respond(reply, request_id, received_ns, shared)
+    respond(reply, ids, received_ns, shared)
 }
 
 /// What a request asked for and what it gets, whatever its route.
@@ -625,7 +708,8 @@ enum Format {
 
 /// Count the request, time it with the latency model, and hand its chunks to the
 /// timer thread: the part every route shares.
-fn respond(reply: Reply, request_id: Option<String>, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
+fn respond(reply: Reply, ids: Ids, received_ns: u64, shared: &Arc<Shared>) -> Response<SimBody> {
+    let Ids { request: request_id, trace } = ids;
     let Reply { format, model, stream, max_tokens, completion, prompt_tokens, cached_tokens, prompt_key, reference, verdict } = reply;
     // A `quality` simulator's answer depends on the prompt: worked out first, since its
     // length is the completion's. A judge's verdict is its answer whatever the quality.
@@ -656,13 +740,14 @@ fn respond(reply: Reply, request_id: Option<String>, received_ns: u64, shared: &
     shared.queue.lock().unwrap_or_else(|e| e.into_inner()).observe(0.0);
     let kv = prompt_tokens + completion as u64;
     shared.kv_tokens.fetch_add(kv, Ordering::SeqCst);
-    let truth = Truth {
+    let mut truth = Truth {
         request_id: request_id.clone(),
         received_ns,
         prompt_tokens,
         cached_tokens,
         completion_tokens: completion as u64,
         in_flight_at_start: in_flight,
+        trace_id: trace.map(|t| t.hex()),
         ..Default::default()
     };
     let id = match format {
@@ -673,6 +758,7 @@ fn respond(reply: Reply, request_id: Option<String>, received_ns: u64, shared: &
     let words = by_prompt.unwrap_or_else(|| answer(seq, completion));
     let answer = Answer { id, model, words, max_tokens, prompt_tokens, cached_tokens };
     let start = Instant::now();
+    truth.prefill_start_ns = crate::clock::instant_to_ns(start);
     let (tx, rx) = mpsc::unbounded_channel();
     if !stream {
         let mut total = ttft;
@@ -827,10 +913,15 @@ impl Body for TimedBody {
                 Poll::Ready(Some(Ok(Frame::data(bytes))))
             }
             Poll::Ready(None) => {
-                if let Some(t) = self.truth.take()
-                    && let Ok(mut all) = self.shared.truth.lock()
-                {
-                    all.push(t);
+                if let Some(t) = self.truth.take() {
+                    // Answered in full: its span, when it carried a trace context.
+                    let trace = t.trace_id.as_deref().and_then(|hex| trace_id(&format!("00-{hex}-")));
+                    if let (Some(spans), Some(span)) = (&self.shared.spans, trace.and_then(|id| t.span(id))) {
+                        let _ = spans.send(span);
+                    }
+                    if let Ok(mut all) = self.shared.truth.lock() {
+                        all.push(t);
+                    }
                 }
                 Poll::Ready(None)
             }
@@ -847,6 +938,22 @@ impl Drop for TimedBody {
         {
             all.push(t);
         }
+    }
+}
+
+/// Post finished requests' spans to `url` as vLLM's batch exporter does: a batch every
+/// `OTEL_BSP_SCHEDULE_DELAY` ms (default 100) while there are any. A receiver that
+/// fails or refuses loses the batch, as with vLLM.
+async fn export_spans(client: reqwest::Client, url: String, mut rx: mpsc::UnboundedReceiver<ServerSpan>) {
+    let delay = std::env::var("OTEL_BSP_SCHEDULE_DELAY").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(100);
+    while let Some(first) = rx.recv().await {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let mut batch = vec![first];
+        while let Ok(span) = rx.try_recv() {
+            batch.push(span);
+        }
+        let body = crate::otlp::encode(&batch);
+        let _ = client.post(&url).header("content-type", "application/x-protobuf").body(body).send().await;
     }
 }
 

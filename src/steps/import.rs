@@ -30,7 +30,8 @@ use crate::records::{self, Available, ChunkRow, Import, Isolation, Meta, Request
 /// Bump when written files would change.
 /// 2: study-csv through the `csv` crate: `assistant_responses` is the `answer`, the
 /// time to first token optional; `meta.json`'s `import` names the model.
-pub const VERSION: u32 = 2;
+/// 3: `requests` gains `trace_id` and the server-span columns (empty for an import).
+pub const VERSION: u32 = 3;
 
 /// The longest time a request is believed to take, in seconds: one hour.
 pub const MAX_SECONDS: f64 = 3600.0;
@@ -488,6 +489,7 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
             error: r.error.clone(),
             error_detail: r.error_detail.clone(),
             answer: r.answer.clone(),
+            ..RequestRow::default()
         })
         .collect();
     records::write_requests(&p.cell, &requests, out)?;
@@ -545,6 +547,7 @@ fn write(p: &Params, read: &Read, out: &Path) -> Result<()> {
         errors: measured.iter().filter(|r| r.error != "none").count(),
         dataset: None,
         trace: None,
+        spans: None,
     };
     records::write_meta(&meta, &crate::secrets::Secrets::default(), out)
 }

@@ -215,6 +215,7 @@ fn vllm_gets_the_documented_command_line() {
 printf '%s\n' "$@" > "$(dirname "$0")/argv.txt"
 echo "$CUDA_VISIBLE_DEVICES" > "$(dirname "$0")/gpus.txt"
 echo "$VLLM_SERVER_DEV_MODE" > "$(dirname "$0")/dev-mode.txt"
+echo "$OTEL_EXPORTER_OTLP_TRACES_PROTOCOL $OTEL_BSP_SCHEDULE_DELAY" > "$(dirname "$0")/otel.txt"
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port=$2 ;;
@@ -260,6 +261,10 @@ frames = [2]
     assert_eq!(out.code, 0, "{}", out.stderr);
     let argv: Vec<String> = p.read("bin/argv.txt").lines().map(String::from).collect();
     let port = argv.iter().position(|a| a == "--port").map(|i| argv[i + 1].clone()).unwrap();
+    // The server's spans go to pipeline's own receiver, on a free port of its own.
+    let otlp = argv.iter().position(|a| a == "--otlp-traces-endpoint").map(|i| argv[i + 1].clone()).unwrap_or_default();
+    let receiver_port = otlp.strip_prefix("http://127.0.0.1:").and_then(|r| r.strip_suffix("/v1/traces")).unwrap_or_default();
+    assert!(receiver_port.parse::<u16>().is_ok(), "{otlp}");
     let expected = [
         "serve",
         "Qwen/Qwen2.5-VL-3B-Instruct-AWQ",
@@ -281,10 +286,13 @@ frames = [2]
         "--max-model-len",
         "32768",
         "--no-enable-prefix-caching",
+        "--otlp-traces-endpoint",
+        &otlp,
         "--gpu-memory-utilization",
         "0.9",
     ];
     assert_eq!(argv, expected);
+    assert_eq!(p.read("bin/otel.txt").trim(), "http/protobuf 100", "OTLP over HTTP with protobuf, a batch every 100 ms");
     assert_eq!(p.read("bin/dev-mode.txt").trim(), "1", "the cache reset routes that isolate cells");
     assert_eq!(p.read("bin/gpus.txt").trim(), "3,1", "the first tensor-parallel-size GPUs of [server] gpus");
 

@@ -217,10 +217,51 @@ score = ["exact", "contains"]
         assert!(meta["server"]["command"].as_array().unwrap().iter().any(|a| a == "bfloat16"), "{meta}");
     }
     assert_eq!(salted, 2);
+    spans_explain_every_request(&p, &cells);
     quality_is_the_request_rows_arithmetic(&p, &cells);
     let report = p.read("reports/v/README.md");
     let models = report.lines().find(|l| l.starts_with("| tiny | vllm |")).unwrap_or_default();
     assert!(models.contains("bfloat16"), "the report shows the dtype the server ran with: {models}");
+}
+
+/// Issue 26 on the real server: every measured request joined its `llm_request` span
+/// (sent without `--collect-detailed-traces`), every part is non-negative and they
+/// add up to the server's end-to-end time, the server's TTFT is within the client's,
+/// and its end-to-end time is within the client's too and of its order (which pins
+/// the unit: vLLM 0.32 sends seconds). The report names the dominant part.
+fn spans_explain_every_request(p: &Project, cells: &std::collections::BTreeMap<(String, String), Vec<super::Row>>) {
+    let number = |r: &super::Row, c: &str| -> f64 { r[c].parse().unwrap_or_else(|_| panic!("`{c}` is `{}`: {r:?}", r[c])) };
+    for r in cells.values().flatten() {
+        assert_eq!(r["span_missing"], "", "{r:?}");
+        let parts = ["server_queue_ms", "server_preprocess_ms", "server_prefill_ms", "server_decode_ms"];
+        for c in parts {
+            assert!(number(r, c) >= 0.0, "{c} < 0: {r:?}");
+        }
+        let sum: f64 = parts.iter().map(|c| number(r, c)).sum();
+        assert!((sum - number(r, "server_e2e_ms")).abs() < 1e-6, "{r:?}");
+        assert!(number(r, "server_ttft_ms") <= number(r, "ttft_ms"), "{r:?}");
+        let (server, client) = (number(r, "server_e2e_ms"), number(r, "e2e_ms"));
+        assert!(server <= client && server > client / 10.0, "server e2e {server} ms against the client's {client} ms: {r:?}");
+        eprintln!(
+            "spans: turn {} queue {} preprocess {} prefill {} decode {} outside {} ms",
+            r["turn"],
+            r["server_queue_ms"],
+            r["server_preprocess_ms"],
+            r["server_prefill_ms"],
+            r["server_decode_ms"],
+            r["outside_server_ms"]
+        );
+    }
+    for (_, meta) in p.measure_metas() {
+        let spans = &meta["spans"];
+        assert_eq!(spans["sent"], spans["joined"], "{spans}");
+        assert!(!meta["server"]["command"].to_string().contains("collect-detailed-traces"));
+        eprintln!("spans: waited {} ms, start-up {}", spans["waited_ms"], spans["startup"]);
+    }
+    let report = p.read("reports/v/README.md");
+    assert!(report.contains("dominates the slowest turn"), "{report}");
+    // Where its start went, by the server's own start-up spans.
+    assert!(report.contains("its start, by its own spans: ") && report.contains("Overall Loading"), "{report}");
 }
 
 /// `[quality]` on the real server's answers: each curve's `exact` share in the report

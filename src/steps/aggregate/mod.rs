@@ -16,12 +16,15 @@
 //! * `server`: per cell, how it was isolated from other cells' caches and what the
 //!   server's own `/metrics` said, its TTFT beside the client's; `server_series`: KV
 //!   cache use and queues over time in the cell with the most requests ([`server`]);
+//! * `breakdown` and `breakdown_per_turn`: where the time went (queue, preprocessing,
+//!   prefill, decode, outside the server), from the server's own spans ([`breakdown`]);
 //! * `quality` and `quality_per_turn`: with `[quality]`, each curve's scores per
 //!   method, with intervals ([`quality`]); `judge.json`, with a `[quality] judge`,
 //!   what the judge cost over every cell;
 //! * `runs.json`: which servers ran (command line, version, Slurm job and node) and what
 //!   NVML said.
 
+pub mod breakdown;
 mod gpu;
 mod quality;
 pub mod seeds;
@@ -40,7 +43,11 @@ use crate::stats;
 
 /// Bump when the tables would change.
 /// 5: `server` and `server_series` tables; `per_turn`'s cached share.
-pub const VERSION: u32 = 5;
+/// 6: `breakdown` and `breakdown_per_turn`, from the server's spans.
+pub const VERSION: u32 = 6;
+
+/// Start-up spans of a server that `runs.json` keeps, the longest first.
+const STARTUP_SHOWN: usize = 4;
 
 /// Latency metrics with full statistics in `summary` (`{metric}_{stat}_ms`).
 pub const LATENCIES: [&str; 4] = ["ttft", "itl", "tpot", "e2e"];
@@ -131,6 +138,9 @@ fn run_in_pool(inputs: &[(String, PathBuf)], slo: &Slo, out: &Path) -> Result<()
     let cells = summary.select(["cell_index".to_string()].into_iter().chain(cell.iter().cloned()))?;
     let mut per_turn = per_turn(measured.clone(), &cells, &cell)?;
     export::write_table(&mut per_turn, out, "per_turn")?;
+    let (mut by_cell, mut by_turn) = breakdown::tables(measured.clone(), &cells, &cell)?;
+    export::write_table(&mut by_cell, out, "breakdown")?;
+    export::write_table(&mut by_turn, out, "breakdown_per_turn")?;
     // Each measure's meta.json, read once: the server table and runs.json come from it.
     let metas: Vec<Meta> =
         inputs.iter().map(|(id, dir)| records::read_meta(dir).with_context(|| format!("metadata of {id}"))).collect::<Result<_>>()?;
@@ -295,6 +305,12 @@ fn runs(metas: &[Meta]) -> Vec<serde_json::Value> {
         {
             command[p + 1] = "PORT".into();
         }
+        // The receiver's port, too (a free one, picked per server start).
+        if let Some(p) = command.iter().position(|a| a == "--otlp-traces-endpoint")
+            && p + 1 < command.len()
+        {
+            command[p + 1] = format!("http://127.0.0.1:PORT{}", crate::otlp::ROUTE);
+        }
         let mut entry = serde_json::json!({
             "backend": server.backend,
             "command": if command.is_empty() { serde_json::Value::Null } else { command.join(" ").into() },
@@ -309,6 +325,13 @@ fn runs(metas: &[Meta]) -> Vec<serde_json::Value> {
         // Imported results: the file, its format and what it does not record.
         if let Some(import) = &server.import {
             entry["import"] = serde_json::json!(import);
+        }
+        // Where a slow start went: the server's own longest start-up spans.
+        if let Some(spans) = meta.spans.as_ref().and_then(|s| s.as_ref()).filter(|s| !s.startup.is_empty()) {
+            let mut longest = spans.startup.clone();
+            longest.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+            longest.truncate(STARTUP_SHOWN);
+            entry["startup"] = serde_json::json!(longest);
         }
         // Under Slurm: the job and node (only then, so local reports do not change).
         if let Some(slurm) = &server.slurm {

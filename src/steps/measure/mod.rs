@@ -32,6 +32,7 @@ use crate::steps::datagen::{Dataset, Part, Turn};
 pub mod isolation;
 pub mod replay;
 pub mod scrape;
+pub mod spans;
 
 /// Bump when recorded files would change.
 /// 5: `retry_after_s`; keys redacted; redirects, oversized answers and non-event-stream
@@ -40,7 +41,9 @@ pub mod scrape;
 /// `/metrics` scraped beside the requests.
 /// 7: under `salt`, images carry the cell's nonce; non-finite `/metrics` samples
 /// dropped and counted; label values redacted.
-pub const VERSION: u32 = 7;
+/// 8: a W3C `traceparent` per request (`trace_id`); the server's spans received and
+/// joined (`spans.parquet`, `server_*_ms`, `meta.json`'s `spans`).
+pub const VERSION: u32 = 8;
 
 /// Attempts per turn when the server answers 429.
 pub const MAX_ATTEMPTS: u32 = 4;
@@ -106,6 +109,11 @@ pub struct Endpoint {
     /// cells are salted at once rather than wait for it again (one per server, shared
     /// by every cell that measures on it).
     pub resets_hang: Arc<std::sync::atomic::AtomicBool>,
+    /// Requests carry a W3C `traceparent` (`send-traceparent`).
+    pub traceparent: bool,
+    /// The receiver of the server's spans, for as long as the server is in use (none:
+    /// the server does not trace).
+    pub spans: Option<Arc<crate::otlp::Receiver>>,
 }
 
 /// One request as recorded.
@@ -151,6 +159,8 @@ pub async fn run(p: &Params, dataset_dir: &Path, endpoint: &Endpoint, hardware: 
         api_key: endpoint.api_key.clone(),
         timeout,
         secrets: endpoint.secrets.clone(),
+        traceparent: endpoint.traceparent,
+        spans: endpoint.spans.clone(),
     });
     let wire = Wire {
         client: client::http_client(p.batch_size as usize + 1)?,
@@ -241,7 +251,8 @@ async fn write_down(
         }
         Err(reason) => Available::No { reason },
     };
-    write_records(p, &records, out)?;
+    let (joined, spans) = spans::join(endpoint, &records, out).await?;
+    write_records(p, &records, &joined, out)?;
     let mut written = Written {
         meta: Meta {
             tool: format!("pipeline {}", env!("CARGO_PKG_VERSION")),
@@ -256,6 +267,7 @@ async fn write_down(
             errors: 0,
             dataset: None,
             trace: None,
+            spans: Some(spans),
         },
         records,
     };
@@ -695,8 +707,8 @@ fn ms(from: u64, to: Option<u64>) -> Option<f64> {
 }
 
 /// The cell's `requests` and `chunks` (those of measured requests only).
-fn write_records(p: &Params, records: &[Record], out: &Path) -> Result<()> {
-    let rows: Vec<RequestRow> = records.iter().map(request_row).collect();
+fn write_records(p: &Params, records: &[Record], joined: &[spans::Joined], out: &Path) -> Result<()> {
+    let rows: Vec<RequestRow> = records.iter().zip(joined).map(|(r, j)| j.fill(request_row(r))).collect();
     records::write_requests(&p.cell, &rows, out)?;
     let mut chunks = Vec::new();
     for r in records.iter().filter(|r| !r.warmup) {
@@ -749,5 +761,8 @@ fn request_row(r: &Record) -> RequestRow {
         error: ex.error.name().to_string(),
         error_detail: ex.error_detail.clone(),
         answer: ex.answer.clone(),
+        trace_id: ex.trace_id.map(|id| id.hex()),
+        // Filled from the server's span, if one came ([`spans::Joined::fill`]).
+        ..RequestRow::default()
     }
 }

@@ -86,6 +86,8 @@ pub async fn run(p: &Params, trace: &Trace, path: &Path, endpoint: &Endpoint, ha
         api_key: endpoint.api_key.clone(),
         timeout,
         secrets: endpoint.secrets.clone(),
+        traceparent: endpoint.traceparent,
+        spans: endpoint.spans.clone(),
     });
     let client = client::http_client(64)?;
 

@@ -123,6 +123,9 @@ pub async fn ask(
         api_key: endpoint.api_key.clone(),
         timeout,
         secrets: endpoint.secrets.clone(),
+        // The judge's requests are not measured: no trace context.
+        traceparent: false,
+        spans: None,
     };
     let http = client::http_client(IN_FLIGHT)?;
     let (target, http) = (&target, &http);

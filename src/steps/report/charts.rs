@@ -131,6 +131,86 @@ pub fn cached_share(df: &DataFrame) -> Result<Option<Chart>> {
     Ok(Some(Chart { file: "cached_share.svg".into(), title, svg }))
 }
 
+/// One curve's stacked bars: per turn (from 1), the parts' heights in ms.
+type Stacks = Vec<(f64, Vec<f64>)>;
+
+/// Most curves the time-breakdown chart draws, a panel each (the table has them all).
+pub const BREAKDOWN_PANELS: usize = 4;
+
+/// Where each turn's time went, one panel per curve (at most [`BREAKDOWN_PANELS`]):
+/// per turn, a bar of the median queue, preprocessing, prefill, decode and
+/// outside-the-server times stacked (the aggregate's `breakdown_per_turn`). The
+/// medians of the parts, stacked, are not the median of the whole; the y axis says
+/// so. None when no request joined a span.
+pub fn breakdown(df: &DataFrame) -> Result<Option<Chart>> {
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let curve: Vec<&str> = names.iter().take_while(|n| *n != "turn").map(String::as_str).collect();
+    let label = labels(df, &curve)?;
+    let turn = f64s(df, "turn")?;
+    let parts: Vec<Vec<Option<f64>>> =
+        crate::steps::aggregate::breakdown::COMPONENTS.iter().map(|(_, c)| f64s(df, c)).collect::<Result<_>>()?;
+    // Curve → (turn, the parts' heights).
+    let mut bars: BTreeMap<&str, Stacks> = BTreeMap::new();
+    for r in 0..df.height() {
+        let Some(t) = turn[r] else { continue };
+        // A part the server did not give (or a negative remainder) draws as nothing.
+        let heights = parts.iter().map(|p| p[r].filter(|v| v.is_finite()).unwrap_or(0.0).max(0.0)).collect();
+        bars.entry(&label[r]).or_default().push((t + 1.0, heights));
+    }
+    if bars.is_empty() {
+        return Ok(None);
+    }
+    let shown: Vec<(&str, Stacks)> = bars.into_iter().take(BREAKDOWN_PANELS).collect();
+    let top = shown.iter().flat_map(|(_, b)| b.iter().map(|(_, h)| h.iter().sum::<f64>())).fold(1.0, f64::max) * 1.1;
+    let (_, top) = axis_range(0.0, top, 1.0);
+    let legend_names = ["queue", "preprocessing", "prefill", "decode", "outside the server"];
+    let title = "Where the time went: each part's median per turn".to_string();
+    let svg = draw(&title, (900, 60 + 300 * shown.len() as u32), |root| {
+        let (plots, key) = root.split_vertically(root.dim_in_pixel().1 - 40);
+        for ((name, turns), area) in shown.iter().zip(plots.split_evenly((shown.len(), 1))) {
+            let last = turns.iter().map(|(t, _)| *t).fold(1.0, f64::max);
+            let mut chart = ChartBuilder::on(&area)
+                .margin(12)
+                .caption(*name, ("sans-serif", 15))
+                .x_label_area_size(40)
+                .y_label_area_size(64)
+                .build_cartesian_2d(0.5..last + 0.5, 0.0..top)
+                .map_err(e)?;
+            let fmt_int = |x: &f64| format!("{x:.0}");
+            chart
+                .configure_mesh()
+                .x_desc("turn")
+                .y_desc("median of each part (ms)")
+                .x_labels((last as usize).min(12))
+                .x_label_formatter(&fmt_int)
+                .label_style(("sans-serif", LABEL_PX))
+                .axis_desc_style(("sans-serif", LABEL_PX))
+                .light_line_style(RGBColor(236, 236, 236))
+                .draw()
+                .map_err(e)?;
+            for (t, heights) in turns {
+                let mut bottom = 0.0;
+                for (i, h) in heights.iter().enumerate() {
+                    let upper = (bottom + h).min(top);
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new([(t - 0.35, bottom), (t + 0.35, upper)], colour(i).filled())))
+                        .map_err(e)?;
+                    bottom = upper;
+                }
+            }
+        }
+        let font = ("sans-serif", LABEL_PX).into_font().color(&BLACK);
+        let mut x = 80;
+        for (i, name) in legend_names.iter().enumerate() {
+            key.draw(&Rectangle::new([(x, 12), (x + 14, 26)], colour(i).filled())).map_err(e)?;
+            key.draw(&Text::new(name.to_string(), (x + 20, 12), font.clone())).map_err(e)?;
+            x += 40 + name.len() as i32 * 8;
+        }
+        Ok(())
+    })?;
+    Ok(Some(Chart { file: "breakdown.svg".into(), title, svg }))
+}
+
 /// KV-cache use and running and waiting requests over one cell's measurement, from
 /// the server's own `/metrics` (the aggregate's `server_series`).
 pub fn server_over_time(series: &DataFrame, cell: &[String]) -> Result<Chart> {

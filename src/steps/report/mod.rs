@@ -8,6 +8,7 @@
 //! experiment gives byte-identical files.
 
 pub mod baseline;
+mod breakdown;
 mod charts;
 mod glance;
 mod markdown;
@@ -35,7 +36,8 @@ use table::{Digits, Table, display, varying};
 /// 5: results at a glance first; `comparison.json` beside a baseline comparison.
 /// 6: per-curve tables first, per-seed rows folded; three significant figures; contents.
 /// 7: the methodology names the conversations file a workload replays.
-pub const VERSION: u32 = 7;
+/// 8: "Where the time went", from the server's spans.
+pub const VERSION: u32 = 8;
 
 pub const TEMPLATES: [(&str, &str); 2] = [
     ("README.md.j2", include_str!("../../../templates/README.md.j2")),
@@ -88,6 +90,9 @@ struct Tables {
     /// The server's view per cell, and over time in the busiest cell.
     server: DataFrame,
     server_series: Option<DataFrame>,
+    /// Where the time went, per cell and per curve and turn (the server's spans).
+    breakdown: DataFrame,
+    breakdown_per_turn: DataFrame,
     /// Each curve's scores per method (`[quality]`).
     quality: Option<DataFrame>,
     /// What the judge cost (`judge.json`, with a `[quality] judge`).
@@ -111,6 +116,7 @@ struct Charts {
     cached_share: Option<usize>,
     server: Option<usize>,
     search: Option<usize>,
+    breakdown: Option<usize>,
 }
 
 /// Render the report of `p` from the aggregate in `aggregate` into `out`. Its other
@@ -136,8 +142,9 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
         (read("summary")?, read("per_turn")?, read("seeds")?, read("points")?, read("errors")?);
     let telemetry = if aggregate.join("telemetry.parquet").exists() { Some(read("telemetry")?) } else { None };
     let server = read("server")?;
+    let (breakdown, breakdown_per_turn) = (read("breakdown")?, read("breakdown_per_turn")?);
     let server_series = if aggregate.join("server_series.parquet").exists() { Some(read("server_series")?) } else { None };
-    let mut files: Vec<String> = ["summary", "per_turn", "seeds", "points", "errors", "server"]
+    let mut files: Vec<String> = ["summary", "per_turn", "seeds", "points", "errors", "server", "breakdown", "breakdown_per_turn"]
         .iter()
         .flat_map(|n| [format!("{n}.csv"), format!("{n}.parquet")])
         .collect();
@@ -167,7 +174,23 @@ fn load(aggregate: &Path, out: &Path) -> Result<Tables> {
     let names: Vec<String> = summary.get_column_names().iter().map(|s| s.to_string()).collect();
     let cell: Vec<String> = names.iter().take_while(|n| *n != "requests").cloned().collect();
     let group: Vec<String> = cell.iter().filter(|c| *c != "seed").cloned().collect();
-    Ok(Tables { summary, per_turn, seeds, points, errors, telemetry, server, server_series, quality, judge, runs, cell, group })
+    Ok(Tables {
+        summary,
+        per_turn,
+        seeds,
+        points,
+        errors,
+        telemetry,
+        server,
+        server_series,
+        breakdown,
+        breakdown_per_turn,
+        quality,
+        judge,
+        runs,
+        cell,
+        group,
+    })
 }
 
 /// Every chart the tables call for.
@@ -220,6 +243,11 @@ fn draw(t: &Tables, search: Option<&crate::search::Summary>, trace: bool) -> Res
         server = Some(all.len());
         all.push(charts::server_over_time(series, &t.cell)?);
     }
+    let mut breakdown = None;
+    if let Some(c) = charts::breakdown(&t.breakdown_per_turn)? {
+        breakdown = Some(all.len());
+        all.push(c);
+    }
     let search = match search {
         Some(s) => {
             all.push(charts::search(s, "search.svg")?);
@@ -227,7 +255,7 @@ fn draw(t: &Tables, search: Option<&crate::search::Summary>, trace: bool) -> Res
         }
         None => None,
     };
-    Ok(Charts { all, per_turn, sweeps, tradeoff, quality, gpu, cached_share, server, search })
+    Ok(Charts { all, per_turn, sweeps, tradeoff, quality, gpu, cached_share, server, search, breakdown })
 }
 
 /// The rows of `df` (a table with the curve's columns) at the value each curve's search
@@ -297,6 +325,9 @@ struct Page<'a> {
     answers: Vec<JValue>,
     /// The Server section ([`server::section`]).
     server: JValue,
+    /// "Where the time went" ([`breakdown::section`]), and its chart.
+    breakdown: JValue,
+    breakdown_chart: Option<&'a charts::Chart>,
     /// The Search section, with `[search]` ([`search::section`]), and its chart.
     search: Option<search::Section>,
     search_chart: Option<&'a charts::Chart>,
@@ -327,6 +358,7 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         glance::against_baseline(&mut glance, c);
     }
     glance::imported(&mut glance, runs);
+    glance.findings.extend(breakdown::sentence(&t.breakdown_per_turn)?);
     let search = match &p.search {
         Some(s) => {
             let (section, sentence) = search::section(s, points, group)?;
@@ -376,6 +408,8 @@ fn context<'a>(p: &'a Params, t: &'a Tables, charts: &'a Charts, baseline: Optio
         baseline,
         answers: answers(requests, cell)?,
         server: server::section(&t.server, cell)?,
+        breakdown: breakdown::section(&t.breakdown, cell)?,
+        breakdown_chart: one(charts.breakdown),
         search,
         search_chart: one(charts.search),
         per_turn_charts: pick(&charts.per_turn),
@@ -400,6 +434,7 @@ fn sections(sweeps: bool, search: bool, quality: bool, baseline: bool) -> Vec<Se
     let titles = [
         ("Results at a glance", true),
         ("Per-turn latency", true),
+        ("Where the time went", true),
         ("Sweeps and operating points", sweeps),
         ("Search", search),
         ("Across seeds", true),
