@@ -589,7 +589,12 @@ fn explain_log(path: &Path) -> Said {
     let tail: Vec<String> = lines[lines.len().saturating_sub(15)..].iter().map(|l| crate::untrusted::escaped(l, 300)).collect();
     let tail = tail.join("\n    ");
     let lower = text.to_lowercase();
-    let hint = if lower.contains("out of memory") {
+    let hint = if lower.contains("opentelemetry") && (lower.contains("not available") || lower.contains("no module named")) {
+        // A launched vLLM traces by default (`traces`), and needs its OpenTelemetry
+        // packages for `--otlp-traces-endpoint`.
+        "this vLLM cannot trace without its OpenTelemetry packages: install them (pip install opentelemetry-sdk \
+         opentelemetry-api opentelemetry-exporter-otlp opentelemetry-semantic-conventions-ai), or set `traces = false` on the model"
+    } else if lower.contains("out of memory") {
         "the GPU ran out of memory: lower --max-model-len or --gpu-memory-utilization, or use more GPUs"
     } else if lower.contains("address already in use") {
         "the port is in use: another server is running there"
@@ -612,6 +617,18 @@ fn shell_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vLLM without its OpenTelemetry packages refuses `--otlp-traces-endpoint`
+    /// (which a launched vLLM gets by default): the hint says what to install or set.
+    #[test]
+    fn a_vllm_that_cannot_trace_is_told_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        std::fs::write(&log, "INFO starting\nValueError: OpenTelemetry is not available. Unable to configure 'otlp_traces_endpoint'. Ensure OpenTelemetry packages are installed.\n").unwrap();
+        let said = explain_log(&log);
+        assert!(said.message.contains("OpenTelemetry is not available"), "{}", said.message);
+        assert!(said.hints.iter().any(|h| h.contains("traces = false") && h.contains("opentelemetry-sdk")), "{:?}", said.hints);
+    }
 
     fn context(gpus: Option<Vec<u32>>) -> LaunchContext {
         LaunchContext {
