@@ -49,6 +49,13 @@ pub const ROUTE: &str = "/v1/traces";
 pub const MAX_BODY: usize = 16 << 20;
 /// Spans one body may hold; a larger batch is refused whole.
 pub const MAX_SPANS_PER_BODY: usize = 10_000;
+/// Attributes, events and links one body's spans may hold together (vLLM's request
+/// span has about 15 attributes): counted on the wire before anything is decoded, so
+/// a small body of millions of empty spans or attributes costs no memory.
+pub const MAX_ITEMS_PER_BODY: usize = 200_000;
+/// The longest latency read from a span, in seconds (a day): anything longer is not a
+/// request's, and in milliseconds it stays a finite number.
+pub const MAX_LATENCY_S: f64 = 86_400.0;
 /// Request spans one receiver keeps (a server's whole use); past it they are counted.
 pub const MAX_SPANS: usize = 1_000_000;
 /// Spans with no request (start-up) one receiver keeps.
@@ -176,6 +183,9 @@ pub struct Counts {
     pub late: u64,
     /// Spans dropped because the receiver held its most.
     pub over_cap: u64,
+    /// Request spans for a trace id that already had one: the first is kept.
+    #[serde(default)]
+    pub duplicate: u64,
 }
 
 impl Counts {
@@ -187,6 +197,7 @@ impl Counts {
             unknown_trace: self.unknown_trace - earlier.unknown_trace,
             late: self.late - earlier.late,
             over_cap: self.over_cap - earlier.over_cap,
+            duplicate: self.duplicate - earlier.duplicate,
         }
     }
 }
@@ -375,16 +386,79 @@ async fn receive(req: Request<Incoming>) -> Result<Vec<ServerSpan>, Refused> {
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(Refused::Oversized("body too large")),
         Err(_) => return Err(Refused::Malformed("the body broke off")),
     };
-    let export = ExportTraceServiceRequest::decode(body).map_err(|_| Refused::Malformed("not an OTLP ExportTraceServiceRequest"))?;
-    let count: usize = export.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
-    if count > MAX_SPANS_PER_BODY {
-        return Err(Refused::Oversized("too many spans in one body"));
+    let (spans, items) = census(&body).ok_or(Refused::Malformed("not an OTLP ExportTraceServiceRequest"))?;
+    if spans > MAX_SPANS_PER_BODY || items > MAX_ITEMS_PER_BODY {
+        return Err(Refused::Oversized("too many spans, attributes, events or links in one body"));
     }
+    // Bounded by the census; decoding ten thousand spans takes milliseconds.
+    let export = ExportTraceServiceRequest::decode(body).map_err(|_| Refused::Malformed("not an OTLP ExportTraceServiceRequest"))?;
     Ok(export.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans).map(server_span).collect())
 }
 
-/// Keep `span` where it belongs, or count why not.
+/// How many spans, and attributes, events and links among them, an OTLP body holds,
+/// read from the protobuf wire format without decoding it (`None`: not protobuf).
+/// ExportTraceServiceRequest: resource_spans = 1; ResourceSpans: scope_spans = 2;
+/// ScopeSpans: spans = 2; Span: attributes = 9, events = 11, links = 13.
+fn census(body: &[u8]) -> Option<(usize, usize)> {
+    let (mut spans, mut items) = (0, 0);
+    for_fields(body, |field, resource| {
+        if field != 1 {
+            return Some(());
+        }
+        for_fields(resource, |field, scope| {
+            if field != 2 {
+                return Some(());
+            }
+            for_fields(scope, |field, span| {
+                if field != 2 {
+                    return Some(());
+                }
+                spans += 1;
+                for_fields(span, |field, _| {
+                    items += usize::from(matches!(field, 9 | 11 | 13));
+                    Some(())
+                })
+            })
+        })
+    })?;
+    Some((spans, items))
+}
+
+/// Call `f` with each length-delimited field of the protobuf message `buf` (its number
+/// and bytes); skip the others. `None` when `buf` is not well-formed protobuf.
+fn for_fields(mut buf: &[u8], mut f: impl FnMut(u64, &[u8]) -> Option<()>) -> Option<()> {
+    use prost::encoding::decode_varint;
+    while !buf.is_empty() {
+        let key = decode_varint(&mut buf).ok()?;
+        let (field, wire) = (key >> 3, key & 7);
+        let skip = match wire {
+            0 => {
+                decode_varint(&mut buf).ok()?;
+                0
+            }
+            1 => 8,
+            5 => 4,
+            2 => {
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                let payload = buf.get(..len)?;
+                f(field, payload)?;
+                len
+            }
+            _ => return None,
+        };
+        buf = buf.get(skip..)?;
+    }
+    Some(())
+}
+
+/// Keep `span` where it belongs, or count why not. A span of a request's trace that
+/// is not the request's own (an HTTP server span, say) is neither the request's nor
+/// start-up: it is ignored.
 fn file(state: &mut State, span: ServerSpan) {
+    let known = |id: &TraceId| state.expected.contains(id) || state.closed.contains(id);
+    if span.name != REQUEST_SPAN && span.trace_id.as_ref().is_some_and(known) {
+        return;
+    }
     let Some(id) = span.trace_id.filter(|_| span.name == REQUEST_SPAN) else {
         match state.startup.len() < MAX_STARTUP_SPANS {
             true => state.startup.push(span),
@@ -393,6 +467,10 @@ fn file(state: &mut State, span: ServerSpan) {
         return;
     };
     if state.expected.contains(&id) {
+        if state.spans.contains_key(&id) {
+            state.counts.duplicate += 1;
+            return;
+        }
         match state.spans.len() < MAX_SPANS {
             true => {
                 state.spans.insert(id, span);
@@ -407,7 +485,7 @@ fn file(state: &mut State, span: ServerSpan) {
 }
 
 /// A span's times and the attributes we read (others are ignored). A latency that is
-/// not a finite non-negative number is left out, as is a count that is negative.
+/// not a number from 0 to a day is left out, as is a count that is negative.
 fn server_span(span: opentelemetry_proto::tonic::trace::v1::Span) -> ServerSpan {
     let mut out = ServerSpan {
         trace_id: TraceId::from_bytes(&span.trace_id).filter(|id| id.0 != [0; 16]),
@@ -418,7 +496,7 @@ fn server_span(span: opentelemetry_proto::tonic::trace::v1::Span) -> ServerSpan 
     };
     for KeyValue { key, value, .. } in &span.attributes {
         let value = value.as_ref().and_then(|v| v.value.as_ref());
-        let seconds = || number(value).filter(|s| s.is_finite() && *s >= 0.0);
+        let seconds = || number(value).filter(|s| s.is_finite() && (0.0..=MAX_LATENCY_S).contains(s));
         let count = || number(value).filter(|n| n.is_finite() && *n >= 0.0).map(|n| n as u64);
         match key.as_str() {
             attr::QUEUE => out.queue_s = seconds(),
@@ -590,15 +668,64 @@ mod tests {
         assert_eq!(got.spans.len(), 1);
     }
 
-    /// A latency that is not a finite non-negative number is left out, not joined.
+    /// A latency that is not a number from 0 to a day is left out, not joined (in
+    /// milliseconds, 1e308 s would be infinite).
     #[test]
     fn impossible_latencies_are_left_out() {
         let id = TraceId::random();
-        let sent = ServerSpan { queue_s: Some(-1.0), prefill_s: Some(f64::NAN), decode_s: Some(f64::INFINITY), ..request_span(id) };
+        let sent = ServerSpan {
+            queue_s: Some(-1.0),
+            prefill_s: Some(f64::NAN),
+            decode_s: Some(f64::INFINITY),
+            e2e_s: Some(1e308),
+            ..request_span(id)
+        };
         let export = ExportTraceServiceRequest::decode(Bytes::from(encode(&[sent]))).unwrap();
         let span = server_span(export.resource_spans[0].scope_spans[0].spans[0].clone());
-        assert_eq!((span.queue_s, span.prefill_s, span.decode_s), (None, None, None));
+        assert_eq!((span.queue_s, span.prefill_s, span.decode_s, span.e2e_s), (None, None, None, None), "1e308 s is no latency");
         assert_eq!((span.ttft_s, span.prompt_tokens), (Some(0.3), Some(100)));
+    }
+
+    /// A small body of a great many empty spans or attributes (millions fit in 16
+    /// MiB) is counted on the wire and refused before it is decoded; the census agrees
+    /// with the decoder on what vLLM-shaped bodies hold.
+    #[tokio::test]
+    async fn bodies_of_too_many_items_are_refused_before_decoding() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let body = |spans: Vec<Span>| {
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans, ..Default::default() }], ..Default::default() }],
+            }
+            .encode_to_vec()
+        };
+        let empties = body(vec![Span::default(); MAX_SPANS_PER_BODY + 1]);
+        assert_eq!(census(&empties), Some((MAX_SPANS_PER_BODY + 1, 0)));
+        let attributes = body(vec![Span { attributes: vec![KeyValue::default(); MAX_ITEMS_PER_BODY + 1], ..Default::default() }]);
+        assert_eq!(census(&attributes), Some((1, MAX_ITEMS_PER_BODY + 1)));
+        let sent = [request_span(TraceId::random()), request_span(TraceId::random())];
+        let decoded = ExportTraceServiceRequest::decode(Bytes::from(encode(&sent))).unwrap();
+        let attrs: usize = decoded.resource_spans[0].scope_spans[0].spans.iter().map(|s| s.attributes.len()).sum();
+        assert_eq!(census(&encode(&sent)), Some((2, attrs)));
+        assert_eq!(census(&[0xff; 8]), None);
+        let receiver = Receiver::start(None).await.unwrap();
+        assert_eq!(post(&receiver, empties, "application/x-protobuf").await, 400);
+        assert_eq!(post(&receiver, attributes, "application/x-protobuf").await, 400);
+        assert_eq!(receiver.collect(&[], &[]).await.counts.oversized, 2);
+    }
+
+    /// A second span for one request is counted and the first kept; a span of a
+    /// request's trace that is not the request's own is neither it nor start-up.
+    #[tokio::test]
+    async fn a_requests_trace_gives_one_span() {
+        let receiver = Receiver::start(None).await.unwrap();
+        let id = TraceId::random();
+        receiver.expect(id);
+        let other = ServerSpan { queue_s: Some(9.0), ..request_span(id) };
+        let http = ServerSpan { name: "POST /v1/chat/completions".into(), ..request_span(id) };
+        assert_eq!(post(&receiver, encode(&[request_span(id), other, http]), "application/x-protobuf").await, 200);
+        let got = receiver.collect(&[id], &[id]).await;
+        assert_eq!(got.spans.get(&id), Some(&request_span(id)));
+        assert_eq!((got.counts.duplicate, got.startup.len()), (1, 0));
     }
 
     /// A fixed receiver address that is taken: another port, said in a note.

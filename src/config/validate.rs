@@ -16,7 +16,8 @@ use std::sync::Arc;
 pub fn load(source: &Source) -> Result<Experiment, ConfigError> {
     let raw = parse(source)?;
     let inputs = inputs::read(source, &raw);
-    let mut v = Validator { source, issues: inputs.issues, results: inputs.results, literals: Default::default() };
+    let mut v =
+        Validator { source, issues: inputs.issues, results: inputs.results, literals: Default::default(), receivers: BTreeMap::new() };
     v.no_keys();
     let written = trace::Written::of(&raw);
     let mut experiment = v.experiment(raw, inputs.questions, inputs.images, inputs.conversations);
@@ -137,6 +138,8 @@ struct Validator<'a> {
     results: BTreeMap<(String, String), String>,
     /// The values of secret flags in command lines, taken out of the text.
     literals: crate::secrets::LiteralSecrets,
+    /// Each `otlp-receiver` address and the model that gave it first.
+    receivers: BTreeMap<std::net::SocketAddr, String>,
 }
 
 impl Validator<'_> {
@@ -546,6 +549,19 @@ impl Validator<'_> {
             }
             addr
         });
+        if let Some(addr) = receiver {
+            // Two models' servers measured at once cannot share one receiver: the
+            // second could not listen there, and its spans would go to the first.
+            if let Some(first) = self.receivers.get(&addr).cloned() {
+                self.error(
+                    format!("{at}.otlp-receiver"),
+                    format!("`{addr}` is already the otlp-receiver of `{first}`"),
+                    Some("give each endpoint model its own address (and start its server with --otlp-traces-endpoint to it)".into()),
+                );
+            } else {
+                self.receivers.insert(addr, at.to_string());
+            }
+        }
         if receiver.is_some() && backend != Backend::Endpoint {
             self.error(
                 format!("{at}.otlp-receiver"),

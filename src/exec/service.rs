@@ -254,7 +254,17 @@ async fn start(
     let secrets = launch.secrets.clone();
     // Up before the server, which is told its address.
     let spans = match config.traces {
-        true => Some(Arc::new(crate::otlp::Receiver::start(config.otlp_receiver).await.context("starting the OTLP receiver")?)),
+        true => {
+            let addr = config.otlp_receiver.map_or_else(|| "127.0.0.1:0".to_string(), |a| a.to_string());
+            let receiver = crate::otlp::Receiver::start(config.otlp_receiver)
+                .await
+                .with_context(|| format!("starting the OTLP receiver on {addr}"))?;
+            // Said now, not only in meta.json: the server's spans will not arrive.
+            if let Some(note) = &receiver.note {
+                eprintln!("warning: `{}`: {note}", spec.id);
+            }
+            Some(Arc::new(receiver))
+        }
         false => None,
     };
     let remote = |url: &str| Endpoint {

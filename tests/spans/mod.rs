@@ -183,7 +183,7 @@ fn a_taken_receiver_port_is_recorded() {
     let sim = start_sim(&["--served-model-name", "spans-taken"]);
     let p = Project::new();
     p.write("experiments/t.toml", &endpoint_experiment("taken", &sim, "spans-taken", &[format!("otlp-receiver = \"127.0.0.1:{port}\"")]));
-    p.run_ok();
+    p.pipeline(&["run", "experiments/t.toml"]).status(0).stderr_has("warning: `").stderr_has(&format!("127.0.0.1:{port} was taken"));
     let (_, meta) = p.measure_metas().pop().unwrap();
     let notes = meta["spans"]["notes"].to_string();
     assert!(notes.contains(&format!("127.0.0.1:{port} was taken")), "{notes}");
@@ -201,6 +201,15 @@ fn tracing_keys_are_checked() {
         .replace("backend = \"sim\"", "backend = \"sim\"\notlp-receiver = \"localhost:x\"");
     p.write("experiments/t.toml", &text);
     p.pipeline(&["plan", "experiments/t.toml"]).status(2).stderr_has("models.s.otlp-receiver").stderr_has("is not an IP address and port");
+    // Two endpoint models cannot share one receiver address.
+    let two = "name = \"two\"\n[models.a]\nbackend = \"endpoint\"\nurl = \"http://127.0.0.1:9/v1\"\nmodel = \"a\"\notlp-receiver = \"127.0.0.1:4318\"\n\
+               [models.b]\nbackend = \"endpoint\"\nurl = \"http://127.0.0.1:9/v1\"\nmodel = \"b\"\notlp-receiver = \"127.0.0.1:4318\"\n\
+               [matrix]\nmodel = [\"a\", \"b\"]\n";
+    p.write("experiments/t.toml", two);
+    p.pipeline(&["plan", "experiments/t.toml"])
+        .status(2)
+        .stderr_has("models.b.otlp-receiver")
+        .stderr_has("`127.0.0.1:4318` is already the otlp-receiver of `models.a`");
 }
 
 /// A hosted API gets no `traceparent` unless the model asks (`send-traceparent =

@@ -48,7 +48,9 @@ impl Joined {
         row.server_ttft_ms = ms(span.ttft_s);
         row.server_e2e_ms = ms(span.e2e_s);
         row.server_preprocess_ms = match (row.server_e2e_ms, row.server_queue_ms, row.server_prefill_ms, row.server_decode_ms) {
-            (Some(e2e), Some(queue), Some(prefill), Some(decode)) => Some(e2e - queue - prefill - decode),
+            // Parts that add up to more than the whole (beyond rounding) are not vLLM's
+            // arithmetic: no preprocessing is made up from them.
+            (Some(e2e), Some(queue), Some(prefill), Some(decode)) => Some(e2e - queue - prefill - decode).filter(|p| *p >= -1.0),
             _ => None,
         };
         row.outside_server_ms = row.ttft_ms.zip(row.server_ttft_ms).map(|(client, server)| client - server);

@@ -30,6 +30,12 @@ pub fn section(by_cell: &DataFrame, cell: &[String]) -> Result<JValue> {
     let n = by_cell.height();
     let without: Vec<usize> = (0..n).filter(|&r| joined[r].unwrap_or(0.0) == 0.0).collect();
     let none = n > 0 && without.len() == n;
+    // With no spans at all: whether no server traced, or servers that did sent none
+    // (an `otlp-receiver` address taken, a server not told where to send them).
+    let mut none_why: Vec<&str> = reasons.iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+    none_why.sort_unstable();
+    none_why.dedup();
+    let none_untraced = none_why.iter().all(|w| *w == crate::steps::measure::spans::NOT_TRACED);
     let mut missing = None;
     if !none && !without.is_empty() {
         let mut why: Vec<&str> = without.iter().map(|&r| reasons[r].as_str()).filter(|s| !s.is_empty()).collect();
@@ -50,6 +56,8 @@ pub fn section(by_cell: &DataFrame, cell: &[String]) -> Result<JValue> {
     ];
     Ok(minijinja::context! {
         none => none,
+        none_untraced => none_untraced,
+        none_why => none_why.join("; "),
         missing => missing,
         table => (!none).then(|| display(by_cell, cell, &cols).map(varying)).transpose()?.map(super::ser),
     })
@@ -89,8 +97,11 @@ pub fn sentence(per_turn: &DataFrame) -> Result<Option<String>> {
         let change = if ratio >= 1.0 { format!("grows {}×", short(ratio)) } else { format!("falls to {}×", short(ratio)) };
         clauses[0] = format!("{} dominates the slowest turns and {change} from turn {:.0} to {:.0}", PARTS[top].1, at(first), at(last));
     }
-    let queue = rs.iter().map(|&r| part(0, r)).fold(0.0, f64::max);
-    clauses.push(format!("queue time stays under {} ms", next_up(queue)));
+    // Only what the spans said: a curve whose spans gave no queue time gets no clause.
+    let queued: Vec<f64> = rs.iter().filter_map(|&r| parts[0][r]).collect();
+    if queued.len() == rs.len() {
+        clauses.push(format!("median queue time stays under {} ms", next_up(queued.iter().copied().fold(0.0, f64::max))));
+    }
     let outside: Vec<f64> = rs.iter().filter_map(|&r| parts[4][r]).collect();
     if let Some(m) = crate::stats::median(&outside) {
         clauses.push(format!("{} ms median outside the server", short(m)));
