@@ -145,8 +145,8 @@ impl Index {
     /// its length holds) or whose mtimes it could not tell apart (any before 1970 reads
     /// as 0) is left to its manifest, and forgotten if it was indexed.
     pub fn put(&self, record: Record) {
-        let fits = record.files.len() <= u16::MAX as usize
-            && record.files.iter().all(|f| f.path.len() <= u16::MAX as usize && f.mtime_ns > 0);
+        let fits =
+            record.files.len() <= u16::MAX as usize && record.files.iter().all(|f| f.path.len() <= u16::MAX as usize && f.mtime_ns > 0);
         if !fits {
             return self.drop_key(&record.key);
         }

@@ -410,7 +410,8 @@ impl Cache {
             }
             let Some(name) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) else { continue };
             let bytes = fs::read(&path).map_err(io_err(&path))?;
-            let records = serde_json::from_slice(&bytes).map_err(|e| CacheError::BadRecord { path: path.clone(), reason: e.to_string() })?;
+            let records =
+                serde_json::from_slice(&bytes).map_err(|e| CacheError::BadRecord { path: path.clone(), reason: e.to_string() })?;
             runs.push((name, records));
         }
         Ok(runs)

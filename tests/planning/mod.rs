@@ -193,11 +193,7 @@ fn a_run_record_gone_from_under_its_digest_is_written_again() {
     let p = Project::with_base("gcsum");
     p.run_ok();
     let runs = p.path().join("cache/runs");
-    let record = std::fs::read_dir(&runs)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|f| f.extension().is_some_and(|x| x == "json"))
-        .unwrap();
+    let record = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|f| f.extension().is_some_and(|x| x == "json")).unwrap();
     std::fs::remove_file(&record).unwrap();
     p.pipeline(&["run", "experiments/t.toml"]).status(0).stderr_has("0 ran");
     assert!(record.exists(), "the no-op run writes the record again");

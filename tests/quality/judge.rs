@@ -265,8 +265,8 @@ fn a_rate_limited_judge_is_asked_again() {
 #[test]
 fn a_judge_outage_is_asked_again_on_the_next_run() {
     use super::super::fake::{self, FakeServer, Reply};
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     let down = Arc::new(AtomicBool::new(true));
     let flag = down.clone();
     let server = FakeServer::start(move |req| match req.path.as_str() {
