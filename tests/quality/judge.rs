@@ -229,6 +229,18 @@ fn a_judge_that_echoes_its_key_has_it_redacted() {
     assert!(!out.stderr.contains(secret) && !out.stdout.contains(secret));
 }
 
+/// One conversation of the base variant, one seed, judged by the `endpoint` judge at
+/// `base` (a fake server).
+fn judged_at(tag: &str, base: &str) -> Project {
+    let judge = format!("[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"endpoint\"\nurl = \"{base}\"\nmodel = \"judge\"\n");
+    let p = project(tag, 1, 1.0, &judge);
+    p.write(
+        "experiments/q.toml",
+        &p.read("experiments/q.toml").replace("seed = [1, 2]", "seed = [1]").replace("\"base\", \"awq\"", "\"base\""),
+    );
+    p
+}
+
 /// A rate-limited judge (a 429 with `Retry-After`, as hosted APIs send) is asked again,
 /// as a measure's request would be: the turn is scored, and both requests are counted.
 #[test]
@@ -244,13 +256,7 @@ fn a_rate_limited_judge_is_asked_again() {
             _ => Reply::Ok("text/event-stream", super::super::hardening::stream_of("1")),
         },
     });
-    let judge =
-        format!("[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"endpoint\"\nurl = \"{}\"\nmodel = \"judge\"\n", server.base);
-    let p = project("limited", 1, 1.0, &judge);
-    p.write(
-        "experiments/q.toml",
-        &p.read("experiments/q.toml").replace("seed = [1, 2]", "seed = [1]").replace("\"base\", \"awq\"", "\"base\""),
-    );
+    let p = judged_at("limited", &server.base);
     p.pipeline(&["run", "experiments/q.toml"]).status(0);
     let cost: Value = serde_json::from_str(&p.read("reports/q/judge.json")).unwrap();
     // Two turns: the first asked twice (429, then 1), the second once.
@@ -275,13 +281,7 @@ fn a_judge_outage_is_asked_again_on_the_next_run() {
         _ if flag.load(Ordering::SeqCst) => fake::response("500 Internal Server Error", &[], r#"{"error": "down"}"#),
         _ => Reply::Ok("text/event-stream", super::super::hardening::stream_of("1")),
     });
-    let judge =
-        format!("[quality]\nscore = [\"exact\"]\n[quality.judge]\nbackend = \"endpoint\"\nurl = \"{}\"\nmodel = \"judge\"\n", server.base);
-    let p = project("outage", 1, 1.0, &judge);
-    p.write(
-        "experiments/q.toml",
-        &p.read("experiments/q.toml").replace("seed = [1, 2]", "seed = [1]").replace("\"base\", \"awq\"", "\"base\""),
-    );
+    let p = judged_at("outage", &server.base);
     p.pipeline(&["run", "experiments/q.toml"]).status(1).stderr_has("the judge `judge` failed 2 of 2 requests");
     assert!(!p.path().join("reports/q/judge.json").exists(), "no report from a failed judge");
     down.store(false, Ordering::SeqCst);
