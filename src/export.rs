@@ -32,7 +32,13 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
 /// the stack grew with the number of files, and 90,000 cells overflowed it. Our files
 /// are one cell's each; the parallelism is across them.
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    read_parquet_columns(path, None)
+}
+
+/// [`read_parquet`], of `columns` only (all when None).
+pub fn read_parquet_columns(path: &Path, columns: Option<Vec<String>>) -> Result<DataFrame> {
     ParquetReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?)
+        .with_columns(columns)
         .read_parallel(ParallelStrategy::None)
         .finish()
         .map_err(anyhow::Error::from)

@@ -757,16 +757,8 @@ pub fn read_chunks(dir: &Path, columns: Option<&[&str]>) -> Result<DataFrame> {
 }
 
 fn read_table(dir: &Path, name: &str, columns: Option<&[&str]>) -> Result<DataFrame> {
-    let path = dir.join(format!("{name}.parquet"));
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let columns = columns.map(|c| c.iter().map(|c| (*c).into()).collect());
-    // On this thread, as export::read_parquet says why.
-    ParquetReader::new(file)
-        .with_columns(columns)
-        .read_parallel(ParallelStrategy::None)
-        .finish()
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("reading {}", path.display()))
+    export::read_parquet_columns(&dir.join(format!("{name}.parquet")), columns)
 }
 
 #[cfg(test)]

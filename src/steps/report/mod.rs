@@ -643,9 +643,8 @@ fn telemetry_reason(runs: &[serde_json::Value]) -> String {
 /// table order), as answered (the first 300 characters) with the answer's length in
 /// characters: untrusted text, escaped by the HTML template.
 fn answers(requests: &Path, cell: &[String]) -> Result<Vec<JValue>> {
-    let mut df = ParquetReader::new(std::fs::File::open(requests)?)
-        .with_columns(Some(cell.iter().cloned().chain(["conversation", "turn", "warmup", "error", "answer"].map(String::from)).collect()))
-        .finish()?
+    let columns = cell.iter().cloned().chain(["conversation", "turn", "warmup", "error", "answer"].map(String::from)).collect();
+    let mut df = export::read_parquet_columns(requests, Some(columns))?
         .lazy()
         .filter(
             col("warmup")
