@@ -166,7 +166,8 @@ pub fn breakdown(df: &DataFrame) -> Result<Option<Chart>> {
     let legend_names = ["queue", "preprocessing", "prefill", "decode", "outside the server"];
     let title = "Where the time went: each part's median per turn".to_string();
     let svg = draw(&title, (900, 60 + 300 * shown.len() as u32), |root| {
-        let (plots, key) = root.split_vertically(root.dim_in_pixel().1 - 40);
+        // The key first, above the panels: a reader of the first panel sees it.
+        let (key, plots) = root.split_vertically(40);
         for ((name, turns), area) in shown.iter().zip(plots.split_evenly((shown.len(), 1))) {
             let last = turns.iter().map(|(t, _)| *t).fold(1.0, f64::max);
             let mut chart = ChartBuilder::on(&area)

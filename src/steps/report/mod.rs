@@ -37,7 +37,8 @@ use table::{Digits, Table, display, varying};
 /// 6: per-curve tables first, per-seed rows folded; three significant figures; contents.
 /// 7: the methodology names the conversations file a workload replays.
 /// 8: "Where the time went", from the server's spans.
-pub const VERSION: u32 = 8;
+/// 9: the breakdown chart's key above its panels; "median queue time"; "No spans arrived".
+pub const VERSION: u32 = 9;
 
 pub const TEMPLATES: [(&str, &str); 2] = [
     ("README.md.j2", include_str!("../../../templates/README.md.j2")),
