@@ -55,10 +55,22 @@ impl Cell {
     }
 }
 
+/// `model=…,variant=…,seed=…,batch-size=…,frames=…` and the custom axes: [`Cell::coords`]
+/// as `axis=value` pairs, written without building them (every step id is one).
 impl fmt::Display for Cell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.coords().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
-        f.write_str(&parts.join(","))
+        write!(
+            f,
+            "model={},variant={},seed={},batch-size={},frames={}",
+            self.model, self.variant, self.seed, self.batch_size, self.frames
+        )?;
+        for (name, value) in &self.custom {
+            match serde_json::from_str::<String>(value) {
+                Ok(text) => write!(f, ",{name}={text}")?,
+                Err(_) => write!(f, ",{name}={value}")?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -332,5 +344,20 @@ mod tests {
         assert!(e.contains("would expand to 480,000 cells (2 model × 2 variant × 400 seed × 300 batch-size × 1 frames"), "{e}");
         let ok = cells(&format!("seed = [{}]\nbatch-size = [{}]", seeds.join(","), batches[..40].join(","))).unwrap();
         assert_eq!(ok.len(), 3 * 400 * 40);
+    }
+
+    #[test]
+    fn a_cell_is_written_as_its_coordinates() {
+        let cell = Cell {
+            model: "a".into(),
+            variant: "q".into(),
+            seed: 7,
+            batch_size: 2,
+            frames: 3,
+            custom: vec![("tag".into(), r#""x\"y""#.into()), ("rate".into(), "1.5".into())],
+        };
+        let joined: Vec<String> = cell.coords().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(cell.to_string(), joined.join(","));
+        assert_eq!(cell.to_string(), r#"model=a,variant=q,seed=7,batch-size=2,frames=3,tag=x"y,rate=1.5"#);
     }
 }

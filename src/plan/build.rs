@@ -4,6 +4,7 @@
 //! their serialization.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -38,14 +39,17 @@ impl Plan {
         let mut b = Builder {
             steps: Vec::new(),
             by_id: HashMap::new(),
+            datagen_by: HashMap::new(),
             servers: Vec::new(),
             server_by_id: HashMap::new(),
             dep_ids: Vec::new(),
             drawn,
         };
-        // What each measure is does not depend on the others: build those in parallel.
+        // What each measure is does not depend on the others: build those in parallel,
+        // each straight to its canonical text (a tree per cell, all alive at once, was
+        // most of a large plan's memory).
         // (id, coordinates, parameters) of each cell's measure.
-        type Described = (String, Vec<(String, String)>, Value);
+        type Described = (String, Vec<(String, String)>, Canonical);
         let described: Vec<Described> =
             cells.par_iter().map(|cell| (format!("measure[{cell}]"), cell.coords(), measure_params(&experiment, cell))).collect();
         let mut measures = Vec::new();
@@ -92,6 +96,8 @@ struct Builder {
     /// Step ids are built from exactly the coordinates that make steps differ, so
     /// steps with equal ids are identical and merged.
     by_id: HashMap<String, usize>,
+    /// (seed, batch size, frames, turns) → the datagen step's id: what sets datagens apart.
+    datagen_by: HashMap<(u64, u32, u32, u32), String>,
     servers: Vec<ServerSpec>,
     server_by_id: HashMap<String, usize>,
     dep_ids: Vec<Vec<String>>,
@@ -106,7 +112,7 @@ impl Builder {
         kind: StepKind,
         id: String,
         coords: Vec<(String, String)>,
-        params: Value,
+        params: Canonical,
         deps: Vec<String>,
         server: Option<usize>,
         cell: Option<usize>,
@@ -115,7 +121,7 @@ impl Builder {
             return i;
         }
         self.by_id.insert(id.clone(), self.steps.len());
-        self.steps.push(Step { id, kind, coords, params: Canonical::from_value(&params), deps: Vec::new(), server, cell });
+        self.steps.push(Step { id, kind, coords, params, deps: Vec::new(), server, cell });
         self.dep_ids.push(deps);
         self.steps.len() - 1
     }
@@ -123,6 +129,9 @@ impl Builder {
     fn datagen(&mut self, exp: &Experiment, cell: &Cell) -> String {
         let w = &exp.workload;
         let turns = cell_turns(exp, cell);
+        if let Some(id) = self.datagen_by.get(&(cell.seed, cell.batch_size, cell.frames, turns)) {
+            return id.clone();
+        }
         let mut coords = vec![
             ("seed".to_string(), cell.seed.to_string()),
             ("batch-size".into(), cell.batch_size.to_string()),
@@ -140,6 +149,7 @@ impl Builder {
             None => steps::datagen::Params::Synthetic(self.synthetic(exp, cell, turns)),
         };
         let i = self.add(StepKind::Datagen, id, coords, to_params(&params), vec![], None, None);
+        self.datagen_by.insert((cell.seed, cell.batch_size, cell.frames, turns), self.steps[i].id.clone());
         self.steps[i].id.clone()
     }
 
@@ -243,10 +253,10 @@ impl Builder {
         // The id names exactly what sets servers of one model variant apart.
         let mut id = format!("server[model={},variant={}", cell.model, cell.variant);
         if let Some(k) = limit_mm {
-            id.push_str(&format!(",max-images={k}"));
+            let _ = write!(id, ",max-images={k}");
         }
         for (name, _, value) in &flags {
-            id.push_str(&format!(",{name}={value}"));
+            let _ = write!(id, ",{name}={value}");
         }
         id.push(']');
         if let Some(&i) = self.server_by_id.get(&id) {
@@ -404,7 +414,7 @@ fn workload_override(exp: &Experiment, cell: &Cell, key: &str) -> Option<Value> 
     exp.matrix.custom.iter().find(|a| a.feeds == Feeds::Workload(key.into())).and_then(|a| cell.value(&a.name))
 }
 
-fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
+fn measure_params(exp: &Experiment, cell: &Cell) -> Canonical {
     let w = &exp.workload;
     let get_u = |key: &str, default: u32| workload_override(exp, cell, key).and_then(|v| v.as_u64()).map_or(default, |v| v as u32);
     let model = &exp.models[&cell.model];
@@ -451,7 +461,7 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Value {
 
 /// An imported cell's parameters: its format and its file's digest (a file matrix
 /// expansion checked is there).
-fn import_params(import: &Import, cell: &Cell) -> Value {
+fn import_params(import: &Import, cell: &Cell) -> Canonical {
     let file = import.files.get(&cell.seed);
     to_params(&steps::import::Params {
         cell: cell.coords(),
@@ -462,7 +472,6 @@ fn import_params(import: &Import, cell: &Cell) -> Value {
 }
 
 /// A step's parameters as its key holds them: the serialization of its kind's `Params`.
-fn to_params<P: Serialize>(params: &P) -> Value {
-    // These structs hold strings, numbers and lists: serializing them cannot fail.
-    serde_json::to_value(params).unwrap_or_default()
+fn to_params<P: Serialize>(params: &P) -> Canonical {
+    Canonical::of(params)
 }
