@@ -101,10 +101,9 @@ pub fn publish_report(entry: &Path, dest: &Path, experiment: &str) -> Result<Vec
     let earlier = listed(&before);
     let mut written = Vec::new();
     for (name, source) in &files {
-        let bytes = std::fs::read(source).map_err(io(source))?;
         let target = dest.join(name);
-        if std::fs::read(&target).ok().as_deref() != Some(bytes.as_slice()) {
-            write_atomically(&target, &bytes)?;
+        if !same_bytes(source, &target).map_err(io(source))? {
+            copy_atomically(source, &target)?;
             written.push(target);
         }
     }
@@ -132,11 +131,36 @@ pub fn publish_report(entry: &Path, dest: &Path, experiment: &str) -> Result<Vec
     Ok(written)
 }
 
-/// Write through a temporary file and a rename: a full disk leaves the old file.
-fn write_atomically(target: &Path, bytes: &[u8]) -> Result<(), PublishError> {
+/// Whether `target` holds the bytes of `source`: sizes first, then both read side by
+/// side a block at a time (a 100,000-cell report is hundreds of MB, and a no-op run
+/// compares all of it). A missing or unreadable `target` differs; an unreadable
+/// `source` is an error.
+fn same_bytes(source: &Path, target: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut a = std::fs::File::open(source)?;
+    let Ok(mut b) = std::fs::File::open(target) else { return Ok(false) };
+    let (Ok(meta_a), Ok(meta_b)) = (a.metadata(), b.metadata()) else { return Ok(false) };
+    if meta_a.len() != meta_b.len() || !meta_b.is_file() {
+        return Ok(false);
+    }
+    let (mut buf_a, mut buf_b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let n = a.read(&mut buf_a)?;
+        if n == 0 {
+            // The source ended: the target must end here too (it may have grown).
+            return Ok(matches!(b.read(&mut buf_b[..1]), Ok(0)));
+        }
+        if b.read_exact(&mut buf_b[..n]).is_err() || buf_a[..n] != buf_b[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+/// Copy through a temporary file and a rename: a full disk leaves the old file.
+fn copy_atomically(source: &Path, target: &Path) -> Result<(), PublishError> {
     let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = target.with_file_name(format!(".{name}.tmp"));
-    if let Err(e) = std::fs::write(&tmp, bytes) {
+    if let Err(e) = std::fs::copy(source, &tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(PublishError::Io { path: target.to_path_buf(), source: e });
     }
@@ -323,5 +347,24 @@ mod tests {
                 assert_eq!(std::fs::read_to_string(dest.join(format!("t{i}.csv"))).unwrap(), format!("{who}\n"), "t{i}.csv");
             }
         }
+    }
+
+    #[test]
+    fn same_bytes_compares_every_byte_and_the_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        // More than one block, so that a difference in the second block counts.
+        let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(path("a"), &body).unwrap();
+        std::fs::write(path("same"), &body).unwrap();
+        let mut late = body.clone();
+        late[150_000] ^= 1;
+        std::fs::write(path("late"), &late).unwrap();
+        std::fs::write(path("short"), &body[..body.len() - 1]).unwrap();
+        assert!(same_bytes(&path("a"), &path("same")).unwrap());
+        assert!(!same_bytes(&path("a"), &path("late")).unwrap());
+        assert!(!same_bytes(&path("a"), &path("short")).unwrap());
+        assert!(!same_bytes(&path("a"), &path("missing")).unwrap());
+        assert!(same_bytes(&path("missing"), &path("a")).is_err());
     }
 }
