@@ -46,7 +46,7 @@ impl Cell {
             ("frames".to_string(), self.frames.to_string()),
         ];
         // A string as written, unescaped (`a"b`, not `a\"b`); other values as JSON.
-        out.extend(self.custom.iter().map(|(n, v)| (n.clone(), serde_json::from_str::<String>(v).unwrap_or_else(|_| v.clone()))));
+        out.extend(self.custom.iter().map(|(n, v)| (n.clone(), shown(v).into_owned())));
         out
     }
 
@@ -65,13 +65,16 @@ impl fmt::Display for Cell {
             self.model, self.variant, self.seed, self.batch_size, self.frames
         )?;
         for (name, value) in &self.custom {
-            match serde_json::from_str::<String>(value) {
-                Ok(text) => write!(f, ",{name}={text}")?,
-                Err(_) => write!(f, ",{name}={value}")?,
-            }
+            write!(f, ",{name}={}", shown(value))?;
         }
         Ok(())
     }
+}
+
+/// A custom axis's value as users write it: a string unescaped (`a"b`, not `a\"b`),
+/// other values as their JSON text.
+fn shown(json: &str) -> std::borrow::Cow<'_, str> {
+    serde_json::from_str::<String>(json).map_or(std::borrow::Cow::Borrowed(json), std::borrow::Cow::Owned)
 }
 
 /// Numbers compare by value (`1` matches `1.0`); everything else structurally.

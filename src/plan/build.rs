@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use serde::Serialize;
 use serde_json::Value;
 
 use rayon::prelude::*;
@@ -80,12 +79,12 @@ impl Plan {
             let qualities = b.quality(&experiment, q, &cells, &measures, &datagens, judge)?;
             measure_ids.extend(qualities);
         }
-        let aggregate_params = to_params(&steps::aggregate::Params::new(experiment.report.slo.clone()));
+        let aggregate_params = Canonical::of(&steps::aggregate::Params::new(experiment.report.slo.clone()));
         let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, measure_ids, None, None);
         let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: s.key.to_value() }).collect();
         let report_params = steps::report::Params::new(&experiment, cells.len(), &hardware, servers);
         let agg_id = b.steps[aggregate].id.clone();
-        b.add(StepKind::Report, "report".into(), vec![], to_params(&report_params), vec![agg_id], None, None);
+        b.add(StepKind::Report, "report".into(), vec![], Canonical::of(&report_params), vec![agg_id], None, None);
         let (steps, order) = b.finish()?;
         Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware, env: hash::allowed_env() })
     }
@@ -148,7 +147,7 @@ impl Builder {
             Some(drawn) => steps::datagen::Params::File(drawn.params(exp, cell.seed, cell.batch_size, turns)),
             None => steps::datagen::Params::Synthetic(self.synthetic(exp, cell, turns)),
         };
-        let i = self.add(StepKind::Datagen, id, coords, to_params(&params), vec![], None, None);
+        let i = self.add(StepKind::Datagen, id, coords, Canonical::of(&params), vec![], None, None);
         self.datagen_by.insert((cell.seed, cell.batch_size, cell.frames, turns), self.steps[i].id.clone());
         self.steps[i].id.clone()
     }
@@ -209,7 +208,7 @@ impl Builder {
                     }
                 }),
             };
-            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), cell.coords(), to_params(&params), deps, judge, Some(ci));
+            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), cell.coords(), Canonical::of(&params), deps, judge, Some(ci));
             ids.push(self.steps[i].id.clone());
         }
         Ok(ids)
@@ -434,7 +433,7 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Canonical {
         }),
         _ => None,
     };
-    to_params(&steps::measure::Params {
+    Canonical::of(&steps::measure::Params {
         cell: cell.coords(),
         backend: model.backend.name().to_string(),
         served_name: model.served_name.clone(),
@@ -463,15 +462,10 @@ fn measure_params(exp: &Experiment, cell: &Cell) -> Canonical {
 /// expansion checked is there).
 fn import_params(import: &Import, cell: &Cell) -> Canonical {
     let file = import.files.get(&cell.seed);
-    to_params(&steps::import::Params {
+    Canonical::of(&steps::import::Params {
         cell: cell.coords(),
         format: import.format,
         file: file.map(|f| f.written.clone()).unwrap_or_default(),
         digest: file.map(|f| f.digest.clone()).unwrap_or_default(),
     })
-}
-
-/// A step's parameters as its key holds them: the serialization of its kind's `Params`.
-fn to_params<P: Serialize>(params: &P) -> Canonical {
-    Canonical::of(params)
 }
