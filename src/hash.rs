@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -71,36 +72,51 @@ pub struct StepKey {
 
 impl StepKey {
     pub fn digest(&self) -> Digest {
-        Digest(*blake3::Hasher::new_derive_key("pipeline step key").update(&self.canonical()).finalize().as_bytes())
+        let mut hasher = blake3::Hasher::new_derive_key("pipeline step key");
+        // Through a buffer: many tiny hash updates cost more than the bytes, and the
+        // text of an aggregate (every measure's id and digest, megabytes at 100,000
+        // cells) need not exist whole. Writing into the hasher cannot fail.
+        let mut out = io::BufWriter::with_capacity(8 * 1024, &mut hasher);
+        self.write_canonical(&mut out);
+        let _ = out.flush();
+        drop(out);
+        Digest(*hasher.finalize().as_bytes())
+    }
+
+    /// The canonical text: what [`StepKey::digest`] hashes.
+    pub fn canonical(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.params.as_str().len() + 100 * self.inputs.len());
+        self.write_canonical(&mut out);
+        out
     }
 
     /// The canonical text, written field by field in the struct's (sorted) order, with
     /// the parameters and server copied as the text they already are: the same bytes
     /// as serializing the struct (`canonical_text_is_the_serialization` checks this),
-    /// without re-serializing a tree per step. One buffer, one hash update: many tiny
-    /// updates cost more than the bytes.
-    pub fn canonical(&self) -> Vec<u8> {
+    /// without re-serializing a tree per step.
+    fn write_canonical(&self, mut out: impl io::Write) {
         let server = self.server.as_ref().map_or("null", Canonical::as_str);
-        let mut out = Vec::with_capacity(256 + self.params.as_str().len() + server.len() + 100 * self.inputs.len());
-        // Serializing strings, numbers and maps of strings into a Vec cannot fail.
-        out.extend_from_slice(b"{\"env\":");
-        let _ = serde_json::to_writer(&mut out, &self.env);
-        out.extend_from_slice(b",\"hardware\":");
-        let _ = serde_json::to_writer(&mut out, &self.hardware);
-        out.extend_from_slice(b",\"inputs\":");
-        let _ = serde_json::to_writer(&mut out, &self.inputs);
-        out.extend_from_slice(b",\"kind\":");
-        let _ = serde_json::to_writer(&mut out, &self.kind);
-        out.extend_from_slice(b",\"params\":");
-        out.extend_from_slice(self.params.as_str().as_bytes());
-        out.extend_from_slice(b",\"schema\":");
-        let _ = serde_json::to_writer(&mut out, &self.schema);
-        out.extend_from_slice(b",\"server\":");
-        out.extend_from_slice(server.as_bytes());
-        out.extend_from_slice(b",\"version\":");
-        let _ = serde_json::to_writer(&mut out, &self.version);
-        out.push(b'}');
-        out
+        // Strings, numbers and maps of strings serialize without error; the writers
+        // here (a Vec, a buffered hasher) never fail.
+        let _ = (|| -> io::Result<()> {
+            out.write_all(b"{\"env\":")?;
+            serde_json::to_writer(&mut out, &self.env)?;
+            out.write_all(b",\"hardware\":")?;
+            serde_json::to_writer(&mut out, &self.hardware)?;
+            out.write_all(b",\"inputs\":")?;
+            serde_json::to_writer(&mut out, &self.inputs)?;
+            out.write_all(b",\"kind\":")?;
+            serde_json::to_writer(&mut out, &self.kind)?;
+            out.write_all(b",\"params\":")?;
+            out.write_all(self.params.as_str().as_bytes())?;
+            out.write_all(b",\"schema\":")?;
+            serde_json::to_writer(&mut out, &self.schema)?;
+            out.write_all(b",\"server\":")?;
+            out.write_all(server.as_bytes())?;
+            out.write_all(b",\"version\":")?;
+            serde_json::to_writer(&mut out, &self.version)?;
+            out.write_all(b"}")
+        })();
     }
 }
 
