@@ -190,7 +190,7 @@ fn plan_text(source: &Source, plan: &Plan, statuses: &[StepStatus], json: bool) 
         for &i in &plan.order {
             let (step, st) = (&plan.steps[i], &statuses[i]);
             let coords: serde_json::Map<String, serde_json::Value> =
-                step.coords.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+                plan.coords(step).iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
             let mut obj = serde_json::json!({"id": step.id, "kind": step.kind.name(), "coords": coords, "key": st.key.map(|k| k.hex()), "state": st.state.name(), "reasons": st.reasons, "server": step.server.map(|s| plan.servers[s].id.clone())});
             if plan.experiment.executor == config::ExecutorKind::Slurm
                 && let Some(s) = step.server

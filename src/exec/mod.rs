@@ -304,7 +304,7 @@ fn save_records(plan: &Plan, cache: &Cache, statuses: &[StepStatus], ran: &[(usi
     records.retain(|id, _| ids.contains(id.as_str()));
     for (i, key) in done {
         let step = &plan.steps[i];
-        records.insert(step.id.clone(), step.record(&key));
+        records.insert(step.id.clone(), plan.record(step, &key));
     }
     cache.save_run(name, &records)?;
     Ok(())

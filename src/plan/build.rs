@@ -47,17 +47,16 @@ impl Plan {
         // What each measure is does not depend on the others: build those in parallel,
         // each straight to its canonical text (a tree per cell, all alive at once, was
         // most of a large plan's memory).
-        // (id, coordinates, parameters) of each cell's measure.
-        type Described = (String, Vec<(String, String)>, Canonical);
-        let described: Vec<Described> =
-            cells.par_iter().map(|cell| (format!("measure[{cell}]"), cell.coords(), measure_params(&experiment, cell))).collect();
+        // (id, parameters) of each cell's measure.
+        let described: Vec<(String, Canonical)> =
+            cells.par_iter().map(|cell| (format!("measure[{cell}]"), measure_params(&experiment, cell))).collect();
         let mut measures = Vec::new();
         let mut datagens = Vec::new();
-        for (ci, (cell, (id, coords, params))) in cells.iter().zip(described).enumerate() {
+        for (ci, (cell, (id, params))) in cells.iter().zip(described).enumerate() {
             // Imported results: read from files, with no data and no server.
             if let Some(import) = &experiment.models[&cell.model].import {
                 let params = import_params(import, cell);
-                measures.push(b.add(StepKind::Import, id.replacen("measure", "import", 1), coords, params, vec![], None, Some(ci)));
+                measures.push(b.add(StepKind::Import, id.replacen("measure", "import", 1), vec![], params, vec![], None, Some(ci)));
                 datagens.push(None);
                 continue;
             }
@@ -67,7 +66,7 @@ impl Plan {
                 Some(_) => None,
                 None => Some(b.datagen(&experiment, cell)),
             };
-            measures.push(b.add(StepKind::Measure, id, coords, params, datagen.iter().cloned().collect(), Some(server), Some(ci)));
+            measures.push(b.add(StepKind::Measure, id, vec![], params, datagen.iter().cloned().collect(), Some(server), Some(ci)));
             datagens.push(datagen);
         }
         let mut measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
@@ -116,6 +115,7 @@ impl Builder {
         server: Option<usize>,
         cell: Option<usize>,
     ) -> usize {
+        debug_assert!(cell.is_none() || coords.is_empty(), "a cell's step has its cell's coordinates (Plan::coords)");
         if let Some(&i) = self.by_id.get(&id) {
             return i;
         }
@@ -208,7 +208,7 @@ impl Builder {
                     }
                 }),
             };
-            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), cell.coords(), Canonical::of(&params), deps, judge, Some(ci));
+            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), vec![], Canonical::of(&params), deps, judge, Some(ci));
             ids.push(self.steps[i].id.clone());
         }
         Ok(ids)

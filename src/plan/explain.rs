@@ -39,12 +39,13 @@ fn partial(coords: &[(String, String)], skip: usize) -> String {
 pub(super) fn explain(
     cache: &Cache,
     step: &Step,
+    coords: &[(String, String)],
     key: &StepKey,
     previous: &BTreeMap<String, StepRecord>,
     near: &NearIndex,
     lookup: &Lookup,
 ) -> Vec<String> {
-    let prev = previous.get(&step.id).or_else(|| near.find(step.kind.name(), &step.coords));
+    let prev = previous.get(&step.id).or_else(|| near.find(step.kind.name(), coords));
     let Some(prev) = prev else { return vec!["new".into()] };
     let Some(old) = prev.preimage(cache) else { return vec!["new (the previous version's entry is gone)".into()] };
     let mut reasons = diff(&old, key);

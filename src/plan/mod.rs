@@ -76,6 +76,9 @@ impl StepKind {
 pub struct Step {
     pub id: String,
     pub kind: StepKind,
+    /// The coordinates of a step without a cell (a datagen's seed, batch size, …); a
+    /// step of a cell has its cell's, which [`Plan::coords`] gives (kept once per cell,
+    /// not once more per step: at 100,000 cells a copy was about 22 MB).
     pub coords: Vec<(String, String)>,
     pub params: Canonical,
     pub deps: Vec<usize>,
@@ -207,15 +210,25 @@ impl State {
     }
 }
 
+impl Plan {
+    /// `step`'s coordinates: its cell's, or its own.
+    pub fn coords<'a>(&'a self, step: &'a Step) -> std::borrow::Cow<'a, [(String, String)]> {
+        match step.cell {
+            Some(c) => std::borrow::Cow::Owned(self.cells[c].coords()),
+            None => std::borrow::Cow::Borrowed(&step.coords),
+        }
+    }
+
+    /// What the runs file remembers of `step`, done under `key`.
+    pub fn record(&self, step: &Step, key: &Digest) -> StepRecord {
+        StepRecord { id: step.id.clone(), kind: step.kind.name().into(), key: key.hex(), coords: self.coords(step).into_owned() }
+    }
+}
+
 impl Step {
     /// This step's parameters as its kind's `Params` (`steps::measure::Params`, …),
     /// exactly as its key holds them.
     pub fn typed<P: serde::de::DeserializeOwned>(&self) -> Result<P, serde_json::Error> {
         self.params.typed()
-    }
-
-    /// What the runs file remembers of this step, done under `key`.
-    pub fn record(&self, key: &Digest) -> StepRecord {
-        StepRecord { id: self.id.clone(), kind: self.kind.name().into(), key: key.hex(), coords: self.coords.clone() }
     }
 }

@@ -92,7 +92,7 @@ impl Plan {
                         let near = NearIndex::new(previous.values().filter(|r| !ids.contains(r.id.as_str())));
                         (previous, near)
                     });
-                    explain(cache, step, &key, previous, near, &lookup)
+                    explain(cache, step, &self.coords(step), &key, previous, near, &lookup)
                 };
             }
         }
@@ -104,9 +104,11 @@ impl Plan {
         // exclude it) and kind; everything a chosen step reads is chosen too.
         let chosen = |step: &Step| {
             let kind_ok = opts.kinds.is_empty() || opts.kinds.contains(&step.kind);
-            let only_ok = opts.only.is_empty()
-                || (!step.coords.is_empty()
-                    && opts.only.iter().all(|(axis, value)| step.coords.iter().find(|(k, _)| k == axis).is_none_or(|(_, v)| v == value)));
+            let only_ok = opts.only.is_empty() || {
+                let coords = self.coords(step);
+                !coords.is_empty()
+                    && opts.only.iter().all(|(axis, value)| coords.iter().find(|(k, _)| k == axis).is_none_or(|(_, v)| v == value))
+            };
             kind_ok && only_ok
         };
         let mut sel = vec![Selected::No; self.steps.len()];
