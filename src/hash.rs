@@ -30,7 +30,7 @@ pub const KEY_SCHEMA: u32 = 2;
 pub const ENV_ALLOW_LIST: [&str; 3] = ["VLLM_ATTENTION_BACKEND", "VLLM_USE_V1", "VLLM_ENABLE_V1_MULTIPROCESSING"];
 
 /// A 256-bit blake3 digest, shown as 64 hex characters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Digest(pub [u8; 32]);
 
 impl Digest {

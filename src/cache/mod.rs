@@ -73,7 +73,7 @@ pub const PREIMAGE: &str = "preimage.json";
 pub enum Lookup {
     /// Present and intact; downstream keys use its output digest.
     Hit {
-        output_digest: String,
+        output_digest: Digest,
     },
     Missing,
     /// The entry is there but an output is gone or altered.
@@ -138,14 +138,12 @@ impl Cache {
 
     pub fn lookup(&self, kind: &str, key: &Digest) -> Lookup {
         match self.lookup_indexed(kind, key) {
-            Check::Fresh(output) => Lookup::Hit { output_digest: blake3::Hash::from_bytes(output).to_hex().to_string() },
+            Check::Fresh(output) => Lookup::Hit { output_digest: Digest(output) },
             check => {
                 let (lookup, seen) = self.lookup_manifest(kind, key);
                 match (&lookup, seen) {
                     (Lookup::Hit { output_digest }, Some(files)) => {
-                        if let Some(output) = Digest::parse(output_digest) {
-                            self.index().put(index::Record { key: key.0, output: output.0, kind: kind.to_string(), files });
-                        }
+                        self.index().put(index::Record { key: key.0, output: output_digest.0, kind: kind.to_string(), files });
                     }
                     _ if check == Check::Stale => self.index().drop_key(&key.0),
                     _ => {}
@@ -234,7 +232,10 @@ impl Cache {
             // mtime seen, so the next lookup need not hash it again.
             seen.push(Seen { path: f.path.to_string(), size: f.size, mtime_ns: mtime });
         }
-        (Lookup::Hit { output_digest: manifest.output_digest.to_string() }, Some(seen))
+        match Digest::parse(manifest.output_digest) {
+            Some(output_digest) => (Lookup::Hit { output_digest }, Some(seen)),
+            None => (Lookup::Damaged("manifest.json is unreadable".into()), None),
+        }
     }
 
     /// A fresh staging folder for a step's outputs, removed on drop unless published.
@@ -258,8 +259,9 @@ impl Cache {
         Some(dest)
     }
 
-    /// Hash the staged outputs, write the manifest, and rename the entry into place.
-    pub fn publish(&self, staged: tempfile::TempDir, step: &str, preimage: StepKey) -> Result<Manifest, CacheError> {
+    /// Hash the staged outputs, write the manifest, and rename the entry into place;
+    /// the manifest and the output digest it holds.
+    pub fn publish(&self, staged: tempfile::TempDir, step: &str, preimage: StepKey) -> Result<(Manifest, Digest), CacheError> {
         let key = preimage.digest();
         let mut files = Vec::new();
         collect_files(staged.path(), staged.path(), &mut files).map_err(io_err(staged.path()))?;
@@ -268,13 +270,8 @@ impl Cache {
         for f in &files {
             h.update(f.path.as_bytes()).update(&[0]).update(f.blake3.as_bytes()).update(&[0]);
         }
-        let manifest = Manifest {
-            key: key.hex(),
-            step: step.to_string(),
-            kind: preimage.kind.clone(),
-            files,
-            output_digest: h.finalize().to_hex().to_string(),
-        };
+        let output = Digest(*h.finalize().as_bytes());
+        let manifest = Manifest { key: key.hex(), step: step.to_string(), kind: preimage.kind.clone(), files, output_digest: output.hex() };
         let preimage_path = staged.path().join(PREIMAGE);
         fs::write(&preimage_path, serde_json::to_vec_pretty(&preimage).unwrap_or_default()).map_err(io_err(&preimage_path))?;
         // The manifest is written last; the rename below publishes the whole entry.
@@ -291,19 +288,17 @@ impl Cache {
         }
         let staged_path = staged.keep();
         fs::rename(&staged_path, &dest).map_err(io_err(&dest))?;
-        if let Some(output) = Digest::parse(&manifest.output_digest) {
-            let manifest_seen = Seen { path: MANIFEST.into(), size: manifest_meta.len(), mtime_ns: mtime_ns(&manifest_meta) };
-            let outputs = manifest.files.iter().map(|f| Seen { path: f.path.clone(), size: f.size, mtime_ns: f.mtime_ns });
-            self.index().put(index::Record {
-                key: key.0,
-                output: output.0,
-                kind: manifest.kind.clone(),
-                files: std::iter::once(manifest_seen).chain(outputs).collect(),
-            });
-        }
+        let manifest_seen = Seen { path: MANIFEST.into(), size: manifest_meta.len(), mtime_ns: mtime_ns(&manifest_meta) };
+        let outputs = manifest.files.iter().map(|f| Seen { path: f.path.clone(), size: f.size, mtime_ns: f.mtime_ns });
+        self.index().put(index::Record {
+            key: key.0,
+            output: output.0,
+            kind: manifest.kind.clone(),
+            files: std::iter::once(manifest_seen).chain(outputs).collect(),
+        });
         // An earlier failure of this step is history now.
         let _ = fs::remove_dir_all(self.root.join("failed").join(&manifest.kind).join(key.hex()));
-        Ok(manifest)
+        Ok((manifest, output))
     }
 
     /// The name of `experiment`'s run record: its name, and for a file a digest of
@@ -614,7 +609,7 @@ mod tests {
         let entry = cache.entry_dir("measure", &key);
         let cache = reopened(&cache);
         let Lookup::Hit { output_digest } = cache.lookup("measure", &key) else { panic!("published entry missed") };
-        assert_eq!(cache.index().check("measure", &key.0, |_, _, _| true), Check::Fresh(Digest::parse(&output_digest).unwrap().0));
+        assert_eq!(cache.index().check("measure", &key.0, |_, _, _| true), Check::Fresh(output_digest.0));
 
         // The index is what answers: a manifest garbled in place, with its size and
         // mtime kept, is not read (the same trust in mtimes as for every output).
@@ -637,7 +632,7 @@ mod tests {
         assert_eq!(
             cache.index().check("measure", &key.0, |_, _, _| true),
             Check::Fresh(match cache.lookup("measure", &key) {
-                Lookup::Hit { output_digest } => Digest::parse(&output_digest).unwrap().0,
+                Lookup::Hit { output_digest } => output_digest.0,
                 other => panic!("{other:?}"),
             })
         );

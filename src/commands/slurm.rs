@@ -135,7 +135,7 @@ pub(super) fn job(cache: &Cache, spec_path: &Path) -> Result<Outcome, Failure> {
         let mut inputs = std::collections::BTreeMap::new();
         for &d in &step.deps {
             match (&statuses[d].state, &statuses[d].output) {
-                (State::Fresh, Some(out)) => inputs.insert(plan.steps[d].id.clone(), out.clone()),
+                (State::Fresh, Some(out)) => inputs.insert(plan.steps[d].id.clone(), out.hex()),
                 _ => return no_input(format!("input `{}` of step `{}` (in cache {})", plan.steps[d].id, step.id, cache.root.display())),
             };
         }

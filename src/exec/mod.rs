@@ -63,11 +63,43 @@ pub struct RunSummary {
 enum Outcome {
     /// Published (or found) under `key`, with these output digests.
     Done {
-        output: String,
+        output: Digest,
         key: Digest,
     },
     Failed,
     Skipped,
+}
+
+/// Where a step's outcome is read: settled before the run began (fresh, or not
+/// selected), or to come through a channel its dependants wait on. A no-op run of
+/// 100,000 steps then opens no channel (each is a few hundred bytes).
+enum Slot {
+    Settled(Outcome),
+    Pending(watch::Sender<Option<Outcome>>),
+}
+
+impl Slot {
+    /// The outcome, once there is one.
+    async fn outcome(&self) -> Option<Outcome> {
+        match self {
+            Slot::Settled(o) => Some(o.clone()),
+            Slot::Pending(tx) => tx.subscribe().wait_for(|o| o.is_some()).await.ok().and_then(|o| o.clone()),
+        }
+    }
+
+    fn now(&self) -> Option<Outcome> {
+        match self {
+            Slot::Settled(o) => Some(o.clone()),
+            Slot::Pending(tx) => tx.borrow().clone(),
+        }
+    }
+
+    /// Settle a step of this run (its slot is pending: only those run).
+    fn settle(&self, outcome: Outcome) {
+        if let Slot::Pending(tx) = self {
+            tx.send_replace(Some(outcome));
+        }
+    }
 }
 
 /// A scheduler that runs steps on other machines (`crate::slurm::SlurmExec`). A run
@@ -97,7 +129,7 @@ pub struct Ctx {
     pub plan: Arc<Plan>,
     pub cache: Cache,
     services: Services,
-    outcomes: Vec<watch::Sender<Option<Outcome>>>,
+    outcomes: Vec<Slot>,
     cpu: Semaphore,
     pub stopping: AtomicBool,
     pub keep_going: bool,
@@ -167,7 +199,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     }
     ctx.progress.done();
     let report = plan.steps.iter().position(|s| s.kind == StepKind::Report);
-    if let Some(Some(Outcome::Done { key, .. })) = report.map(|r| ctx.outcomes[r].borrow().clone()) {
+    if let Some(Some(Outcome::Done { key, .. })) = report.map(|r| ctx.outcomes[r].now()) {
         summary.report_dir = Some(ctx.cache.entry_dir(StepKind::Report.name(), &key));
     }
     Ok(summary)
@@ -176,7 +208,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
 /// The steps of a run by where they go, and each step's outcome channel, settled
 /// already for a fresh or unselected step.
 struct Sorted {
-    outcomes: Vec<watch::Sender<Option<Outcome>>>,
+    outcomes: Vec<Slot>,
     /// Per server: how many measures may still need it.
     remaining: Vec<usize>,
     /// Per server: the measures to run on it.
@@ -190,11 +222,11 @@ impl Sorted {
         let mut sorted =
             Sorted { outcomes: Vec::new(), remaining: vec![0; plan.servers.len()], by_server: BTreeMap::new(), other: Vec::new() };
         for (i, (step, st)) in plan.steps.iter().zip(statuses).enumerate() {
-            let initial = match st.state {
+            let slot = match st.state {
                 State::Fresh => {
-                    Some(Outcome::Done { output: st.output.clone().unwrap_or_default(), key: st.key.expect("fresh steps have keys") })
+                    Slot::Settled(Outcome::Done { output: st.output.unwrap_or_default(), key: st.key.expect("fresh steps have keys") })
                 }
-                State::Skip => Some(Outcome::Skipped),
+                State::Skip => Slot::Settled(Outcome::Skipped),
                 State::Run | State::Wait => {
                     match step.server {
                         Some(s) => {
@@ -203,10 +235,10 @@ impl Sorted {
                         }
                         None => sorted.other.push(i),
                     }
-                    None
+                    Slot::Pending(watch::channel(None).0)
                 }
             };
-            sorted.outcomes.push(watch::channel(initial).0);
+            sorted.outcomes.push(slot);
         }
         sorted
     }
@@ -323,7 +355,7 @@ async fn step_task(ctx: &Ctx, i: usize, status: &StepStatus) {
     let started = Instant::now();
     let result = match ctx.cache.stage() {
         Ok(staged) => match run_step(ctx, i, &inputs, staged.path()).await {
-            Ok(()) => ctx.cache.publish(staged, &step.id, key).map(|m| m.output_digest).map_err(anyhow::Error::from),
+            Ok(()) => ctx.cache.publish(staged, &step.id, key).map(|(_, output)| output).map_err(anyhow::Error::from),
             Err(e) => {
                 // A launched server that died explains the failure better than its requests.
                 let died = match step.server {
@@ -364,12 +396,7 @@ pub async fn prepare(ctx: &Ctx, i: usize, forced: bool) -> Option<(StepKey, Vec<
     let mut inputs = Vec::new();
     let mut blocked = false;
     for &d in &step.deps {
-        let mut rx = ctx.outcomes[d].subscribe();
-        let outcome = match rx.wait_for(|o| o.is_some()).await {
-            Ok(o) => o.clone(),
-            Err(_) => None,
-        };
-        match outcome {
+        match ctx.outcomes[d].outcome().await {
             Some(Outcome::Done { output, key }) => inputs.push((d, output, ctx.cache.entry_dir(ctx.plan.steps[d].kind.name(), &key))),
             _ => blocked = true,
         }
@@ -378,7 +405,7 @@ pub async fn prepare(ctx: &Ctx, i: usize, forced: bool) -> Option<(StepKey, Vec<
         skip(ctx, i);
         return None;
     }
-    let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.clone())).collect());
+    let key = ctx.plan.key_for(step, inputs.iter().map(|(d, out, _)| (ctx.plan.steps[*d].id.clone(), out.hex())).collect());
     let digest = key.digest();
     if !forced && let Lookup::Hit { output_digest } = ctx.cache.lookup(step.kind.name(), &digest) {
         // An input reran but produced the same bytes, so this step is still valid.
@@ -391,12 +418,12 @@ pub async fn prepare(ctx: &Ctx, i: usize, forced: bool) -> Option<(StepKey, Vec<
 
 pub fn skip(ctx: &Ctx, i: usize) {
     ctx.summary.lock().unwrap_or_else(|e| e.into_inner()).skipped += 1;
-    ctx.outcomes[i].send_replace(Some(Outcome::Skipped));
+    ctx.outcomes[i].settle(Outcome::Skipped);
 }
 
 /// Record a step's end; `result` holds its output digest, `ran` whether it executed
 /// (rather than being found cached once its inputs were known).
-pub fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: bool) {
+pub fn finish(ctx: &Ctx, i: usize, result: Result<Digest>, key: Digest, ran: bool) {
     let step = &ctx.plan.steps[i];
     let mut summary = ctx.summary.lock().unwrap_or_else(|e| e.into_inner());
     let outcome = match result {
@@ -419,7 +446,7 @@ pub fn finish(ctx: &Ctx, i: usize, result: Result<String>, key: Digest, ran: boo
             Outcome::Failed
         }
     };
-    ctx.outcomes[i].send_replace(Some(outcome));
+    ctx.outcomes[i].settle(outcome);
 }
 
 /// Run one step's body, writing its outputs into `out` (a staging folder). A step gets

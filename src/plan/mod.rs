@@ -193,7 +193,7 @@ pub struct StepStatus {
     pub state: State,
     pub key: Option<Digest>,
     /// Output digest of a fresh step.
-    pub output: Option<String>,
+    pub output: Option<Digest>,
     pub reasons: Vec<String>,
     /// Runs even if its key is cached (`--force` on a step it chose).
     pub forced: bool,

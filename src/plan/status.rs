@@ -67,7 +67,7 @@ impl Plan {
             let state = if step.deps.iter().any(|&d| out[d].state == State::Skip) { State::Skip } else { State::Wait };
             return StepStatus { state, reasons, forced, ..Default::default() };
         }
-        let inputs = step.deps.iter().map(|&d| (self.steps[d].id.clone(), out[d].output.clone().unwrap_or_default())).collect();
+        let inputs = step.deps.iter().map(|&d| (self.steps[d].id.clone(), out[d].output.map(|o| o.hex()).unwrap_or_default())).collect();
         let key = self.key_for(step, inputs);
         let digest = key.digest();
         let mut status = StepStatus { key: Some(digest), forced, ..Default::default() };
@@ -165,7 +165,7 @@ mod tests {
             let Some(i) = plan.order.iter().copied().find(|&i| statuses[i].state == State::Run) else { break };
             let staged = cache.stage().unwrap();
             std::fs::write(staged.path().join("out"), &plan.steps[i].id).unwrap();
-            let inputs = plan.steps[i].deps.iter().map(|&d| (plan.steps[d].id.clone(), statuses[d].output.clone().unwrap())).collect();
+            let inputs = plan.steps[i].deps.iter().map(|&d| (plan.steps[d].id.clone(), statuses[d].output.unwrap().hex())).collect();
             cache.publish(staged, &plan.steps[i].id, plan.key_for(&plan.steps[i], inputs)).unwrap();
         }
         (plan, cache, dir)
