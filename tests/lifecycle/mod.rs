@@ -166,3 +166,33 @@ fn a_port_taken_in_the_meantime_is_picked_again() {
     p.pipeline(&["run", "experiments/r.toml"]).status(0).stderr_has("4 ran, 0 cached, 0 skipped, 0 failed").stderr_lacks("FAILED");
     assert!(p.path().join("bin/tried").exists(), "the first start did lose its port");
 }
+
+/// The binary turns transparent huge pages off for itself (its allocator's 2 MiB pages
+/// were a third of a no-op run's memory), and a server it starts has them as the
+/// machine gives them: the kernel's flag is inherited, so each server gets it back.
+#[test]
+fn a_server_has_the_huge_pages_the_run_turned_off() {
+    let thp = |status: &str| status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim().to_string());
+    let ours = thp(&std::fs::read_to_string("/proc/self/status").unwrap()).expect("Linux 5.0 and later say THP_enabled");
+    let p = Project::new();
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    // The server's shell writes its own flag and its parent's (the run's).
+    p.write(
+        "bin/server.sh",
+        &format!(
+            "#!/bin/sh\ngrep THP_enabled /proc/self/status > \"$(dirname \"$0\")/server.txt\"\ngrep THP_enabled /proc/$PPID/status > \"$(dirname \"$0\")/run.txt\"\nexec \"{bin}\" sim-server --port \"$1\" --served-model-name s --ttft-base-ms 1 --answer-tokens 2\n"
+        ),
+    );
+    let script = p.path().join("bin/server.sh");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    p.write(
+        "experiments/s.toml",
+        &format!(
+            "name = \"s\"\n[models.s]\nbackend = \"command\"\ncommand = [\"{}\", \"{{port}}\"]\n[workload]\nturns = 1\nresolution = \"64x48\"\nwarmup-requests = 0\n[matrix]\nmodel = [\"s\"]\n",
+            script.display()
+        ),
+    );
+    p.pipeline(&["run", "experiments/s.toml"]).status(0);
+    assert_eq!(thp(&p.read("bin/run.txt")).as_deref(), Some("0"), "the run has them off");
+    assert_eq!(thp(&p.read("bin/server.txt")), Some(ours), "the server has them as this test does");
+}
