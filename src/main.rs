@@ -4,6 +4,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    pipeline::exec::process::huge_pages_off();
     std::process::exit(pipeline::main_with_args(std::env::args_os()));
 }

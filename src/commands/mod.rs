@@ -53,6 +53,11 @@ pub fn dispatch(cli: Cli) -> Result<Outcome, Failure> {
     if !matches!(cli.command, Command::SimServer(_) | Command::Guard { .. } | Command::Schema | Command::Completions { .. }) {
         crate::interrupt::install();
     }
+    // The engine runs without transparent huge pages; a server, the simulator too,
+    // keeps the machine's setting.
+    if !matches!(cli.command, Command::SimServer(_)) {
+        exec::process::huge_pages_off();
+    }
     match cli.command {
         Command::Run { target, jobs, keep_going } => run(&cache, &target, jobs, keep_going),
         Command::Plan { target, json } => plan_cmd(&cache, &target, json),

@@ -34,9 +34,9 @@ static HUGE_PAGES_RESTORED_IN_SERVERS: AtomicBool = AtomicBool::new(false);
 /// Turn transparent huge pages off for this process (not for the servers it starts).
 /// mimalloc asks for them on every region it maps, and a command that touches a little
 /// of many regions from several threads then holds whole 2 MiB pages: a no-op run of
-/// 10,001 steps was 74 MB resident with them and 43 MB without (benches/noop.sh). The
-/// binary calls this first thing; a process that had them off already keeps it so, and
-/// so do its servers.
+/// 10,001 steps was 74 MB resident with them and 43 MB without (benches/noop.sh). Every
+/// command but `sim-server` calls this first thing; a process that had them off already
+/// keeps it so, and so do its servers.
 pub fn huge_pages_off() {
     use rustix::thread::{disable_transparent_huge_pages, transparent_huge_pages_are_disabled};
     if transparent_huge_pages_are_disabled() == Ok(false) && disable_transparent_huge_pages(true).is_ok() {

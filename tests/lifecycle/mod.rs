@@ -194,5 +194,21 @@ fn a_server_has_the_huge_pages_the_run_turned_off() {
     );
     p.pipeline(&["run", "experiments/s.toml"]).status(0);
     assert_eq!(thp(&p.read("bin/run.txt")).as_deref(), Some("0"), "the run has them off");
-    assert_eq!(thp(&p.read("bin/server.txt")), Some(ours), "the server has them as this test does");
+    assert_eq!(thp(&p.read("bin/server.txt")), Some(ours.clone()), "the server has them as this test does");
+
+    // The simulator, a server too, leaves them as it found them: read once it serves.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut sim = std::process::Command::new(&bin)
+        .args(["sim-server", "--port", &port.to_string(), "--served-model-name", "s"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sim.id())).unwrap();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    assert_eq!(thp(&status), Some(ours), "the simulator has them as this test does");
 }
