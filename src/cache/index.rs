@@ -176,18 +176,33 @@ impl Index {
         if changes.is_empty() {
             return Ok(());
         }
-        let kept = self
-            .at
-            .iter()
-            .filter(|(key, _)| !changes.contains_key(*key))
-            .filter_map(|(_, range)| Reader { bytes: &self.bytes[..range.end], pos: range.start }.record(&self.paths));
         let mut table = Table::default();
-        let mut records = Vec::with_capacity(self.bytes.len() / 2 + changes.len() * 256);
-        for record in kept {
-            write_record(&mut records, &record, &mut table);
-        }
+        let mut records = Vec::with_capacity(self.bytes.len() + changes.len() * 256);
+        // The newest first: should the table fill, older entries go to their manifests.
         for record in changes.values().flatten() {
-            write_record(&mut records, record, &mut table);
+            let names: Vec<&str> = record.files.iter().map(|f| f.path.as_str()).collect();
+            if let Some(ids) = table.numbers(&names) {
+                write_record(&mut records, record, &ids);
+            }
+        }
+        // The rest as read, each file with its name's new number (`parse` checked
+        // every record's layout and every number against the old table).
+        let mut names = Vec::new();
+        for (key, range) in &self.at {
+            if changes.contains_key(key) {
+                continue;
+            }
+            let bytes = &self.bytes[range.clone()];
+            let head = 32 + 32 + 1 + bytes[64] as usize + 2;
+            let files = bytes[head..].chunks_exact(FILE_LEN);
+            names.clear();
+            names.extend(files.clone().map(|f| self.paths[u16::from_le_bytes([f[0], f[1]]) as usize].as_str()));
+            let Some(ids) = table.numbers(&names) else { continue };
+            records.extend_from_slice(&bytes[..head]);
+            for (file, id) in files.zip(ids) {
+                records.extend_from_slice(&id.to_le_bytes());
+                records.extend_from_slice(&file[2..]);
+            }
         }
         let mut out = Vec::with_capacity(records.len() + table.bytes.len() + 64);
         out.extend_from_slice(MAGIC);
@@ -216,23 +231,36 @@ struct Table {
 }
 
 impl Table {
-    /// `path`'s number, added if new; `None` when the table is full.
-    fn id(&mut self, path: &str) -> Option<u16> {
-        if let Some(&id) = self.ids.get(path) {
-            return Some(id);
+    /// The numbers of `paths`, the new ones added; `None`, adding none, when they would
+    /// not all fit (the count is a u16).
+    fn numbers(&mut self, paths: &[&str]) -> Option<Vec<u16>> {
+        let new: std::collections::HashSet<&str> = paths.iter().copied().filter(|p| !self.ids.contains_key(*p)).collect();
+        if self.ids.len() + new.len() > u16::MAX as usize {
+            return None;
         }
-        let id = u16::try_from(self.ids.len()).ok().filter(|&id| id < u16::MAX)?;
-        self.bytes.extend_from_slice(&(path.len() as u16).to_le_bytes());
-        self.bytes.extend_from_slice(path.as_bytes());
-        self.ids.insert(path.to_string(), id);
-        Some(id)
+        let ids = paths
+            .iter()
+            .map(|&path| match self.ids.get(path) {
+                Some(&id) => id,
+                None => {
+                    let id = self.ids.len() as u16;
+                    self.bytes.extend_from_slice(&(path.len() as u16).to_le_bytes());
+                    self.bytes.extend_from_slice(path.as_bytes());
+                    self.ids.insert(path.to_string(), id);
+                    id
+                }
+            })
+            .collect();
+        Some(ids)
     }
 }
 
-/// Append `r` to `out`, unless a name of it does not fit in the table. `put` admits
-/// only records whose counts, lengths and mtimes fit their fields.
-fn write_record(out: &mut Vec<u8>, r: &Record, table: &mut Table) {
-    let Some(ids) = r.files.iter().map(|f| table.id(&f.path)).collect::<Option<Vec<u16>>>() else { return };
+/// A file's bytes in a record: its name's number, size, mtime.
+const FILE_LEN: usize = 2 + 8 + 8;
+
+/// Append `r` to `out`, its files named by `ids`. `put` admits only records whose
+/// counts, lengths and mtimes fit their fields.
+fn write_record(out: &mut Vec<u8>, r: &Record, ids: &[u16]) {
     out.extend_from_slice(&r.key);
     out.extend_from_slice(&r.output);
     let kind = &r.kind.as_bytes()[..r.kind.len().min(255)];
@@ -397,7 +425,8 @@ mod tests {
         let mut zero = record(4);
         zero.files[0].mtime_ns = 0;
         let (mut table, mut record) = (Table::default(), Vec::new());
-        write_record(&mut record, &zero, &mut table);
+        let ids = table.numbers(&zero.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>()).unwrap();
+        write_record(&mut record, &zero, &ids);
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&(table.ids.len() as u16).to_le_bytes());
         bytes.extend_from_slice(&table.bytes);
@@ -414,6 +443,25 @@ mod tests {
         let trailer = blake3::hash(&bytes);
         bytes.extend_from_slice(trailer.as_bytes());
         assert!(Index::parse(bytes).is_none());
+    }
+
+    /// Names past what the table numbers leave a whole entry to its manifest, and add
+    /// none of its names.
+    #[test]
+    fn an_entry_whose_names_overflow_the_table_is_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::read(dir.path());
+        let named = |k: u8, n: usize| Record {
+            files: (0..n).map(|i| Seen { path: format!("{k}/{i}"), size: 1, mtime_ns: 1 }).collect(),
+            ..record(k)
+        };
+        index.put(named(1, 40_000));
+        index.put(named(2, 30_000));
+        index.save(dir.path()).unwrap();
+        let index = Index::read(dir.path());
+        let kept: Vec<u8> = [1, 2].into_iter().filter(|&k| index.get(&[k; 32]).is_some()).collect();
+        assert_eq!(kept.len(), 1, "one of the two fits");
+        assert_eq!(index.paths.len(), if kept == [1] { 40_000 } else { 30_000 });
     }
 
     /// The file is written in `tmp/` and renamed: a run killed mid-write leaves it
