@@ -258,6 +258,19 @@ mod tests {
         }
     }
 
+    /// The digest hashes the canonical text, through a buffer smaller than a large key's
+    /// text (an aggregate's names every measure).
+    #[test]
+    fn a_large_key_hashes_its_whole_text() {
+        let mut k = key(json!({"seed": 1}));
+        for i in 0..2_000 {
+            k.inputs.insert(format!("measure[model=a,seed={i}]"), format!("{i:064x}"));
+        }
+        assert!(k.canonical().len() > 100_000);
+        let whole = blake3::Hasher::new_derive_key("pipeline step key").update(&k.canonical()).finalize();
+        assert_eq!(k.digest().0, *whole.as_bytes());
+    }
+
     #[test]
     fn key_order_does_not_matter() {
         let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": 2, "x": 3}}"#).unwrap();

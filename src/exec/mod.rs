@@ -205,7 +205,7 @@ pub async fn execute(plan: Arc<Plan>, cache: Cache, statuses: Vec<StepStatus>, o
     Ok(summary)
 }
 
-/// The steps of a run by where they go, and each step's outcome channel, settled
+/// The steps of a run by where they go, and each step's outcome slot, settled
 /// already for a fresh or unselected step.
 struct Sorted {
     outcomes: Vec<Slot>,
