@@ -316,6 +316,7 @@ impl<'a> Reader<'a> {
         }
         Some(())
     }
+    #[cfg(test)]
     fn record(&mut self, paths: &[String]) -> Option<Record> {
         let key = self.take(32)?.try_into().ok()?;
         let output = self.take(32)?.try_into().ok()?;
