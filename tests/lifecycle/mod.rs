@@ -140,30 +140,44 @@ fn a_server_dying_mid_measure_keeps_its_rows() {
     assert!(again.stdout.contains("fresh  measure[model=fine"), "{}", again.stdout);
 }
 
+/// `experiments/NAME.toml`: one turn against model NAME, served by the shell script
+/// `bin/NAME.sh`, whose lines before it hands over to the simulator (on port `$1`)
+/// are `prelude`.
+fn scripted_server(p: &Project, name: &str, prelude: &str) -> String {
+    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
+    let script = p.path().join(format!("bin/{name}.sh"));
+    p.write(
+        &format!("bin/{name}.sh"),
+        &format!(
+            "#!/bin/sh
+{prelude}exec \"{bin}\" sim-server --port \"$1\" --served-model-name {name} --ttft-base-ms 1 --answer-tokens 2\n"
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let file = format!("experiments/{name}.toml");
+    p.write(
+        &file,
+        &format!(
+            "name = \"{name}\"\n[models.{name}]\nbackend = \"command\"\ncommand = [\"{}\", \"{{port}}\"]\n[workload]\nturns = 1\nresolution = \"64x48\"\nwarmup-requests = 0\n[matrix]\nmodel = [\"{name}\"]\n",
+            script.display()
+        ),
+    );
+    file
+}
+
 /// The free port picked for a server can be taken by another process before the
 /// server binds it (tests running side by side do this): the server then exits with
 /// "Address already in use", and a new port is tried.
 #[test]
 fn a_port_taken_in_the_meantime_is_picked_again() {
     let p = Project::new();
-    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
     // The first start loses the race for its port; the second serves.
-    p.write(
-        "bin/racy.sh",
-        &format!(
-            "#!/bin/sh\nif [ ! -e \"$(dirname \"$0\")/tried\" ]; then touch \"$(dirname \"$0\")/tried\"; echo 'error: Address already in use (os error 98)' >&2; exit 3; fi\nexec \"{bin}\" sim-server --port \"$1\" --served-model-name racy --ttft-base-ms 1 --answer-tokens 2\n"
-        ),
+    let file = scripted_server(
+        &p,
+        "racy",
+        "if [ ! -e \"$(dirname \"$0\")/tried\" ]; then touch \"$(dirname \"$0\")/tried\"; echo 'error: Address already in use (os error 98)' >&2; exit 3; fi\n",
     );
-    let script = p.path().join("bin/racy.sh");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p.write(
-        "experiments/r.toml",
-        &format!(
-            "name = \"r\"\n[models.racy]\nbackend = \"command\"\ncommand = [\"{}\", \"{{port}}\"]\n[workload]\nturns = 1\nresolution = \"64x48\"\nwarmup-requests = 0\n[matrix]\nmodel = [\"racy\"]\n",
-            script.display()
-        ),
-    );
-    p.pipeline(&["run", "experiments/r.toml"]).status(0).stderr_has("4 ran, 0 cached, 0 skipped, 0 failed").stderr_lacks("FAILED");
+    p.pipeline(&["run", &file]).status(0).stderr_has("4 ran, 0 cached, 0 skipped, 0 failed").stderr_lacks("FAILED");
     assert!(p.path().join("bin/tried").exists(), "the first start did lose its port");
 }
 
@@ -175,30 +189,19 @@ fn a_server_has_the_huge_pages_the_run_turned_off() {
     let thp = |status: &str| status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(|v| v.trim().to_string());
     let ours = thp(&std::fs::read_to_string("/proc/self/status").unwrap()).expect("Linux 5.0 and later say THP_enabled");
     let p = Project::new();
-    let bin = assert_cmd::cargo::cargo_bin!("pipeline").display().to_string();
     // The server's shell writes its own flag and its parent's (the run's).
-    p.write(
-        "bin/server.sh",
-        &format!(
-            "#!/bin/sh\ngrep THP_enabled /proc/self/status > \"$(dirname \"$0\")/server.txt\"\ngrep THP_enabled /proc/$PPID/status > \"$(dirname \"$0\")/run.txt\"\nexec \"{bin}\" sim-server --port \"$1\" --served-model-name s --ttft-base-ms 1 --answer-tokens 2\n"
-        ),
+    let file = scripted_server(
+        &p,
+        "s",
+        "grep THP_enabled /proc/self/status > \"$(dirname \"$0\")/server.txt\"\ngrep THP_enabled /proc/$PPID/status > \"$(dirname \"$0\")/run.txt\"\n",
     );
-    let script = p.path().join("bin/server.sh");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    p.write(
-        "experiments/s.toml",
-        &format!(
-            "name = \"s\"\n[models.s]\nbackend = \"command\"\ncommand = [\"{}\", \"{{port}}\"]\n[workload]\nturns = 1\nresolution = \"64x48\"\nwarmup-requests = 0\n[matrix]\nmodel = [\"s\"]\n",
-            script.display()
-        ),
-    );
-    p.pipeline(&["run", "experiments/s.toml"]).status(0);
+    p.pipeline(&["run", &file]).status(0);
     assert_eq!(thp(&p.read("bin/run.txt")).as_deref(), Some("0"), "the run has them off");
     assert_eq!(thp(&p.read("bin/server.txt")), Some(ours.clone()), "the server has them as this test does");
 
     // The simulator, a server too, leaves them as it found them: read once it serves.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut sim = std::process::Command::new(&bin)
+    let mut sim = std::process::Command::new(assert_cmd::cargo::cargo_bin!("pipeline"))
         .args(["sim-server", "--port", &port.to_string(), "--served-model-name", "s"])
         .stdout(std::process::Stdio::null())
         .spawn()
