@@ -3,11 +3,12 @@
 //! step's parameters are built here as its kind's typed `Params`; what the key holds is
 //! their serialization.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
+use foldhash::{HashMap, HashMapExt};
 
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use serde_json::Value;
@@ -35,13 +36,16 @@ impl Plan {
             }
             None => None,
         };
+        // Per cell a measure, at most one datagen and, with [quality], a quality step;
+        // then an aggregate and a report: reserved once, not grown (and copied) a
+        // doubling at a time.
+        let expected = cells.len() * if experiment.quality.is_some() { 3 } else { 2 } + 2;
         let mut b = Builder {
-            steps: Vec::new(),
-            by_id: HashMap::new(),
+            steps: Vec::with_capacity(expected),
+            by_id: HashMap::with_capacity(expected),
             datagen_by: HashMap::new(),
             servers: Vec::new(),
             server_by_id: HashMap::new(),
-            dep_ids: Vec::new(),
             drawn,
         };
         // What each measure is does not depend on the others: build those in parallel,
@@ -66,24 +70,23 @@ impl Plan {
                 Some(_) => None,
                 None => Some(b.datagen(&experiment, cell)),
             };
-            measures.push(b.add(StepKind::Measure, id, vec![], params, datagen.iter().cloned().collect(), Some(server), Some(ci)));
+            measures.push(b.add(StepKind::Measure, id, vec![], params, datagen.into_iter().collect(), Some(server), Some(ci)));
             datagens.push(datagen);
         }
-        let mut measure_ids: Vec<String> = measures.iter().map(|&i| b.steps[i].id.clone()).collect();
+        let mut aggregated = measures.clone();
         if let Some(q) = &experiment.quality {
             let judge = match &q.judge {
                 Some(judge) => Some(b.judge_server(&experiment, judge)?),
                 None => None,
             };
             let qualities = b.quality(&experiment, q, &cells, &measures, &datagens, judge)?;
-            measure_ids.extend(qualities);
+            aggregated.extend(qualities);
         }
         let aggregate_params = Canonical::of(&steps::aggregate::Params::new(experiment.report.slo.clone()));
-        let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, measure_ids, None, None);
+        let aggregate = b.add(StepKind::Aggregate, "aggregate".into(), vec![], aggregate_params, aggregated, None, None);
         let servers = b.servers.iter().map(|s| steps::report::ShownServer { id: s.id.clone(), config: s.key.to_value() }).collect();
         let report_params = steps::report::Params::new(&experiment, cells.len(), &hardware, servers);
-        let agg_id = b.steps[aggregate].id.clone();
-        b.add(StepKind::Report, "report".into(), vec![], Canonical::of(&report_params), vec![agg_id], None, None);
+        b.add(StepKind::Report, "report".into(), vec![], Canonical::of(&report_params), vec![aggregate], None, None);
         let (steps, order) = b.finish()?;
         Ok(Plan { experiment, cells, steps, servers: b.servers, order, hardware, env: hash::allowed_env() })
     }
@@ -94,11 +97,10 @@ struct Builder {
     /// Step ids are built from exactly the coordinates that make steps differ, so
     /// steps with equal ids are identical and merged.
     by_id: HashMap<String, usize>,
-    /// (seed, batch size, frames, turns) → the datagen step's id: what sets datagens apart.
-    datagen_by: HashMap<(u64, u32, u32, u32), String>,
+    /// (seed, batch size, frames, turns) → the datagen step: what sets datagens apart.
+    datagen_by: HashMap<(u64, u32, u32, u32), usize>,
     servers: Vec<ServerSpec>,
     server_by_id: HashMap<String, usize>,
-    dep_ids: Vec<Vec<String>>,
     /// The conversations the cells draw from a file, with their images' digests.
     drawn: Option<super::drawn::Drawn>,
 }
@@ -111,7 +113,7 @@ impl Builder {
         id: String,
         coords: Vec<(String, String)>,
         params: Canonical,
-        deps: Vec<String>,
+        deps: Vec<usize>,
         server: Option<usize>,
         cell: Option<usize>,
     ) -> usize {
@@ -120,16 +122,15 @@ impl Builder {
             return i;
         }
         self.by_id.insert(id.clone(), self.steps.len());
-        self.steps.push(Step { id, kind, coords, params, deps: Vec::new(), server, cell });
-        self.dep_ids.push(deps);
+        self.steps.push(Step { id, kind, coords, params, deps, server, cell });
         self.steps.len() - 1
     }
 
-    fn datagen(&mut self, exp: &Experiment, cell: &Cell) -> String {
+    fn datagen(&mut self, exp: &Experiment, cell: &Cell) -> usize {
         let w = &exp.workload;
         let turns = cell_turns(exp, cell);
-        if let Some(id) = self.datagen_by.get(&(cell.seed, cell.batch_size, cell.frames, turns)) {
-            return id.clone();
+        if let Some(&i) = self.datagen_by.get(&(cell.seed, cell.batch_size, cell.frames, turns)) {
+            return i;
         }
         let mut coords = vec![
             ("seed".to_string(), cell.seed.to_string()),
@@ -140,16 +141,16 @@ impl Builder {
             coords.push(("turns".into(), turns.to_string()));
         }
         let id = format!("datagen[{}]", coords.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
-        if self.by_id.contains_key(&id) {
-            return id;
+        if let Some(&i) = self.by_id.get(&id) {
+            return i;
         }
         let params = match &self.drawn {
             Some(drawn) => steps::datagen::Params::File(drawn.params(exp, cell.seed, cell.batch_size, turns)),
             None => steps::datagen::Params::Synthetic(self.synthetic(exp, cell, turns)),
         };
         let i = self.add(StepKind::Datagen, id, coords, Canonical::of(&params), vec![], None, None);
-        self.datagen_by.insert((cell.seed, cell.batch_size, cell.frames, turns), self.steps[i].id.clone());
-        self.steps[i].id.clone()
+        self.datagen_by.insert((cell.seed, cell.batch_size, cell.frames, turns), i);
+        i
     }
 
     /// One quality step per cell: its inputs are the cell's measure, its data (the
@@ -161,22 +162,21 @@ impl Builder {
         q: &crate::config::QualitySpec,
         cells: &[Cell],
         measures: &[usize],
-        datagens: &[Option<String>],
+        datagens: &[Option<usize>],
         judge: Option<usize>,
-    ) -> anyhow::Result<Vec<String>> {
-        let mut ids = Vec::new();
+    ) -> anyhow::Result<Vec<usize>> {
+        let mut added = Vec::new();
         for (ci, cell) in cells.iter().enumerate() {
-            let measure = self.steps[measures[ci]].id.clone();
-            let mut deps = vec![measure.clone()];
+            let mut deps = vec![measures[ci]];
             // The data: its recorded answers are the references, and it says which of
             // the file's conversations each one is.
-            if let Some(d) = &datagens[ci] {
-                deps.push(d.clone());
+            if let Some(d) = datagens[ci] {
+                deps.push(d);
             }
             if let Some(variant) = q.agreement.as_ref().filter(|v| **v != cell.variant) {
                 let other = Cell { variant: variant.clone(), ..cell.clone() };
                 let counterpart =
-                    [format!("measure[{other}]"), format!("import[{other}]")].into_iter().find(|id| self.by_id.contains_key(id));
+                    [format!("measure[{other}]"), format!("import[{other}]")].into_iter().find_map(|id| self.by_id.get(&id).copied());
                 let Some(counterpart) = counterpart else {
                     let error =
                         anyhow::anyhow!("quality.agreement: cell `{cell}` has no counterpart in variant `{variant}` to compare with");
@@ -208,10 +208,9 @@ impl Builder {
                     }
                 }),
             };
-            let i = self.add(StepKind::Quality, format!("quality[{cell}]"), vec![], Canonical::of(&params), deps, judge, Some(ci));
-            ids.push(self.steps[i].id.clone());
+            added.push(self.add(StepKind::Quality, format!("quality[{cell}]"), vec![], Canonical::of(&params), deps, judge, Some(ci)));
         }
-        Ok(ids)
+        Ok(added)
     }
 
     fn synthetic(&self, exp: &Experiment, cell: &Cell, turns: u32) -> steps::datagen::Synthetic {
@@ -389,14 +388,11 @@ impl Builder {
     }
 
     fn finish(&mut self) -> Result<(Vec<Step>, Vec<usize>), PlanError> {
-        let index = &self.by_id;
-        let mut graph: StableDiGraph<usize, ()> = StableDiGraph::new();
+        let mut graph: StableDiGraph<usize, ()> = StableDiGraph::with_capacity(self.steps.len(), self.steps.len() * 2);
         let nodes: Vec<NodeIndex> = (0..self.steps.len()).map(|i| graph.add_node(i)).collect();
-        for (i, deps) in self.dep_ids.iter().enumerate() {
-            for d in deps {
-                let &j = index.get(d).ok_or_else(|| PlanError::Dangling { step: self.steps[i].id.clone(), missing: d.clone() })?;
+        for (i, step) in self.steps.iter().enumerate() {
+            for &j in &step.deps {
                 graph.add_edge(nodes[j], nodes[i], ());
-                self.steps[i].deps.push(j);
             }
         }
         let order = petgraph::algo::toposort(&graph, None).map_err(|c| PlanError::Cycle(self.steps[graph[c.node_id()]].id.clone()))?;

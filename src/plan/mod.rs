@@ -120,8 +120,6 @@ pub struct Plan {
 pub enum PlanError {
     #[error("the step graph has a cycle through `{0}`")]
     Cycle(String),
-    #[error("step `{step}` depends on `{missing}`, which is not a step")]
-    Dangling { step: String, missing: String },
 }
 
 impl Plan {
