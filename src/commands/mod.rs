@@ -174,6 +174,7 @@ fn out(text: &str) -> Result<(), Failure> {
 }
 
 fn plan_cmd(cache: &Cache, target: &Target, json: bool) -> Result<Outcome, Failure> {
+    cache.read_index_ahead();
     let (source, plan) = load_target(target)?;
     check_search_only(target, &plan)?;
     // A search shows the probes known so far, and says that it goes on after them.
@@ -260,6 +261,7 @@ fn counts_line(statuses: &[StepStatus]) -> String {
 }
 
 fn run(cache: &Cache, target: &Target, jobs: usize, keep_going: bool) -> Result<Outcome, Failure> {
+    cache.read_index_ahead();
     let (source, mut plan) = load_target(target)?;
     check_search_only(target, &plan)?;
     let _lock = cache.lock()?;
