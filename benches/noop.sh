@@ -9,7 +9,8 @@
 # datagen, aggregate ← every measure, report ← aggregate), each recipe `touch $@`.
 # A second Makefile has the same DAG over the files a no-op run stats: each step's
 # target is its cache entry (manifest and outputs, a grouped target), so make stats
-# exactly the files pipeline checks for tampering.
+# exactly the files pipeline checks for tampering. Last, the floor: the same files
+# stat'ed by a C loop and nothing else (needs `cc`).
 #
 # Usage: benches/noop.sh [STEPS] [ROUNDS]   (defaults 10000 and 11)
 # STEPS is rounded to whole seeds: 11 steps per seed, plus 2.
@@ -84,10 +85,61 @@ for i, s in steps.items():
     print(f"{' '.join(own[i])} &: {prereqs}\n\ttouch $@")
 report = next(i for i, s in steps.items() if s["kind"] == "report")
 print(f"all: {' '.join(own[report])}")
+# The same files for the stat floor below, each entry's files together.
+with open("stat.list", "w") as out:
+    out.writelines(f + "\n" for fs in own.values() for f in fs)
 PY
 make -f Makefile.files -q all || { echo "make does not consider the cache's files up to date" >&2; exit 1; }
 files=$(grep -c '&:' Makefile.files)
 stats=$(python3 -c "import sys; print(sum(len(l.split(' &:')[0].split()) for l in open('Makefile.files') if ' &:' in l))")
+
+# The floor: the same stats and nothing else (a C loop, one `fstatat` per file, the
+# files split between as many threads as there are cores, as a no-op run does), both
+# relative to the cache folder, as pipeline stats, and relative to each entry's
+# folder, opened once. No no-op can beat it while it checks every file
+# (docs/cache.md).
+threads=$(nproc)
+cat > statfloor.c <<'C'
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static char **paths; static size_t count; static int root, per_entry, threads;
+static void *part(void *arg) {
+  size_t t = (size_t)arg, from = count * t / threads, to = count * (t + 1) / threads;
+  char dir[512] = ""; int fd = -1; struct stat st; long seen = 0;
+  for (size_t i = from; i < to; i++) {
+    if (!per_entry) { seen += fstatat(root, paths[i], &st, 0) == 0; continue; }
+    char *slash = strrchr(paths[i], '/'); size_t n = slash - paths[i];
+    if (n >= sizeof dir) exit(2);
+    if (strncmp(dir, paths[i], n) || dir[n]) {
+      if (fd >= 0) close(fd);
+      memcpy(dir, paths[i], n); dir[n] = 0;
+      fd = openat(root, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    }
+    seen += fstatat(fd, slash + 1, &st, 0) == 0;
+  }
+  if (fd >= 0) close(fd);
+  return (void *)seen;
+}
+int main(int argc, char **argv) {
+  per_entry = !strcmp(argv[1], "entry"); threads = atoi(argv[2]);
+  FILE *f = fopen("stat.list", "r"); static char buf[1 << 27];
+  size_t n = fread(buf, 1, sizeof buf - 1, f); buf[n] = 0;
+  paths = malloc(sizeof(char *) * (n / 8 + 1));
+  for (char *p = strtok(buf, "\n"); p; p = strtok(NULL, "\n")) paths[count++] = p + strlen("cache/");
+  root = open("cache", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  pthread_t th[64]; long seen = 0; void *r;
+  for (long t = 0; t < threads; t++) pthread_create(&th[t], NULL, part, (void *)t);
+  for (long t = 0; t < threads; t++) { pthread_join(th[t], &r); seen += (long)r; }
+  return seen == (long)count ? 0 : 1;
+}
+C
+cc -O2 -pthread -o statfloor statfloor.c
 
 # One timed call: wall seconds (from the shell's microsecond clock) and peak RSS (KB).
 timed() {
@@ -96,7 +148,7 @@ timed() {
   local end=$EPOCHREALTIME
   echo "$(awk "BEGIN{printf \"%.4f\", $end - $start}") $(cat rss.txt)"
 }
-: > make.t; : > make_files.t; : > run.t; : > plan.t
+: > make.t; : > make_files.t; : > run.t; : > plan.t; : > floor.t; : > floor_entry.t
 for _ in $(seq 1 "$rounds"); do
   timed make > /dev/null   # the page cache is warm for both alike
   timed make >> make.t
@@ -104,6 +156,8 @@ for _ in $(seq 1 "$rounds"); do
   timed "$bin" run experiments/noop.toml >> run.t
   grep -q '^0 ran' err.txt || { echo "the no-op run ran something:" >&2; cat err.txt >&2; exit 1; }
   timed "$bin" plan experiments/noop.toml >> plan.t
+  timed ./statfloor root "$threads" >> floor.t
+  timed ./statfloor entry "$threads" >> floor_entry.t
 done
 median() { sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 make_med=$(cut -d' ' -f1 make.t | median)
@@ -120,3 +174,5 @@ line "make (no-op)" make.t
 line "make, the cache's files" make_files.t
 line "pipeline run (no-op)" run.t
 line "pipeline plan" plan.t
+line "stats alone, $threads thr." floor.t
+line "  by entry folder" floor_entry.t
