@@ -1290,11 +1290,17 @@ impl Validator<'_> {
     }
 
     /// A value listed twice would be merged into one cell without a word.
-    fn no_repeats<T: PartialEq + std::fmt::Debug + Serialize>(&mut self, path: &str, values: &[T]) {
+    ///
+    /// Values are told apart by their JSON text (a list can hold as many values as a
+    /// 4 MB file: comparing each with every earlier one took 15 s for 400,000 seeds).
+    fn no_repeats<T: Serialize>(&mut self, path: &str, values: &[T]) {
+        let mut seen = std::collections::HashSet::with_capacity(values.len());
         for (j, x) in values.iter().enumerate() {
-            if values[..j].contains(x) {
-                let shown = serde_json::to_string(x).unwrap_or_default();
+            let shown = serde_json::to_string(x).unwrap_or_default();
+            if seen.contains(&shown) {
                 self.error(format!("{path}[{j}]"), format!("{} is listed twice", quoted(&shown)), Some("remove the repeat".into()));
+            } else {
+                seen.insert(shown);
             }
         }
     }
