@@ -71,7 +71,26 @@ pub struct Index {
     paths: Vec<String>,
     at: HashMap<[u8; 32], Range<usize>>,
     /// Key → the record to write (`None`: drop it).
-    changes: Mutex<HashMap<[u8; 32], Option<Record>>>,
+    changes: Mutex<Learned>,
+}
+
+/// What this command learned, kept whole across its saves (a search saves once a
+/// round), and which file on disk holds it.
+#[derive(Default)]
+struct Learned {
+    changes: HashMap<[u8; 32], Option<Record>>,
+    /// A change since the last save.
+    unsaved: bool,
+    /// The file read, or last written, as `stamp` saw it (`None`: there was none).
+    on_disk: Option<Stamp>,
+}
+
+/// A file's device, inode, size and mtime (ns): which file, as it was.
+type Stamp = (u64, u64, u64, i128);
+
+fn stamp(meta: &fs::Metadata) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino(), meta.size(), i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()))
 }
 
 impl std::fmt::Debug for Index {
@@ -83,8 +102,17 @@ impl std::fmt::Debug for Index {
 impl Index {
     /// The index under `root`; empty when there is none or it does not check out.
     pub fn read(root: &Path) -> Index {
-        let Ok(bytes) = fs::read(root.join(FILE)) else { return Index::default() };
-        Index::parse(bytes).unwrap_or_default()
+        let read = || -> io::Result<(Stamp, Vec<u8>)> {
+            let mut file = fs::File::open(root.join(FILE))?;
+            let seen = stamp(&file.metadata()?);
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut file, &mut bytes)?;
+            Ok((seen, bytes))
+        };
+        let Ok((seen, bytes)) = read() else { return Index::default() };
+        let index = Index::parse(bytes).unwrap_or_default();
+        index.changes.lock().unwrap_or_else(|e| e.into_inner()).on_disk = Some(seen);
+        index
     }
 
     fn parse(bytes: Vec<u8>) -> Option<Index> {
@@ -157,25 +185,37 @@ impl Index {
         if !fits {
             return self.drop_key(&record.key);
         }
-        self.changes.lock().unwrap_or_else(|e| e.into_inner()).insert(record.key, Some(record));
+        let mut learned = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        learned.changes.insert(record.key, Some(record));
+        learned.unsaved = true;
     }
 
     /// Forget `key` (its files no longer match).
     pub fn drop_key(&self, key: &[u8; 32]) {
         if self.at.contains_key(key) {
-            self.changes.lock().unwrap_or_else(|e| e.into_inner()).insert(*key, None);
+            let mut learned = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            learned.changes.insert(*key, None);
+            learned.unsaved = true;
         }
     }
 
-    /// Write the index with this command's changes, if there are any. The caller holds
+    /// Write the index with this command's changes, if there are new ones. The caller holds
     /// the cache's lock. Every record is written anew, with a path table of the names
     /// still in use; an entry whose names would overflow the table is left out (its
     /// manifest decides).
     pub fn save(&self, root: &Path) -> io::Result<()> {
-        let changes = std::mem::take(&mut *self.changes.lock().unwrap_or_else(|e| e.into_inner()));
-        if changes.is_empty() {
+        let mut learned = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        if !learned.unsaved {
             return Ok(());
         }
+        // Read before the lock was taken (`Cache::read_index_ahead`), the index may
+        // have been saved by another run since, or removed by `cache gc`: that one
+        // stands, and what this command learned is learned again by the next.
+        let path = root.join(FILE);
+        if fs::metadata(&path).ok().map(|m| stamp(&m)) != learned.on_disk {
+            return Ok(());
+        }
+        let changes = &learned.changes;
         let mut table = Table::default();
         let mut records = Vec::with_capacity(self.bytes.len() + changes.len() * 256);
         // The newest first: should the table fill, older entries go to their manifests.
@@ -211,7 +251,6 @@ impl Index {
         out.extend_from_slice(&records);
         let trailer = blake3::hash(&out);
         out.extend_from_slice(trailer.as_bytes());
-        let path = root.join(FILE);
         // Written in `tmp/`, where a run killed mid-write leaves it for `cache gc`.
         let tmp = root.join("tmp").join(format!("{FILE}-{}", std::process::id()));
         if let Err(e) = fs::create_dir_all(root.join("tmp")).and_then(|()| fs::write(&tmp, &out)).and_then(|()| fs::rename(&tmp, &path)) {
@@ -219,6 +258,8 @@ impl Index {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
+        learned.unsaved = false;
+        learned.on_disk = fs::metadata(&path).ok().map(|m| stamp(&m));
         Ok(())
     }
 }
@@ -483,5 +524,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         Index::read(dir.path()).save(dir.path()).unwrap();
         assert!(!dir.path().join(FILE).exists());
+    }
+
+    /// An index read before the lock (`Cache::read_index_ahead`) is not written over
+    /// one that another run saved meanwhile, nor over `cache gc` removing it; and what
+    /// a command learns stays in each of its saves (a search saves once a round).
+    #[test]
+    fn a_save_keeps_what_came_after_the_read_and_every_earlier_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let read_early = Index::read(root);
+        let other = Index::read(root);
+        other.put(record(1));
+        other.save(root).unwrap();
+        read_early.put(record(2));
+        read_early.save(root).unwrap();
+        let now = Index::read(root);
+        assert_eq!((now.get(&[1; 32]).is_some(), now.get(&[2; 32]).is_some()), (true, false), "the other run's index stands");
+
+        let before_gc = Index::read(root);
+        fs::remove_file(root.join(FILE)).unwrap();
+        before_gc.put(record(3));
+        before_gc.save(root).unwrap();
+        assert!(!root.join(FILE).exists(), "what gc removed stays removed");
+
+        let index = Index::read(root);
+        index.put(record(4));
+        index.save(root).unwrap();
+        let written = fs::metadata(root.join(FILE)).unwrap().modified().unwrap();
+        index.save(root).unwrap();
+        assert_eq!(fs::metadata(root.join(FILE)).unwrap().modified().unwrap(), written, "nothing new: not written again");
+        index.put(record(5));
+        index.save(root).unwrap();
+        let now = Index::read(root);
+        assert!(now.get(&[4; 32]).is_some() && now.get(&[5; 32]).is_some(), "the first save's record is in the second");
     }
 }

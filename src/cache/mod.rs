@@ -156,12 +156,14 @@ impl Cache {
     /// Read the index on another thread while the caller builds its plan (at 100,000
     /// entries, 24 MB to read and hash); the first lookup waits for it. Read before
     /// the lock, it may miss what a run that held the lock meanwhile learned, which
-    /// costs only those entries' manifests: every answer it gives is checked.
+    /// costs only those entries' manifests (every answer it gives is checked); and
+    /// should that run have saved the index, or `cache gc` removed it, this command
+    /// leaves it so ([`Index::save`]).
     pub fn read_index_ahead(&self) {
         let cache = self.clone();
-        std::thread::spawn(move || {
+        // Without a thread, the first lookup reads it.
+        let _ = std::thread::Builder::new().name("index".into()).spawn(move || {
             cache.index();
-            cache.root_fd();
         });
     }
 
