@@ -16,6 +16,7 @@
 # STEPS is rounded to whole seeds: 11 steps per seed, plus 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v cc > /dev/null || { echo "benches/noop.sh needs a C compiler (cc) for its floor" >&2; exit 1; }
 steps=${1:-10000}
 rounds=${2:-11}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pipeline/target}"
@@ -98,7 +99,7 @@ stats=$(python3 -c "import sys; print(sum(len(l.split(' &:')[0].split()) for l i
 # relative to the cache folder, as pipeline stats, and relative to each entry's
 # folder, opened once. No no-op can beat it while it checks every file
 # (docs/cache.md).
-threads=$(nproc)
+threads=$(( $(nproc) < 64 ? $(nproc) : 64 ))
 cat > statfloor.c <<'C'
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -127,16 +128,22 @@ static void *part(void *arg) {
   return (void *)seen;
 }
 int main(int argc, char **argv) {
+  if (argc != 3) { fprintf(stderr, "usage: statfloor root|entry THREADS\n"); return 2; }
   per_entry = !strcmp(argv[1], "entry"); threads = atoi(argv[2]);
-  FILE *f = fopen("stat.list", "r"); static char buf[1 << 27];
+  if (threads < 1 || threads > 64) { fprintf(stderr, "statfloor: 1 to 64 threads\n"); return 2; }
+  FILE *f = fopen("stat.list", "r"); static char buf[1 << 28];
+  if (!f) { perror("statfloor: stat.list"); return 2; }
   size_t n = fread(buf, 1, sizeof buf - 1, f); buf[n] = 0;
+  if (n == sizeof buf - 1) { fprintf(stderr, "statfloor: stat.list is over 256 MB\n"); return 2; }
   paths = malloc(sizeof(char *) * (n / 8 + 1));
   for (char *p = strtok(buf, "\n"); p; p = strtok(NULL, "\n")) paths[count++] = p + strlen("cache/");
   root = open("cache", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) { perror("statfloor: cache"); return 2; }
   pthread_t th[64]; long seen = 0; void *r;
   for (long t = 0; t < threads; t++) pthread_create(&th[t], NULL, part, (void *)t);
   for (long t = 0; t < threads; t++) { pthread_join(th[t], &r); seen += (long)r; }
-  return seen == (long)count ? 0 : 1;
+  if (seen != (long)count) { fprintf(stderr, "statfloor: %ld of %zu files are missing\n", (long)count - seen, count); return 1; }
+  return 0;
 }
 C
 cc -O2 -pthread -o statfloor statfloor.c
