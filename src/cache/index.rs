@@ -10,9 +10,10 @@
 //! faster and never changes its answer: the files it vouches for are the ones the
 //! manifest described when they were checked.
 //!
-//! Only a run that holds `cache/.lock` writes it: once, at its end, whole (written
-//! beside, then renamed), and only when a lookup or a publish added or dropped an
-//! entry. Entries that Slurm jobs publish join it the next time a run looks them up. A
+//! Only a run that holds `cache/.lock` writes it: at its end (a search: at each
+//! round's end), whole (written beside, then renamed), only when a lookup or a publish
+//! added or dropped an entry since, and only over the file it read (read before the
+//! lock, it may have been replaced or removed meanwhile; that one stands). Entries that Slurm jobs publish join it the next time a run looks them up. A
 //! torn, truncated or foreign file (its blake3 trailer disagrees) is ignored.
 //!
 //! Layout: [`MAGIC`]; the table of file paths (u16 count, then per path: u16 length,
@@ -70,14 +71,15 @@ pub struct Index {
     /// The file's path table.
     paths: Vec<String>,
     at: HashMap<[u8; 32], Range<usize>>,
-    /// Key → the record to write (`None`: drop it).
-    changes: Mutex<Learned>,
+    /// What lookups and publishes taught this command, for [`Index::save`].
+    learned: Mutex<Learned>,
 }
 
 /// What this command learned, kept whole across its saves (a search saves once a
 /// round), and which file on disk holds it.
 #[derive(Default)]
 struct Learned {
+    /// Key → the record to write (`None`: drop it).
     changes: HashMap<[u8; 32], Option<Record>>,
     /// A change since the last save.
     unsaved: bool,
@@ -86,11 +88,11 @@ struct Learned {
 }
 
 /// A file's device, inode, size and mtime (ns): which file, as it was.
-type Stamp = (u64, u64, u64, i128);
+type Stamp = (u64, u64, u64, u128);
 
 fn stamp(meta: &fs::Metadata) -> Stamp {
     use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino(), meta.size(), i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()))
+    (meta.dev(), meta.ino(), meta.size(), super::mtime_ns(meta))
 }
 
 impl std::fmt::Debug for Index {
@@ -111,7 +113,7 @@ impl Index {
         };
         let Ok((seen, bytes)) = read() else { return Index::default() };
         let index = Index::parse(bytes).unwrap_or_default();
-        index.changes.lock().unwrap_or_else(|e| e.into_inner()).on_disk = Some(seen);
+        index.learned().on_disk = Some(seen);
         index
     }
 
@@ -130,7 +132,7 @@ impl Index {
             r.skip_record_after_key(paths.len())?;
             at.insert(key, start..r.pos);
         }
-        Some(Index { bytes, paths, at, changes: Mutex::default() })
+        Some(Index { bytes, paths, at, learned: Mutex::default() })
     }
 
     #[cfg(test)]
@@ -174,6 +176,10 @@ impl Index {
         checked.map_or(Check::Stale, Check::Fresh)
     }
 
+    fn learned(&self) -> std::sync::MutexGuard<'_, Learned> {
+        self.learned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Remember `record` (a publish, or a lookup that checked the manifest). An entry
     /// the index cannot hold whole (more files than its count holds, a path longer than
     /// its length holds, an mtime past 2554) or whose mtimes it could not tell apart
@@ -185,7 +191,7 @@ impl Index {
         if !fits {
             return self.drop_key(&record.key);
         }
-        let mut learned = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut learned = self.learned();
         learned.changes.insert(record.key, Some(record));
         learned.unsaved = true;
     }
@@ -193,7 +199,7 @@ impl Index {
     /// Forget `key` (its files no longer match).
     pub fn drop_key(&self, key: &[u8; 32]) {
         if self.at.contains_key(key) {
-            let mut learned = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut learned = self.learned();
             learned.changes.insert(*key, None);
             learned.unsaved = true;
         }
@@ -204,7 +210,7 @@ impl Index {
     /// still in use; an entry whose names would overflow the table is left out (its
     /// manifest decides).
     pub fn save(&self, root: &Path) -> io::Result<()> {
-        let mut learned = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut learned = self.learned();
         if !learned.unsaved {
             return Ok(());
         }
